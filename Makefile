@@ -1,0 +1,97 @@
+# WA Blast webhook operator. `make help` lists the targets.
+
+SHELL := /usr/bin/env bash -o pipefail
+.SHELLFLAGS := -ec
+
+# Tool versions, pinned. Everything is built from Go modules into bin/.
+CONTROLLER_TOOLS_VERSION ?= v0.23.0
+ENVTEST_K8S_VERSION ?= 1.37.2
+
+LOCALBIN ?= $(CURDIR)/bin
+CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
+ENVTEST_ASSETS ?= $(LOCALBIN)/k8s/$(ENVTEST_K8S_VERSION)
+KUBEBUILDER_ASSETS ?= $(ENVTEST_ASSETS)
+export KUBEBUILDER_ASSETS
+
+GO ?= go
+GOTEST_FLAGS ?= -count=1
+TEST_TIMEOUT ?= 20m
+
+.PHONY: all
+all: build
+
+##@ General
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "\nUsage:\n  make \033[36m<target>\033[0m\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) } ' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: manifests
+manifests: $(CONTROLLER_GEN) ## Generate the CRD and RBAC manifests from the API types and markers.
+	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths="./api/...;./internal/..." output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+
+.PHONY: generate
+generate: $(CONTROLLER_GEN) ## Generate the DeepCopy methods.
+	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./api/..."
+
+.PHONY: fmt
+fmt: ## Run gofmt on the code.
+	gofmt -s -w $$(git ls-files '*.go' | grep -v '^hack/envtest/')
+
+.PHONY: vet
+vet: ## Run go vet.
+	$(GO) vet ./...
+
+.PHONY: test
+test: manifests generate fmt vet envtest-bin ## Run every unit and envtest integration test (builds the envtest binaries the first time).
+	$(GO) test $(GOTEST_FLAGS) -timeout $(TEST_TIMEOUT) ./...
+
+.PHONY: verify
+verify: ## Regenerate everything and fail if any generated file is stale or the code is not gofmt-clean.
+	@$(MAKE) --no-print-directory manifests generate
+	@test -z "$$(gofmt -s -l $$(git ls-files '*.go' | grep -v '^hack/envtest/'))" || { echo "gofmt: these files need 'make fmt':"; gofmt -s -l $$(git ls-files '*.go' | grep -v '^hack/envtest/'); exit 1; }
+	@$(GO) mod tidy -diff >/dev/null || { echo "go.mod/go.sum are not tidy: run 'go mod tidy'"; exit 1; }
+	@git diff --exit-code --stat -- api config charts docs || { echo "generated files are stale: run 'make manifests generate' and commit the result"; exit 1; }
+	@test -z "$$(git status --porcelain --untracked-files=all -- api config charts)" || { echo "untracked generated files:"; git status --porcelain -- api config charts; exit 1; }
+
+##@ Build
+
+.PHONY: build
+build: ## Build bin/manager.
+	$(GO) build -o $(LOCALBIN)/manager ./cmd/manager
+
+.PHONY: run
+run: manifests generate ## Run the manager against the cluster in ~/.kube/config (or $$KUBECONFIG).
+	$(GO) run ./cmd/manager
+
+##@ Deployment
+
+.PHONY: install
+install: manifests ## Install the CRD into the cluster of the current kubeconfig.
+	kubectl apply --server-side -f config/crd/bases
+
+.PHONY: uninstall
+uninstall: ## Remove the CRD (and every WebhookConfig) from the cluster of the current kubeconfig.
+	kubectl delete --ignore-not-found -f config/crd/bases
+
+##@ Tools
+
+.PHONY: envtest-bin
+envtest-bin: $(ENVTEST_ASSETS)/kube-apiserver $(ENVTEST_ASSETS)/etcd ## Build envtest's etcd and kube-apiserver from Go modules into bin/k8s/<version>/.
+
+$(ENVTEST_ASSETS)/kube-apiserver: hack/envtest/kube-apiserver/go.mod hack/envtest/kube-apiserver/main.go
+	@mkdir -p $(ENVTEST_ASSETS)
+	@echo "building kube-apiserver $(ENVTEST_K8S_VERSION) from Go modules (about 5 minutes the first time)"
+	cd hack/envtest/kube-apiserver && $(GO) build -o $@ .
+
+$(ENVTEST_ASSETS)/etcd: hack/envtest/etcd/go.mod hack/envtest/etcd/main.go
+	@mkdir -p $(ENVTEST_ASSETS)
+	@echo "building etcd from Go modules"
+	cd hack/envtest/etcd && $(GO) build -o $@ .
+
+$(CONTROLLER_GEN):
+	@mkdir -p $(LOCALBIN)
+	GOBIN=$(LOCALBIN) $(GO) install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)
+	mv $(LOCALBIN)/controller-gen $@

@@ -1,0 +1,361 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// EventType names a kind of WA Blast event.
+//
+// +kubebuilder:validation:Enum=message.sent;message.delivered;message.failed;session.connected;session.disconnected;campaign.started;campaign.completed;"*"
+type EventType string
+
+// The event types an endpoint can subscribe to. EventTypeAll subscribes to every type.
+const (
+	EventMessageSent         EventType = "message.sent"
+	EventMessageDelivered    EventType = "message.delivered"
+	EventMessageFailed       EventType = "message.failed"
+	EventSessionConnected    EventType = "session.connected"
+	EventSessionDisconnected EventType = "session.disconnected"
+	EventCampaignStarted     EventType = "campaign.started"
+	EventCampaignCompleted   EventType = "campaign.completed"
+	EventTypeAll             EventType = "*"
+
+	// EventWebhookTest is sent only by test deliveries; it cannot be subscribed to.
+	EventWebhookTest EventType = "webhook.test"
+)
+
+// Annotations acted on once per distinct value; the value is echoed back in status.
+const (
+	// AnnotationTestRequestedAt requests one webhook.test delivery to this endpoint.
+	AnnotationTestRequestedAt = "webhooks.wablast.io/test-requested-at"
+	// AnnotationReplaySince requests that events that failed for good since an RFC 3339 time are delivered again.
+	AnnotationReplaySince = "webhooks.wablast.io/replay-since"
+)
+
+// DefaultSecretKey is the key read from the signing Secret when secretRef.key is omitted.
+const DefaultSecretKey = "secret"
+
+// WebhookConfigSpec is the desired state of one subscriber endpoint.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.delivery) || !has(self.delivery.initialBackoffSeconds) || !has(self.delivery.maxBackoffSeconds) || self.delivery.initialBackoffSeconds <= self.delivery.maxBackoffSeconds",message="delivery.initialBackoffSeconds must not be greater than delivery.maxBackoffSeconds"
+type WebhookConfigSpec struct {
+	// url is the endpoint that receives the signed POST requests. It must be an
+	// absolute http or https URL with a host, without user-info (user:password@)
+	// and without a #fragment, at most 2048 characters.
+	//
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self)",message="url must be an absolute URL such as https://example.com/hooks"
+	// +kubebuilder:validation:XValidation:rule="!isURL(self) || url(self).getScheme() in ['http', 'https']",message="url scheme must be http or https"
+	// +kubebuilder:validation:XValidation:rule="!isURL(self) || url(self).getHostname() != ''",message="url must have a host"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^[^:/?#]+://[^/?#]*@')",message="url must not contain user-info (user:password@)"
+	// +kubebuilder:validation:XValidation:rule="!self.contains('#')",message="url must not contain a #fragment"
+	URL string `json:"url"`
+
+	// secretRef names the key of a Secret in this namespace that holds the
+	// signing secret: either a Standard Webhooks secret "whsec_<base64 of 24..64
+	// bytes>" or any other string of at least 16 bytes. Several secrets separated
+	// by whitespace sign every request once per secret (rotation); the first is
+	// the current one. When omitted, the operator generates a Secret named
+	// "<name>-signing" owned by this resource and records it in status.secretRef.
+	//
+	// +optional
+	SecretRef *SecretKeyReference `json:"secretRef,omitempty"`
+
+	// events lists the event types delivered to this endpoint, or "*" for every
+	// type. "*" cannot be combined with other types.
+	//
+	// +required
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=8
+	// +kubebuilder:validation:XValidation:rule="!('*' in self) || size(self) == 1",message="\"*\" already selects every event type and cannot be combined with others"
+	Events []EventType `json:"events"`
+
+	// enabled turns deliveries to this endpoint on or off. A disabled endpoint
+	// keeps its configuration and status and still receives test deliveries.
+	//
+	// +optional
+	// +kubebuilder:default=true
+	Enabled *bool `json:"enabled,omitempty"`
+
+	// delivery tunes timeouts, retries and concurrency. Every field has a default.
+	//
+	// +optional
+	// +kubebuilder:default={}
+	Delivery *DeliveryPolicy `json:"delivery,omitempty"`
+}
+
+// SecretKeyReference selects a key of a Secret in the WebhookConfig's namespace.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.__namespace__)",message="secretRef.namespace is not supported: the Secret must be in the WebhookConfig's namespace"
+type SecretKeyReference struct {
+	// name of the Secret, in the same namespace as the WebhookConfig.
+	//
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	Name string `json:"name"`
+
+	// key within the Secret's data. Defaults to "secret".
+	//
+	// +optional
+	// +kubebuilder:default=secret
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
+	Key string `json:"key,omitempty"`
+
+	// namespace is not supported and must be omitted: a WebhookConfig can only
+	// use a Secret of its own namespace. The field exists so that a manifest
+	// setting it is rejected instead of silently pruned.
+	//
+	// +optional
+	Namespace string `json:"namespace,omitempty"`
+}
+
+// DeliveryPolicy controls how each event is delivered to the endpoint.
+type DeliveryPolicy struct {
+	// timeoutSeconds bounds one attempt: connect, send and response headers.
+	//
+	// +optional
+	// +kubebuilder:default=10
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=60
+	TimeoutSeconds int32 `json:"timeoutSeconds,omitempty"`
+
+	// maxAttempts is the number of attempts, the first included, before an
+	// event fails for good.
+	//
+	// +optional
+	// +kubebuilder:default=10
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=20
+	MaxAttempts int32 `json:"maxAttempts,omitempty"`
+
+	// initialBackoffSeconds is the delay before the first retry; each further
+	// retry doubles it, with jitter, up to maxBackoffSeconds.
+	//
+	// +optional
+	// +kubebuilder:default=5
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=3600
+	InitialBackoffSeconds int32 `json:"initialBackoffSeconds,omitempty"`
+
+	// maxBackoffSeconds caps the delay between two attempts, including a delay
+	// asked for by the receiver with Retry-After.
+	//
+	// +optional
+	// +kubebuilder:default=21600
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=86400
+	MaxBackoffSeconds int32 `json:"maxBackoffSeconds,omitempty"`
+
+	// maxAgeSeconds gives up on an event this long after it was accepted, even
+	// if attempts are left.
+	//
+	// +optional
+	// +kubebuilder:default=259200
+	// +kubebuilder:validation:Minimum=60
+	// +kubebuilder:validation:Maximum=604800
+	MaxAgeSeconds int32 `json:"maxAgeSeconds,omitempty"`
+
+	// maxInFlight is the most requests open to this endpoint at once.
+	//
+	// +optional
+	// +kubebuilder:default=16
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=256
+	MaxInFlight int32 `json:"maxInFlight,omitempty"`
+}
+
+// DeliveryResult is the outcome of one delivery attempt.
+//
+// +kubebuilder:validation:Enum=Succeeded;Retrying;Failed
+type DeliveryResult string
+
+// The outcomes of an attempt.
+const (
+	// ResultSucceeded: the receiver answered 2xx.
+	ResultSucceeded DeliveryResult = "Succeeded"
+	// ResultRetrying: the attempt failed and another one is scheduled.
+	ResultRetrying DeliveryResult = "Retrying"
+	// ResultFailed: the attempt failed and the event failed for good.
+	ResultFailed DeliveryResult = "Failed"
+)
+
+// DeliveryRecord describes one delivery attempt.
+type DeliveryRecord struct {
+	// time the attempt finished.
+	Time metav1.Time `json:"time"`
+	// eventID is the event's webhook-id.
+	EventID string `json:"eventID"`
+	// eventType is the event's type.
+	EventType string `json:"eventType"`
+	// attempt counts attempts of this event to this endpoint, from 1.
+	Attempt int32 `json:"attempt"`
+	// statusCode is the receiver's HTTP status, absent when no response arrived.
+	// +optional
+	StatusCode int32 `json:"statusCode,omitempty"`
+	// durationMilliseconds is the time from sending the request to the response headers or the error.
+	DurationMilliseconds int64 `json:"durationMilliseconds"`
+	// result of the attempt.
+	Result DeliveryResult `json:"result"`
+	// error says why the attempt failed.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Error string `json:"error,omitempty"`
+}
+
+// TestRecord describes the last test delivery.
+type TestRecord struct {
+	// requestedAt echoes the webhooks.wablast.io/test-requested-at annotation value handled.
+	RequestedAt string `json:"requestedAt"`
+	// time the test attempt finished.
+	// +optional
+	Time *metav1.Time `json:"time,omitempty"`
+	// result is Succeeded or Failed.
+	Result DeliveryResult `json:"result"`
+	// statusCode is the receiver's HTTP status, absent when no response arrived.
+	// +optional
+	StatusCode int32 `json:"statusCode,omitempty"`
+	// durationMilliseconds of the test attempt.
+	// +optional
+	DurationMilliseconds int64 `json:"durationMilliseconds,omitempty"`
+	// error says why the test failed.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Error string `json:"error,omitempty"`
+}
+
+// ReplayRecord describes the last replay.
+type ReplayRecord struct {
+	// requestedAt echoes the webhooks.wablast.io/replay-since annotation value handled.
+	RequestedAt string `json:"requestedAt"`
+	// time the events were re-queued.
+	// +optional
+	Time *metav1.Time `json:"time,omitempty"`
+	// eventsRequeued is how many failed events were queued again.
+	EventsRequeued int64 `json:"eventsRequeued"`
+}
+
+// WebhookConfigStatus is the observed state of the endpoint.
+type WebhookConfigStatus struct {
+	// observedGeneration is the metadata.generation last reconciled; -1 before
+	// the first reconcile.
+	//
+	// +optional
+	// +kubebuilder:default=-1
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// conditions: Ready (accepted and live in the dispatcher), Reconciling and
+	// Stalled (kstatus), and Delivering (recent deliveries succeed).
+	//
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +patchStrategy=merge
+	// +patchMergeKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty" patchStrategy:"merge" patchMergeKey:"type"`
+
+	// active is true when the endpoint is enabled and Ready.
+	// +optional
+	Active bool `json:"active,omitempty"`
+
+	// secretRef is the Secret key the signing secret is read from: spec.secretRef
+	// or the generated "<name>-signing" Secret.
+	// +optional
+	SecretRef *SecretKeyReference `json:"secretRef,omitempty"`
+
+	// totalEventsSent counts events given a first attempt, over the resource's lifetime.
+	// +optional
+	TotalEventsSent int64 `json:"totalEventsSent,omitempty"`
+	// eventsDelivered counts events the receiver accepted with a 2xx.
+	// +optional
+	EventsDelivered int64 `json:"eventsDelivered,omitempty"`
+	// eventsFailed counts events that failed for good (retries exhausted, too old, or refused).
+	// +optional
+	EventsFailed int64 `json:"eventsFailed,omitempty"`
+	// eventsPending counts events waiting for their next attempt.
+	// +optional
+	EventsPending int64 `json:"eventsPending,omitempty"`
+	// successRate is delivered / (delivered + failed) over events finished in the
+	// last 24 hours, as a percentage such as "99.8%", or "-" when none finished.
+	// +optional
+	SuccessRate string `json:"successRate,omitempty"`
+	// consecutiveFailures counts failed attempts since the last success.
+	// +optional
+	ConsecutiveFailures int64 `json:"consecutiveFailures,omitempty"`
+	// lastDelivery is the most recent attempt.
+	// +optional
+	LastDelivery *DeliveryRecord `json:"lastDelivery,omitempty"`
+	// recentDeliveries are the last 10 attempts, newest first.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=10
+	RecentDeliveries []DeliveryRecord `json:"recentDeliveries,omitempty"`
+	// lastTest is the outcome of the last test delivery.
+	// +optional
+	LastTest *TestRecord `json:"lastTest,omitempty"`
+	// lastReplay is the outcome of the last replay.
+	// +optional
+	LastReplay *ReplayRecord `json:"lastReplay,omitempty"`
+}
+
+// WebhookConfig is one subscriber endpoint of WA Blast events: where they are
+// POSTed, how they are signed, which types are sent, and the delivery policy.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=whc,categories=wablast
+// +kubebuilder:printcolumn:name="Active",type=boolean,JSONPath=`.status.active`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Success Rate",type=string,JSONPath=`.status.successRate`
+// +kubebuilder:printcolumn:name="Sent",type=integer,JSONPath=`.status.totalEventsSent`
+// +kubebuilder:printcolumn:name="Last Delivery",type=date,JSONPath=`.status.lastDelivery.time`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:printcolumn:name="URL",type=string,JSONPath=`.spec.url`,priority=1
+// +kubebuilder:printcolumn:name="Events",type=string,JSONPath=`.spec.events`,priority=1
+type WebhookConfig struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the desired endpoint.
+	// +required
+	Spec WebhookConfigSpec `json:"spec"`
+
+	// status is what the operator observed and delivered.
+	// +optional
+	// +kubebuilder:default={}
+	Status WebhookConfigStatus `json:"status,omitempty"`
+}
+
+// WebhookConfigList is a list of WebhookConfig.
+//
+// +kubebuilder:object:root=true
+type WebhookConfigList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []WebhookConfig `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&WebhookConfig{}, &WebhookConfigList{})
+}
+
+// IsEnabled reports whether deliveries are enabled (spec.enabled defaults to true).
+func (w *WebhookConfig) IsEnabled() bool {
+	return w.Spec.Enabled == nil || *w.Spec.Enabled
+}
+
+// Subscribes reports whether the endpoint receives events of type t.
+func (s *WebhookConfigSpec) Subscribes(t string) bool {
+	for _, e := range s.Events {
+		if e == EventTypeAll || string(e) == t {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,26 @@
+package controller
+
+// Condition types of a WebhookConfig. Ready, Reconciling and Stalled follow
+// the kstatus conventions; Delivering is written by the dispatcher.
+const (
+	ConditionReady       = "Ready"
+	ConditionReconciling = "Reconciling"
+	ConditionStalled     = "Stalled"
+	ConditionDelivering  = "Delivering"
+)
+
+// Reasons of the Ready and Stalled conditions.
+const (
+	// ReasonSucceeded: the resource is accepted and live in the dispatcher.
+	ReasonSucceeded = "Succeeded"
+	// ReasonSecretNotFound: the referenced Secret does not exist.
+	ReasonSecretNotFound = "SecretNotFound"
+	// ReasonSecretKeyMissing: the Secret has no such key, or it is empty.
+	ReasonSecretKeyMissing = "SecretKeyMissing"
+	// ReasonSecretTooShort: a raw secret is shorter than 16 bytes.
+	ReasonSecretTooShort = "SecretTooShort"
+	// ReasonSecretInvalid: a whsec_ secret is not valid base64 of 24..64 bytes.
+	ReasonSecretInvalid = "SecretInvalid"
+	// ReasonSecretConflict: "<name>-signing" exists and is not owned by the resource.
+	ReasonSecretConflict = "SecretConflict"
+)

@@ -1,0 +1,88 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	ctrlcontroller "sigs.k8s.io/controller-runtime/pkg/controller"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/wablast/webhook-operator/internal/dispatch"
+	"github.com/wablast/webhook-operator/internal/testutil"
+)
+
+var env *testutil.Env
+
+func TestMain(m *testing.M) {
+	var err error
+	env, err = testutil.StartEnv()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	env.Stop()
+	os.Exit(code)
+}
+
+// runningManager is a manager running the controller for one namespace.
+type runningManager struct {
+	registry *dispatch.MemoryRegistry
+	cancel   context.CancelFunc
+	done     chan struct{}
+	once     sync.Once
+}
+
+// stop stops the manager and waits until it has.
+func (m *runningManager) stop() {
+	m.once.Do(func() {
+		m.cancel()
+		<-m.done
+	})
+}
+
+// startManager runs the controller, watching only namespace ns, with a fresh registry.
+func startManager(t *testing.T, ns string) *runningManager {
+	t.Helper()
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+		Scheme:                 testutil.Scheme(),
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Cache:                  cache.Options{DefaultNamespaces: map[string]cache.Config{ns: {}}},
+		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	if err != nil {
+		t.Fatalf("creating manager: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	rm := &runningManager{registry: dispatch.NewMemoryRegistry(), cancel: cancel, done: make(chan struct{})}
+	r := &WebhookConfigReconciler{
+		Client:   mgr.GetClient(),
+		Registry: rm.registry,
+		Recorder: mgr.GetEventRecorder("webhook-operator"),
+	}
+	if err := r.SetupWithManager(ctx, mgr, ctrlcontroller.Options{}); err != nil {
+		t.Fatalf("setting up controller: %v", err)
+	}
+	go func() {
+		defer close(rm.done)
+		if err := mgr.Start(ctx); err != nil {
+			t.Errorf("manager stopped with error: %v", err)
+		}
+	}()
+	t.Cleanup(rm.stop)
+	select {
+	case <-rm.registry.Synced():
+	case <-time.After(30 * time.Second):
+		t.Fatal("registry not synced within 30s")
+	}
+	return rm
+}

@@ -1,0 +1,393 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+
+	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
+	"github.com/wablast/webhook-operator/internal/dispatch"
+	"github.com/wablast/webhook-operator/internal/signing"
+)
+
+// FieldManager is the server-side apply field manager of the controller's
+// status fields (conditions Ready, Reconciling and Stalled, active,
+// observedGeneration and secretRef). The dispatcher owns the delivery fields
+// under its own manager, so neither overwrites the other.
+const FieldManager = "webhook-operator-controller"
+
+// secretNameIndex indexes WebhookConfigs by the name of the Secret they read
+// their signing secret from (spec.secretRef.name or "<name>-signing").
+const secretNameIndex = "webhooks.wablast.io/secret-name"
+
+// WebhookConfigReconciler resolves each WebhookConfig (URL, signing secret,
+// events, policy) and keeps the dispatcher's registry in step with it. It
+// never delivers anything itself.
+type WebhookConfigReconciler struct {
+	client.Client
+	Registry dispatch.Registry
+	Recorder events.EventRecorder
+	// GenerateSecret makes the value of a generated signing Secret.
+	// Defaults to signing.GenerateSecret.
+	GenerateSecret func() (string, error)
+}
+
+// +kubebuilder:rbac:groups=webhooks.wablast.io,resources=webhookconfigs,verbs=get;list;watch
+// +kubebuilder:rbac:groups=webhooks.wablast.io,resources=webhookconfigs/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// SetupWithManager registers the controller, its Secret index and the
+// registry warm-up with mgr.
+func (r *WebhookConfigReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts controller.Options) error {
+	if r.GenerateSecret == nil {
+		r.GenerateSecret = signing.GenerateSecret
+	}
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &webhooksv1alpha1.WebhookConfig{}, secretNameIndex,
+		func(o client.Object) []string {
+			return []string{EffectiveSecretRef(o.(*webhooksv1alpha1.WebhookConfig)).Name}
+		}); err != nil {
+		return fmt.Errorf("indexing WebhookConfigs by Secret name: %w", err)
+	}
+	if err := mgr.Add(&registryWarmer{reconciler: r, cache: mgr.GetCache()}); err != nil {
+		return fmt.Errorf("adding registry warm-up: %w", err)
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&webhooksv1alpha1.WebhookConfig{}, builder.WithPredicates(
+			predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.requestsForSecret)).
+		WithOptions(opts).
+		Named("webhookconfig").
+		Complete(r)
+}
+
+// requestsForSecret maps a Secret to the WebhookConfigs of its namespace that read it.
+func (r *WebhookConfigReconciler) requestsForSecret(ctx context.Context, o client.Object) []ctrl.Request {
+	var list webhooksv1alpha1.WebhookConfigList
+	if err := r.List(ctx, &list, client.InNamespace(o.GetNamespace()),
+		client.MatchingFields{secretNameIndex: o.GetName()}); err != nil {
+		log.FromContext(ctx).Error(err, "Listing WebhookConfigs for Secret", "secret", klog.KObj(o))
+		return nil
+	}
+	reqs := make([]ctrl.Request, 0, len(list.Items))
+	for i := range list.Items {
+		reqs = append(reqs, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+	}
+	return reqs
+}
+
+// Reconcile brings the registry and the resource's status in line with the
+// resource. A configuration problem (a missing or unusable Secret) makes the
+// resource Stalled and is not retried: a change to the Secret triggers the
+// next reconcile. A returned error means a transient API failure, retried
+// with backoff.
+func (r *WebhookConfigReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	logger := log.FromContext(ctx)
+
+	var whc webhooksv1alpha1.WebhookConfig
+	if err := r.Get(ctx, req.NamespacedName, &whc); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.Registry.Remove(req.NamespacedName)
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, err
+	}
+	if !whc.DeletionTimestamp.IsZero() {
+		r.Registry.Remove(req.NamespacedName)
+		return ctrl.Result{}, nil
+	}
+
+	ep, ref, cfgErr, err := r.resolve(ctx, &whc, true)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+
+	desired := controllerStatus{
+		observedGeneration: whc.Generation,
+		secretRef:          ref,
+		conditions:         ownConditions(whc.Status.Conditions),
+	}
+	if cfgErr != nil {
+		r.Registry.Remove(req.NamespacedName)
+		desired.active = false
+		meta.SetStatusCondition(&desired.conditions, metav1.Condition{
+			Type: ConditionReady, Status: metav1.ConditionFalse, Reason: cfgErr.reason,
+			Message: cfgErr.message, ObservedGeneration: whc.Generation,
+		})
+		meta.SetStatusCondition(&desired.conditions, metav1.Condition{
+			Type: ConditionStalled, Status: metav1.ConditionTrue, Reason: cfgErr.reason,
+			Message: cfgErr.message, ObservedGeneration: whc.Generation,
+		})
+	} else {
+		if ep.Enabled {
+			r.Registry.Upsert(ep)
+		} else {
+			r.Registry.Remove(req.NamespacedName)
+		}
+		desired.active = ep.Enabled
+		msg := "The endpoint is live in the dispatcher"
+		if !ep.Enabled {
+			msg = "The endpoint is accepted and disabled (spec.enabled is false)"
+		}
+		meta.SetStatusCondition(&desired.conditions, metav1.Condition{
+			Type: ConditionReady, Status: metav1.ConditionTrue, Reason: ReasonSucceeded,
+			Message: msg, ObservedGeneration: whc.Generation,
+		})
+		meta.RemoveStatusCondition(&desired.conditions, ConditionStalled)
+	}
+	meta.RemoveStatusCondition(&desired.conditions, ConditionReconciling)
+
+	r.recordTransition(&whc, desired.conditions)
+
+	if desired.equalTo(&whc.Status) {
+		return ctrl.Result{}, nil
+	}
+	if err := r.Status().Apply(ctx, desired.applyConfiguration(&whc), client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.Registry.Remove(req.NamespacedName)
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, fmt.Errorf("applying status: %w", err)
+	}
+	logger.V(1).Info("Status updated", "ready", meta.IsStatusConditionTrue(desired.conditions, ConditionReady), "active", desired.active)
+	return ctrl.Result{}, nil
+}
+
+// recordTransition emits a Kubernetes Event when the Ready condition changes
+// status or reason, and only then.
+func (r *WebhookConfigReconciler) recordTransition(whc *webhooksv1alpha1.WebhookConfig, desired []metav1.Condition) {
+	if r.Recorder == nil {
+		return
+	}
+	before := meta.FindStatusCondition(whc.Status.Conditions, ConditionReady)
+	after := meta.FindStatusCondition(desired, ConditionReady)
+	if after == nil || (before != nil && before.Status == after.Status && before.Reason == after.Reason) {
+		return
+	}
+	eventType := corev1.EventTypeNormal
+	if after.Status != metav1.ConditionTrue {
+		eventType = corev1.EventTypeWarning
+	}
+	r.Recorder.Eventf(whc, nil, eventType, after.Reason, "Reconcile", "%s", after.Message)
+}
+
+// configError is a problem with the resource's configuration that only a
+// change by the user can fix.
+type configError struct {
+	reason  string
+	message string
+}
+
+func (e *configError) Error() string { return e.reason + ": " + e.message }
+
+// EffectiveSecretRef returns the Secret key the resource's signing secret is
+// read from: spec.secretRef, or the generated "<name>-signing" Secret's
+// "secret" key.
+func EffectiveSecretRef(whc *webhooksv1alpha1.WebhookConfig) webhooksv1alpha1.SecretKeyReference {
+	if whc.Spec.SecretRef != nil {
+		ref := webhooksv1alpha1.SecretKeyReference{Name: whc.Spec.SecretRef.Name, Key: whc.Spec.SecretRef.Key}
+		if ref.Key == "" {
+			ref.Key = webhooksv1alpha1.DefaultSecretKey
+		}
+		return ref
+	}
+	return webhooksv1alpha1.SecretKeyReference{Name: GeneratedSecretName(whc.Name), Key: webhooksv1alpha1.DefaultSecretKey}
+}
+
+// GeneratedSecretName is the name of the Secret generated for a WebhookConfig without secretRef.
+func GeneratedSecretName(whcName string) string { return whcName + "-signing" }
+
+// resolve turns the resource into a registry Endpoint. It returns a
+// configError for problems the user must fix and an error for transient
+// failures. With mayCreate, a missing generated Secret is created.
+func (r *WebhookConfigReconciler) resolve(ctx context.Context, whc *webhooksv1alpha1.WebhookConfig, mayCreate bool) (dispatch.Endpoint, webhooksv1alpha1.SecretKeyReference, *configError, error) {
+	ref := EffectiveSecretRef(whc)
+	generated := whc.Spec.SecretRef == nil
+	key := types.NamespacedName{Namespace: whc.Namespace, Name: ref.Name}
+
+	var secret corev1.Secret
+	err := r.Get(ctx, key, &secret)
+	switch {
+	case apierrors.IsNotFound(err) && generated && mayCreate:
+		created, cerr := r.createGeneratedSecret(ctx, whc, ref)
+		if cerr != nil {
+			return dispatch.Endpoint{}, ref, nil, cerr
+		}
+		secret = *created
+	case apierrors.IsNotFound(err):
+		return dispatch.Endpoint{}, ref, &configError{ReasonSecretNotFound,
+			fmt.Sprintf("Secret %q not found in namespace %q", ref.Name, whc.Namespace)}, nil
+	case err != nil:
+		return dispatch.Endpoint{}, ref, nil, fmt.Errorf("reading Secret %s: %w", key, err)
+	}
+
+	if generated && !metav1.IsControlledBy(&secret, whc) {
+		return dispatch.Endpoint{}, ref, &configError{ReasonSecretConflict,
+			fmt.Sprintf("Secret %q exists and is not owned by this WebhookConfig; set spec.secretRef to use it, or delete it to have one generated", ref.Name)}, nil
+	}
+	value, ok := secret.Data[ref.Key]
+	if !ok {
+		return dispatch.Endpoint{}, ref, &configError{ReasonSecretKeyMissing,
+			fmt.Sprintf("Secret %q has no key %q", ref.Name, ref.Key)}, nil
+	}
+	keys, perr := signing.ParseSecrets(string(value))
+	if perr != nil {
+		reason := ReasonSecretInvalid
+		switch {
+		case errors.Is(perr, signing.ErrSecretTooShort):
+			reason = ReasonSecretTooShort
+		case errors.Is(perr, signing.ErrNoSecret):
+			reason = ReasonSecretKeyMissing
+		}
+		return dispatch.Endpoint{}, ref, &configError{reason,
+			fmt.Sprintf("key %q of Secret %q is not a usable signing secret: %v", ref.Key, ref.Name, perr)}, nil
+	}
+	return EndpointFor(whc, keys), ref, nil, nil
+}
+
+// EndpointFor builds the registry entry of a resource whose keys are resolved.
+func EndpointFor(whc *webhooksv1alpha1.WebhookConfig, keys [][]byte) dispatch.Endpoint {
+	p := whc.Spec.Delivery
+	if p == nil {
+		p = &webhooksv1alpha1.DeliveryPolicy{}
+	}
+	events := make([]string, 0, len(whc.Spec.Events))
+	for _, e := range whc.Spec.Events {
+		events = append(events, string(e))
+	}
+	return dispatch.Endpoint{
+		Namespace:  whc.Namespace,
+		Name:       whc.Name,
+		UID:        whc.UID,
+		Generation: whc.Generation,
+		URL:        whc.Spec.URL,
+		Keys:       keys,
+		Events:     events,
+		Enabled:    whc.IsEnabled(),
+		Policy: dispatch.Policy{
+			Timeout:        seconds(p.TimeoutSeconds, 10),
+			MaxAttempts:    int(orDefault(p.MaxAttempts, 10)),
+			InitialBackoff: seconds(p.InitialBackoffSeconds, 5),
+			MaxBackoff:     seconds(p.MaxBackoffSeconds, 21600),
+			MaxAge:         seconds(p.MaxAgeSeconds, 259200),
+			MaxInFlight:    int(orDefault(p.MaxInFlight, 16)),
+		},
+	}
+}
+
+func orDefault(v, def int32) int32 {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+func seconds(v, def int32) time.Duration { return time.Duration(orDefault(v, def)) * time.Second }
+
+// createGeneratedSecret creates "<name>-signing" with a fresh whsec_ secret,
+// controlled by the resource so that it is garbage-collected with it.
+func (r *WebhookConfigReconciler) createGeneratedSecret(ctx context.Context, whc *webhooksv1alpha1.WebhookConfig, ref webhooksv1alpha1.SecretKeyReference) (*corev1.Secret, error) {
+	value, err := r.GenerateSecret()
+	if err != nil {
+		return nil, fmt.Errorf("generating signing secret: %w", err)
+	}
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      ref.Name,
+			Namespace: whc.Namespace,
+			Labels:    map[string]string{"app.kubernetes.io/managed-by": "webhook-operator", "webhooks.wablast.io/webhookconfig": whc.Name},
+		},
+		Type: corev1.SecretTypeOpaque,
+		Data: map[string][]byte{ref.Key: []byte(value)},
+	}
+	if err := controllerutil.SetControllerReference(whc, secret, r.Scheme()); err != nil {
+		return nil, fmt.Errorf("setting owner of generated Secret: %w", err)
+	}
+	if err := r.Create(ctx, secret); err != nil {
+		// AlreadyExists means the cache was behind: retry and read it.
+		return nil, fmt.Errorf("creating generated Secret %s: %w", ref.Name, err)
+	}
+	if r.Recorder != nil {
+		r.Recorder.Eventf(whc, secret, corev1.EventTypeNormal, "SecretGenerated", "Reconcile",
+			"Generated signing Secret %q", ref.Name)
+	}
+	return secret, nil
+}
+
+// controllerStatus is the part of the status the controller owns.
+type controllerStatus struct {
+	observedGeneration int64
+	active             bool
+	secretRef          webhooksv1alpha1.SecretKeyReference
+	conditions         []metav1.Condition
+}
+
+var controllerConditions = []string{ConditionReady, ConditionReconciling, ConditionStalled}
+
+// ownConditions copies the conditions the controller owns out of all conditions.
+func ownConditions(all []metav1.Condition) []metav1.Condition {
+	var out []metav1.Condition
+	for _, c := range all {
+		for _, t := range controllerConditions {
+			if c.Type == t {
+				out = append(out, c)
+			}
+		}
+	}
+	return out
+}
+
+func (s *controllerStatus) equalTo(cur *webhooksv1alpha1.WebhookConfigStatus) bool {
+	return cur.ObservedGeneration == s.observedGeneration &&
+		cur.Active == s.active &&
+		cur.SecretRef != nil && *cur.SecretRef == s.secretRef &&
+		equality.Semantic.DeepEqual(ownConditions(cur.Conditions), s.conditions)
+}
+
+// applyConfiguration renders the owned fields as a server-side apply body.
+func (s *controllerStatus) applyConfiguration(whc *webhooksv1alpha1.WebhookConfig) runtime.ApplyConfiguration {
+	conds := make([]any, 0, len(s.conditions))
+	for i := range s.conditions {
+		c := s.conditions[i]
+		conds = append(conds, map[string]any{
+			"type":               c.Type,
+			"status":             string(c.Status),
+			"reason":             c.Reason,
+			"message":            c.Message,
+			"observedGeneration": c.ObservedGeneration,
+			"lastTransitionTime": c.LastTransitionTime.UTC().Format(time.RFC3339),
+		})
+	}
+	u := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": webhooksv1alpha1.GroupVersion.String(),
+		"kind":       "WebhookConfig",
+		"metadata":   map[string]any{"name": whc.Name, "namespace": whc.Namespace},
+		"status": map[string]any{
+			"observedGeneration": s.observedGeneration,
+			"active":             s.active,
+			"secretRef":          map[string]any{"name": s.secretRef.Name, "key": s.secretRef.Key},
+			"conditions":         conds,
+		},
+	}}
+	return client.ApplyConfigurationFromUnstructured(u)
+}

@@ -1,0 +1,4 @@
+// Package testutil starts the real control plane (envtest's etcd and
+// kube-apiserver) for integration tests and holds small helpers shared by
+// them. It is imported only from tests.
+package testutil

@@ -1,0 +1,151 @@
+package testutil
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8sruntime "k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/util/rand"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
+)
+
+// EnvtestK8sVersion is the version of the control plane binaries the Makefile
+// builds into bin/k8s/<version>.
+const EnvtestK8sVersion = "1.37.2"
+
+// RepoRoot returns the repository's root directory.
+func RepoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// Scheme returns a scheme with the built-in types and the project's API.
+func Scheme() *k8sruntime.Scheme {
+	s := k8sruntime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	utilruntime.Must(webhooksv1alpha1.AddToScheme(s))
+	return s
+}
+
+// Env is a running control plane with the project's CRDs installed.
+type Env struct {
+	Environment *envtest.Environment
+	Config      *rest.Config
+	Client      client.Client
+	// Kubeconfig is the path of a kubeconfig file for kubectl and the binaries.
+	Kubeconfig string
+}
+
+// StartEnv starts etcd and kube-apiserver from KUBEBUILDER_ASSETS (or
+// bin/k8s/<version> when unset) and installs config/crd/bases. Call Stop when done.
+func StartEnv() (*Env, error) {
+	assets := os.Getenv("KUBEBUILDER_ASSETS")
+	if assets == "" {
+		assets = filepath.Join(RepoRoot(), "bin", "k8s", EnvtestK8sVersion)
+	}
+	if _, err := os.Stat(filepath.Join(assets, "kube-apiserver")); err != nil {
+		return nil, fmt.Errorf("no kube-apiserver in %s: run 'make envtest-bin' (or 'make test', which builds it)", assets)
+	}
+	env := &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join(RepoRoot(), "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+		BinaryAssetsDirectory: assets,
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		return nil, fmt.Errorf("starting the control plane: %w", err)
+	}
+	c, err := client.New(cfg, client.Options{Scheme: Scheme()})
+	if err != nil {
+		_ = env.Stop()
+		return nil, err
+	}
+	e := &Env{Environment: env, Config: cfg, Client: c}
+	if e.Kubeconfig, err = e.writeKubeconfig(); err != nil {
+		_ = env.Stop()
+		return nil, err
+	}
+	return e, nil
+}
+
+// writeKubeconfig writes an admin kubeconfig for the control plane.
+func (e *Env) writeKubeconfig() (string, error) {
+	user, err := e.Environment.AddUser(envtest.User{Name: "envtest-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return "", fmt.Errorf("adding admin user: %w", err)
+	}
+	data, err := user.KubeConfig()
+	if err != nil {
+		return "", err
+	}
+	dir, err := os.MkdirTemp("", "webhook-operator-envtest-")
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, "kubeconfig")
+	return path, os.WriteFile(path, data, 0o600)
+}
+
+// Stop stops the control plane.
+func (e *Env) Stop() {
+	if e == nil {
+		return
+	}
+	_ = os.RemoveAll(filepath.Dir(e.Kubeconfig))
+	_ = e.Environment.Stop()
+}
+
+// Namespace creates a fresh namespace for one test and deletes it at cleanup.
+func (e *Env) Namespace(t testing.TB) string {
+	t.Helper()
+	name := "t-" + strings.ToLower(rand.String(8))
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	if err := e.Client.Create(context.Background(), ns); err != nil {
+		t.Fatalf("creating namespace: %v", err)
+	}
+	t.Cleanup(func() { _ = e.Client.Delete(context.Background(), ns) })
+	return name
+}
+
+// Kubectl runs kubectl against the control plane and returns its combined output.
+func (e *Env) Kubectl(ctx context.Context, args ...string) (string, error) {
+	kubectl, err := exec.LookPath("kubectl")
+	if err != nil {
+		return "", fmt.Errorf("kubectl not found on PATH: %w", err)
+	}
+	cmd := exec.CommandContext(ctx, kubectl, append([]string{"--kubeconfig", e.Kubeconfig}, args...)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// Eventually calls check until it returns nil or timeout passes, then fails
+// the test with the last error.
+func Eventually(t testing.TB, timeout time.Duration, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for {
+		if err = check(); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met after %s: %v", timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
