@@ -1,0 +1,270 @@
+package catalog
+
+import (
+	"bytes"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+	"github.com/santhosh-tekuri/jsonschema/v6/kind"
+)
+
+// The event type names.
+const (
+	MessageSent         = "message.sent"
+	MessageDelivered    = "message.delivered"
+	MessageFailed       = "message.failed"
+	SessionConnected    = "session.connected"
+	SessionDisconnected = "session.disconnected"
+	CampaignStarted     = "campaign.started"
+	CampaignCompleted   = "campaign.completed"
+	// WebhookTest is sent only by test deliveries; producers cannot post it.
+	WebhookTest = "webhook.test"
+)
+
+// names lists every type in catalog order: the order of Types, of GET
+// /v1/event-types and of docs/events.md.
+var names = []string{
+	MessageSent, MessageDelivered, MessageFailed,
+	SessionConnected, SessionDisconnected,
+	CampaignStarted, CampaignCompleted,
+	WebhookTest,
+}
+
+//go:embed schemas/*.json examples/*.json
+var files embed.FS
+
+// Type is one event type of the catalog.
+type Type struct {
+	// Name is the type's name, such as "message.sent": the envelope's "type".
+	Name string
+	// Description says when an event of this type is emitted. It is the
+	// schema's "description".
+	Description string
+	// Schema is the JSON Schema (draft 2020-12) of the event's data object,
+	// as stored. Do not modify it.
+	Schema json.RawMessage
+	// Example is an example data object that validates against Schema, as
+	// stored. Do not modify it.
+	Example json.RawMessage
+	// Reserved is true for a type that only the operator emits (webhook.test);
+	// the ingestion API refuses it.
+	Reserved bool
+
+	compiled *jsonschema.Schema
+}
+
+var (
+	types  []Type
+	byName map[string]*Type
+)
+
+func init() {
+	var err error
+	if types, err = load(); err != nil {
+		panic(fmt.Sprintf("catalog: %v", err))
+	}
+	byName = make(map[string]*Type, len(types))
+	for i := range types {
+		byName[types[i].Name] = &types[i]
+	}
+}
+
+// load reads and compiles every embedded schema and example.
+func load() ([]Type, error) {
+	c := jsonschema.NewCompiler()
+	c.DefaultDraft(jsonschema.Draft2020)
+	c.AssertFormat()
+	out := make([]Type, 0, len(names))
+	for _, name := range names {
+		schema, err := files.ReadFile("schemas/" + name + ".json")
+		if err != nil {
+			return nil, fmt.Errorf("reading the schema of %s: %w", name, err)
+		}
+		example, err := files.ReadFile("examples/" + name + ".json")
+		if err != nil {
+			return nil, fmt.Errorf("reading the example of %s: %w", name, err)
+		}
+		doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(schema))
+		if err != nil {
+			return nil, fmt.Errorf("parsing the schema of %s: %w", name, err)
+		}
+		var meta struct {
+			Description string `json:"description"`
+		}
+		if err := json.Unmarshal(schema, &meta); err != nil || meta.Description == "" {
+			return nil, fmt.Errorf("the schema of %s has no description", name)
+		}
+		url := "catalog:///schemas/" + name + ".json"
+		if id, ok := doc.(map[string]any)["$id"].(string); ok {
+			url = id
+		}
+		if err := c.AddResource(url, doc); err != nil {
+			return nil, fmt.Errorf("adding the schema of %s: %w", name, err)
+		}
+		compiled, err := c.Compile(url)
+		if err != nil {
+			return nil, fmt.Errorf("compiling the schema of %s: %w", name, err)
+		}
+		out = append(out, Type{
+			Name:        name,
+			Description: meta.Description,
+			Schema:      json.RawMessage(schema),
+			Example:     json.RawMessage(example),
+			Reserved:    name == WebhookTest,
+			compiled:    compiled,
+		})
+	}
+	return out, nil
+}
+
+// Types returns every event type in catalog order: the message, session
+// and campaign types, then webhook.test. The slice is a copy; the Schema
+// and Example bytes are shared and must not be modified.
+func Types() []Type {
+	return append([]Type(nil), types...)
+}
+
+// Lookup returns the type named name and true, or the zero Type and false
+// when the catalog has no such type.
+func Lookup(name string) (Type, bool) {
+	t, ok := byName[name]
+	if !ok {
+		return Type{}, false
+	}
+	return *t, true
+}
+
+// Names returns the names of every type in catalog order.
+func Names() []string {
+	return append([]string(nil), names...)
+}
+
+// ErrInvalidData is wrapped by every error Validate returns.
+var ErrInvalidData = errors.New("invalid event data")
+
+// ValidationError is the error Validate returns when data is not JSON or
+// does not match the type's schema. Its message names the JSON Pointer of
+// the first violation and never exceeds a few hundred bytes.
+type ValidationError struct {
+	// Type is the event type whose schema was applied.
+	Type string
+	// Path is the JSON Pointer (RFC 6901) into the data object of the first
+	// violation, such as "/to" or "/error/code"; "" is the data object
+	// itself. For a missing required property it is the property's path.
+	Path string
+	// Reason says what is wrong at Path, such as "required property is
+	// missing" or "got string, want integer".
+	Reason string
+	// Violations is the total number of violations found, at least 1.
+	Violations int
+}
+
+// Error returns "<path>: <reason>", with "/" standing for the data object
+// itself, followed by the number of further violations if any.
+func (e *ValidationError) Error() string {
+	path := e.Path
+	if path == "" {
+		path = "/"
+	}
+	msg := fmt.Sprintf("data does not match the %s schema at %s: %s", e.Type, path, e.Reason)
+	if more := e.Violations - 1; more == 1 {
+		msg += " (and 1 more violation)"
+	} else if more > 1 {
+		msg += fmt.Sprintf(" (and %d more violations)", more)
+	}
+	return msg
+}
+
+// Unwrap returns ErrInvalidData.
+func (e *ValidationError) Unwrap() error { return ErrInvalidData }
+
+// maxReasonBytes bounds a reason, which may quote the offending value.
+const maxReasonBytes = 200
+
+// Validate checks data against the type's schema. It returns nil when data
+// is a JSON object matching the schema. Otherwise it returns a
+// *ValidationError (wrapping ErrInvalidData) naming the first violation; when
+// several are found, the one with the lexically smallest path is reported,
+// so the result does not depend on map order.
+func (t Type) Validate(data json.RawMessage) error {
+	if t.compiled == nil {
+		return fmt.Errorf("event type %q is not in the catalog", t.Name)
+	}
+	v, err := jsonschema.UnmarshalJSON(bytes.NewReader(data))
+	if err != nil {
+		return &ValidationError{Type: t.Name, Reason: "not valid JSON: " + err.Error(), Violations: 1}
+	}
+	err = t.compiled.Validate(v)
+	if err == nil {
+		return nil
+	}
+	var verr *jsonschema.ValidationError
+	if !errors.As(err, &verr) {
+		return fmt.Errorf("validating %s data: %w", t.Name, err)
+	}
+	var leaves []violation
+	collect(verr, &leaves)
+	if len(leaves) == 0 {
+		// Cannot happen: a failed validation has at least one leaf.
+		leaves = append(leaves, violation{path: pointer(verr.InstanceLocation), reason: reason(verr.ErrorKind)})
+	}
+	sort.SliceStable(leaves, func(i, j int) bool { return leaves[i].path < leaves[j].path })
+	first := leaves[0]
+	reason := first.reason
+	if len(reason) > maxReasonBytes {
+		reason = strings.ToValidUTF8(reason[:maxReasonBytes], "") + "..."
+	}
+	return &ValidationError{Type: t.Name, Path: first.path, Reason: reason, Violations: len(leaves)}
+}
+
+type violation struct {
+	path   string
+	reason string
+}
+
+// collect appends the leaves of the error tree to out, splitting a
+// "required" error into one violation per missing property, located at that
+// property.
+func collect(e *jsonschema.ValidationError, out *[]violation) {
+	if len(e.Causes) > 0 {
+		for _, c := range e.Causes {
+			collect(c, out)
+		}
+		return
+	}
+	base := pointer(e.InstanceLocation)
+	if req, ok := e.ErrorKind.(*kind.Required); ok {
+		for _, name := range req.Missing {
+			*out = append(*out, violation{path: base + "/" + escape(name), reason: "required property is missing"})
+		}
+		return
+	}
+	*out = append(*out, violation{path: base, reason: reason(e.ErrorKind)})
+}
+
+// reason returns the library's English message for one error kind, without
+// the location prefix it renders.
+func reason(k jsonschema.ErrorKind) string {
+	msg := (&jsonschema.ValidationError{ErrorKind: k}).Error()
+	return strings.TrimPrefix(msg, "at '': ")
+}
+
+// pointer renders instance location tokens as a JSON Pointer.
+func pointer(tokens []string) string {
+	var b strings.Builder
+	for _, tok := range tokens {
+		b.WriteByte('/')
+		b.WriteString(escape(tok))
+	}
+	return b.String()
+}
+
+// escape escapes one JSON Pointer reference token (RFC 6901).
+func escape(tok string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(tok, "~", "~0"), "/", "~1")
+}
