@@ -192,7 +192,9 @@ func TestAPIServerRejectsInvalidManifests(t *testing.T) {
 			},
 			"Duplicate value"},
 		"a wildcard combined with a type is rejected": {
-			func(w *webhooksv1alpha1.WebhookConfig) { w.Spec.Events = []webhooksv1alpha1.EventType{"*", "message.sent"} },
+			func(w *webhooksv1alpha1.WebhookConfig) {
+				w.Spec.Events = []webhooksv1alpha1.EventType{"*", "message.sent"}
+			},
 			"cannot be combined"},
 		"timeoutSeconds above 60 is rejected": {
 			func(w *webhooksv1alpha1.WebhookConfig) {
