@@ -1,0 +1,346 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// Options configures a Dispatcher.
+type Options struct {
+	// Registry is the live configuration written by the controller.
+	Registry Registry
+	// Store is the open JetStream store.
+	Store *Store
+	// HTTPClient sends every delivery; one shared client (see NewHTTPClient).
+	HTTPClient *http.Client
+	// UserAgent is sent with every delivery.
+	UserAgent string
+	// MaxResponseBytes caps how much of a response body is read (default 64 KiB).
+	MaxResponseBytes int64
+	// FanoutWorkers is how many events are fanned out in parallel (default 8).
+	FanoutWorkers int
+	// SyncInterval is how often endpoint workers are matched to the registry (default 500ms).
+	SyncInterval time.Duration
+	// Metrics receives delivery metrics; nil disables them.
+	Metrics *Metrics
+	// Now and Rand are seams for tests; default time.Now and math/rand/v2.
+	Now  func() time.Time
+	Rand func() float64
+	// Logger defaults to a discarding logger.
+	Logger logr.Logger
+}
+
+// Dispatcher stores accepted events, fans each out to the subscribed
+// endpoints of its namespace and delivers it with retries. It runs on every
+// replica (NeedLeaderElection is false): JetStream hands each pending delivery
+// to one replica at a time.
+type Dispatcher struct {
+	opts Options
+	js   jetstream.JetStream
+
+	mu      sync.Mutex
+	workers map[types.NamespacedName]*endpointWorker
+	gone    map[types.UID]int64 // endpoints that answered 410, by the generation that did
+}
+
+// New returns a Dispatcher; Start runs it.
+func New(opts Options) (*Dispatcher, error) {
+	if opts.Registry == nil || opts.Store == nil {
+		return nil, errors.New("dispatcher needs a registry and a store")
+	}
+	if opts.HTTPClient == nil {
+		return nil, errors.New("dispatcher needs an HTTP client")
+	}
+	if opts.UserAgent == "" {
+		opts.UserAgent = "wablast-webhook-operator"
+	}
+	if opts.MaxResponseBytes <= 0 {
+		opts.MaxResponseBytes = 64 << 10
+	}
+	if opts.FanoutWorkers <= 0 {
+		opts.FanoutWorkers = 8
+	}
+	if opts.SyncInterval <= 0 {
+		opts.SyncInterval = 500 * time.Millisecond
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Rand == nil {
+		opts.Rand = rand.Float64
+	}
+	if opts.Logger.GetSink() == nil {
+		opts.Logger = logr.Discard()
+	}
+	return &Dispatcher{
+		opts:    opts,
+		js:      opts.Store.JetStream(),
+		workers: map[types.NamespacedName]*endpointWorker{},
+		gone:    map[types.UID]int64{},
+	}, nil
+}
+
+// NeedLeaderElection implements manager.LeaderElectionRunnable: every replica delivers.
+func (d *Dispatcher) NeedLeaderElection() bool { return false }
+
+// Enqueue implements Enqueuer: it returns once JetStream acknowledged every event.
+func (d *Dispatcher) Enqueue(ctx context.Context, events []Event) ([]EnqueueResult, error) {
+	now := d.opts.Now().UTC().Format(time.RFC3339Nano)
+	futures := make([]jetstream.PubAckFuture, len(events))
+	for i := range events {
+		ev := &events[i]
+		body, err := ev.Envelope()
+		if err != nil {
+			return nil, fmt.Errorf("encoding event %s: %w", ev.ID, err)
+		}
+		msg := nats.NewMsg(eventSubject(ev.Namespace))
+		msg.Data = body
+		msg.Header.Set(hdrEventID, ev.ID)
+		msg.Header.Set(hdrEventType, ev.Type)
+		msg.Header.Set(hdrAcceptedAt, now)
+		var popts []jetstream.PublishOpt
+		if ev.IdempotencyKey {
+			popts = append(popts, jetstream.WithMsgID(ev.Namespace+"/"+ev.ID))
+		}
+		f, err := d.js.PublishMsgAsync(msg, popts...)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
+		futures[i] = f
+	}
+	results := make([]EnqueueResult, len(events))
+	for i, f := range futures {
+		select {
+		case ack := <-f.Ok():
+			results[i] = EnqueueResult{
+				ID:          events[i].ID,
+				Subscribers: len(d.opts.Registry.Subscribers(events[i].Namespace, events[i].Type)),
+				Duplicate:   ack.Duplicate,
+			}
+		case err := <-f.Err():
+			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
+		}
+	}
+	if d.opts.Metrics != nil {
+		d.opts.Metrics.accepted(events, results)
+	}
+	return results, nil
+}
+
+// Start runs the fan-out and the endpoint workers until ctx is done. It
+// waits for the registry to be rebuilt before fanning out the first event.
+func (d *Dispatcher) Start(ctx context.Context) error {
+	log := d.opts.Logger
+	if err := d.loadGone(ctx); err != nil {
+		return err
+	}
+	select {
+	case <-d.opts.Registry.Synced():
+	case <-ctx.Done():
+		return nil
+	}
+
+	cons, err := d.js.CreateOrUpdateConsumer(ctx, StreamEvents, jetstream.ConsumerConfig{
+		Durable:       consumerFanout,
+		Description:   "Fans accepted events out into per-endpoint deliveries",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       30 * time.Second,
+		MaxAckPending: 4096,
+		MaxDeliver:    -1,
+	})
+	if err != nil {
+		return fmt.Errorf("creating the fan-out consumer: %w", err)
+	}
+	msgs := make(chan jetstream.Msg, 512)
+	cc, err := cons.Consume(func(m jetstream.Msg) { msgs <- m }, jetstream.PullMaxMessages(512))
+	if err != nil {
+		return fmt.Errorf("consuming events: %w", err)
+	}
+	var wg sync.WaitGroup
+	for range d.opts.FanoutWorkers {
+		wg.Go(func() {
+			for {
+				select {
+				case m := <-msgs:
+					d.fanout(ctx, m)
+				case <-ctx.Done():
+					return
+				}
+			}
+		})
+	}
+	log.Info("Dispatcher started")
+
+	ticker := time.NewTicker(d.opts.SyncInterval)
+	defer ticker.Stop()
+	for {
+		d.syncWorkers(ctx)
+		select {
+		case <-ticker.C:
+		case <-ctx.Done():
+			cc.Stop()
+			wg.Wait()
+			d.stopAllWorkers()
+			log.Info("Dispatcher stopped")
+			return nil
+		}
+	}
+}
+
+// fanout turns one stored event into one delivery per subscribed endpoint,
+// then acknowledges the event. A redelivered event produces no duplicate
+// deliveries: each delivery carries a message ID made of the event's stream
+// sequence and the endpoint's UID.
+func (d *Dispatcher) fanout(ctx context.Context, m jetstream.Msg) {
+	meta, err := m.Metadata()
+	if err != nil {
+		_ = m.Term()
+		return
+	}
+	ns := strings.TrimPrefix(m.Subject(), subjEvents+".")
+	h := m.Headers()
+	subs := d.opts.Registry.Subscribers(ns, h.Get(hdrEventType))
+	futures := make([]jetstream.PubAckFuture, 0, len(subs))
+	for i := range subs {
+		ep := &subs[i]
+		msg := nats.NewMsg(deliverSubject(ns, ep.Name))
+		msg.Data = m.Data()
+		msg.Header.Set(hdrEventID, h.Get(hdrEventID))
+		msg.Header.Set(hdrEventType, h.Get(hdrEventType))
+		msg.Header.Set(hdrAcceptedAt, h.Get(hdrAcceptedAt))
+		msg.Header.Set(hdrEndpoint, ep.Name)
+		msg.Header.Set(hdrEndpointUID, string(ep.UID))
+		msg.Header.Set(hdrAttempt, "0")
+		f, err := d.js.PublishMsgAsync(msg, jetstream.WithMsgID(fmt.Sprintf("%d.%s", meta.Sequence.Stream, ep.UID)))
+		if err != nil {
+			_ = m.NakWithDelay(time.Second)
+			return
+		}
+		futures = append(futures, f)
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			d.opts.Logger.Error(err, "Storing a delivery failed; the event will be fanned out again")
+			_ = m.NakWithDelay(time.Second)
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+	_ = m.Ack()
+}
+
+// syncWorkers starts a worker for every registered endpoint, restarts those
+// whose consumer settings changed, and stops those no longer registered.
+func (d *Dispatcher) syncWorkers(ctx context.Context) {
+	eps := d.opts.Registry.List()
+	seen := make(map[types.NamespacedName]bool, len(eps))
+	var toStop []*endpointWorker
+	var toStart []*endpointWorker
+
+	d.mu.Lock()
+	for i := range eps {
+		ep := eps[i]
+		key := ep.Key()
+		if g, ok := d.gone[ep.UID]; ok {
+			if g == ep.Generation {
+				continue // stopped by 410 Gone until the spec changes
+			}
+			delete(d.gone, ep.UID)
+		}
+		seen[key] = true
+		w := d.workers[key]
+		if w != nil && !w.stopped() && w.compatible(&ep) {
+			w.update(&ep)
+			continue
+		}
+		if w != nil {
+			toStop = append(toStop, w)
+		}
+		w = newEndpointWorker(d, &ep)
+		d.workers[key] = w
+		toStart = append(toStart, w)
+	}
+	for key, w := range d.workers {
+		if !seen[key] {
+			toStop = append(toStop, w)
+			delete(d.workers, key)
+		}
+	}
+	d.mu.Unlock()
+
+	for _, w := range toStop {
+		w.stop()
+	}
+	for _, w := range toStart {
+		if err := w.start(ctx); err != nil && ctx.Err() == nil {
+			d.opts.Logger.Error(err, "Starting endpoint worker", "namespace", w.ns, "name", w.name)
+			d.mu.Lock()
+			if d.workers[w.key()] == w {
+				delete(d.workers, w.key()) // retried on the next sync
+			}
+			d.mu.Unlock()
+		}
+	}
+}
+
+func (d *Dispatcher) stopAllWorkers() {
+	d.mu.Lock()
+	ws := make([]*endpointWorker, 0, len(d.workers))
+	for _, w := range d.workers {
+		ws = append(ws, w)
+	}
+	d.workers = map[types.NamespacedName]*endpointWorker{}
+	d.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, w := range ws {
+		wg.Go(w.stop)
+	}
+	wg.Wait()
+}
+
+// markGone stops deliveries to an endpoint that answered 410 until its generation changes.
+func (d *Dispatcher) markGone(uid types.UID, generation int64) {
+	d.mu.Lock()
+	d.gone[uid] = generation
+	d.mu.Unlock()
+}
+
+// isGone reports whether the endpoint answered 410 Gone at this generation.
+func (d *Dispatcher) isGone(uid types.UID, generation int64) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	g, ok := d.gone[uid]
+	return ok && g == generation
+}
+
+// loadGone restores the 410 Gone marks from the stats bucket.
+func (d *Dispatcher) loadGone(ctx context.Context) error {
+	all, err := loadAllStats(ctx, d.opts.Store)
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, st := range all {
+		if st.GoneGeneration > 0 {
+			d.gone[st.UID] = st.GoneGeneration
+		}
+	}
+	return nil
+}

@@ -1,0 +1,649 @@
+package dispatch
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+	"k8s.io/apimachinery/pkg/types"
+
+	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
+	"github.com/wablast/webhook-operator/internal/signing"
+)
+
+const testSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+// received is one request seen by a test receiver.
+type received struct {
+	at     time.Time
+	id     string
+	header http.Header
+	body   []byte
+}
+
+// receiver is an httptest server that records requests and answers with
+// whatever respond returns.
+type receiver struct {
+	*httptest.Server
+	mu       sync.Mutex
+	reqs     []received
+	inFlight atomic.Int32
+	peak     atomic.Int32
+	respond  func(n int, w http.ResponseWriter, r *http.Request) // n counts requests from 1
+}
+
+func newReceiver(t *testing.T, respond func(n int, w http.ResponseWriter, r *http.Request)) *receiver {
+	rc := &receiver{respond: respond}
+	rc.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cur := rc.inFlight.Add(1)
+		defer rc.inFlight.Add(-1)
+		for {
+			p := rc.peak.Load()
+			if cur <= p || rc.peak.CompareAndSwap(p, cur) {
+				break
+			}
+		}
+		body, _ := io.ReadAll(r.Body)
+		rc.mu.Lock()
+		rc.reqs = append(rc.reqs, received{at: time.Now(), id: r.Header.Get("webhook-id"), header: r.Header.Clone(), body: body})
+		n := len(rc.reqs)
+		rc.mu.Unlock()
+		if rc.respond != nil {
+			rc.respond(n, w, r)
+		}
+	}))
+	t.Cleanup(rc.Close)
+	return rc
+}
+
+func (rc *receiver) requests() []received {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return append([]received(nil), rc.reqs...)
+}
+
+func (rc *receiver) uniqueIDs() map[string]int {
+	out := map[string]int{}
+	for _, r := range rc.requests() {
+		out[r.id]++
+	}
+	return out
+}
+
+// harness runs a store, a dispatcher and an aggregator on a temporary data directory.
+type harness struct {
+	t       *testing.T
+	dataDir string
+	reg     *MemoryRegistry
+	store   *Store
+	d       *Dispatcher
+	agg     *Aggregator
+	cancel  context.CancelFunc
+	done    sync.WaitGroup
+	egress  *EgressPolicy
+}
+
+func newHarness(t *testing.T, dataDir string, egress *EgressPolicy) *harness {
+	t.Helper()
+	if dataDir == "" {
+		dataDir = t.TempDir()
+	}
+	if egress == nil {
+		var err error
+		if egress, err = NewEgressPolicy([]string{"127.0.0.0/8", "::1/128"}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := &harness{t: t, dataDir: dataDir, reg: NewMemoryRegistry(), egress: egress}
+	h.reg.MarkSynced()
+	h.start()
+	t.Cleanup(h.stop)
+	return h
+}
+
+func (h *harness) start() {
+	h.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	store, err := OpenStore(ctx, StoreOptions{DataDir: h.dataDir})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.store = store
+	d, err := New(Options{Registry: h.reg, Store: store, HTTPClient: NewHTTPClient(h.egress), SyncInterval: 50 * time.Millisecond})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.d = d
+	h.agg = NewAggregator(store, nil)
+	h.done.Add(2)
+	go func() {
+		defer h.done.Done()
+		if err := d.Start(ctx); err != nil {
+			h.t.Errorf("dispatcher: %v", err)
+		}
+	}()
+	go func() {
+		defer h.done.Done()
+		if err := h.agg.run(ctx, 100*time.Millisecond); err != nil && ctx.Err() == nil {
+			h.t.Errorf("aggregator: %v", err)
+		}
+	}()
+}
+
+// stop stops everything and closes the store; safe to call twice.
+func (h *harness) stop() {
+	if h.cancel == nil {
+		return
+	}
+	h.cancel()
+	h.done.Wait()
+	h.store.Close()
+	h.cancel = nil
+}
+
+// crash closes the store under the running dispatcher, as a kill would: no
+// acknowledgement in flight reaches the store.
+func (h *harness) crash() {
+	h.store.Close()
+	h.cancel()
+	h.done.Wait()
+	h.cancel = nil
+}
+
+func endpoint(name, url string, mutate ...func(*Endpoint)) Endpoint {
+	keys, _ := signing.ParseSecrets(testSecret)
+	ep := Endpoint{
+		Namespace: "shop", Name: name, UID: types.UID("uid-" + name), Generation: 1,
+		URL: url, Keys: keys, Events: []string{"*"}, Enabled: true,
+		Policy: Policy{
+			Timeout: 2 * time.Second, MaxAttempts: 5, InitialBackoff: 200 * time.Millisecond,
+			MaxBackoff: 5 * time.Second, MaxAge: time.Hour, MaxInFlight: 4,
+		},
+	}
+	for _, m := range mutate {
+		m(&ep)
+	}
+	return ep
+}
+
+func testEvent(i int) Event {
+	return Event{
+		ID: fmt.Sprintf("msg_%06d", i), Namespace: "shop", Type: "message.sent",
+		Timestamp: time.Date(2026, 11, 28, 10, 15, 2, 123e6, time.UTC),
+		Data:      json.RawMessage(fmt.Sprintf(`{"messageId":"m%d","sessionId":"s1","to":"+6281234567890"}`, i)),
+	}
+}
+
+func (h *harness) enqueue(events ...Event) []EnqueueResult {
+	h.t.Helper()
+	res, err := h.d.Enqueue(context.Background(), events)
+	if err != nil {
+		h.t.Fatalf("enqueue: %v", err)
+	}
+	return res
+}
+
+func eventually(t *testing.T, timeout time.Duration, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not met after %s: %v", timeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (h *harness) waitStats(uid types.UID, check func(EndpointStats) error) EndpointStats {
+	h.t.Helper()
+	var st EndpointStats
+	eventually(h.t, 20*time.Second, func() error {
+		var ok bool
+		if st, ok = h.agg.Get(uid); !ok {
+			return fmt.Errorf("no stats for %s", uid)
+		}
+		return check(st)
+	})
+	return st
+}
+
+func TestDeliveryIsSignedAndCounted(t *testing.T) {
+	rc := newReceiver(t, nil)
+	h := newHarness(t, "", nil)
+	h.reg.Upsert(endpoint("crm", rc.URL+"/hooks"))
+	h.reg.Upsert(endpoint("other-type", rc.URL+"/other", func(e *Endpoint) { e.Events = []string{"campaign.started"} }))
+
+	res := h.enqueue(testEvent(1))
+	if res[0].Subscribers != 1 || res[0].ID != "msg_000001" {
+		t.Fatalf("enqueue result %+v, want 1 subscriber", res[0])
+	}
+	eventually(t, 10*time.Second, func() error {
+		if n := len(rc.requests()); n != 1 {
+			return fmt.Errorf("%d requests", n)
+		}
+		return nil
+	})
+	r := rc.requests()[0]
+	if r.id != "msg_000001" {
+		t.Errorf("webhook-id %q", r.id)
+	}
+	if got := r.header.Get("Content-Type"); got != "application/json" {
+		t.Errorf("content-type %q", got)
+	}
+	if !strings.Contains(r.header.Get("User-Agent"), "webhook-operator") {
+		t.Errorf("user-agent %q", r.header.Get("User-Agent"))
+	}
+	want := `{"type":"message.sent","timestamp":"2026-11-28T10:15:02.123Z","data":{"messageId":"m1","sessionId":"s1","to":"+6281234567890"}}`
+	if string(r.body) != want {
+		t.Errorf("body\n%s\nwant\n%s", r.body, want)
+	}
+	wh, err := standardwebhooks.NewWebhook(testSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := wh.Verify(r.body, r.header); err != nil {
+		t.Errorf("the official Standard Webhooks library rejects the delivery: %v", err)
+	}
+
+	st := h.waitStats("uid-crm", func(st EndpointStats) error {
+		if st.EventsDelivered != 1 {
+			return fmt.Errorf("delivered %d", st.EventsDelivered)
+		}
+		return nil
+	})
+	if st.TotalEventsSent != 1 || st.EventsFailed != 0 || st.EventsPending != 0 || st.SuccessRate(time.Now()) != "100.0%" {
+		t.Errorf("stats %+v rate %s", st, st.SuccessRate(time.Now()))
+	}
+	if st.LastDelivery == nil || st.LastDelivery.Result != webhooksv1alpha1.ResultSucceeded || st.LastDelivery.StatusCode != 200 || st.LastDelivery.EventID != "msg_000001" {
+		t.Errorf("lastDelivery %+v", st.LastDelivery)
+	}
+	if _, ok := h.agg.Get("uid-other-type"); ok {
+		t.Error("an endpoint not subscribed to the type got an attempt")
+	}
+}
+
+func TestRetriesWithGrowingDelays(t *testing.T) {
+	rc := newReceiver(t, func(n int, w http.ResponseWriter, _ *http.Request) {
+		if n <= 3 {
+			w.WriteHeader(http.StatusInternalServerError)
+		}
+	})
+	h := newHarness(t, "", nil)
+	h.reg.Upsert(endpoint("crm", rc.URL, func(e *Endpoint) { e.Policy.InitialBackoff = 300 * time.Millisecond }))
+	h.enqueue(testEvent(1))
+
+	st := h.waitStats("uid-crm", func(st EndpointStats) error {
+		if st.EventsDelivered != 1 {
+			return fmt.Errorf("delivered %d", st.EventsDelivered)
+		}
+		return nil
+	})
+	reqs := rc.requests()
+	if len(reqs) != 4 {
+		t.Fatalf("%d attempts, want 4", len(reqs))
+	}
+	for _, r := range reqs {
+		if r.id != "msg_000001" {
+			t.Errorf("attempt with webhook-id %q", r.id)
+		}
+	}
+	// Equal jitter: the delay after attempt n lies in [b*2^(n-1)/2, b*2^(n-1)].
+	for i, min := range []time.Duration{150 * time.Millisecond, 300 * time.Millisecond, 600 * time.Millisecond} {
+		if gap := reqs[i+1].at.Sub(reqs[i].at); gap < min {
+			t.Errorf("delay before attempt %d was %s, want at least %s", i+2, gap, min)
+		}
+	}
+	if st.TotalEventsSent != 1 || st.EventsPending != 0 || st.ConsecutiveFailures != 0 || st.LastDelivery.Attempt != 4 {
+		t.Errorf("stats %+v", st)
+	}
+	if len(st.Recent) != 4 || st.Recent[0].Result != webhooksv1alpha1.ResultSucceeded || st.Recent[1].Result != webhooksv1alpha1.ResultRetrying || st.Recent[1].StatusCode != 500 {
+		t.Errorf("recent deliveries %+v", st.Recent)
+	}
+}
+
+func TestRetryAfterIsHonoured(t *testing.T) {
+	cases := map[string]func() string{
+		"Retry-After in seconds":   func() string { return "2" },
+		"Retry-After as HTTP date": func() string { return time.Now().Add(3 * time.Second).UTC().Format(http.TimeFormat) },
+	}
+	for name, value := range cases {
+		t.Run(name, func(t *testing.T) {
+			rc := newReceiver(t, func(n int, w http.ResponseWriter, _ *http.Request) {
+				if n == 1 {
+					w.Header().Set("Retry-After", value())
+					w.WriteHeader(http.StatusServiceUnavailable)
+				}
+			})
+			h := newHarness(t, "", nil)
+			h.reg.Upsert(endpoint("crm", rc.URL, func(e *Endpoint) { e.Policy.InitialBackoff = 100 * time.Millisecond }))
+			h.enqueue(testEvent(1))
+			eventually(t, 15*time.Second, func() error {
+				if n := len(rc.requests()); n < 2 {
+					return fmt.Errorf("%d attempts", n)
+				}
+				return nil
+			})
+			reqs := rc.requests()
+			if gap := reqs[1].at.Sub(reqs[0].at); gap < 1900*time.Millisecond {
+				t.Errorf("retried after %s, Retry-After asked for about 2s or more", gap)
+			}
+		})
+	}
+	t.Run("Retry-After is capped at maxBackoff", func(t *testing.T) {
+		rc := newReceiver(t, func(n int, w http.ResponseWriter, _ *http.Request) {
+			if n == 1 {
+				w.Header().Set("Retry-After", "3600")
+				w.WriteHeader(http.StatusTooManyRequests)
+			}
+		})
+		h := newHarness(t, "", nil)
+		h.reg.Upsert(endpoint("crm", rc.URL, func(e *Endpoint) { e.Policy.MaxBackoff = time.Second }))
+		h.enqueue(testEvent(1))
+		eventually(t, 10*time.Second, func() error {
+			if n := len(rc.requests()); n < 2 {
+				return fmt.Errorf("%d attempts", n)
+			}
+			return nil
+		})
+	})
+}
+
+func TestGoneStopsTheEndpointUntilItsSpecChanges(t *testing.T) {
+	var gone atomic.Bool
+	gone.Store(true)
+	rc := newReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) {
+		if gone.Load() {
+			w.WriteHeader(http.StatusGone)
+		}
+	})
+	h := newHarness(t, "", nil)
+	h.reg.Upsert(endpoint("crm", rc.URL))
+	h.enqueue(testEvent(1))
+	st := h.waitStats("uid-crm", func(st EndpointStats) error {
+		if st.EventsFailed != 1 {
+			return fmt.Errorf("failed %d", st.EventsFailed)
+		}
+		return nil
+	})
+	if st.DeliveringStatus != "False" || st.DeliveringReason != ReasonEndpointGone || st.GoneGeneration != 1 {
+		t.Errorf("delivering %s/%s gone=%d", st.DeliveringStatus, st.DeliveringReason, st.GoneGeneration)
+	}
+	if n := len(rc.requests()); n != 1 {
+		t.Fatalf("410 was retried: %d attempts", n)
+	}
+
+	// Further events are held, not attempted.
+	h.enqueue(testEvent(2))
+	time.Sleep(time.Second)
+	if n := len(rc.requests()); n != 1 {
+		t.Fatalf("deliveries went on after 410: %d attempts", n)
+	}
+
+	// A spec change (new generation) resumes deliveries; the held event arrives.
+	gone.Store(false)
+	h.reg.Upsert(endpoint("crm", rc.URL, func(e *Endpoint) { e.Generation = 2 }))
+	eventually(t, 10*time.Second, func() error {
+		if ids := rc.uniqueIDs(); ids["msg_000002"] == 0 {
+			return fmt.Errorf("held event not delivered: %v", ids)
+		}
+		return nil
+	})
+}
+
+func TestRedirectIsNotFollowed(t *testing.T) {
+	var targetHits atomic.Int32
+	target := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { targetHits.Add(1) }))
+	defer target.Close()
+	rc := newReceiver(t, func(_ int, w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, target.URL, http.StatusFound)
+	})
+	h := newHarness(t, "", nil)
+	h.reg.Upsert(endpoint("crm", rc.URL, func(e *Endpoint) { e.Policy.MaxAttempts = 1 }))
+	h.enqueue(testEvent(1))
+	st := h.waitStats("uid-crm", func(st EndpointStats) error {
+		if st.EventsFailed != 1 {
+			return fmt.Errorf("failed %d", st.EventsFailed)
+		}
+		return nil
+	})
+	if targetHits.Load() != 0 {
+		t.Error("the redirect was followed")
+	}
+	if st.LastDelivery.StatusCode != 302 || !strings.Contains(st.LastDelivery.Error, "redirects are not followed") {
+		t.Errorf("lastDelivery %+v", st.LastDelivery)
+	}
+}
+
+func TestSlowReceiverTimesOutAndIsRetried(t *testing.T) {
+	rc := newReceiver(t, func(n int, _ http.ResponseWriter, r *http.Request) {
+		if n == 1 {
+			select {
+			case <-time.After(3 * time.Second):
+			case <-r.Context().Done():
+			}
+		}
+	})
+	h := newHarness(t, "", nil)
+	h.reg.Upsert(endpoint("crm", rc.URL, func(e *Endpoint) { e.Policy.Timeout = 300 * time.Millisecond }))
+	h.enqueue(testEvent(1))
+	st := h.waitStats("uid-crm", func(st EndpointStats) error {
+		if st.EventsDelivered != 1 {
+			return fmt.Errorf("delivered %d", st.EventsDelivered)
+		}
+		return nil
+	})
+	if len(st.Recent) != 2 || !strings.Contains(st.Recent[1].Error, "no response within timeoutSeconds") {
+		t.Errorf("recent %+v", st.Recent)
+	}
+}
+
+func TestMaxInFlightIsNeverExceeded(t *testing.T) {
+	rc := newReceiver(t, func(_ int, _ http.ResponseWriter, _ *http.Request) { time.Sleep(100 * time.Millisecond) })
+	h := newHarness(t, "", nil)
+	h.reg.Upsert(endpoint("crm", rc.URL, func(e *Endpoint) { e.Policy.MaxInFlight = 3 }))
+	events := make([]Event, 30)
+	for i := range events {
+		events[i] = testEvent(i)
+	}
+	h.enqueue(events...)
+	eventually(t, 20*time.Second, func() error {
+		if n := len(rc.uniqueIDs()); n != 30 {
+			return fmt.Errorf("%d delivered", n)
+		}
+		return nil
+	})
+	if p := rc.peak.Load(); p > 3 || p < 2 {
+		t.Errorf("peak concurrency at the receiver %d, want 3 (never above)", p)
+	}
+}
+
+func TestHungEndpointDoesNotSlowAnother(t *testing.T) {
+	release := make(chan struct{})
+	hung := newReceiver(t, func(_ int, _ http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	defer close(release)
+	fast := newReceiver(t, nil)
+	h := newHarness(t, "", nil)
+	h.reg.Upsert(endpoint("hung", hung.URL, func(e *Endpoint) { e.Policy.MaxInFlight = 2; e.Policy.Timeout = 30 * time.Second }))
+	h.reg.Upsert(endpoint("fast", fast.URL))
+	events := make([]Event, 50)
+	for i := range events {
+		events[i] = testEvent(i)
+	}
+	start := time.Now()
+	h.enqueue(events...)
+	eventually(t, 10*time.Second, func() error {
+		if n := len(fast.uniqueIDs()); n != 50 {
+			return fmt.Errorf("fast endpoint got %d of 50", n)
+		}
+		return nil
+	})
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("the healthy endpoint took %s next to a hung one", took)
+	}
+	if p := hung.peak.Load(); p > 2 {
+		t.Errorf("hung endpoint saw %d concurrent requests, maxInFlight is 2", p)
+	}
+}
+
+func TestExhaustedAttemptsLandInTheFailedStore(t *testing.T) {
+	rc := newReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusBadGateway) })
+	h := newHarness(t, "", nil)
+	h.reg.Upsert(endpoint("crm", rc.URL, func(e *Endpoint) { e.Policy.MaxAttempts = 2; e.Policy.InitialBackoff = 100 * time.Millisecond }))
+	h.enqueue(testEvent(7))
+	st := h.waitStats("uid-crm", func(st EndpointStats) error {
+		if st.EventsFailed != 1 {
+			return fmt.Errorf("failed %d", st.EventsFailed)
+		}
+		return nil
+	})
+	if n := len(rc.requests()); n != 2 {
+		t.Errorf("%d attempts, want 2", n)
+	}
+	if st.EventsPending != 0 || st.SuccessRate(time.Now()) != "0.0%" || !strings.Contains(st.LastDelivery.Error, "gave up after 2 attempts") {
+		t.Errorf("stats %+v", st)
+	}
+	msg, err := h.store.js.Stream(context.Background(), StreamFailed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := msg.GetLastMsgForSubject(context.Background(), failedSubject("shop", "crm"))
+	if err != nil {
+		t.Fatalf("no failed delivery stored: %v", err)
+	}
+	if raw.Header.Get(hdrEventID) != "msg_000007" || !strings.Contains(string(raw.Data), `"messageId":"m7"`) {
+		t.Errorf("failed store holds %v %s", raw.Header, raw.Data)
+	}
+}
+
+func TestEgressPolicyRefusesLoopbackByDefault(t *testing.T) {
+	rc := newReceiver(t, nil)
+	def, err := NewEgressPolicy(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, "", def)
+	port := rc.URL[strings.LastIndex(rc.URL, ":"):]
+	h.reg.Upsert(endpoint("ip", rc.URL, func(e *Endpoint) { e.Policy.MaxAttempts = 1 }))
+	h.reg.Upsert(endpoint("name", "http://localhost"+port, func(e *Endpoint) { e.Policy.MaxAttempts = 1 }))
+	h.enqueue(testEvent(1))
+	for _, uid := range []types.UID{"uid-ip", "uid-name"} {
+		st := h.waitStats(uid, func(st EndpointStats) error {
+			if st.EventsFailed != 1 {
+				return fmt.Errorf("failed %d", st.EventsFailed)
+			}
+			return nil
+		})
+		if st.DeliveringReason != ReasonEgressRefused || !strings.Contains(st.LastDelivery.Error, "refused by the egress policy") {
+			t.Errorf("%s: reason %s, error %q", uid, st.DeliveringReason, st.LastDelivery.Error)
+		}
+	}
+	if n := len(rc.requests()); n != 0 {
+		t.Errorf("the loopback receiver got %d requests", n)
+	}
+}
+
+func TestIdempotencyKeyIsDeliveredOnce(t *testing.T) {
+	rc := newReceiver(t, nil)
+	h := newHarness(t, "", nil)
+	h.reg.Upsert(endpoint("crm", rc.URL))
+	ev := testEvent(1)
+	ev.IdempotencyKey = true
+	first := h.enqueue(ev)
+	second := h.enqueue(ev)
+	if first[0].Duplicate || !second[0].Duplicate {
+		t.Errorf("duplicate flags %v %v", first[0].Duplicate, second[0].Duplicate)
+	}
+	h.enqueue(testEvent(2))
+	eventually(t, 10*time.Second, func() error {
+		if n := len(rc.uniqueIDs()); n != 2 {
+			return fmt.Errorf("%d ids", n)
+		}
+		return nil
+	})
+	time.Sleep(300 * time.Millisecond)
+	if ids := rc.uniqueIDs(); ids["msg_000001"] != 1 {
+		t.Errorf("msg_000001 delivered %d times", ids["msg_000001"])
+	}
+}
+
+func TestNothingAcknowledgedIsLostAcrossAnAbruptStop(t *testing.T) {
+	rc := newReceiver(t, func(_ int, _ http.ResponseWriter, _ *http.Request) { time.Sleep(2 * time.Millisecond) })
+	dir := t.TempDir()
+	h := newHarness(t, dir, nil)
+	h.reg.Upsert(endpoint("crm", rc.URL, func(e *Endpoint) { e.Policy.MaxInFlight = 8 }))
+	const total = 1000
+	events := make([]Event, total)
+	for i := range events {
+		events[i] = testEvent(i)
+	}
+	for i := 0; i < total; i += 100 {
+		h.enqueue(events[i : i+100]...)
+	}
+	eventually(t, 20*time.Second, func() error {
+		if n := len(rc.uniqueIDs()); n < total/4 {
+			return fmt.Errorf("only %d delivered", n)
+		}
+		return nil
+	})
+	h.crash()
+	before := len(rc.uniqueIDs())
+	if before == total {
+		t.Log("every event arrived before the stop; the restart still has to keep counters")
+	}
+	var sent int64
+	if all, err := func() (map[types.UID]*EndpointStats, error) {
+		s, err := OpenStore(context.Background(), StoreOptions{DataDir: dir})
+		if err != nil {
+			return nil, err
+		}
+		defer s.Close()
+		return loadAllStats(context.Background(), s)
+	}(); err == nil && all["uid-crm"] != nil {
+		sent = all["uid-crm"].TotalEventsSent
+	}
+
+	h.start()
+	eventually(t, 60*time.Second, func() error {
+		if n := len(rc.uniqueIDs()); n != total {
+			return fmt.Errorf("%d of %d unique webhook-ids arrived", n, total)
+		}
+		return nil
+	})
+	st := h.waitStats("uid-crm", func(st EndpointStats) error {
+		if st.EventsDelivered < total {
+			return fmt.Errorf("delivered counter %d", st.EventsDelivered)
+		}
+		return nil
+	})
+	if st.TotalEventsSent < sent || st.TotalEventsSent < total {
+		t.Errorf("totalEventsSent %d after restart, %d persisted before it", st.TotalEventsSent, sent)
+	}
+	dups := len(rc.requests()) - total
+	t.Logf("%d events, %d arrived before the stop, %d duplicate deliveries (at-least-once), counters: sent=%d delivered=%d",
+		total, before, dups, st.TotalEventsSent, st.EventsDelivered)
+	if st.EventsDelivered > int64(len(rc.requests())) {
+		t.Errorf("delivered counter %d exceeds requests the receiver saw %d", st.EventsDelivered, len(rc.requests()))
+	}
+}
+
+var _ = jetstream.ErrKeyNotFound

@@ -1,0 +1,354 @@
+package dispatch
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
+)
+
+// rateBucket is the width of the buckets the 24-hour success rate is summed over.
+const rateBucket = 5 * time.Minute
+
+// recentDeliveries is how many attempts status.recentDeliveries keeps.
+const recentDeliveries = 10
+
+// EndpointStats are one endpoint's counters, persisted in the stats bucket
+// under the resource's UID, so they survive restarts and start from zero for
+// a new resource of the same name.
+type EndpointStats struct {
+	UID       types.UID `json:"uid"`
+	Namespace string    `json:"namespace"`
+	Name      string    `json:"name"`
+
+	TotalEventsSent     int64                             `json:"totalEventsSent"`
+	EventsDelivered     int64                             `json:"eventsDelivered"`
+	EventsFailed        int64                             `json:"eventsFailed"`
+	EventsPending       int64                             `json:"eventsPending"`
+	ConsecutiveFailures int64                             `json:"consecutiveFailures"`
+	LastDelivery        *webhooksv1alpha1.DeliveryRecord  `json:"lastDelivery,omitempty"`
+	Recent              []webhooksv1alpha1.DeliveryRecord `json:"recent,omitempty"`
+	// Buckets maps the start (Unix seconds) of each 5-minute bucket of the last
+	// 24 hours to [delivered, failed] events finished in it.
+	Buckets map[int64][2]int64 `json:"buckets,omitempty"`
+
+	// Delivering condition.
+	DeliveringStatus  metav1.ConditionStatus `json:"deliveringStatus,omitempty"`
+	DeliveringReason  string                 `json:"deliveringReason,omitempty"`
+	DeliveringMessage string                 `json:"deliveringMessage,omitempty"`
+	DeliveringSince   time.Time              `json:"deliveringSince,omitzero"`
+
+	// GoneGeneration is the generation that answered 410 Gone; 0 when none.
+	GoneGeneration int64 `json:"goneGeneration,omitempty"`
+
+	// LastSeq is the outcomes stream sequence last folded in: an outcome
+	// redelivered after a crash is not counted twice.
+	LastSeq uint64 `json:"lastSeq"`
+	// Version increments with every change; the status writer compares it.
+	Version uint64 `json:"version"`
+}
+
+// apply folds one outcome into the counters.
+func (s *EndpointStats) apply(oc *outcome) {
+	if oc.Attempted && oc.Attempt == 1 {
+		s.TotalEventsSent++
+	}
+	if oc.Attempt > 1 && s.EventsPending > 0 {
+		s.EventsPending-- // the retry this attempt was waiting for has happened
+	}
+	bucket := oc.Time.Truncate(rateBucket).Unix()
+	if s.Buckets == nil {
+		s.Buckets = map[int64][2]int64{}
+	}
+	b := s.Buckets[bucket]
+	switch oc.Result {
+	case webhooksv1alpha1.ResultSucceeded:
+		s.EventsDelivered++
+		s.ConsecutiveFailures = 0
+		b[0]++
+	case webhooksv1alpha1.ResultFailed:
+		s.EventsFailed++
+		b[1]++
+		if oc.Attempted {
+			s.ConsecutiveFailures++
+		}
+	case webhooksv1alpha1.ResultRetrying:
+		s.EventsPending++
+		s.ConsecutiveFailures++
+	}
+	s.Buckets[bucket] = b
+	if oc.Gone {
+		s.GoneGeneration = oc.Generation
+	} else if oc.Generation != s.GoneGeneration {
+		s.GoneGeneration = 0
+	}
+
+	if oc.Attempted || oc.Result == webhooksv1alpha1.ResultFailed {
+		rec := webhooksv1alpha1.DeliveryRecord{
+			Time:                 metav1.NewTime(oc.Time),
+			EventID:              oc.EventID,
+			EventType:            oc.EventType,
+			Attempt:              oc.Attempt,
+			StatusCode:           oc.StatusCode,
+			DurationMilliseconds: oc.DurationMS,
+			Result:               oc.Result,
+			Error:                truncate(oc.Error, 1024),
+		}
+		s.LastDelivery = &rec
+		s.Recent = append([]webhooksv1alpha1.DeliveryRecord{rec}, s.Recent...)
+		if len(s.Recent) > recentDeliveries {
+			s.Recent = s.Recent[:recentDeliveries]
+		}
+	}
+
+	status, msg := metav1.ConditionTrue, "The last delivery succeeded"
+	if oc.Result != webhooksv1alpha1.ResultSucceeded {
+		status = metav1.ConditionFalse
+		msg = truncate(oc.Error, 1024)
+	}
+	if status != s.DeliveringStatus || oc.Reason != s.DeliveringReason {
+		s.DeliveringSince = oc.Time
+	}
+	s.DeliveringStatus, s.DeliveringReason, s.DeliveringMessage = status, oc.Reason, msg
+	s.Version++
+}
+
+// SuccessRate is delivered / (delivered + failed) over the events finished
+// in the 24 hours before now, as "99.8%", or "-" when none finished.
+func (s *EndpointStats) SuccessRate(now time.Time) string {
+	from := now.Add(-24 * time.Hour).Truncate(rateBucket).Unix()
+	var ok, failed int64
+	for start, b := range s.Buckets {
+		if start >= from {
+			ok += b[0]
+			failed += b[1]
+		}
+	}
+	if ok+failed == 0 {
+		return "-"
+	}
+	rate := float64(ok) * 100 / float64(ok+failed)
+	if ok+failed != ok && rate > 99.9 {
+		rate = 99.9 // never round a failure away
+	}
+	return fmt.Sprintf("%.1f%%", rate)
+}
+
+// prune drops rate buckets older than 24 hours.
+func (s *EndpointStats) prune(now time.Time) {
+	from := now.Add(-24 * time.Hour).Truncate(rateBucket).Unix()
+	for start := range s.Buckets {
+		if start < from {
+			delete(s.Buckets, start)
+		}
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-3] + "..."
+}
+
+// statsKey is the stats bucket key of a UID.
+func statsKey(uid types.UID) string { return string(uid) }
+
+// loadAllStats reads every endpoint's persisted stats.
+func loadAllStats(ctx context.Context, s *Store) (map[types.UID]*EndpointStats, error) {
+	out := map[types.UID]*EndpointStats{}
+	lister, err := s.kv.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("listing stats: %w", err)
+	}
+	for key := range lister.Keys() {
+		e, err := s.kv.Get(ctx, key)
+		if err != nil {
+			if errors.Is(err, jetstream.ErrKeyNotFound) {
+				continue
+			}
+			return nil, fmt.Errorf("reading stats %s: %w", key, err)
+		}
+		var st EndpointStats
+		if err := json.Unmarshal(e.Value(), &st); err != nil {
+			continue
+		}
+		out[st.UID] = &st
+	}
+	return out, nil
+}
+
+// Aggregator folds the outcomes stream into per-endpoint stats and persists
+// them. Only one runs at a time (the leader's), so the counters are exact
+// across replicas.
+type Aggregator struct {
+	store *Store
+	now   func() time.Time
+
+	mu    sync.Mutex
+	stats map[types.UID]*EndpointStats
+	dirty map[types.UID]bool
+	held  []jetstream.Msg // applied, acked once persisted
+}
+
+// NewAggregator returns an aggregator over the store's outcomes.
+func NewAggregator(store *Store, now func() time.Time) *Aggregator {
+	if now == nil {
+		now = time.Now
+	}
+	return &Aggregator{store: store, now: now, stats: map[types.UID]*EndpointStats{}, dirty: map[types.UID]bool{}}
+}
+
+// run consumes outcomes until ctx is done, persisting every persistEvery.
+func (a *Aggregator) run(ctx context.Context, persistEvery time.Duration) error {
+	loaded, err := loadAllStats(ctx, a.store)
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.stats = loaded
+	a.mu.Unlock()
+
+	// Start from a fresh consumer so that outcomes delivered to an earlier
+	// aggregator and never acknowledged (it crashed) come again now rather than
+	// after their ack wait. Those already folded in are skipped by LastSeq.
+	if err := a.store.js.DeleteConsumer(ctx, StreamOutcomes, consumerStats); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return fmt.Errorf("resetting the stats consumer: %w", err)
+	}
+	cons, err := a.store.js.CreateOrUpdateConsumer(ctx, StreamOutcomes, jetstream.ConsumerConfig{
+		Durable:       consumerStats,
+		Description:   "Folds delivery outcomes into per-endpoint counters",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       5 * time.Minute,
+		MaxAckPending: 200000,
+		MaxDeliver:    -1,
+	})
+	if err != nil {
+		return fmt.Errorf("creating the stats consumer: %w", err)
+	}
+	cc, err := cons.Consume(a.applyMsg, jetstream.PullMaxMessages(1000))
+	if err != nil {
+		return fmt.Errorf("consuming outcomes: %w", err)
+	}
+	defer cc.Stop()
+	t := time.NewTicker(persistEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			a.persist(ctx)
+		case <-ctx.Done():
+			cc.Stop()
+			a.persist(context.WithoutCancel(ctx))
+			return nil
+		}
+	}
+}
+
+func (a *Aggregator) applyMsg(m jetstream.Msg) {
+	meta, err := m.Metadata()
+	if err != nil {
+		_ = m.Term()
+		return
+	}
+	var oc outcome
+	if err := json.Unmarshal(m.Data(), &oc); err != nil {
+		_ = m.Term()
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	st := a.stats[oc.UID]
+	if st == nil {
+		st = &EndpointStats{UID: oc.UID, Namespace: oc.Namespace, Name: oc.Name}
+		a.stats[oc.UID] = st
+	}
+	if meta.Sequence.Stream > st.LastSeq {
+		st.apply(&oc)
+		st.LastSeq = meta.Sequence.Stream
+		a.dirty[oc.UID] = true
+	}
+	a.held = append(a.held, m)
+}
+
+// persist writes the changed stats, then acknowledges the outcomes folded
+// into them.
+func (a *Aggregator) persist(ctx context.Context) {
+	a.mu.Lock()
+	held := a.held
+	a.held = nil
+	now := a.now()
+	writes := make(map[types.UID][]byte, len(a.dirty))
+	for uid := range a.dirty {
+		st := a.stats[uid]
+		st.prune(now)
+		data, err := json.Marshal(st)
+		if err == nil {
+			writes[uid] = data
+		}
+	}
+	a.dirty = map[types.UID]bool{}
+	a.mu.Unlock()
+
+	for uid, data := range writes {
+		if _, err := a.store.kv.Put(ctx, statsKey(uid), data); err != nil {
+			// Not acked: the outcomes are folded in again after a restart.
+			a.mu.Lock()
+			a.dirty[uid] = true
+			a.mu.Unlock()
+			return
+		}
+	}
+	for _, m := range held {
+		_ = m.Ack()
+	}
+}
+
+// Snapshot returns a copy of every endpoint's stats.
+func (a *Aggregator) Snapshot() []EndpointStats {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]EndpointStats, 0, len(a.stats))
+	for _, st := range a.stats {
+		cp := *st
+		cp.Recent = append([]webhooksv1alpha1.DeliveryRecord(nil), st.Recent...)
+		cp.Buckets = make(map[int64][2]int64, len(st.Buckets))
+		for k, v := range st.Buckets {
+			cp.Buckets[k] = v
+		}
+		out = append(out, cp)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].UID < out[j].UID })
+	return out
+}
+
+// Get returns a copy of one endpoint's stats.
+func (a *Aggregator) Get(uid types.UID) (EndpointStats, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	st, ok := a.stats[uid]
+	if !ok {
+		return EndpointStats{}, false
+	}
+	cp := *st
+	cp.Recent = append([]webhooksv1alpha1.DeliveryRecord(nil), st.Recent...)
+	return cp, true
+}
+
+// forget drops the stats of a deleted resource.
+func (a *Aggregator) forget(ctx context.Context, uid types.UID) {
+	a.mu.Lock()
+	delete(a.stats, uid)
+	delete(a.dirty, uid)
+	a.mu.Unlock()
+	_ = a.store.kv.Delete(ctx, statsKey(uid))
+}

@@ -1,0 +1,241 @@
+package dispatch
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// JetStream names. Every stream uses the file store.
+const (
+	// StreamEvents holds accepted events until they are fanned out (work queue).
+	StreamEvents = "WEBHOOK_EVENTS"
+	// StreamDeliveries holds one message per pending delivery, one subject per
+	// endpoint, and the scheduled retries (work queue, message schedules).
+	StreamDeliveries = "WEBHOOK_DELIVERIES"
+	// StreamFailed keeps deliveries that failed for good, for replay.
+	StreamFailed = "WEBHOOK_FAILED"
+	// StreamOutcomes carries every attempt's outcome to the stats aggregator.
+	StreamOutcomes = "WEBHOOK_OUTCOMES"
+	// BucketStats is the key-value bucket of per-endpoint counters.
+	BucketStats = "WEBHOOK_STATS"
+
+	subjEvents     = "wh.ev"
+	subjDeliver    = "wh.dl"
+	subjRetry      = "wh.rt"
+	subjFailed     = "wh.fl"
+	subjOutcomes   = "wh.oc"
+	consumerFanout = "fanout"
+	consumerStats  = "stats"
+)
+
+// Message headers of stored events and deliveries.
+const (
+	hdrEventID     = "Wh-Event-Id"
+	hdrEventType   = "Wh-Event-Type"
+	hdrAcceptedAt  = "Wh-Accepted-At"
+	hdrEndpoint    = "Wh-Endpoint"
+	hdrEndpointUID = "Wh-Endpoint-Uid"
+	hdrAttempt     = "Wh-Attempt"
+	hdrFailedAt    = "Wh-Failed-At"
+	hdrError       = "Wh-Error"
+)
+
+// StoreOptions configures the durable store.
+type StoreOptions struct {
+	// DataDir is the embedded server's file store directory. Ignored with URL.
+	DataDir string
+	// URL of an external NATS cluster; empty runs an embedded server.
+	URL string
+	// Replicas of every stream and bucket (1 for the embedded server).
+	Replicas int
+	// FailedRetention is how long deliveries that failed for good are kept.
+	FailedRetention time.Duration
+	// IdempotencyWindow is how long an event ID is remembered (24h).
+	IdempotencyWindow time.Duration
+}
+
+// Store is the connection to JetStream, and the embedded server when there is one.
+type Store struct {
+	srv  *server.Server
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	opts StoreOptions
+	kv   jetstream.KeyValue
+}
+
+// OpenStore starts the embedded NATS server (unless opts.URL is set),
+// connects, and creates or updates the streams and the stats bucket.
+func OpenStore(ctx context.Context, opts StoreOptions) (*Store, error) {
+	if opts.Replicas <= 0 {
+		opts.Replicas = 1
+	}
+	if opts.FailedRetention <= 0 {
+		opts.FailedRetention = 7 * 24 * time.Hour
+	}
+	if opts.IdempotencyWindow <= 0 {
+		opts.IdempotencyWindow = 24 * time.Hour
+	}
+	s := &Store{opts: opts}
+	connOpts := []nats.Option{
+		nats.Name("webhook-operator"),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.RetryOnFailedConnect(false),
+		// Fail publishes at once while disconnected instead of buffering them:
+		// the ingestion API must answer 503, not 202, when nothing was stored.
+		nats.ReconnectBufSize(-1),
+	}
+	if opts.URL == "" {
+		if opts.DataDir == "" {
+			return nil, errors.New("a data directory is required for the embedded NATS server")
+		}
+		srv, err := server.NewServer(&server.Options{
+			ServerName: "webhook-operator",
+			DontListen: true,
+			JetStream:  true,
+			StoreDir:   opts.DataDir,
+			NoSigs:     true,
+			NoLog:      true,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("creating embedded NATS server: %w", err)
+		}
+		srv.Start()
+		if !srv.ReadyForConnections(30 * time.Second) {
+			srv.Shutdown()
+			return nil, errors.New("embedded NATS server did not start within 30s")
+		}
+		s.srv = srv
+		connOpts = append(connOpts, nats.InProcessServer(srv))
+	}
+	nc, err := nats.Connect(opts.URL, connOpts...)
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("connecting to NATS: %w", err)
+	}
+	s.nc = nc
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("opening JetStream: %w", err)
+	}
+	s.js = js
+	if err := s.ensure(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) ensure(ctx context.Context) error {
+	streams := []jetstream.StreamConfig{{
+		Name:        StreamEvents,
+		Description: "Accepted WA Blast events waiting to be fanned out to endpoints",
+		Subjects:    []string{subjEvents + ".>"},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    s.opts.Replicas,
+		Duplicates:  s.opts.IdempotencyWindow,
+	}, {
+		Name:              StreamDeliveries,
+		Description:       "Pending webhook deliveries, one subject per endpoint, and scheduled retries",
+		Subjects:          []string{subjDeliver + ".>", subjRetry + ".>"},
+		Retention:         jetstream.WorkQueuePolicy,
+		Storage:           jetstream.FileStorage,
+		Replicas:          s.opts.Replicas,
+		Duplicates:        5 * time.Minute,
+		AllowMsgSchedules: true,
+		AllowRollup:       true,
+	}, {
+		Name:        StreamFailed,
+		Description: "Deliveries that failed for good, kept for replay",
+		Subjects:    []string{subjFailed + ".>"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    s.opts.Replicas,
+		MaxAge:      s.opts.FailedRetention,
+	}, {
+		Name:        StreamOutcomes,
+		Description: "Outcomes of delivery attempts, folded into per-endpoint counters",
+		Subjects:    []string{subjOutcomes + ".>"},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    s.opts.Replicas,
+	}}
+	for _, cfg := range streams {
+		if _, err := s.js.CreateOrUpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("creating stream %s: %w", cfg.Name, err)
+		}
+	}
+	kv, err := s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      BucketStats,
+		Description: "Per-endpoint delivery counters, keyed by WebhookConfig UID",
+		Storage:     jetstream.FileStorage,
+		Replicas:    s.opts.Replicas,
+		History:     1,
+	})
+	if err != nil {
+		return fmt.Errorf("creating bucket %s: %w", BucketStats, err)
+	}
+	s.kv = kv
+	return nil
+}
+
+// JetStream returns the JetStream context.
+func (s *Store) JetStream() jetstream.JetStream { return s.js }
+
+// Conn returns the NATS connection.
+func (s *Store) Conn() *nats.Conn { return s.nc }
+
+// Close drains nothing: it closes the connection and shuts the embedded
+// server down. Unacknowledged messages stay in the store for the next start.
+func (s *Store) Close() {
+	if s.nc != nil {
+		s.nc.Close()
+	}
+	if s.srv != nil {
+		s.srv.Shutdown()
+		s.srv.WaitForShutdown()
+	}
+}
+
+// Healthy returns nil when the store can acknowledge writes.
+func (s *Store) Healthy() error {
+	if s.nc == nil || !s.nc.IsConnected() {
+		return fmt.Errorf("%w: not connected to NATS", ErrUnavailable)
+	}
+	return nil
+}
+
+// token makes a Kubernetes name usable as one NATS subject token: names may
+// contain dots, subjects use them as separators. "_" is not allowed in
+// Kubernetes names, so the mapping is one to one.
+func token(name string) string { return strings.ReplaceAll(name, ".", "_") }
+
+func eventSubject(ns string) string { return subjEvents + "." + ns }
+
+func deliverSubject(ns, name string) string { return subjDeliver + "." + ns + "." + token(name) }
+
+func failedSubject(ns, name string) string { return subjFailed + "." + ns + "." + token(name) }
+
+func outcomeSubject(ns, name string) string { return subjOutcomes + "." + ns + "." + token(name) }
+
+// hashString returns a short stable hex digest of s.
+func hashString(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:12])
+}
+
+// consumerName is the durable consumer of one endpoint's deliveries.
+func consumerName(ns, name string) string {
+	return "ep_" + hashString(ns+"/"+name)
+}

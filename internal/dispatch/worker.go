@@ -1,0 +1,370 @@
+package dispatch
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"k8s.io/apimachinery/pkg/types"
+
+	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
+	"github.com/wablast/webhook-operator/internal/signing"
+)
+
+// Reasons of the Delivering condition.
+const (
+	ReasonDeliverySucceeded = "Succeeded"
+	ReasonDeliveryFailing   = "DeliveryFailing"
+	ReasonEndpointGone      = "EndpointGone"
+	ReasonEgressRefused     = "EgressRefused"
+)
+
+// endpointWorker delivers one endpoint's pending deliveries. Its durable
+// consumer's MaxAckPending is the endpoint's maxInFlight, so JetStream never
+// hands it more concurrent deliveries than that, and a slow endpoint holds up
+// only its own consumer.
+type endpointWorker struct {
+	d        *Dispatcher
+	ns, name string
+	uid      types.UID
+	ep       atomic.Pointer[Endpoint]
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	cc     jetstream.ConsumeContext
+	wg     sync.WaitGroup
+	done   atomic.Bool
+}
+
+func newEndpointWorker(d *Dispatcher, ep *Endpoint) *endpointWorker {
+	w := &endpointWorker{d: d, ns: ep.Namespace, name: ep.Name, uid: ep.UID}
+	cp := *ep
+	w.ep.Store(&cp)
+	return w
+}
+
+func (w *endpointWorker) key() types.NamespacedName {
+	return types.NamespacedName{Namespace: w.ns, Name: w.name}
+}
+
+// compatible reports whether ep can be served by this worker's consumer
+// without recreating it.
+func (w *endpointWorker) compatible(ep *Endpoint) bool {
+	cur := w.ep.Load()
+	return cur.UID == ep.UID && cur.Policy.MaxInFlight == ep.Policy.MaxInFlight && cur.Policy.Timeout == ep.Policy.Timeout
+}
+
+// update swaps in a new configuration (URL, keys, policy) for the next attempts.
+func (w *endpointWorker) update(ep *Endpoint) {
+	if !w.ep.Load().Equal(ep) {
+		cp := *ep
+		w.ep.Store(&cp)
+	}
+}
+
+func (w *endpointWorker) stopped() bool { return w.done.Load() }
+
+func (w *endpointWorker) start(parent context.Context) error {
+	ep := w.ep.Load()
+	w.ctx, w.cancel = context.WithCancel(parent)
+	cons, err := w.d.js.CreateOrUpdateConsumer(w.ctx, StreamDeliveries, jetstream.ConsumerConfig{
+		Durable:           consumerName(w.ns, w.name),
+		Description:       "Deliveries to WebhookConfig " + w.ns + "/" + w.name,
+		FilterSubject:     deliverSubject(w.ns, w.name),
+		AckPolicy:         jetstream.AckExplicitPolicy,
+		AckWait:           ep.Policy.Timeout + 10*time.Second,
+		MaxAckPending:     ep.Policy.MaxInFlight,
+		MaxDeliver:        -1,
+		InactiveThreshold: 7 * 24 * time.Hour,
+	})
+	if err != nil {
+		w.cancel()
+		w.done.Store(true)
+		return fmt.Errorf("creating consumer: %w", err)
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		w.wg.Add(1)
+		go func() {
+			defer w.wg.Done()
+			w.handle(w.ctx, m)
+		}()
+	}, jetstream.PullMaxMessages(ep.Policy.MaxInFlight))
+	if err != nil {
+		w.cancel()
+		w.done.Store(true)
+		return fmt.Errorf("consuming deliveries: %w", err)
+	}
+	w.cc = cc
+	return nil
+}
+
+// stop stops taking deliveries, cancels attempts in flight (they are
+// redelivered later) and waits for them.
+func (w *endpointWorker) stop() {
+	if w.done.Swap(true) && w.cc == nil {
+		return
+	}
+	if w.cc != nil {
+		w.cc.Stop()
+	}
+	if w.cancel != nil {
+		w.cancel()
+	}
+	w.wg.Wait()
+}
+
+// attemptResult is what one HTTP attempt produced.
+type attemptResult struct {
+	statusCode int
+	retryAfter string
+	duration   time.Duration
+	err        error
+	refused    bool
+}
+
+func (r *attemptResult) succeeded() bool {
+	return r.err == nil && r.statusCode >= 200 && r.statusCode < 300
+}
+
+// errorText describes a failed attempt for status and logs; it never
+// contains the URL's query or any secret.
+func (r *attemptResult) errorText(timeout time.Duration) string {
+	switch {
+	case r.err == nil && r.statusCode >= 300 && r.statusCode < 400:
+		return fmt.Sprintf("receiver answered %d %s; redirects are not followed", r.statusCode, http.StatusText(r.statusCode))
+	case r.err == nil:
+		return fmt.Sprintf("receiver answered %d %s", r.statusCode, http.StatusText(r.statusCode))
+	case r.refused:
+		var refused *EgressRefusedError
+		if errors.As(r.err, &refused) {
+			return refused.Error()
+		}
+		return r.err.Error()
+	case errors.Is(r.err, context.DeadlineExceeded):
+		return fmt.Sprintf("no response within timeoutSeconds (%s)", timeout)
+	default:
+		var ue interface{ Unwrap() error }
+		if errors.As(r.err, &ue) && ue.Unwrap() != nil {
+			return "request failed: " + ue.Unwrap().Error()
+		}
+		return "request failed: " + r.err.Error()
+	}
+}
+
+// send makes one signed POST of body to the endpoint.
+func (w *endpointWorker) send(ctx context.Context, ep *Endpoint, eventID string, body []byte) attemptResult {
+	ctx, cancel := context.WithTimeout(ctx, ep.Policy.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ep.URL, bytes.NewReader(body))
+	if err != nil {
+		return attemptResult{err: fmt.Errorf("building request: %w", err)}
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", w.d.opts.UserAgent)
+	signing.SetHeaders(req.Header, ep.Keys, eventID, w.d.opts.Now(), body)
+	start := time.Now()
+	resp, err := w.d.opts.HTTPClient.Do(req)
+	if err != nil {
+		_, refused := IsEgressRefused(err)
+		return attemptResult{err: err, refused: refused, duration: time.Since(start)}
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, w.d.opts.MaxResponseBytes))
+	_ = resp.Body.Close()
+	return attemptResult{statusCode: resp.StatusCode, retryAfter: resp.Header.Get("Retry-After"), duration: time.Since(start)}
+}
+
+// handle makes one attempt of one delivery and records its outcome. Every
+// durable write the outcome needs (a scheduled retry, the failed store, the
+// outcome record) is acknowledged by JetStream before the delivery is acked,
+// so a crash at any point leads to a redelivery, never to a loss.
+func (w *endpointWorker) handle(ctx context.Context, m jetstream.Msg) {
+	ep := w.ep.Load()
+	h := m.Headers()
+	if h.Get(hdrEndpointUID) != string(ep.UID) {
+		// A delivery for an earlier resource of the same name.
+		_ = m.Ack()
+		return
+	}
+	if w.d.isGone(ep.UID, ep.Generation) {
+		// The endpoint answered 410 Gone: hold the delivery until its spec changes.
+		_ = m.NakWithDelay(time.Second)
+		return
+	}
+	eventID, eventType := h.Get(hdrEventID), h.Get(hdrEventType)
+	prior, _ := strconv.Atoi(h.Get(hdrAttempt))
+	attempt := prior + 1
+	acceptedAt, err := time.Parse(time.RFC3339Nano, h.Get(hdrAcceptedAt))
+	if err != nil {
+		acceptedAt = w.d.opts.Now()
+	}
+	oc := outcome{
+		UID: ep.UID, Namespace: ep.Namespace, Name: ep.Name, Generation: ep.Generation,
+		EventID: eventID, EventType: eventType, Attempt: int32(attempt),
+	}
+
+	if age := w.d.opts.Now().Sub(acceptedAt); age > ep.Policy.MaxAge {
+		oc.Attempt = int32(prior)
+		oc.Result = webhooksv1alpha1.ResultFailed
+		oc.Reason = ReasonDeliveryFailing
+		oc.Error = fmt.Sprintf("gave up: the event is older than maxAgeSeconds (%s)", ep.Policy.MaxAge)
+		w.finish(ctx, m, &oc, true)
+		return
+	}
+
+	res := w.send(ctx, ep, eventID, m.Data())
+	if ctx.Err() != nil {
+		// Shutting down or reconfiguring: not an attempt; deliver it again later.
+		_ = m.Nak()
+		return
+	}
+	oc.Attempted = true
+	oc.StatusCode = int32(res.statusCode)
+	oc.DurationMS = res.duration.Milliseconds()
+	if w.d.opts.Metrics != nil {
+		w.d.opts.Metrics.attempt(ep, eventType, &res)
+	}
+
+	switch {
+	case res.succeeded():
+		oc.Result = webhooksv1alpha1.ResultSucceeded
+		oc.Reason = ReasonDeliverySucceeded
+		w.finish(ctx, m, &oc, false)
+		return
+	case res.err == nil && res.statusCode == http.StatusGone:
+		oc.Result = webhooksv1alpha1.ResultFailed
+		oc.Reason = ReasonEndpointGone
+		oc.Error = "receiver answered 410 Gone: deliveries to this endpoint are stopped until its spec changes"
+		oc.Gone = true
+		w.d.markGone(ep.UID, ep.Generation)
+		w.finish(ctx, m, &oc, true)
+		return
+	}
+
+	oc.Error = res.errorText(ep.Policy.Timeout)
+	oc.Reason = ReasonDeliveryFailing
+	if res.refused {
+		oc.Reason = ReasonEgressRefused
+	}
+	if attempt >= ep.Policy.MaxAttempts {
+		oc.Result = webhooksv1alpha1.ResultFailed
+		oc.Error += fmt.Sprintf("; gave up after %d attempts (maxAttempts)", attempt)
+		w.finish(ctx, m, &oc, true)
+		return
+	}
+	now := w.d.opts.Now()
+	delay := RetryDelay(ep.Policy.InitialBackoff, ep.Policy.MaxBackoff, attempt, res.retryAfter, now, w.d.opts.Rand)
+	if now.Add(delay).Sub(acceptedAt) > ep.Policy.MaxAge {
+		oc.Result = webhooksv1alpha1.ResultFailed
+		oc.Error += "; gave up: the next attempt would be after maxAgeSeconds"
+		w.finish(ctx, m, &oc, true)
+		return
+	}
+	if err := w.scheduleRetry(ctx, m, attempt, now.Add(delay)); err != nil {
+		w.d.opts.Logger.Error(err, "Scheduling a retry failed; the delivery will be attempted again", "namespace", ep.Namespace, "name", ep.Name)
+		_ = m.NakWithDelay(delay)
+		return
+	}
+	oc.Result = webhooksv1alpha1.ResultRetrying
+	oc.NextAttempt = now.Add(delay)
+	w.finish(ctx, m, &oc, false)
+}
+
+// scheduleRetry stores the next attempt as a JetStream message schedule that
+// fires into the endpoint's subject at the given time.
+func (w *endpointWorker) scheduleRetry(ctx context.Context, m jetstream.Msg, attempt int, at time.Time) error {
+	h := m.Headers()
+	id := h.Get(hdrEventID)
+	subj := fmt.Sprintf("%s.%s.%s.%s", subjRetry, w.ns, token(w.name), retryToken(string(w.uid), id, attempt))
+	msg := nats.NewMsg(subj)
+	msg.Data = m.Data()
+	for _, k := range []string{hdrEventID, hdrEventType, hdrAcceptedAt, hdrEndpoint, hdrEndpointUID} {
+		msg.Header.Set(k, h.Get(k))
+	}
+	msg.Header.Set(hdrAttempt, strconv.Itoa(attempt))
+	// Schedules have whole-second precision: round up, never fire early.
+	if t := at.Truncate(time.Second); !t.Equal(at) {
+		at = t.Add(time.Second)
+	}
+	_, err := w.d.js.PublishMsg(ctx, msg,
+		jetstream.WithScheduleAt(at.UTC()),
+		jetstream.WithScheduleTarget(deliverSubject(w.ns, w.name)),
+		jetstream.WithMsgID(subj))
+	return err
+}
+
+// finish records the outcome (and the failed store entry when the delivery
+// failed for good), then acknowledges the delivery.
+func (w *endpointWorker) finish(ctx context.Context, m jetstream.Msg, oc *outcome, failed bool) {
+	oc.Time = w.d.opts.Now().UTC()
+	if failed {
+		if err := w.storeFailed(ctx, m, oc); err != nil {
+			w.d.opts.Logger.Error(err, "Storing a failed delivery failed; it will be attempted again", "namespace", w.ns, "name", w.name)
+			_ = m.NakWithDelay(time.Second)
+			return
+		}
+	}
+	if err := publishOutcome(ctx, w.d.js, oc); err != nil {
+		w.d.opts.Logger.Error(err, "Recording an outcome failed; the delivery will be attempted again", "namespace", w.ns, "name", w.name)
+		_ = m.NakWithDelay(time.Second)
+		return
+	}
+	_ = m.Ack()
+}
+
+func (w *endpointWorker) storeFailed(ctx context.Context, m jetstream.Msg, oc *outcome) error {
+	msg := nats.NewMsg(failedSubject(w.ns, w.name))
+	msg.Data = m.Data()
+	h := m.Headers()
+	for _, k := range []string{hdrEventID, hdrEventType, hdrAcceptedAt, hdrEndpoint, hdrEndpointUID} {
+		msg.Header.Set(k, h.Get(k))
+	}
+	msg.Header.Set(hdrAttempt, strconv.Itoa(int(oc.Attempt)))
+	msg.Header.Set(hdrFailedAt, oc.Time.Format(time.RFC3339Nano))
+	msg.Header.Set(hdrError, oc.Error)
+	_, err := w.d.js.PublishMsg(ctx, msg)
+	return err
+}
+
+// outcome is one attempt's result (or a give-up without an attempt), as
+// recorded in the outcomes stream and folded into the endpoint's stats.
+type outcome struct {
+	UID         types.UID                       `json:"uid"`
+	Namespace   string                          `json:"namespace"`
+	Name        string                          `json:"name"`
+	Generation  int64                           `json:"generation"`
+	EventID     string                          `json:"eventID"`
+	EventType   string                          `json:"eventType"`
+	Attempt     int32                           `json:"attempt"`
+	Attempted   bool                            `json:"attempted"`
+	StatusCode  int32                           `json:"statusCode,omitempty"`
+	DurationMS  int64                           `json:"durationMS"`
+	Result      webhooksv1alpha1.DeliveryResult `json:"result"`
+	Reason      string                          `json:"reason"`
+	Error       string                          `json:"error,omitempty"`
+	Gone        bool                            `json:"gone,omitempty"`
+	Time        time.Time                       `json:"time"`
+	NextAttempt time.Time                       `json:"nextAttempt,omitzero"`
+}
+
+func publishOutcome(ctx context.Context, js jetstream.JetStream, oc *outcome) error {
+	data, err := json.Marshal(oc)
+	if err != nil {
+		return err
+	}
+	_, err = js.Publish(ctx, outcomeSubject(oc.Namespace, oc.Name), data)
+	return err
+}
+
+func retryToken(uid, eventID string, attempt int) string {
+	return token(fmt.Sprintf("%s-%d", hashString(uid+"/"+eventID), attempt))
+}
