@@ -1,26 +1,23 @@
 // Command manager runs the WA Blast webhook operator: the WebhookConfig
-// controller and the dispatcher in one process.
+// controller, the dispatcher and the ingestion API in one process.
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
-	"net/http"
 	"os"
+	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
-	ctrlcontroller "sigs.k8s.io/controller-runtime/pkg/controller"
-	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
-	"github.com/wablast/webhook-operator/internal/controller"
-	"github.com/wablast/webhook-operator/internal/dispatch"
+	"github.com/wablast/webhook-operator/internal/operator"
 )
 
 func main() {
@@ -30,22 +27,44 @@ func main() {
 	}
 }
 
+// cidrList is a comma-separated flag value.
+type cidrList []string
+
+func (c *cidrList) String() string { return strings.Join(*c, ",") }
+func (c *cidrList) Set(v string) error {
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*c = append(*c, s)
+		}
+	}
+	return nil
+}
+
 func run() error {
 	var (
 		metricsAddr          string
 		probeAddr            string
 		leaderElect          bool
 		leaderElectNamespace string
-		maxConcurrent        int
+		cfg                  operator.Config
+		allow, deny          cidrList
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "The address the metrics endpoint binds to; \"0\" disables it.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "The address the health and readiness probes bind to.")
-	flag.BoolVar(&leaderElect, "leader-elect", false, "Enable leader election, so that only one manager writes status at a time.")
+	flag.BoolVar(&leaderElect, "leader-elect", false, "Enable leader election: only the leader reconciles and writes status; every replica delivers.")
 	flag.StringVar(&leaderElectNamespace, "leader-election-namespace", "", "The namespace of the leader election Lease; defaults to the pod's namespace.")
-	flag.IntVar(&maxConcurrent, "max-concurrent-reconciles", 4, "How many WebhookConfigs are reconciled in parallel.")
+	flag.StringVar(&cfg.DataDir, "data-dir", "/var/lib/webhook-operator", "The embedded NATS JetStream file store directory.")
+	flag.StringVar(&cfg.NATSURL, "nats-url", "", "The URL of an external NATS cluster with JetStream; empty runs an embedded server.")
+	flag.IntVar(&cfg.NATSReplicas, "nats-replicas", 1, "The replication factor of streams and buckets on an external NATS cluster.")
+	flag.Var(&allow, "egress-allow-cidrs", "Comma-separated CIDRs deliveries may reach even though the default egress policy refuses them (e.g. 127.0.0.0/8).")
+	flag.Var(&deny, "egress-deny-cidrs", "Comma-separated CIDRs deliveries may never reach; wins over --egress-allow-cidrs.")
+	flag.DurationVar(&cfg.StatusFlushInterval, "status-flush-interval", 5*time.Second, "How often delivery counters are written into status, at most once per resource.")
+	flag.DurationVar(&cfg.FailedRetention, "failed-retention", 7*24*time.Hour, "How long deliveries that failed for good are kept for replay.")
+	flag.IntVar(&cfg.MaxConcurrentReconciles, "max-concurrent-reconciles", 4, "How many WebhookConfigs are reconciled in parallel.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
+	cfg.EgressAllowCIDRs, cfg.EgressDenyCIDRs = allow, deny
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	setupLog := ctrl.Log.WithName("setup")
 
@@ -53,51 +72,31 @@ func run() error {
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(webhooksv1alpha1.AddToScheme(scheme))
 
-	cfg, err := ctrl.GetConfig()
+	restCfg, err := ctrl.GetConfig()
 	if err != nil {
 		return fmt.Errorf("loading kubeconfig: %w", err)
 	}
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
 		Scheme:                  scheme,
 		Metrics:                 metricsserver.Options{BindAddress: metricsAddr},
 		HealthProbeBindAddress:  probeAddr,
 		LeaderElection:          leaderElect,
 		LeaderElectionID:        "webhook-operator.webhooks.wablast.io",
 		LeaderElectionNamespace: leaderElectNamespace,
+		// Leave the lease on shutdown so a new leader takes over at once.
+		LeaderElectionReleaseOnCancel: true,
 	})
 	if err != nil {
 		return fmt.Errorf("creating manager: %w", err)
 	}
 
 	ctx := ctrl.SetupSignalHandler()
-	registry := dispatch.NewMemoryRegistry()
-	if err := (&controller.WebhookConfigReconciler{
-		Client:   mgr.GetClient(),
-		Registry: registry,
-		Recorder: mgr.GetEventRecorder("webhook-operator"),
-	}).SetupWithManager(ctx, mgr, ctrlcontroller.Options{MaxConcurrentReconciles: maxConcurrent}); err != nil {
-		return fmt.Errorf("setting up the WebhookConfig controller: %w", err)
+	op, err := operator.Setup(ctx, mgr, cfg)
+	if err != nil {
+		return err
 	}
+	defer op.Close()
 
-	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
-		return fmt.Errorf("adding health check: %w", err)
-	}
-	if err := mgr.AddReadyzCheck("registry", registrySynced(registry)); err != nil {
-		return fmt.Errorf("adding readiness check: %w", err)
-	}
-
-	setupLog.Info("Starting manager")
+	setupLog.Info("Starting manager", "version", operator.Version, "embeddedNATS", cfg.NATSURL == "")
 	return mgr.Start(ctx)
-}
-
-// registrySynced is ready once the registry has been rebuilt from the API server.
-func registrySynced(r dispatch.Registry) healthz.Checker {
-	return func(_ *http.Request) error {
-		select {
-		case <-r.Synced():
-			return nil
-		default:
-			return errors.New("registry not rebuilt yet")
-		}
-	}
 }

@@ -186,10 +186,14 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 
 	ticker := time.NewTicker(d.opts.SyncInterval)
 	defer ticker.Stop()
+	depth := time.NewTicker(5 * time.Second)
+	defer depth.Stop()
 	for {
 		d.syncWorkers(ctx)
 		select {
 		case <-ticker.C:
+		case <-depth.C:
+			d.recordQueueDepth(ctx)
 		case <-ctx.Done():
 			cc.Stop()
 			wg.Wait()
@@ -312,6 +316,24 @@ func (d *Dispatcher) stopAllWorkers() {
 		wg.Go(w.stop)
 	}
 	wg.Wait()
+}
+
+// recordQueueDepth publishes how many messages wait in the event and delivery streams.
+func (d *Dispatcher) recordQueueDepth(ctx context.Context) {
+	if d.opts.Metrics == nil {
+		return
+	}
+	for _, name := range []string{StreamEvents, StreamDeliveries, StreamFailed} {
+		s, err := d.js.Stream(ctx, name)
+		if err != nil {
+			continue
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			continue
+		}
+		d.opts.Metrics.QueueDepth.WithLabelValues(name).Set(float64(info.State.Msgs))
+	}
 }
 
 // markGone stops deliveries to an endpoint that answered 410 until its generation changes.

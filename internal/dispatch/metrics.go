@@ -1,6 +1,8 @@
 package dispatch
 
 import (
+	"errors"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -44,8 +46,28 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Deliveries waiting in the store, by stream (events not yet fanned out, deliveries pending).",
 		}, []string{"stream"}),
 	}
-	reg.MustRegister(m.Accepted, m.Deliveries, m.Duration, m.Retries, m.Refused, m.QueueDepth)
+	m.Accepted = register(reg, m.Accepted)
+	m.Deliveries = register(reg, m.Deliveries)
+	m.Duration = register(reg, m.Duration)
+	m.Retries = register(reg, m.Retries)
+	m.Refused = register(reg, m.Refused)
+	m.QueueDepth = register(reg, m.QueueDepth)
 	return m
+}
+
+// register registers c, or returns the collector already registered under
+// its name (a second manager in the same process, as in tests).
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+		panic(err)
+	}
+	return c
 }
 
 func (m *Metrics) accepted(events []Event, results []EnqueueResult) {

@@ -274,6 +274,9 @@ func (w *endpointWorker) handle(ctx context.Context, m jetstream.Msg) {
 		_ = m.NakWithDelay(delay)
 		return
 	}
+	if w.d.opts.Metrics != nil {
+		w.d.opts.Metrics.Retries.WithLabelValues(ep.Namespace, ep.Name).Inc()
+	}
 	oc.Result = webhooksv1alpha1.ResultRetrying
 	oc.NextAttempt = now.Add(delay)
 	w.finish(ctx, m, &oc, false)

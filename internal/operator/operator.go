@@ -1,0 +1,131 @@
+// Package operator wires the controller, the dispatcher and the ingestion API
+// into a controller-runtime manager. cmd/manager and the integration tests
+// share it, so the tests run exactly what ships.
+package operator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+	ctrlcontroller "sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/wablast/webhook-operator/internal/controller"
+	"github.com/wablast/webhook-operator/internal/dispatch"
+)
+
+// Version is the product version sent in the User-Agent of deliveries.
+var Version = "0.1.0-dev"
+
+// Config is the operator's configuration, from flags.
+type Config struct {
+	// DataDir is the embedded NATS file store directory.
+	DataDir string
+	// NATSURL selects an external NATS cluster instead of the embedded server.
+	NATSURL string
+	// NATSReplicas is the replication factor of streams and buckets.
+	NATSReplicas int
+	// EgressAllowCIDRs and EgressDenyCIDRs widen and narrow the egress policy.
+	EgressAllowCIDRs []string
+	EgressDenyCIDRs  []string
+	// StatusFlushInterval bounds status writes per resource.
+	StatusFlushInterval time.Duration
+	// FailedRetention is how long deliveries that failed for good are kept for replay.
+	FailedRetention time.Duration
+	// MaxConcurrentReconciles of the WebhookConfig controller.
+	MaxConcurrentReconciles int
+}
+
+// Operator is everything Setup added to the manager.
+type Operator struct {
+	Registry   *dispatch.MemoryRegistry
+	Store      *dispatch.Store
+	Dispatcher *dispatch.Dispatcher
+	Aggregator *dispatch.Aggregator
+}
+
+// Setup opens the store and adds the controller, the dispatcher and the
+// status writer to mgr. Call Close after the manager stopped.
+func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) (*Operator, error) {
+	egress, err := dispatch.NewEgressPolicy(cfg.EgressAllowCIDRs, cfg.EgressDenyCIDRs)
+	if err != nil {
+		return nil, err
+	}
+	store, err := dispatch.OpenStore(ctx, dispatch.StoreOptions{
+		DataDir: cfg.DataDir, URL: cfg.NATSURL, Replicas: cfg.NATSReplicas, FailedRetention: cfg.FailedRetention,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("opening the event store: %w", err)
+	}
+	op := &Operator{Registry: dispatch.NewMemoryRegistry(), Store: store}
+	ok := false
+	defer func() {
+		if !ok {
+			store.Close()
+		}
+	}()
+
+	recorder := mgr.GetEventRecorder("webhook-operator")
+	if err := (&controller.WebhookConfigReconciler{
+		Client:   mgr.GetClient(),
+		Registry: op.Registry,
+		Recorder: recorder,
+	}).SetupWithManager(ctx, mgr, ctrlcontroller.Options{MaxConcurrentReconciles: cfg.MaxConcurrentReconciles}); err != nil {
+		return nil, fmt.Errorf("setting up the WebhookConfig controller: %w", err)
+	}
+
+	op.Dispatcher, err = dispatch.New(dispatch.Options{
+		Registry:   op.Registry,
+		Store:      store,
+		HTTPClient: dispatch.NewHTTPClient(egress),
+		UserAgent:  "wablast-webhook-operator/" + Version,
+		Metrics:    dispatch.NewMetrics(metrics.Registry),
+		Logger:     ctrl.Log.WithName("dispatcher"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := mgr.Add(op.Dispatcher); err != nil {
+		return nil, err
+	}
+	op.Aggregator = dispatch.NewAggregator(store, nil)
+	if err := mgr.Add(&dispatch.StatusWriter{
+		Aggregator:    op.Aggregator,
+		Client:        mgr.GetClient(),
+		Recorder:      recorder,
+		FlushInterval: cfg.StatusFlushInterval,
+		Logger:        ctrl.Log.WithName("status-writer"),
+	}); err != nil {
+		return nil, err
+	}
+
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return nil, err
+	}
+	if err := mgr.AddReadyzCheck("registry", op.ready); err != nil {
+		return nil, err
+	}
+	ok = true
+	return op, nil
+}
+
+// ready is nil once the registry is rebuilt and the store is connected.
+func (o *Operator) ready(_ *http.Request) error { return o.Ready() }
+
+// Ready is nil once the registry is rebuilt and the store is connected.
+func (o *Operator) Ready() error {
+	select {
+	case <-o.Registry.Synced():
+	default:
+		return errors.New("registry not rebuilt yet")
+	}
+	return o.Store.Healthy()
+}
+
+// Close closes the store (and stops the embedded NATS server).
+func (o *Operator) Close() { o.Store.Close() }

@@ -1,0 +1,199 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
+	"github.com/wablast/webhook-operator/internal/dispatch"
+	"github.com/wablast/webhook-operator/internal/signing"
+	"github.com/wablast/webhook-operator/internal/testutil"
+)
+
+const secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+// verifyingReceiver counts requests whose signature verifies, and answers code.
+type verifyingReceiver struct {
+	*httptest.Server
+	ok, bad atomic.Int64
+	code    atomic.Int32
+}
+
+func newVerifyingReceiver(t *testing.T, code int) *verifyingReceiver {
+	keys, err := signing.ParseSecrets(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := &signing.Verifier{Keys: keys}
+	rc := &verifyingReceiver{}
+	rc.code.Store(int32(code))
+	rc.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body json.RawMessage
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil || v.Verify(r.Header, body) != nil {
+			rc.bad.Add(1)
+		} else {
+			rc.ok.Add(1)
+		}
+		w.WriteHeader(int(rc.code.Load()))
+	}))
+	t.Cleanup(rc.Close)
+	return rc
+}
+
+func createEndpoint(t *testing.T, ns, name, url string, maxAttempts int32) {
+	t.Helper()
+	ctx := context.Background()
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name + "-secret"}, StringData: map[string]string{"secret": secret}}
+	whc := &webhooksv1alpha1.WebhookConfig{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: webhooksv1alpha1.WebhookConfigSpec{
+			URL:       url,
+			SecretRef: &webhooksv1alpha1.SecretKeyReference{Name: name + "-secret"},
+			Events:    []webhooksv1alpha1.EventType{webhooksv1alpha1.EventTypeAll},
+			Delivery:  &webhooksv1alpha1.DeliveryPolicy{MaxAttempts: maxAttempts, InitialBackoffSeconds: 1},
+		},
+	}
+	for _, o := range []client.Object{sec, whc} {
+		if err := env.Client.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func getWHC(t *testing.T, ns, name string) *webhooksv1alpha1.WebhookConfig {
+	t.Helper()
+	var w webhooksv1alpha1.WebhookConfig
+	if err := env.Client.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name}, &w); err != nil {
+		t.Fatal(err)
+	}
+	return &w
+}
+
+func waitReady(t *testing.T, ns, name string) {
+	t.Helper()
+	testutil.Eventually(t, 20*time.Second, func() error {
+		if !meta.IsStatusConditionTrue(getWHC(t, ns, name).Status.Conditions, "Ready") {
+			return errors.New("not Ready")
+		}
+		return nil
+	})
+}
+
+func enqueue(t *testing.T, r *running, ns string, from, n int) {
+	t.Helper()
+	events := make([]dispatch.Event, n)
+	for i := range events {
+		events[i] = dispatch.Event{
+			ID: fmt.Sprintf("msg_%d", from+i), IdempotencyKey: true, Namespace: ns, Type: "message.delivered",
+			Timestamp: time.Now(), Data: json.RawMessage(`{"messageId":"m","sessionId":"s","to":"+6281234567890"}`),
+		}
+	}
+	if _, err := r.op.Dispatcher.Enqueue(context.Background(), events); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestStatusReflectsDeliveries(t *testing.T) {
+	ns := env.Namespace(t)
+	dataDir := t.TempDir()
+	start := time.Now()
+	r := startOperator(t, ns, dataDir)
+	good := newVerifyingReceiver(t, http.StatusOK)
+	broken := newVerifyingReceiver(t, http.StatusInternalServerError)
+	createEndpoint(t, ns, "crm", good.URL+"/hooks", 3)
+	createEndpoint(t, ns, "broken", broken.URL+"/hooks", 1)
+	waitReady(t, ns, "crm")
+	waitReady(t, ns, "broken")
+
+	const n = 50
+	enqueue(t, r, ns, 0, n)
+
+	testutil.Eventually(t, 30*time.Second, func() error {
+		w := getWHC(t, ns, "crm")
+		st := w.Status
+		if st.TotalEventsSent != n || st.EventsDelivered != n {
+			return fmt.Errorf("crm: sent %d delivered %d", st.TotalEventsSent, st.EventsDelivered)
+		}
+		return nil
+	})
+	w := getWHC(t, ns, "crm")
+	if got := good.ok.Load(); got != n || good.bad.Load() != 0 {
+		t.Errorf("receiver verified %d (bad %d), status says %d", got, good.bad.Load(), w.Status.EventsDelivered)
+	}
+	if w.Status.SuccessRate != "100.0%" || w.Status.EventsFailed != 0 || w.Status.EventsPending != 0 {
+		t.Errorf("crm status %+v", w.Status)
+	}
+	if ld := w.Status.LastDelivery; ld == nil || ld.Result != webhooksv1alpha1.ResultSucceeded || ld.StatusCode != 200 || ld.Attempt != 1 || ld.EventType != "message.delivered" {
+		t.Errorf("lastDelivery %+v", w.Status.LastDelivery)
+	}
+	if len(w.Status.RecentDeliveries) != 10 {
+		t.Errorf("%d recent deliveries, want 10", len(w.Status.RecentDeliveries))
+	}
+	if !meta.IsStatusConditionTrue(w.Status.Conditions, "Ready") || !meta.IsStatusConditionTrue(w.Status.Conditions, "Delivering") || !w.Status.Active {
+		t.Errorf("conditions %+v active %v: the controller's and the dispatcher's fields must coexist", w.Status.Conditions, w.Status.Active)
+	}
+
+	testutil.Eventually(t, 30*time.Second, func() error {
+		st := getWHC(t, ns, "broken").Status
+		if st.EventsFailed != n {
+			return fmt.Errorf("broken: failed %d", st.EventsFailed)
+		}
+		return nil
+	})
+	b := getWHC(t, ns, "broken").Status
+	d := meta.FindStatusCondition(b.Conditions, "Delivering")
+	if b.SuccessRate != "0.0%" || b.ConsecutiveFailures != n || d == nil || d.Status != metav1.ConditionFalse || d.Reason != dispatch.ReasonDeliveryFailing {
+		t.Errorf("broken status %+v", b)
+	}
+	if !strings.Contains(b.LastDelivery.Error, "500") {
+		t.Errorf("lastDelivery error %q does not give the status code", b.LastDelivery.Error)
+	}
+
+	// Batching: at most one write per flush interval (1s here) per resource.
+	bound := int(time.Since(start)/time.Second) + 2
+	if got := r.writes.max(); got > bound || got == 0 {
+		t.Errorf("%d status writes for one resource in %s, bound %d", got, time.Since(start).Round(time.Second), bound)
+	}
+	// Nothing changes: nothing is written.
+	before := r.writes.total.Load()
+	time.Sleep(2500 * time.Millisecond)
+	if after := r.writes.total.Load(); after != before {
+		t.Errorf("%d status writes while nothing changed", after-before)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := env.Kubectl(ctx, "get", "whc", "crm", "-n", ns)
+	if err != nil {
+		t.Fatal(err, out)
+	}
+	if row := strings.Fields(strings.Split(out, "\n")[1]); row[3] != "100.0%" || row[4] != "50" {
+		t.Errorf("kubectl get whc row %q", row)
+	}
+
+	// Counters survive a restart on the same data directory, and go on.
+	r.stop()
+	r2 := startOperator(t, ns, dataDir)
+	enqueue(t, r2, ns, n, 10)
+	testutil.Eventually(t, 30*time.Second, func() error {
+		st := getWHC(t, ns, "crm").Status
+		if st.TotalEventsSent != n+10 || st.EventsDelivered != n+10 {
+			return fmt.Errorf("after restart: sent %d delivered %d", st.TotalEventsSent, st.EventsDelivered)
+		}
+		return nil
+	})
+}
