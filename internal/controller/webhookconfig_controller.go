@@ -50,6 +50,17 @@ type WebhookConfigReconciler struct {
 	// GenerateSecret makes the value of a generated signing Secret.
 	// Defaults to signing.GenerateSecret.
 	GenerateSecret func() (string, error)
+	// Actions runs the test deliveries and replays the annotations ask for;
+	// nil ignores the annotations.
+	Actions Actions
+}
+
+// Actions is what the controller asks of the dispatcher for the
+// test-requested-at and replay-since annotations. Both run in the background,
+// record their outcome in status, and ignore a token already handled.
+type Actions interface {
+	RequestTest(dispatch.TestRequest)
+	RequestReplay(dispatch.ReplayRequest)
 }
 
 // +kubebuilder:rbac:groups=webhooks.wablast.io,resources=webhookconfigs,verbs=get;list;watch
@@ -158,6 +169,7 @@ func (r *WebhookConfigReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	meta.RemoveStatusCondition(&desired.conditions, ConditionReconciling)
 
 	r.recordTransition(&whc, desired.conditions)
+	r.requestActions(&whc, &ep, cfgErr)
 
 	if desired.equalTo(&whc.Status) {
 		return ctrl.Result{}, nil
@@ -171,6 +183,34 @@ func (r *WebhookConfigReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	}
 	logger.V(1).Info("Status updated", "ready", meta.IsStatusConditionTrue(desired.conditions, ConditionReady), "active", desired.active)
 	return ctrl.Result{}, nil
+}
+
+// requestActions hands a new test-requested-at or replay-since annotation
+// value to the dispatcher. A value already echoed in status was handled,
+// before a restart too, and is not acted on again.
+func (r *WebhookConfigReconciler) requestActions(whc *webhooksv1alpha1.WebhookConfig, ep *dispatch.Endpoint, cfgErr *configError) {
+	if r.Actions == nil {
+		return
+	}
+	if tok := whc.Annotations[webhooksv1alpha1.AnnotationTestRequestedAt]; tok != "" &&
+		(whc.Status.LastTest == nil || whc.Status.LastTest.RequestedAt != tok) {
+		req := dispatch.TestRequest{Namespace: whc.Namespace, Name: whc.Name, UID: whc.UID, Token: tok}
+		if cfgErr != nil {
+			req.NotReady = cfgErr.Error()
+		} else {
+			cp := *ep
+			req.Endpoint = &cp
+		}
+		r.Actions.RequestTest(req)
+	}
+	if tok := whc.Annotations[webhooksv1alpha1.AnnotationReplaySince]; tok != "" &&
+		(whc.Status.LastReplay == nil || whc.Status.LastReplay.RequestedAt != tok) {
+		req := dispatch.ReplayRequest{Namespace: whc.Namespace, Name: whc.Name, UID: whc.UID, Token: tok}
+		if since, err := time.Parse(time.RFC3339, tok); err == nil {
+			req.Since = since
+		}
+		r.Actions.RequestReplay(req)
+	}
 }
 
 // recordTransition emits a Kubernetes Event when the Ready condition changes

@@ -14,6 +14,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
 // Options configures a Dispatcher.
@@ -39,6 +41,10 @@ type Options struct {
 	Rand func() float64
 	// Logger defaults to a discarding logger.
 	Logger logr.Logger
+	// Client writes status.lastTest and status.lastReplay; Recorder records
+	// their Kubernetes Events. Both optional.
+	Client   client.Client
+	Recorder events.EventRecorder
 }
 
 // Dispatcher stores accepted events, fans each out to the subscribed
@@ -52,6 +58,10 @@ type Dispatcher struct {
 	mu      sync.Mutex
 	workers map[types.NamespacedName]*endpointWorker
 	gone    map[types.UID]int64 // endpoints that answered 410, by the generation that did
+	handled map[string]string   // last test/replay token handled, by kind and UID
+
+	// baseCtx bounds background work (tests, replays); set by Start.
+	baseCtx context.Context
 }
 
 // New returns a Dispatcher; Start runs it.
@@ -88,6 +98,8 @@ func New(opts Options) (*Dispatcher, error) {
 		js:      opts.Store.JetStream(),
 		workers: map[types.NamespacedName]*endpointWorker{},
 		gone:    map[types.UID]int64{},
+		handled: map[string]string{},
+		baseCtx: context.Background(),
 	}, nil
 }
 
@@ -144,6 +156,9 @@ func (d *Dispatcher) Enqueue(ctx context.Context, events []Event) ([]EnqueueResu
 // waits for the registry to be rebuilt before fanning out the first event.
 func (d *Dispatcher) Start(ctx context.Context) error {
 	log := d.opts.Logger
+	d.mu.Lock()
+	d.baseCtx = ctx
+	d.mu.Unlock()
 	if err := d.loadGone(ctx); err != nil {
 		return err
 	}

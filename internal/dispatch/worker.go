@@ -162,7 +162,7 @@ func (r *attemptResult) errorText(timeout time.Duration) string {
 }
 
 // send makes one signed POST of body to the endpoint.
-func (w *endpointWorker) send(ctx context.Context, ep *Endpoint, eventID string, body []byte) attemptResult {
+func (d *Dispatcher) send(ctx context.Context, ep *Endpoint, eventID string, body []byte) attemptResult {
 	ctx, cancel := context.WithTimeout(ctx, ep.Policy.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ep.URL, bytes.NewReader(body))
@@ -170,15 +170,15 @@ func (w *endpointWorker) send(ctx context.Context, ep *Endpoint, eventID string,
 		return attemptResult{err: fmt.Errorf("building request: %w", err)}
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("User-Agent", w.d.opts.UserAgent)
-	signing.SetHeaders(req.Header, ep.Keys, eventID, w.d.opts.Now(), body)
+	req.Header.Set("User-Agent", d.opts.UserAgent)
+	signing.SetHeaders(req.Header, ep.Keys, eventID, d.opts.Now(), body)
 	start := time.Now()
-	resp, err := w.d.opts.HTTPClient.Do(req)
+	resp, err := d.opts.HTTPClient.Do(req)
 	if err != nil {
 		_, refused := IsEgressRefused(err)
 		return attemptResult{err: err, refused: refused, duration: time.Since(start)}
 	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, w.d.opts.MaxResponseBytes))
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, d.opts.MaxResponseBytes))
 	_ = resp.Body.Close()
 	return attemptResult{statusCode: resp.StatusCode, retryAfter: resp.Header.Get("Retry-After"), duration: time.Since(start)}
 }
@@ -221,7 +221,7 @@ func (w *endpointWorker) handle(ctx context.Context, m jetstream.Msg) {
 		return
 	}
 
-	res := w.send(ctx, ep, eventID, m.Data())
+	res := w.d.send(ctx, ep, eventID, m.Data())
 	if ctx.Err() != nil {
 		// Shutting down or reconfiguring: not an attempt; deliver it again later.
 		_ = m.Nak()

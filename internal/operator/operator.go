@@ -71,14 +71,6 @@ func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) (*Operator, error)
 	}()
 
 	recorder := mgr.GetEventRecorder("webhook-operator")
-	if err := (&controller.WebhookConfigReconciler{
-		Client:   mgr.GetClient(),
-		Registry: op.Registry,
-		Recorder: recorder,
-	}).SetupWithManager(ctx, mgr, ctrlcontroller.Options{MaxConcurrentReconciles: cfg.MaxConcurrentReconciles}); err != nil {
-		return nil, fmt.Errorf("setting up the WebhookConfig controller: %w", err)
-	}
-
 	op.Dispatcher, err = dispatch.New(dispatch.Options{
 		Registry:   op.Registry,
 		Store:      store,
@@ -86,9 +78,19 @@ func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) (*Operator, error)
 		UserAgent:  "wablast-webhook-operator/" + Version,
 		Metrics:    dispatch.NewMetrics(metrics.Registry),
 		Logger:     ctrl.Log.WithName("dispatcher"),
+		Client:     mgr.GetClient(),
+		Recorder:   recorder,
 	})
 	if err != nil {
 		return nil, err
+	}
+	if err := (&controller.WebhookConfigReconciler{
+		Client:   mgr.GetClient(),
+		Registry: op.Registry,
+		Recorder: recorder,
+		Actions:  op.Dispatcher,
+	}).SetupWithManager(ctx, mgr, ctrlcontroller.Options{MaxConcurrentReconciles: cfg.MaxConcurrentReconciles}); err != nil {
+		return nil, fmt.Errorf("setting up the WebhookConfig controller: %w", err)
 	}
 	if err := mgr.Add(op.Dispatcher); err != nil {
 		return nil, err

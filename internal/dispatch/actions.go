@@ -1,0 +1,307 @@
+package dispatch
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
+)
+
+// Field managers of status.lastTest and status.lastReplay: each is applied on
+// its own, so it must not share a manager with the counters (an apply drops
+// the fields its manager applied before and left out now).
+const (
+	TestFieldManager   = "webhook-operator-test"
+	ReplayFieldManager = "webhook-operator-replay"
+)
+
+// TestRequest asks for one webhook.test delivery to an endpoint.
+type TestRequest struct {
+	Namespace, Name string
+	UID             types.UID
+	// Token is the test-requested-at annotation value, echoed in status.lastTest.
+	Token string
+	// Endpoint is the resolved endpoint, disabled or not; nil when the
+	// resource is not Ready, in which case NotReady says why.
+	Endpoint *Endpoint
+	NotReady string
+}
+
+// ReplayRequest asks for the deliveries of an endpoint that failed for good
+// since a time to be queued again.
+type ReplayRequest struct {
+	Namespace, Name string
+	UID             types.UID
+	// Token is the replay-since annotation value, echoed in status.lastReplay.
+	Token string
+	// Since is Token parsed; zero when Token is not an RFC 3339 time.
+	Since time.Time
+}
+
+// claim records that the action kind/uid/token is being handled and reports
+// whether it was new. Each resource remembers its last token per kind.
+func (d *Dispatcher) claim(kind string, uid types.UID, token string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	key := kind + "/" + string(uid)
+	if d.handled[key] == token {
+		return false
+	}
+	d.handled[key] = token
+	return true
+}
+
+// RequestTest sends one webhook.test event to the endpoint in the background
+// (one attempt, no retries, whether the endpoint is enabled or subscribed or
+// not) and records the outcome in status.lastTest and a Kubernetes Event.
+// A token already handled is ignored.
+func (d *Dispatcher) RequestTest(req TestRequest) {
+	if !d.claim("test", req.UID, req.Token) {
+		return
+	}
+	go d.runTest(req)
+}
+
+func (d *Dispatcher) runTest(req TestRequest) {
+	ctx := d.context()
+	rec := webhooksv1alpha1.TestRecord{RequestedAt: req.Token, Result: webhooksv1alpha1.ResultFailed}
+	if req.Endpoint == nil {
+		rec.Error = "not sent: the WebhookConfig is not Ready: " + req.NotReady
+	} else {
+		ep := req.Endpoint
+		ev := Event{
+			ID:        "msg_test_" + hashString(string(req.UID)+"/"+req.Token),
+			Namespace: req.Namespace,
+			Type:      string(webhooksv1alpha1.EventWebhookTest),
+			Timestamp: d.opts.Now(),
+		}
+		ev.Data, _ = json.Marshal(map[string]string{
+			"message":       "This is a test delivery from the WA Blast webhook operator.",
+			"webhookConfig": req.Name,
+			"namespace":     req.Namespace,
+			"requestedAt":   req.Token,
+		})
+		body, err := ev.Envelope()
+		if err != nil {
+			rec.Error = err.Error()
+		} else {
+			res := d.send(ctx, ep, ev.ID, body)
+			rec.StatusCode = int32(res.statusCode)
+			rec.DurationMilliseconds = res.duration.Milliseconds()
+			if res.succeeded() {
+				rec.Result = webhooksv1alpha1.ResultSucceeded
+			} else {
+				rec.Error = res.errorText(ep.Policy.Timeout)
+			}
+			if d.opts.Metrics != nil {
+				d.opts.Metrics.attempt(ep, ev.Type, &res)
+			}
+		}
+	}
+	now := d.opts.Now().UTC()
+	rec.Time = ptrTime(now)
+	status := map[string]any{"lastTest": testRecordMap(&rec)}
+	if err := d.applyStatus(ctx, req.Namespace, req.Name, req.UID, status, TestFieldManager); err != nil {
+		d.opts.Logger.Error(err, "Recording a test delivery failed", "namespace", req.Namespace, "name", req.Name)
+		d.forget("test", req.UID, req.Token)
+		return
+	}
+	reason, eventType := "TestDeliverySucceeded", corev1.EventTypeNormal
+	msg := fmt.Sprintf("Test delivery %s answered %d in %dms", req.Token, rec.StatusCode, rec.DurationMilliseconds)
+	if rec.Result != webhooksv1alpha1.ResultSucceeded {
+		reason, eventType = "TestDeliveryFailed", corev1.EventTypeWarning
+		msg = fmt.Sprintf("Test delivery %s failed: %s", req.Token, rec.Error)
+	}
+	d.event(req.Namespace, req.Name, req.UID, eventType, reason, "TestDelivery", msg)
+}
+
+// RequestReplay queues again, in the background, every delivery of the
+// endpoint that failed for good since req.Since, with its original
+// webhook-id, and records how many in status.lastReplay. A token already
+// handled is ignored.
+func (d *Dispatcher) RequestReplay(req ReplayRequest) {
+	if !d.claim("replay", req.UID, req.Token) {
+		return
+	}
+	go d.runReplay(req)
+}
+
+func (d *Dispatcher) runReplay(req ReplayRequest) {
+	ctx := d.context()
+	var n int64
+	var err error
+	if req.Since.IsZero() {
+		err = fmt.Errorf("annotation %s=%q is not an RFC 3339 time", webhooksv1alpha1.AnnotationReplaySince, req.Token)
+	} else {
+		n, err = d.replay(ctx, req)
+	}
+	if err != nil {
+		d.opts.Logger.Error(err, "Replay failed", "namespace", req.Namespace, "name", req.Name)
+		d.event(req.Namespace, req.Name, req.UID, corev1.EventTypeWarning, "ReplayFailed", "Replay", "Replay "+req.Token+" failed: "+err.Error())
+		if req.Since.IsZero() {
+			// Record the bad value so it is not tried again; nothing was requeued.
+			_ = d.applyStatus(ctx, req.Namespace, req.Name, req.UID, map[string]any{"lastReplay": map[string]any{
+				"requestedAt": req.Token, "time": d.opts.Now().UTC().Format(time.RFC3339), "eventsRequeued": int64(0),
+			}}, ReplayFieldManager)
+			return
+		}
+		d.forget("replay", req.UID, req.Token)
+		return
+	}
+	status := map[string]any{"lastReplay": map[string]any{
+		"requestedAt": req.Token, "time": d.opts.Now().UTC().Format(time.RFC3339), "eventsRequeued": n,
+	}}
+	if err := d.applyStatus(ctx, req.Namespace, req.Name, req.UID, status, ReplayFieldManager); err != nil {
+		d.opts.Logger.Error(err, "Recording a replay failed", "namespace", req.Namespace, "name", req.Name)
+		return
+	}
+	d.event(req.Namespace, req.Name, req.UID, corev1.EventTypeNormal, "Replayed", "Replay",
+		fmt.Sprintf("Requeued %d events that failed since %s", n, req.Since.UTC().Format(time.RFC3339)))
+}
+
+// replay reads the endpoint's failed deliveries since req.Since and publishes
+// each event once more into its delivery subject. The message IDs make a
+// replay that is run again after a crash requeue nothing twice.
+func (d *Dispatcher) replay(ctx context.Context, req ReplayRequest) (int64, error) {
+	subject := failedSubject(req.Namespace, req.Name)
+	stream, err := d.js.Stream(ctx, StreamFailed)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := stream.GetLastMsgForSubject(ctx, subject); err != nil {
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return 0, nil
+		}
+		return 0, err
+	}
+	since := req.Since
+	cons, err := d.js.OrderedConsumer(ctx, StreamFailed, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{subject},
+		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
+		OptStartTime:   &since,
+	})
+	if err != nil {
+		return 0, err
+	}
+	seen := map[string]bool{}
+	var n int64
+	now := d.opts.Now().UTC().Format(time.RFC3339Nano)
+	replayID := hashString(string(req.UID) + "/" + req.Token)
+	for {
+		batch, err := cons.Fetch(100, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			return n, err
+		}
+		got := 0
+		var last uint64 = 1
+		for m := range batch.Messages() {
+			got++
+			meta, err := m.Metadata()
+			if err != nil {
+				continue
+			}
+			last = meta.NumPending
+			h := m.Headers()
+			id := h.Get(hdrEventID)
+			if seen[id] {
+				continue
+			}
+			seen[id] = true
+			msg := nats.NewMsg(deliverSubject(req.Namespace, req.Name))
+			msg.Data = m.Data()
+			msg.Header.Set(hdrEventID, id)
+			msg.Header.Set(hdrEventType, h.Get(hdrEventType))
+			// A replay starts a new life: maxAgeSeconds counts from now.
+			msg.Header.Set(hdrAcceptedAt, now)
+			msg.Header.Set(hdrEndpoint, req.Name)
+			msg.Header.Set(hdrEndpointUID, string(req.UID))
+			msg.Header.Set(hdrAttempt, "0")
+			if _, err := d.js.PublishMsg(ctx, msg, jetstream.WithMsgID("replay."+replayID+"."+strconv.FormatUint(meta.Sequence.Stream, 10))); err != nil {
+				return n, err
+			}
+			n++
+		}
+		if batch.Error() != nil && !errors.Is(batch.Error(), nats.ErrTimeout) {
+			return n, batch.Error()
+		}
+		if got == 0 || last == 0 {
+			return n, nil
+		}
+	}
+}
+
+func (d *Dispatcher) context() context.Context {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.baseCtx
+}
+
+func (d *Dispatcher) forget(kind string, uid types.UID, token string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if key := kind + "/" + string(uid); d.handled[key] == token {
+		delete(d.handled, key)
+	}
+}
+
+// applyStatus server-side applies status fields of one resource under a field
+// manager. The UID guards against writing into a new resource of the same name.
+func (d *Dispatcher) applyStatus(ctx context.Context, ns, name string, uid types.UID, status map[string]any, manager string) error {
+	if d.opts.Client == nil {
+		return errors.New("no Kubernetes client configured")
+	}
+	u := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": webhooksv1alpha1.GroupVersion.String(),
+		"kind":       "WebhookConfig",
+		"metadata":   map[string]any{"name": name, "namespace": ns, "uid": string(uid)},
+		"status":     status,
+	}}
+	return d.opts.Client.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(manager), client.ForceOwnership)
+}
+
+func (d *Dispatcher) event(ns, name string, uid types.UID, eventType, reason, action, msg string) {
+	if d.opts.Recorder == nil {
+		return
+	}
+	ref := &webhooksv1alpha1.WebhookConfig{}
+	ref.SetNamespace(ns)
+	ref.SetName(name)
+	ref.SetUID(uid)
+	ref.SetGroupVersionKind(webhooksv1alpha1.GroupVersion.WithKind("WebhookConfig"))
+	d.opts.Recorder.Eventf(ref, nil, eventType, reason, action, "%s", msg)
+}
+
+func testRecordMap(r *webhooksv1alpha1.TestRecord) map[string]any {
+	m := map[string]any{
+		"requestedAt":          r.RequestedAt,
+		"result":               string(r.Result),
+		"durationMilliseconds": r.DurationMilliseconds,
+	}
+	if r.Time != nil {
+		m["time"] = r.Time.UTC().Format(time.RFC3339)
+	}
+	if r.StatusCode != 0 {
+		m["statusCode"] = int64(r.StatusCode)
+	}
+	if r.Error != "" {
+		m["error"] = truncate(r.Error, 1024)
+	}
+	return m
+}
+
+func ptrTime(t time.Time) *metav1.Time {
+	mt := metav1.NewTime(t)
+	return &mt
+}

@@ -1,0 +1,224 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
+	"github.com/wablast/webhook-operator/internal/testutil"
+)
+
+// recordingReceiver keeps every request's webhook-id and envelope type.
+type recordingReceiver struct {
+	*httptest.Server
+	mu    sync.Mutex
+	ids   []string
+	types []string
+	code  atomic.Int32
+}
+
+func newRecordingReceiver(t *testing.T, code int) *recordingReceiver {
+	rc := &recordingReceiver{}
+	rc.code.Store(int32(code))
+	rc.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var env struct{ Type string }
+		_ = json.Unmarshal(body, &env)
+		rc.mu.Lock()
+		rc.ids = append(rc.ids, r.Header.Get("webhook-id"))
+		rc.types = append(rc.types, env.Type)
+		rc.mu.Unlock()
+		w.WriteHeader(int(rc.code.Load()))
+	}))
+	t.Cleanup(rc.Close)
+	return rc
+}
+
+func (rc *recordingReceiver) count(pred func(id, typ string) bool) int {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	n := 0
+	for i := range rc.ids {
+		if pred(rc.ids[i], rc.types[i]) {
+			n++
+		}
+	}
+	return n
+}
+
+func annotate(t *testing.T, ns, name, key, value string) {
+	t.Helper()
+	w := getWHC(t, ns, name)
+	patch := client.MergeFrom(w.DeepCopy())
+	if w.Annotations == nil {
+		w.Annotations = map[string]string{}
+	}
+	w.Annotations[key] = value
+	if err := env.Client.Patch(context.Background(), w, patch); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func waitLastTest(t *testing.T, ns, name, token string) *webhooksv1alpha1.TestRecord {
+	t.Helper()
+	var rec *webhooksv1alpha1.TestRecord
+	testutil.Eventually(t, 20*time.Second, func() error {
+		rec = getWHC(t, ns, name).Status.LastTest
+		if rec == nil || rec.RequestedAt != token {
+			return fmt.Errorf("lastTest %+v, want token %s", rec, token)
+		}
+		return nil
+	})
+	return rec
+}
+
+func isTest(_, typ string) bool { return typ == "webhook.test" }
+
+func TestTestDeliveries(t *testing.T) {
+	ns := env.Namespace(t)
+	dataDir := t.TempDir()
+	r := startOperator(t, ns, dataDir)
+	rc := newRecordingReceiver(t, http.StatusOK)
+	createEndpoint(t, ns, "crm", rc.URL, 3)
+	waitReady(t, ns, "crm")
+
+	annotate(t, ns, "crm", webhooksv1alpha1.AnnotationTestRequestedAt, "t1")
+	rec := waitLastTest(t, ns, "crm", "t1")
+	if rec.Result != webhooksv1alpha1.ResultSucceeded || rec.StatusCode != 200 || rec.Time == nil {
+		t.Errorf("lastTest %+v, want Succeeded/200", rec)
+	}
+	if n := rc.count(isTest); n != 1 {
+		t.Errorf("%d webhook.test requests, want 1", n)
+	}
+
+	rc.code.Store(http.StatusInternalServerError)
+	annotate(t, ns, "crm", webhooksv1alpha1.AnnotationTestRequestedAt, "t2")
+	rec = waitLastTest(t, ns, "crm", "t2")
+	if rec.Result != webhooksv1alpha1.ResultFailed || rec.StatusCode != 500 || rec.Error == "" {
+		t.Errorf("lastTest %+v, want Failed/500", rec)
+	}
+	if n := rc.count(isTest); n != 2 {
+		t.Errorf("a failed test was retried: %d requests", n)
+	}
+	testutil.Eventually(t, 10*time.Second, func() error {
+		var evs eventsv1.EventList
+		if err := env.Client.List(context.Background(), &evs, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		seen := map[string]bool{}
+		for _, e := range evs.Items {
+			seen[e.Reason] = true
+		}
+		if !seen["TestDeliverySucceeded"] || !seen["TestDeliveryFailed"] {
+			return fmt.Errorf("events %v", seen)
+		}
+		return nil
+	})
+
+	// A disabled endpoint that is not subscribed to anything tested still gets its test.
+	w := getWHC(t, ns, "crm")
+	w.Spec.Enabled = new(bool)
+	w.Spec.Events = []webhooksv1alpha1.EventType{webhooksv1alpha1.EventCampaignCompleted}
+	if err := env.Client.Update(context.Background(), w); err != nil {
+		t.Fatal(err)
+	}
+	rc.code.Store(http.StatusNoContent)
+	annotate(t, ns, "crm", webhooksv1alpha1.AnnotationTestRequestedAt, "t3")
+	if rec := waitLastTest(t, ns, "crm", "t3"); rec.Result != webhooksv1alpha1.ResultSucceeded || rec.StatusCode != 204 {
+		t.Errorf("disabled endpoint's test %+v", rec)
+	}
+	if getWHC(t, ns, "crm").Status.Active {
+		t.Error("disabled endpoint is active")
+	}
+
+	// After a restart, the handled token is not sent again.
+	before := rc.count(isTest)
+	r.stop()
+	startOperator(t, ns, dataDir)
+	time.Sleep(3 * time.Second)
+	if after := rc.count(isTest); after != before {
+		t.Errorf("the restart re-sent a handled test: %d -> %d requests", before, after)
+	}
+}
+
+func TestTestOfAStalledResourceFails(t *testing.T) {
+	ns := env.Namespace(t)
+	startOperator(t, ns, t.TempDir())
+	w := &webhooksv1alpha1.WebhookConfig{}
+	w.Namespace, w.Name = ns, "stalled"
+	w.Spec.URL = "http://127.0.0.1:1/x"
+	w.Spec.SecretRef = &webhooksv1alpha1.SecretKeyReference{Name: "missing"}
+	w.Spec.Events = []webhooksv1alpha1.EventType{webhooksv1alpha1.EventTypeAll}
+	w.Annotations = map[string]string{webhooksv1alpha1.AnnotationTestRequestedAt: "now"}
+	if err := env.Client.Create(context.Background(), w); err != nil {
+		t.Fatal(err)
+	}
+	rec := waitLastTest(t, ns, "stalled", "now")
+	if rec.Result != webhooksv1alpha1.ResultFailed || rec.StatusCode != 0 {
+		t.Errorf("lastTest %+v", rec)
+	}
+}
+
+func TestReplayRequeuesFailedEvents(t *testing.T) {
+	ns := env.Namespace(t)
+	r := startOperator(t, ns, t.TempDir())
+	rc := newRecordingReceiver(t, http.StatusServiceUnavailable)
+	createEndpoint(t, ns, "crm", rc.URL, 1)
+	waitReady(t, ns, "crm")
+	since := time.Now().Add(-time.Second).UTC().Format(time.RFC3339)
+	enqueue(t, r, ns, 0, 5)
+	testutil.Eventually(t, 20*time.Second, func() error {
+		if st := getWHC(t, ns, "crm").Status; st.EventsFailed != 5 {
+			return fmt.Errorf("failed %d", st.EventsFailed)
+		}
+		return nil
+	})
+	if n := rc.count(func(string, string) bool { return true }); n != 5 {
+		t.Fatalf("%d attempts before the replay, want 5", n)
+	}
+	time.Sleep(time.Second)
+	if n := rc.count(func(string, string) bool { return true }); n != 5 {
+		t.Fatalf("failed events were delivered again before any replay: %d attempts", n)
+	}
+
+	rc.code.Store(http.StatusOK)
+	annotate(t, ns, "crm", webhooksv1alpha1.AnnotationReplaySince, since)
+	testutil.Eventually(t, 20*time.Second, func() error {
+		lr := getWHC(t, ns, "crm").Status.LastReplay
+		if lr == nil || lr.RequestedAt != since {
+			return fmt.Errorf("lastReplay %+v", lr)
+		}
+		if lr.EventsRequeued != 5 {
+			return fmt.Errorf("requeued %d, want 5", lr.EventsRequeued)
+		}
+		return nil
+	})
+	testutil.Eventually(t, 20*time.Second, func() error {
+		for i := range 5 {
+			id := fmt.Sprintf("msg_%d", i)
+			if n := rc.count(func(got, _ string) bool { return got == id }); n != 2 {
+				return fmt.Errorf("%s seen %d times, want 2 (failed, then replayed with the same webhook-id)", id, n)
+			}
+		}
+		return nil
+	})
+	testutil.Eventually(t, 20*time.Second, func() error {
+		if st := getWHC(t, ns, "crm").Status; st.EventsDelivered != 5 {
+			return fmt.Errorf("delivered %d after replay", st.EventsDelivered)
+		}
+		return nil
+	})
+	_ = types.UID("")
+}
