@@ -5,10 +5,12 @@ SHELL := /usr/bin/env bash -o pipefail
 
 # Tool versions, pinned. Everything is built from Go modules into bin/.
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
+HELM_VERSION ?= v3.22.0
 ENVTEST_K8S_VERSION ?= 1.37.2
 
 LOCALBIN ?= $(CURDIR)/bin
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
+HELM ?= $(LOCALBIN)/helm-$(HELM_VERSION)
 ENVTEST_ASSETS ?= $(LOCALBIN)/k8s/$(ENVTEST_K8S_VERSION)
 KUBEBUILDER_ASSETS ?= $(ENVTEST_ASSETS)
 export KUBEBUILDER_ASSETS
@@ -90,6 +92,14 @@ $(ENVTEST_ASSETS)/etcd: hack/envtest/etcd/go.mod hack/envtest/etcd/main.go
 	@mkdir -p $(ENVTEST_ASSETS)
 	@echo "building etcd from Go modules"
 	cd hack/envtest/etcd && $(GO) build -o $@ .
+
+.PHONY: helm
+helm: $(HELM) ## Build helm from Go modules into bin/.
+
+$(HELM):
+	@mkdir -p $(LOCALBIN)
+	GOBIN=$(LOCALBIN) $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+	mv $(LOCALBIN)/helm $@
 
 $(CONTROLLER_GEN):
 	@mkdir -p $(LOCALBIN)

@@ -49,11 +49,23 @@ type Env struct {
 	Client      client.Client
 	// Kubeconfig is the path of a kubeconfig file for kubectl and the binaries.
 	Kubeconfig string
+	ownDir     bool
 }
 
 // StartEnv starts etcd and kube-apiserver from KUBEBUILDER_ASSETS (or
 // bin/k8s/<version> when unset) and installs config/crd/bases. Call Stop when done.
-func StartEnv() (*Env, error) {
+func StartEnv() (*Env, error) { return StartEnvWith(EnvOptions{InstallCRDs: true}) }
+
+// EnvOptions tunes StartEnvWith.
+type EnvOptions struct {
+	// InstallCRDs installs config/crd/bases once the API server is up.
+	InstallCRDs bool
+	// Dir holds the kubeconfig; a new temporary directory when empty.
+	Dir string
+}
+
+// StartEnvWith starts the control plane as StartEnv does, with options.
+func StartEnvWith(opts EnvOptions) (*Env, error) {
 	assets := os.Getenv("KUBEBUILDER_ASSETS")
 	if assets == "" {
 		assets = filepath.Join(RepoRoot(), "bin", "k8s", EnvtestK8sVersion)
@@ -61,10 +73,10 @@ func StartEnv() (*Env, error) {
 	if _, err := os.Stat(filepath.Join(assets, "kube-apiserver")); err != nil {
 		return nil, fmt.Errorf("no kube-apiserver in %s: run 'make envtest-bin' (or 'make test', which builds it)", assets)
 	}
-	env := &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join(RepoRoot(), "config", "crd", "bases")},
-		ErrorIfCRDPathMissing: true,
-		BinaryAssetsDirectory: assets,
+	env := &envtest.Environment{BinaryAssetsDirectory: assets}
+	if opts.InstallCRDs {
+		env.CRDDirectoryPaths = []string{filepath.Join(RepoRoot(), "config", "crd", "bases")}
+		env.ErrorIfCRDPathMissing = true
 	}
 	cfg, err := env.Start()
 	if err != nil {
@@ -75,8 +87,8 @@ func StartEnv() (*Env, error) {
 		_ = env.Stop()
 		return nil, err
 	}
-	e := &Env{Environment: env, Config: cfg, Client: c}
-	if e.Kubeconfig, err = e.writeKubeconfig(); err != nil {
+	e := &Env{Environment: env, Config: cfg, Client: c, ownDir: opts.Dir == ""}
+	if e.Kubeconfig, err = e.writeKubeconfig(opts.Dir); err != nil {
 		_ = env.Stop()
 		return nil, err
 	}
@@ -84,7 +96,7 @@ func StartEnv() (*Env, error) {
 }
 
 // writeKubeconfig writes an admin kubeconfig for the control plane.
-func (e *Env) writeKubeconfig() (string, error) {
+func (e *Env) writeKubeconfig(dir string) (string, error) {
 	user, err := e.Environment.AddUser(envtest.User{Name: "envtest-admin", Groups: []string{"system:masters"}}, nil)
 	if err != nil {
 		return "", fmt.Errorf("adding admin user: %w", err)
@@ -93,9 +105,10 @@ func (e *Env) writeKubeconfig() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	dir, err := os.MkdirTemp("", "webhook-operator-envtest-")
-	if err != nil {
-		return "", err
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "webhook-operator-envtest-"); err != nil {
+			return "", err
+		}
 	}
 	path := filepath.Join(dir, "kubeconfig")
 	return path, os.WriteFile(path, data, 0o600)
@@ -106,7 +119,9 @@ func (e *Env) Stop() {
 	if e == nil {
 		return
 	}
-	_ = os.RemoveAll(filepath.Dir(e.Kubeconfig))
+	if e.ownDir {
+		_ = os.RemoveAll(filepath.Dir(e.Kubeconfig))
+	}
 	_ = e.Environment.Stop()
 }
 
