@@ -6,7 +6,9 @@ import (
 	"fmt"
 
 	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
@@ -62,5 +64,36 @@ func (w *registryWarmer) Start(ctx context.Context) error {
 	w.reconciler.Registry.MarkSynced()
 	logger.Info("Registry rebuilt", "webhookconfigs", len(list.Items), "registered", registered)
 	<-ctx.Done()
+	return nil
+}
+
+// leaderCatchUp reconciles every WebhookConfig once when this replica becomes
+// the leader, so that status skipped while it was not the leader is written.
+type leaderCatchUp struct {
+	reconciler *WebhookConfigReconciler
+	cache      cache.Cache
+}
+
+// NeedLeaderElection implements manager.LeaderElectionRunnable: it starts on election.
+func (l *leaderCatchUp) NeedLeaderElection() bool { return true }
+
+// Start reconciles every resource once.
+func (l *leaderCatchUp) Start(ctx context.Context) error {
+	if l.reconciler.IsLeader == nil {
+		return nil // always the leader: the controller's own start covers it
+	}
+	if !l.cache.WaitForCacheSync(ctx) {
+		return nil
+	}
+	var list webhooksv1alpha1.WebhookConfigList
+	if err := l.cache.List(ctx, &list); err != nil {
+		return fmt.Errorf("listing WebhookConfigs: %w", err)
+	}
+	for i := range list.Items {
+		req := ctrl.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])}
+		if _, err := l.reconciler.Reconcile(ctx, req); err != nil && ctx.Err() == nil {
+			log.FromContext(ctx).Error(err, "Reconciling after election", "webhookconfig", req.NamespacedName)
+		}
+	}
 	return nil
 }

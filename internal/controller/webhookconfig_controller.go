@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -53,7 +54,14 @@ type WebhookConfigReconciler struct {
 	// Actions runs the test deliveries and replays the annotations ask for;
 	// nil ignores the annotations.
 	Actions Actions
+	// IsLeader reports whether this replica is the leader. Every replica
+	// reconciles to keep its own registry current, but only the leader writes
+	// status, creates Secrets, records Events and runs actions. nil means
+	// always the leader.
+	IsLeader func() bool
 }
+
+func (r *WebhookConfigReconciler) leader() bool { return r.IsLeader == nil || r.IsLeader() }
 
 // Actions is what the controller asks of the dispatcher for the
 // test-requested-at and replay-since annotations. Both run in the background,
@@ -83,6 +91,12 @@ func (r *WebhookConfigReconciler) SetupWithManager(ctx context.Context, mgr ctrl
 	if err := mgr.Add(&registryWarmer{reconciler: r, cache: mgr.GetCache()}); err != nil {
 		return fmt.Errorf("adding registry warm-up: %w", err)
 	}
+	if err := mgr.Add(&leaderCatchUp{reconciler: r, cache: mgr.GetCache()}); err != nil {
+		return fmt.Errorf("adding leader catch-up: %w", err)
+	}
+	// Every replica reconciles (its registry must follow the resources); the
+	// leader alone writes.
+	opts.NeedLeaderElection = ptr.To(false)
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&webhooksv1alpha1.WebhookConfig{}, builder.WithPredicates(
 			predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
@@ -128,7 +142,8 @@ func (r *WebhookConfigReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		return ctrl.Result{}, nil
 	}
 
-	ep, ref, cfgErr, err := r.resolve(ctx, &whc, true)
+	leader := r.leader()
+	ep, ref, cfgErr, err := r.resolve(ctx, &whc, leader)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -168,6 +183,9 @@ func (r *WebhookConfigReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	}
 	meta.RemoveStatusCondition(&desired.conditions, ConditionReconciling)
 
+	if !leader {
+		return ctrl.Result{}, nil
+	}
 	r.recordTransition(&whc, desired.conditions)
 	r.requestActions(&whc, &ep, cfgErr)
 

@@ -89,6 +89,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) (*Operator, error)
 		Registry: op.Registry,
 		Recorder: recorder,
 		Actions:  op.Dispatcher,
+		IsLeader: isLeader(mgr),
 	}).SetupWithManager(ctx, mgr, ctrlcontroller.Options{MaxConcurrentReconciles: cfg.MaxConcurrentReconciles}); err != nil {
 		return nil, fmt.Errorf("setting up the WebhookConfig controller: %w", err)
 	}
@@ -114,6 +115,20 @@ func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) (*Operator, error)
 	}
 	ok = true
 	return op, nil
+}
+
+// isLeader reports leadership from the manager's Elected channel; without
+// leader election the channel is closed at start.
+func isLeader(mgr ctrl.Manager) func() bool {
+	elected := mgr.Elected()
+	return func() bool {
+		select {
+		case <-elected:
+			return true
+		default:
+			return false
+		}
+	}
 }
 
 // ready is nil once the registry is rebuilt and the store is connected.
