@@ -60,6 +60,9 @@ func run() error {
 	flag.Var(&deny, "egress-deny-cidrs", "Comma-separated CIDRs deliveries may never reach; wins over --egress-allow-cidrs.")
 	flag.DurationVar(&cfg.StatusFlushInterval, "status-flush-interval", 5*time.Second, "How often delivery counters are written into status, at most once per resource.")
 	flag.DurationVar(&cfg.FailedRetention, "failed-retention", 7*24*time.Hour, "How long deliveries that failed for good are kept for replay.")
+	flag.StringVar(&cfg.IngestAddr, "ingest-bind-address", ":8082", "The address the ingestion API binds to.")
+	flag.Int64Var(&cfg.MaxEventBytes, "max-event-bytes", 262144, "The size limit of one event posted to the ingestion API.")
+	flag.DurationVar(&cfg.AuthCacheTTL, "ingest-auth-cache-ttl", 10*time.Second, "How long ingestion authentication and authorization decisions are cached.")
 	flag.IntVar(&cfg.MaxConcurrentReconciles, "max-concurrent-reconciles", 4, "How many WebhookConfigs are reconciled in parallel.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"time"
 
+	"k8s.io/client-go/kubernetes"
 	ctrl "sigs.k8s.io/controller-runtime"
 	ctrlcontroller "sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/wablast/webhook-operator/internal/controller"
 	"github.com/wablast/webhook-operator/internal/dispatch"
+	"github.com/wablast/webhook-operator/internal/ingest"
 )
 
 // Version is the product version sent in the User-Agent of deliveries.
@@ -39,6 +41,12 @@ type Config struct {
 	FailedRetention time.Duration
 	// MaxConcurrentReconciles of the WebhookConfig controller.
 	MaxConcurrentReconciles int
+	// IngestAddr is the ingestion API's listen address; "127.0.0.1:0" picks a port.
+	IngestAddr string
+	// MaxEventBytes is the per-event size limit of the ingestion API.
+	MaxEventBytes int64
+	// AuthCacheTTL is how long ingestion authorization decisions are cached.
+	AuthCacheTTL time.Duration
 }
 
 // Operator is everything Setup added to the manager.
@@ -47,6 +55,7 @@ type Operator struct {
 	Store      *dispatch.Store
 	Dispatcher *dispatch.Dispatcher
 	Aggregator *dispatch.Aggregator
+	Ingest     *ingest.Server
 }
 
 // Setup opens the store and adds the controller, the dispatcher and the
@@ -104,6 +113,25 @@ func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) (*Operator, error)
 		FlushInterval: cfg.StatusFlushInterval,
 		Logger:        ctrl.Log.WithName("status-writer"),
 	}); err != nil {
+		return nil, err
+	}
+
+	cs, err := kubernetes.NewForConfig(mgr.GetConfig())
+	if err != nil {
+		return nil, err
+	}
+	op.Ingest, err = ingest.New(ingest.Options{
+		Addr:          cfg.IngestAddr,
+		Enqueuer:      op.Dispatcher,
+		Auth:          ingest.NewKubeAuthenticator(cs, mgr.GetCache(), cfg.AuthCacheTTL),
+		MaxEventBytes: cfg.MaxEventBytes,
+		Ready:         op.Ready,
+		Logger:        ctrl.Log.WithName("ingest"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := mgr.Add(op.Ingest); err != nil {
 		return nil, err
 	}
 

@@ -112,6 +112,7 @@ func startOperator(t *testing.T, ns, dataDir string, mutate ...func(*operator.Co
 		DataDir:             dataDir,
 		EgressAllowCIDRs:    []string{"127.0.0.0/8"},
 		StatusFlushInterval: time.Second,
+		IngestAddr:          "127.0.0.1:0",
 	}
 	for _, m := range mutate {
 		m(&ocfg)
