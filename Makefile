@@ -35,20 +35,25 @@ manifests: $(CONTROLLER_GEN) ## Generate the CRD and RBAC manifests from the API
 	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths="./api/...;./internal/..." output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
 
 .PHONY: generate
-generate: $(CONTROLLER_GEN) ## Generate the DeepCopy methods.
+generate: $(CONTROLLER_GEN) ## Generate the DeepCopy methods and docs/events.md.
 	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./api/..."
+	$(GO) run ./hack/gen-events-doc
 
 .PHONY: fmt
 fmt: ## Run gofmt on the code.
 	gofmt -s -w $$(git ls-files '*.go' | grep -v '^hack/envtest/')
 
 .PHONY: vet
-vet: ## Run go vet.
-	$(GO) vet ./...
+vet: ## Run go vet (end-to-end tests included).
+	$(GO) vet -tags e2e ./...
 
 .PHONY: test
 test: manifests generate fmt vet envtest-bin ## Run every unit and envtest integration test (builds the envtest binaries the first time).
 	$(GO) test $(GOTEST_FLAGS) -timeout $(TEST_TIMEOUT) ./...
+
+.PHONY: test-e2e
+test-e2e: build envtest-bin $(HELM) ## End-to-end test: helm install into a local control plane, the built binaries, kubectl and its plugin.
+	HELM=$(HELM) $(GO) test -tags e2e -count=1 -timeout 15m -v ./test/e2e/
 
 .PHONY: verify
 verify: ## Regenerate everything and fail if any generated file is stale or the code is not gofmt-clean.
@@ -61,8 +66,15 @@ verify: ## Regenerate everything and fail if any generated file is stale or the 
 ##@ Build
 
 .PHONY: build
-build: ## Build bin/manager.
+build: ## Build bin/manager, bin/kubectl-webhook and bin/webhook-receiver.
 	$(GO) build -o $(LOCALBIN)/manager ./cmd/manager
+	$(GO) build -o $(LOCALBIN)/kubectl-webhook ./cmd/kubectl-webhook
+	$(GO) build -o $(LOCALBIN)/webhook-receiver ./cmd/webhook-receiver
+
+.PHONY: dev
+dev: build envtest-bin ## Bring up a complete local system: control plane, CRD, manager with embedded NATS, demo receiver.
+	$(GO) build -o $(LOCALBIN)/wablast-dev ./hack/dev
+	$(LOCALBIN)/wablast-dev
 
 .PHONY: run
 run: manifests generate ## Run the manager against the cluster in ~/.kube/config (or $$KUBECONFIG).
