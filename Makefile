@@ -16,6 +16,7 @@ KUBEBUILDER_ASSETS ?= $(ENVTEST_ASSETS)
 export KUBEBUILDER_ASSETS
 
 GO ?= go
+IMG ?= ghcr.io/wablast/webhook-operator:0.1.0
 GOTEST_FLAGS ?= -count=1
 TEST_TIMEOUT ?= 20m
 
@@ -33,6 +34,7 @@ help: ## Show this help.
 .PHONY: manifests
 manifests: $(CONTROLLER_GEN) ## Generate the CRD and RBAC manifests from the API types and markers.
 	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths="./api/...;./internal/..." output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	hack/sync-chart-crd.sh
 
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## Generate the DeepCopy methods and docs/events.md.
@@ -89,6 +91,21 @@ install: manifests ## Install the CRD into the cluster of the current kubeconfig
 .PHONY: uninstall
 uninstall: ## Remove the CRD (and every WebhookConfig) from the cluster of the current kubeconfig.
 	kubectl delete --ignore-not-found -f config/crd/bases
+
+.PHONY: build-installer
+build-installer: manifests ## Write dist/install.yaml (namespace, CRD, RBAC, manager StatefulSet and Services) with the manager image IMG.
+	@mkdir -p dist
+	kubectl kustomize config/default | sed 's|image: ghcr.io/wablast/webhook-operator:.*|image: $(IMG)|' > dist/install.yaml
+	@grep -q 'image: $(IMG)$$' dist/install.yaml || { echo "build-installer: the manager image was not set to $(IMG)"; exit 1; }
+
+.PHONY: chart-lint
+chart-lint: $(HELM) ## Lint the Helm chart and render it with good and bad values.
+	$(HELM) lint --strict charts/webhook-operator
+	$(HELM) template webhook-operator charts/webhook-operator >/dev/null
+	$(HELM) template webhook-operator charts/webhook-operator --set nats.url=nats://nats:4222,nats.replicas=3,replicaCount=3 >/dev/null
+	! $(HELM) template webhook-operator charts/webhook-operator --set replicaCount=2 >/dev/null 2>&1
+	! $(HELM) template webhook-operator charts/webhook-operator --set replicaCount=abc >/dev/null 2>&1
+	! $(HELM) template webhook-operator charts/webhook-operator --set unknownKey=1 >/dev/null 2>&1
 
 ##@ Tools
 
