@@ -359,3 +359,21 @@ func (s *WebhookConfigSpec) Subscribes(t string) bool {
 	}
 	return false
 }
+
+// GeneratedSecretName is the name of the Secret the operator generates for a
+// WebhookConfig named whcName that has no secretRef.
+func GeneratedSecretName(whcName string) string { return whcName + "-signing" }
+
+// SigningSecretRef returns the Secret key the signing secret is read from:
+// spec.secretRef (key defaulted to "secret"), or the generated
+// "<name>-signing" Secret's "secret" key.
+func (w *WebhookConfig) SigningSecretRef() SecretKeyReference {
+	if w.Spec.SecretRef != nil {
+		ref := SecretKeyReference{Name: w.Spec.SecretRef.Name, Key: w.Spec.SecretRef.Key}
+		if ref.Key == "" {
+			ref.Key = DefaultSecretKey
+		}
+		return ref
+	}
+	return SecretKeyReference{Name: GeneratedSecretName(w.Name), Key: DefaultSecretKey}
+}

@@ -84,7 +84,7 @@ func (r *WebhookConfigReconciler) SetupWithManager(ctx context.Context, mgr ctrl
 	}
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &webhooksv1alpha1.WebhookConfig{}, secretNameIndex,
 		func(o client.Object) []string {
-			return []string{EffectiveSecretRef(o.(*webhooksv1alpha1.WebhookConfig)).Name}
+			return []string{o.(*webhooksv1alpha1.WebhookConfig).SigningSecretRef().Name}
 		}); err != nil {
 		return fmt.Errorf("indexing WebhookConfigs by Secret name: %w", err)
 	}
@@ -258,28 +258,11 @@ type configError struct {
 
 func (e *configError) Error() string { return e.reason + ": " + e.message }
 
-// EffectiveSecretRef returns the Secret key the resource's signing secret is
-// read from: spec.secretRef, or the generated "<name>-signing" Secret's
-// "secret" key.
-func EffectiveSecretRef(whc *webhooksv1alpha1.WebhookConfig) webhooksv1alpha1.SecretKeyReference {
-	if whc.Spec.SecretRef != nil {
-		ref := webhooksv1alpha1.SecretKeyReference{Name: whc.Spec.SecretRef.Name, Key: whc.Spec.SecretRef.Key}
-		if ref.Key == "" {
-			ref.Key = webhooksv1alpha1.DefaultSecretKey
-		}
-		return ref
-	}
-	return webhooksv1alpha1.SecretKeyReference{Name: GeneratedSecretName(whc.Name), Key: webhooksv1alpha1.DefaultSecretKey}
-}
-
-// GeneratedSecretName is the name of the Secret generated for a WebhookConfig without secretRef.
-func GeneratedSecretName(whcName string) string { return whcName + "-signing" }
-
 // resolve turns the resource into a registry Endpoint. It returns a
 // configError for problems the user must fix and an error for transient
 // failures. With mayCreate, a missing generated Secret is created.
 func (r *WebhookConfigReconciler) resolve(ctx context.Context, whc *webhooksv1alpha1.WebhookConfig, mayCreate bool) (dispatch.Endpoint, webhooksv1alpha1.SecretKeyReference, *configError, error) {
-	ref := EffectiveSecretRef(whc)
+	ref := whc.SigningSecretRef()
 	generated := whc.Spec.SecretRef == nil
 	key := types.NamespacedName{Namespace: whc.Namespace, Name: ref.Name}
 

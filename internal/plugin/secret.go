@@ -11,7 +11,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
-	"github.com/wablast/webhook-operator/internal/controller"
 )
 
 func newSecretCommand(o *options) *cobra.Command {
@@ -86,5 +85,5 @@ func signingSecretRef(whc *webhooksv1alpha1.WebhookConfig) webhooksv1alpha1.Secr
 		}
 		return out
 	}
-	return controller.EffectiveSecretRef(whc)
+	return whc.SigningSecretRef()
 }
