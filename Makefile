@@ -53,6 +53,10 @@ vet: ## Run go vet (end-to-end tests included).
 test: manifests generate fmt vet envtest-bin ## Run every unit and envtest integration test (builds the envtest binaries the first time).
 	$(GO) test $(GOTEST_FLAGS) -timeout $(TEST_TIMEOUT) ./...
 
+.PHONY: fuzz
+fuzz: ## Fuzz the ingestion API's event decoder (FUZZTIME, default 60s).
+	$(GO) test ./internal/ingest/ -run '^$$' -fuzz FuzzDecodeEvent -fuzztime $(or $(FUZZTIME),60s)
+
 .PHONY: test-e2e
 test-e2e: build envtest-bin $(HELM) ## End-to-end test: helm install into a local control plane, the built binaries, kubectl and its plugin.
 	HELM=$(HELM) $(GO) test -tags e2e -count=1 -timeout 15m -v ./test/e2e/

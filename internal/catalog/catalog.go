@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
@@ -164,8 +165,9 @@ type ValidationError struct {
 	Violations int
 }
 
-// Error returns "<path>: <reason>", with "/" standing for the data object
-// itself, followed by the number of further violations if any.
+// Error returns "data does not match the <type> schema at <path>: <reason>",
+// with "/" standing for the data object itself, followed by the number of
+// further violations if any.
 func (e *ValidationError) Error() string {
 	path := e.Path
 	if path == "" {
@@ -187,10 +189,12 @@ func (e *ValidationError) Unwrap() error { return ErrInvalidData }
 const maxReasonBytes = 200
 
 // Validate checks data against the type's schema. It returns nil when data
-// is a JSON object matching the schema. Otherwise it returns a
-// *ValidationError (wrapping ErrInvalidData) naming the first violation; when
-// several are found, the one with the lexically smallest path is reported,
-// so the result does not depend on map order.
+// is a JSON object matching the schema whose numbers all fit a float64.
+// Otherwise it returns a *ValidationError (wrapping ErrInvalidData) naming
+// the first violation; when several are found, the one with the lexically
+// smallest path is reported, so the result does not depend on map order.
+// On a Type that does not come from the catalog (the zero Type) it returns
+// a plain error.
 func (t Type) Validate(data json.RawMessage) error {
 	if t.compiled == nil {
 		return fmt.Errorf("event type %q is not in the catalog", t.Name)
@@ -198,6 +202,9 @@ func (t Type) Validate(data json.RawMessage) error {
 	v, err := jsonschema.UnmarshalJSON(bytes.NewReader(data))
 	if err != nil {
 		return &ValidationError{Type: t.Name, Reason: "not valid JSON: " + err.Error(), Violations: 1}
+	}
+	if path, ok := outOfRange(v, ""); ok {
+		return &ValidationError{Type: t.Name, Path: path, Reason: "number is out of the range of a 64-bit float, which receivers cannot parse", Violations: 1}
 	}
 	err = t.compiled.Validate(v)
 	if err == nil {
@@ -220,6 +227,35 @@ func (t Type) Validate(data json.RawMessage) error {
 		reason = strings.ToValidUTF8(reason[:maxReasonBytes], "") + "..."
 	}
 	return &ValidationError{Type: t.Name, Path: first.path, Reason: reason, Violations: len(leaves)}
+}
+
+// outOfRange returns the path of the first number (in document order of
+// arrays, sorted keys of objects) that does not fit a float64.
+func outOfRange(v any, path string) (string, bool) {
+	switch v := v.(type) {
+	case json.Number:
+		if _, err := strconv.ParseFloat(string(v), 64); err != nil {
+			return path, true
+		}
+	case []any:
+		for i, item := range v {
+			if p, ok := outOfRange(item, path+"/"+strconv.Itoa(i)); ok {
+				return p, true
+			}
+		}
+	case map[string]any:
+		keys := make([]string, 0, len(v))
+		for k := range v {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			if p, ok := outOfRange(v[k], path+"/"+escape(k)); ok {
+				return p, true
+			}
+		}
+	}
+	return "", false
 }
 
 type violation struct {
@@ -250,8 +286,23 @@ func collect(e *jsonschema.ValidationError, out *[]violation) {
 // reason returns the library's English message for one error kind, without
 // the location prefix it renders.
 func reason(k jsonschema.ErrorKind) string {
+	if p, ok := k.(*kind.Pattern); ok && p.Want == e164Pattern {
+		return fmt.Sprintf("%s is not an E.164 phone number (\"+\", country code and number, digits only, such as \"+6281234567890\")", quoteValue(p.Got))
+	}
 	msg := (&jsonschema.ValidationError{ErrorKind: k}).Error()
 	return strings.TrimPrefix(msg, "at '': ")
+}
+
+// e164Pattern is the pattern the schemas use for phone numbers.
+const e164Pattern = `^\+[1-9][0-9]{6,14}$`
+
+// quoteValue quotes a string value for a reason, shortened when long.
+func quoteValue(v string) string {
+	const maxValueBytes = 40
+	if len(v) > maxValueBytes {
+		v = strings.ToValidUTF8(v[:maxValueBytes], "") + "..."
+	}
+	return strconv.Quote(v)
 }
 
 // pointer renders instance location tokens as a JSON Pointer.

@@ -97,7 +97,7 @@ func TestValidateNamesThePathOfTheViolation(t *testing.T) {
 		},
 		"a phone number that is not E.164 is reported at /to": {
 			typ: "message.sent", data: `{"messageId":"m1","sessionId":"s1","to":"081234567890"}`,
-			wantPath: "/to", wantReason: "does not match pattern",
+			wantPath: "/to", wantReason: "is not an E.164 phone number",
 		},
 		"a number where a string is required names the type": {
 			typ: "message.delivered", data: `{"messageId":42,"sessionId":"s1","to":"+6281234567890"}`,
@@ -117,7 +117,7 @@ func TestValidateNamesThePathOfTheViolation(t *testing.T) {
 		},
 		"a session phone number must be E.164": {
 			typ: "session.connected", data: `{"sessionId":"s1","phoneNumber":"+62 811"}`,
-			wantPath: "/phoneNumber", wantReason: "does not match pattern",
+			wantPath: "/phoneNumber", wantReason: "is not an E.164 phone number",
 		},
 		"a negative count is refused": {
 			typ: "campaign.started", data: `{"campaignId":"c1","name":"n","total":-1}`,
@@ -217,5 +217,32 @@ func TestValidateBoundsTheReason(t *testing.T) {
 func TestZeroTypeDoesNotValidate(t *testing.T) {
 	if err := (Type{Name: "nope"}).Validate(json.RawMessage(`{}`)); err == nil {
 		t.Fatal("a Type not from the catalog validated data")
+	}
+}
+
+func TestValidateRefusesNumbersOutOfFloatRange(t *testing.T) {
+	typ, _ := Lookup("campaign.completed")
+	err := typ.Validate(json.RawMessage(`{"campaignId":"c","name":"n","total":1,"sent":0,"delivered":0,"failed":0,"extra":{"list":[1,1e400]}}`))
+	var verr *ValidationError
+	if !errors.As(err, &verr) || verr.Path != "/extra/list/1" || !strings.Contains(verr.Reason, "out of the range") {
+		t.Fatalf("Validate = %v", err)
+	}
+}
+
+func TestPhoneNumbersUseTheE164Pattern(t *testing.T) {
+	for _, typ := range Types() {
+		var s struct {
+			Properties map[string]struct {
+				Pattern string `json:"pattern"`
+			} `json:"properties"`
+		}
+		if err := json.Unmarshal(typ.Schema, &s); err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range []string{"to", "phoneNumber"} {
+			if p, ok := s.Properties[name]; ok && p.Pattern != e164Pattern {
+				t.Errorf("%s: %s has pattern %q, want %q", typ.Name, name, p.Pattern, e164Pattern)
+			}
+		}
 	}
 }

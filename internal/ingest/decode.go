@@ -1,0 +1,254 @@
+package ingest
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/wablast/webhook-operator/internal/catalog"
+	"github.com/wablast/webhook-operator/internal/dispatch"
+)
+
+// MaxIDLength is the maximum length of an event id.
+const MaxIDLength = 256
+
+// eventFields are the only top-level fields of a posted event.
+var eventFields = []string{"id", "type", "timestamp", "data"}
+
+// decoder turns request bodies into events.
+type decoder struct {
+	now   func() time.Time
+	newID func() string
+}
+
+// decode parses one posted event: a JSON object with "type" and "data" and
+// optionally "id" and "timestamp", nothing else. It returns the event,
+// without Namespace, or an apiError with status 400 (malformed) or 422
+// (unknown or reserved type, data not matching its schema). The structural
+// checks come first, so a body that is both malformed and of an unknown type
+// is a 400.
+func (d decoder) decode(body []byte) (dispatch.Event, *apiError) {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return dispatch.Event{}, newError(http.StatusBadRequest, CodeMalformedJSON, "the body is empty: send one event as a JSON object")
+	}
+	if !utf8.Valid(body) {
+		return dispatch.Event{}, newError(http.StatusBadRequest, CodeMalformedJSON, "the body is not valid UTF-8")
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(body, &fields); err != nil {
+		return dispatch.Event{}, malformed(body, err)
+	}
+	if fields == nil {
+		return dispatch.Event{}, newError(http.StatusBadRequest, CodeMalformedJSON, "the event must be a JSON object, got null")
+	}
+	var unknown []string
+	for name := range fields {
+		if !slices.Contains(eventFields, name) {
+			unknown = append(unknown, strconv.Quote(truncate(name, 64)))
+		}
+	}
+	if len(unknown) > 0 {
+		slices.Sort(unknown)
+		return dispatch.Event{}, invalid("unknown top-level field %s: an event has only id, type, timestamp and data (put custom fields inside data)", strings.Join(unknown, ", "))
+	}
+
+	// type: required; looked up after the other structural checks.
+	typeName, present, err := optionalString(fields["type"])
+	switch {
+	case err != nil:
+		return dispatch.Event{}, invalid("type must be a string, got %s", err)
+	case !present || typeName == "":
+		return dispatch.Event{}, invalid("type is required, such as \"message.sent\"")
+	}
+
+	ev := dispatch.Event{}
+	id, present, err := optionalString(fields["id"])
+	switch {
+	case err != nil:
+		return dispatch.Event{}, invalid("id must be a string, got %s", err)
+	case present:
+		if err := validateID(id); err != nil {
+			return dispatch.Event{}, invalid("%v", err)
+		}
+		ev.ID, ev.IdempotencyKey = id, true
+	default:
+		ev.ID = d.newID()
+	}
+
+	ts, present, err := optionalString(fields["timestamp"])
+	switch {
+	case err != nil:
+		return dispatch.Event{}, invalid("timestamp must be an RFC 3339 string such as \"2026-11-28T10:15:02.123Z\", got %s", err)
+	case present:
+		t, err := time.Parse(time.RFC3339Nano, ts)
+		if err != nil {
+			return dispatch.Event{}, invalid("timestamp %s is not an RFC 3339 time such as \"2026-11-28T10:15:02.123Z\"", strconv.Quote(truncate(ts, 64)))
+		}
+		ev.Timestamp = t
+	default:
+		ev.Timestamp = d.now()
+	}
+
+	data, ok := fields["data"]
+	if !ok {
+		return dispatch.Event{}, invalid("data is required: the event's payload as a JSON object")
+	}
+	if k := jsonKind(data); k != "object" {
+		return dispatch.Event{}, invalid("data must be a JSON object, got %s", k)
+	}
+
+	typ, ok := catalog.Lookup(typeName)
+	if !ok {
+		return dispatch.Event{}, newError(http.StatusUnprocessableEntity, CodeUnknownEventType,
+			fmt.Sprintf("unknown event type %s: the types are %s", strconv.Quote(truncate(typeName, 64)), postableTypes()))
+	}
+	if typ.Reserved {
+		return dispatch.Event{}, newError(http.StatusUnprocessableEntity, CodeReservedEventType,
+			fmt.Sprintf("event type %q is reserved for test deliveries sent by the operator and cannot be posted", typ.Name))
+	}
+	if err := typ.Validate(data); err != nil {
+		return dispatch.Event{}, newError(http.StatusUnprocessableEntity, CodeSchemaViolation, err.Error())
+	}
+	var compact bytes.Buffer
+	compact.Grow(len(data))
+	if err := json.Compact(&compact, data); err != nil {
+		// Cannot happen: data was parsed above.
+		return dispatch.Event{}, malformed(data, err)
+	}
+	ev.Type = typ.Name
+	ev.Data = compact.Bytes()
+	return ev, nil
+}
+
+func invalid(format string, args ...any) *apiError {
+	return newError(http.StatusBadRequest, CodeInvalidEvent, fmt.Sprintf(format, args...))
+}
+
+// malformed describes a json.Unmarshal error of an event without quoting
+// the body.
+func malformed(body []byte, err error) *apiError {
+	var syntax *json.SyntaxError
+	var typeErr *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syntax):
+		return newError(http.StatusBadRequest, CodeMalformedJSON,
+			fmt.Sprintf("malformed JSON at byte %d: %s", syntax.Offset, strings.TrimPrefix(syntax.Error(), "json: ")))
+	case errors.As(err, &typeErr) && typeErr.Field == "":
+		return newError(http.StatusBadRequest, CodeMalformedJSON,
+			fmt.Sprintf("the event must be a JSON object, got %s", jsonKind(bytes.TrimSpace(body))))
+	default:
+		return newError(http.StatusBadRequest, CodeMalformedJSON, "malformed JSON: "+strings.TrimPrefix(err.Error(), "json: "))
+	}
+}
+
+// optionalString decodes a field that must be a string when present. null
+// counts as absent. On a wrong type, err describes the JSON kind found.
+func optionalString(raw json.RawMessage) (s string, present bool, err error) {
+	if raw == nil || jsonKind(raw) == "null" {
+		return "", false, nil
+	}
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return "", false, errors.New(jsonKind(raw))
+	}
+	return s, true, nil
+}
+
+// jsonKind names the kind of a valid JSON value by its first byte.
+func jsonKind(raw json.RawMessage) string {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 {
+		return "nothing"
+	}
+	switch raw[0] {
+	case '{':
+		return "object"
+	case '[':
+		return "array"
+	case '"':
+		return "string"
+	case 't', 'f':
+		return "boolean"
+	case 'n':
+		return "null"
+	default:
+		return "number"
+	}
+}
+
+// validateID checks a producer's event id: 1..MaxIDLength characters of
+// [A-Za-z0-9_.:-]. The error names the first offending character's
+// position, never the whole id.
+func validateID(id string) error {
+	if id == "" {
+		return errors.New("id must not be empty: omit it to have one generated")
+	}
+	if len(id) > MaxIDLength {
+		return fmt.Errorf("id is %d characters long, the limit is %d", len(id), MaxIDLength)
+	}
+	for i := 0; i < len(id); i++ {
+		if !idByte(id[i]) {
+			return fmt.Errorf("id has a forbidden character at position %d: ids use only A-Z, a-z, 0-9, '_', '.', ':' and '-'", i+1)
+		}
+	}
+	return nil
+}
+
+func idByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+		c == '_' || c == '.' || c == ':' || c == '-'
+}
+
+// postableTypes lists the types a producer may post.
+func postableTypes() string {
+	var names []string
+	for _, t := range catalog.Types() {
+		if !t.Reserved {
+			names = append(names, t.Name)
+		}
+	}
+	return strings.Join(names, ", ")
+}
+
+// truncate shortens s to at most n bytes of valid UTF-8 for an error
+// message.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return strings.ToValidUTF8(s, "\uFFFD")
+	}
+	return strings.ToValidUTF8(s[:n], "") + "..."
+}
+
+const (
+	base62       = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+	idPrefix     = "msg_"
+	idRandomSize = 27
+)
+
+// NewEventID returns "msg_" followed by 27 random base62 characters from
+// crypto/rand (about 160 bits), the shape of Standard Webhooks message ids.
+// It is the default Options.NewID.
+func NewEventID() string {
+	out := make([]byte, len(idPrefix), len(idPrefix)+idRandomSize)
+	copy(out, idPrefix)
+	var buf [64]byte
+	for len(out) < cap(out) {
+		// crypto/rand.Read never returns an error (Go 1.24+); it crashes
+		// the program if the system's source fails.
+		_, _ = rand.Read(buf[:])
+		for _, b := range buf {
+			// 248 = 4*62: rejecting larger bytes keeps the choice uniform.
+			if b < 248 && len(out) < cap(out) {
+				out = append(out, base62[b%62])
+			}
+		}
+	}
+	return string(out)
+}

@@ -1,0 +1,151 @@
+package ingest
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/wablast/webhook-operator/internal/catalog"
+)
+
+// FuzzDecodeEvent checks that the decoder never panics and returns either a
+// valid event or a 400/422 error with a code and a message. The seed corpus
+// runs as a normal test under go test.
+func FuzzDecodeEvent(f *testing.F) {
+	for _, t := range catalog.Types() {
+		f.Add([]byte(`{"type":"` + t.Name + `","data":` + string(t.Example) + `}`))
+	}
+	for _, seed := range []string{
+		validEvent,
+		`{"id":"order-17","type":"message.sent","timestamp":"2026-11-28T10:15:02.123Z","data":` + validData + `}`,
+		`{"id":null,"timestamp":null,"type":"message.sent","data":` + validData + `}`,
+		`{"id":"","type":"message.sent","data":{}}`,
+		`{"id":"a b","type":"message.sent","data":{}}`,
+		`{"id":1,"type":"message.sent","data":{}}`,
+		`{"type":"message.sent","timestamp":"yesterday","data":{}}`,
+		`{"type":"message.sent","timestamp":"2026-13-45T99:99:99Z","data":{}}`,
+		`{"type":"message.sent","data":[]}`,
+		`{"type":"message.sent","data":null}`,
+		`{"type":"message.sent","data":"{}"}`,
+		`{"type":"message.sent"}`,
+		`{"data":{}}`,
+		`{"type":null,"data":{}}`,
+		`{"type":"","data":{}}`,
+		`{"type":["message.sent"],"data":{}}`,
+		`{"type":"nope","data":{}}`,
+		`{"type":"webhook.test","data":{"message":"m","webhookConfig":"w"}}`,
+		`{"type":"message.sent","data":{},"extra":true}`,
+		`{"type":"message.sent","data":{"messageId":"m","sessionId":"s","to":"+6281234567890"}} trailing`,
+		`{"type":"message.sent","type":"message.failed","data":` + validData + `}`,
+		`{"type":"message.failed","data":{"messageId":"m","sessionId":"s","to":"+6281234567890","error":{"code":1}}}`,
+		`{"type":"campaign.completed","data":{"campaignId":"c","name":"n","total":1e400,"sent":0,"delivered":0,"failed":0}}`,
+		`{"type":"message.sent","data":{"messageId":"\ud800","sessionId":"s","to":"+6281234567890"}}`,
+		"{\"type\":\"message.sent\",\"data\":{\"x\":\"\xff\"}}",
+		`{`, `}`, `[]`, `null`, `true`, `"s"`, `0`, ``, ` `, "\x00",
+	} {
+		f.Add([]byte(seed))
+	}
+	d := decoder{now: func() time.Time { return testNow }, newID: NewEventID}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		ev, apiErr := d.decode(body)
+		if apiErr != nil {
+			if apiErr.status != http.StatusBadRequest && apiErr.status != http.StatusUnprocessableEntity {
+				t.Fatalf("status %d for %q", apiErr.status, body)
+			}
+			if apiErr.code == "" || apiErr.message == "" || !utf8.ValidString(apiErr.message) {
+				t.Fatalf("error without a code or a UTF-8 message: %+v", apiErr)
+			}
+			return
+		}
+		typ, ok := catalog.Lookup(ev.Type)
+		if !ok || typ.Reserved {
+			t.Fatalf("accepted type %q", ev.Type)
+		}
+		if err := validateID(ev.ID); err != nil {
+			t.Fatalf("accepted id %q: %v", ev.ID, err)
+		}
+		if ev.Timestamp.IsZero() {
+			t.Fatal("zero timestamp")
+		}
+		if err := typ.Validate(ev.Data); err != nil {
+			t.Fatalf("accepted data that does not validate: %v", err)
+		}
+		var data map[string]any
+		if err := json.Unmarshal(ev.Data, &data); err != nil || data == nil {
+			t.Fatalf("accepted data that is not an object: %s", ev.Data)
+		}
+		if _, err := ev.Envelope(); err != nil {
+			t.Fatalf("the envelope cannot be built: %v", err)
+		}
+	})
+}
+
+func TestLineReader(t *testing.T) {
+	type line struct {
+		text     string
+		oversize bool
+	}
+	tests := map[string]struct {
+		in   string
+		want []line
+	}{
+		"lines end with LF or CRLF": {
+			in:   "a\nbb\r\nccc",
+			want: []line{{"a", false}, {"bb", false}, {"ccc", false}},
+		},
+		"blank lines are lines": {
+			in:   "\n\na\n",
+			want: []line{{"", false}, {"", false}, {"a", false}},
+		},
+		"a line at the limit is kept": {
+			in:   "12345\n123456\n1",
+			want: []line{{"12345", false}, {"", true}, {"1", false}},
+		},
+		"an unterminated oversize line is reported": {
+			in:   "123456789",
+			want: []line{{"", true}},
+		},
+		"an empty body has no lines": {
+			in: "",
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			r := newLineReader(stringsReader(tc.in), 5)
+			var got []line
+			for {
+				l, oversize, err := r.next()
+				if err != nil {
+					break
+				}
+				got = append(got, line{string(l), oversize})
+			}
+			if len(got) != len(tc.want) {
+				t.Fatalf("got %+v, want %+v", got, tc.want)
+			}
+			for i := range got {
+				if got[i] != tc.want[i] {
+					t.Fatalf("got %+v, want %+v", got, tc.want)
+				}
+			}
+		})
+	}
+}
+
+// stringsReader returns a reader that yields s in small chunks, so lines
+// cross buffer boundaries.
+func stringsReader(s string) *chunkReader { return &chunkReader{s: s} }
+
+type chunkReader struct{ s string }
+
+func (r *chunkReader) Read(p []byte) (int, error) {
+	if r.s == "" {
+		return 0, io.EOF
+	}
+	n := copy(p[:min(len(p), 3)], r.s)
+	r.s = r.s[n:]
+	return n, nil
+}

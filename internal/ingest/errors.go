@@ -1,0 +1,117 @@
+package ingest
+
+import (
+	"encoding/json"
+	"net/http"
+)
+
+// The error codes of the ingestion API, the "code" of every error body.
+const (
+	// CodeMalformedJSON (400): the body, or a batch line, is not JSON or not
+	// a JSON object.
+	CodeMalformedJSON = "malformed_json"
+	// CodeInvalidEvent (400): the event object is malformed: a missing or
+	// empty type, missing or non-object data, a bad id or timestamp, an
+	// unknown top-level field.
+	CodeInvalidEvent = "invalid_event"
+	// CodeInvalidBatch (400): one or more lines of a batch are bad; the error
+	// names them and nothing of the batch was accepted.
+	CodeInvalidBatch = "invalid_batch"
+	// CodeInvalidNamespace (400): the path's namespace is not a valid
+	// namespace name.
+	CodeInvalidNamespace = "invalid_namespace"
+	// CodeUnauthenticated (401): no bearer token, or a token that is neither
+	// a valid Kubernetes token nor a static ingest token.
+	CodeUnauthenticated = "unauthenticated"
+	// CodeForbidden (403): the token may not post events in this namespace.
+	CodeForbidden = "forbidden"
+	// CodeNotFound (404): no such path.
+	CodeNotFound = "not_found"
+	// CodeMethodNotAllowed (405): the path exists but not for this method.
+	CodeMethodNotAllowed = "method_not_allowed"
+	// CodeEventTooLarge (413): an event (a JSON body, or a batch line) is
+	// over the per-event size limit.
+	CodeEventTooLarge = "event_too_large"
+	// CodeBatchTooLarge (413): a batch body is over the batch size limit or
+	// holds more than MaxBatchEvents events.
+	CodeBatchTooLarge = "batch_too_large"
+	// CodeUnsupportedMediaType (415): the Content-Type is neither
+	// application/json nor application/x-ndjson (or names a charset other
+	// than utf-8).
+	CodeUnsupportedMediaType = "unsupported_media_type"
+	// CodeUnknownEventType (422): the type is not in the catalog.
+	CodeUnknownEventType = "unknown_event_type"
+	// CodeReservedEventType (422): the type is webhook.test, which only the
+	// operator sends.
+	CodeReservedEventType = "reserved_event_type"
+	// CodeSchemaViolation (422): data does not match its type's schema; the
+	// message names the JSON Pointer of the violation.
+	CodeSchemaViolation = "schema_violation"
+	// CodeInternal (500): a bug; nothing was accepted.
+	CodeInternal = "internal_error"
+	// CodeStoreUnavailable (503): the event store did not acknowledge the
+	// events; nothing may be assumed stored. Retry with the same ids.
+	CodeStoreUnavailable = "store_unavailable"
+	// CodeAuthUnavailable (503): the token could not be checked because the
+	// Kubernetes API did not answer. Retry.
+	CodeAuthUnavailable = "auth_unavailable"
+	// CodeNotReady (503): the readiness check failed.
+	CodeNotReady = "not_ready"
+)
+
+// apiError is an error answered to the client.
+type apiError struct {
+	status  int
+	code    string
+	message string
+	// lines and details are set for CodeInvalidBatch only.
+	lines   []int
+	details []lineError
+}
+
+// lineError is one bad line of a batch.
+type lineError struct {
+	Line    int    `json:"line"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *apiError) Error() string { return e.message }
+
+// errorBody is the JSON error body: {"error": {...}}.
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Code    string      `json:"code"`
+	Message string      `json:"message"`
+	Lines   []int       `json:"lines,omitempty"`
+	Details []lineError `json:"details,omitempty"`
+}
+
+func newError(status int, code, message string) *apiError {
+	return &apiError{status: status, code: code, message: message}
+}
+
+// writeJSON writes v as the JSON response body with the given status.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		status = http.StatusInternalServerError
+		body = []byte(`{"error":{"code":"internal_error","message":"encoding the response failed"}}`)
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(body, '\n'))
+}
+
+// writeError writes e as a JSON error body.
+func writeError(w http.ResponseWriter, e *apiError) {
+	writeJSON(w, e.status, errorBody{Error: errorDetail{
+		Code: e.code, Message: e.message, Lines: e.lines, Details: e.details,
+	}})
+}

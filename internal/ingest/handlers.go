@@ -1,0 +1,389 @@
+package ingest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+
+	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/wablast/webhook-operator/internal/catalog"
+	"github.com/wablast/webhook-operator/internal/dispatch"
+)
+
+const (
+	mediaTypeJSON   = "application/json"
+	mediaTypeNDJSON = "application/x-ndjson"
+	// mediaTypeNDJSONAlias is the newer registration of the same format.
+	mediaTypeNDJSONAlias = "application/ndjson"
+
+	// maxLineErrorsInMessage and maxLineErrorsInDetails bound the error of
+	// a bad batch; "lines" always lists every bad line.
+	maxLineErrorsInMessage = 10
+	maxLineErrorsInDetails = 100
+)
+
+// routes builds the API's mux.
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/namespaces/{namespace}/events", s.handleEvents)
+	mux.HandleFunc("/v1/namespaces/{namespace}/events", methodNotAllowed("POST"))
+	mux.HandleFunc("GET /v1/event-types", s.handleEventTypes)
+	mux.HandleFunc("/v1/event-types", methodNotAllowed("GET, HEAD"))
+	mux.HandleFunc("GET /healthz", s.handleHealthz)
+	mux.HandleFunc("/healthz", methodNotAllowed("GET, HEAD"))
+	mux.HandleFunc("GET /readyz", s.handleReadyz)
+	mux.HandleFunc("/readyz", methodNotAllowed("GET, HEAD"))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, newError(http.StatusNotFound, CodeNotFound, fmt.Sprintf("no such path %q", truncate(r.URL.Path, 128))))
+	})
+	return mux
+}
+
+func methodNotAllowed(allow string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", allow)
+		writeError(w, newError(http.StatusMethodNotAllowed, CodeMethodNotAllowed,
+			fmt.Sprintf("method %s is not allowed here; use %s", truncate(r.Method, 16), allow)))
+	}
+}
+
+// acceptedEvent is the 202 body of one event.
+type acceptedEvent = dispatch.EnqueueResult
+
+// acceptedBatch is the 202 body of a batch.
+type acceptedBatch struct {
+	Events   []dispatch.EnqueueResult `json:"events"`
+	Accepted int                      `json:"accepted"`
+}
+
+// handleEvents serves POST /v1/namespaces/{namespace}/events.
+func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
+	namespace := r.PathValue("namespace")
+	log := s.log.WithValues("namespace", namespace)
+	ctx := logr.NewContext(r.Context(), log)
+	if apiErr := s.serveEvents(ctx, w, r, namespace); apiErr != nil {
+		if apiErr.status == http.StatusUnauthorized {
+			challenge := `Bearer realm="webhook-operator"`
+			if r.Header.Get("Authorization") != "" {
+				challenge += `, error="invalid_token"`
+			}
+			w.Header().Set("WWW-Authenticate", challenge)
+		}
+		if apiErr.status == http.StatusServiceUnavailable {
+			w.Header().Set("Retry-After", "5")
+		}
+		log.V(1).Info("Refused events", "status", apiErr.status, "code", apiErr.code)
+		writeError(w, apiErr)
+	}
+}
+
+// serveEvents authorizes, decodes and enqueues. It writes the 202 itself and
+// returns nil, or returns the error to answer.
+func (s *Server) serveEvents(ctx context.Context, w http.ResponseWriter, r *http.Request, namespace string) *apiError {
+	if errs := validation.IsDNS1123Label(namespace); len(errs) > 0 {
+		return newError(http.StatusBadRequest, CodeInvalidNamespace,
+			fmt.Sprintf("invalid namespace %q: %s", truncate(namespace, 64), strings.Join(errs, "; ")))
+	}
+	token, apiErr := bearerToken(r)
+	if apiErr != nil {
+		return apiErr
+	}
+	if err := s.opts.Auth.Authorize(ctx, token, namespace); err != nil {
+		return s.authError(ctx, err, namespace)
+	}
+
+	mediaType, err := parseContentType(r.Header.Get("Content-Type"))
+	if err != nil {
+		return newError(http.StatusUnsupportedMediaType, CodeUnsupportedMediaType, err.Error())
+	}
+	var events []dispatch.Event
+	switch mediaType {
+	case mediaTypeJSON:
+		ev, apiErr := s.readEvent(w, r)
+		if apiErr != nil {
+			return apiErr
+		}
+		events = []dispatch.Event{ev}
+	default:
+		if events, apiErr = s.readBatch(w, r); apiErr != nil {
+			return apiErr
+		}
+	}
+	for i := range events {
+		events[i].Namespace = namespace
+	}
+
+	results, apiErr := s.enqueue(ctx, events)
+	if apiErr != nil {
+		return apiErr
+	}
+	logr.FromContextOrDiscard(ctx).V(1).Info("Accepted events", "events", len(events))
+	if mediaType == mediaTypeJSON {
+		writeJSON(w, http.StatusAccepted, acceptedEvent(results[0]))
+	} else {
+		writeJSON(w, http.StatusAccepted, acceptedBatch{Events: results, Accepted: len(results)})
+	}
+	return nil
+}
+
+// authError maps an Authenticator error to the answer.
+func (s *Server) authError(ctx context.Context, err error, namespace string) *apiError {
+	switch {
+	case errors.Is(err, ErrUnauthenticated):
+		return newError(http.StatusUnauthorized, CodeUnauthenticated, err.Error())
+	case errors.Is(err, ErrForbidden):
+		return newError(http.StatusForbidden, CodeForbidden, err.Error())
+	default:
+		logr.FromContextOrDiscard(ctx).Error(err, "Authorization check failed")
+		return newError(http.StatusServiceUnavailable, CodeAuthUnavailable,
+			fmt.Sprintf("the token could not be checked for namespace %q right now; retry later", namespace))
+	}
+}
+
+// parseContentType returns the media type of a POST, mediaTypeJSON or
+// mediaTypeNDJSON, or an error naming what is wrong.
+func parseContentType(header string) (string, error) {
+	if header == "" {
+		return "", errors.New("the Content-Type header is missing: send application/json for one event or application/x-ndjson for a batch")
+	}
+	mediaType, params, err := mime.ParseMediaType(header)
+	if err != nil {
+		return "", fmt.Errorf("the Content-Type %q is malformed: send application/json for one event or application/x-ndjson for a batch", truncate(header, 128))
+	}
+	switch mediaType {
+	case mediaTypeJSON:
+	case mediaTypeNDJSON, mediaTypeNDJSONAlias:
+		mediaType = mediaTypeNDJSON
+	default:
+		return "", fmt.Errorf("the Content-Type %q is not supported: send application/json for one event or application/x-ndjson for a batch", truncate(mediaType, 128))
+	}
+	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") && !strings.EqualFold(cs, "utf8") {
+		return "", fmt.Errorf("charset %q is not supported: events are UTF-8", truncate(cs, 32))
+	}
+	return mediaType, nil
+}
+
+// readEvent reads and decodes a JSON body of at most MaxEventBytes.
+func (s *Server) readEvent(w http.ResponseWriter, r *http.Request) (dispatch.Event, *apiError) {
+	limit := s.opts.MaxEventBytes
+	tooLarge := newError(http.StatusRequestEntityTooLarge, CodeEventTooLarge,
+		fmt.Sprintf("the event is larger than the limit of %d bytes", limit))
+	if r.ContentLength > limit {
+		return dispatch.Event{}, tooLarge
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return dispatch.Event{}, tooLarge
+		}
+		return dispatch.Event{}, newError(http.StatusBadRequest, CodeMalformedJSON, fmt.Sprintf("reading the body: %v", err))
+	}
+	return s.decoder.decode(body)
+}
+
+// readBatch reads and decodes an NDJSON batch: every line is decoded before
+// anything is decided, and one bad line makes the whole batch a 400 naming
+// every bad line.
+func (s *Server) readBatch(w http.ResponseWriter, r *http.Request) ([]dispatch.Event, *apiError) {
+	lineLimit := s.opts.MaxEventBytes
+	limit := lineLimit * MaxBatchEvents
+	tooLarge := newError(http.StatusRequestEntityTooLarge, CodeBatchTooLarge,
+		fmt.Sprintf("the batch is larger than the limit of %d bytes (%d events of at most %d bytes)", limit, MaxBatchEvents, lineLimit))
+	if r.ContentLength > limit {
+		return nil, tooLarge
+	}
+	lines := newLineReader(http.MaxBytesReader(w, r.Body, limit), lineLimit)
+	var (
+		events  []dispatch.Event
+		bad     []lineError
+		lineNo  int
+		nEvents int
+	)
+	for {
+		line, oversize, err := lines.next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+				return nil, tooLarge
+			}
+			return nil, newError(http.StatusBadRequest, CodeMalformedJSON, fmt.Sprintf("reading the body: %v", err))
+		}
+		lineNo++
+		if !oversize && len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		if nEvents++; nEvents > MaxBatchEvents {
+			return nil, newError(http.StatusRequestEntityTooLarge, CodeBatchTooLarge,
+				fmt.Sprintf("the batch holds more than %d events: split it", MaxBatchEvents))
+		}
+		if oversize {
+			bad = append(bad, lineError{Line: lineNo, Code: CodeEventTooLarge,
+				Message: fmt.Sprintf("the event is larger than the limit of %d bytes", lineLimit)})
+			continue
+		}
+		ev, apiErr := s.decoder.decode(line)
+		if apiErr != nil {
+			bad = append(bad, lineError{Line: lineNo, Code: apiErr.code, Message: apiErr.message})
+			continue
+		}
+		events = append(events, ev)
+	}
+	if len(bad) > 0 {
+		return nil, batchError(bad)
+	}
+	if len(events) == 0 {
+		return nil, newError(http.StatusBadRequest, CodeInvalidBatch, "the batch holds no events: send one JSON event a line")
+	}
+	return events, nil
+}
+
+// batchError is the 400 answer to a batch with bad lines.
+func batchError(bad []lineError) *apiError {
+	e := newError(http.StatusBadRequest, CodeInvalidBatch, "")
+	var msg strings.Builder
+	for i, l := range bad {
+		e.lines = append(e.lines, l.Line)
+		if i < maxLineErrorsInMessage {
+			if i > 0 {
+				msg.WriteString("; ")
+			}
+			fmt.Fprintf(&msg, "line %d: %s", l.Line, l.Message)
+		}
+	}
+	if more := len(bad) - maxLineErrorsInMessage; more > 0 {
+		fmt.Fprintf(&msg, "; and %d more bad lines", more)
+	}
+	msg.WriteString("; nothing of the batch was accepted")
+	e.message = msg.String()
+	e.details = bad[:min(len(bad), maxLineErrorsInDetails)]
+	return e
+}
+
+// enqueue stores the events. The Enqueue call is not cancelled when the
+// client goes away, so that a batch is not stored in part only because the
+// client hung up; it is bounded by enqueueTimeout.
+func (s *Server) enqueue(ctx context.Context, events []dispatch.Event) ([]dispatch.EnqueueResult, *apiError) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), enqueueTimeout)
+	defer cancel()
+	results, err := s.opts.Enqueuer.Enqueue(ctx, events)
+	log := logr.FromContextOrDiscard(ctx)
+	if err != nil {
+		log.Error(err, "Enqueueing events failed", "events", len(events))
+		return nil, newError(http.StatusServiceUnavailable, CodeStoreUnavailable,
+			"the event store did not acknowledge the events, so none is known to be accepted; retry later with the same ids (events posted without an id may then be delivered twice)")
+	}
+	if len(results) != len(events) {
+		log.Error(nil, "Enqueuer returned the wrong number of results", "events", len(events), "results", len(results))
+		return nil, newError(http.StatusInternalServerError, CodeInternal, "the event store answered inconsistently; retry later with the same ids")
+	}
+	return results, nil
+}
+
+// eventTypeBody is one entry of GET /v1/event-types.
+type eventTypeBody struct {
+	Type        string          `json:"type"`
+	Description string          `json:"description"`
+	Schema      json.RawMessage `json:"schema"`
+	Example     json.RawMessage `json:"example"`
+	// Reserved is true for webhook.test, which cannot be posted.
+	Reserved bool `json:"reserved,omitempty"`
+}
+
+func renderEventTypes() ([]byte, error) {
+	var body struct {
+		EventTypes []eventTypeBody `json:"eventTypes"`
+	}
+	for _, t := range catalog.Types() {
+		body.EventTypes = append(body.EventTypes, eventTypeBody{
+			Type: t.Name, Description: t.Description, Schema: t.Schema, Example: t.Example, Reserved: t.Reserved,
+		})
+	}
+	return json.Marshal(body)
+}
+
+// handleEventTypes serves GET /v1/event-types: the catalog, no auth.
+func (s *Server) handleEventTypes(w http.ResponseWriter, _ *http.Request) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(s.eventTypes)
+}
+
+// handleHealthz serves GET /healthz: 200 while serving.
+func (s *Server) handleHealthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// handleReadyz serves GET /readyz: 200 when Options.Ready returns nil, else
+// 503 with its reason.
+func (s *Server) handleReadyz(w http.ResponseWriter, _ *http.Request) {
+	if s.opts.Ready != nil {
+		if err := s.opts.Ready(); err != nil {
+			writeError(w, newError(http.StatusServiceUnavailable, CodeNotReady, "not ready: "+err.Error()))
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// lineReader splits a body into lines, bounding the memory a line may use.
+type lineReader struct {
+	r     *bufio.Reader
+	limit int64
+	buf   []byte
+}
+
+func newLineReader(r io.Reader, limit int64) *lineReader {
+	return &lineReader{r: bufio.NewReaderSize(r, 64<<10), limit: limit}
+}
+
+// next returns the next line without its "\n" or "\r\n". A line over the
+// limit is read to its end and discarded; oversize is then true. It returns
+// io.EOF after the last line; a last line without "\n" is a line.
+func (l *lineReader) next() (line []byte, oversize bool, err error) {
+	l.buf = l.buf[:0]
+	read := false
+	for {
+		chunk, err := l.r.ReadSlice('\n')
+		if len(chunk) > 0 {
+			read = true
+		}
+		if !oversize {
+			if int64(len(l.buf)+len(chunk)) > l.limit+2 { // room for "\r\n"
+				oversize = true
+				l.buf = l.buf[:0]
+			} else {
+				l.buf = append(l.buf, chunk...)
+			}
+		}
+		switch {
+		case err == bufio.ErrBufferFull:
+			continue
+		case err == io.EOF:
+			if !read {
+				return nil, false, io.EOF
+			}
+		case err != nil:
+			return nil, false, err
+		}
+		break
+	}
+	line = bytes.TrimSuffix(l.buf, []byte("\n"))
+	line = bytes.TrimSuffix(line, []byte("\r"))
+	if !oversize && int64(len(line)) > l.limit {
+		oversize, line = true, nil
+	}
+	return line, oversize, nil
+}

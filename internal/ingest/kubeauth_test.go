@@ -1,0 +1,335 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlfake "sigs.k8s.io/controller-runtime/pkg/client/fake"
+)
+
+const (
+	saToken      = "eyJhbGciOiJSUzI1NiJ9.service-account-token.sig"
+	staticTokenA = "static-token-of-namespace-a-0123456789"
+)
+
+// fakeCluster answers TokenReviews and SubjectAccessReviews from tables and
+// counts them.
+type fakeCluster struct {
+	mu sync.Mutex
+	// users maps a token to its user; other tokens are not authenticated.
+	users map[string]authenticationv1.UserInfo
+	// allowed maps "user/namespace" to true.
+	allowed map[string]bool
+	// reviewErr, when set, fails every TokenReview.
+	reviewErr error
+	// delay slows every TokenReview down.
+	delay time.Duration
+
+	tokenReviews atomic.Int32
+	sars         []authorizationv1.SubjectAccessReviewSpec
+}
+
+func (c *fakeCluster) clientset() *fake.Clientset {
+	cs := fake.NewClientset()
+	cs.PrependReactor("create", "tokenreviews", func(action k8stesting.Action) (bool, runtime.Object, error) {
+		c.tokenReviews.Add(1)
+		time.Sleep(c.delay)
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.reviewErr != nil {
+			return true, nil, c.reviewErr
+		}
+		tr := action.(k8stesting.CreateAction).GetObject().(*authenticationv1.TokenReview).DeepCopy()
+		if user, ok := c.users[tr.Spec.Token]; ok {
+			tr.Status = authenticationv1.TokenReviewStatus{Authenticated: true, User: user}
+		}
+		return true, tr, nil
+	})
+	cs.PrependReactor("create", "subjectaccessreviews", func(action k8stesting.Action) (bool, runtime.Object, error) {
+		sar := action.(k8stesting.CreateAction).GetObject().(*authorizationv1.SubjectAccessReview).DeepCopy()
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.sars = append(c.sars, sar.Spec)
+		sar.Status.Allowed = c.allowed[sar.Spec.User+"/"+sar.Spec.ResourceAttributes.Namespace]
+		return true, sar, nil
+	})
+	return cs
+}
+
+func tokenSecret(ns, name, token string) *corev1.Secret {
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{LabelIngestToken: "true"}},
+		Data:       map[string][]byte{IngestTokenKey: []byte(token)},
+	}
+}
+
+// fakeClock is a settable clock.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Step(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+type authFixture struct {
+	cluster *fakeCluster
+	secrets client.Client
+	clock   *fakeClock
+	auth    *KubeAuthenticator
+}
+
+func newAuthFixture(t *testing.T, objs ...client.Object) *authFixture {
+	t.Helper()
+	f := &authFixture{
+		cluster: &fakeCluster{
+			users: map[string]authenticationv1.UserInfo{saToken: {
+				Username: "system:serviceaccount:a:app",
+				UID:      "uid-1",
+				Groups:   []string{"system:serviceaccounts", "system:serviceaccounts:a"},
+				Extra:    map[string]authenticationv1.ExtraValue{"authentication.kubernetes.io/pod-name": {"app-0"}},
+			}},
+			allowed: map[string]bool{"system:serviceaccount:a:app/a": true},
+		},
+		secrets: ctrlfake.NewClientBuilder().WithObjects(objs...).Build(),
+		clock:   &fakeClock{now: time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)},
+	}
+	f.auth = NewKubeAuthenticator(f.cluster.clientset(), f.secrets, 10*time.Second)
+	f.auth.now = f.clock.Now
+	return f
+}
+
+func TestKubeAuthenticatorDecisions(t *testing.T) {
+	tests := map[string]struct {
+		token     string
+		namespace string
+		want      error
+		// reviews is the number of TokenReviews expected.
+		reviews int32
+	}{
+		"a ServiceAccount token bound in its namespace is allowed": {
+			token: saToken, namespace: "a", want: nil, reviews: 1,
+		},
+		"a ServiceAccount token is forbidden where it is not bound": {
+			token: saToken, namespace: "b", want: ErrForbidden, reviews: 1,
+		},
+		"a garbage token is unauthenticated": {
+			token: "garbage", namespace: "a", want: ErrUnauthenticated, reviews: 1,
+		},
+		"a static token is allowed in its Secret's namespace without a TokenReview": {
+			token: staticTokenA, namespace: "a", want: nil, reviews: 0,
+		},
+		"a static token is forbidden in another namespace": {
+			token: staticTokenA, namespace: "b", want: ErrForbidden, reviews: 0,
+		},
+		"a static token with surrounding whitespace in the Secret matches": {
+			token: "static-token-with-a-newline-000", namespace: "c", want: nil, reviews: 0,
+		},
+		"a static token shorter than 16 bytes is ignored": {
+			token: "short", namespace: "a", want: ErrUnauthenticated, reviews: 1,
+		},
+		"a static token in a Secret without the label is not a static token": {
+			token: "unlabelled-token-0123456789", namespace: "a", want: ErrUnauthenticated, reviews: 1,
+		},
+		"a static token shared by two namespaces is allowed in both": {
+			token: "shared-token-0123456789", namespace: "b", want: nil, reviews: 0,
+		},
+	}
+	unlabelled := tokenSecret("a", "unlabelled", "unlabelled-token-0123456789")
+	unlabelled.Labels = nil
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			f := newAuthFixture(t,
+				tokenSecret("a", "ingest", staticTokenA),
+				tokenSecret("a", "short", "short"),
+				tokenSecret("c", "newline", "static-token-with-a-newline-000\n"),
+				tokenSecret("a", "shared", "shared-token-0123456789"),
+				tokenSecret("b", "shared", "shared-token-0123456789"),
+				unlabelled,
+			)
+			err := f.auth.Authorize(context.Background(), tc.token, tc.namespace)
+			if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
+				t.Fatalf("Authorize = %v, want %v", err, tc.want)
+			}
+			if err != nil && strings.Contains(err.Error(), tc.token) {
+				t.Errorf("the error contains the token: %v", err)
+			}
+			if got := f.cluster.tokenReviews.Load(); got != tc.reviews {
+				t.Errorf("%d TokenReviews, want %d", got, tc.reviews)
+			}
+		})
+	}
+}
+
+func TestKubeAuthenticatorAsksForTheRightAccess(t *testing.T) {
+	f := newAuthFixture(t)
+	if err := f.auth.Authorize(context.Background(), saToken, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.cluster.sars) != 1 {
+		t.Fatalf("%d SubjectAccessReviews", len(f.cluster.sars))
+	}
+	got := f.cluster.sars[0]
+	want := authorizationv1.SubjectAccessReviewSpec{
+		User:   "system:serviceaccount:a:app",
+		UID:    "uid-1",
+		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:a"},
+		Extra:  map[string]authorizationv1.ExtraValue{"authentication.kubernetes.io/pod-name": {"app-0"}},
+		ResourceAttributes: &authorizationv1.ResourceAttributes{
+			Namespace: "a", Verb: "create", Group: "webhooks.wablast.io", Resource: "webhookevents",
+		},
+	}
+	if fmt.Sprintf("%+v %+v", got, *got.ResourceAttributes) != fmt.Sprintf("%+v %+v", want, *want.ResourceAttributes) {
+		t.Errorf("SubjectAccessReview spec = %+v %+v\nwant %+v %+v", got, *got.ResourceAttributes, want, *want.ResourceAttributes)
+	}
+}
+
+func TestKubeAuthenticatorCache(t *testing.T) {
+	ctx := context.Background()
+	f := newAuthFixture(t)
+
+	// Allow and deny are cached per (token, namespace) for the TTL.
+	for range 3 {
+		if err := f.auth.Authorize(ctx, saToken, "a"); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.auth.Authorize(ctx, "garbage", "a"); !errors.Is(err, ErrUnauthenticated) {
+			t.Fatal(err)
+		}
+	}
+	if got := f.cluster.tokenReviews.Load(); got != 2 {
+		t.Fatalf("%d TokenReviews for 2 distinct tokens, want 2", got)
+	}
+	// Another namespace is another decision.
+	if err := f.auth.Authorize(ctx, saToken, "b"); !errors.Is(err, ErrForbidden) {
+		t.Fatal(err)
+	}
+	if got := f.cluster.tokenReviews.Load(); got != 3 {
+		t.Fatalf("%d TokenReviews, want 3", got)
+	}
+	// After the TTL the decision is made again.
+	f.clock.Step(10 * time.Second)
+	if err := f.auth.Authorize(ctx, saToken, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.cluster.tokenReviews.Load(); got != 4 {
+		t.Fatalf("%d TokenReviews after the TTL, want 4", got)
+	}
+}
+
+func TestKubeAuthenticatorDoesNotCacheFailures(t *testing.T) {
+	ctx := context.Background()
+	f := newAuthFixture(t)
+	f.cluster.reviewErr = errors.New("connection refused")
+	err := f.auth.Authorize(ctx, saToken, "a")
+	if err == nil || errors.Is(err, ErrUnauthenticated) || errors.Is(err, ErrForbidden) {
+		t.Fatalf("Authorize = %v, want an error that is neither 401 nor 403", err)
+	}
+	f.cluster.mu.Lock()
+	f.cluster.reviewErr = nil
+	f.cluster.mu.Unlock()
+	if err := f.auth.Authorize(ctx, saToken, "a"); err != nil {
+		t.Fatalf("Authorize after recovery = %v", err)
+	}
+	if got := f.cluster.tokenReviews.Load(); got != 2 {
+		t.Fatalf("%d TokenReviews, want 2", got)
+	}
+}
+
+func TestKubeAuthenticatorDeduplicatesConcurrentReviews(t *testing.T) {
+	f := newAuthFixture(t)
+	f.cluster.delay = 50 * time.Millisecond
+	var wg sync.WaitGroup
+	errs := make(chan error, 50)
+	for range 50 {
+		wg.Go(func() { errs <- f.auth.Authorize(context.Background(), saToken, "a") })
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := f.cluster.tokenReviews.Load(); got != 1 {
+		t.Fatalf("%d TokenReviews for 50 concurrent requests, want 1", got)
+	}
+}
+
+func TestKubeAuthenticatorSeesNewAndDeletedStaticTokens(t *testing.T) {
+	ctx := context.Background()
+	f := newAuthFixture(t)
+	// The index is built on the first request.
+	if err := f.auth.Authorize(ctx, staticTokenA, "a"); !errors.Is(err, ErrUnauthenticated) {
+		t.Fatalf("Authorize before the Secret exists = %v", err)
+	}
+	secret := tokenSecret("a", "ingest", staticTokenA)
+	if err := f.secrets.Create(ctx, secret); err != nil {
+		t.Fatal(err)
+	}
+	// The deny is cached for the TTL; a new token is found as soon as the
+	// decision expires, even though the index is younger than the TTL.
+	f.clock.Step(5 * time.Second)
+	if err := f.auth.Authorize(ctx, staticTokenA, "a"); !errors.Is(err, ErrUnauthenticated) {
+		t.Fatalf("Authorize within the TTL of the deny = %v", err)
+	}
+	if err := f.auth.Authorize(ctx, staticTokenA, "b"); !errors.Is(err, ErrForbidden) {
+		t.Fatalf("Authorize in another namespace = %v, want forbidden (a second after the index)", err)
+	}
+	f.clock.Step(5 * time.Second)
+	if err := f.auth.Authorize(ctx, staticTokenA, "a"); err != nil {
+		t.Fatalf("Authorize after the TTL = %v", err)
+	}
+	// A deleted Secret stops working once the decision and the index expire.
+	if err := f.secrets.Delete(ctx, secret); err != nil {
+		t.Fatal(err)
+	}
+	f.clock.Step(10 * time.Second)
+	if err := f.auth.Authorize(ctx, staticTokenA, "a"); !errors.Is(err, ErrUnauthenticated) {
+		t.Fatalf("Authorize after deletion = %v", err)
+	}
+}
+
+func TestKubeAuthenticatorCacheIsCapped(t *testing.T) {
+	f := newAuthFixture(t)
+	f.auth.maxEntries = 10
+	for i := range 25 {
+		_ = f.auth.Authorize(context.Background(), fmt.Sprintf("garbage-%d", i), "a")
+		f.auth.mu.Lock()
+		n := len(f.auth.decisions)
+		f.auth.mu.Unlock()
+		if n > 10 {
+			t.Fatalf("%d cached decisions, cap 10", n)
+		}
+	}
+}
+
+func TestKubeAuthenticatorRefusesAnEmptyToken(t *testing.T) {
+	f := newAuthFixture(t)
+	if err := f.auth.Authorize(context.Background(), "", "a"); !errors.Is(err, ErrUnauthenticated) {
+		t.Fatalf("Authorize = %v", err)
+	}
+}

@@ -1,0 +1,204 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+
+	"github.com/wablast/webhook-operator/internal/dispatch"
+)
+
+const (
+	// DefaultAddr is the listen address when Options.Addr is empty.
+	DefaultAddr = ":8082"
+	// DefaultMaxEventBytes is the per-event size limit when
+	// Options.MaxEventBytes is 0.
+	DefaultMaxEventBytes = 256 << 10
+	// MaxBatchEvents is the most events one NDJSON batch may hold.
+	MaxBatchEvents = 1000
+
+	// maxMaxEventBytes bounds Options.MaxEventBytes (64 MiB), so that a
+	// batch limit of MaxBatchEvents events stays meaningful.
+	maxMaxEventBytes = 64 << 20
+
+	readHeaderTimeout = 10 * time.Second
+	readTimeout       = 30 * time.Second
+	writeTimeout      = 30 * time.Second
+	idleTimeout       = 120 * time.Second
+	// defaultShutdownTimeout is how long Start waits for in-flight requests
+	// once its context is done.
+	defaultShutdownTimeout = 25 * time.Second
+	// enqueueTimeout bounds one Enqueue call; it stays under writeTimeout so
+	// the client still gets the answer.
+	enqueueTimeout = 20 * time.Second
+)
+
+// Options configure a Server.
+type Options struct {
+	// Addr is the TCP address to listen on, DefaultAddr (":8082") when
+	// empty. Use "127.0.0.1:0" for a random port and read it with Addr.
+	Addr string
+	// Enqueuer stores accepted events. Required.
+	Enqueuer dispatch.Enqueuer
+	// Auth authorizes bearer tokens per namespace. Required.
+	Auth Authenticator
+	// MaxEventBytes is the size limit of one event: of a JSON body, and of
+	// each line of an NDJSON batch, whose whole body may be MaxBatchEvents
+	// times as large. DefaultMaxEventBytes (262144) when 0.
+	MaxEventBytes int64
+	// Ready reports whether the server can accept events, for GET /readyz:
+	// nil when ready, otherwise an error saying why not. Always ready when
+	// nil.
+	Ready func() error
+	// Now returns the current time, the timestamp of events posted without
+	// one. time.Now when nil.
+	Now func() time.Time
+	// NewID returns the id of an event posted without one. NewEventID when
+	// nil.
+	NewID func() string
+	// Logger receives the server's logs. Tokens, secrets and event data are
+	// never logged. Discards when zero.
+	Logger logr.Logger
+}
+
+// Server is the ingestion API. It is a manager.Runnable that runs on every
+// replica.
+type Server struct {
+	opts    Options
+	handler http.Handler
+	decoder decoder
+	log     logr.Logger
+	// eventTypes is the pre-rendered body of GET /v1/event-types.
+	eventTypes []byte
+
+	shutdownTimeout time.Duration
+
+	mu      sync.Mutex
+	addr    string
+	started bool
+}
+
+var (
+	_ manager.Runnable               = (*Server)(nil)
+	_ manager.LeaderElectionRunnable = (*Server)(nil)
+)
+
+// New returns a Server for opts, or an error if a required option is
+// missing or a value is out of range.
+func New(opts Options) (*Server, error) {
+	if opts.Enqueuer == nil {
+		return nil, errors.New("ingest: Options.Enqueuer is required")
+	}
+	if opts.Auth == nil {
+		return nil, errors.New("ingest: Options.Auth is required")
+	}
+	if opts.MaxEventBytes < 0 || opts.MaxEventBytes > maxMaxEventBytes {
+		return nil, fmt.Errorf("ingest: Options.MaxEventBytes must be between 0 and %d, got %d", maxMaxEventBytes, opts.MaxEventBytes)
+	}
+	if opts.MaxEventBytes == 0 {
+		opts.MaxEventBytes = DefaultMaxEventBytes
+	}
+	if opts.Addr == "" {
+		opts.Addr = DefaultAddr
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.NewID == nil {
+		opts.NewID = NewEventID
+	}
+	eventTypes, err := renderEventTypes()
+	if err != nil {
+		return nil, fmt.Errorf("ingest: rendering the event types: %w", err)
+	}
+	s := &Server{
+		opts:            opts,
+		decoder:         decoder{now: opts.Now, newID: opts.NewID},
+		log:             opts.Logger,
+		eventTypes:      eventTypes,
+		shutdownTimeout: defaultShutdownTimeout,
+	}
+	s.handler = s.routes()
+	return s, nil
+}
+
+// Handler returns the server's HTTP handler, for tests and for serving it
+// from another http.Server.
+func (s *Server) Handler() http.Handler {
+	return s.handler
+}
+
+// Addr returns the address the server listens on, such as
+// "127.0.0.1:41234", once Start has bound it, and "" before.
+func (s *Server) Addr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.addr
+}
+
+// NeedLeaderElection returns false: every replica ingests.
+func (s *Server) NeedLeaderElection() bool {
+	return false
+}
+
+// Start listens on Options.Addr and serves until ctx is done, then shuts
+// down gracefully: it stops accepting connections and waits up to 25
+// seconds for in-flight requests to finish. It returns nil after a clean
+// shutdown, and an error if it cannot listen, serving fails or in-flight
+// requests outlive the shutdown timeout. A Server starts at most once.
+func (s *Server) Start(ctx context.Context) error {
+	s.mu.Lock()
+	if s.started {
+		s.mu.Unlock()
+		return errors.New("ingest: server already started")
+	}
+	s.started = true
+	s.mu.Unlock()
+
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", s.opts.Addr)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", s.opts.Addr, err)
+	}
+	s.mu.Lock()
+	s.addr = ln.Addr().String()
+	s.mu.Unlock()
+
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		// Requests keep running on shutdown: their context is not
+		// cancelled when ctx is.
+		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		ErrorLog:    slog.NewLogLogger(logr.ToSlogHandler(s.log), slog.LevelError),
+	}
+	s.log.Info("Serving the ingestion API", "address", s.addr)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+
+	select {
+	case err := <-served:
+		return fmt.Errorf("serving the ingestion API: %w", err)
+	case <-ctx.Done():
+	}
+	s.log.Info("Shutting down the ingestion API", "timeout", s.shutdownTimeout)
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		_ = srv.Close()
+		<-served
+		return fmt.Errorf("shutting down the ingestion API: %w", err)
+	}
+	<-served
+	return nil
+}
