@@ -213,4 +213,3 @@ func waitReady(ctx context.Context, url string, p *exec.Cmd) error {
 	}
 	return errors.New("the manager did not become ready within 60s")
 }
-
