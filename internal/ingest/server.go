@@ -80,6 +80,9 @@ type Server struct {
 	eventTypes []byte
 
 	shutdownTimeout time.Duration
+	// readHeaderTimeout and readTimeout drop clients that send too slowly;
+	// fields so that tests can shorten them.
+	readHeaderTimeout, readTimeout time.Duration
 
 	mu      sync.Mutex
 	addr    string
@@ -120,11 +123,13 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("ingest: rendering the event types: %w", err)
 	}
 	s := &Server{
-		opts:            opts,
-		decoder:         decoder{now: opts.Now, newID: opts.NewID},
-		log:             opts.Logger,
-		eventTypes:      eventTypes,
-		shutdownTimeout: defaultShutdownTimeout,
+		opts:              opts,
+		decoder:           decoder{now: opts.Now, newID: opts.NewID},
+		log:               opts.Logger,
+		eventTypes:        eventTypes,
+		shutdownTimeout:   defaultShutdownTimeout,
+		readHeaderTimeout: readHeaderTimeout,
+		readTimeout:       readTimeout,
 	}
 	s.handler = s.routes()
 	return s, nil
@@ -173,8 +178,8 @@ func (s *Server) Start(ctx context.Context) error {
 
 	srv := &http.Server{
 		Handler:           s.handler,
-		ReadHeaderTimeout: readHeaderTimeout,
-		ReadTimeout:       readTimeout,
+		ReadHeaderTimeout: s.readHeaderTimeout,
+		ReadTimeout:       s.readTimeout,
 		WriteTimeout:      writeTimeout,
 		IdleTimeout:       idleTimeout,
 		// Requests keep running on shutdown: their context is not

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -894,5 +895,42 @@ func TestStartFailsOnABusyAddress(t *testing.T) {
 	second := newTestServer(t, func(o *Options) { o.Addr = first.Addr() })
 	if err := second.Start(context.Background()); err == nil || !strings.Contains(err.Error(), "listening on") {
 		t.Fatalf("Start = %v, want a listen error", err)
+	}
+}
+
+func TestSlowClientsAreTimedOut(t *testing.T) {
+	cases := map[string]string{
+		"a client that never finishes its headers is dropped": "POST /v1/namespaces/shop/events HTTP/1.1\r\nHost: x\r\n",
+		"a client that never finishes its body is dropped": "POST /v1/namespaces/shop/events HTTP/1.1\r\nHost: x\r\n" +
+			"Authorization: Bearer " + testToken + "\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"type\":",
+	}
+	for name, partial := range cases {
+		t.Run(name, func(t *testing.T) {
+			ts := newTestServer(t)
+			ts.readHeaderTimeout, ts.readTimeout = 300*time.Millisecond, 300*time.Millisecond
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			go func() { _ = ts.Start(ctx) }()
+			for ts.Addr() == "" {
+				time.Sleep(10 * time.Millisecond)
+			}
+			conn, err := net.Dial("tcp", ts.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			if _, err := conn.Write([]byte(partial)); err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			_, _ = io.ReadAll(conn) // returns when the server closes the connection
+			if took := time.Since(start); took > 3*time.Second {
+				t.Fatalf("the slow client was kept for %s", took)
+			}
+			if len(ts.enq.enqueued()) != 0 {
+				t.Error("a partial request was enqueued")
+			}
+		})
 	}
 }
