@@ -53,6 +53,10 @@ vet: ## Run go vet (end-to-end tests included).
 test: manifests generate fmt vet envtest-bin ## Run every unit and envtest integration test (builds the envtest binaries the first time).
 	$(GO) test $(GOTEST_FLAGS) -timeout $(TEST_TIMEOUT) ./...
 
+.PHONY: bench
+bench: build envtest-bin ## Run the benchmarks (about 5 minutes; use a quiet machine) and write docs/benchmarks.md.
+	$(GO) run ./hack/bench -cpuprofile bin/bench-cpu -out docs/benchmarks.md
+
 .PHONY: fuzz
 fuzz: ## Fuzz the ingestion API's event decoder (FUZZTIME, default 60s).
 	$(GO) test ./internal/ingest/ -run '^$$' -fuzz FuzzDecodeEvent -fuzztime $(or $(FUZZTIME),60s)

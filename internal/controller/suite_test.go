@@ -2,7 +2,6 @@ package controller
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"sync"
 	"testing"
@@ -21,17 +20,7 @@ import (
 
 var env *testutil.Env
 
-func TestMain(m *testing.M) {
-	var err error
-	env, err = testutil.StartEnv()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	env.Stop()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(testutil.RunTests(m, &env)) }
 
 // runningManager is a manager running the controller for one namespace.
 type runningManager struct {

@@ -13,7 +13,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
@@ -262,17 +264,28 @@ func (d *Dispatcher) applyStatus(ctx context.Context, ns, name string, uid types
 	if d.opts.Client == nil {
 		return errors.New("no Kubernetes client configured")
 	}
-	u := &unstructured.Unstructured{Object: map[string]any{
+	return d.opts.Client.Status().Apply(ctx, statusApplyConfiguration(ns, name, uid, status), client.FieldOwner(manager), client.ForceOwnership)
+}
+
+// statusApplyConfiguration is a server-side apply body for status fields of
+// one WebhookConfig, guarded by its UID.
+func statusApplyConfiguration(ns, name string, uid types.UID, status map[string]any) runtime.ApplyConfiguration {
+	return client.ApplyConfigurationFromUnstructured(&unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": webhooksv1alpha1.GroupVersion.String(),
 		"kind":       "WebhookConfig",
 		"metadata":   map[string]any{"name": name, "namespace": ns, "uid": string(uid)},
 		"status":     status,
-	}}
-	return d.opts.Client.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(manager), client.ForceOwnership)
+	}})
 }
 
 func (d *Dispatcher) event(ns, name string, uid types.UID, eventType, reason, action, msg string) {
-	if d.opts.Recorder == nil {
+	recordEvent(d.opts.Recorder, ns, name, uid, eventType, reason, action, msg)
+}
+
+// recordEvent records a Kubernetes Event about a WebhookConfig known by name
+// and UID; a nil recorder records nothing.
+func recordEvent(rec events.EventRecorder, ns, name string, uid types.UID, eventType, reason, action, msg string) {
+	if rec == nil {
 		return
 	}
 	ref := &webhooksv1alpha1.WebhookConfig{}
@@ -280,7 +293,7 @@ func (d *Dispatcher) event(ns, name string, uid types.UID, eventType, reason, ac
 	ref.SetName(name)
 	ref.SetUID(uid)
 	ref.SetGroupVersionKind(webhooksv1alpha1.GroupVersion.WithKind("WebhookConfig"))
-	d.opts.Recorder.Eventf(ref, nil, eventType, reason, action, "%s", msg)
+	rec.Eventf(ref, nil, eventType, reason, action, "%s", msg)
 }
 
 func testRecordMap(r *webhooksv1alpha1.TestRecord) map[string]any {

@@ -180,7 +180,12 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 		return fmt.Errorf("creating the fan-out consumer: %w", err)
 	}
 	msgs := make(chan jetstream.Msg, 512)
-	cc, err := cons.Consume(func(m jetstream.Msg) { msgs <- m }, jetstream.PullMaxMessages(512))
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		select {
+		case msgs <- m:
+		case <-ctx.Done(): // not acked: fanned out after the restart
+		}
+	}, jetstream.PullMaxMessages(512))
 	if err != nil {
 		return fmt.Errorf("consuming events: %w", err)
 	}

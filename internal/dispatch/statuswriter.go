@@ -8,7 +8,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -99,7 +98,7 @@ func (w *StatusWriter) flush(ctx context.Context) {
 			w.Logger.Error(err, "Writing delivery status failed; retrying at the next flush", "namespace", st.Namespace, "name", st.Name)
 			continue
 		}
-		if seen && w.Recorder != nil && (prev.delivering != st.DeliveringStatus || prev.reason != st.DeliveringReason) {
+		if seen && (prev.delivering != st.DeliveringStatus || prev.reason != st.DeliveringReason) {
 			w.recordDelivering(&st)
 		}
 		w.written[st.UID] = writtenState{version: st.Version, successRate: rate, delivering: st.DeliveringStatus, reason: st.DeliveringReason}
@@ -107,16 +106,11 @@ func (w *StatusWriter) flush(ctx context.Context) {
 }
 
 func (w *StatusWriter) recordDelivering(st *EndpointStats) {
-	ref := &webhooksv1alpha1.WebhookConfig{}
-	ref.SetNamespace(st.Namespace)
-	ref.SetName(st.Name)
-	ref.SetUID(st.UID)
-	ref.SetGroupVersionKind(webhooksv1alpha1.GroupVersion.WithKind("WebhookConfig"))
 	eventType := corev1.EventTypeNormal
 	if st.DeliveringStatus != metav1.ConditionTrue {
 		eventType = corev1.EventTypeWarning
 	}
-	w.Recorder.Eventf(ref, nil, eventType, st.DeliveringReason, "Deliver", "%s", st.DeliveringMessage)
+	recordEvent(w.Recorder, st.Namespace, st.Name, st.UID, eventType, st.DeliveringReason, "Deliver", st.DeliveringMessage)
 }
 
 // statusApply renders the dispatcher-owned status fields as an apply configuration.
@@ -148,13 +142,7 @@ func statusApply(st *EndpointStats, rate string) runtime.ApplyConfiguration {
 			"lastTransitionTime": st.DeliveringSince.UTC().Format(time.RFC3339),
 		}}
 	}
-	u := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": webhooksv1alpha1.GroupVersion.String(),
-		"kind":       "WebhookConfig",
-		"metadata":   map[string]any{"name": st.Name, "namespace": st.Namespace, "uid": string(st.UID)},
-		"status":     status,
-	}}
-	return client.ApplyConfigurationFromUnstructured(u)
+	return statusApplyConfiguration(st.Namespace, st.Name, st.UID, status)
 }
 
 func recordMap(r *webhooksv1alpha1.DeliveryRecord) map[string]any {

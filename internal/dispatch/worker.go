@@ -44,6 +44,12 @@ type endpointWorker struct {
 	cc     jetstream.ConsumeContext
 	wg     sync.WaitGroup
 	done   atomic.Bool
+
+	// mu orders the consumer's callbacks (wg.Add) before stop's wg.Wait:
+	// a message can still arrive after the consumer was told to stop.
+	mu       sync.Mutex
+	closing  bool
+	stopOnce sync.Once
 }
 
 func newEndpointWorker(d *Dispatcher, ep *Endpoint) *endpointWorker {
@@ -93,7 +99,14 @@ func (w *endpointWorker) start(parent context.Context) error {
 		return fmt.Errorf("creating consumer: %w", err)
 	}
 	cc, err := cons.Consume(func(m jetstream.Msg) {
+		w.mu.Lock()
+		if w.closing {
+			w.mu.Unlock()
+			_ = m.Nak() // not attempted: delivered again later
+			return
+		}
 		w.wg.Add(1)
+		w.mu.Unlock()
 		go func() {
 			defer w.wg.Done()
 			w.handle(w.ctx, m)
@@ -104,23 +117,30 @@ func (w *endpointWorker) start(parent context.Context) error {
 		w.done.Store(true)
 		return fmt.Errorf("consuming deliveries: %w", err)
 	}
+	w.mu.Lock()
 	w.cc = cc
+	w.mu.Unlock()
 	return nil
 }
 
 // stop stops taking deliveries, cancels attempts in flight (they are
-// redelivered later) and waits for them.
+// redelivered later) and waits for them. It is safe to call more than once
+// and from several goroutines.
 func (w *endpointWorker) stop() {
-	if w.done.Swap(true) && w.cc == nil {
-		return
-	}
-	if w.cc != nil {
-		w.cc.Stop()
-	}
-	if w.cancel != nil {
-		w.cancel()
-	}
-	w.wg.Wait()
+	w.stopOnce.Do(func() {
+		w.done.Store(true)
+		w.mu.Lock()
+		w.closing = true
+		cc := w.cc
+		w.mu.Unlock()
+		if cc != nil {
+			cc.Stop()
+		}
+		if w.cancel != nil {
+			w.cancel()
+		}
+		w.wg.Wait()
+	})
 }
 
 // attemptResult is what one HTTP attempt produced.

@@ -2,7 +2,6 @@ package ingest
 
 import (
 	"flag"
-	"fmt"
 	"os"
 	"testing"
 
@@ -19,15 +18,7 @@ func TestMain(m *testing.M) {
 		// none of them needs a control plane.
 		os.Exit(m.Run())
 	}
-	var err error
-	env, err = testutil.StartEnv()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	env.Stop()
-	os.Exit(code)
+	os.Exit(testutil.RunTests(m, &env))
 }
 
 // fuzzing reports whether this process runs the fuzzer (go test -fuzz) or

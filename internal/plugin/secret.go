@@ -42,15 +42,11 @@ You need get on the WebhookConfig and on the Secret.`,
 
 // runSecret prints the signing secret of WebhookConfig name.
 func (o *options) runSecret(ctx context.Context, name string) error {
-	c, ns, err := o.connect()
+	c, ns, whc, err := o.getWebhookConfig(ctx, name)
 	if err != nil {
 		return err
 	}
-	var whc webhooksv1alpha1.WebhookConfig
-	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &whc); err != nil {
-		return explainWebhookConfigError(err, "get", ns, name)
-	}
-	ref := signingSecretRef(&whc)
+	ref := signingSecretRef(whc)
 	generated := whc.Spec.SecretRef == nil
 
 	var secret corev1.Secret

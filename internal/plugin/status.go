@@ -11,7 +11,6 @@ import (
 	"github.com/spf13/cobra"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/duration"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
 )
@@ -43,15 +42,11 @@ For the raw status use: kubectl get webhookconfig NAME -o yaml.`,
 
 // runStatus prints the summary of WebhookConfig name.
 func (o *options) runStatus(ctx context.Context, name string) error {
-	c, ns, err := o.connect()
+	_, _, whc, err := o.getWebhookConfig(ctx, name)
 	if err != nil {
 		return err
 	}
-	var whc webhooksv1alpha1.WebhookConfig
-	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &whc); err != nil {
-		return explainWebhookConfigError(err, "get", ns, name)
-	}
-	return renderStatus(o.streams.Out, &whc, o.now())
+	return renderStatus(o.streams.Out, whc, o.now())
 }
 
 // renderStatus writes the human summary of whc to out; ages are relative to now.

@@ -114,6 +114,19 @@ func (e *Env) writeKubeconfig(dir string) (string, error) {
 	return path, os.WriteFile(path, data, 0o600)
 }
 
+// RunTests is the body of a TestMain that needs a control plane: it starts
+// one into *env, runs the tests, stops it and returns the exit code.
+func RunTests(m *testing.M, env **Env) int {
+	e, err := StartEnv()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer e.Stop()
+	*env = e
+	return m.Run()
+}
+
 // Stop stops the control plane.
 func (e *Env) Stop() {
 	if e == nil {

@@ -129,9 +129,10 @@ func TestTestDeliveries(t *testing.T) {
 
 	// A disabled endpoint that is not subscribed to anything tested still gets its test.
 	w := getWHC(t, ns, "crm")
+	patch := client.MergeFrom(w.DeepCopy())
 	w.Spec.Enabled = new(bool)
 	w.Spec.Events = []webhooksv1alpha1.EventType{webhooksv1alpha1.EventCampaignCompleted}
-	if err := env.Client.Update(context.Background(), w); err != nil {
+	if err := env.Client.Patch(context.Background(), w, patch); err != nil {
 		t.Fatal(err)
 	}
 	rc.code.Store(http.StatusNoContent)

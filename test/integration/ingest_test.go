@@ -14,6 +14,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
 	"github.com/wablast/webhook-operator/internal/testutil"
@@ -80,8 +81,9 @@ func TestIngestedEventsReachOnlyTheirNamespacesSubscribers(t *testing.T) {
 	createEndpoint(t, nsA, "a", a.URL, 3)
 	createEndpoint(t, nsA, "a-campaigns", aOther.URL, 3)
 	w := getWHC(t, nsA, "a-campaigns")
+	patch := client.MergeFrom(w.DeepCopy())
 	w.Spec.Events = []webhooksv1alpha1.EventType{webhooksv1alpha1.EventCampaignStarted}
-	if err := env.Client.Update(context.Background(), w); err != nil {
+	if err := env.Client.Patch(context.Background(), w, patch); err != nil {
 		t.Fatal(err)
 	}
 	createEndpoint(t, nsB, "b", b.URL, 3)

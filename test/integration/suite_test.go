@@ -5,7 +5,6 @@ package integration
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"os"
 	"strings"
@@ -28,17 +27,7 @@ import (
 
 var env *testutil.Env
 
-func TestMain(m *testing.M) {
-	var err error
-	env, err = testutil.StartEnv()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	env.Stop()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(testutil.RunTests(m, &env)) }
 
 // statusWrites counts the dispatcher's status writes (server-side apply
 // PATCHes of the status subresource under its field manager) per resource.

@@ -1,0 +1,347 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"io/fs"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// sizes are the counts and windows of one run.
+type sizes struct {
+	// C posters, N events: throughput (1, 2).
+	C, N int
+	// Batch is the NDJSON batch size (2).
+	Batch int
+	// LatencyRate events/s for LatencyFor (3).
+	LatencyRate int
+	LatencyFor  time.Duration
+	// FanoutEndpoints, FanoutEvents and FanoutRepeats (4).
+	FanoutEndpoints, FanoutEvents, FanoutRepeats int
+	// StatusRate events/s to StatusEndpoints for StatusFor, flushed every StatusFlush (5).
+	StatusRate      int
+	StatusEndpoints int
+	StatusFor       time.Duration
+	StatusFlush     time.Duration
+	// ScaleConfigs across ScaleNamespaces (6).
+	ScaleConfigs, ScaleNamespaces int
+	// PendingEvents waiting for a retry (7).
+	PendingEvents int
+}
+
+func fullSizes() sizes {
+	return sizes{
+		C: 32, N: 20000, Batch: 100,
+		LatencyRate: 1000, LatencyFor: 10 * time.Second,
+		FanoutEndpoints: 100, FanoutEvents: 100, FanoutRepeats: 5,
+		StatusRate: 2000, StatusEndpoints: 10, StatusFor: 15 * time.Second, StatusFlush: 5 * time.Second,
+		ScaleConfigs: 5000, ScaleNamespaces: 100,
+		PendingEvents: 10000,
+	}
+}
+
+func quickSizes() sizes {
+	s := fullSizes()
+	s.N = 2000
+	s.LatencyFor = 3 * time.Second
+	s.FanoutRepeats = 3
+	s.StatusFor, s.StatusFlush = 5*time.Second, time.Second
+	s.ScaleConfigs, s.ScaleNamespaces = 500, 10
+	s.PendingEvents = 2000
+	return s
+}
+
+// result is what one measurement reports.
+type result struct {
+	name, title string
+	rows        []row
+	// notes describe the method; findings explain misses.
+	notes, findings []string
+	err             error
+
+	elapsed    time.Duration
+	harnessCPU time.Duration
+	// profile is the CPU profile summarised under Findings when a target
+	// is missed; extra is Markdown shown after the notes.
+	profile string
+	extra   string
+}
+
+// row is one figure of the table.
+type row struct {
+	figure string
+	value  string
+	target string // "" when the brief sets none
+	status string // PASS, MISS, "-" (no target), ERROR
+}
+
+func (r *result) add(figure, value, target string, pass bool) {
+	st := "PASS"
+	if !pass {
+		st = "MISS"
+	}
+	r.rows = append(r.rows, row{figure: figure, value: value, target: target, status: st})
+}
+
+func (r *result) info(figure, value string) {
+	r.rows = append(r.rows, row{figure: figure, value: value, status: "-"})
+}
+
+func (r *result) note(format string, args ...any) {
+	r.notes = append(r.notes, fmt.Sprintf(format, args...))
+}
+
+func (r *result) finding(format string, args ...any) {
+	r.findings = append(r.findings, fmt.Sprintf(format, args...))
+}
+
+// fail records an error that stopped the measurement; the figures it could
+// not produce are reported as ERROR, never guessed.
+func (r *result) fail(err error) *result {
+	if r.err == nil {
+		r.err = err
+	}
+	return r
+}
+
+// The namespace every standalone measurement posts into, and its static token.
+const (
+	benchNS     = "bench"
+	staticToken = "bench-static-ingest-token-0123456789abcdef"
+)
+
+// eventJSON is the ingestion API body of event i: a message.sent with the
+// fields a WA Blast message carries (about 200 bytes).
+func eventJSON(i int) []byte {
+	return fmt.Appendf(nil, `{"type":"message.sent","data":%s}`, eventData(i))
+}
+
+// ndjson is count events, one a line.
+func ndjson(from, count int) []byte {
+	var b bytes.Buffer
+	for i := from; i < from+count; i++ {
+		b.Write(eventJSON(i))
+		b.WriteByte('\n')
+	}
+	return b.Bytes()
+}
+
+// newPostClient is the client posters share: keep-alive connections for
+// every poster, like a well-behaved producer.
+func newPostClient(conns int) *http.Client {
+	return &http.Client{
+		Timeout: 60 * time.Second,
+		Transport: &http.Transport{
+			Proxy:               nil,
+			MaxIdleConns:        2 * conns,
+			MaxIdleConnsPerHost: 2 * conns,
+			IdleConnTimeout:     90 * time.Second,
+			DisableCompression:  true,
+		},
+	}
+}
+
+// post sends one request and returns the status and body.
+func post(ctx context.Context, c *http.Client, url, contentType string, body []byte, header http.Header) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, err
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	req.Header.Set("Content-Type", contentType)
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return resp.StatusCode, b, err
+}
+
+// ingestHeader carries the static bearer token.
+func ingestHeader(token string) http.Header {
+	return http.Header{"Authorization": {"Bearer " + token}}
+}
+
+// runPosters calls fn(i) for i in [0, n) from c goroutines and returns the
+// number of calls that failed and the first error.
+func runPosters(ctx context.Context, c, n int, fn func(i int) error) (int, error) {
+	var next, failed atomic.Int64
+	var once sync.Once
+	var first error
+	var wg sync.WaitGroup
+	for range c {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				if err := fn(i); err != nil {
+					failed.Add(1)
+					once.Do(func() { first = err })
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return int(failed.Load()), first
+}
+
+// percentile returns the p-th percentile (0..100) of sorted, by the
+// nearest-rank method.
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	rank := int(math.Ceil(p / 100 * float64(len(sorted))))
+	rank = min(max(rank, 1), len(sorted))
+	return sorted[rank-1]
+}
+
+func sortDurations(d []time.Duration) { slices.Sort(d) }
+
+// processCPU is the user+system CPU time this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// pidCPU is the user+system CPU time of another process, from /proc.
+func pidCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the parenthesised command name; utime and stime are the
+	// 14th and 15th fields of the whole line.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	const hz = 100 // USER_HZ on Linux
+	return time.Duration(ut+st) * time.Second / hz
+}
+
+// procStatusKB reads a "VmHWM:"-style field of /proc/<pid>/status in KiB.
+func procStatusKB(pid int, field string) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			f := strings.Fields(v)
+			if len(f) > 0 {
+				n, _ := strconv.ParseInt(f[0], 10, 64)
+				return n
+			}
+		}
+	}
+	return 0
+}
+
+// loadAvg is /proc/loadavg's first three fields.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// dirSize sums the sizes of the regular files under dir.
+func dirSize(dir string) int64 {
+	var total int64
+	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if d.Type().IsRegular() {
+			if info, err := d.Info(); err == nil {
+				total += info.Size()
+			}
+		}
+		return nil
+	})
+	return total
+}
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// waitFor polls check every interval until it returns true or timeout passes.
+func waitFor(ctx context.Context, timeout, interval time.Duration, check func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		if check() {
+			return true
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return false
+		}
+		select {
+		case <-time.After(interval):
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+func perSec(n int, d time.Duration) float64 {
+	if d <= 0 {
+		return 0
+	}
+	return float64(n) / d.Seconds()
+}
+
+func ms(d time.Duration) string {
+	return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 2, 64) + " ms"
+}
+
+func mib(b int64) string {
+	if b < 1<<20 && b > -1<<20 {
+		return fmt.Sprintf("%.0f KiB", float64(b)/(1<<10))
+	}
+	return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20))
+}
+
+func fmtRate(v float64, unit string) string {
+	return strconv.FormatFloat(v, 'f', 0, 64) + " " + unit
+}

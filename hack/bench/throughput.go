@@ -1,0 +1,344 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/wablast/webhook-operator/internal/dispatch"
+	"github.com/wablast/webhook-operator/internal/signing"
+)
+
+// throughputRun is one timed pass of N events to the receiver.
+type throughputRun struct {
+	events  int
+	elapsed time.Duration // first post to the last unique receipt
+	cpu     time.Duration // this process's CPU over the pass
+	ackP50  time.Duration // post to response
+	ackP99  time.Duration
+	dups    int64
+	profile string // CPU profile of the timed window, with -cpuprofile
+}
+
+func (t throughputRun) rate() float64 { return perSec(t.events, t.elapsed) }
+
+func (t throughputRun) cpuPerEvent() time.Duration {
+	if t.events == 0 {
+		return 0
+	}
+	return t.cpu / time.Duration(t.events)
+}
+
+// benchKeys is a fresh signing key, as the operator generates them.
+func benchKeys() ([][]byte, error) {
+	s, err := signing.GenerateSecret()
+	if err != nil {
+		return nil, err
+	}
+	return signing.ParseSecrets(s)
+}
+
+func measureThroughput(ctx context.Context, sz sizes) *result {
+	res := &result{}
+	keys, err := benchKeys()
+	if err != nil {
+		return res.fail(err)
+	}
+	// With -cpuprofile each pass profiles exactly its timed window.
+	base, err := baselineThroughput(ctx, sz, keys)
+	if err != nil {
+		return res.fail(fmt.Errorf("baseline: %w", err))
+	}
+	single, err := operatorThroughput(ctx, sz, keys, 1)
+	if err != nil {
+		return res.fail(fmt.Errorf("single events: %w", err))
+	}
+	batched, err := operatorThroughput(ctx, sz, keys, sz.Batch)
+	if err != nil {
+		return res.fail(fmt.Errorf("NDJSON batches: %w", err))
+	}
+
+	const target = 0.4
+	res.info(fmt.Sprintf("baseline: plain http.Client to the receiver, C=%d, N=%d", sz.C, sz.N),
+		fmtRate(base.rate(), "events/s"))
+	res.info("operator, single JSON events: ingest, JetStream, delivery",
+		fmtRate(single.rate(), "events/s"))
+	rs := single.rate() / base.rate()
+	res.add("1. ratio operator (single) / baseline", fmt.Sprintf("%.2f", rs), ">= 0.40 (ceiling ~0.5)", rs >= target)
+	res.info(fmt.Sprintf("operator, NDJSON batches of %d", sz.Batch), fmtRate(batched.rate(), "events/s"))
+	rb := batched.rate() / base.rate()
+	res.add(fmt.Sprintf("2. ratio operator (batches of %d) / baseline", sz.Batch), fmt.Sprintf("%.2f", rb), ">= 0.40 (ceiling ~0.5)", rb >= target)
+
+	res.note("Each pass times the first post to the last unique webhook-id the receiver verified; every delivery's signature is checked with signing.Verifier (none failed) and duplicates are counted, not counted twice.")
+	res.note("Before each pass %d warm-up requests open the keep-alive connections (poster to ingest, dispatcher to receiver, poster to receiver); they are not timed.", sz.C)
+	res.note("The operator path is the real ingest.Server (schema validation included), dispatch.Dispatcher.Enqueue into the JetStream file store (202 after the store's ack), the fan-out consumer, the endpoint's worker (%s), dispatch.NewHTTPClient with egress allowing 127.0.0.0/8, and the outcome published and folded by the real Aggregator, run by the real StatusWriter whose client is a fake that counts and discards applies. The ingestion API authenticates with an ingest.AuthenticatorFunc that checks one static token: in the manager the KubeAuthenticator caches decisions (10 s), so TokenReview/SubjectAccessReview calls are out of the hot path.", inFlightText())
+	res.note("Events carry no producer id, so the 24 h duplicate window (Nats-Msg-Id) is not exercised; that is the cheaper path.")
+	for _, p := range []struct {
+		name string
+		r    throughputRun
+	}{{"baseline", base}, {"operator single", single}, {"operator batches", batched}} {
+		res.note("%s: %d events in %s = %.0f events/s; this process's CPU %.0f µs/event (posters, servers, store and receiver all live in it); response time p50 %s, p99 %s; duplicates %d.",
+			p.name, p.r.events, p.r.elapsed.Round(time.Millisecond), p.r.rate(), float64(p.r.cpuPerEvent())/float64(time.Microsecond),
+			ms(p.r.ackP50), ms(p.r.ackP99), p.r.dups)
+	}
+	if rs < target || rb < target {
+		xs := us(single.cpuPerEvent()) / us(base.cpuPerEvent())
+		xb := us(batched.cpuPerEvent()) / us(base.cpuPerEvent())
+		busy := "Every pass kept the machine's cores busy, so each rate is what its CPU cost allows and the rate ratio follows the inverse of the CPU ratio."
+		if min(cores(base), cores(single), cores(batched)) < 0.8*float64(runtime.NumCPU()) {
+			busy = "Some pass kept fewer cores busy than the machine has, because other processes held the CPU (see the load average in the header) or the path waited on pull requests and acknowledgements; when every pass is CPU-bound the rate ratio approaches the inverse of the CPU ratio."
+		}
+		res.finding("The throughput ratio is below %.2f. CPU per event: the baseline %.0f µs, the operator path %.0f µs with single events (%.1fx the baseline, so at best a ratio of %.2f) and %.0f µs with batches (%.1fx, at best %.2f). The passes kept %.1f, %.1f and %.1f of %d cores busy. %s Per event the baseline makes one HTTP exchange; the operator path makes two (ingest and delivery) and, in the embedded JetStream server, stores, hands out and acknowledges one message in each of three file-store streams (WEBHOOK_EVENTS, WEBHOOK_DELIVERIES, WEBHOOK_OUTCOMES), with the aggregator decoding every outcome.",
+			target, us(base.cpuPerEvent()), us(single.cpuPerEvent()), xs, 1/xs, us(batched.cpuPerEvent()), xb, 1/xb,
+			cores(base), cores(single), cores(batched), runtime.NumCPU(), busy)
+		if base.profile == "" || single.profile == "" || batched.profile == "" {
+			res.finding("Run with `-cpuprofile /tmp/cpu -only throughput` for the CPU profile of each pass and a breakdown by goroutine.")
+		}
+	}
+	if base.profile != "" && single.profile != "" && batched.profile != "" {
+		table, costs, err := breakdownTable(pipelineKinds, []string{"baseline", "operator, single", fmt.Sprintf("operator, batches of %d", sz.Batch)},
+			[]string{base.profile, single.profile, batched.profile}, []int{base.events, single.events, batched.events})
+		if err == nil {
+			res.extra = "Where each pass's CPU went, from its CPU profile (" + single.profile + " and its siblings cover exactly the timed windows; each sample goes to the first row whose functions are on its stack, so the rows add up):\n\n" + table
+			res.profile = single.profile
+			if rs < target || rb < target {
+				res.finding("From the profiles (the table under Method), the single-event path's extra CPU over the baseline is mostly: %s.", biggestDifferences(costs[1], costs[0], 4))
+			}
+		} else {
+			res.finding("The CPU profiles could not be summarised: %v", err)
+		}
+	}
+	return res
+}
+
+// biggestDifferences names the n kinds whose per-event CPU grew most from
+// base to cur.
+func biggestDifferences(cur, base []time.Duration, n int) string {
+	type diff struct {
+		name string
+		d    time.Duration
+	}
+	var ds []diff
+	for i := range cur {
+		name := "other"
+		if i < len(pipelineKinds) {
+			name = pipelineKinds[i].name
+		}
+		ds = append(ds, diff{name, cur[i] - base[i]})
+	}
+	slices.SortFunc(ds, func(a, b diff) int { return cmp.Compare(b.d, a.d) })
+	var parts []string
+	for _, d := range ds[:min(n, len(ds))] {
+		parts = append(parts, fmt.Sprintf("%s (+%.0f µs)", d.name, us(d.d)))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// inFlightText describes the endpoints' maxInFlight.
+func inFlightText() string {
+	if maxInFlight == 16 {
+		return "maxInFlight 16, the CRD default"
+	}
+	return fmt.Sprintf("maxInFlight %d, set with -max-in-flight; the CRD default is 16", maxInFlight)
+}
+
+// cores is how many cores the pass kept busy on average.
+func cores(t throughputRun) float64 {
+	if t.elapsed <= 0 {
+		return 0
+	}
+	return t.cpu.Seconds() / t.elapsed.Seconds()
+}
+
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+
+// baselineThroughput posts N signed envelopes straight to the receiver.
+func baselineThroughput(ctx context.Context, sz sizes, keys [][]byte) (throughputRun, error) {
+	rcv, err := newReceiver(keys)
+	if err != nil {
+		return throughputRun{}, err
+	}
+	defer rcv.close()
+	c := newPostClient(sz.C)
+	defer c.CloseIdleConnections()
+	url := rcv.URL + "/hook"
+
+	bodies := make([][]byte, sz.N+sz.C)
+	now := time.Now()
+	for i := range bodies {
+		ev := dispatch.Event{Type: "message.sent", Timestamp: now, Data: eventData(i)}
+		if bodies[i], err = ev.Envelope(); err != nil {
+			return throughputRun{}, err
+		}
+	}
+	send := func(id string, body []byte) error {
+		h := http.Header{"User-Agent": {"bench-baseline"}}
+		signing.SetHeaders(h, keys, id, time.Now(), body)
+		code, _, err := post(ctx, c, url, "application/json", body, h)
+		if err == nil && code/100 != 2 {
+			err = fmt.Errorf("receiver answered %d", code)
+		}
+		return err
+	}
+
+	// Warm-up: one request per poster opens the connections.
+	rcv.reset(sz.C)
+	if _, err := runPosters(ctx, sz.C, sz.C, func(i int) error { return send("warm_"+strconv.Itoa(i), bodies[sz.N+i]) }); err != nil {
+		return throughputRun{}, err
+	}
+	if _, err := rcv.wait(ctx, 30*time.Second); err != nil {
+		return throughputRun{}, fmt.Errorf("warm-up: %w", err)
+	}
+
+	rcv.reset(sz.N)
+	acks := newAckTimes(sz.N)
+	stopProfile := startProfile("throughput-baseline")
+	defer stopProfile()
+	cpu0 := processCPU()
+	start := time.Now()
+	failed, ferr := runPosters(ctx, sz.C, sz.N, func(i int) error {
+		t := time.Now()
+		err := send("evt_bl_"+strconv.Itoa(i), bodies[i])
+		acks.set(i, time.Since(t))
+		return err
+	})
+	if failed > 0 {
+		return throughputRun{}, fmt.Errorf("%d posts failed, first: %w", failed, ferr)
+	}
+	last, err := rcv.wait(ctx, waitBudget(sz.N))
+	cpu := processCPU() - cpu0
+	prof := stopProfile()
+	if err != nil {
+		u, _, bad := rcv.counts()
+		return throughputRun{}, fmt.Errorf("%d of %d received (%d bad signatures): %w", u, sz.N, bad, err)
+	}
+	return finishRun(rcv, sz.N, last.Sub(start), cpu, acks, prof)
+}
+
+// operatorThroughput posts N events to the ingestion API, in batches of
+// batch events (1: one application/json event a request).
+func operatorThroughput(ctx context.Context, sz sizes, keys [][]byte, batch int) (throughputRun, error) {
+	rcv, err := newReceiver(keys)
+	if err != nil {
+		return throughputRun{}, err
+	}
+	defer rcv.close()
+	p, err := startPipeline(ctx, []dispatch.Endpoint{benchEndpoint("crm", rcv.URL+"/hook", keys)})
+	if err != nil {
+		return throughputRun{}, err
+	}
+	defer p.stop()
+	c := newPostClient(sz.C)
+	defer c.CloseIdleConnections()
+	url, hdr := p.EventsURL(), ingestHeader(staticToken)
+
+	send := func(body []byte, ndjsonBody bool) error {
+		ct := "application/json"
+		if ndjsonBody {
+			ct = "application/x-ndjson"
+		}
+		code, rb, err := post(ctx, c, url, ct, body, hdr)
+		if err == nil && code != http.StatusAccepted {
+			err = fmt.Errorf("ingest answered %d: %s", code, rb)
+		}
+		return err
+	}
+
+	rcv.reset(sz.C)
+	if _, err := runPosters(ctx, sz.C, sz.C, func(i int) error { return send(eventJSON(sz.N+i), false) }); err != nil {
+		return throughputRun{}, fmt.Errorf("warm-up: %w", err)
+	}
+	if _, err := rcv.wait(ctx, 60*time.Second); err != nil {
+		return throughputRun{}, fmt.Errorf("warm-up: %w", err)
+	}
+
+	posts := sz.N / batch
+	n := posts * batch
+	bodies := make([][]byte, posts)
+	for i := range bodies {
+		if batch == 1 {
+			bodies[i] = eventJSON(i)
+		} else {
+			bodies[i] = ndjson(i*batch, batch)
+		}
+	}
+	rcv.reset(n)
+	acks := newAckTimes(posts)
+	pass := "single"
+	if batch > 1 {
+		pass = "batches"
+	}
+	stopProfile := startProfile("throughput-" + pass)
+	defer stopProfile()
+	cpu0 := processCPU()
+	start := time.Now()
+	failed, ferr := runPosters(ctx, sz.C, posts, func(i int) error {
+		t := time.Now()
+		err := send(bodies[i], batch > 1)
+		acks.set(i, time.Since(t))
+		return err
+	})
+	if failed > 0 {
+		return throughputRun{}, fmt.Errorf("%d posts failed, first: %w", failed, ferr)
+	}
+	last, err := rcv.wait(ctx, waitBudget(n))
+	cpu := processCPU() - cpu0
+	prof := stopProfile()
+	if err != nil {
+		u, _, bad := rcv.counts()
+		return throughputRun{}, fmt.Errorf("%d of %d received (%d bad signatures): %w", u, n, bad, err)
+	}
+	if err := p.err(); err != nil {
+		return throughputRun{}, err
+	}
+	return finishRun(rcv, n, last.Sub(start), cpu, acks, prof)
+}
+
+func finishRun(rcv *receiver, n int, elapsed, cpu time.Duration, acks *ackTimes, profile string) (throughputRun, error) {
+	_, dups, bad := rcv.counts()
+	if bad > 0 {
+		return throughputRun{}, fmt.Errorf("%d deliveries failed signature verification", bad)
+	}
+	p50, p99 := acks.percentiles()
+	return throughputRun{events: n, elapsed: elapsed, cpu: cpu, ackP50: p50, ackP99: p99, dups: dups, profile: profile}, nil
+}
+
+// waitBudget bounds the wait for n deliveries: generous (50/s at worst), but bounded.
+func waitBudget(n int) time.Duration {
+	return min(max(60*time.Second, time.Duration(n)*20*time.Millisecond), 5*time.Minute)
+}
+
+// eventData is the data object of event i, the same as eventJSON's.
+func eventData(i int) json.RawMessage {
+	return fmt.Appendf(nil, `{"messageId":"3EB0C1A2B3C4D5E6F7%06d","sessionId":"sess_sales_1","to":"+6281234567890","campaignId":"cmp_2026_11_promo","sentAt":"2026-11-28T10:15:00.000Z"}`, i)
+}
+
+// ackTimes records one response time per request.
+type ackTimes struct {
+	mu sync.Mutex
+	d  []time.Duration
+}
+
+func newAckTimes(n int) *ackTimes { return &ackTimes{d: make([]time.Duration, n)} }
+
+func (a *ackTimes) set(i int, d time.Duration) {
+	a.mu.Lock()
+	a.d[i] = d
+	a.mu.Unlock()
+}
+
+func (a *ackTimes) percentiles() (p50, p99 time.Duration) {
+	a.mu.Lock()
+	d := append([]time.Duration(nil), a.d...)
+	a.mu.Unlock()
+	sortDurations(d)
+	return percentile(d, 50), percentile(d, 99)
+}
