@@ -148,6 +148,7 @@ func (d *Dispatcher) runReplay(req ReplayRequest) {
 		err = fmt.Errorf("annotation %s=%q is not an RFC 3339 time", webhooksv1alpha1.AnnotationReplaySince, req.Token)
 	} else {
 		n, err = d.replay(ctx, req)
+		d.want(types.NamespacedName{Namespace: req.Namespace, Name: req.Name})
 	}
 	if err != nil {
 		d.opts.Logger.Error(err, "Replay failed", "namespace", req.Namespace, "name", req.Name)

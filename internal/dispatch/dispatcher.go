@@ -34,6 +34,15 @@ type Options struct {
 	FanoutWorkers int
 	// SyncInterval is how often endpoint workers are matched to the registry (default 500ms).
 	SyncInterval time.Duration
+	// IdleTimeout stops an endpoint's worker (and lets its consumer expire)
+	// after this long without a delivery (default 1m). Workers start again when
+	// a delivery for the endpoint is stored, so only active endpoints cost
+	// anything.
+	IdleTimeout time.Duration
+	// ScanInterval is how often the delivery stream is scanned for endpoints
+	// with deliveries but no worker: retries that came due, deliveries left
+	// from before a restart (default 2s).
+	ScanInterval time.Duration
 	// Metrics receives delivery metrics; nil disables them.
 	Metrics *Metrics
 	// Now and Rand are seams for tests; default time.Now and math/rand/v2.
@@ -59,6 +68,10 @@ type Dispatcher struct {
 	workers map[types.NamespacedName]*endpointWorker
 	gone    map[types.UID]int64 // endpoints that answered 410, by the generation that did
 	handled map[string]string   // last test/replay token handled, by kind and UID
+	// wanted holds endpoints with stored deliveries and no worker yet; wake
+	// asks the sync loop to start their workers now.
+	wanted map[types.NamespacedName]time.Time
+	wake   chan struct{}
 
 	// baseCtx bounds background work (tests, replays); set by Start.
 	baseCtx context.Context
@@ -84,6 +97,12 @@ func New(opts Options) (*Dispatcher, error) {
 	if opts.SyncInterval <= 0 {
 		opts.SyncInterval = 500 * time.Millisecond
 	}
+	if opts.IdleTimeout <= 0 {
+		opts.IdleTimeout = time.Minute
+	}
+	if opts.ScanInterval <= 0 {
+		opts.ScanInterval = 2 * time.Second
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -99,6 +118,8 @@ func New(opts Options) (*Dispatcher, error) {
 		workers: map[types.NamespacedName]*endpointWorker{},
 		gone:    map[types.UID]int64{},
 		handled: map[string]string{},
+		wanted:  map[types.NamespacedName]time.Time{},
+		wake:    make(chan struct{}, 1),
 		baseCtx: context.Background(),
 	}, nil
 }
@@ -208,10 +229,16 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 	defer ticker.Stop()
 	depth := time.NewTicker(5 * time.Second)
 	defer depth.Stop()
+	scan := time.NewTicker(d.opts.ScanInterval)
+	defer scan.Stop()
+	d.scanDeliveries(ctx)
 	for {
 		d.syncWorkers(ctx)
 		select {
 		case <-ticker.C:
+		case <-d.wake:
+		case <-scan.C:
+			d.scanDeliveries(ctx)
 		case <-depth.C:
 			d.recordQueueDepth(ctx)
 		case <-ctx.Done():
@@ -267,15 +294,71 @@ func (d *Dispatcher) fanout(ctx context.Context, m jetstream.Msg) {
 		}
 	}
 	_ = m.Ack()
+	keys := make([]types.NamespacedName, len(subs))
+	for i := range subs {
+		keys[i] = subs[i].Key()
+	}
+	d.want(keys...)
 }
 
-// syncWorkers starts a worker for every registered endpoint, restarts those
-// whose consumer settings changed, and stops those no longer registered.
+// want records that the endpoints have stored deliveries: an idle endpoint
+// gets its worker started by the sync loop, which is woken at once.
+func (d *Dispatcher) want(keys ...types.NamespacedName) {
+	now := d.opts.Now()
+	woken := false
+	d.mu.Lock()
+	for _, key := range keys {
+		if w := d.workers[key]; w != nil && !w.stopped() {
+			w.touch()
+			continue
+		}
+		if _, ok := d.wanted[key]; !ok {
+			d.wanted[key] = now
+			woken = true
+		}
+	}
+	d.mu.Unlock()
+	if woken {
+		select {
+		case d.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// scanDeliveries finds the endpoints that have deliveries in the stream:
+// retries whose schedule fired, and deliveries stored before a restart or
+// while the endpoint's worker was idle.
+func (d *Dispatcher) scanDeliveries(ctx context.Context) {
+	stream, err := d.js.Stream(ctx, StreamDeliveries)
+	if err != nil {
+		return
+	}
+	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(subjDeliver+".>"))
+	if err != nil {
+		return
+	}
+	keys := make([]types.NamespacedName, 0, len(info.State.Subjects))
+	for subj, n := range info.State.Subjects {
+		if n == 0 {
+			continue
+		}
+		if key, ok := endpointOfSubject(subj); ok {
+			keys = append(keys, key)
+		}
+	}
+	d.want(keys...)
+}
+
+// syncWorkers starts a worker for every registered endpoint that has
+// deliveries waiting, restarts those whose consumer settings changed, and
+// stops those no longer registered or idle.
 func (d *Dispatcher) syncWorkers(ctx context.Context) {
 	eps := d.opts.Registry.List()
 	seen := make(map[types.NamespacedName]bool, len(eps))
 	var toStop []*endpointWorker
 	var toStart []*endpointWorker
+	idleSince := d.opts.Now().Add(-d.opts.IdleTimeout)
 
 	d.mu.Lock()
 	for i := range eps {
@@ -289,12 +372,23 @@ func (d *Dispatcher) syncWorkers(ctx context.Context) {
 		}
 		seen[key] = true
 		w := d.workers[key]
-		if w != nil && !w.stopped() && w.compatible(&ep) {
+		_, wanted := d.wanted[key]
+		delete(d.wanted, key)
+		switch {
+		case w != nil && !w.stopped() && w.compatible(&ep) && w.idle(idleSince) && !wanted:
+			toStop = append(toStop, w)
+			delete(d.workers, key)
+			continue
+		case w != nil && !w.stopped() && w.compatible(&ep):
 			w.update(&ep)
 			continue
-		}
-		if w != nil {
+		case w != nil:
 			toStop = append(toStop, w)
+			delete(d.workers, key)
+			wanted = true // a reconfigured worker comes back at once
+		}
+		if !wanted {
+			continue
 		}
 		w = newEndpointWorker(d, &ep)
 		d.workers[key] = w
@@ -306,22 +400,39 @@ func (d *Dispatcher) syncWorkers(ctx context.Context) {
 			delete(d.workers, key)
 		}
 	}
+	for key := range d.wanted {
+		if !seen[key] {
+			delete(d.wanted, key) // not registered (disabled, deleted): found again by the next scan
+		}
+	}
 	d.mu.Unlock()
 
 	for _, w := range toStop {
 		w.stop()
 	}
+	// Creating a durable consumer is a JetStream API round trip: start many
+	// at once, so thousands of endpoints come up in seconds after a restart.
+	sem := make(chan struct{}, workerStartParallelism)
+	var wg sync.WaitGroup
 	for _, w := range toStart {
-		if err := w.start(ctx); err != nil && ctx.Err() == nil {
-			d.opts.Logger.Error(err, "Starting endpoint worker", "namespace", w.ns, "name", w.name)
-			d.mu.Lock()
-			if d.workers[w.key()] == w {
-				delete(d.workers, w.key()) // retried on the next sync
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := w.start(ctx); err != nil && ctx.Err() == nil {
+				d.opts.Logger.Error(err, "Starting endpoint worker", "namespace", w.ns, "name", w.name)
+				d.mu.Lock()
+				if d.workers[w.key()] == w {
+					delete(d.workers, w.key()) // retried on the next sync
+				}
+				d.mu.Unlock()
 			}
-			d.mu.Unlock()
-		}
+		})
 	}
+	wg.Wait()
 }
+
+// workerStartParallelism bounds the consumer creations in flight.
+const workerStartParallelism = 32
 
 func (d *Dispatcher) stopAllWorkers() {
 	d.mu.Lock()

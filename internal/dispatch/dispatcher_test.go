@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -91,6 +90,8 @@ type harness struct {
 	cancel  context.CancelFunc
 	done    sync.WaitGroup
 	egress  *EgressPolicy
+	// tune adjusts the dispatcher's options before each start.
+	tune func(*Options)
 }
 
 func newHarness(t *testing.T, dataDir string, egress *EgressPolicy) *harness {
@@ -120,7 +121,11 @@ func (h *harness) start() {
 		h.t.Fatal(err)
 	}
 	h.store = store
-	d, err := New(Options{Registry: h.reg, Store: store, HTTPClient: NewHTTPClient(h.egress), SyncInterval: 50 * time.Millisecond})
+	opts := Options{Registry: h.reg, Store: store, HTTPClient: NewHTTPClient(h.egress), SyncInterval: 50 * time.Millisecond}
+	if h.tune != nil {
+		h.tune(&opts)
+	}
+	d, err := New(opts)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -646,4 +651,77 @@ func TestNothingAcknowledgedIsLostAcrossAnAbruptStop(t *testing.T) {
 	}
 }
 
-var _ = jetstream.ErrKeyNotFound
+// workers returns how many endpoint workers run.
+func (d *Dispatcher) runningWorkers() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.workers)
+}
+
+func TestIdleWorkersStopAndComeBackForNewAndRetriedDeliveries(t *testing.T) {
+	rc := newReceiver(t, func(n int, w http.ResponseWriter, _ *http.Request) {
+		if n == 2 {
+			w.Header().Set("Retry-After", "2")
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	})
+	dir := t.TempDir()
+	h := &harness{t: t, dataDir: dir, reg: NewMemoryRegistry(), tune: func(o *Options) {
+		o.IdleTimeout = 300 * time.Millisecond
+		o.ScanInterval = 200 * time.Millisecond
+	}}
+	var err error
+	if h.egress, err = NewEgressPolicy([]string{"127.0.0.0/8"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	h.reg.MarkSynced()
+	h.start()
+	t.Cleanup(h.stop)
+	h.reg.Upsert(endpoint("crm", rc.URL))
+	if n := h.d.runningWorkers(); n != 0 {
+		t.Fatalf("%d workers before any delivery, want 0: idle endpoints cost nothing", n)
+	}
+
+	h.enqueue(testEvent(1))
+	eventually(t, 10*time.Second, func() error {
+		if len(rc.uniqueIDs()) != 1 {
+			return fmt.Errorf("not delivered")
+		}
+		return nil
+	})
+	eventually(t, 10*time.Second, func() error {
+		if n := h.d.runningWorkers(); n != 0 {
+			return fmt.Errorf("%d workers still running after the idle timeout", n)
+		}
+		return nil
+	})
+
+	// A new delivery starts the worker again; its retry, due after the
+	// worker went idle, is found by the scan and delivered.
+	h.enqueue(testEvent(2))
+	eventually(t, 15*time.Second, func() error {
+		if ids := rc.uniqueIDs(); ids["msg_000002"] != 2 {
+			return fmt.Errorf("msg_000002 seen %d times, want 2 (503, then the retry)", ids["msg_000002"])
+		}
+		return nil
+	})
+}
+
+func TestMoreThanAThousandEndpoints(t *testing.T) {
+	rc := newReceiver(t, nil)
+	h := newHarness(t, "", nil)
+	const n = 1100 // JetStream allows 1,000 consumers per stream unless told otherwise
+	for i := range n {
+		h.reg.Upsert(endpoint(fmt.Sprintf("ep-%04d", i), rc.URL, func(e *Endpoint) { e.UID = types.UID(fmt.Sprintf("uid-%d", i)) }))
+	}
+	res := h.enqueue(testEvent(1))
+	if res[0].Subscribers != n {
+		t.Fatalf("%d subscribers, want %d", res[0].Subscribers, n)
+	}
+	eventually(t, 60*time.Second, func() error {
+		if got := len(rc.requests()); got < n {
+			return fmt.Errorf("%d of %d endpoints received the event", got, n)
+		}
+		return nil
+	})
+}

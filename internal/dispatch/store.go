@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // JetStream names. Every stream uses the file store.
@@ -48,6 +49,9 @@ const (
 	hdrFailedAt    = "Wh-Failed-At"
 	hdrError       = "Wh-Error"
 )
+
+// maxEndpointConsumers bounds the endpoints (WebhookConfigs) one store serves.
+const maxEndpointConsumers = 1_000_000
 
 // StoreOptions configures the durable store.
 type StoreOptions struct {
@@ -155,6 +159,9 @@ func (s *Store) ensure(ctx context.Context) error {
 		Duplicates:        5 * time.Minute,
 		AllowMsgSchedules: true,
 		AllowRollup:       true,
+		// One durable consumer per endpoint: lift the server's default limit
+		// of 1,000 consumers per stream.
+		MaxConsumers: maxEndpointConsumers,
 	}, {
 		Name:        StreamFailed,
 		Description: "Deliveries that failed for good, kept for replay",
@@ -228,6 +235,15 @@ func deliverSubject(ns, name string) string { return subjDeliver + "." + ns + ".
 func failedSubject(ns, name string) string { return subjFailed + "." + ns + "." + token(name) }
 
 func outcomeSubject(ns, name string) string { return subjOutcomes + "." + ns + "." + token(name) }
+
+// endpointOfSubject parses a delivery subject back into the endpoint's key.
+func endpointOfSubject(subj string) (types.NamespacedName, bool) {
+	parts := strings.Split(subj, ".")
+	if len(parts) != 4 || parts[0]+"."+parts[1] != subjDeliver {
+		return types.NamespacedName{}, false
+	}
+	return types.NamespacedName{Namespace: parts[2], Name: strings.ReplaceAll(parts[3], "_", ".")}, true
+}
 
 // hashString returns a short stable hex digest of s.
 func hashString(s string) string {

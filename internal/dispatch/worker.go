@@ -50,6 +50,18 @@ type endpointWorker struct {
 	mu       sync.Mutex
 	closing  bool
 	stopOnce sync.Once
+
+	// lastActive (Unix nanoseconds) and inFlight tell when the worker is idle.
+	lastActive atomic.Int64
+	inFlight   atomic.Int32
+}
+
+// touch records activity now.
+func (w *endpointWorker) touch() { w.lastActive.Store(w.d.opts.Now().UnixNano()) }
+
+// idle reports whether the worker has had nothing to do since the given time.
+func (w *endpointWorker) idle(since time.Time) bool {
+	return w.inFlight.Load() == 0 && w.lastActive.Load() < since.UnixNano()
 }
 
 func newEndpointWorker(d *Dispatcher, ep *Endpoint) *endpointWorker {
@@ -82,16 +94,19 @@ func (w *endpointWorker) stopped() bool { return w.done.Load() }
 
 func (w *endpointWorker) start(parent context.Context) error {
 	ep := w.ep.Load()
+	w.touch()
 	w.ctx, w.cancel = context.WithCancel(parent)
 	cons, err := w.d.js.CreateOrUpdateConsumer(w.ctx, StreamDeliveries, jetstream.ConsumerConfig{
-		Durable:           consumerName(w.ns, w.name),
-		Description:       "Deliveries to WebhookConfig " + w.ns + "/" + w.name,
-		FilterSubject:     deliverSubject(w.ns, w.name),
-		AckPolicy:         jetstream.AckExplicitPolicy,
-		AckWait:           ep.Policy.Timeout + 10*time.Second,
-		MaxAckPending:     ep.Policy.MaxInFlight,
-		MaxDeliver:        -1,
-		InactiveThreshold: 7 * 24 * time.Hour,
+		Durable:       consumerName(w.ns, w.name),
+		Description:   "Deliveries to WebhookConfig " + w.ns + "/" + w.name,
+		FilterSubject: deliverSubject(w.ns, w.name),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       ep.Policy.Timeout + 10*time.Second,
+		MaxAckPending: ep.Policy.MaxInFlight,
+		MaxDeliver:    -1,
+		// An idle worker stops pulling; its consumer then expires. Its
+		// deliveries stay in the work-queue stream for the next consumer.
+		InactiveThreshold: 5 * time.Minute,
 	})
 	if err != nil {
 		w.cancel()
@@ -106,9 +121,12 @@ func (w *endpointWorker) start(parent context.Context) error {
 			return
 		}
 		w.wg.Add(1)
+		w.inFlight.Add(1)
 		w.mu.Unlock()
 		go func() {
 			defer w.wg.Done()
+			defer w.inFlight.Add(-1)
+			defer w.touch()
 			w.handle(w.ctx, m)
 		}()
 	}, jetstream.PullMaxMessages(ep.Policy.MaxInFlight))
