@@ -177,6 +177,9 @@ func (s *Store) ensure(ctx context.Context) error {
 		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     jetstream.FileStorage,
 		Replicas:    s.opts.Replicas,
+		// Longer than any delivery's ack wait (timeoutSeconds + 10s): a
+		// redelivered event's second final outcome falls inside it.
+		Duplicates: 2 * time.Minute,
 	}}
 	for _, cfg := range streams {
 		if _, err := s.js.CreateOrUpdateStream(ctx, cfg); err != nil {

@@ -247,7 +247,7 @@ func (w *endpointWorker) handle(ctx context.Context, m jetstream.Msg) {
 	}
 	oc := outcome{
 		UID: ep.UID, Namespace: ep.Namespace, Name: ep.Name, Generation: ep.Generation,
-		EventID: eventID, EventType: eventType, Attempt: int32(attempt),
+		EventID: eventID, EventType: eventType, Attempt: int32(attempt), acceptedAt: h.Get(hdrAcceptedAt),
 	}
 
 	if age := w.d.opts.Now().Sub(acceptedAt); age > ep.Policy.MaxAge {
@@ -395,6 +395,10 @@ type outcome struct {
 	Gone        bool                            `json:"gone,omitempty"`
 	Time        time.Time                       `json:"time"`
 	NextAttempt time.Time                       `json:"nextAttempt,omitzero"`
+
+	// acceptedAt is the delivery's acceptance header: with the UID and event
+	// ID it names one life of one event at one endpoint (a replay starts a new one).
+	acceptedAt string
 }
 
 func publishOutcome(ctx context.Context, js jetstream.JetStream, oc *outcome) error {
@@ -402,7 +406,15 @@ func publishOutcome(ctx context.Context, js jetstream.JetStream, oc *outcome) er
 	if err != nil {
 		return err
 	}
-	_, err = js.Publish(ctx, outcomeSubject(oc.Namespace, oc.Name), data)
+	var opts []jetstream.PublishOpt
+	if oc.Result != webhooksv1alpha1.ResultRetrying && oc.acceptedAt != "" {
+		// An event finishes once: if a crash made it finish twice (delivered,
+		// outcome recorded, then redelivered before the ack), the stream's
+		// duplicate window drops the second record, so the counters count
+		// events, not deliveries.
+		opts = append(opts, jetstream.WithMsgID("final."+hashString(string(oc.UID)+"/"+oc.EventID+"/"+oc.acceptedAt)))
+	}
+	_, err = js.Publish(ctx, outcomeSubject(oc.Namespace, oc.Name), data, opts...)
 	return err
 }
 

@@ -1,0 +1,411 @@
+//go:build scaleout
+
+// Package scaleout runs three managers against one API server and a
+// three-node NATS JetStream cluster (in-process servers on loopback ports),
+// posts events spread over the replicas, kills one replica and one NATS node
+// during the run, and checks that every event arrives, that the status
+// counters equal what the receiver saw, and that no delivery was in flight on
+// two replicas at once beyond the redelivery after the kill. Run it with
+// `make test-scaleout`.
+package scaleout
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
+	"github.com/wablast/webhook-operator/internal/signing"
+	"github.com/wablast/webhook-operator/internal/testutil"
+)
+
+const (
+	secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	token  = "scaleout-token-0123456789abcdef"
+	total  = 10000
+)
+
+func freePort(t *testing.T) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// natsCluster is three in-process JetStream servers routed together.
+type natsCluster struct {
+	t       *testing.T
+	ports   [3]int
+	cports  [3]int
+	dirs    [3]string
+	servers [3]*server.Server
+}
+
+func (c *natsCluster) start(i int) {
+	c.t.Helper()
+	var routes []string
+	for j := range 3 {
+		if j != i {
+			routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", c.cports[j]))
+		}
+	}
+	opts := &server.Options{
+		ServerName: fmt.Sprintf("n%d", i),
+		Host:       "127.0.0.1",
+		Port:       c.ports[i],
+		JetStream:  true,
+		StoreDir:   c.dirs[i],
+		NoSigs:     true,
+		NoLog:      true,
+		Cluster:    server.ClusterOpts{Name: "wablast", Host: "127.0.0.1", Port: c.cports[i]},
+		Routes:     server.RoutesFromStr(strings.Join(routes, ",")),
+	}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	s.Start()
+	if !s.ReadyForConnections(30 * time.Second) {
+		c.t.Fatalf("nats node %d not ready", i)
+	}
+	c.servers[i] = s
+}
+
+func (c *natsCluster) url() string {
+	var urls []string
+	for _, p := range c.ports {
+		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", p))
+	}
+	return strings.Join(urls, ",")
+}
+
+// receiver verifies signatures and records every delivery, and how often the
+// same webhook-id was being received twice at the same time.
+type receiver struct {
+	*httptest.Server
+	mu       sync.Mutex
+	seen     map[string]int
+	inFlight map[string]int
+	overlaps int
+	ok       atomic.Int64
+	bad      atomic.Int64
+}
+
+func newReceiver(t *testing.T) *receiver {
+	keys, err := signing.ParseSecrets(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := &signing.Verifier{Keys: keys}
+	rc := &receiver{seen: map[string]int{}, inFlight: map[string]int{}}
+	rc.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if v.Verify(r.Header, body) != nil {
+			rc.bad.Add(1)
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		id := r.Header.Get("webhook-id")
+		rc.mu.Lock()
+		if rc.inFlight[id] > 0 {
+			rc.overlaps++
+		}
+		rc.inFlight[id]++
+		rc.mu.Unlock()
+		time.Sleep(2 * time.Millisecond)
+		rc.mu.Lock()
+		rc.inFlight[id]--
+		rc.seen[id]++
+		rc.mu.Unlock()
+		rc.ok.Add(1)
+	}))
+	t.Cleanup(rc.Close)
+	return rc
+}
+
+func (rc *receiver) unique() int {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return len(rc.seen)
+}
+
+type replica struct {
+	cmd     *exec.Cmd
+	ingest  string
+	metrics string
+	log     string
+}
+
+// attempts scrapes the replica's delivery attempt counter.
+func (r *replica) attempts() (float64, error) {
+	resp, err := http.Get("http://" + r.metrics + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	var sum float64
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, "wablast_webhook_delivery_attempts_total{") {
+			var v float64
+			if _, err := fmt.Sscanf(line[strings.LastIndex(line, " ")+1:], "%g", &v); err == nil {
+				sum += v
+			}
+		}
+	}
+	return sum, nil
+}
+
+func TestThreeReplicasOnANATSCluster(t *testing.T) {
+	root := testutil.RepoRoot()
+	managerBin := filepath.Join(root, "bin", "manager")
+	if _, err := os.Stat(managerBin); err != nil {
+		t.Fatal("bin/manager is missing: run 'make test-scaleout', which builds it")
+	}
+	env, err := testutil.StartEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer env.Stop()
+	ctx := context.Background()
+
+	// The NATS cluster.
+	nc := &natsCluster{t: t}
+	for i := range 3 {
+		nc.ports[i], nc.cports[i], nc.dirs[i] = freePort(t), freePort(t), t.TempDir()
+	}
+	var wg sync.WaitGroup
+	for i := range 3 {
+		wg.Go(func() { nc.start(i) })
+	}
+	wg.Wait()
+	defer func() {
+		for _, s := range nc.servers {
+			if s != nil {
+				s.Shutdown()
+			}
+		}
+	}()
+
+	// The resources.
+	ns := env.Namespace(t)
+	rc := newReceiver(t)
+	objs := []client.Object{
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "sig"}, StringData: map[string]string{"secret": secret}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "ingest", Labels: map[string]string{"webhooks.wablast.io/ingest-token": "true"}}, StringData: map[string]string{"token": token}},
+		&webhooksv1alpha1.WebhookConfig{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "crm"},
+			Spec: webhooksv1alpha1.WebhookConfigSpec{
+				URL: rc.URL, SecretRef: &webhooksv1alpha1.SecretKeyReference{Name: "sig"},
+				Events: []webhooksv1alpha1.EventType{webhooksv1alpha1.EventTypeAll},
+			},
+		},
+	}
+	for _, o := range objs {
+		if err := env.Client.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Three managers.
+	replicas := make([]*replica, 3)
+	for i := range replicas {
+		probe := freePort(t)
+		r := &replica{
+			ingest:  fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+			metrics: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+			log:     filepath.Join(t.TempDir(), fmt.Sprintf("manager-%d.log", i)),
+		}
+		f, err := os.Create(r.log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.cmd = exec.Command(managerBin,
+			"--kubeconfig", env.Kubeconfig,
+			"--nats-url", nc.url(), "--nats-replicas", "3",
+			"--leader-elect", "--leader-election-namespace", ns,
+			"--ingest-bind-address", r.ingest,
+			"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", probe),
+			"--metrics-bind-address", r.metrics,
+			"--egress-allow-cidrs", "127.0.0.0/8",
+			"--status-flush-interval", "1s")
+		r.cmd.Stdout, r.cmd.Stderr = f, f
+		r.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := r.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		replicas[i] = r
+		defer func() {
+			_ = syscall.Kill(-r.cmd.Process.Pid, syscall.SIGKILL)
+			_ = r.cmd.Wait()
+			if t.Failed() {
+				data, _ := os.ReadFile(r.log)
+				lines := strings.Split(string(data), "\n")
+				if len(lines) > 40 {
+					lines = lines[len(lines)-40:]
+				}
+				t.Logf("==== manager %d ====\n%s", i, strings.Join(lines, "\n"))
+			}
+		}()
+		testutil.Eventually(t, 60*time.Second, func() error {
+			resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", probe))
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("replica %d readyz %d", i, resp.StatusCode)
+			}
+			return nil
+		})
+	}
+	testutil.Eventually(t, 60*time.Second, func() error {
+		var w webhooksv1alpha1.WebhookConfig
+		if err := env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "crm"}, &w); err != nil {
+			return err
+		}
+		if !meta.IsStatusConditionTrue(w.Status.Conditions, "Ready") {
+			return errors.New("not Ready")
+		}
+		return nil
+	})
+
+	// Post 10,000 events in batches of 100 spread over the replicas; a
+	// replica that is down is skipped and the batch goes to the next one
+	// (the ids make the retry safe).
+	var dead [3]atomic.Bool
+	post := func(batch int) error {
+		var body bytes.Buffer
+		for i := range 100 {
+			n := batch*100 + i
+			fmt.Fprintf(&body, `{"id":"so-%d","type":"message.sent","data":{"messageId":"m-%d","sessionId":"s","to":"+6281234567890"}}`+"\n", n, n)
+		}
+		for attempt := range 30 {
+			r := replicas[(batch+attempt)%3]
+			if dead[(batch+attempt)%3].Load() {
+				continue
+			}
+			req, _ := http.NewRequest(http.MethodPost, "http://"+r.ingest+"/v1/namespaces/"+ns+"/events", bytes.NewReader(body.Bytes()))
+			req.Header.Set("Content-Type", "application/x-ndjson")
+			req.Header.Set("Authorization", "Bearer "+token)
+			resp, err := http.DefaultClient.Do(req)
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusAccepted {
+					return nil
+				}
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		return fmt.Errorf("batch %d never accepted", batch)
+	}
+	var posted sync.WaitGroup
+	errs := make(chan error, total/100)
+	batches := make(chan int)
+	for range 4 {
+		posted.Go(func() {
+			for b := range batches {
+				if err := post(b); err != nil {
+					errs <- err
+				}
+			}
+		})
+	}
+	killed := false
+	for b := range total / 100 {
+		batches <- b
+		if b == 30 {
+			// Mid-run: kill one replica and stop one NATS node.
+			dead[1].Store(true)
+			_ = syscall.Kill(-replicas[1].cmd.Process.Pid, syscall.SIGKILL)
+			nc.servers[2].Shutdown()
+			nc.servers[2] = nil
+			killed = true
+			t.Log("killed manager 1 and NATS node 2")
+		}
+	}
+	close(batches)
+	posted.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if !killed {
+		t.Fatal("nothing was killed")
+	}
+
+	testutil.Eventually(t, 4*time.Minute, func() error {
+		if n := rc.unique(); n != total {
+			return fmt.Errorf("%d of %d events delivered", n, total)
+		}
+		return nil
+	})
+	if rc.bad.Load() != 0 {
+		t.Errorf("%d deliveries failed signature verification", rc.bad.Load())
+	}
+	testutil.Eventually(t, 60*time.Second, func() error {
+		var w webhooksv1alpha1.WebhookConfig
+		if err := env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "crm"}, &w); err != nil {
+			return err
+		}
+		// Counters count events, from the outcomes recorded through JetStream by
+		// whichever replica delivered them: a delivery the killed replica made
+		// but could not record is delivered (and counted) once more elsewhere.
+		if got, want := w.Status.EventsDelivered, int64(rc.unique()); got != want {
+			return fmt.Errorf("status eventsDelivered %d, the receiver saw %d distinct events (%d 2xx answers)", got, want, rc.ok.Load())
+		}
+		if w.Status.TotalEventsSent != total {
+			return fmt.Errorf("status totalEventsSent %d, want %d", w.Status.TotalEventsSent, total)
+		}
+		if w.Status.EventsPending != 0 || w.Status.EventsFailed != 0 {
+			return fmt.Errorf("pending %d failed %d", w.Status.EventsPending, w.Status.EventsFailed)
+		}
+		return nil
+	})
+	// Every surviving replica delivered a share: the per-endpoint consumer is shared.
+	for _, i := range []int{0, 2} {
+		n, err := replicas[i].attempts()
+		if err != nil {
+			t.Fatalf("scraping replica %d: %v", i, err)
+		}
+		t.Logf("replica %d made %.0f delivery attempts", i, n)
+		if n == 0 {
+			t.Errorf("replica %d delivered nothing", i)
+		}
+	}
+	rc.mu.Lock()
+	overlaps, dups := rc.overlaps, int(rc.ok.Load())-total
+	rc.mu.Unlock()
+	t.Logf("%d events delivered over 3 replicas; %d duplicate deliveries (at-least-once after the kill); %d overlapping", total, dups, overlaps)
+	// A delivery in flight on the killed replica is redelivered to another
+	// after its ack wait; at most maxInFlight (16) of them can overlap.
+	if overlaps > 16 {
+		t.Errorf("%d deliveries were in flight on two replicas at once", overlaps)
+	}
+}
