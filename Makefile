@@ -47,7 +47,7 @@ fmt: ## Run gofmt on the code.
 
 .PHONY: vet
 vet: ## Run go vet (end-to-end tests included).
-	$(GO) vet -tags e2e,scaleout ./...
+	$(GO) vet -tags e2e,scaleout,reliability ./...
 
 .PHONY: test
 test: manifests generate fmt vet envtest-bin ## Run every unit and envtest integration test (builds the envtest binaries the first time).
@@ -64,6 +64,10 @@ fuzz: ## Fuzz the ingestion API's event decoder (FUZZTIME, default 60s).
 .PHONY: test-e2e
 test-e2e: build envtest-bin $(HELM) ## End-to-end test: helm install into a local control plane, the built binaries, kubectl and its plugin.
 	HELM=$(HELM) $(GO) test -tags e2e -count=1 -timeout 15m -v ./test/e2e/
+
+.PHONY: test-reliability
+test-reliability: build envtest-bin ## Reliability tests: kill -9, bad receivers, API server and NATS outages, bad input (about 3 minutes).
+	RELIABILITY_MANAGER_BIN=$(LOCALBIN)/manager $(GO) test -tags reliability -count=1 -timeout 20m -v ./test/reliability/
 
 .PHONY: test-scaleout
 test-scaleout: build envtest-bin ## Three managers on a three-node NATS cluster; one replica and one NATS node killed mid-run.

@@ -190,10 +190,12 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 	}
 
 	cons, err := d.js.CreateOrUpdateConsumer(ctx, StreamEvents, jetstream.ConsumerConfig{
-		Durable:       consumerFanout,
-		Description:   "Fans accepted events out into per-endpoint deliveries",
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       30 * time.Second,
+		Durable:     consumerFanout,
+		Description: "Fans accepted events out into per-endpoint deliveries",
+		AckPolicy:   jetstream.AckExplicitPolicy,
+		// Fanning out takes milliseconds; after a crash, events it had pulled
+		// come back quickly (their deliveries are deduplicated by message ID).
+		AckWait:       ackWait,
 		MaxAckPending: 4096,
 		MaxDeliver:    -1,
 	})
@@ -431,6 +433,13 @@ func (d *Dispatcher) syncWorkers(ctx context.Context) {
 	wg.Wait()
 }
 
+// ackWait is how long a pulled message stays with one replica without a
+// sign of life. Deliveries in progress say InProgress every ackWait/3, so an
+// attempt may take its full timeout, while the deliveries a crashed replica
+// held come back within seconds instead of blocking the endpoint's in-flight
+// slots for the whole timeout.
+const ackWait = 6 * time.Second
+
 // workerStartParallelism bounds the consumer creations in flight.
 const workerStartParallelism = 32
 
@@ -449,12 +458,18 @@ func (d *Dispatcher) stopAllWorkers() {
 	wg.Wait()
 }
 
-// recordQueueDepth publishes how many messages wait in the event and delivery streams.
+// recordQueueDepth publishes how many messages wait: events not yet fanned
+// out, pending deliveries (scheduled retries included) and failed deliveries kept.
 func (d *Dispatcher) recordQueueDepth(ctx context.Context) {
 	if d.opts.Metrics == nil {
 		return
 	}
-	for _, name := range []string{StreamEvents, StreamDeliveries, StreamFailed} {
+	if c, err := d.js.Consumer(ctx, StreamEvents, consumerFanout); err == nil {
+		if info, err := c.Info(ctx); err == nil {
+			d.opts.Metrics.QueueDepth.WithLabelValues(StreamEvents).Set(float64(info.NumPending + uint64(info.NumAckPending)))
+		}
+	}
+	for _, name := range []string{StreamDeliveries, StreamFailed} {
 		s, err := d.js.Stream(ctx, name)
 		if err != nil {
 			continue

@@ -589,6 +589,17 @@ func TestIdempotencyKeyIsDeliveredOnce(t *testing.T) {
 	if ids := rc.uniqueIDs(); ids["msg_000001"] != 1 {
 		t.Errorf("msg_000001 delivered %d times", ids["msg_000001"])
 	}
+
+	// The window survives a restart of the store.
+	h.stop()
+	h.start()
+	if again := h.enqueue(ev); !again[0].Duplicate {
+		t.Error("after a restart the same id was accepted as new")
+	}
+	time.Sleep(time.Second)
+	if ids := rc.uniqueIDs(); ids["msg_000001"] != 1 {
+		t.Errorf("after a restart msg_000001 was delivered %d times", ids["msg_000001"])
+	}
 }
 
 func TestNothingAcknowledgedIsLostAcrossAnAbruptStop(t *testing.T) {

@@ -143,12 +143,17 @@ func OpenStore(ctx context.Context, opts StoreOptions) (*Store, error) {
 func (s *Store) ensure(ctx context.Context) error {
 	streams := []jetstream.StreamConfig{{
 		Name:        StreamEvents,
-		Description: "Accepted WA Blast events waiting to be fanned out to endpoints",
+		Description: "Accepted WA Blast events, kept for the idempotency window",
 		Subjects:    []string{subjEvents + ".>"},
-		Retention:   jetstream.WorkQueuePolicy,
-		Storage:     jetstream.FileStorage,
-		Replicas:    s.opts.Replicas,
-		Duplicates:  s.opts.IdempotencyWindow,
+		// Kept for the whole idempotency window, not deleted once fanned out:
+		// JetStream rebuilds its duplicate window from the stored messages
+		// when it restarts, so an event ID is remembered for 24 hours across
+		// restarts only if its event is still stored.
+		Retention:  jetstream.LimitsPolicy,
+		MaxAge:     s.opts.IdempotencyWindow,
+		Storage:    jetstream.FileStorage,
+		Replicas:   s.opts.Replicas,
+		Duplicates: s.opts.IdempotencyWindow,
 	}, {
 		Name:              StreamDeliveries,
 		Description:       "Pending webhook deliveries, one subject per endpoint, and scheduled retries",

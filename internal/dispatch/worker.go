@@ -101,7 +101,7 @@ func (w *endpointWorker) start(parent context.Context) error {
 		Description:   "Deliveries to WebhookConfig " + w.ns + "/" + w.name,
 		FilterSubject: deliverSubject(w.ns, w.name),
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       ep.Policy.Timeout + 10*time.Second,
+		AckWait:       ackWait,
 		MaxAckPending: ep.Policy.MaxInFlight,
 		MaxDeliver:    -1,
 		// An idle worker stops pulling; its consumer then expires. Its
@@ -127,6 +127,8 @@ func (w *endpointWorker) start(parent context.Context) error {
 			defer w.wg.Done()
 			defer w.inFlight.Add(-1)
 			defer w.touch()
+			stop := keepAlive(m)
+			defer stop()
 			w.handle(w.ctx, m)
 		}()
 	}, jetstream.PullMaxMessages(ep.Policy.MaxInFlight))
@@ -159,6 +161,25 @@ func (w *endpointWorker) stop() {
 		}
 		w.wg.Wait()
 	})
+}
+
+// keepAlive tells JetStream every ackWait/3 that m is still being worked on,
+// until the returned function is called.
+func keepAlive(m jetstream.Msg) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(ackWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				_ = m.InProgress()
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() { close(done) }
 }
 
 // attemptResult is what one HTTP attempt produced.
