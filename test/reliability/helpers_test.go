@@ -1,0 +1,725 @@
+//go:build reliability
+
+package reliability
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
+	"github.com/wablast/webhook-operator/internal/signing"
+)
+
+// signingSecret signs every endpoint of these tests.
+const signingSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+// waitFor polls check every interval until it returns nil, or fails the
+// test with the last error after timeout.
+func waitFor(t testing.TB, timeout, interval time.Duration, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met after %s: %v", timeout, err)
+		}
+		time.Sleep(interval)
+	}
+}
+
+// freeAddr returns a loopback address with a port that was free a moment ago.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func randomToken() string {
+	b := make([]byte, 24)
+	_, _ = rand.Read(b)
+	return "rel-" + hex.EncodeToString(b)
+}
+
+// ---------------------------------------------------------------------------
+// The manager as a subprocess.
+
+type managerOptions struct {
+	kubeconfig string // env.Kubeconfig when empty
+	dataDir    string
+	extra      []string
+}
+
+// managerProc is bin/manager running as a child process on fixed loopback
+// ports, so that a restart serves the same addresses.
+type managerProc struct {
+	t           *testing.T
+	opts        managerOptions
+	ingestAddr  string
+	probeAddr   string
+	logPath     string
+	mu          sync.Mutex
+	cmd         *exec.Cmd
+	done        chan struct{}
+	generations int
+}
+
+func startManager(t *testing.T, opts managerOptions) *managerProc {
+	t.Helper()
+	if opts.kubeconfig == "" {
+		opts.kubeconfig = env.Kubeconfig
+	}
+	m := &managerProc{
+		t:          t,
+		opts:       opts,
+		ingestAddr: freeAddr(t),
+		probeAddr:  freeAddr(t),
+		logPath:    filepath.Join(t.TempDir(), "manager.log"),
+	}
+	m.start()
+	t.Cleanup(func() {
+		m.stop()
+		if t.Failed() || os.Getenv("RELIABILITY_SHOW_LOGS") != "" {
+			data, _ := os.ReadFile(m.logPath)
+			t.Logf("==== manager log (%s, last 80 lines) ====\n%s", m.logPath, tail(string(data), 80))
+		}
+		if dir := os.Getenv("RELIABILITY_ARTIFACTS"); dir != "" {
+			_ = os.MkdirAll(dir, 0o755)
+			data, _ := os.ReadFile(m.logPath)
+			_ = os.WriteFile(filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_")+".manager.log"), data, 0o644)
+		}
+	})
+	return m
+}
+
+// start runs one more generation of the process, appending to the same log.
+func (m *managerProc) start() {
+	m.t.Helper()
+	args := []string{
+		"--kubeconfig", m.opts.kubeconfig,
+		"--data-dir", m.opts.dataDir,
+		"--ingest-bind-address", m.ingestAddr,
+		"--health-probe-bind-address", m.probeAddr,
+		"--metrics-bind-address", "0",
+		"--egress-allow-cidrs", "127.0.0.0/8",
+		"--status-flush-interval", "1s",
+	}
+	args = append(args, m.opts.extra...)
+	f, err := os.OpenFile(m.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	m.generations++
+	fmt.Fprintf(f, "==== generation %d started %s ====\n", m.generations, time.Now().Format(time.RFC3339Nano))
+	cmd := exec.Command(managerBin, args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		m.t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		f.Close()
+		close(done)
+	}()
+	m.mu.Lock()
+	m.cmd, m.done = cmd, done
+	m.mu.Unlock()
+}
+
+// running reports whether the current generation is still alive.
+func (m *managerProc) running() bool {
+	m.mu.Lock()
+	done := m.done
+	m.mu.Unlock()
+	select {
+	case <-done:
+		return false
+	default:
+		return true
+	}
+}
+
+// waitReady waits for /readyz of the probes and of the ingestion API.
+func (m *managerProc) waitReady(timeout time.Duration) {
+	m.t.Helper()
+	waitFor(m.t, timeout, 100*time.Millisecond, func() error {
+		if !m.running() {
+			m.t.Fatalf("the manager exited; see %s", m.logPath)
+		}
+		for _, u := range []string{"http://" + m.probeAddr + "/readyz", "http://" + m.ingestAddr + "/readyz"} {
+			resp, err := http.Get(u)
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("%s: %d", u, resp.StatusCode)
+			}
+		}
+		return nil
+	})
+}
+
+// kill9 sends SIGKILL to the manager's process (by its pid) and waits for it to die.
+func (m *managerProc) kill9() {
+	m.t.Helper()
+	m.mu.Lock()
+	cmd, done := m.cmd, m.done
+	m.mu.Unlock()
+	if err := syscall.Kill(cmd.Process.Pid, syscall.SIGKILL); err != nil {
+		m.t.Fatalf("kill -9 %d: %v", cmd.Process.Pid, err)
+	}
+	<-done
+}
+
+// stop ends the current generation: SIGTERM, then SIGKILL after 40 s.
+func (m *managerProc) stop() {
+	m.mu.Lock()
+	cmd, done := m.cmd, m.done
+	m.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	select {
+	case <-done:
+		return
+	default:
+	}
+	_ = syscall.Kill(cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(40 * time.Second):
+		_ = syscall.Kill(cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	}
+}
+
+func (m *managerProc) logText() string {
+	data, _ := os.ReadFile(m.logPath)
+	return string(data)
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// grepLog returns the log lines containing every one of words.
+func grepLog(s string, words ...string) []string {
+	var out []string
+	sc := bufio.NewScanner(strings.NewReader(s))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		ok := true
+		for _, w := range words {
+			if !strings.Contains(line, w) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// ---------------------------------------------------------------------------
+// Receivers.
+
+// receiver verifies each request's signature, answers as its mode says and
+// records every webhook-id.
+type receiver struct {
+	*httptest.Server
+	verifier *signing.Verifier
+	// respond answers one verified request; it returns the status written,
+	// or 0 when it wrote none (hijacked, hung).
+	respond func(w http.ResponseWriter, r *http.Request) int
+	closing chan struct{}
+
+	mu       sync.Mutex
+	requests map[string]int       // requests per webhook-id
+	oks      map[string]int       // 2xx answers per webhook-id
+	firstOK  map[string]time.Time // first 2xx answer per webhook-id
+	statuses map[int]int          // answers by status (0: none)
+	log      []exchange           // every verified request, in order of answer
+
+	total, ok2xx, badSig atomic.Int64
+	lastRequest          atomic.Int64 // Unix nanoseconds
+}
+
+func newReceiver(t *testing.T, respond func(w http.ResponseWriter, r *http.Request) int) *receiver {
+	t.Helper()
+	keys, err := signing.ParseSecrets(signingSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := &receiver{
+		verifier: &signing.Verifier{Keys: keys},
+		respond:  respond,
+		closing:  make(chan struct{}),
+		requests: map[string]int{},
+		oks:      map[string]int{},
+		firstOK:  map[string]time.Time{},
+		statuses: map[int]int{},
+	}
+	rc.Server = httptest.NewServer(http.HandlerFunc(rc.serve))
+	t.Cleanup(func() {
+		close(rc.closing)
+		rc.Close()
+	})
+	return rc
+}
+
+func (rc *receiver) serve(w http.ResponseWriter, r *http.Request) {
+	rc.lastRequest.Store(time.Now().UnixNano())
+	rc.total.Add(1)
+	body, err := io.ReadAll(r.Body)
+	id := r.Header.Get(signing.HeaderID)
+	if err != nil || rc.verifier.Verify(r.Header, body) != nil {
+		rc.badSig.Add(1)
+		w.WriteHeader(http.StatusUnauthorized)
+		return
+	}
+	arrived := time.Now()
+	rc.mu.Lock()
+	rc.requests[id]++
+	rc.mu.Unlock()
+	code := rc.respond(w, r)
+	now := time.Now()
+	rc.mu.Lock()
+	rc.log = append(rc.log, exchange{id: id, arrived: arrived, answered: now, code: code})
+	rc.statuses[code]++
+	if code >= 200 && code < 300 {
+		rc.oks[id]++
+		if _, ok := rc.firstOK[id]; !ok {
+			rc.firstOK[id] = now
+		}
+	}
+	rc.mu.Unlock()
+	if code >= 200 && code < 300 {
+		rc.ok2xx.Add(1)
+	}
+}
+
+// exchange is one verified request and its answer.
+type exchange struct {
+	id                string
+	arrived, answered time.Time
+	code              int
+}
+
+func (rc *receiver) exchanges() []exchange {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return slices.Clone(rc.log)
+}
+
+// uniqueOK is the number of webhook-ids answered 2xx at least once.
+func (rc *receiver) uniqueOK() int {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return len(rc.oks)
+}
+
+// okCounts returns a copy of the 2xx answers per webhook-id.
+func (rc *receiver) okCounts() map[string]int {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	out := make(map[string]int, len(rc.oks))
+	for k, v := range rc.oks {
+		out[k] = v
+	}
+	return out
+}
+
+// requestCounts returns a copy of the requests per webhook-id.
+func (rc *receiver) requestCounts() map[string]int {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	out := make(map[string]int, len(rc.requests))
+	for k, v := range rc.requests {
+		out[k] = v
+	}
+	return out
+}
+
+func (rc *receiver) firstOKAt(id string) (time.Time, bool) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	at, ok := rc.firstOK[id]
+	return at, ok
+}
+
+func (rc *receiver) statusCounts() map[int]int {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	out := map[int]int{}
+	for k, v := range rc.statuses {
+		out[k] = v
+	}
+	return out
+}
+
+// quietFor reports whether no request arrived during the last d.
+func (rc *receiver) quietFor(d time.Duration) bool {
+	last := rc.lastRequest.Load()
+	return last == 0 || time.Since(time.Unix(0, last)) >= d
+}
+
+// duplicates returns the ids answered 2xx more than once, and the extra 2xx answers.
+func duplicates(oks map[string]int) (ids []string, extra int) {
+	for id, n := range oks {
+		if n > 1 {
+			ids = append(ids, id)
+			extra += n - 1
+		}
+	}
+	slices.Sort(ids)
+	return ids, extra
+}
+
+func answerOK(w http.ResponseWriter, _ *http.Request) int {
+	w.WriteHeader(http.StatusOK)
+	return http.StatusOK
+}
+
+// ---------------------------------------------------------------------------
+// Kubernetes objects.
+
+type policy struct {
+	timeoutSeconds, maxAttempts, initialBackoff, maxBackoff, maxInFlight int32
+	// events subscribed; every type ("*") when empty.
+	events []webhooksv1alpha1.EventType
+}
+
+// createEndpoint creates the signing Secret and a WebhookConfig for every event type.
+func createEndpoint(t *testing.T, ns, name, url string, p policy) {
+	t.Helper()
+	ctx := context.Background()
+	events := p.events
+	if len(events) == 0 {
+		events = []webhooksv1alpha1.EventType{webhooksv1alpha1.EventTypeAll}
+	}
+	sec := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name + "-secret"},
+		StringData: map[string]string{"secret": signingSecret},
+	}
+	whc := &webhooksv1alpha1.WebhookConfig{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: webhooksv1alpha1.WebhookConfigSpec{
+			URL:       url,
+			SecretRef: &webhooksv1alpha1.SecretKeyReference{Name: name + "-secret"},
+			Events:    events,
+			Delivery: &webhooksv1alpha1.DeliveryPolicy{
+				TimeoutSeconds:        p.timeoutSeconds,
+				MaxAttempts:           p.maxAttempts,
+				InitialBackoffSeconds: p.initialBackoff,
+				MaxBackoffSeconds:     p.maxBackoff,
+				MaxInFlight:           p.maxInFlight,
+			},
+		},
+	}
+	for _, o := range []client.Object{sec, whc} {
+		if err := env.Client.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Namespaces are never really deleted by envtest (no namespace
+	// controller): remove the resource so that later managers, which watch
+	// every namespace, do not pick it up.
+	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), whc) })
+}
+
+// createIngestToken creates a static ingest token Secret in ns.
+func createIngestToken(t *testing.T, ns, token string) {
+	t.Helper()
+	s := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "ingest-token", Labels: map[string]string{"webhooks.wablast.io/ingest-token": "true"}},
+		StringData: map[string]string{"token": token},
+	}
+	if err := env.Client.Create(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), s) })
+}
+
+func getWHC(t testing.TB, ns, name string) *webhooksv1alpha1.WebhookConfig {
+	t.Helper()
+	var w webhooksv1alpha1.WebhookConfig
+	if err := env.Client.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name}, &w); err != nil {
+		t.Fatal(err)
+	}
+	return &w
+}
+
+func waitWHCReady(t *testing.T, ns string, names ...string) {
+	t.Helper()
+	for _, name := range names {
+		waitFor(t, 60*time.Second, 100*time.Millisecond, func() error {
+			if !meta.IsStatusConditionTrue(getWHC(t, ns, name).Status.Conditions, "Ready") {
+				return fmt.Errorf("%s/%s not Ready", ns, name)
+			}
+			return nil
+		})
+	}
+}
+
+// counters are the delivery counters of a status.
+type counters struct {
+	Sent, Delivered, Failed, Pending int64
+}
+
+func statusCounters(t testing.TB, ns, name string) counters {
+	st := getWHC(t, ns, name).Status
+	return counters{st.TotalEventsSent, st.EventsDelivered, st.EventsFailed, st.EventsPending}
+}
+
+func (c counters) String() string {
+	return fmt.Sprintf("totalEventsSent=%d eventsDelivered=%d eventsFailed=%d eventsPending=%d", c.Sent, c.Delivered, c.Failed, c.Pending)
+}
+
+// ---------------------------------------------------------------------------
+// Producing events.
+
+var postClient = &http.Client{Timeout: 40 * time.Second}
+
+// post sends body to the ingestion API at addr. err is set when no HTTP answer came.
+func post(addr, ns, token, contentType string, body []byte) (int, string, error) {
+	req, err := http.NewRequest(http.MethodPost, "http://"+addr+"/v1/namespaces/"+ns+"/events", bytes.NewReader(body))
+	if err != nil {
+		return 0, "", err
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := postClient.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), nil
+}
+
+// eventLine is one valid message.sent event with an explicit id.
+func eventLine(id string) string { return typedEventLine(id, "message.sent") }
+
+// typedEventLine is one valid message event of type typ with an explicit id.
+func typedEventLine(id, typ string) string {
+	return fmt.Sprintf(`{"id":%q,"type":%q,"data":{"messageId":%q,"sessionId":"s-1","to":"+6281234567890"}}`, id, typ, "m-"+id)
+}
+
+// ndjson is a batch of valid message.sent events with the given ids.
+func ndjson(ids []string) []byte { return typedNDJSON(ids, "message.sent") }
+
+// typedNDJSON is a batch of valid message events of type typ with the given ids.
+func typedNDJSON(ids []string, typ string) []byte {
+	var b bytes.Buffer
+	for _, id := range ids {
+		b.WriteString(typedEventLine(id, typ))
+		b.WriteByte('\n')
+	}
+	return b.Bytes()
+}
+
+func idRange(prefix string, from, n int) []string {
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("%s-%05d", prefix, from+i)
+	}
+	return ids
+}
+
+// producer posts batches the way a careful application does: a batch that
+// is not answered 202 (no answer, 503) is posted again with the same ids
+// until it is, and every answer is counted.
+type producer struct {
+	addr, ns, token string
+	retryEvery      time.Duration
+	giveUpAfter     time.Duration
+
+	mu       sync.Mutex
+	codes    map[string]int // "202", "503", "conn-error", ...
+	accepted map[string]time.Time
+	// firstErrors keeps a few examples of what went wrong, for the report.
+	firstErrors []string
+	// slow keeps the posts that took longer than slowPost.
+	slow    []slowPost
+	retried int // batches posted more than once
+}
+
+// slowPostThreshold is how long a post may take before it is reported.
+const slowPostThreshold = 2 * time.Second
+
+type slowPost struct {
+	first string
+	sent  time.Time
+	took  time.Duration
+	code  int
+	err   error
+}
+
+// slowPosts describes the posts that took longer than slowPostThreshold,
+// with their start relative to ref.
+func (p *producer) slowPosts(ref time.Time) []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []string
+	for _, s := range p.slow {
+		out = append(out, fmt.Sprintf("batch %s.. posted %s after the reference took %s (answer %d, error %v)",
+			s.first, s.sent.Sub(ref).Round(time.Millisecond), s.took.Round(time.Millisecond), s.code, s.err))
+	}
+	return out
+}
+
+func newProducer(addr, ns, token string) *producer {
+	return &producer{addr: addr, ns: ns, token: token, retryEvery: 200 * time.Millisecond, giveUpAfter: 2 * time.Minute,
+		codes: map[string]int{}, accepted: map[string]time.Time{}}
+}
+
+// postBatch posts ids until answered 202, and returns how many posts that
+// took, or an error after giveUpAfter.
+func (p *producer) postBatch(ids []string) (int, error) {
+	body := ndjson(ids)
+	deadline := time.Now().Add(p.giveUpAfter)
+	for attempt := 0; ; attempt++ {
+		if attempt == 1 {
+			p.mu.Lock()
+			p.retried++
+			p.mu.Unlock()
+		}
+		sentAt := time.Now()
+		code, respBody, err := post(p.addr, p.ns, p.token, "application/x-ndjson", body)
+		if took := time.Since(sentAt); took > slowPostThreshold {
+			p.mu.Lock()
+			p.slow = append(p.slow, slowPost{first: ids[0], sent: sentAt, took: took, code: code, err: err})
+			p.mu.Unlock()
+		}
+		key := fmt.Sprint(code)
+		if err != nil {
+			key = "no-answer"
+		}
+		now := time.Now()
+		p.mu.Lock()
+		p.codes[key]++
+		if code == http.StatusAccepted {
+			for _, id := range ids {
+				p.accepted[id] = now
+			}
+		} else if len(p.firstErrors) < 5 {
+			msg := respBody
+			if err != nil {
+				msg = err.Error()
+			}
+			p.firstErrors = append(p.firstErrors, fmt.Sprintf("%s %s: %s", now.Format("15:04:05.000"), key, strings.TrimSpace(msg)))
+		}
+		p.mu.Unlock()
+		if code == http.StatusAccepted {
+			return attempt + 1, nil
+		}
+		if code != 0 && code != http.StatusServiceUnavailable {
+			return attempt + 1, fmt.Errorf("batch %s..: unexpected %d %s", ids[0], code, respBody)
+		}
+		if now.After(deadline) {
+			return attempt + 1, fmt.Errorf("batch %s.. not accepted after %s", ids[0], p.giveUpAfter)
+		}
+		time.Sleep(p.retryEvery)
+	}
+}
+
+func (p *producer) acceptedIDs() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ids := make([]string, 0, len(p.accepted))
+	for id := range p.accepted {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+func (p *producer) codeCounts() map[string]int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := map[string]int{}
+	for k, v := range p.codes {
+		out[k] = v
+	}
+	return out
+}
+
+// missing returns the ids of want that rc never answered 2xx.
+func missing(rc *receiver, want []string) []string {
+	oks := rc.okCounts()
+	var out []string
+	for _, id := range want {
+		if oks[id] == 0 {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+func firstN(s []string, n int) []string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// percentile returns the p-th percentile (0..100) of ds, nearest rank.
+func percentile(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	rank := int(p/100*float64(len(s)) + 0.999999)
+	rank = min(max(rank, 1), len(s))
+	return s[rank-1]
+}
+
+// errNotYet is returned by checks that are not met yet.
+var errNotYet = errors.New("not yet")
