@@ -50,9 +50,11 @@ type EndpointStats struct {
 	// GoneGeneration is the generation that answered 410 Gone; 0 when none.
 	GoneGeneration int64 `json:"goneGeneration,omitempty"`
 
-	// LastSeq is the outcomes stream sequence last folded in: an outcome
-	// redelivered after a crash is not counted twice.
-	LastSeq uint64 `json:"lastSeq"`
+	// Unacked are the outcomes stream sequences folded into this snapshot
+	// and not yet acknowledged when it was written: after a crash they come
+	// again and must not be counted twice. Every other outcome that comes
+	// again was never folded in.
+	Unacked []uint64 `json:"unacked,omitempty"`
 	// Version increments with every change; the status writer compares it.
 	Version uint64 `json:"version"`
 }
@@ -198,14 +200,24 @@ type Aggregator struct {
 	stats map[types.UID]*EndpointStats
 	dirty map[types.UID]bool
 	held  []jetstream.Msg // applied, acked once persisted
+	// applied remembers the sequences folded in by this run, until their
+	// acknowledgement can no longer be lost (twice the ack wait); skip holds
+	// those an earlier run folded in without acknowledging them.
+	applied map[uint64]time.Time
+	skip    map[uint64]bool
 }
+
+// statsAckWait is the stats consumer's ack wait; outcomes are acked within
+// a persist interval of being folded in.
+const statsAckWait = 30 * time.Second
 
 // NewAggregator returns an aggregator over the store's outcomes.
 func NewAggregator(store *Store, now func() time.Time) *Aggregator {
 	if now == nil {
 		now = time.Now
 	}
-	return &Aggregator{store: store, now: now, stats: map[types.UID]*EndpointStats{}, dirty: map[types.UID]bool{}}
+	return &Aggregator{store: store, now: now, stats: map[types.UID]*EndpointStats{}, dirty: map[types.UID]bool{},
+		applied: map[uint64]time.Time{}, skip: map[uint64]bool{}}
 }
 
 // run consumes outcomes until ctx is done, persisting every persistEvery.
@@ -216,11 +228,18 @@ func (a *Aggregator) run(ctx context.Context, persistEvery time.Duration) error 
 	}
 	a.mu.Lock()
 	a.stats = loaded
+	for _, st := range loaded {
+		for _, seq := range st.Unacked {
+			a.skip[seq] = true
+		}
+		st.Unacked = nil
+	}
 	a.mu.Unlock()
 
 	// Start from a fresh consumer so that outcomes delivered to an earlier
 	// aggregator and never acknowledged (it crashed) come again now rather than
-	// after their ack wait. Those already folded in are skipped by LastSeq.
+	// after their ack wait. Those already folded in are listed in the
+	// snapshots' Unacked and skipped.
 	if err := a.store.js.DeleteConsumer(ctx, StreamOutcomes, consumerStats); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return fmt.Errorf("resetting the stats consumer: %w", err)
 	}
@@ -228,7 +247,7 @@ func (a *Aggregator) run(ctx context.Context, persistEvery time.Duration) error 
 		Durable:       consumerStats,
 		Description:   "Folds delivery outcomes into per-endpoint counters",
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       5 * time.Minute,
+		AckWait:       statsAckWait,
 		MaxAckPending: 200000,
 		MaxDeliver:    -1,
 	})
@@ -272,9 +291,11 @@ func (a *Aggregator) applyMsg(m jetstream.Msg) {
 		st = &EndpointStats{UID: oc.UID, Namespace: oc.Namespace, Name: oc.Name}
 		a.stats[oc.UID] = st
 	}
-	if meta.Sequence.Stream > st.LastSeq {
+	seq := meta.Sequence.Stream
+	if _, done := a.applied[seq]; !done && !a.skip[seq] {
 		st.apply(&oc)
-		st.LastSeq = meta.Sequence.Stream
+		st.Unacked = append(st.Unacked, seq)
+		a.applied[seq] = a.now()
 		a.dirty[oc.UID] = true
 	}
 	a.held = append(a.held, m)
@@ -288,12 +309,14 @@ func (a *Aggregator) persist(ctx context.Context) {
 	a.held = nil
 	now := a.now()
 	writes := make(map[types.UID][]byte, len(a.dirty))
+	written := make(map[types.UID]int, len(a.dirty)) // Unacked entries each write lists
 	for uid := range a.dirty {
 		st := a.stats[uid]
 		st.prune(now)
 		data, err := json.Marshal(st)
 		if err == nil {
 			writes[uid] = data
+			written[uid] = len(st.Unacked)
 		}
 	}
 	a.dirty = map[types.UID]bool{}
@@ -301,7 +324,8 @@ func (a *Aggregator) persist(ctx context.Context) {
 
 	for uid, data := range writes {
 		if _, err := a.store.kv.Put(ctx, statsKey(uid), data); err != nil {
-			// Not acked: the outcomes are folded in again after a restart.
+			// Not acked: they come again and are skipped as already applied;
+			// the next persist writes this snapshot again.
 			a.mu.Lock()
 			a.dirty[uid] = true
 			a.mu.Unlock()
@@ -311,6 +335,20 @@ func (a *Aggregator) persist(ctx context.Context) {
 	for _, m := range held {
 		_ = m.Ack()
 	}
+	a.mu.Lock()
+	for uid, n := range written {
+		if st := a.stats[uid]; st != nil && len(st.Unacked) >= n {
+			// Acknowledged now; the stored copy still lists them, harmlessly.
+			st.Unacked = st.Unacked[n:]
+		}
+	}
+	forgetBefore := now.Add(-2 * statsAckWait)
+	for seq, at := range a.applied {
+		if at.Before(forgetBefore) {
+			delete(a.applied, seq)
+		}
+	}
+	a.mu.Unlock()
 }
 
 // Snapshot returns a copy of every endpoint's stats.
