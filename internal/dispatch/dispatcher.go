@@ -189,29 +189,34 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 		return nil
 	}
 
-	cons, err := d.js.CreateOrUpdateConsumer(ctx, StreamEvents, jetstream.ConsumerConfig{
-		Durable:     consumerFanout,
-		Description: "Fans accepted events out into per-endpoint deliveries",
-		AckPolicy:   jetstream.AckExplicitPolicy,
-		// Fanning out takes milliseconds; after a crash, events it had pulled
-		// come back quickly (their deliveries are deduplicated by message ID).
-		AckWait:       ackWait,
-		MaxAckPending: 4096,
-		MaxDeliver:    -1,
-	})
-	if err != nil {
-		return fmt.Errorf("creating the fan-out consumer: %w", err)
-	}
 	msgs := make(chan jetstream.Msg, 512)
-	cc, err := cons.Consume(func(m jetstream.Msg) {
-		select {
-		case msgs <- m:
-		case <-ctx.Done(): // not acked: fanned out after the restart
-		}
-	}, jetstream.PullMaxMessages(512))
+	cc, err := d.consumeEvents(ctx, msgs)
 	if err != nil {
-		return fmt.Errorf("consuming events: %w", err)
+		return err
 	}
+	// Should the consumption end by itself (the consumer lost with a NATS
+	// node, say), start it again.
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-cc.Closed():
+			}
+			d.opts.Logger.Info("Fan-out consumption ended; starting it again")
+			for {
+				if ctx.Err() != nil {
+					return
+				}
+				var err error
+				if cc, err = d.consumeEvents(ctx, msgs); err == nil {
+					break
+				}
+				d.opts.Logger.Error(err, "Restarting the fan-out consumption")
+				time.Sleep(time.Second)
+			}
+		}
+	}()
 	var wg sync.WaitGroup
 	for range d.opts.FanoutWorkers {
 		wg.Go(func() {
@@ -244,13 +249,44 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 		case <-depth.C:
 			d.recordQueueDepth(ctx)
 		case <-ctx.Done():
-			cc.Stop()
 			wg.Wait()
 			d.stopAllWorkers()
 			log.Info("Dispatcher stopped")
 			return nil
 		}
 	}
+}
+
+// consumeEvents creates (or finds) the fan-out consumer and feeds its
+// messages to msgs until ctx is done or the consumption ends.
+func (d *Dispatcher) consumeEvents(ctx context.Context, msgs chan<- jetstream.Msg) (jetstream.ConsumeContext, error) {
+	cons, err := d.js.CreateOrUpdateConsumer(ctx, StreamEvents, jetstream.ConsumerConfig{
+		Durable:     consumerFanout,
+		Description: "Fans accepted events out into per-endpoint deliveries",
+		AckPolicy:   jetstream.AckExplicitPolicy,
+		// Fanning out takes milliseconds; after a crash, events it had pulled
+		// come back quickly (their deliveries are deduplicated by message ID).
+		AckWait:       ackWait,
+		MaxAckPending: 4096,
+		MaxDeliver:    -1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating the fan-out consumer: %w", err)
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		select {
+		case msgs <- m:
+		case <-ctx.Done(): // not acked: fanned out after the restart
+		}
+	}, jetstream.PullMaxMessages(512))
+	if err != nil {
+		return nil, fmt.Errorf("consuming events: %w", err)
+	}
+	go func() {
+		<-ctx.Done()
+		cc.Stop()
+	}()
+	return cc, nil
 }
 
 // fanout turns one stored event into one delivery per subscribed endpoint,

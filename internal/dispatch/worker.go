@@ -140,6 +140,16 @@ func (w *endpointWorker) start(parent context.Context) error {
 	w.mu.Lock()
 	w.cc = cc
 	w.mu.Unlock()
+	// Should the consumption end by itself (the consumer lost with a NATS
+	// node, say), mark the worker stopped: the next sync starts a new one if
+	// the endpoint still has deliveries.
+	go func() {
+		select {
+		case <-cc.Closed():
+			w.done.Store(true)
+		case <-w.ctx.Done():
+		}
+	}()
 	return nil
 }
 
