@@ -388,16 +388,16 @@ func TestThreeReplicasOnANATSCluster(t *testing.T) {
 		}
 		return nil
 	})
-	// Every surviving replica delivered a share: the per-endpoint consumer is shared.
+	// How the surviving replicas shared the work. The endpoint's consumer is
+	// shared, so any replica may take any delivery; with one endpoint and a
+	// fast receiver one replica can take nearly all, so the split is reported,
+	// not asserted.
 	for _, i := range []int{0, 2} {
 		n, err := replicas[i].attempts()
 		if err != nil {
 			t.Fatalf("scraping replica %d: %v", i, err)
 		}
 		t.Logf("replica %d made %.0f delivery attempts", i, n)
-		if n == 0 {
-			t.Errorf("replica %d delivered nothing", i)
-		}
 	}
 	rc.mu.Lock()
 	overlaps, dups := rc.overlaps, int(rc.ok.Load())-total
