@@ -127,50 +127,105 @@ func New(opts Options) (*Dispatcher, error) {
 // NeedLeaderElection implements manager.LeaderElectionRunnable: every replica delivers.
 func (d *Dispatcher) NeedLeaderElection() bool { return false }
 
-// Enqueue implements Enqueuer: it returns once JetStream acknowledged every event.
+// Enqueue implements Enqueuer: it returns once JetStream acknowledged every
+// message it wrote.
+//
+// An event posted with an id goes to the events stream, whose 24-hour
+// duplicate window makes the id an idempotency key, and the fan-out turns it
+// into deliveries. An event without one cannot be a duplicate, so it skips
+// that hop: its deliveries, one per subscribed endpoint, are stored here and
+// are what the 202 acknowledges. Either way the subscribers are the ones
+// registered when the event was accepted, give or take the fan-out's
+// milliseconds.
 func (d *Dispatcher) Enqueue(ctx context.Context, events []Event) ([]EnqueueResult, error) {
+	select {
+	case <-d.opts.Registry.Synced():
+	default:
+		// Before the registry is rebuilt, subscribers are unknown.
+		return nil, fmt.Errorf("%w: the endpoint registry is still loading", ErrUnavailable)
+	}
 	now := d.opts.Now().UTC().Format(time.RFC3339Nano)
-	futures := make([]jetstream.PubAckFuture, len(events))
+	type pending struct {
+		futures []jetstream.PubAckFuture
+		subs    int
+		direct  bool
+	}
+	pend := make([]pending, len(events))
+	var keys []types.NamespacedName
+	publish := func(msg *nats.Msg, popts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
+		f, err := d.js.PublishMsgAsync(msg, popts...)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
+		return f, nil
+	}
 	for i := range events {
 		ev := &events[i]
 		body, err := ev.Envelope()
 		if err != nil {
 			return nil, fmt.Errorf("encoding event %s: %w", ev.ID, err)
 		}
-		msg := nats.NewMsg(eventSubject(ev.Namespace))
-		msg.Data = body
-		msg.Header.Set(hdrEventID, ev.ID)
-		msg.Header.Set(hdrEventType, ev.Type)
-		msg.Header.Set(hdrAcceptedAt, now)
-		var popts []jetstream.PublishOpt
 		if ev.IdempotencyKey {
-			popts = append(popts, jetstream.WithMsgID(ev.Namespace+"/"+ev.ID))
+			msg := nats.NewMsg(eventSubject(ev.Namespace))
+			msg.Data = body
+			msg.Header.Set(hdrEventID, ev.ID)
+			msg.Header.Set(hdrEventType, ev.Type)
+			msg.Header.Set(hdrAcceptedAt, now)
+			f, err := publish(msg, jetstream.WithMsgID(ev.Namespace+"/"+ev.ID))
+			if err != nil {
+				return nil, err
+			}
+			pend[i] = pending{futures: []jetstream.PubAckFuture{f}}
+			continue
 		}
-		f, err := d.js.PublishMsgAsync(msg, popts...)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		subs := d.opts.Registry.Subscribers(ev.Namespace, ev.Type)
+		pend[i] = pending{subs: len(subs), direct: true, futures: make([]jetstream.PubAckFuture, 0, len(subs))}
+		for j := range subs {
+			f, err := publish(deliveryMsg(ev.Namespace, &subs[j], body, ev.ID, ev.Type, now))
+			if err != nil {
+				return nil, err
+			}
+			pend[i].futures = append(pend[i].futures, f)
+			keys = append(keys, subs[j].Key())
 		}
-		futures[i] = f
 	}
 	results := make([]EnqueueResult, len(events))
-	for i, f := range futures {
-		select {
-		case ack := <-f.Ok():
-			results[i] = EnqueueResult{
-				ID:          events[i].ID,
-				Subscribers: len(d.opts.Registry.Subscribers(events[i].Namespace, events[i].Type)),
-				Duplicate:   ack.Duplicate,
+	for i := range pend {
+		results[i].ID = events[i].ID
+		for _, f := range pend[i].futures {
+			select {
+			case ack := <-f.Ok():
+				results[i].Duplicate = !pend[i].direct && ack.Duplicate
+			case err := <-f.Err():
+				return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+			case <-ctx.Done():
+				return nil, fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
 			}
-		case err := <-f.Err():
-			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
-		case <-ctx.Done():
-			return nil, fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
+		}
+		if pend[i].direct {
+			results[i].Subscribers = pend[i].subs
+		} else {
+			results[i].Subscribers = len(d.opts.Registry.Subscribers(events[i].Namespace, events[i].Type))
 		}
 	}
+	d.want(keys...)
 	if d.opts.Metrics != nil {
 		d.opts.Metrics.accepted(events, results)
 	}
 	return results, nil
+}
+
+// deliveryMsg is the stored delivery of one event to one endpoint, first attempt.
+func deliveryMsg(ns string, ep *Endpoint, body []byte, eventID, eventType, acceptedAt string) *nats.Msg {
+	msg := nats.NewMsg(deliverSubject(ns, ep.Name))
+	msg.Data = body
+	msg.Header.Set(hdrEventID, eventID)
+	msg.Header.Set(hdrEventType, eventType)
+	msg.Header.Set(hdrAcceptedAt, acceptedAt)
+	msg.Header.Set(hdrEndpoint, ep.Name)
+	msg.Header.Set(hdrEndpointUID, string(ep.UID))
+	msg.Header.Set(hdrAttempt, "0")
+	return msg
 }
 
 // Start runs the fan-out and the endpoint workers until ctx is done. It
@@ -278,7 +333,7 @@ func (d *Dispatcher) consumeEvents(ctx context.Context, msgs chan<- jetstream.Ms
 		case msgs <- m:
 		case <-ctx.Done(): // not acked: fanned out after the restart
 		}
-	}, jetstream.PullMaxMessages(512))
+	}, jetstream.PullMaxMessages(512), consumeErrors(d.opts.Logger, "fan-out"))
 	if err != nil {
 		return nil, fmt.Errorf("consuming events: %w", err)
 	}
@@ -305,14 +360,7 @@ func (d *Dispatcher) fanout(ctx context.Context, m jetstream.Msg) {
 	futures := make([]jetstream.PubAckFuture, 0, len(subs))
 	for i := range subs {
 		ep := &subs[i]
-		msg := nats.NewMsg(deliverSubject(ns, ep.Name))
-		msg.Data = m.Data()
-		msg.Header.Set(hdrEventID, h.Get(hdrEventID))
-		msg.Header.Set(hdrEventType, h.Get(hdrEventType))
-		msg.Header.Set(hdrAcceptedAt, h.Get(hdrAcceptedAt))
-		msg.Header.Set(hdrEndpoint, ep.Name)
-		msg.Header.Set(hdrEndpointUID, string(ep.UID))
-		msg.Header.Set(hdrAttempt, "0")
+		msg := deliveryMsg(ns, ep, m.Data(), h.Get(hdrEventID), h.Get(hdrEventType), h.Get(hdrAcceptedAt))
 		f, err := d.js.PublishMsgAsync(msg, jetstream.WithMsgID(fmt.Sprintf("%d.%s", meta.Sequence.Stream, ep.UID)))
 		if err != nil {
 			_ = m.NakWithDelay(time.Second)
@@ -547,4 +595,13 @@ func (d *Dispatcher) loadGone(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// consumeErrors logs what a JetStream consumption reports (missed
+// heartbeats, a consumer leader change, a lost connection): the consumption
+// recovers from these by itself, and the log says when it had to.
+func consumeErrors(log logr.Logger, what string, kv ...any) jetstream.PullConsumeOpt {
+	return jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		log.Info("JetStream consumption reported an error", append([]any{"consumer", what, "error", err.Error()}, kv...)...)
+	})
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -140,7 +141,7 @@ func (h *harness) start() {
 	}()
 	go func() {
 		defer h.done.Done()
-		if err := h.agg.run(ctx, 100*time.Millisecond); err != nil && ctx.Err() == nil {
+		if err := h.agg.run(ctx, 100*time.Millisecond, logr.Discard()); err != nil && ctx.Err() == nil {
 			h.t.Errorf("aggregator: %v", err)
 		}
 	}()

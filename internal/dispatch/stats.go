@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/nats-io/nats.go/jetstream"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -221,7 +222,7 @@ func NewAggregator(store *Store, now func() time.Time) *Aggregator {
 }
 
 // run consumes outcomes until ctx is done, persisting every persistEvery.
-func (a *Aggregator) run(ctx context.Context, persistEvery time.Duration) error {
+func (a *Aggregator) run(ctx context.Context, persistEvery time.Duration, log logr.Logger) error {
 	loaded, err := loadAllStats(ctx, a.store)
 	if err != nil {
 		return err
@@ -243,6 +244,55 @@ func (a *Aggregator) run(ctx context.Context, persistEvery time.Duration) error 
 	if err := a.store.js.DeleteConsumer(ctx, StreamOutcomes, consumerStats); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return fmt.Errorf("resetting the stats consumer: %w", err)
 	}
+	cc, err := a.consume(ctx, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cc != nil {
+			cc.Stop()
+		}
+	}()
+	t := time.NewTicker(persistEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			a.persist(ctx)
+		case <-cc.Closed():
+			// The consumption ended by itself (its consumer lost with a NATS
+			// node, say): start it again. Outcomes folded in but not yet
+			// acknowledged come again and are skipped by sequence.
+			log.Info("Stats consumption ended; starting it again")
+			for {
+				next, err := a.consume(ctx, log)
+				if err == nil {
+					cc = next
+					break
+				}
+				if ctx.Err() != nil {
+					break
+				}
+				log.Error(err, "Restarting the stats consumption")
+				select {
+				case <-time.After(time.Second):
+				case <-ctx.Done():
+				}
+			}
+			if ctx.Err() != nil {
+				a.persist(context.WithoutCancel(ctx))
+				return nil
+			}
+		case <-ctx.Done():
+			cc.Stop()
+			a.persist(context.WithoutCancel(ctx))
+			return nil
+		}
+	}
+}
+
+// consume creates (or finds) the stats consumer and folds its messages in.
+func (a *Aggregator) consume(ctx context.Context, log logr.Logger) (jetstream.ConsumeContext, error) {
 	cons, err := a.store.js.CreateOrUpdateConsumer(ctx, StreamOutcomes, jetstream.ConsumerConfig{
 		Durable:       consumerStats,
 		Description:   "Folds delivery outcomes into per-endpoint counters",
@@ -252,25 +302,13 @@ func (a *Aggregator) run(ctx context.Context, persistEvery time.Duration) error 
 		MaxDeliver:    -1,
 	})
 	if err != nil {
-		return fmt.Errorf("creating the stats consumer: %w", err)
+		return nil, fmt.Errorf("creating the stats consumer: %w", err)
 	}
-	cc, err := cons.Consume(a.applyMsg, jetstream.PullMaxMessages(1000))
+	cc, err := cons.Consume(a.applyMsg, jetstream.PullMaxMessages(1000), consumeErrors(log, "stats"))
 	if err != nil {
-		return fmt.Errorf("consuming outcomes: %w", err)
+		return nil, fmt.Errorf("consuming outcomes: %w", err)
 	}
-	defer cc.Stop()
-	t := time.NewTicker(persistEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-t.C:
-			a.persist(ctx)
-		case <-ctx.Done():
-			cc.Stop()
-			a.persist(context.WithoutCancel(ctx))
-			return nil
-		}
-	}
+	return cc, nil
 }
 
 func (a *Aggregator) applyMsg(m jetstream.Msg) {

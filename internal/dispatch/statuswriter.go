@@ -60,7 +60,7 @@ func (w *StatusWriter) Start(ctx context.Context) error {
 	w.written = map[types.UID]writtenState{}
 	persistEvery := min(w.FlushInterval, time.Second)
 	errc := make(chan error, 1)
-	go func() { errc <- w.Aggregator.run(ctx, persistEvery) }()
+	go func() { errc <- w.Aggregator.run(ctx, persistEvery, w.Logger) }()
 
 	t := time.NewTicker(w.FlushInterval)
 	defer t.Stop()

@@ -50,6 +50,11 @@ const (
 	hdrError       = "Wh-Error"
 )
 
+// publishAckTimeout bounds the wait for JetStream's acknowledgement of an
+// asynchronous publish; past it the publish counts as failed and is retried
+// (deduplicated by its message ID) or answered with 503.
+const publishAckTimeout = 10 * time.Second
+
 // maxEndpointConsumers bounds the endpoints (WebhookConfigs) one store serves.
 const maxEndpointConsumers = 1_000_000
 
@@ -127,7 +132,11 @@ func OpenStore(ctx context.Context, opts StoreOptions) (*Store, error) {
 		return nil, fmt.Errorf("connecting to NATS: %w", err)
 	}
 	s.nc = nc
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	// An asynchronous publish whose acknowledgement is lost (the stream's
+	// leader went away with a NATS node, the connection moved to another
+	// node) would otherwise be waited for forever: the fan-out workers
+	// waiting on it would stop the fan-out, and every replica with them.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096), jetstream.WithPublishAsyncTimeout(publishAckTimeout))
 	if err != nil {
 		s.Close()
 		return nil, fmt.Errorf("opening JetStream: %w", err)

@@ -131,7 +131,7 @@ func (w *endpointWorker) start(parent context.Context) error {
 			defer stop()
 			w.handle(w.ctx, m)
 		}()
-	}, jetstream.PullMaxMessages(ep.Policy.MaxInFlight))
+	}, jetstream.PullMaxMessages(ep.Policy.MaxInFlight), consumeErrors(w.d.opts.Logger, "endpoint", "namespace", w.ns, "name", w.name))
 	if err != nil {
 		w.cancel()
 		w.done.Store(true)

@@ -29,6 +29,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -240,7 +242,7 @@ func TestThreeReplicasOnANATSCluster(t *testing.T) {
 		r := &replica{
 			ingest:  fmt.Sprintf("127.0.0.1:%d", freePort(t)),
 			metrics: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
-			log:     filepath.Join(t.TempDir(), fmt.Sprintf("manager-%d.log", i)),
+			log:     filepath.Join(logDir(t), fmt.Sprintf("manager-%d.log", i)),
 		}
 		f, err := os.Create(r.log)
 		if err != nil {
@@ -360,6 +362,8 @@ func TestThreeReplicasOnANATSCluster(t *testing.T) {
 		t.Fatal("nothing was killed")
 	}
 
+	stopWatch := watchProgress(t, rc, nc.url())
+	defer stopWatch()
 	testutil.Eventually(t, 4*time.Minute, func() error {
 		if n := rc.unique(); n != total {
 			return fmt.Errorf("%d of %d events delivered", n, total)
@@ -408,4 +412,94 @@ func TestThreeReplicasOnANATSCluster(t *testing.T) {
 	if overlaps > 16 {
 		t.Errorf("%d deliveries were in flight on two replicas at once", overlaps)
 	}
+}
+
+// logDir is where the managers' logs go: SCALEOUT_LOG_DIR when set (kept
+// after the test, to study a failure), a temporary directory otherwise.
+func logDir(t *testing.T) string {
+	if d := os.Getenv("SCALEOUT_LOG_DIR"); d != "" {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	return t.TempDir()
+}
+
+// watchProgress logs the NATS streams' and consumers' state whenever
+// deliveries make no progress for 20 s, so a stall can be told apart: events
+// not fanned out, deliveries stored but not handed out, or handed out and
+// never acknowledged.
+func watchProgress(t *testing.T, rc *receiver, url string) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		last, since := -1, time.Now()
+		tick := time.NewTicker(5 * time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			n := rc.unique()
+			if n != last {
+				last, since = n, time.Now()
+				continue
+			}
+			if n == total || time.Since(since) < 20*time.Second {
+				continue
+			}
+			since = time.Now()
+			t.Logf("no progress for 20 s at %d of %d events delivered:\n%s", n, total, natsState(url))
+		}
+	}()
+	return func() { close(done); <-finished }
+}
+
+func natsState(url string) string {
+	nc, err := nats.Connect(url, nats.Timeout(5*time.Second))
+	if err != nil {
+		return "connecting: " + err.Error()
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err.Error()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var b strings.Builder
+	for _, name := range []string{"WEBHOOK_EVENTS", "WEBHOOK_DELIVERIES", "WEBHOOK_OUTCOMES"} {
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			fmt.Fprintf(&b, "stream %s: %v\n", name, err)
+			continue
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			fmt.Fprintf(&b, "stream %s info: %v\n", name, err)
+			continue
+		}
+		leader := ""
+		if info.Cluster != nil {
+			leader = info.Cluster.Leader
+		}
+		fmt.Fprintf(&b, "stream %s: msgs=%d first=%d last=%d consumers=%d leader=%s\n", name, info.State.Msgs, info.State.FirstSeq, info.State.LastSeq, info.State.Consumers, leader)
+		lister := s.ListConsumers(ctx)
+		for ci := range lister.Info() {
+			cl := ""
+			if ci.Cluster != nil {
+				cl = ci.Cluster.Leader
+			}
+			fmt.Fprintf(&b, "  consumer %s: pending=%d ackPending=%d redelivered=%d waiting=%d delivered=%d ackFloor=%d leader=%s\n",
+				ci.Name, ci.NumPending, ci.NumAckPending, ci.NumRedelivered, ci.NumWaiting, ci.Delivered.Stream, ci.AckFloor.Stream, cl)
+		}
+		if err := lister.Err(); err != nil {
+			fmt.Fprintf(&b, "  listing consumers: %v\n", err)
+		}
+	}
+	return b.String()
 }
