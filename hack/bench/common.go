@@ -130,6 +130,14 @@ func eventJSON(i int) []byte {
 }
 
 // ndjson is count events, one a line.
+// eventJSONWithID is event i with a producer id, unique to this process.
+func eventJSONWithID(i int) []byte {
+	return fmt.Appendf(nil, `{"id":"bench-%d-%d","type":"message.sent","data":%s}`, benchStart, i, eventData(i))
+}
+
+// benchStart tells this run's event ids from an earlier run's.
+var benchStart = time.Now().UnixNano()
+
 func ndjson(from, count int) []byte {
 	var b bytes.Buffer
 	for i := from; i < from+count; i++ {

@@ -47,6 +47,7 @@ var measurements = []measurement{
 	{"status", "5. Status write cost", measureStatus, false},
 	{"scale", "6. Scale: WebhookConfigs to Ready", measureScale, false},
 	{"pending", "7. Memory and disk per pending event", measurePending, false},
+	{"replicas", "8. Throughput with 1, 2 and 3 replicas", measureReplicas, false},
 }
 
 func main() {

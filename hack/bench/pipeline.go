@@ -84,6 +84,19 @@ var staticAuth = ingest.AuthenticatorFunc(func(_ context.Context, token, namespa
 // startPipeline starts everything with eps registered and the registry
 // marked synced, and returns once the ingestion API listens.
 func startPipeline(ctx context.Context, eps []dispatch.Endpoint) (*pipeline, error) {
+	return startPipelineWith(ctx, eps, pipelineOptions{Leader: true})
+}
+
+// pipelineOptions makes a pipeline one replica of several.
+type pipelineOptions struct {
+	// NATSURL connects to a NATS server shared with other pipelines instead
+	// of an embedded one.
+	NATSURL string
+	// Leader runs the StatusWriter (with the aggregator); one replica does.
+	Leader bool
+}
+
+func startPipelineWith(ctx context.Context, eps []dispatch.Endpoint, opts pipelineOptions) (*pipeline, error) {
 	dir, err := os.MkdirTemp("", "wablast-bench-store-")
 	if err != nil {
 		return nil, err
@@ -95,7 +108,7 @@ func startPipeline(ctx context.Context, eps []dispatch.Endpoint) (*pipeline, err
 			p.stop()
 		}
 	}()
-	if p.Store, err = dispatch.OpenStore(ctx, dispatch.StoreOptions{DataDir: dir}); err != nil {
+	if p.Store, err = dispatch.OpenStore(ctx, dispatch.StoreOptions{DataDir: dir, URL: opts.NATSURL}); err != nil {
 		return nil, err
 	}
 	egress, err := dispatch.NewEgressPolicy([]string{"127.0.0.0/8"}, nil)
@@ -129,7 +142,11 @@ func startPipeline(ctx context.Context, eps []dispatch.Endpoint) (*pipeline, err
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	p.cancel = cancel
-	for _, r := range []interface{ Start(context.Context) error }{p.Dispatcher, writer, p.Ingest} {
+	runnables := []interface{ Start(context.Context) error }{p.Dispatcher, p.Ingest}
+	if opts.Leader {
+		runnables = append(runnables, writer)
+	}
+	for _, r := range runnables {
 		p.wg.Go(func() {
 			if err := r.Start(runCtx); err != nil {
 				p.errMu.Lock()

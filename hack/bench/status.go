@@ -7,64 +7,20 @@ import (
 	"math"
 	"net/http"
 	"os"
-	"slices"
-	"strings"
-	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/rest"
-	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
 	"github.com/wablast/webhook-operator/internal/dispatch"
 	"github.com/wablast/webhook-operator/internal/ingest"
-	"github.com/wablast/webhook-operator/internal/operator"
+	"github.com/wablast/webhook-operator/internal/operator/operatortest"
 	"github.com/wablast/webhook-operator/internal/signing"
 	"github.com/wablast/webhook-operator/internal/testutil"
 )
-
-// statusWrites records the dispatcher's status writes (server-side apply
-// PATCHes of the status subresource under its field manager), as the
-// integration tests count them.
-type statusWrites struct {
-	mu     sync.Mutex
-	writes []statusWrite
-}
-
-type statusWrite struct {
-	at   time.Time
-	path string
-}
-
-func (s *statusWrites) wrap(rt http.RoundTripper) http.RoundTripper {
-	return roundTripperFunc(func(r *http.Request) (*http.Response, error) {
-		if r.Method == http.MethodPatch && strings.HasSuffix(r.URL.Path, "/status") &&
-			r.URL.Query().Get("fieldManager") == dispatch.StatusFieldManager {
-			s.mu.Lock()
-			s.writes = append(s.writes, statusWrite{at: time.Now(), path: r.URL.Path})
-			s.mu.Unlock()
-		}
-		return rt.RoundTrip(r)
-	})
-}
-
-func (s *statusWrites) all() []statusWrite {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return slices.Clone(s.writes)
-}
-
-type roundTripperFunc func(*http.Request) (*http.Response, error)
-
-func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 func measureStatus(ctx context.Context, sz sizes) *result {
 	res := &result{}
@@ -119,52 +75,26 @@ func measureStatus(ctx context.Context, sz sizes) *result {
 		}
 	}
 
-	// The manager exactly as the integration tests run it (internal/operator),
-	// its client wrapped to count the dispatcher's status writes.
-	writes := &statusWrites{}
-	cfg := rest.CopyConfig(env.Config)
-	cfg.Wrap(writes.wrap)
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                 testutil.Scheme(),
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		Cache:                  cache.Options{DefaultNamespaces: map[string]cache.Config{ns: {}}},
-		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
-	})
-	if err != nil {
-		return res.fail(err)
-	}
+	// The manager exactly as the integration tests run it (internal/operator
+	// through operatortest), its client wrapped to count the dispatcher's
+	// status writes.
 	dataDir, err := os.MkdirTemp("", "wablast-bench-status-")
 	if err != nil {
 		return res.fail(err)
 	}
 	defer os.RemoveAll(dataDir)
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	op, err := operator.Setup(runCtx, mgr, operator.Config{
-		DataDir:             dataDir,
-		EgressAllowCIDRs:    []string{"127.0.0.0/8"},
-		StatusFlushInterval: sz.StatusFlush,
-		IngestAddr:          "127.0.0.1:0",
-	})
+	ocfg := operatortest.Config(dataDir)
+	ocfg.StatusFlushInterval = sz.StatusFlush
+	inst, err := operatortest.Start(env.Config, ns, ocfg, 60*time.Second)
 	if err != nil {
-		cancel()
 		return res.fail(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(runCtx) }()
 	defer func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(45 * time.Second):
-			fmt.Fprintln(os.Stderr, "   the manager did not stop within 45s")
+		if err := inst.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "   manager:", err)
 		}
-		op.Close()
 	}()
-
-	if !waitFor(ctx, 60*time.Second, 100*time.Millisecond, func() bool { return op.Ready() == nil && op.Ingest.Addr() != "" }) {
-		return res.fail(errors.New("the operator did not become ready within 60s"))
-	}
+	op, writes := inst.Op, inst.Writes
 	if !waitFor(ctx, 60*time.Second, 200*time.Millisecond, func() bool {
 		var list webhooksv1alpha1.WebhookConfigList
 		if env.Client.List(ctx, &list, client.InNamespace(ns)) != nil {
@@ -225,7 +155,7 @@ func measureStatus(ctx context.Context, sz sizes) *result {
 	// from flush start to flush start, it has no edge effect. A bug that
 	// flushed more often than the interval, or wrote a resource twice, would
 	// raise it above the bound.
-	all := writes.all()
+	all := writes.All()
 	type flush struct {
 		start  time.Time
 		writes int
@@ -233,12 +163,12 @@ func measureStatus(ctx context.Context, sz sizes) *result {
 	var flushes []flush
 	prevUID := ""
 	for _, w := range all {
-		u, ok := uids[w.path]
+		u, ok := uids[w.Path]
 		if !ok {
 			continue
 		}
 		if len(flushes) == 0 || u <= prevUID {
-			flushes = append(flushes, flush{start: w.at})
+			flushes = append(flushes, flush{start: w.At})
 		}
 		flushes[len(flushes)-1].writes++
 		prevUID = u
@@ -260,7 +190,7 @@ func measureStatus(ctx context.Context, sz sizes) *result {
 	rate := perSec(counted, span)
 	perResource := map[string][]time.Time{}
 	for _, w := range all {
-		perResource[w.path] = append(perResource[w.path], w.at)
+		perResource[w.Path] = append(perResource[w.Path], w.At)
 	}
 	minGap := time.Duration(math.MaxInt64)
 	for _, ts := range perResource {

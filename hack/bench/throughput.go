@@ -65,6 +65,10 @@ func measureThroughput(ctx context.Context, sz sizes) *result {
 	if err != nil {
 		return res.fail(fmt.Errorf("NDJSON batches: %w", err))
 	}
+	withIDs, err := operatorThroughput(ctx, sz, keys, -1)
+	if err != nil {
+		return res.fail(fmt.Errorf("single events with ids: %w", err))
+	}
 
 	const target = 0.4
 	res.info(fmt.Sprintf("baseline: plain http.Client to the receiver, C=%d, N=%d", sz.C, sz.N),
@@ -76,15 +80,16 @@ func measureThroughput(ctx context.Context, sz sizes) *result {
 	res.info(fmt.Sprintf("operator, NDJSON batches of %d", sz.Batch), fmtRate(batched.rate(), "events/s"))
 	rb := batched.rate() / base.rate()
 	res.add(fmt.Sprintf("2. ratio operator (batches of %d) / baseline", sz.Batch), fmt.Sprintf("%.2f", rb), ">= 0.40 (ceiling ~0.5)", rb >= target)
+	res.info("operator, single JSON events with producer ids (idempotency keys)", fmt.Sprintf("%s (ratio %.2f)", fmtRate(withIDs.rate(), "events/s"), withIDs.rate()/base.rate()))
 
 	res.note("Each pass times the first post to the last unique webhook-id the receiver verified; every delivery's signature is checked with signing.Verifier (none failed) and duplicates are counted, not counted twice.")
 	res.note("Before each pass %d warm-up requests open the keep-alive connections (poster to ingest, dispatcher to receiver, poster to receiver); they are not timed.", sz.C)
-	res.note("The operator path is the real ingest.Server (schema validation included), dispatch.Dispatcher.Enqueue into the JetStream file store (202 after the store's ack), the fan-out consumer, the endpoint's worker (%s), dispatch.NewHTTPClient with egress allowing 127.0.0.0/8, and the outcome published and folded by the real Aggregator, run by the real StatusWriter whose client is a fake that counts and discards applies. The ingestion API authenticates with an ingest.AuthenticatorFunc that checks one static token: in the manager the KubeAuthenticator caches decisions (10 s), so TokenReview/SubjectAccessReview calls are out of the hot path.", inFlightText())
-	res.note("Events carry no producer id, so the 24 h duplicate window (Nats-Msg-Id) is not exercised; that is the cheaper path.")
+	res.note("The operator path is the real ingest.Server (schema validation included), dispatch.Dispatcher.Enqueue into the JetStream file store (202 after the store's ack; events without an id are stored as deliveries at once, skipping the events stream and the fan-out), the endpoint's worker (%s), dispatch.NewHTTPClient with egress allowing 127.0.0.0/8, and the outcome published and folded by the real Aggregator, run by the real StatusWriter whose client is a fake that counts and discards applies. The ingestion API authenticates with an ingest.AuthenticatorFunc that checks one static token: in the manager the KubeAuthenticator caches decisions (10 s), so TokenReview/SubjectAccessReview calls are out of the hot path.", inFlightText())
+	res.note("The single and batch passes post events without a producer id, so the 24 h duplicate window (Nats-Msg-Id), the events stream and the fan-out are not exercised; that is the cheaper path. The pass with ids posts single events with a unique \"id\" each: they go through WEBHOOK_EVENTS (with their Nats-Msg-Id) and the fan-out consumer, which is the price of idempotency.")
 	for _, p := range []struct {
 		name string
 		r    throughputRun
-	}{{"baseline", base}, {"operator single", single}, {"operator batches", batched}} {
+	}{{"baseline", base}, {"operator single", single}, {"operator batches", batched}, {"operator single with ids", withIDs}} {
 		res.note("%s: %d events in %s = %.0f events/s; this process's CPU %.0f µs/event (posters, servers, store and receiver all live in it); response time p50 %s, p99 %s; duplicates %d.",
 			p.name, p.r.events, p.r.elapsed.Round(time.Millisecond), p.r.rate(), float64(p.r.cpuPerEvent())/float64(time.Microsecond),
 			ms(p.r.ackP50), ms(p.r.ackP99), p.r.dups)
@@ -96,16 +101,16 @@ func measureThroughput(ctx context.Context, sz sizes) *result {
 		if min(cores(base), cores(single), cores(batched)) < 0.8*float64(runtime.NumCPU()) {
 			busy = "Some pass kept fewer cores busy than the machine has, because other processes held the CPU (see the load average in the header) or the path waited on pull requests and acknowledgements; when every pass is CPU-bound the rate ratio approaches the inverse of the CPU ratio."
 		}
-		res.finding("The throughput ratio is below %.2f. CPU per event: the baseline %.0f µs, the operator path %.0f µs with single events (%.1fx the baseline, so at best a ratio of %.2f) and %.0f µs with batches (%.1fx, at best %.2f). The passes kept %.1f, %.1f and %.1f of %d cores busy. %s Per event the baseline makes one HTTP exchange; the operator path makes two (ingest and delivery) and, in the embedded JetStream server, stores, hands out and acknowledges one message in each of three file-store streams (WEBHOOK_EVENTS, WEBHOOK_DELIVERIES, WEBHOOK_OUTCOMES), with the aggregator decoding every outcome.",
+		res.finding("The throughput ratio is below %.2f. CPU per event: the baseline %.0f µs, the operator path %.0f µs with single events (%.1fx the baseline, so at best a ratio of %.2f) and %.0f µs with batches (%.1fx, at best %.2f). The passes kept %.1f, %.1f and %.1f of %d cores busy. %s Per event the baseline makes one HTTP exchange; the operator path makes two (ingest and delivery) and, in the embedded JetStream server, stores, hands out and acknowledges the delivery in WEBHOOK_DELIVERIES (events without an id skip WEBHOOK_EVENTS), plus a share of one WEBHOOK_OUTCOMES message (outcomes recorded together are stored together), which the aggregator decodes and folds in.",
 			target, us(base.cpuPerEvent()), us(single.cpuPerEvent()), xs, 1/xs, us(batched.cpuPerEvent()), xb, 1/xb,
 			cores(base), cores(single), cores(batched), runtime.NumCPU(), busy)
 		if base.profile == "" || single.profile == "" || batched.profile == "" {
 			res.finding("Run with `-cpuprofile /tmp/cpu -only throughput` for the CPU profile of each pass and a breakdown by goroutine.")
 		}
 	}
-	if base.profile != "" && single.profile != "" && batched.profile != "" {
-		table, costs, err := breakdownTable(pipelineKinds, []string{"baseline", "operator, single", fmt.Sprintf("operator, batches of %d", sz.Batch)},
-			[]string{base.profile, single.profile, batched.profile}, []int{base.events, single.events, batched.events})
+	if base.profile != "" && single.profile != "" && batched.profile != "" && withIDs.profile != "" {
+		table, costs, err := breakdownTable(pipelineKinds, []string{"baseline", "operator, single", fmt.Sprintf("operator, batches of %d", sz.Batch), "operator, single with ids"},
+			[]string{base.profile, single.profile, batched.profile, withIDs.profile}, []int{base.events, single.events, batched.events, withIDs.events})
 		if err == nil {
 			res.extra = "Where each pass's CPU went, from its CPU profile (" + single.profile + " and its siblings cover exactly the timed windows; each sample goes to the first row whose functions are on its stack, so the rows add up):\n\n" + table
 			res.profile = single.profile
@@ -224,8 +229,11 @@ func baselineThroughput(ctx context.Context, sz sizes, keys [][]byte) (throughpu
 }
 
 // operatorThroughput posts N events to the ingestion API, in batches of
-// batch events (1: one application/json event a request).
+// batch events (1: one application/json event a request; -1: the same, each
+// event with a producer id).
 func operatorThroughput(ctx context.Context, sz sizes, keys [][]byte, batch int) (throughputRun, error) {
+	withIDs := batch < 0
+	batch = max(batch, 1)
 	rcv, err := newReceiver(keys)
 	if err != nil {
 		return throughputRun{}, err
@@ -264,9 +272,12 @@ func operatorThroughput(ctx context.Context, sz sizes, keys [][]byte, batch int)
 	n := posts * batch
 	bodies := make([][]byte, posts)
 	for i := range bodies {
-		if batch == 1 {
+		switch {
+		case withIDs:
+			bodies[i] = eventJSONWithID(i)
+		case batch == 1:
 			bodies[i] = eventJSON(i)
-		} else {
+		default:
 			bodies[i] = ndjson(i*batch, batch)
 		}
 	}
@@ -275,6 +286,8 @@ func operatorThroughput(ctx context.Context, sz sizes, keys [][]byte, batch int)
 	pass := "single"
 	if batch > 1 {
 		pass = "batches"
+	} else if withIDs {
+		pass = "ids"
 	}
 	stopProfile := startProfile("throughput-" + pass)
 	defer stopProfile()

@@ -73,6 +73,9 @@ type Dispatcher struct {
 	wanted map[types.NamespacedName]time.Time
 	wake   chan struct{}
 
+	// outcomes feeds the outcome recorder (see recordOutcome).
+	outcomes chan pendingOutcome
+
 	// baseCtx bounds background work (tests, replays); set by Start.
 	baseCtx context.Context
 }
@@ -113,14 +116,15 @@ func New(opts Options) (*Dispatcher, error) {
 		opts.Logger = logr.Discard()
 	}
 	return &Dispatcher{
-		opts:    opts,
-		js:      opts.Store.JetStream(),
-		workers: map[types.NamespacedName]*endpointWorker{},
-		gone:    map[types.UID]int64{},
-		handled: map[string]string{},
-		wanted:  map[types.NamespacedName]time.Time{},
-		wake:    make(chan struct{}, 1),
-		baseCtx: context.Background(),
+		opts:     opts,
+		js:       opts.Store.JetStream(),
+		workers:  map[types.NamespacedName]*endpointWorker{},
+		gone:     map[types.UID]int64{},
+		handled:  map[string]string{},
+		wanted:   map[types.NamespacedName]time.Time{},
+		wake:     make(chan struct{}, 1),
+		outcomes: make(chan pendingOutcome, 4*maxOutcomeBatch),
+		baseCtx:  context.Background(),
 	}, nil
 }
 
@@ -243,6 +247,19 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 	case <-ctx.Done():
 		return nil
 	}
+
+	// The outcome recorder outlives the endpoint workers, whose deliveries
+	// wait for their outcomes to be stored.
+	quitRecorder := make(chan struct{})
+	recorderDone := make(chan struct{})
+	go func() {
+		defer close(recorderDone)
+		d.runOutcomeRecorder(quitRecorder)
+	}()
+	defer func() {
+		close(quitRecorder)
+		<-recorderDone
+	}()
 
 	msgs := make(chan jetstream.Msg, 512)
 	cc, err := d.consumeEvents(ctx, msgs)

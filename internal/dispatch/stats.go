@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -200,13 +201,41 @@ type Aggregator struct {
 	mu    sync.Mutex
 	stats map[types.UID]*EndpointStats
 	dirty map[types.UID]bool
-	held  []jetstream.Msg // applied, acked once persisted
+	// held are the outcome messages received and not yet acknowledged. Each
+	// is acknowledged once a snapshot listing its sequence is stored and it
+	// has been held for dedupeHold.
+	held []heldOutcome
 	// applied remembers the sequences folded in by this run, until their
 	// acknowledgement can no longer be lost (twice the ack wait); skip holds
 	// those an earlier run folded in without acknowledging them.
 	applied map[uint64]time.Time
 	skip    map[uint64]bool
+	// seen holds the dedupe keys of the outcomes folded in over the last
+	// dedupeWindow, so an event's outcome recorded twice (delivered,
+	// recorded, then delivered again because the replica died before its
+	// acknowledgement) is counted once.
+	seen *dedupeSet
 }
+
+// heldOutcome is an outcome message not yet acknowledged.
+type heldOutcome struct {
+	m   jetstream.Msg
+	seq uint64
+	uid types.UID
+	at  time.Time
+}
+
+// dedupeHold is how long an outcome message stays unacknowledged after it
+// was folded in. A replica acknowledges a delivery right after its outcome
+// is stored; should the leader die in between, the held messages come back
+// to the next leader (skipped, not counted again) and give it the dedupe
+// keys of the outcomes whose deliveries may come again.
+const dedupeHold = 5 * time.Second
+
+// dedupeWindow is how long an outcome's dedupe key is remembered: the time
+// within which a delivery whose acknowledgement was lost is attempted again
+// (the ack wait) and finishes.
+const dedupeWindow = 2 * time.Minute
 
 // statsAckWait is the stats consumer's ack wait; outcomes are acked within
 // a persist interval of being folded in.
@@ -218,7 +247,7 @@ func NewAggregator(store *Store, now func() time.Time) *Aggregator {
 		now = time.Now
 	}
 	return &Aggregator{store: store, now: now, stats: map[types.UID]*EndpointStats{}, dirty: map[types.UID]bool{},
-		applied: map[uint64]time.Time{}, skip: map[uint64]bool{}}
+		applied: map[uint64]time.Time{}, skip: map[uint64]bool{}, seen: newDedupeSet(dedupeWindow, now)}
 }
 
 // run consumes outcomes until ctx is done, persisting every persistEvery.
@@ -317,44 +346,74 @@ func (a *Aggregator) applyMsg(m jetstream.Msg) {
 		_ = m.Term()
 		return
 	}
-	var oc outcome
-	if err := json.Unmarshal(m.Data(), &oc); err != nil {
+	ocs, err := decodeOutcomes(m.Data())
+	if err != nil || len(ocs) == 0 {
 		_ = m.Term()
 		return
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	st := a.stats[oc.UID]
+	uid := ocs[0].UID
+	st := a.stats[uid]
 	if st == nil {
-		st = &EndpointStats{UID: oc.UID, Namespace: oc.Namespace, Name: oc.Name}
-		a.stats[oc.UID] = st
+		st = &EndpointStats{UID: uid, Namespace: ocs[0].Namespace, Name: ocs[0].Name}
+		a.stats[uid] = st
 	}
 	seq := meta.Sequence.Stream
-	if _, done := a.applied[seq]; !done && !a.skip[seq] {
-		st.apply(&oc)
-		st.Unacked = append(st.Unacked, seq)
-		a.applied[seq] = a.now()
-		a.dirty[oc.UID] = true
+	if _, done := a.applied[seq]; done {
+		return // redelivered while held: already held
 	}
-	a.held = append(a.held, m)
+	a.applied[seq] = a.now()
+	fold := !a.skip[seq]
+	for i := range ocs {
+		oc := &ocs[i]
+		if oc.UID != uid {
+			continue // one endpoint per message, by construction
+		}
+		if key, ok := oc.dedupeKey(); ok {
+			if a.seen.has(key) {
+				continue
+			}
+			a.seen.add(key)
+		}
+		if fold {
+			st.apply(oc)
+		}
+	}
+	st.Unacked = append(st.Unacked, seq)
+	a.dirty[uid] = true
+	a.held = append(a.held, heldOutcome{m: m, seq: seq, uid: uid, at: a.now()})
 }
 
 // persist writes the changed stats, then acknowledges the outcomes folded
 // into them.
 func (a *Aggregator) persist(ctx context.Context) {
 	a.mu.Lock()
-	held := a.held
-	a.held = nil
 	now := a.now()
+	// Messages held long enough are acknowledged after this write, which
+	// lists them (and every other held message) as Unacked.
+	ackBefore := now.Add(-dedupeHold)
+	var toAck []heldOutcome
+	snapshot := len(a.held)
+	kept := a.held[:0:0]
+	for _, h := range a.held {
+		if h.at.Before(ackBefore) {
+			toAck = append(toAck, h)
+			a.dirty[h.uid] = true // its Unacked list shrinks
+		} else {
+			kept = append(kept, h)
+		}
+	}
 	writes := make(map[types.UID][]byte, len(a.dirty))
-	written := make(map[types.UID]int, len(a.dirty)) // Unacked entries each write lists
 	for uid := range a.dirty {
 		st := a.stats[uid]
+		if st == nil {
+			continue
+		}
 		st.prune(now)
 		data, err := json.Marshal(st)
 		if err == nil {
 			writes[uid] = data
-			written[uid] = len(st.Unacked)
 		}
 	}
 	a.dirty = map[types.UID]bool{}
@@ -362,31 +421,49 @@ func (a *Aggregator) persist(ctx context.Context) {
 
 	for uid, data := range writes {
 		if _, err := a.store.kv.Put(ctx, statsKey(uid), data); err != nil {
-			// Not acked: they come again and are skipped as already applied;
-			// the next persist writes this snapshot again.
+			// Nothing acked: the next persist writes this snapshot again.
 			a.mu.Lock()
-			a.dirty[uid] = true
+			for uid := range writes {
+				a.dirty[uid] = true
+			}
 			a.mu.Unlock()
 			return
 		}
 	}
-	for _, m := range held {
-		_ = m.Ack()
+	if len(toAck) == 0 {
+		a.pruneApplied(now)
+		return
+	}
+	for _, h := range toAck {
+		_ = h.m.Ack()
+	}
+	acked := make(map[uint64]bool, len(toAck))
+	for _, h := range toAck {
+		acked[h.seq] = true
 	}
 	a.mu.Lock()
-	for uid, n := range written {
-		if st := a.stats[uid]; st != nil && len(st.Unacked) >= n {
-			// Acknowledged now; the stored copy still lists them, harmlessly.
-			st.Unacked = st.Unacked[n:]
+	a.held = append(kept, a.held[snapshot:]...) // and those received meanwhile
+	for _, h := range toAck {
+		if st := a.stats[h.uid]; st != nil {
+			st.Unacked = slices.DeleteFunc(st.Unacked, func(seq uint64) bool { return acked[seq] })
 		}
 	}
+	a.mu.Unlock()
+	a.pruneApplied(now)
+}
+
+// pruneApplied forgets the sequences whose acknowledgement can no longer be
+// lost, and the dedupe keys past their window.
+func (a *Aggregator) pruneApplied(now time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	forgetBefore := now.Add(-2 * statsAckWait)
 	for seq, at := range a.applied {
 		if at.Before(forgetBefore) {
 			delete(a.applied, seq)
 		}
 	}
-	a.mu.Unlock()
+	a.seen.prune()
 }
 
 // Snapshot returns a copy of every endpoint's stats.

@@ -3,7 +3,6 @@ package dispatch
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -278,7 +277,7 @@ func (w *endpointWorker) handle(ctx context.Context, m jetstream.Msg) {
 	}
 	oc := outcome{
 		UID: ep.UID, Namespace: ep.Namespace, Name: ep.Name, Generation: ep.Generation,
-		EventID: eventID, EventType: eventType, Attempt: int32(attempt), acceptedAt: h.Get(hdrAcceptedAt),
+		EventID: eventID, EventType: eventType, Attempt: int32(attempt), AcceptedAt: h.Get(hdrAcceptedAt),
 	}
 
 	if age := w.d.opts.Now().Sub(acceptedAt); age > ep.Policy.MaxAge {
@@ -385,7 +384,7 @@ func (w *endpointWorker) finish(ctx context.Context, m jetstream.Msg, oc *outcom
 			return
 		}
 	}
-	if err := publishOutcome(ctx, w.d.js, oc); err != nil {
+	if err := w.d.recordOutcome(oc); err != nil {
 		w.d.opts.Logger.Error(err, "Recording an outcome failed; the delivery will be attempted again", "namespace", w.ns, "name", w.name)
 		_ = m.NakWithDelay(time.Second)
 		return
@@ -426,27 +425,10 @@ type outcome struct {
 	Gone        bool                            `json:"gone,omitempty"`
 	Time        time.Time                       `json:"time"`
 	NextAttempt time.Time                       `json:"nextAttempt,omitzero"`
-
-	// acceptedAt is the delivery's acceptance header: with the UID and event
-	// ID it names one life of one event at one endpoint (a replay starts a new one).
-	acceptedAt string
-}
-
-func publishOutcome(ctx context.Context, js jetstream.JetStream, oc *outcome) error {
-	data, err := json.Marshal(oc)
-	if err != nil {
-		return err
-	}
-	var opts []jetstream.PublishOpt
-	if oc.Result != webhooksv1alpha1.ResultRetrying && oc.acceptedAt != "" {
-		// An event finishes once: if a crash made it finish twice (delivered,
-		// outcome recorded, then redelivered before the ack), the stream's
-		// duplicate window drops the second record, so the counters count
-		// events, not deliveries.
-		opts = append(opts, jetstream.WithMsgID("final."+hashString(string(oc.UID)+"/"+oc.EventID+"/"+oc.acceptedAt)))
-	}
-	_, err = js.Publish(ctx, outcomeSubject(oc.Namespace, oc.Name), data, opts...)
-	return err
+	// AcceptedAt is the delivery's acceptance header: with the UID and event
+	// ID it names one life of one event at one endpoint (a replay starts a new
+	// one), which is what the aggregator deduplicates on.
+	AcceptedAt string `json:"acceptedAt,omitempty"`
 }
 
 func retryToken(uid, eventID string, attempt int) string {

@@ -165,13 +165,13 @@ func TestStatusReflectsDeliveries(t *testing.T) {
 
 	// Batching: at most one write per flush interval (1s here) per resource.
 	bound := int(time.Since(start)/time.Second) + 2
-	if got := r.writes.max(); got > bound || got == 0 {
+	if got := r.writes.MaxPerResource(); got > bound || got == 0 {
 		t.Errorf("%d status writes for one resource in %s, bound %d", got, time.Since(start).Round(time.Second), bound)
 	}
 	// Nothing changes: nothing is written.
-	before := r.writes.total.Load()
+	before := r.writes.Total()
 	time.Sleep(2500 * time.Millisecond)
-	if after := r.writes.total.Load(); after != before {
+	if after := r.writes.Total(); after != before {
 		t.Errorf("%d status writes while nothing changed", after-before)
 	}
 

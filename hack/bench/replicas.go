@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"runtime"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/wablast/webhook-operator/internal/dispatch"
+)
+
+// measureReplicas runs the single-event throughput pass against 1, 2 and 3
+// replicas sharing one NATS JetStream server on a loopback port, as
+// managers with --nats-url do: every replica ingests and delivers, the
+// endpoint's durable consumer is shared, and one replica (the leader) runs
+// the status writer.
+func measureReplicas(ctx context.Context, sz sizes) *result {
+	res := &result{}
+	keys, err := benchKeys()
+	if err != nil {
+		return res.fail(err)
+	}
+	var runs []throughputRun
+	for n := 1; n <= 3; n++ {
+		r, err := replicaThroughput(ctx, sz, keys, n)
+		if err != nil {
+			return res.fail(fmt.Errorf("%d replicas: %w", n, err))
+		}
+		runs = append(runs, r)
+	}
+	for i, r := range runs {
+		res.info(fmt.Sprintf("8. %d replica(s) on one NATS server, single JSON events, C=%d", i+1, sz.C),
+			fmt.Sprintf("%s (x%.2f)", fmtRate(r.rate(), "events/s"), r.rate()/runs[0].rate()))
+	}
+	res.note("Each pass starts a fresh nats-server (JetStream, file store, R1) listening on 127.0.0.1 and 1, 2 or 3 replicas connected to it over TCP, each with its own ingestion API, dispatcher and registry holding the same endpoint (%s). Posters send single JSON events round-robin over the replicas' ingestion APIs; one replica runs the status writer and aggregator. Timing and checks are those of the throughput passes.", inFlightText())
+	for i, r := range runs {
+		res.note("%d replica(s): %d events in %s = %.0f events/s; this process's CPU %.0f µs/event, %.1f of %d cores busy; response time p50 %s, p99 %s; duplicates %d.",
+			i+1, r.events, r.elapsed.Round(time.Millisecond), r.rate(), us(r.cpuPerEvent()), cores(r), runtime.NumCPU(), ms(r.ackP50), ms(r.ackP99), r.dups)
+	}
+	res.note("Every replica here shares this machine's %d cores with the NATS server, the posters and the receiver, so more replicas add no CPU: the figures show what sharing the work costs (more connections, pull requests and acknowledgements), not the gain on separate machines. docs/architecture.md (\"Scaling past one machine\") explains where the limits are when replicas have their own cores.", runtime.NumCPU())
+	return res
+}
+
+// replicaThroughput is one pass with n replicas on a fresh NATS server.
+func replicaThroughput(ctx context.Context, sz sizes, keys [][]byte, n int) (throughputRun, error) {
+	dir, err := os.MkdirTemp("", "wablast-bench-nats-")
+	if err != nil {
+		return throughputRun{}, err
+	}
+	defer os.RemoveAll(dir)
+	ns, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: dir,
+		NoSigs: true, NoLog: true, MaxPayload: 8 << 20,
+	})
+	if err != nil {
+		return throughputRun{}, err
+	}
+	ns.Start()
+	defer ns.Shutdown()
+	if !ns.ReadyForConnections(30 * time.Second) {
+		return throughputRun{}, fmt.Errorf("nats-server not ready")
+	}
+
+	rcv, err := newReceiver(keys)
+	if err != nil {
+		return throughputRun{}, err
+	}
+	defer rcv.close()
+	ep := benchEndpoint("crm", rcv.URL+"/hook", keys)
+	var urls []string
+	for i := range n {
+		p, err := startPipelineWith(ctx, []dispatch.Endpoint{ep}, pipelineOptions{NATSURL: ns.ClientURL(), Leader: i == 0})
+		if err != nil {
+			return throughputRun{}, err
+		}
+		defer p.stop()
+		urls = append(urls, p.EventsURL())
+	}
+	c := newPostClient(sz.C)
+	defer c.CloseIdleConnections()
+	hdr := ingestHeader(staticToken)
+	send := func(i int, body []byte) error {
+		code, rb, err := post(ctx, c, urls[i%len(urls)], "application/json", body, hdr)
+		if err == nil && code != http.StatusAccepted {
+			err = fmt.Errorf("ingest answered %d: %s", code, rb)
+		}
+		return err
+	}
+
+	rcv.reset(sz.C)
+	if _, err := runPosters(ctx, sz.C, sz.C, func(i int) error { return send(i, eventJSON(sz.N+i)) }); err != nil {
+		return throughputRun{}, fmt.Errorf("warm-up: %w", err)
+	}
+	if _, err := rcv.wait(ctx, 60*time.Second); err != nil {
+		return throughputRun{}, fmt.Errorf("warm-up: %w", err)
+	}
+	bodies := make([][]byte, sz.N)
+	for i := range bodies {
+		bodies[i] = eventJSON(i)
+	}
+	rcv.reset(sz.N)
+	acks := newAckTimes(sz.N)
+	cpu0 := processCPU()
+	start := time.Now()
+	failed, ferr := runPosters(ctx, sz.C, sz.N, func(i int) error {
+		t := time.Now()
+		err := send(i, bodies[i])
+		acks.set(i, time.Since(t))
+		return err
+	})
+	if failed > 0 {
+		return throughputRun{}, fmt.Errorf("%d posts failed, first: %w", failed, ferr)
+	}
+	last, err := rcv.wait(ctx, waitBudget(sz.N))
+	cpu := processCPU() - cpu0
+	if err != nil {
+		u, _, bad := rcv.counts()
+		return throughputRun{}, fmt.Errorf("%d of %d received (%d bad signatures): %w", u, sz.N, bad, err)
+	}
+	return finishRun(rcv, sz.N, last.Sub(start), cpu, acks, "")
+}

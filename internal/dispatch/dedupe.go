@@ -1,0 +1,120 @@
+package dispatch
+
+import (
+	"bytes"
+	"encoding/json"
+	"hash/fnv"
+	"strconv"
+	"time"
+
+	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
+)
+
+// dedupeSet remembers 64-bit keys for at least a window, in time buckets so
+// that forgetting old keys costs one map drop per bucket, not a scan.
+type dedupeSet struct {
+	now     func() time.Time
+	width   time.Duration
+	buckets []map[uint64]struct{}
+	starts  []time.Time
+}
+
+// dedupeBuckets is how many buckets cover the window.
+const dedupeBuckets = 12
+
+func newDedupeSet(window time.Duration, now func() time.Time) *dedupeSet {
+	return &dedupeSet{now: now, width: window / dedupeBuckets}
+}
+
+func (d *dedupeSet) has(key uint64) bool {
+	for _, b := range d.buckets {
+		if _, ok := b[key]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *dedupeSet) add(key uint64) {
+	now := d.now()
+	n := len(d.buckets)
+	if n == 0 || now.Sub(d.starts[n-1]) >= d.width {
+		d.buckets = append(d.buckets, map[uint64]struct{}{})
+		d.starts = append(d.starts, now)
+		n++
+	}
+	d.buckets[n-1][key] = struct{}{}
+}
+
+// prune drops the buckets whose every key is older than the window. A
+// bucket holds the keys added from its start until the next bucket's start
+// and for no longer than its width.
+func (d *dedupeSet) prune() {
+	cutoff := d.now().Add(-d.width * dedupeBuckets)
+	i := 0
+	for i < len(d.starts)-1 {
+		end := d.starts[i].Add(d.width)
+		if next := d.starts[i+1]; next.Before(end) {
+			end = next
+		}
+		if end.After(cutoff) {
+			break
+		}
+		i++
+	}
+	if i > 0 {
+		d.buckets = append(d.buckets[:0:0], d.buckets[i:]...)
+		d.starts = append(d.starts[:0:0], d.starts[i:]...)
+	}
+}
+
+// size is the number of keys held, for tests.
+func (d *dedupeSet) size() int {
+	n := 0
+	for _, b := range d.buckets {
+		n += len(b)
+	}
+	return n
+}
+
+// dedupeKey names what the outcome records, so that a second record of it
+// (the delivery attempted again after its acknowledgement was lost) is
+// recognised: an event's end at an endpoint (one per event, whichever attempt
+// ended it), or one attempt that is to be retried. The event's acceptance
+// time is part of it, so a replay (accepted again) is a new life. Outcomes
+// written before acceptance times were recorded have no key.
+func (oc *outcome) dedupeKey() (uint64, bool) {
+	if oc.AcceptedAt == "" {
+		return 0, false
+	}
+	h := fnv.New64a()
+	if oc.Result == webhooksv1alpha1.ResultRetrying {
+		h.Write([]byte("a\x00"))
+	} else {
+		h.Write([]byte("f\x00"))
+	}
+	for _, part := range []string{string(oc.UID), oc.EventID, oc.AcceptedAt} {
+		h.Write([]byte(part))
+		h.Write([]byte{0})
+	}
+	if oc.Result == webhooksv1alpha1.ResultRetrying {
+		h.Write([]byte(strconv.Itoa(int(oc.Attempt))))
+	}
+	return h.Sum64(), true
+}
+
+// decodeOutcomes reads an outcomes message: a JSON array of one endpoint's
+// outcomes, or (as written before batching) a single outcome object.
+func decodeOutcomes(data []byte) ([]outcome, error) {
+	data = bytes.TrimLeft(data, " \t\r\n")
+	if len(data) > 0 && data[0] == '[' {
+		var ocs []outcome
+		err := json.Unmarshal(data, &ocs)
+		return ocs, err
+	}
+	var oc outcome
+	if err := json.Unmarshal(data, &oc); err != nil {
+		return nil, err
+	}
+	return []outcome{oc}, nil
+}
