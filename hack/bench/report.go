@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	_ "embed"
 	"fmt"
 	"io"
 	"os"
@@ -149,8 +150,14 @@ func (r *report) writeMarkdown(path string) error {
 	if !any {
 		fmt.Fprintf(&b, "Every target was met.\n")
 	}
+	fmt.Fprintf(&b, "\n%s", history)
 	return os.WriteFile(path, b.Bytes(), 0o644)
 }
+
+// history is the hand-kept record of what measuring changed.
+//
+//go:embed history.md
+var history string
 
 func oneLine(s string) string {
 	s = strings.ReplaceAll(s, "\n", " ")
