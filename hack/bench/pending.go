@@ -63,7 +63,9 @@ func measurePending(ctx context.Context, sz sizes) *result {
 		return res.fail(fmt.Errorf("after %s: %d attempted, %d pending of %d", waitBudget(n), st.TotalEventsSent, st.EventsPending, n+1))
 	}
 	attempted := time.Since(start)
-	time.Sleep(2 * time.Second) // the last outcomes persisted and acked, file store flushed
+	// The last outcomes folded in, persisted and acknowledged (the aggregator
+	// holds each outcome message for 5 s), and the file store flushed.
+	time.Sleep(8 * time.Second)
 	heap1 := liveHeap()
 	disk1 := dirSize(p.dir)
 	stored1, err := streamBytes(ctx, p)
@@ -80,7 +82,7 @@ func measurePending(ctx context.Context, sz sizes) *result {
 		n, attempted.Round(100*time.Millisecond), st.TotalEventsSent, st.EventsPending, st.ConsecutiveFailures)
 	res.note("Disk: the sum of file sizes under the store's data dir grew from %s to %s. Stream contents (JetStream's own byte count, all streams) grew by %.0f bytes per pending event; the rest is file store overhead (indexes, block slack, removed work-queue messages not yet compacted).",
 		mib(disk0), mib(disk1), float64(int64(stored1)-int64(stored0))/float64(n))
-	res.note("Memory: runtime.ReadMemStats HeapAlloc after two GCs, in the process that hosts the embedded NATS server, the dispatcher and the aggregator: %s before, %s after. The process RSS is not used because the Go runtime does not return freed memory at once. The growth includes JetStream's duplicate-window entries for the fan-out and retry message IDs, which are kept for 5 minutes per recent delivery whether or not it is still pending.",
+	res.note("Memory: runtime.ReadMemStats HeapAlloc after two GCs, in the process that hosts the embedded NATS server, the dispatcher and the aggregator: %s before, %s after. The process RSS is not used because the Go runtime does not return freed memory at once. The growth includes JetStream's duplicate-window entries for the retry schedules' message IDs (kept for 5 minutes) and the aggregator's dedupe keys of recent outcomes (kept for 2 minutes), whether or not the delivery is still pending.",
 		mib(int64(heap0)), mib(int64(heap1)))
 	res.note("The brief sets no target for these; they are informational.")
 	return res
