@@ -108,10 +108,12 @@ func (s *EndpointStats) apply(oc *outcome) {
 			Error:                truncate(oc.Error, 1024),
 		}
 		s.LastDelivery = &rec
-		s.Recent = append([]webhooksv1alpha1.DeliveryRecord{rec}, s.Recent...)
-		if len(s.Recent) > recentDeliveries {
-			s.Recent = s.Recent[:recentDeliveries]
+		// Newest first, at most recentDeliveries, shifted in place.
+		if len(s.Recent) < recentDeliveries {
+			s.Recent = append(s.Recent, webhooksv1alpha1.DeliveryRecord{})
 		}
+		copy(s.Recent[1:], s.Recent[:len(s.Recent)-1])
+		s.Recent[0] = rec
 	}
 
 	status, msg := metav1.ConditionTrue, "The last delivery succeeded"
