@@ -26,6 +26,8 @@ type sizes struct {
 	C, N int
 	// Batch is the NDJSON batch size (2).
 	Batch int
+	// Rounds of the throughput passes, side by side; the median ratio counts (1, 2).
+	Rounds int
 	// LatencyRate events/s for LatencyFor (3).
 	LatencyRate int
 	LatencyFor  time.Duration
@@ -44,7 +46,7 @@ type sizes struct {
 
 func fullSizes() sizes {
 	return sizes{
-		C: 32, N: 20000, Batch: 100,
+		C: 32, N: 20000, Batch: 100, Rounds: 3,
 		LatencyRate: 1000, LatencyFor: 10 * time.Second,
 		FanoutEndpoints: 100, FanoutEvents: 100, FanoutRepeats: 5,
 		StatusRate: 2000, StatusEndpoints: 10, StatusFor: 15 * time.Second, StatusFlush: 5 * time.Second,
@@ -56,6 +58,7 @@ func fullSizes() sizes {
 func quickSizes() sizes {
 	s := fullSizes()
 	s.N = 2000
+	s.Rounds = 1
 	s.LatencyFor = 3 * time.Second
 	s.FanoutRepeats = 3
 	s.StatusFor, s.StatusFlush = 5*time.Second, time.Second
