@@ -356,3 +356,45 @@ func mib(b int64) string {
 func fmtRate(v float64, unit string) string {
 	return strconv.FormatFloat(v, 'f', 0, 64) + " " + unit
 }
+
+// cpuAccount is what the machine's CPUs did, from /proc/stat, and what this
+// process and its waited-for children (the control planes it started) used.
+type cpuAccount struct {
+	busy, steal, own time.Duration
+	ok               bool
+}
+
+// readCPUAccount samples the counters cpuAccount compares.
+func readCPUAccount() cpuAccount {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return cpuAccount{}
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return cpuAccount{}
+	}
+	var v [8]float64
+	for i := range v {
+		v[i], _ = strconv.ParseFloat(f[i+1], 64)
+	}
+	// user nice system idle iowait irq softirq steal, in USER_HZ (100/s).
+	tick := func(x float64) time.Duration { return time.Duration(x * float64(10*time.Millisecond)) }
+	a := cpuAccount{busy: tick(v[0] + v[1] + v[2] + v[5] + v[6]), steal: tick(v[7]), ok: true}
+	var self, children syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &self) == nil && syscall.Getrusage(syscall.RUSAGE_CHILDREN, &children) == nil {
+		a.own = time.Duration(self.Utime.Nano() + self.Stime.Nano() + children.Utime.Nano() + children.Stime.Nano())
+	}
+	return a
+}
+
+// otherCPU is the CPU time others used between a and b (busy time not
+// spent by this process or its children), and the time stolen by the
+// hypervisor.
+func otherCPU(a, b cpuAccount) (other, steal time.Duration, ok bool) {
+	if !a.ok || !b.ok {
+		return 0, 0, false
+	}
+	return max((b.busy-a.busy)-(b.own-a.own), 0), b.steal - a.steal, true
+}

@@ -108,6 +108,7 @@ func run() error {
 		gomaxprocs: runtime.GOMAXPROCS(0),
 		goVersion:  runtime.Version(),
 		loadBefore: loadAvg(),
+		cpuBefore:  readCPUAccount(),
 		sizes:      sz,
 	}
 	for _, m := range selected {
@@ -139,6 +140,7 @@ func run() error {
 	}
 	rep.finished = time.Now()
 	rep.loadAfter = loadAvg()
+	rep.cpuAfter = readCPUAccount()
 
 	rep.printTable(os.Stdout)
 	if *out != "" {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -20,6 +19,7 @@ type report struct {
 	numCPU, gomaxprocs    int
 	goVersion             string
 	loadBefore, loadAfter string
+	cpuBefore, cpuAfter   cpuAccount
 	sizes                 sizes
 	results               []*result
 }
@@ -56,22 +56,35 @@ func (r *report) printTable(w io.Writer) {
 	}
 }
 
-// busyWarning says so when other work competed for the CPU: the 1-minute
-// load average before or after the run was over half the CPU count.
+// busyWarning says so when other work competed for the CPU: processes other
+// than the harness and its children, or the hypervisor (steal), took 5% or
+// more of the machine's CPU time during the run. (The load average is no
+// guide: the harness itself keeps every core busy.)
 func (r *report) busyWarning() string {
-	busy := false
-	for _, l := range []string{r.loadBefore, r.loadAfter} {
-		if f := strings.Fields(l); len(f) > 0 {
-			if v, err := strconv.ParseFloat(f[0], 64); err == nil && v > float64(r.numCPU)/2 {
-				busy = true
-			}
-		}
-	}
-	if !busy {
+	other, steal, ok := otherCPU(r.cpuBefore, r.cpuAfter)
+	if !ok {
 		return ""
 	}
-	return fmt.Sprintf("The machine was busy with other work during this run (1-minute load average %s before, %s after, on %d CPUs), so rates and latencies here are pessimistic; rerun on a quiet machine for published figures.",
-		strings.Fields(r.loadBefore)[0], strings.Fields(r.loadAfter)[0], r.numCPU)
+	capacity := r.finished.Sub(r.started) * time.Duration(r.numCPU)
+	if capacity <= 0 {
+		return ""
+	}
+	share := func(d time.Duration) float64 { return 100 * float64(d) / float64(capacity) }
+	if share(other) < 5 && share(steal) < 5 {
+		return ""
+	}
+	return fmt.Sprintf("Other work shared the machine during this run: processes other than this harness and the control planes it started used %.1f%% of its CPU time, and the hypervisor took (stole) %.1f%%; rates and latencies here are pessimistic by about that much.",
+		share(other), share(steal))
+}
+
+// cpuShares describes the run's CPU use by others, for the header.
+func (r *report) cpuShares() string {
+	other, steal, ok := otherCPU(r.cpuBefore, r.cpuAfter)
+	capacity := r.finished.Sub(r.started) * time.Duration(r.numCPU)
+	if !ok || capacity <= 0 {
+		return "unknown"
+	}
+	return fmt.Sprintf("%.1f%% by other processes, %.1f%% stolen by the hypervisor", 100*float64(other)/float64(capacity), 100*float64(steal)/float64(capacity))
 }
 
 func (r *report) writeMarkdown(path string) error {
@@ -89,7 +102,8 @@ func (r *report) writeMarkdown(path string) error {
 	fmt.Fprintf(&b, "| Go | %s |\n", r.goVersion)
 	fmt.Fprintf(&b, "| `runtime.NumCPU()` | %d |\n", r.numCPU)
 	fmt.Fprintf(&b, "| GOMAXPROCS | %d |\n", r.gomaxprocs)
-	fmt.Fprintf(&b, "| load average (1, 5, 15 min) | %s before, %s after |\n", r.loadBefore, r.loadAfter)
+	fmt.Fprintf(&b, "| load average (1, 5, 15 min) | %s before, %s after (the harness's own load included) |\n", r.loadBefore, r.loadAfter)
+	fmt.Fprintf(&b, "| machine CPU time not this harness's | %s |\n", r.cpuShares())
 	z := r.sizes
 	fmt.Fprintf(&b, "| sizes | throughput %d events from %d posters (batches of %d); latency %d events/s for %s; fan-out %d endpoints, %d events; status %d events/s to %d endpoints for %s, flush %s; scale %d WebhookConfigs in %d namespaces; pending %d events |\n",
 		z.N, z.C, z.Batch, z.LatencyRate, z.LatencyFor, z.FanoutEndpoints, z.FanoutEvents, z.StatusRate, z.StatusEndpoints, z.StatusFor, z.StatusFlush, z.ScaleConfigs, z.ScaleNamespaces, z.PendingEvents)
