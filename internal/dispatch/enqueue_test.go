@@ -1,0 +1,98 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+)
+
+// streamMsgs is how many messages a stream holds now.
+func streamMsgs(t *testing.T, s *Store, name string) uint64 {
+	t.Helper()
+	st, err := s.JetStream().Stream(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+// An event without a producer id is stored as its deliveries before the 202
+// and never touches the events stream; one with an id goes through the events
+// stream (its idempotency window) and the fan-out. Both arrive.
+func TestEventsWithoutAnIDAreStoredAsDeliveriesAtOnce(t *testing.T) {
+	hold := make(chan struct{})
+	rc := newReceiver(t, func(_ int, _ http.ResponseWriter, _ *http.Request) { <-hold })
+	h := newHarness(t, "", nil)
+	h.reg.Upsert(endpoint("crm", rc.URL, func(e *Endpoint) { e.Policy.MaxInFlight = 1 }))
+	h.reg.Upsert(endpoint("erp", rc.URL, func(e *Endpoint) { e.Policy.MaxInFlight = 1 }))
+
+	res := h.enqueue(testEvent(1), testEvent(2))
+	if res[0].Subscribers != 2 || res[1].Subscribers != 2 || res[0].Duplicate {
+		t.Fatalf("results %+v", res)
+	}
+	// The receiver holds the first delivery of each endpoint, so the rest
+	// wait in the store: all four were stored before Enqueue returned.
+	if got := streamMsgs(t, h.store, StreamEvents); got != 0 {
+		t.Errorf("events without an id put %d messages in %s", got, StreamEvents)
+	}
+	if got := streamMsgs(t, h.store, StreamDeliveries); got != 4 {
+		t.Errorf("%s holds %d messages right after the 202, want 4 (2 events x 2 endpoints)", StreamDeliveries, got)
+	}
+	withID := testEvent(3)
+	withID.IdempotencyKey = true
+	h.enqueue(withID)
+	if got := streamMsgs(t, h.store, StreamEvents); got != 1 {
+		t.Errorf("an event with an id put %d messages in %s, want 1", got, StreamEvents)
+	}
+	close(hold)
+	eventually(t, 10*time.Second, func() error {
+		if n := len(rc.requests()); n != 6 {
+			return fmt.Errorf("%d of 6 deliveries", n)
+		}
+		return nil
+	})
+
+	// An event no endpoint subscribes to (none in its namespace) is
+	// accepted, with no subscriber, and stores nothing.
+	before := streamMsgs(t, h.store, StreamDeliveries)
+	other := testEvent(4)
+	other.Namespace = "elsewhere"
+	if res := h.enqueue(other); res[0].Subscribers != 0 {
+		t.Errorf("no subscriber: %+v", res[0])
+	}
+	if got := streamMsgs(t, h.store, StreamDeliveries); got != before {
+		t.Errorf("an event with no subscriber stored %d deliveries", got-before)
+	}
+}
+
+// Before the registry has been rebuilt the subscribers are unknown, so
+// nothing is accepted (the ingestion API answers 503) and nothing is stored.
+func TestEnqueueBeforeTheRegistryIsRebuiltIsRefused(t *testing.T) {
+	store, err := OpenStore(context.Background(), StoreOptions{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	reg := NewMemoryRegistry()
+	d, err := New(Options{Registry: reg, Store: store, HTTPClient: NewHTTPClient(nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Enqueue(context.Background(), []Event{testEvent(1)}); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Enqueue before the registry is rebuilt: %v, want ErrUnavailable", err)
+	}
+	if got := streamMsgs(t, store, StreamDeliveries) + streamMsgs(t, store, StreamEvents); got != 0 {
+		t.Errorf("%d messages stored", got)
+	}
+	reg.MarkSynced()
+	if _, err := d.Enqueue(context.Background(), []Event{testEvent(1)}); err != nil {
+		t.Fatalf("Enqueue once the registry is rebuilt: %v", err)
+	}
+}
