@@ -266,28 +266,10 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	// Should the consumption end by itself (the consumer lost with a NATS
-	// node, say), start it again.
+	consuming := make(chan struct{})
 	go func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-cc.Closed():
-			}
-			d.opts.Logger.Info("Fan-out consumption ended; starting it again")
-			for {
-				if ctx.Err() != nil {
-					return
-				}
-				var err error
-				if cc, err = d.consumeEvents(ctx, msgs); err == nil {
-					break
-				}
-				d.opts.Logger.Error(err, "Restarting the fan-out consumption")
-				time.Sleep(time.Second)
-			}
-		}
+		defer close(consuming)
+		keepConsuming(ctx, d.opts.Logger, "fan-out", cc, func() (jetstream.ConsumeContext, error) { return d.consumeEvents(ctx, msgs) })
 	}()
 	var wg sync.WaitGroup
 	for range d.opts.FanoutWorkers {
@@ -321,6 +303,7 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 		case <-depth.C:
 			d.recordQueueDepth(ctx)
 		case <-ctx.Done():
+			<-consuming
 			wg.Wait()
 			d.stopAllWorkers()
 			log.Info("Dispatcher stopped")
@@ -330,7 +313,7 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 }
 
 // consumeEvents creates (or finds) the fan-out consumer and feeds its
-// messages to msgs until ctx is done or the consumption ends.
+// messages to msgs until the consumption is stopped or ends.
 func (d *Dispatcher) consumeEvents(ctx context.Context, msgs chan<- jetstream.Msg) (jetstream.ConsumeContext, error) {
 	cons, err := d.js.CreateOrUpdateConsumer(ctx, StreamEvents, jetstream.ConsumerConfig{
 		Durable:     consumerFanout,
@@ -354,10 +337,6 @@ func (d *Dispatcher) consumeEvents(ctx context.Context, msgs chan<- jetstream.Ms
 	if err != nil {
 		return nil, fmt.Errorf("consuming events: %w", err)
 	}
-	go func() {
-		<-ctx.Done()
-		cc.Stop()
-	}()
 	return cc, nil
 }
 
@@ -621,4 +600,33 @@ func consumeErrors(log logr.Logger, what string, kv ...any) jetstream.PullConsum
 	return jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		log.Info("JetStream consumption reported an error", append([]any{"consumer", what, "error", err.Error()}, kv...)...)
 	})
+}
+
+// keepConsuming keeps a consumption running until ctx is done, then stops
+// it. Should it end by itself (its consumer lost with a NATS node, say), it
+// is started again with start, every second until that works. Messages
+// handed out and not acknowledged come again after their ack wait.
+func keepConsuming(ctx context.Context, log logr.Logger, what string, cc jetstream.ConsumeContext, start func() (jetstream.ConsumeContext, error)) {
+	for {
+		select {
+		case <-ctx.Done():
+			cc.Stop()
+			return
+		case <-cc.Closed():
+		}
+		log.Info("JetStream consumption ended; starting it again", "consumer", what)
+		for {
+			next, err := start()
+			if err == nil {
+				cc = next
+				break
+			}
+			log.Error(err, "Restarting a JetStream consumption", "consumer", what)
+			select {
+			case <-time.After(time.Second):
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
 }

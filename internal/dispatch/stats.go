@@ -279,10 +279,10 @@ func (a *Aggregator) run(ctx context.Context, persistEvery time.Duration, log lo
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if cc != nil {
-			cc.Stop()
-		}
+	consuming := make(chan struct{})
+	go func() {
+		defer close(consuming)
+		keepConsuming(ctx, log, "stats", cc, func() (jetstream.ConsumeContext, error) { return a.consume(ctx, log) })
 	}()
 	t := time.NewTicker(persistEvery)
 	defer t.Stop()
@@ -290,32 +290,8 @@ func (a *Aggregator) run(ctx context.Context, persistEvery time.Duration, log lo
 		select {
 		case <-t.C:
 			a.persist(ctx)
-		case <-cc.Closed():
-			// The consumption ended by itself (its consumer lost with a NATS
-			// node, say): start it again. Outcomes folded in but not yet
-			// acknowledged come again and are skipped by sequence.
-			log.Info("Stats consumption ended; starting it again")
-			for {
-				next, err := a.consume(ctx, log)
-				if err == nil {
-					cc = next
-					break
-				}
-				if ctx.Err() != nil {
-					break
-				}
-				log.Error(err, "Restarting the stats consumption")
-				select {
-				case <-time.After(time.Second):
-				case <-ctx.Done():
-				}
-			}
-			if ctx.Err() != nil {
-				a.persist(context.WithoutCancel(ctx))
-				return nil
-			}
 		case <-ctx.Done():
-			cc.Stop()
+			<-consuming // stopped: nothing more is folded in
 			a.persist(context.WithoutCancel(ctx))
 			return nil
 		}
