@@ -191,9 +191,8 @@ func (s *Store) ensure(ctx context.Context) error {
 		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     jetstream.FileStorage,
 		Replicas:    s.opts.Replicas,
-		// Longer than any delivery's ack wait (timeoutSeconds + 10s): a
-		// redelivered event's second final outcome falls inside it.
-		Duplicates: 2 * time.Minute,
+		// No message IDs here: outcomes are stored in batches and the
+		// aggregator deduplicates them (see dedupeKey).
 	}}
 	for _, cfg := range streams {
 		if _, err := s.js.CreateOrUpdateStream(ctx, cfg); err != nil {
