@@ -719,4 +719,3 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 	rank = min(max(rank, 1), len(s))
 	return s[rank-1]
 }
-
