@@ -4,52 +4,34 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/nats-io/nats.go/jetstream"
 	"k8s.io/apimachinery/pkg/types"
+	clocktesting "k8s.io/utils/clock/testing"
 
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
 )
 
-// fakeClock is a settable clock for the dedupe window.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 func TestDedupeSetRemembersKeysForTheWindow(t *testing.T) {
-	clk := &fakeClock{t: time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)}
-	d := newDedupeSet(2*time.Minute, clk.now)
+	clk := clocktesting.NewFakeClock(time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC))
+	d := newDedupeSet(2*time.Minute, clk.Now)
 	d.add(1)
-	clk.add(30 * time.Second)
+	clk.Step(30 * time.Second)
 	d.add(2)
 	if !d.has(1) || !d.has(2) || d.has(3) {
 		t.Fatal("keys added within the window must be found, others not")
 	}
 	// Just under the window after key 1: still there, whatever the pruning.
-	clk.add(89 * time.Second)
+	clk.Step(89 * time.Second)
 	d.prune()
 	if !d.has(1) {
 		t.Fatal("key 1 forgotten before its window passed")
 	}
 	// Well past the window of key 1 (and of its bucket) it goes; key 2 stays.
-	clk.add(31 * time.Second)
+	clk.Step(31 * time.Second)
 	d.add(4)
 	d.prune()
 	if d.has(1) {
@@ -58,7 +40,7 @@ func TestDedupeSetRemembersKeysForTheWindow(t *testing.T) {
 	if !d.has(2) || !d.has(4) {
 		t.Fatal("keys inside their window were dropped")
 	}
-	clk.add(10 * time.Minute)
+	clk.Step(10 * time.Minute)
 	d.add(5)
 	d.prune()
 	if d.size() != 1 || !d.has(5) {

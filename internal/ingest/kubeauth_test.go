@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlfake "sigs.k8s.io/controller-runtime/pkg/client/fake"
 )
@@ -77,28 +78,10 @@ func tokenSecret(ns, name, token string) *corev1.Secret {
 	}
 }
 
-// fakeClock is a settable clock.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Step(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 type authFixture struct {
 	cluster *fakeCluster
 	secrets client.Client
-	clock   *fakeClock
+	clock   *clocktesting.FakeClock
 	auth    *KubeAuthenticator
 }
 
@@ -115,7 +98,7 @@ func newAuthFixture(t *testing.T, objs ...client.Object) *authFixture {
 			allowed: map[string]bool{"system:serviceaccount:a:app/a": true},
 		},
 		secrets: ctrlfake.NewClientBuilder().WithObjects(objs...).Build(),
-		clock:   &fakeClock{now: time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)},
+		clock:   clocktesting.NewFakeClock(time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)),
 	}
 	f.auth = NewKubeAuthenticator(f.cluster.clientset(), f.secrets, 10*time.Second)
 	f.auth.now = f.clock.Now
