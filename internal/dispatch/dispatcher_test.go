@@ -19,6 +19,7 @@ import (
 
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
 	"github.com/wablast/webhook-operator/internal/signing"
+	"github.com/wablast/webhook-operator/internal/testutil"
 )
 
 const testSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -200,25 +201,10 @@ func (h *harness) enqueue(events ...Event) []EnqueueResult {
 	return res
 }
 
-func eventually(t *testing.T, timeout time.Duration, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not met after %s: %v", timeout, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func (h *harness) waitStats(uid types.UID, check func(EndpointStats) error) EndpointStats {
 	h.t.Helper()
 	var st EndpointStats
-	eventually(h.t, 20*time.Second, func() error {
+	testutil.EventuallyEvery(h.t, 20*time.Second, 20*time.Millisecond, func() error {
 		var ok bool
 		if st, ok = h.agg.Get(uid); !ok {
 			return fmt.Errorf("no stats for %s", uid)
@@ -238,7 +224,7 @@ func TestDeliveryIsSignedAndCounted(t *testing.T) {
 	if res[0].Subscribers != 1 || res[0].ID != "msg_000001" {
 		t.Fatalf("enqueue result %+v, want 1 subscriber", res[0])
 	}
-	eventually(t, 10*time.Second, func() error {
+	testutil.EventuallyEvery(t, 10*time.Second, 20*time.Millisecond, func() error {
 		if n := len(rc.requests()); n != 1 {
 			return fmt.Errorf("%d requests", n)
 		}
@@ -338,7 +324,7 @@ func TestRetryAfterIsHonoured(t *testing.T) {
 			h := newHarness(t, "", nil)
 			h.reg.Upsert(endpoint("crm", rc.URL, func(e *Endpoint) { e.Policy.InitialBackoff = 100 * time.Millisecond }))
 			h.enqueue(testEvent(1))
-			eventually(t, 15*time.Second, func() error {
+			testutil.EventuallyEvery(t, 15*time.Second, 20*time.Millisecond, func() error {
 				if n := len(rc.requests()); n < 2 {
 					return fmt.Errorf("%d attempts", n)
 				}
@@ -360,7 +346,7 @@ func TestRetryAfterIsHonoured(t *testing.T) {
 		h := newHarness(t, "", nil)
 		h.reg.Upsert(endpoint("crm", rc.URL, func(e *Endpoint) { e.Policy.MaxBackoff = time.Second }))
 		h.enqueue(testEvent(1))
-		eventually(t, 10*time.Second, func() error {
+		testutil.EventuallyEvery(t, 10*time.Second, 20*time.Millisecond, func() error {
 			if n := len(rc.requests()); n < 2 {
 				return fmt.Errorf("%d attempts", n)
 			}
@@ -403,7 +389,7 @@ func TestGoneStopsTheEndpointUntilItsSpecChanges(t *testing.T) {
 	// A spec change (new generation) resumes deliveries; the held event arrives.
 	gone.Store(false)
 	h.reg.Upsert(endpoint("crm", rc.URL, func(e *Endpoint) { e.Generation = 2 }))
-	eventually(t, 10*time.Second, func() error {
+	testutil.EventuallyEvery(t, 10*time.Second, 20*time.Millisecond, func() error {
 		if ids := rc.uniqueIDs(); ids["msg_000002"] == 0 {
 			return fmt.Errorf("held event not delivered: %v", ids)
 		}
@@ -467,7 +453,7 @@ func TestMaxInFlightIsNeverExceeded(t *testing.T) {
 		events[i] = testEvent(i)
 	}
 	h.enqueue(events...)
-	eventually(t, 20*time.Second, func() error {
+	testutil.EventuallyEvery(t, 20*time.Second, 20*time.Millisecond, func() error {
 		if n := len(rc.uniqueIDs()); n != 30 {
 			return fmt.Errorf("%d delivered", n)
 		}
@@ -497,7 +483,7 @@ func TestHungEndpointDoesNotSlowAnother(t *testing.T) {
 	}
 	start := time.Now()
 	h.enqueue(events...)
-	eventually(t, 10*time.Second, func() error {
+	testutil.EventuallyEvery(t, 10*time.Second, 20*time.Millisecond, func() error {
 		if n := len(fast.uniqueIDs()); n != 50 {
 			return fmt.Errorf("fast endpoint got %d of 50", n)
 		}
@@ -580,7 +566,7 @@ func TestIdempotencyKeyIsDeliveredOnce(t *testing.T) {
 		t.Errorf("duplicate flags %v %v", first[0].Duplicate, second[0].Duplicate)
 	}
 	h.enqueue(testEvent(2))
-	eventually(t, 10*time.Second, func() error {
+	testutil.EventuallyEvery(t, 10*time.Second, 20*time.Millisecond, func() error {
 		if n := len(rc.uniqueIDs()); n != 2 {
 			return fmt.Errorf("%d ids", n)
 		}
@@ -616,7 +602,7 @@ func TestNothingAcknowledgedIsLostAcrossAnAbruptStop(t *testing.T) {
 	for i := 0; i < total; i += 100 {
 		h.enqueue(events[i : i+100]...)
 	}
-	eventually(t, 20*time.Second, func() error {
+	testutil.EventuallyEvery(t, 20*time.Second, 20*time.Millisecond, func() error {
 		if n := len(rc.uniqueIDs()); n < total/4 {
 			return fmt.Errorf("only %d delivered", n)
 		}
@@ -640,7 +626,7 @@ func TestNothingAcknowledgedIsLostAcrossAnAbruptStop(t *testing.T) {
 	}
 
 	h.start()
-	eventually(t, 60*time.Second, func() error {
+	testutil.EventuallyEvery(t, 60*time.Second, 20*time.Millisecond, func() error {
 		if n := len(rc.uniqueIDs()); n != total {
 			return fmt.Errorf("%d of %d unique webhook-ids arrived", n, total)
 		}
@@ -695,13 +681,13 @@ func TestIdleWorkersStopAndComeBackForNewAndRetriedDeliveries(t *testing.T) {
 	}
 
 	h.enqueue(testEvent(1))
-	eventually(t, 10*time.Second, func() error {
+	testutil.EventuallyEvery(t, 10*time.Second, 20*time.Millisecond, func() error {
 		if len(rc.uniqueIDs()) != 1 {
 			return fmt.Errorf("not delivered")
 		}
 		return nil
 	})
-	eventually(t, 10*time.Second, func() error {
+	testutil.EventuallyEvery(t, 10*time.Second, 20*time.Millisecond, func() error {
 		if n := h.d.runningWorkers(); n != 0 {
 			return fmt.Errorf("%d workers still running after the idle timeout", n)
 		}
@@ -711,7 +697,7 @@ func TestIdleWorkersStopAndComeBackForNewAndRetriedDeliveries(t *testing.T) {
 	// A new delivery starts the worker again; its retry, due after the
 	// worker went idle, is found by the scan and delivered.
 	h.enqueue(testEvent(2))
-	eventually(t, 15*time.Second, func() error {
+	testutil.EventuallyEvery(t, 15*time.Second, 20*time.Millisecond, func() error {
 		if ids := rc.uniqueIDs(); ids["msg_000002"] != 2 {
 			return fmt.Errorf("msg_000002 seen %d times, want 2 (503, then the retry)", ids["msg_000002"])
 		}
@@ -730,7 +716,7 @@ func TestMoreThanAThousandEndpoints(t *testing.T) {
 	if res[0].Subscribers != n {
 		t.Fatalf("%d subscribers, want %d", res[0].Subscribers, n)
 	}
-	eventually(t, 60*time.Second, func() error {
+	testutil.EventuallyEvery(t, 60*time.Second, 20*time.Millisecond, func() error {
 		if got := len(rc.requests()); got < n {
 			return fmt.Errorf("%d of %d endpoints received the event", got, n)
 		}

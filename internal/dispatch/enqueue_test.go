@@ -10,6 +10,8 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wablast/webhook-operator/internal/testutil"
 )
 
 // streamMsgs is how many messages a stream holds now.
@@ -55,7 +57,7 @@ func TestEventsWithoutAnIDAreStoredAsDeliveriesAtOnce(t *testing.T) {
 		t.Errorf("an event with an id put %d messages in %s, want 1", got, StreamEvents)
 	}
 	close(hold)
-	eventually(t, 10*time.Second, func() error {
+	testutil.EventuallyEvery(t, 10*time.Second, 20*time.Millisecond, func() error {
 		if n := len(rc.requests()); n != 6 {
 			return fmt.Errorf("%d of 6 deliveries", n)
 		}

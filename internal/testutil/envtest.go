@@ -165,6 +165,13 @@ func (e *Env) Kubectl(ctx context.Context, args ...string) (string, error) {
 // the test with the last error.
 func Eventually(t testing.TB, timeout time.Duration, check func() error) {
 	t.Helper()
+	EventuallyEvery(t, timeout, 50*time.Millisecond, check)
+}
+
+// EventuallyEvery polls check every interval until it returns nil, or fails
+// the test with the last error after timeout.
+func EventuallyEvery(t testing.TB, timeout, interval time.Duration, check func() error) {
+	t.Helper()
 	deadline := time.Now().Add(timeout)
 	var err error
 	for {
@@ -174,6 +181,6 @@ func Eventually(t testing.TB, timeout time.Duration, check func() error) {
 		if time.Now().After(deadline) {
 			t.Fatalf("condition not met after %s: %v", timeout, err)
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(interval)
 	}
 }

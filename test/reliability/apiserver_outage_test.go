@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/wablast/webhook-operator/internal/testutil"
 )
 
 // tcpProxy forwards a loopback port to the API server. cut closes the
@@ -190,7 +192,7 @@ func TestAPIServerOutage(t *testing.T) {
 		t.Fatalf("warm-up post: %d %s %v", code, body, err)
 	}
 	all = append(all, warm...)
-	waitFor(t, 30*time.Second, 100*time.Millisecond, func() error {
+	testutil.EventuallyEvery(t, 30*time.Second, 100*time.Millisecond, func() error {
 		if c := statusCounters(t, ns, "crm"); c.Delivered != 1 {
 			return fmt.Errorf("before the outage: %s", c)
 		}
@@ -216,7 +218,7 @@ func TestAPIServerOutage(t *testing.T) {
 		time.Sleep(time.Second)
 	}
 	// Everything posted during the outage arrives during the outage.
-	waitFor(t, time.Until(cutAt.Add(outage)), 100*time.Millisecond, func() error {
+	testutil.EventuallyEvery(t, time.Until(cutAt.Add(outage)), 100*time.Millisecond, func() error {
 		if miss := missing(rc, during); len(miss) > 0 {
 			return fmt.Errorf("%d of %d events posted during the outage not delivered yet", len(miss), len(during))
 		}
@@ -248,7 +250,7 @@ func TestAPIServerOutage(t *testing.T) {
 
 	// Status catches up.
 	n := int64(len(all))
-	waitFor(t, 90*time.Second, 100*time.Millisecond, func() error {
+	testutil.EventuallyEvery(t, 90*time.Second, 100*time.Millisecond, func() error {
 		c := statusCounters(t, ns, "crm")
 		if c.Delivered != n || c.Sent != n || c.Pending != 0 || c.Failed != 0 {
 			return fmt.Errorf("status %s, want %d delivered", c, n)
@@ -272,7 +274,7 @@ func TestAPIServerOutage(t *testing.T) {
 	if err := env.Client.Update(t.Context(), w); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 60*time.Second, 200*time.Millisecond, func() error {
+	testutil.EventuallyEvery(t, 60*time.Second, 200*time.Millisecond, func() error {
 		if g := getWHC(t, ns, "crm"); g.Status.ObservedGeneration != g.Generation {
 			return fmt.Errorf("observedGeneration %d, generation %d", g.Status.ObservedGeneration, g.Generation)
 		}

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wablast/webhook-operator/internal/testutil"
 )
 
 // TestBadInputIsRefusedClearlyAndHarmsNothing sends bad input of every kind
@@ -208,7 +210,7 @@ func TestBadInputIsRefusedClearlyAndHarmsNothing(t *testing.T) {
 	good = append(good, append(after, "after-single")...)
 
 	// Each good event exactly once, and nothing else.
-	waitFor(t, time.Minute, 100*time.Millisecond, func() error {
+	testutil.EventuallyEvery(t, time.Minute, 100*time.Millisecond, func() error {
 		if miss := missing(rc, good); len(miss) > 0 {
 			return fmt.Errorf("good events not delivered: %v", miss)
 		}
@@ -228,7 +230,7 @@ func TestBadInputIsRefusedClearlyAndHarmsNothing(t *testing.T) {
 			t.Errorf("%s delivered %d times: it was refused and must not be delivered", id, n)
 		}
 	}
-	waitFor(t, 30*time.Second, 250*time.Millisecond, func() error {
+	testutil.EventuallyEvery(t, 30*time.Second, 250*time.Millisecond, func() error {
 		if c := statusCounters(t, ns, "crm"); c.Delivered != int64(len(good)) || c.Sent != int64(len(good)) || c.Failed != 0 || c.Pending != 0 {
 			return fmt.Errorf("status %s, want %d delivered", c, len(good))
 		}

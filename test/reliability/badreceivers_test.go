@@ -13,6 +13,7 @@ import (
 	"time"
 
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
+	"github.com/wablast/webhook-operator/internal/testutil"
 )
 
 // TestBadReceiversSideBySide runs, in one manager (the in-process wiring),
@@ -127,7 +128,7 @@ func TestBadReceiversSideBySide(t *testing.T) {
 		if name == "healthy" {
 			want += warmups
 		}
-		waitFor(t, 3*time.Minute, 500*time.Millisecond, func() error {
+		testutil.EventuallyEvery(t, 3*time.Minute, 500*time.Millisecond, func() error {
 			c := statusCounters(t, ns, name)
 			if c.Delivered+c.Failed != want || c.Pending != 0 {
 				return fmt.Errorf("%s: %s, want delivered+failed = %d and pending 0", name, c, want)
@@ -218,7 +219,7 @@ func measureLatency(t *testing.T, addr, ns, token string, rc *receiver, label st
 	if code, body, err := post(addr, ns, token, "application/x-ndjson", typedNDJSON(warm, "message.delivered")); code != http.StatusAccepted {
 		t.Fatalf("warm-up: %d %s %v", code, body, err)
 	}
-	waitFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+	testutil.EventuallyEvery(t, 30*time.Second, 20*time.Millisecond, func() error {
 		if miss := missing(rc, warm); len(miss) > 0 {
 			return fmt.Errorf("%d warm-up events missing", len(miss))
 		}
@@ -266,7 +267,7 @@ func measureLatency(t *testing.T, addr, ns, token string, rc *receiver, label st
 		<-tick.C
 	}
 	wg.Wait()
-	waitFor(t, time.Minute, 20*time.Millisecond, func() error {
+	testutil.EventuallyEvery(t, time.Minute, 20*time.Millisecond, func() error {
 		if miss := missing(rc, ids); len(miss) > 0 {
 			return fmt.Errorf("%s: %d of %d events not received", label, len(miss), n)
 		}
@@ -284,7 +285,7 @@ func measureLatency(t *testing.T, addr, ns, token string, rc *receiver, label st
 // waitCounters waits for the status to count delivered and failed, nothing pending.
 func waitCounters(t *testing.T, ns, name string, delivered, failed int64) {
 	t.Helper()
-	waitFor(t, time.Minute, 250*time.Millisecond, func() error {
+	testutil.EventuallyEvery(t, time.Minute, 250*time.Millisecond, func() error {
 		c := statusCounters(t, ns, name)
 		if c.Delivered < delivered || c.Failed != failed || c.Pending != 0 {
 			return fmt.Errorf("%s: %s, want delivered %d failed %d", name, c, delivered, failed)

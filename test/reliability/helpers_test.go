@@ -32,27 +32,11 @@ import (
 
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
 	"github.com/wablast/webhook-operator/internal/signing"
+	"github.com/wablast/webhook-operator/internal/testutil"
 )
 
 // signingSecret signs every endpoint of these tests.
 const signingSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-
-// waitFor polls check every interval until it returns nil, or fails the
-// test with the last error after timeout.
-func waitFor(t testing.TB, timeout, interval time.Duration, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met after %s: %v", timeout, err)
-		}
-		time.Sleep(interval)
-	}
-}
 
 // freeAddr returns a loopback address with a port that was free a moment ago.
 func freeAddr(t testing.TB) string {
@@ -175,7 +159,7 @@ func (m *managerProc) running() bool {
 // waitReady waits for /readyz of the probes and of the ingestion API.
 func (m *managerProc) waitReady(timeout time.Duration) {
 	m.t.Helper()
-	waitFor(m.t, timeout, 100*time.Millisecond, func() error {
+	testutil.EventuallyEvery(m.t, timeout, 100*time.Millisecond, func() error {
 		if !m.running() {
 			m.t.Fatalf("the manager exited; see %s", m.logPath)
 		}
@@ -493,7 +477,7 @@ func getWHC(t testing.TB, ns, name string) *webhooksv1alpha1.WebhookConfig {
 func waitWHCReady(t *testing.T, ns string, names ...string) {
 	t.Helper()
 	for _, name := range names {
-		waitFor(t, 60*time.Second, 100*time.Millisecond, func() error {
+		testutil.EventuallyEvery(t, 60*time.Second, 100*time.Millisecond, func() error {
 			if !meta.IsStatusConditionTrue(getWHC(t, ns, name).Status.Conditions, "Ready") {
 				return fmt.Errorf("%s/%s not Ready", ns, name)
 			}

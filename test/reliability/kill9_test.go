@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/wablast/webhook-operator/internal/testutil"
 )
 
 // TestKill9LosesNothingAcknowledged posts 10,000 events (NDJSON batches of
@@ -79,7 +81,7 @@ func TestKill9LosesNothingAcknowledged(t *testing.T) {
 		posted <- <-errs
 	}()
 
-	waitFor(t, 3*time.Minute, 2*time.Millisecond, func() error {
+	testutil.EventuallyEvery(t, 3*time.Minute, 2*time.Millisecond, func() error {
 		if n := rc.uniqueOK(); n < killAfter {
 			return fmt.Errorf("%d of %d events received before the kill", n, killAfter)
 		}
@@ -107,7 +109,7 @@ func TestKill9LosesNothingAcknowledged(t *testing.T) {
 	}
 
 	// Every event answered 202 arrives.
-	waitFor(t, 3*time.Minute, 250*time.Millisecond, func() error {
+	testutil.EventuallyEvery(t, 3*time.Minute, 250*time.Millisecond, func() error {
 		if miss := missing(rc, ids); len(miss) > 0 {
 			return fmt.Errorf("%d acknowledged events not delivered, e.g. %v (received %d unique)", len(miss), firstN(miss, 5), rc.uniqueOK())
 		}
@@ -143,7 +145,7 @@ func TestKill9LosesNothingAcknowledged(t *testing.T) {
 	// Attempts in flight at the kill come back after their ack wait
 	// (timeoutSeconds + 10 s for deliveries, 30 s for the fan-out): wait
 	// until those have passed and the receiver is quiet, then read status.
-	waitFor(t, 2*time.Minute, 250*time.Millisecond, func() error {
+	testutil.EventuallyEvery(t, 2*time.Minute, 250*time.Millisecond, func() error {
 		if since := time.Since(readyAt); since < 35*time.Second {
 			return fmt.Errorf("only %s since the restart", since.Round(time.Second))
 		}

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/wablast/webhook-operator/internal/testutil"
 )
 
 // startNATS runs a NATS server with JetStream and a file store in the test
@@ -105,7 +107,7 @@ func TestExternalNATSRestart(t *testing.T) {
 
 	// Mid-run: NATS goes away for a few seconds, then a new server starts
 	// on the same port and store directory.
-	waitFor(t, time.Minute, 10*time.Millisecond, func() error {
+	testutil.EventuallyEvery(t, time.Minute, 10*time.Millisecond, func() error {
 		amu.Lock()
 		defer amu.Unlock()
 		if accepted < total/3 {
@@ -154,7 +156,7 @@ func TestExternalNATSRestart(t *testing.T) {
 	if len(ids) != total {
 		t.Fatalf("%d events answered 202, want %d", len(ids), total)
 	}
-	waitFor(t, 2*time.Minute, 250*time.Millisecond, func() error {
+	testutil.EventuallyEvery(t, 2*time.Minute, 250*time.Millisecond, func() error {
 		if miss := missing(rc, ids); len(miss) > 0 {
 			return fmt.Errorf("%d acknowledged events not delivered, e.g. %v", len(miss), firstN(miss, 5))
 		}
@@ -184,7 +186,7 @@ func TestExternalNATSRestart(t *testing.T) {
 
 	// Deliveries interrupted by the outage come back after their ack wait
 	// (timeoutSeconds + 10 s): wait for those and a quiet receiver.
-	waitFor(t, 2*time.Minute, 250*time.Millisecond, func() error {
+	testutil.EventuallyEvery(t, 2*time.Minute, 250*time.Millisecond, func() error {
 		if since := time.Since(upAt); since < 25*time.Second {
 			return fmt.Errorf("only %s since NATS came back", since.Round(time.Second))
 		}
