@@ -73,6 +73,9 @@ type Dispatcher struct {
 	wanted map[types.NamespacedName]time.Time
 	wake   chan struct{}
 
+	// batcher stores the deliveries of events without an id.
+	batcher *batcher
+
 	// outcomes feeds the outcome recorder (see recordOutcome).
 	outcomes chan pendingOutcome
 
@@ -123,6 +126,7 @@ func New(opts Options) (*Dispatcher, error) {
 		handled:  map[string]string{},
 		wanted:   map[types.NamespacedName]time.Time{},
 		wake:     make(chan struct{}, 1),
+		batcher:  newBatcher(opts.Store.JetStream()),
 		outcomes: make(chan pendingOutcome, 4*maxOutcomeBatch),
 		baseCtx:  context.Background(),
 	}, nil
@@ -149,22 +153,19 @@ func (d *Dispatcher) Enqueue(ctx context.Context, events []Event) ([]EnqueueResu
 		return nil, fmt.Errorf("%w: the endpoint registry is still loading", ErrUnavailable)
 	}
 	now := d.opts.Now().UTC().Format(time.RFC3339Nano)
-	type pending struct {
-		futures []jetstream.PubAckFuture
-		subs    int
-		direct  bool
+	results := make([]EnqueueResult, len(events))
+	var futures []jetstream.PubAckFuture // events with an id, by index in withID
+	var withID []int
+	// Deliveries of events without an id, grouped by endpoint in event order.
+	type epDeliveries struct {
+		ep *Endpoint
+		ds []delivery
 	}
-	pend := make([]pending, len(events))
-	var keys []types.NamespacedName
-	publish := func(msg *nats.Msg, popts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
-		f, err := d.js.PublishMsgAsync(msg, popts...)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
-		}
-		return f, nil
-	}
+	var direct []*epDeliveries
+	byUID := map[types.UID]*epDeliveries{}
 	for i := range events {
 		ev := &events[i]
+		results[i].ID = ev.ID
 		body, err := ev.Envelope()
 		if err != nil {
 			return nil, fmt.Errorf("encoding event %s: %w", ev.ID, err)
@@ -175,61 +176,61 @@ func (d *Dispatcher) Enqueue(ctx context.Context, events []Event) ([]EnqueueResu
 			msg.Header.Set(hdrEventID, ev.ID)
 			msg.Header.Set(hdrEventType, ev.Type)
 			msg.Header.Set(hdrAcceptedAt, now)
-			f, err := publish(msg, jetstream.WithMsgID(ev.Namespace+"/"+ev.ID))
+			f, err := d.js.PublishMsgAsync(msg, jetstream.WithMsgID(ev.Namespace+"/"+ev.ID))
 			if err != nil {
-				return nil, err
+				return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 			}
-			pend[i] = pending{futures: []jetstream.PubAckFuture{f}}
+			futures = append(futures, f)
+			withID = append(withID, i)
 			continue
 		}
 		subs := d.opts.Registry.Subscribers(ev.Namespace, ev.Type)
-		pend[i] = pending{subs: len(subs), direct: true, futures: make([]jetstream.PubAckFuture, 0, len(subs))}
+		results[i].Subscribers = len(subs)
 		for j := range subs {
-			f, err := publish(deliveryMsg(ev.Namespace, &subs[j], body, ev.ID, ev.Type, now))
-			if err != nil {
-				return nil, err
+			g := byUID[subs[j].UID]
+			if g == nil {
+				g = &epDeliveries{ep: &subs[j]}
+				byUID[subs[j].UID] = g
+				direct = append(direct, g)
 			}
-			pend[i].futures = append(pend[i].futures, f)
-			keys = append(keys, subs[j].Key())
+			g.ds = append(g.ds, delivery{EventID: ev.ID, EventType: ev.Type, AcceptedAt: now, Body: body})
 		}
 	}
-	results := make([]EnqueueResult, len(events))
-	for i := range pend {
-		results[i].ID = events[i].ID
-		for _, f := range pend[i].futures {
-			select {
-			case ack := <-f.Ok():
-				results[i].Duplicate = !pend[i].direct && ack.Duplicate
-			case err := <-f.Err():
-				return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
-			case <-ctx.Done():
-				return nil, fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
+	// The deliveries go to the batcher, which stores them together with
+	// those of concurrent requests to the same endpoints.
+	var writes []*batchWrite
+	keys := make([]types.NamespacedName, 0, len(direct))
+	for _, g := range direct {
+		writes = append(writes, d.batcher.add(g.ep.Namespace, g.ep, g.ds)...)
+		keys = append(keys, g.ep.Key())
+	}
+	for _, w := range writes {
+		select {
+		case <-w.done:
+			if w.err != nil {
+				return nil, fmt.Errorf("%w: %v", ErrUnavailable, w.err)
 			}
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
 		}
-		if pend[i].direct {
-			results[i].Subscribers = pend[i].subs
-		} else {
-			results[i].Subscribers = len(d.opts.Registry.Subscribers(events[i].Namespace, events[i].Type))
+	}
+	for k, f := range futures {
+		i := withID[k]
+		select {
+		case ack := <-f.Ok():
+			results[i].Duplicate = ack.Duplicate
+		case err := <-f.Err():
+			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
 		}
+		results[i].Subscribers = len(d.opts.Registry.Subscribers(events[i].Namespace, events[i].Type))
 	}
 	d.want(keys...)
 	if d.opts.Metrics != nil {
 		d.opts.Metrics.accepted(events, results)
 	}
 	return results, nil
-}
-
-// deliveryMsg is the stored delivery of one event to one endpoint, first attempt.
-func deliveryMsg(ns string, ep *Endpoint, body []byte, eventID, eventType, acceptedAt string) *nats.Msg {
-	msg := nats.NewMsg(deliverSubject(ns, ep.Name))
-	msg.Data = body
-	msg.Header.Set(hdrEventID, eventID)
-	msg.Header.Set(hdrEventType, eventType)
-	msg.Header.Set(hdrAcceptedAt, acceptedAt)
-	msg.Header.Set(hdrEndpoint, ep.Name)
-	msg.Header.Set(hdrEndpointUID, string(ep.UID))
-	msg.Header.Set(hdrAttempt, "0")
-	return msg
 }
 
 // Start runs the fan-out and the endpoint workers until ctx is done. It
@@ -356,7 +357,7 @@ func (d *Dispatcher) fanout(ctx context.Context, m jetstream.Msg) {
 	futures := make([]jetstream.PubAckFuture, 0, len(subs))
 	for i := range subs {
 		ep := &subs[i]
-		msg := deliveryMsg(ns, ep, m.Data(), h.Get(hdrEventID), h.Get(hdrEventType), h.Get(hdrAcceptedAt))
+		msg := deliveryMsg(ns, ep.Name, ep.UID, &delivery{EventID: h.Get(hdrEventID), EventType: h.Get(hdrEventType), AcceptedAt: h.Get(hdrAcceptedAt), Body: m.Data()})
 		f, err := d.js.PublishMsgAsync(msg, jetstream.WithMsgID(fmt.Sprintf("%d.%s", meta.Sequence.Stream, ep.UID)))
 		if err != nil {
 			_ = m.NakWithDelay(time.Second)

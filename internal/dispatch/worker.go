@@ -50,6 +50,10 @@ type endpointWorker struct {
 	closing  bool
 	stopOnce sync.Once
 
+	// slots bounds the attempts in flight to maxInFlight: a batch message
+	// carries many deliveries.
+	slots chan struct{}
+
 	// lastActive (Unix nanoseconds) and inFlight tell when the worker is idle.
 	lastActive atomic.Int64
 	inFlight   atomic.Int32
@@ -94,6 +98,7 @@ func (w *endpointWorker) stopped() bool { return w.done.Load() }
 func (w *endpointWorker) start(parent context.Context) error {
 	ep := w.ep.Load()
 	w.touch()
+	w.slots = make(chan struct{}, max(ep.Policy.MaxInFlight, 1))
 	w.ctx, w.cancel = context.WithCancel(parent)
 	cons, err := w.d.js.CreateOrUpdateConsumer(w.ctx, StreamDeliveries, jetstream.ConsumerConfig{
 		Durable:       consumerName(w.ns, w.name),
@@ -103,6 +108,8 @@ func (w *endpointWorker) start(parent context.Context) error {
 		AckWait:       ackWait,
 		MaxAckPending: ep.Policy.MaxInFlight,
 		MaxDeliver:    -1,
+		// MaxAckPending counts messages, several deliveries each in a batch;
+		// the worker's slots bound the attempts.
 		// An idle worker stops pulling; its consumer then expires. Its
 		// deliveries stay in the work-queue stream for the next consumer.
 		InactiveThreshold: 5 * time.Minute,
@@ -128,7 +135,7 @@ func (w *endpointWorker) start(parent context.Context) error {
 			defer w.touch()
 			stop := keepAlive(m)
 			defer stop()
-			w.handle(w.ctx, m)
+			w.handleMsg(w.ctx, m)
 		}()
 	}, jetstream.PullMaxMessages(ep.Policy.MaxInFlight), consumeErrors(w.d.opts.Logger, "endpoint", "namespace", w.ns, "name", w.name))
 	if err != nil {
@@ -251,33 +258,143 @@ func (d *Dispatcher) send(ctx context.Context, ep *Endpoint, eventID string, bod
 	return attemptResult{statusCode: resp.StatusCode, retryAfter: resp.Header.Get("Retry-After"), duration: time.Since(start)}
 }
 
-// handle makes one attempt of one delivery and records its outcome. Every
-// durable write the outcome needs (a scheduled retry, the failed store, the
-// outcome record) is acknowledged by JetStream before the delivery is acked,
-// so a crash at any point leads to a redelivery, never to a loss.
-func (w *endpointWorker) handle(ctx context.Context, m jetstream.Msg) {
+// settlement is what became of one delivery of a message: done (its
+// outcome is recorded, nothing more to do) or to be delivered again after
+// delay.
+type settlement struct {
+	done  bool
+	delay time.Duration
+}
+
+var (
+	settled = settlement{done: true}
+	again   = settlement{}
+)
+
+func againAfter(d time.Duration) settlement { return settlement{delay: d} }
+
+// handleMsg makes one attempt of each delivery the message carries, at most
+// maxInFlight at once, then settles the message: acked when every delivery
+// is done, redelivered whole when none is, and otherwise acked once the
+// unfinished ones were stored again as messages of their own, so finished
+// deliveries are not attempted twice.
+func (w *endpointWorker) handleMsg(ctx context.Context, m jetstream.Msg) {
 	ep := w.ep.Load()
-	h := m.Headers()
-	if h.Get(hdrEndpointUID) != string(ep.UID) {
-		// A delivery for an earlier resource of the same name.
+	if m.Headers().Get(hdrEndpointUID) != string(ep.UID) {
+		// Deliveries for an earlier resource of the same name.
 		_ = m.Ack()
 		return
 	}
-	if w.d.isGone(ep.UID, ep.Generation) {
-		// The endpoint answered 410 Gone: hold the delivery until its spec changes.
-		_ = m.NakWithDelay(time.Second)
+	ds, err := deliveriesOf(m.Headers(), m.Data())
+	if err != nil {
+		w.d.opts.Logger.Error(err, "Dropping a stored message that carries no readable delivery", "namespace", w.ns, "name", w.name, "subject", m.Subject())
+		_ = m.Term()
 		return
 	}
-	eventID, eventType := h.Get(hdrEventID), h.Get(hdrEventType)
-	prior, _ := strconv.Atoi(h.Get(hdrAttempt))
+	res := make([]settlement, len(ds))
+	var wg sync.WaitGroup
+	for i := range ds {
+		select {
+		case w.slots <- struct{}{}:
+		case <-ctx.Done():
+			continue // not attempted: res[i] is again
+		}
+		if len(ds) == 1 {
+			res[i] = w.handle(ctx, ep, &ds[i])
+			<-w.slots
+			break
+		}
+		wg.Go(func() {
+			defer func() { <-w.slots }()
+			res[i] = w.handle(ctx, ep, &ds[i])
+		})
+	}
+	wg.Wait()
+	w.settle(m, ds, res)
+}
+
+// settle acknowledges or redelivers m according to what became of its deliveries.
+func (w *endpointWorker) settle(m jetstream.Msg, ds []delivery, res []settlement) {
+	var left []int
+	var delay time.Duration
+	for i, r := range res {
+		if !r.done {
+			left = append(left, i)
+			delay = max(delay, r.delay)
+		}
+	}
+	redeliver := func() {
+		if delay > 0 {
+			_ = m.NakWithDelay(delay)
+		} else {
+			_ = m.Nak()
+		}
+	}
+	switch {
+	case len(left) == 0:
+		_ = m.Ack()
+	case len(left) == len(ds):
+		redeliver()
+	default:
+		if err := w.storeAgain(m, ds, left); err != nil {
+			w.d.opts.Logger.Error(err, "Storing unfinished deliveries of a batch failed; the whole batch will be attempted again", "namespace", w.ns, "name", w.name)
+			redeliver()
+			return
+		}
+		_ = m.Ack()
+	}
+}
+
+// storeAgain stores the deliveries of m at the indexes left as messages of
+// their own. Their message IDs come from m's stream sequence, so storing them
+// again after a crash adds nothing. It runs while the worker stops, too, so
+// it has its own deadline instead of the worker's context.
+func (w *endpointWorker) storeAgain(m jetstream.Msg, ds []delivery, left []int) error {
+	meta, err := m.Metadata()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), publishAckTimeout)
+	defer cancel()
+	futures := make([]jetstream.PubAckFuture, 0, len(left))
+	for _, i := range left {
+		f, err := w.d.js.PublishMsgAsync(deliveryMsg(w.ns, w.name, w.uid, &ds[i]),
+			jetstream.WithMsgID(fmt.Sprintf("split.%d.%d", meta.Sequence.Stream, i)))
+		if err != nil {
+			return err
+		}
+		futures = append(futures, f)
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// handle makes one attempt of one delivery and records its outcome. Every
+// durable write the outcome needs (a scheduled retry, the failed store, the
+// outcome record) is acknowledged by JetStream before the delivery counts as
+// done, so a crash at any point leads to a redelivery, never to a loss.
+func (w *endpointWorker) handle(ctx context.Context, ep *Endpoint, dl *delivery) settlement {
+	if w.d.isGone(ep.UID, ep.Generation) {
+		// The endpoint answered 410 Gone: hold the delivery until its spec changes.
+		return againAfter(time.Second)
+	}
+	prior := dl.Attempt
 	attempt := prior + 1
-	acceptedAt, err := time.Parse(time.RFC3339Nano, h.Get(hdrAcceptedAt))
+	acceptedAt, err := time.Parse(time.RFC3339Nano, dl.AcceptedAt)
 	if err != nil {
 		acceptedAt = w.d.opts.Now()
 	}
 	oc := outcome{
 		UID: ep.UID, Namespace: ep.Namespace, Name: ep.Name, Generation: ep.Generation,
-		EventID: eventID, EventType: eventType, Attempt: int32(attempt), AcceptedAt: h.Get(hdrAcceptedAt),
+		EventID: dl.EventID, EventType: dl.EventType, Attempt: int32(attempt), AcceptedAt: dl.AcceptedAt,
 	}
 
 	if age := w.d.opts.Now().Sub(acceptedAt); age > ep.Policy.MaxAge {
@@ -285,37 +402,33 @@ func (w *endpointWorker) handle(ctx context.Context, m jetstream.Msg) {
 		oc.Result = webhooksv1alpha1.ResultFailed
 		oc.Reason = ReasonDeliveryFailing
 		oc.Error = fmt.Sprintf("gave up: the event is older than maxAgeSeconds (%s)", ep.Policy.MaxAge)
-		w.finish(ctx, m, &oc, true)
-		return
+		return w.finish(ctx, dl, &oc, true)
 	}
 
-	res := w.d.send(ctx, ep, eventID, m.Data())
+	res := w.d.send(ctx, ep, dl.EventID, dl.Body)
 	if ctx.Err() != nil {
 		// Shutting down or reconfiguring: not an attempt; deliver it again later.
-		_ = m.Nak()
-		return
+		return again
 	}
 	oc.Attempted = true
 	oc.StatusCode = int32(res.statusCode)
 	oc.DurationMS = res.duration.Milliseconds()
 	if w.d.opts.Metrics != nil {
-		w.d.opts.Metrics.attempt(ep, eventType, &res)
+		w.d.opts.Metrics.attempt(ep, dl.EventType, &res)
 	}
 
 	switch {
 	case res.succeeded():
 		oc.Result = webhooksv1alpha1.ResultSucceeded
 		oc.Reason = ReasonDeliverySucceeded
-		w.finish(ctx, m, &oc, false)
-		return
+		return w.finish(ctx, dl, &oc, false)
 	case res.err == nil && res.statusCode == http.StatusGone:
 		oc.Result = webhooksv1alpha1.ResultFailed
 		oc.Reason = ReasonEndpointGone
 		oc.Error = "receiver answered 410 Gone: deliveries to this endpoint are stopped until its spec changes"
 		oc.Gone = true
 		w.d.markGone(ep.UID, ep.Generation)
-		w.finish(ctx, m, &oc, true)
-		return
+		return w.finish(ctx, dl, &oc, true)
 	}
 
 	oc.Error = res.errorText(ep.Policy.Timeout)
@@ -326,42 +439,35 @@ func (w *endpointWorker) handle(ctx context.Context, m jetstream.Msg) {
 	if attempt >= ep.Policy.MaxAttempts {
 		oc.Result = webhooksv1alpha1.ResultFailed
 		oc.Error += fmt.Sprintf("; gave up after %d attempts (maxAttempts)", attempt)
-		w.finish(ctx, m, &oc, true)
-		return
+		return w.finish(ctx, dl, &oc, true)
 	}
 	now := w.d.opts.Now()
 	delay := RetryDelay(ep.Policy.InitialBackoff, ep.Policy.MaxBackoff, attempt, res.retryAfter, now, w.d.opts.Rand)
 	if now.Add(delay).Sub(acceptedAt) > ep.Policy.MaxAge {
 		oc.Result = webhooksv1alpha1.ResultFailed
 		oc.Error += "; gave up: the next attempt would be after maxAgeSeconds"
-		w.finish(ctx, m, &oc, true)
-		return
+		return w.finish(ctx, dl, &oc, true)
 	}
-	if err := w.scheduleRetry(ctx, m, attempt, now.Add(delay)); err != nil {
+	if err := w.scheduleRetry(ctx, dl, attempt, now.Add(delay)); err != nil {
 		w.d.opts.Logger.Error(err, "Scheduling a retry failed; the delivery will be attempted again", "namespace", ep.Namespace, "name", ep.Name)
-		_ = m.NakWithDelay(delay)
-		return
+		return againAfter(delay)
 	}
 	if w.d.opts.Metrics != nil {
 		w.d.opts.Metrics.Retries.WithLabelValues(ep.Namespace, ep.Name).Inc()
 	}
 	oc.Result = webhooksv1alpha1.ResultRetrying
 	oc.NextAttempt = now.Add(delay)
-	w.finish(ctx, m, &oc, false)
+	return w.finish(ctx, dl, &oc, false)
 }
 
 // scheduleRetry stores the next attempt as a JetStream message schedule that
 // fires into the endpoint's subject at the given time.
-func (w *endpointWorker) scheduleRetry(ctx context.Context, m jetstream.Msg, attempt int, at time.Time) error {
-	h := m.Headers()
-	id := h.Get(hdrEventID)
-	subj := fmt.Sprintf("%s.%s.%s.%s", subjRetry, w.ns, token(w.name), retryToken(string(w.uid), id, attempt))
-	msg := nats.NewMsg(subj)
-	msg.Data = m.Data()
-	for _, k := range []string{hdrEventID, hdrEventType, hdrAcceptedAt, hdrEndpoint, hdrEndpointUID} {
-		msg.Header.Set(k, h.Get(k))
-	}
-	msg.Header.Set(hdrAttempt, strconv.Itoa(attempt))
+func (w *endpointWorker) scheduleRetry(ctx context.Context, dl *delivery, attempt int, at time.Time) error {
+	subj := fmt.Sprintf("%s.%s.%s.%s", subjRetry, w.ns, token(w.name), retryToken(string(w.uid), dl.EventID, attempt))
+	next := *dl
+	next.Attempt = attempt
+	msg := deliveryMsg(w.ns, w.name, w.uid, &next)
+	msg.Subject = subj
 	// Schedules have whole-second precision: round up, never fire early.
 	if t := at.Truncate(time.Second); !t.Equal(at) {
 		at = t.Add(time.Second)
@@ -374,31 +480,30 @@ func (w *endpointWorker) scheduleRetry(ctx context.Context, m jetstream.Msg, att
 }
 
 // finish records the outcome (and the failed store entry when the delivery
-// failed for good), then acknowledges the delivery.
-func (w *endpointWorker) finish(ctx context.Context, m jetstream.Msg, oc *outcome, failed bool) {
+// failed for good); the delivery is then done.
+func (w *endpointWorker) finish(ctx context.Context, dl *delivery, oc *outcome, failed bool) settlement {
 	oc.Time = w.d.opts.Now().UTC()
 	if failed {
-		if err := w.storeFailed(ctx, m, oc); err != nil {
+		if err := w.storeFailed(ctx, dl, oc); err != nil {
 			w.d.opts.Logger.Error(err, "Storing a failed delivery failed; it will be attempted again", "namespace", w.ns, "name", w.name)
-			_ = m.NakWithDelay(time.Second)
-			return
+			return againAfter(time.Second)
 		}
 	}
 	if err := w.d.recordOutcome(oc); err != nil {
 		w.d.opts.Logger.Error(err, "Recording an outcome failed; the delivery will be attempted again", "namespace", w.ns, "name", w.name)
-		_ = m.NakWithDelay(time.Second)
-		return
+		return againAfter(time.Second)
 	}
-	_ = m.Ack()
+	return settled
 }
 
-func (w *endpointWorker) storeFailed(ctx context.Context, m jetstream.Msg, oc *outcome) error {
+func (w *endpointWorker) storeFailed(ctx context.Context, dl *delivery, oc *outcome) error {
 	msg := nats.NewMsg(failedSubject(w.ns, w.name))
-	msg.Data = m.Data()
-	h := m.Headers()
-	for _, k := range []string{hdrEventID, hdrEventType, hdrAcceptedAt, hdrEndpoint, hdrEndpointUID} {
-		msg.Header.Set(k, h.Get(k))
-	}
+	msg.Data = dl.Body
+	msg.Header.Set(hdrEventID, dl.EventID)
+	msg.Header.Set(hdrEventType, dl.EventType)
+	msg.Header.Set(hdrAcceptedAt, dl.AcceptedAt)
+	msg.Header.Set(hdrEndpoint, w.name)
+	msg.Header.Set(hdrEndpointUID, string(w.uid))
 	msg.Header.Set(hdrAttempt, strconv.Itoa(int(oc.Attempt)))
 	msg.Header.Set(hdrFailedAt, oc.Time.Format(time.RFC3339Nano))
 	msg.Header.Set(hdrError, oc.Error)

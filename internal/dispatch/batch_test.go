@@ -1,0 +1,221 @@
+package dispatch
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/wablast/webhook-operator/internal/testutil"
+)
+
+func TestBatchEncodingRoundTrips(t *testing.T) {
+	ds := []delivery{
+		{EventID: "msg_1", EventType: "message.sent", AcceptedAt: "2026-11-29T01:02:03.456Z", Body: []byte(`{"type":"message.sent"}`)},
+		{EventID: "", EventType: "x", AcceptedAt: "", Attempt: 3, Body: nil},
+		{EventID: "msg_3", EventType: "campaign.completed", AcceptedAt: "t", Body: bytes.Repeat([]byte("é"), 70000)},
+	}
+	got, err := decodeBatch(encodeBatch(ds), len(ds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range ds {
+		want, g := ds[i], got[i]
+		if g.EventID != want.EventID || g.EventType != want.EventType || g.AcceptedAt != want.AcceptedAt || g.Attempt != want.Attempt || !bytes.Equal(g.Body, want.Body) {
+			t.Errorf("delivery %d: got %+v, want %+v", i, g, want)
+		}
+	}
+
+	h := nats.Header{}
+	h.Set(hdrBatch, "3")
+	if got, err := deliveriesOf(h, encodeBatch(ds)); err != nil || len(got) != 3 {
+		t.Errorf("deliveriesOf a batch message: %d deliveries, %v", len(got), err)
+	}
+	single := deliveryMsg("shop", "crm.v1", "uid-1", &ds[1])
+	if got, err := deliveriesOf(single.Header, single.Data); err != nil || len(got) != 1 || got[0].Attempt != 3 || got[0].EventType != "x" {
+		t.Errorf("deliveriesOf a message of its own: %+v, %v", got, err)
+	}
+}
+
+func TestMalformedBatchesAreRefused(t *testing.T) {
+	good := encodeBatch([]delivery{{EventID: "a", Body: []byte("{}")}, {EventID: "b", Body: []byte("{}")}})
+	for name, c := range map[string]struct {
+		data  []byte
+		count int
+	}{
+		"empty":                {nil, 1},
+		"unknown format":       {append([]byte{9}, good[1:]...), 2},
+		"count too high":       {good, 3},
+		"count too low":        {good, 1},
+		"count zero":           {good, 0},
+		"truncated":            {good[:len(good)-1], 2},
+		"length past the end":  {[]byte{batchFormat, 0, 200}, 1},
+		"attempt out of range": {append([]byte{batchFormat}, 0xff, 0xff, 0xff, 0xff, 0x0f), 1},
+	} {
+		if _, err := decodeBatch(c.data, c.count); !errors.Is(err, errBadBatch) {
+			t.Errorf("%s: %v, want errBadBatch", name, err)
+		}
+	}
+	h := nats.Header{}
+	h.Set(hdrBatch, "two")
+	if _, err := deliveriesOf(h, good); !errors.Is(err, errBadBatch) {
+		t.Errorf("non-numeric %s header: %v", hdrBatch, err)
+	}
+}
+
+// Deliveries to one endpoint accepted together are stored as one message,
+// and each arrives once, with its own event's body and id.
+func TestDeliveriesAcceptedTogetherAreStoredAsOneMessage(t *testing.T) {
+	hold := make(chan struct{})
+	rc := newReceiver(t, func(_ int, _ http.ResponseWriter, _ *http.Request) { <-hold })
+	h := newHarness(t, "", nil)
+	h.reg.Upsert(endpoint("crm", rc.URL, func(e *Endpoint) { e.Policy.MaxInFlight = 1 }))
+	events := make([]Event, 10)
+	for i := range events {
+		events[i] = testEvent(i)
+	}
+	h.enqueue(events...)
+	if n := streamMsgs(t, h.store, StreamDeliveries); n != 1 {
+		t.Errorf("10 deliveries to one endpoint accepted together were stored as %d messages, want 1", n)
+	}
+	stored := storedDeliveries(t, h.store)
+	if len(stored) != 10 {
+		t.Fatalf("%d deliveries stored, want 10", len(stored))
+	}
+	for i, dl := range stored {
+		want, _ := events[i].Envelope()
+		if dl.EventID != events[i].ID || !bytes.Equal(dl.Body, want) || dl.Attempt != 0 {
+			t.Errorf("stored delivery %d: %s attempt %d body %s", i, dl.EventID, dl.Attempt, dl.Body)
+		}
+	}
+	close(hold)
+	testutil.EventuallyEvery(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if n := len(rc.requests()); n < 10 {
+			return fmt.Errorf("%d of 10 delivered", n)
+		}
+		return nil
+	})
+	h.waitStats("uid-crm", func(st EndpointStats) error {
+		if st.EventsDelivered != 10 {
+			return fmt.Errorf("delivered %d", st.EventsDelivered)
+		}
+		return nil
+	})
+	ids := rc.uniqueIDs()
+	for i := range events {
+		if ids[events[i].ID] != 1 {
+			t.Errorf("%s arrived %d times", events[i].ID, ids[events[i].ID])
+		}
+	}
+	for _, r := range rc.requests() {
+		i, _ := strconv.Atoi(r.id[len("msg_"):])
+		if want, _ := events[i].Envelope(); !bytes.Equal(r.body, want) {
+			t.Errorf("%s arrived with body %s, want %s", r.id, r.body, want)
+		}
+	}
+	if peak := rc.peak.Load(); peak > 1 {
+		t.Errorf("%d attempts at once from one batch, maxInFlight is 1", peak)
+	}
+}
+
+// A batch whose worker stops after some of its deliveries are done keeps
+// only the unfinished ones, stored again on their own: the done one is not
+// attempted again.
+func TestAStoppedBatchKeepsOnlyItsUnfinishedDeliveries(t *testing.T) {
+	hold := make(chan struct{})
+	rc := newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		if n == 2 {
+			select {
+			case <-hold:
+			case <-r.Context().Done():
+			}
+		}
+	})
+	dir := t.TempDir()
+	h := newHarness(t, dir, nil)
+	h.reg.Upsert(endpoint("crm", rc.URL, func(e *Endpoint) { e.Policy.MaxInFlight = 1 }))
+	h.enqueue(testEvent(1), testEvent(2), testEvent(3))
+	testutil.EventuallyEvery(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if n := len(rc.requests()); n < 2 {
+			return fmt.Errorf("%d requests", n)
+		}
+		return nil
+	})
+	h.stop() // cancels the attempt of msg_000002; msg_000003 was never attempted
+
+	s, err := OpenStore(t.Context(), StoreOptions{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	left := storedDeliveries(t, s)
+	n := streamMsgs(t, s, StreamDeliveries)
+	s.Close()
+	var ids []string
+	for _, dl := range left {
+		ids = append(ids, dl.EventID)
+	}
+	if !slices.Equal(ids, []string{"msg_000002", "msg_000003"}) || n != 2 {
+		t.Fatalf("after the stop the store holds %v in %d messages, want msg_000002 and msg_000003 in 2", ids, n)
+	}
+
+	close(hold)
+	h.start()
+	testutil.EventuallyEvery(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if n := len(rc.uniqueIDs()); n != 3 {
+			return fmt.Errorf("%d of 3 events arrived", n)
+		}
+		return nil
+	})
+	h.waitStats("uid-crm", func(st EndpointStats) error {
+		if st.EventsDelivered != 3 {
+			return fmt.Errorf("delivered %d", st.EventsDelivered)
+		}
+		return nil
+	})
+	if got := rc.uniqueIDs()["msg_000001"]; got != 1 {
+		t.Errorf("msg_000001, done before the stop, arrived %d times", got)
+	}
+}
+
+// When a delivery of a batch answers 410 Gone, the batch's other deliveries
+// are not attempted: they wait, stored on their own, until the spec changes.
+func TestGoneInTheMiddleOfABatchHoldsTheRest(t *testing.T) {
+	rc := newReceiver(t, func(n int, w http.ResponseWriter, _ *http.Request) {
+		if n == 1 {
+			w.WriteHeader(http.StatusGone)
+		}
+	})
+	h := newHarness(t, "", nil)
+	ep := endpoint("crm", rc.URL, func(e *Endpoint) { e.Policy.MaxInFlight = 1 })
+	h.reg.Upsert(ep)
+	h.enqueue(testEvent(1), testEvent(2), testEvent(3))
+	testutil.EventuallyEvery(t, 10*time.Second, 20*time.Millisecond, func() error {
+		ids := map[string]bool{}
+		for _, dl := range storedDeliveries(t, h.store) {
+			ids[dl.EventID] = true
+		}
+		if n := streamMsgs(t, h.store, StreamDeliveries); n != 2 || !ids["msg_000002"] || !ids["msg_000003"] {
+			return fmt.Errorf("store holds %d messages with %v", n, ids)
+		}
+		return nil
+	})
+	time.Sleep(1500 * time.Millisecond) // past the 1 s hold: still not attempted
+	if n := len(rc.requests()); n != 1 {
+		t.Fatalf("%d requests after the 410, want 1", n)
+	}
+	ep.Generation = 2
+	h.reg.Upsert(ep)
+	testutil.EventuallyEvery(t, 10*time.Second, 20*time.Millisecond, func() error {
+		ids := rc.uniqueIDs()
+		if ids["msg_000002"] != 1 || ids["msg_000003"] != 1 {
+			return fmt.Errorf("after the spec changed: %v", ids)
+		}
+		return nil
+	})
+}
