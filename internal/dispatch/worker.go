@@ -50,9 +50,18 @@ type endpointWorker struct {
 	closing  bool
 	stopOnce sync.Once
 
-	// slots bounds the attempts in flight to maxInFlight: a batch message
-	// carries many deliveries.
+	// Attempts run on the worker's attempt goroutines, at most maxInFlight
+	// of them (a batch message carries many deliveries): slots holds one
+	// token per goroutine alive, jobs hands an attempt to an idle one. They
+	// end after attempterIdle without work, so an endpoint that is quiet
+	// costs no goroutines, while a busy one reuses them (and their grown
+	// stacks) instead of starting one per attempt.
 	slots chan struct{}
+	jobs  chan attemptJob
+
+	// held are the messages being worked on: keepAlive tells JetStream so.
+	heldMu sync.Mutex
+	held   map[jetstream.Msg]struct{}
 
 	// lastActive (Unix nanoseconds) and inFlight tell when the worker is idle.
 	lastActive atomic.Int64
@@ -99,6 +108,8 @@ func (w *endpointWorker) start(parent context.Context) error {
 	ep := w.ep.Load()
 	w.touch()
 	w.slots = make(chan struct{}, max(ep.Policy.MaxInFlight, 1))
+	w.jobs = make(chan attemptJob)
+	w.held = map[jetstream.Msg]struct{}{}
 	w.ctx, w.cancel = context.WithCancel(parent)
 	cons, err := w.d.js.CreateOrUpdateConsumer(w.ctx, StreamDeliveries, jetstream.ConsumerConfig{
 		Durable:       consumerName(w.ns, w.name),
@@ -129,12 +140,12 @@ func (w *endpointWorker) start(parent context.Context) error {
 		w.wg.Add(1)
 		w.inFlight.Add(1)
 		w.mu.Unlock()
+		w.hold(m)
 		go func() {
 			defer w.wg.Done()
 			defer w.inFlight.Add(-1)
 			defer w.touch()
-			stop := keepAlive(m)
-			defer stop()
+			defer w.release(m)
 			w.handleMsg(w.ctx, m)
 		}()
 	}, jetstream.PullMaxMessages(ep.Policy.MaxInFlight), consumeErrors(w.d.opts.Logger, "endpoint", "namespace", w.ns, "name", w.name))
@@ -156,7 +167,94 @@ func (w *endpointWorker) start(parent context.Context) error {
 		case <-w.ctx.Done():
 		}
 	}()
+	go w.keepAlive()
 	return nil
+}
+
+func (w *endpointWorker) hold(m jetstream.Msg) {
+	w.heldMu.Lock()
+	w.held[m] = struct{}{}
+	w.heldMu.Unlock()
+}
+
+func (w *endpointWorker) release(m jetstream.Msg) {
+	w.heldMu.Lock()
+	delete(w.held, m)
+	w.heldMu.Unlock()
+}
+
+// keepAlive tells JetStream every ackWait/3, until the worker stops, that
+// the messages being worked on still are, so an attempt may take its whole
+// timeout without the message being handed to another replica.
+func (w *endpointWorker) keepAlive() {
+	t := time.NewTicker(ackWait / 3)
+	defer t.Stop()
+	var msgs []jetstream.Msg
+	for {
+		select {
+		case <-t.C:
+		case <-w.ctx.Done():
+			return
+		}
+		w.heldMu.Lock()
+		msgs = msgs[:0]
+		for m := range w.held {
+			msgs = append(msgs, m)
+		}
+		w.heldMu.Unlock()
+		for _, m := range msgs {
+			_ = m.InProgress()
+		}
+	}
+}
+
+// attemptJob is one delivery to attempt; done is called with its settlement.
+type attemptJob struct {
+	ep   *Endpoint
+	dl   *delivery
+	done func(settlement)
+}
+
+// attemptIdle is how long an attempt goroutine waits for work before it ends.
+const attemptIdle = 2 * time.Second
+
+// attempt hands job to an idle attempt goroutine, or starts one when fewer
+// than maxInFlight run, or waits for one to be free. It returns false, and
+// job is not run, when ctx ends first.
+func (w *endpointWorker) attempt(ctx context.Context, job attemptJob) bool {
+	select {
+	case w.jobs <- job:
+		return true
+	default:
+	}
+	select {
+	case w.jobs <- job:
+		return true
+	case w.slots <- struct{}{}:
+		go w.attempter(job)
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// attempter runs job, then the jobs it is handed, until it has been idle
+// for attemptIdle or the worker stops.
+func (w *endpointWorker) attempter(job attemptJob) {
+	defer func() { <-w.slots }()
+	idle := time.NewTimer(attemptIdle)
+	defer idle.Stop()
+	for {
+		job.done(w.handle(w.ctx, job.ep, job.dl))
+		idle.Reset(attemptIdle)
+		select {
+		case job = <-w.jobs:
+		case <-idle.C:
+			return
+		case <-w.ctx.Done():
+			return
+		}
+	}
 }
 
 // stop stops taking deliveries, cancels attempts in flight (they are
@@ -177,25 +275,6 @@ func (w *endpointWorker) stop() {
 		}
 		w.wg.Wait()
 	})
-}
-
-// keepAlive tells JetStream every ackWait/3 that m is still being worked on,
-// until the returned function is called.
-func keepAlive(m jetstream.Msg) (stop func()) {
-	done := make(chan struct{})
-	go func() {
-		t := time.NewTicker(ackWait / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-t.C:
-				_ = m.InProgress()
-			case <-done:
-				return
-			}
-		}
-	}()
-	return func() { close(done) }
 }
 
 // attemptResult is what one HTTP attempt produced.
@@ -294,20 +373,14 @@ func (w *endpointWorker) handleMsg(ctx context.Context, m jetstream.Msg) {
 	res := make([]settlement, len(ds))
 	var wg sync.WaitGroup
 	for i := range ds {
-		select {
-		case w.slots <- struct{}{}:
-		case <-ctx.Done():
-			continue // not attempted: res[i] is again
+		wg.Add(1)
+		job := attemptJob{ep: ep, dl: &ds[i], done: func(r settlement) {
+			res[i] = r
+			wg.Done()
+		}}
+		if !w.attempt(ctx, job) {
+			wg.Done() // not attempted: res[i] is again
 		}
-		if len(ds) == 1 {
-			res[i] = w.handle(ctx, ep, &ds[i])
-			<-w.slots
-			break
-		}
-		wg.Go(func() {
-			defer func() { <-w.slots }()
-			res[i] = w.handle(ctx, ep, &ds[i])
-		})
 	}
 	wg.Wait()
 	w.settle(m, ds, res)

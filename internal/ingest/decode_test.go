@@ -149,3 +149,19 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 	r.s = r.s[n:]
 	return n, nil
 }
+
+// BenchmarkDecodeEvent is the ingestion API's per-event parsing and schema
+// validation of a typical event.
+func BenchmarkDecodeEvent(b *testing.B) {
+	d := decoder{now: func() time.Time { return testNow }, newID: NewEventID}
+	body := []byte(`{"type":"message.sent","timestamp":"2026-11-28T10:15:02.123Z","data":{"messageId":"wamid.HBgLNjI4MTIzNDU2Nzg5FQIAERgSMEQ1RjM2","sessionId":"session-01","to":"+6281234567890","campaignId":"cmp_2026_11_black_friday","text":"Hello Budi, your order #1234 has shipped & will arrive tomorrow."}}`)
+	if _, err := d.decode(body); err != nil {
+		b.Fatal(err.message)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := d.decode(body); err != nil {
+			b.Fatal(err.message)
+		}
+	}
+}
