@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -203,7 +204,8 @@ func (t Type) Validate(data json.RawMessage) error {
 	if err != nil {
 		return &ValidationError{Type: t.Name, Reason: "not valid JSON: " + err.Error(), Violations: 1}
 	}
-	if path, ok := outOfRange(v, ""); ok {
+	if anyOutOfRange(v) {
+		path, _ := outOfRange(v, "")
 		return &ValidationError{Type: t.Name, Path: path, Reason: "number is out of the range of a 64-bit float, which receivers cannot parse", Violations: 1}
 	}
 	err = t.compiled.Validate(v)
@@ -227,6 +229,25 @@ func (t Type) Validate(data json.RawMessage) error {
 		reason = strings.ToValidUTF8(reason[:maxReasonBytes], "") + "..."
 	}
 	return &ValidationError{Type: t.Name, Path: first.path, Reason: reason, Violations: len(leaves)}
+}
+
+// anyOutOfRange reports whether v holds a number that does not fit a
+// float64, without building paths: outOfRange then finds which.
+func anyOutOfRange(v any) bool {
+	switch v := v.(type) {
+	case json.Number:
+		_, err := strconv.ParseFloat(string(v), 64)
+		return err != nil
+	case []any:
+		return slices.ContainsFunc(v, anyOutOfRange)
+	case map[string]any:
+		for _, item := range v {
+			if anyOutOfRange(item) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // outOfRange returns the path of the first number (in document order of

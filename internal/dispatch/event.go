@@ -1,6 +1,7 @@
 package dispatch
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -24,16 +25,65 @@ type Event struct {
 	Timestamp time.Time
 	// Data is the event's data object, already validated.
 	Data json.RawMessage
+	// DataCanonical is true when Data is exactly what encoding/json writes
+	// for it (compact, with <, >, &, U+2028 and U+2029 escaped), as
+	// CanonicalData returns: Envelope then copies it instead of encoding it
+	// again.
+	DataCanonical bool
 }
+
+// envelopeTimeFormat is the envelope's timestamp: RFC 3339, milliseconds, UTC.
+const envelopeTimeFormat = "2006-01-02T15:04:05.000Z07:00"
 
 // Envelope returns the exact body delivered to receivers: the Standard
 // Webhooks envelope {"type", "timestamp", "data"}.
 func (e *Event) Envelope() ([]byte, error) {
-	return json.Marshal(struct {
-		Type      string          `json:"type"`
-		Timestamp string          `json:"timestamp"`
-		Data      json.RawMessage `json:"data"`
-	}{e.Type, e.Timestamp.UTC().Format("2006-01-02T15:04:05.000Z07:00"), e.Data})
+	if !e.DataCanonical || !plainName(e.Type) {
+		return json.Marshal(struct {
+			Type      string          `json:"type"`
+			Timestamp string          `json:"timestamp"`
+			Data      json.RawMessage `json:"data"`
+		}{e.Type, e.Timestamp.UTC().Format(envelopeTimeFormat), e.Data})
+	}
+	// The same bytes as above, without encoding/json's reflection and its
+	// second pass over data.
+	buf := make([]byte, 0, len(`{"type":"","timestamp":"","data":}`)+len(e.Type)+len(envelopeTimeFormat)+len(e.Data))
+	buf = append(buf, `{"type":"`...)
+	buf = append(buf, e.Type...)
+	buf = append(buf, `","timestamp":"`...)
+	buf = e.Timestamp.UTC().AppendFormat(buf, envelopeTimeFormat)
+	buf = append(buf, `","data":`...)
+	buf = append(buf, e.Data...)
+	return append(buf, '}'), nil
+}
+
+// plainName reports whether s needs no escaping in a JSON string (event
+// type names are lower-case words and dots).
+func plainName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// CanonicalData returns valid JSON data the way encoding/json writes a
+// json.RawMessage: compacted, with <, >, &, U+2028 and U+2029 escaped. An
+// Event whose Data it returned may set DataCanonical.
+func CanonicalData(data []byte) ([]byte, error) {
+	var compact bytes.Buffer
+	compact.Grow(len(data))
+	if err := json.Compact(&compact, data); err != nil {
+		return nil, err
+	}
+	if !bytes.ContainsAny(compact.Bytes(), "<>&\u2028\u2029") {
+		return compact.Bytes(), nil
+	}
+	var escaped bytes.Buffer
+	escaped.Grow(compact.Len() + 16)
+	json.HTMLEscape(&escaped, compact.Bytes())
+	return escaped.Bytes(), nil
 }
 
 // EnqueueResult says what became of one enqueued event.

@@ -117,14 +117,14 @@ func (d decoder) decode(body []byte) (dispatch.Event, *apiError) {
 	if err := typ.Validate(data); err != nil {
 		return dispatch.Event{}, newError(http.StatusUnprocessableEntity, CodeSchemaViolation, err.Error())
 	}
-	var compact bytes.Buffer
-	compact.Grow(len(data))
-	if err := json.Compact(&compact, data); err != nil {
+	canonical, err := dispatch.CanonicalData(data)
+	if err != nil {
 		// Cannot happen: data was parsed above.
 		return dispatch.Event{}, malformed(data, err)
 	}
 	ev.Type = typ.Name
-	ev.Data = compact.Bytes()
+	ev.Data = canonical
+	ev.DataCanonical = true
 	return ev, nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/wablast/webhook-operator/internal/catalog"
+	"github.com/wablast/webhook-operator/internal/dispatch"
 )
 
 // FuzzDecodeEvent checks that the decoder never panics and returns either a
@@ -162,6 +163,20 @@ func BenchmarkDecodeEvent(b *testing.B) {
 	for b.Loop() {
 		if _, err := d.decode(body); err != nil {
 			b.Fatal(err.message)
+		}
+	}
+}
+
+// The 202 body of one event is what encoding/json writes for it.
+func TestAcceptedBodyIsWhatEncodingJSONWrites(t *testing.T) {
+	for _, r := range []dispatch.EnqueueResult{
+		{ID: "msg_2Yc7sWJQm3pLxNvRt8KdE4fHgAb", Subscribers: 3},
+		{ID: "order-17:a.b_c", Subscribers: 0, Duplicate: true},
+		{ID: "with space <&>", Subscribers: 12},
+	} {
+		want, _ := json.Marshal(acceptedEvent(r))
+		if got := acceptedBody(r); string(got) != string(want) {
+			t.Errorf("%+v: got %s, want %s", r, got, want)
 		}
 	}
 }

@@ -101,6 +101,11 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 		status = http.StatusInternalServerError
 		body = []byte(`{"error":{"code":"internal_error","message":"encoding the response failed"}}`)
 	}
+	writeBody(w, status, body)
+}
+
+// writeBody writes a JSON body that does not end in a newline yet.
+func writeBody(w http.ResponseWriter, status int, body []byte) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("X-Content-Type-Options", "nosniff")

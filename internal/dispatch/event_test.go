@@ -1,0 +1,46 @@
+package dispatch
+
+import (
+	"bytes"
+	"testing"
+	"time"
+)
+
+// The envelope built from canonical data is byte for byte the one
+// encoding/json builds from the data as posted.
+func TestEnvelopeFromCanonicalDataIsWhatEncodingJSONWrites(t *testing.T) {
+	ts := time.Date(2026, 11, 28, 10, 15, 2, 123456789, time.FixedZone("WIB", 7*3600))
+	for _, data := range []string{
+		`{}`,
+		`{"messageId":"m1","to":"+6281234567890"}`,
+		" {\n  \"text\": \"Hello Budi, order #1234 <b>shipped</b> & on its way\",\n  \"n\": [1, 2.5e3, -0, true, null]\n}\n",
+		`{"s":"line\u2028sep\u2029end","raw":"` + "\u2028\u2029" + `","esc":"\u003c\"\\/"}`,
+		`{"unicode":"é 日本 😀","nested":{"a":{"b":[{"c":"<&>"}]}}}`,
+	} {
+		canonical, err := CanonicalData([]byte(data))
+		if err != nil {
+			t.Fatalf("%q: %v", data, err)
+		}
+		fast := Event{Type: "message.sent", Timestamp: ts, Data: canonical, DataCanonical: true}
+		slow := Event{Type: "message.sent", Timestamp: ts, Data: []byte(data)}
+		got, err := fast.Envelope()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := slow.Envelope()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("data %q:\n got %s\nwant %s", data, got, want)
+		}
+	}
+	// A type that needs escaping takes encoding/json's path.
+	odd := Event{Type: `a"b`, Timestamp: ts, Data: []byte(`{}`), DataCanonical: true}
+	if got, _ := odd.Envelope(); !bytes.HasPrefix(got, []byte(`{"type":"a\"b",`)) {
+		t.Errorf("type with a quote: %s", got)
+	}
+	if _, err := CanonicalData([]byte(`{"a":`)); err == nil {
+		t.Error("CanonicalData accepted invalid JSON")
+	}
+}
