@@ -1,8 +1,6 @@
 package dispatch
 
 import (
-	"bytes"
-	"encoding/json"
 	"hash/fnv"
 	"strconv"
 	"time"
@@ -101,20 +99,4 @@ func (oc *outcome) dedupeKey() (uint64, bool) {
 		h.Write([]byte(strconv.Itoa(int(oc.Attempt))))
 	}
 	return h.Sum64(), true
-}
-
-// decodeOutcomes reads an outcomes message: a JSON array of one endpoint's
-// outcomes, or (as written before batching) a single outcome object.
-func decodeOutcomes(data []byte) ([]outcome, error) {
-	data = bytes.TrimLeft(data, " \t\r\n")
-	if len(data) > 0 && data[0] == '[' {
-		var ocs []outcome
-		err := json.Unmarshal(data, &ocs)
-		return ocs, err
-	}
-	var oc outcome
-	if err := json.Unmarshal(data, &oc); err != nil {
-		return nil, err
-	}
-	return []outcome{oc}, nil
 }
