@@ -2,14 +2,17 @@ package dispatch
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/wablast/webhook-operator/internal/testutil"
@@ -218,4 +221,89 @@ func TestGoneInTheMiddleOfABatchHoldsTheRest(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// With an external NATS several managers may share an endpoint's consumer,
+// so every delivery is a message of its own and MaxAckPending bounds the
+// requests of all of them; a batch message, should one be there, is
+// attempted one delivery at a time.
+func TestWithAnExternalNATSMaxInFlightHoldsAcrossManagers(t *testing.T) {
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	defer ns.Shutdown()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server did not start")
+	}
+	rc := newReceiver(t, func(_ int, _ http.ResponseWriter, _ *http.Request) { time.Sleep(20 * time.Millisecond) })
+	crm := endpoint("crm", rc.URL, func(e *Endpoint) { e.Policy.MaxInFlight = 4 })
+	egress, err := NewEgressPolicy([]string{"127.0.0.0/8"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	var managers []*Dispatcher
+	var stores []*Store
+	var running sync.WaitGroup
+	defer func() {
+		cancel()
+		running.Wait()
+		for _, s := range stores {
+			s.Close()
+		}
+	}()
+	for range 2 {
+		store, err := OpenStore(t.Context(), StoreOptions{URL: ns.ClientURL()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		stores = append(stores, store)
+		if store.Embedded() {
+			t.Fatal("a store with a URL reports itself embedded")
+		}
+		reg := NewMemoryRegistry()
+		reg.Upsert(crm)
+		reg.MarkSynced()
+		d, err := New(Options{Registry: reg, Store: store, HTTPClient: NewHTTPClient(egress), SyncInterval: 50 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		managers = append(managers, d)
+	}
+
+	events := make([]Event, 10)
+	for i := range events {
+		events[i] = testEvent(i)
+	}
+	if _, err := managers[0].Enqueue(t.Context(), events); err != nil {
+		t.Fatal(err)
+	}
+	if n := streamMsgs(t, stores[0], StreamDeliveries); n != 10 {
+		t.Errorf("10 deliveries accepted together were stored as %d messages, want 10", n)
+	}
+	for b := range 4 {
+		batch := make([]delivery, 5)
+		for i := range batch {
+			ev := testEvent(100 + 10*b + i)
+			body, _ := ev.Envelope()
+			batch[i] = delivery{EventID: ev.ID, EventType: ev.Type, AcceptedAt: time.Now().UTC().Format(time.RFC3339Nano), Body: body}
+		}
+		if _, err := stores[0].JetStream().PublishMsg(t.Context(), batchMsg("shop", "crm", crm.UID, batch)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, d := range managers {
+		running.Go(func() { _ = d.Start(ctx) })
+	}
+	testutil.EventuallyEvery(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if n := len(rc.uniqueIDs()); n != 30 {
+			return fmt.Errorf("%d of 30 delivered", n)
+		}
+		return nil
+	})
+	if peak := rc.peak.Load(); peak > 4 {
+		t.Errorf("%d requests open at once from two managers, maxInFlight is 4", peak)
+	}
 }

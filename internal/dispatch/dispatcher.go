@@ -73,7 +73,8 @@ type Dispatcher struct {
 	wanted map[types.NamespacedName]time.Time
 	wake   chan struct{}
 
-	// batcher stores the deliveries of events without an id.
+	// batcher stores the deliveries of events without an id, together when
+	// they arrive together; nil with an external NATS (see New).
 	batcher *batcher
 
 	// outcomes feeds the outcome recorder (see recordOutcome).
@@ -126,10 +127,25 @@ func New(opts Options) (*Dispatcher, error) {
 		handled:  map[string]string{},
 		wanted:   map[types.NamespacedName]time.Time{},
 		wake:     make(chan struct{}, 1),
-		batcher:  newBatcher(opts.Store.JetStream()),
+		batcher:  batcherFor(opts.Store),
 		outcomes: make(chan pendingOutcome, 4*maxOutcomeBatch),
 		baseCtx:  context.Background(),
 	}, nil
+}
+
+// batcherFor returns the batcher for the store, or nil when deliveries must
+// be stored one per message. An endpoint's maxInFlight must hold across
+// every manager delivering to it, and JetStream bounds a consumer's
+// messages in flight (MaxAckPending), not the deliveries inside them; a
+// manager bounds the attempts it makes itself. With the embedded server one
+// manager delivers everything, so its own bound is the endpoint's. With an
+// external NATS several replicas may share the endpoint's consumer, so each
+// message carries one delivery and MaxAckPending is the bound.
+func batcherFor(s *Store) *batcher {
+	if !s.Embedded() {
+		return nil
+	}
+	return newBatcher(s.JetStream())
 }
 
 // NeedLeaderElection implements manager.LeaderElectionRunnable: every replica delivers.
@@ -154,7 +170,9 @@ func (d *Dispatcher) Enqueue(ctx context.Context, events []Event) ([]EnqueueResu
 	}
 	now := d.opts.Now().UTC().Format(time.RFC3339Nano)
 	results := make([]EnqueueResult, len(events))
-	var futures []jetstream.PubAckFuture // events with an id, by index in withID
+	// futures are the writes not made by the batcher; withID holds, for
+	// each, the index of its event with an id, or -1 for a delivery.
+	var futures []jetstream.PubAckFuture
 	var withID []int
 	// Deliveries of events without an id, grouped by endpoint in event order.
 	type epDeliveries struct {
@@ -197,12 +215,24 @@ func (d *Dispatcher) Enqueue(ctx context.Context, events []Event) ([]EnqueueResu
 		}
 	}
 	// The deliveries go to the batcher, which stores them together with
-	// those of concurrent requests to the same endpoints.
+	// those of concurrent requests to the same endpoints, or else one per
+	// message.
 	var writes []*batchWrite
 	keys := make([]types.NamespacedName, 0, len(direct))
 	for _, g := range direct {
-		writes = append(writes, d.batcher.add(g.ep.Namespace, g.ep, g.ds)...)
 		keys = append(keys, g.ep.Key())
+		if d.batcher != nil {
+			writes = append(writes, d.batcher.add(g.ep.Namespace, g.ep, g.ds)...)
+			continue
+		}
+		for i := range g.ds {
+			f, err := d.js.PublishMsgAsync(deliveryMsg(g.ep.Namespace, g.ep.Name, g.ep.UID, &g.ds[i]))
+			if err != nil {
+				return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+			}
+			futures = append(futures, f)
+			withID = append(withID, -1)
+		}
 	}
 	for _, w := range writes {
 		select {
@@ -215,16 +245,18 @@ func (d *Dispatcher) Enqueue(ctx context.Context, events []Event) ([]EnqueueResu
 		}
 	}
 	for k, f := range futures {
-		i := withID[k]
+		var ack *jetstream.PubAck
 		select {
-		case ack := <-f.Ok():
-			results[i].Duplicate = ack.Duplicate
+		case ack = <-f.Ok():
 		case err := <-f.Err():
 			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 		case <-ctx.Done():
 			return nil, fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
 		}
-		results[i].Subscribers = len(d.opts.Registry.Subscribers(events[i].Namespace, events[i].Type))
+		if i := withID[k]; i >= 0 {
+			results[i].Duplicate = ack.Duplicate
+			results[i].Subscribers = len(d.opts.Registry.Subscribers(events[i].Namespace, events[i].Type))
+		}
 	}
 	d.want(keys...)
 	if d.opts.Metrics != nil {

@@ -213,6 +213,11 @@ func (s *Store) ensure(ctx context.Context) error {
 	return nil
 }
 
+// Embedded reports whether the store is the manager's own embedded NATS
+// server. Only one manager can use it (its file store is local), so nothing
+// else delivers to the same endpoints.
+func (s *Store) Embedded() bool { return s.srv != nil }
+
 // JetStream returns the JetStream context.
 func (s *Store) JetStream() jetstream.JetStream { return s.js }
 

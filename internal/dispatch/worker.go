@@ -370,6 +370,11 @@ func (w *endpointWorker) handleMsg(ctx context.Context, m jetstream.Msg) {
 		_ = m.Term()
 		return
 	}
+	// Without the batcher several managers may share the consumer, and
+	// MaxAckPending bounds the attempts of all of them only if a message in
+	// flight is at most one request: a batch message, should one be there,
+	// is then attempted one delivery at a time.
+	sequential := w.d.batcher == nil
 	res := make([]settlement, len(ds))
 	var wg sync.WaitGroup
 	for i := range ds {
@@ -380,6 +385,9 @@ func (w *endpointWorker) handleMsg(ctx context.Context, m jetstream.Msg) {
 		}}
 		if !w.attempt(ctx, job) {
 			wg.Done() // not attempted: res[i] is again
+		}
+		if sequential {
+			wg.Wait()
 		}
 	}
 	wg.Wait()
