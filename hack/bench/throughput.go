@@ -26,6 +26,9 @@ type throughputRun struct {
 	ackP99  time.Duration
 	dups    int64
 	profile string // CPU profile of the timed window, with -cpuprofile
+	// messages is how many messages the pass stored in WEBHOOK_DELIVERIES
+	// (0 for the baseline): fewer than events when deliveries share one.
+	messages uint64
 }
 
 func (t throughputRun) rate() float64 { return perSec(t.events, t.elapsed) }
@@ -122,9 +125,13 @@ func measureThroughput(ctx context.Context, sz sizes) *result {
 		name string
 		r    throughputRun
 	}{{"baseline", base}, {"operator single", single}, {"operator batches", batched}, {"operator single with ids", withIDs}} {
-		res.note("%s: %d events in %s = %.0f events/s; this process's CPU %.0f µs/event (posters, servers, store and receiver all live in it); response time p50 %s, p99 %s; duplicates %d.",
+		stored := ""
+		if p.r.messages > 0 {
+			stored = fmt.Sprintf("; %d messages stored in WEBHOOK_DELIVERIES, %.1f deliveries each", p.r.messages, float64(p.r.events)/float64(p.r.messages))
+		}
+		res.note("%s: %d events in %s = %.0f events/s; this process's CPU %.0f µs/event (posters, servers, store and receiver all live in it); response time p50 %s, p99 %s; duplicates %d%s.",
 			p.name, p.r.events, p.r.elapsed.Round(time.Millisecond), p.r.rate(), float64(p.r.cpuPerEvent())/float64(time.Microsecond),
-			ms(p.r.ackP50), ms(p.r.ackP99), p.r.dups)
+			ms(p.r.ackP50), ms(p.r.ackP99), p.r.dups, stored)
 	}
 	if rs < target || rb < target {
 		xs := us(single.cpuPerEvent()) / us(base.cpuPerEvent())
@@ -133,7 +140,7 @@ func measureThroughput(ctx context.Context, sz sizes) *result {
 		if min(cores(base), cores(single), cores(batched)) < 0.8*float64(runtime.NumCPU()) {
 			busy = "Some pass kept fewer cores busy than the machine has, because other processes held the CPU (see the load average in the header) or the path waited on pull requests and acknowledgements; when every pass is CPU-bound the rate ratio approaches the inverse of the CPU ratio."
 		}
-		res.finding("The throughput ratio is below %.2f. CPU per event: the baseline %.0f µs, the operator path %.0f µs with single events (%.1fx the baseline, so at best a ratio of %.2f) and %.0f µs with batches (%.1fx, at best %.2f). The passes kept %.1f, %.1f and %.1f of %d cores busy. %s Per event the baseline makes one HTTP exchange; the operator path makes two (ingest and delivery) and, in the embedded JetStream server, stores, hands out and acknowledges the delivery in WEBHOOK_DELIVERIES (events without an id skip WEBHOOK_EVENTS), plus a share of one WEBHOOK_OUTCOMES message (outcomes recorded together are stored together), which the aggregator decodes and folds in.",
+		res.finding("The throughput ratio is below %.2f. CPU per event: the baseline %.0f µs, the operator path %.0f µs with single events (%.1fx the baseline, so at best a ratio of %.2f) and %.0f µs with batches (%.1fx, at best %.2f). The passes kept %.1f, %.1f and %.1f of %d cores busy. %s Per event the baseline makes one HTTP exchange; the operator path makes two (ingest and delivery) and, in the embedded JetStream server, stores, hands out and acknowledges the delivery in WEBHOOK_DELIVERIES (events without an id skip WEBHOOK_EVENTS; deliveries to the endpoint accepted together share one message, so each costs a share of a message, see the deliveries per message above), plus a share of one WEBHOOK_OUTCOMES message (outcomes recorded together are stored together), which the aggregator decodes and folds in.",
 			target, us(base.cpuPerEvent()), us(single.cpuPerEvent()), xs, 1/xs, us(batched.cpuPerEvent()), xb, 1/xb,
 			cores(base), cores(single), cores(batched), runtime.NumCPU(), busy)
 		if first.base.profile == "" || first.single.profile == "" || first.batched.profile == "" {
@@ -321,6 +328,10 @@ func operatorThroughput(ctx context.Context, sz sizes, keys [][]byte, batch int)
 	} else if withIDs {
 		pass = "ids"
 	}
+	seq0, err := deliveriesWritten(ctx, p.Store)
+	if err != nil {
+		return throughputRun{}, err
+	}
 	stopProfile := startProfile("throughput-" + pass)
 	defer stopProfile()
 	cpu0 := processCPU()
@@ -344,7 +355,26 @@ func operatorThroughput(ctx context.Context, sz sizes, keys [][]byte, batch int)
 	if err := p.err(); err != nil {
 		return throughputRun{}, err
 	}
-	return finishRun(rcv, n, last.Sub(start), cpu, acks, prof)
+	seq1, err := deliveriesWritten(ctx, p.Store)
+	if err != nil {
+		return throughputRun{}, err
+	}
+	run, err := finishRun(rcv, n, last.Sub(start), cpu, acks, prof)
+	run.messages = seq1 - seq0
+	return run, err
+}
+
+// deliveriesWritten is how many messages WEBHOOK_DELIVERIES has stored so far.
+func deliveriesWritten(ctx context.Context, s *dispatch.Store) (uint64, error) {
+	st, err := s.JetStream().Stream(ctx, dispatch.StreamDeliveries)
+	if err != nil {
+		return 0, err
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return info.State.LastSeq, nil
 }
 
 func finishRun(rcv *receiver, n int, elapsed, cpu time.Duration, acks *ackTimes, profile string) (throughputRun, error) {
