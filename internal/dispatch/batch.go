@@ -37,7 +37,7 @@ const batchFormat = 1
 // an event is at most 256 KiB), and an endpoint has at most this many batch
 // writes waiting for JetStream's acknowledgement at once.
 const (
-	maxBatchDeliveries     = 256
+	maxBatchDeliveries     = 64
 	maxBatchBytes          = 512 << 10
 	maxBatchWritesInFlight = 1
 )

@@ -58,6 +58,8 @@ type endpointWorker struct {
 	// stacks) instead of starting one per attempt.
 	slots chan struct{}
 	jobs  chan attemptJob
+	// dispatchMu lets one batch message at a time hand out its deliveries.
+	dispatchMu sync.Mutex
 
 	// held are the messages being worked on: keepAlive tells JetStream so.
 	heldMu sync.Mutex
@@ -375,6 +377,13 @@ func (w *endpointWorker) handleMsg(ctx context.Context, m jetstream.Msg) {
 	// flight is at most one request: a batch message, should one be there,
 	// is then attempted one delivery at a time.
 	sequential := w.d.batcher == nil
+	if !sequential && len(ds) > 1 {
+		// One message's deliveries are handed out before the next message's,
+		// so at most a couple of messages are part done at any time: a crash
+		// sends again only the finished deliveries of those (the whole
+		// message is handed out again), not of every message held.
+		w.dispatchMu.Lock()
+	}
 	res := make([]settlement, len(ds))
 	var wg sync.WaitGroup
 	for i := range ds {
@@ -389,6 +398,9 @@ func (w *endpointWorker) handleMsg(ctx context.Context, m jetstream.Msg) {
 		if sequential {
 			wg.Wait()
 		}
+	}
+	if !sequential && len(ds) > 1 {
+		w.dispatchMu.Unlock()
 	}
 	wg.Wait()
 	w.settle(m, ds, res)
