@@ -34,7 +34,7 @@ type tcpProxy struct {
 
 func newTCPProxy(t *testing.T, target string) *tcpProxy {
 	t.Helper()
-	p := &tcpProxy{addr: freeAddr(t), target: target, conns: map[net.Conn]struct{}{}}
+	p := &tcpProxy{addr: testutil.FreeAddr(t), target: target, conns: map[net.Conn]struct{}{}}
 	if err := p.restore(); err != nil {
 		t.Fatal(err)
 	}
@@ -182,13 +182,13 @@ func TestAPIServerOutage(t *testing.T) {
 		dataDir:    t.TempDir(),
 		extra:      []string{"--ingest-auth-cache-ttl", "2m"},
 	})
-	m.waitReady(90 * time.Second)
+	m.WaitReady(90 * time.Second)
 	waitWHCReady(t, ns, "crm")
 
 	// Warm the auth cache, and see one delivery counted in status.
 	var all []string
 	warm := idRange("warm", 0, 1)
-	if code, body, err := post(m.ingestAddr, ns, token, "application/x-ndjson", ndjson(warm)); code != http.StatusAccepted {
+	if code, body, err := post(m.IngestAddr, ns, token, "application/x-ndjson", ndjson(warm)); code != http.StatusAccepted {
 		t.Fatalf("warm-up post: %d %s %v", code, body, err)
 	}
 	all = append(all, warm...)
@@ -207,7 +207,7 @@ func TestAPIServerOutage(t *testing.T) {
 	var lastPost time.Time
 	for i := 0; time.Since(cutAt) < outage-3*time.Second; i++ {
 		ids := idRange("outage", i*10, 10)
-		code, body, err := post(m.ingestAddr, ns, token, "application/x-ndjson", ndjson(ids))
+		code, body, err := post(m.IngestAddr, ns, token, "application/x-ndjson", ndjson(ids))
 		codes[code]++
 		if code != http.StatusAccepted {
 			t.Errorf("post during the outage: %d %s %v", code, body, err)
@@ -229,7 +229,7 @@ func TestAPIServerOutage(t *testing.T) {
 		at, _ := rc.firstOKAt(id)
 		slowest = max(slowest, at.Sub(cutAt))
 	}
-	if !m.running() {
+	if !m.Running() {
 		t.Fatalf("the manager exited during the outage")
 	}
 	duringStatus := statusCounters(t, ns, "crm")
@@ -240,10 +240,10 @@ func TestAPIServerOutage(t *testing.T) {
 	restoredAt := time.Now()
 	all = append(all, during...)
 	t.Logf("RESULT apiserver outage: %s outage; %d events posted during it (answers %v), all delivered during it (the last %s after the cut, last post %s after the cut); manager alive: %v",
-		outage, len(during), codes, slowest.Round(time.Millisecond), lastPost.Sub(cutAt).Round(time.Millisecond), m.running())
+		outage, len(during), codes, slowest.Round(time.Millisecond), lastPost.Sub(cutAt).Round(time.Millisecond), m.Running())
 
 	after := idRange("after", 0, 10)
-	if code, body, err := post(m.ingestAddr, ns, token, "application/x-ndjson", ndjson(after)); code != http.StatusAccepted {
+	if code, body, err := post(m.IngestAddr, ns, token, "application/x-ndjson", ndjson(after)); code != http.StatusAccepted {
 		t.Fatalf("post after the outage: %d %s %v", code, body, err)
 	}
 	all = append(all, after...)
@@ -261,7 +261,7 @@ func TestAPIServerOutage(t *testing.T) {
 	if miss := missing(rc, all); len(miss) > 0 {
 		t.Errorf("%d events never delivered: %v", len(miss), firstN(miss, 5))
 	}
-	flushErrors := len(grepLog(m.logText(), "Writing delivery status failed"))
+	flushErrors := len(grepLog(m.LogText(), "Writing delivery status failed"))
 	t.Logf("RESULT apiserver outage: status caught up %s after the API server came back (status read during the outage said %s); %d status write errors logged",
 		catchUp.Round(time.Millisecond), duringStatus, flushErrors)
 	if catchUp > 30*time.Second {

@@ -29,14 +29,14 @@ func TestBadInputIsRefusedClearlyAndHarmsNothing(t *testing.T) {
 	rc := newReceiver(t, answerOK)
 	createEndpoint(t, ns, "crm", rc.URL+"/hooks/wa", policy{initialBackoff: 1})
 	m := startManager(t, managerOptions{dataDir: t.TempDir()})
-	m.waitReady(90 * time.Second)
+	m.WaitReady(90 * time.Second)
 	waitWHCReady(t, ns, "crm")
 
 	// Good events before.
 	var good []string
 	before := idRange("before", 0, 10)
-	mustAccept(t, m.ingestAddr, ns, token, "application/x-ndjson", ndjson(before))
-	mustAccept(t, m.ingestAddr, ns, token, "application/json", []byte(eventLine("before-single")))
+	mustAccept(t, m.IngestAddr, ns, token, "application/x-ndjson", ndjson(before))
+	mustAccept(t, m.IngestAddr, ns, token, "application/json", []byte(eventLine("before-single")))
 	good = append(good, append(before, "before-single")...)
 
 	t.Run("manifests", func(t *testing.T) {
@@ -175,7 +175,7 @@ func TestBadInputIsRefusedClearlyAndHarmsNothing(t *testing.T) {
 				default:
 					tok = tc.token
 				}
-				code, body, err := post(m.ingestAddr, target, tok, tc.contentType, []byte(tc.body))
+				code, body, err := post(m.IngestAddr, target, tok, tc.contentType, []byte(tc.body))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -205,8 +205,8 @@ func TestBadInputIsRefusedClearlyAndHarmsNothing(t *testing.T) {
 
 	// Good events after.
 	after := idRange("after", 0, 10)
-	mustAccept(t, m.ingestAddr, ns, token, "application/x-ndjson", ndjson(after))
-	mustAccept(t, m.ingestAddr, ns, token, "application/json", []byte(eventLine("after-single")))
+	mustAccept(t, m.IngestAddr, ns, token, "application/x-ndjson", ndjson(after))
+	mustAccept(t, m.IngestAddr, ns, token, "application/json", []byte(eventLine("after-single")))
 	good = append(good, append(after, "after-single")...)
 
 	// Each good event exactly once, and nothing else.

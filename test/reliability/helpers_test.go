@@ -10,17 +10,13 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -38,17 +34,6 @@ import (
 // signingSecret signs every endpoint of these tests.
 const signingSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
-// freeAddr returns a loopback address with a port that was free a moment ago.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 func randomToken() string {
 	b := make([]byte, 24)
 	_, _ = rand.Read(b)
@@ -64,164 +49,28 @@ type managerOptions struct {
 	extra      []string
 }
 
-// managerProc is bin/manager running as a child process on fixed loopback
-// ports, so that a restart serves the same addresses.
-type managerProc struct {
-	t           *testing.T
-	opts        managerOptions
-	ingestAddr  string
-	probeAddr   string
-	logPath     string
-	mu          sync.Mutex
-	cmd         *exec.Cmd
-	done        chan struct{}
-	generations int
-}
-
-func startManager(t *testing.T, opts managerOptions) *managerProc {
+// startManager runs bin/manager as a child process (see
+// testutil.ManagerProcess) with the flags every test here gives it: the
+// control plane, a data directory for the embedded NATS server unless
+// extra points it elsewhere, loopback receivers allowed, status flushed
+// every second.
+func startManager(t *testing.T, opts managerOptions) *testutil.ManagerProcess {
 	t.Helper()
 	if opts.kubeconfig == "" {
 		opts.kubeconfig = env.Kubeconfig
 	}
-	m := &managerProc{
-		t:          t,
-		opts:       opts,
-		ingestAddr: freeAddr(t),
-		probeAddr:  freeAddr(t),
-		logPath:    filepath.Join(t.TempDir(), "manager.log"),
-	}
-	m.start()
-	t.Cleanup(func() {
-		m.stop()
-		if t.Failed() || os.Getenv("RELIABILITY_SHOW_LOGS") != "" {
-			data, _ := os.ReadFile(m.logPath)
-			t.Logf("==== manager log (%s, last 80 lines) ====\n%s", m.logPath, tail(string(data), 80))
-		}
-		if dir := os.Getenv("RELIABILITY_ARTIFACTS"); dir != "" {
-			_ = os.MkdirAll(dir, 0o755)
-			data, _ := os.ReadFile(m.logPath)
-			_ = os.WriteFile(filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_")+".manager.log"), data, 0o644)
-		}
-	})
-	return m
-}
-
-// start runs one more generation of the process, appending to the same log.
-func (m *managerProc) start() {
-	m.t.Helper()
 	args := []string{
-		"--kubeconfig", m.opts.kubeconfig,
-		"--data-dir", m.opts.dataDir,
-		"--ingest-bind-address", m.ingestAddr,
-		"--health-probe-bind-address", m.probeAddr,
-		"--metrics-bind-address", "0",
+		"--kubeconfig", opts.kubeconfig,
+		"--data-dir", opts.dataDir,
 		"--egress-allow-cidrs", "127.0.0.0/8",
 		"--status-flush-interval", "1s",
 	}
-	args = append(args, m.opts.extra...)
-	f, err := os.OpenFile(m.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		m.t.Fatal(err)
-	}
-	m.generations++
-	fmt.Fprintf(f, "==== generation %d started %s ====\n", m.generations, time.Now().Format(time.RFC3339Nano))
-	cmd := exec.Command(managerBin, args...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		m.t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		f.Close()
-		close(done)
-	}()
-	m.mu.Lock()
-	m.cmd, m.done = cmd, done
-	m.mu.Unlock()
-}
-
-// running reports whether the current generation is still alive.
-func (m *managerProc) running() bool {
-	m.mu.Lock()
-	done := m.done
-	m.mu.Unlock()
-	select {
-	case <-done:
-		return false
-	default:
-		return true
-	}
-}
-
-// waitReady waits for /readyz of the probes and of the ingestion API.
-func (m *managerProc) waitReady(timeout time.Duration) {
-	m.t.Helper()
-	testutil.EventuallyEvery(m.t, timeout, 100*time.Millisecond, func() error {
-		if !m.running() {
-			m.t.Fatalf("the manager exited; see %s", m.logPath)
-		}
-		for _, u := range []string{"http://" + m.probeAddr + "/readyz", "http://" + m.ingestAddr + "/readyz"} {
-			resp, err := http.Get(u)
-			if err != nil {
-				return err
-			}
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("%s: %d", u, resp.StatusCode)
-			}
-		}
-		return nil
+	return testutil.StartManager(t, testutil.ManagerOptions{
+		Bin:          managerBin,
+		Args:         append(args, opts.extra...),
+		ShowLogs:     os.Getenv("RELIABILITY_SHOW_LOGS") != "",
+		ArtifactsDir: os.Getenv("RELIABILITY_ARTIFACTS"),
 	})
-}
-
-// kill9 sends SIGKILL to the manager's process (by its pid) and waits for it to die.
-func (m *managerProc) kill9() {
-	m.t.Helper()
-	m.mu.Lock()
-	cmd, done := m.cmd, m.done
-	m.mu.Unlock()
-	if err := syscall.Kill(cmd.Process.Pid, syscall.SIGKILL); err != nil {
-		m.t.Fatalf("kill -9 %d: %v", cmd.Process.Pid, err)
-	}
-	<-done
-}
-
-// stop ends the current generation: SIGTERM, then SIGKILL after 40 s.
-func (m *managerProc) stop() {
-	m.mu.Lock()
-	cmd, done := m.cmd, m.done
-	m.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	select {
-	case <-done:
-		return
-	default:
-	}
-	_ = syscall.Kill(cmd.Process.Pid, syscall.SIGTERM)
-	select {
-	case <-done:
-	case <-time.After(40 * time.Second):
-		_ = syscall.Kill(cmd.Process.Pid, syscall.SIGKILL)
-		<-done
-	}
-}
-
-func (m *managerProc) logText() string {
-	data, _ := os.ReadFile(m.logPath)
-	return string(data)
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // grepLog returns the log lines containing every one of words.

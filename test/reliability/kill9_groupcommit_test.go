@@ -44,7 +44,7 @@ func TestKill9WithoutIDsLosesNothingAcknowledged(t *testing.T) {
 	})
 	createEndpoint(t, ns, "crm", rc.URL+"/hooks/wa", policy{})
 	m := startManager(t, managerOptions{dataDir: t.TempDir()})
-	m.waitReady(90 * time.Second)
+	m.WaitReady(90 * time.Second)
 	waitWHCReady(t, ns, "crm")
 
 	var mu sync.Mutex
@@ -58,7 +58,7 @@ func TestKill9WithoutIDsLosesNothingAcknowledged(t *testing.T) {
 		for w := range producers {
 			wg.Go(func() {
 				for i := w * batchSize; i < total; i += producers * batchSize {
-					ids, key := postWithoutIDs(m.ingestAddr, ns, token, i, batchSize)
+					ids, key := postWithoutIDs(m.IngestAddr, ns, token, i, batchSize)
 					mu.Lock()
 					answers[key]++
 					for _, id := range ids {
@@ -79,14 +79,14 @@ func TestKill9WithoutIDsLosesNothingAcknowledged(t *testing.T) {
 		return nil
 	})
 	killAt := time.Now()
-	m.kill9()
+	m.Kill9()
 	mu.Lock()
 	acceptedAtKill := len(accepted)
 	mu.Unlock()
 	t.Logf("RESULT kill9 without ids at kill: kill -9 %s after the first post: %d events answered 202, %d received",
 		killAt.Sub(start).Round(time.Millisecond), acceptedAtKill, rc.uniqueOK())
-	m.start()
-	m.waitReady(90 * time.Second)
+	m.Start()
+	m.WaitReady(90 * time.Second)
 	readyAt := time.Now()
 	<-posted
 

@@ -39,7 +39,7 @@ func TestKill9LosesNothingAcknowledged(t *testing.T) {
 	})
 	createEndpoint(t, ns, "crm", rc.URL+"/hooks/wa", policy{})
 	m := startManager(t, managerOptions{dataDir: t.TempDir()})
-	m.waitReady(90 * time.Second)
+	m.WaitReady(90 * time.Second)
 	waitWHCReady(t, ns, "crm")
 
 	// Four producers, each posting a batch every 200 ms (up to 2,000 events
@@ -48,7 +48,7 @@ func TestKill9LosesNothingAcknowledged(t *testing.T) {
 	// accepted, fanned out and delivered. A batch not answered 202 (the
 	// manager is dead or restarting) is posted again with the same ids, as
 	// the contract tells producers to.
-	p := newProducer(m.ingestAddr, ns, token)
+	p := newProducer(m.IngestAddr, ns, token)
 	var mu sync.Mutex
 	reposted := map[string]bool{} // ids of batches posted more than once
 	start := time.Now()
@@ -88,14 +88,14 @@ func TestKill9LosesNothingAcknowledged(t *testing.T) {
 		return nil
 	})
 	killAt := time.Now()
-	m.kill9()
+	m.Kill9()
 	deadAt := time.Now()
 	acceptedAtKill, receivedAtKill := len(p.acceptedIDs()), rc.uniqueOK()
 	t.Logf("RESULT kill9 at kill: kill -9 %s after the first post: %d events answered 202, %d received: %d accepted events not yet delivered",
 		killAt.Sub(start).Round(time.Millisecond), acceptedAtKill, receivedAtKill, acceptedAtKill-receivedAtKill)
 
-	m.start()
-	m.waitReady(90 * time.Second)
+	m.Start()
+	m.WaitReady(90 * time.Second)
 	readyAt := time.Now()
 	t.Logf("RESULT kill9 restart: ready %s after the kill", readyAt.Sub(killAt).Round(time.Millisecond))
 
@@ -255,7 +255,7 @@ func TestKill9LosesNothingAcknowledged(t *testing.T) {
 	// Contract §4: "The same id sent again within 24 hours is accepted once
 	// and delivered once" — also across a restart of the manager.
 	t.Run("an id accepted before the kill and posted again after the restart is not delivered again", func(t *testing.T) {
-		checkRepostNotRedelivered(t, rc, m.ingestAddr, ns, token, idRange("k9", 0, batchSize), "kill9")
+		checkRepostNotRedelivered(t, rc, m.IngestAddr, ns, token, idRange("k9", 0, batchSize), "kill9")
 	})
 }
 

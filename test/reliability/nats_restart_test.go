@@ -51,7 +51,7 @@ func TestExternalNATSRestart(t *testing.T) {
 		batchSize = 50
 		down      = 5 * time.Second
 	)
-	_, portStr, _ := net.SplitHostPort(freeAddr(t))
+	_, portStr, _ := net.SplitHostPort(testutil.FreeAddr(t))
 	port, _ := strconv.Atoi(portStr)
 	storeDir := t.TempDir()
 	var nmu sync.Mutex
@@ -81,12 +81,12 @@ func TestExternalNATSRestart(t *testing.T) {
 		dataDir: t.TempDir(),
 		extra:   []string{"--nats-url", fmt.Sprintf("nats://127.0.0.1:%d", port)},
 	})
-	m.waitReady(90 * time.Second)
+	m.WaitReady(90 * time.Second)
 	waitWHCReady(t, ns, "crm")
 
 	// One producer, a batch every 100 ms (about 4 s of posting without the
 	// outage); a 503 is posted again with the same ids every 200 ms.
-	p := newProducer(m.ingestAddr, ns, token)
+	p := newProducer(m.IngestAddr, ns, token)
 	start := time.Now()
 	var accepted int
 	var amu sync.Mutex
@@ -134,7 +134,7 @@ func TestExternalNATSRestart(t *testing.T) {
 	readyAgain := make(chan time.Duration, 1)
 	go func() {
 		for time.Since(upAt) < 2*time.Minute {
-			if resp, err := http.Get("http://" + m.probeAddr + "/readyz"); err == nil {
+			if resp, err := http.Get("http://" + m.ProbeAddr + "/readyz"); err == nil {
 				resp.Body.Close()
 				if resp.StatusCode == http.StatusOK {
 					readyAgain <- time.Since(upAt)
@@ -248,6 +248,6 @@ func TestExternalNATSRestart(t *testing.T) {
 	}
 
 	t.Run("an id accepted before the NATS restart and posted again after it is not delivered again", func(t *testing.T) {
-		checkRepostNotRedelivered(t, rc, m.ingestAddr, ns, token, idRange("nats", 0, batchSize), "nats restart")
+		checkRepostNotRedelivered(t, rc, m.IngestAddr, ns, token, idRange("nats", 0, batchSize), "nats restart")
 	})
 }

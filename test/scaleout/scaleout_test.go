@@ -19,12 +19,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -154,16 +152,9 @@ func (rc *receiver) unique() int {
 	return len(rc.seen)
 }
 
-type replica struct {
-	cmd     *exec.Cmd
-	ingest  string
-	metrics string
-	log     string
-}
-
-// attempts scrapes the replica's delivery attempt counter.
-func (r *replica) attempts() (float64, error) {
-	resp, err := http.Get("http://" + r.metrics + "/metrics")
+// attempts scrapes a replica's delivery attempt counter.
+func attempts(r *testutil.ManagerProcess) (float64, error) {
+	resp, err := http.Get("http://" + r.MetricsAddr + "/metrics")
 	if err != nil {
 		return 0, err
 	}
@@ -236,56 +227,22 @@ func TestThreeReplicasOnANATSCluster(t *testing.T) {
 	}
 
 	// Three managers.
-	replicas := make([]*replica, 3)
+	replicas := make([]*testutil.ManagerProcess, 3)
 	for i := range replicas {
-		probe := freePort(t)
-		r := &replica{
-			ingest:  fmt.Sprintf("127.0.0.1:%d", freePort(t)),
-			metrics: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
-			log:     filepath.Join(logDir(t), fmt.Sprintf("manager-%d.log", i)),
-		}
-		f, err := os.Create(r.log)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.cmd = exec.Command(managerBin,
-			"--kubeconfig", env.Kubeconfig,
-			"--nats-url", nc.url(), "--nats-replicas", "3",
-			"--leader-elect", "--leader-election-namespace", ns,
-			"--ingest-bind-address", r.ingest,
-			"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", probe),
-			"--metrics-bind-address", r.metrics,
-			"--egress-allow-cidrs", "127.0.0.0/8",
-			"--status-flush-interval", "1s")
-		r.cmd.Stdout, r.cmd.Stderr = f, f
-		r.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		if err := r.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		replicas[i] = r
-		defer func() {
-			_ = syscall.Kill(-r.cmd.Process.Pid, syscall.SIGKILL)
-			_ = r.cmd.Wait()
-			if t.Failed() {
-				data, _ := os.ReadFile(r.log)
-				lines := strings.Split(string(data), "\n")
-				if len(lines) > 40 {
-					lines = lines[len(lines)-40:]
-				}
-				t.Logf("==== manager %d ====\n%s", i, strings.Join(lines, "\n"))
-			}
-		}()
-		testutil.Eventually(t, 60*time.Second, func() error {
-			resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", probe))
-			if err != nil {
-				return err
-			}
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("replica %d readyz %d", i, resp.StatusCode)
-			}
-			return nil
+		replicas[i] = testutil.StartManager(t, testutil.ManagerOptions{
+			Bin: managerBin,
+			Args: []string{
+				"--kubeconfig", env.Kubeconfig,
+				"--nats-url", nc.url(), "--nats-replicas", "3",
+				"--leader-elect", "--leader-election-namespace", ns,
+				"--egress-allow-cidrs", "127.0.0.0/8",
+				"--status-flush-interval", "1s",
+			},
+			Metrics:   true,
+			LogPath:   filepath.Join(logDir(t), fmt.Sprintf("manager-%d.log", i)),
+			TailLines: 40,
 		})
+		replicas[i].WaitReady(60 * time.Second)
 	}
 	testutil.Eventually(t, 60*time.Second, func() error {
 		var w webhooksv1alpha1.WebhookConfig
@@ -313,7 +270,7 @@ func TestThreeReplicasOnANATSCluster(t *testing.T) {
 			if dead[(batch+attempt)%3].Load() {
 				continue
 			}
-			req, _ := http.NewRequest(http.MethodPost, "http://"+r.ingest+"/v1/namespaces/"+ns+"/events", bytes.NewReader(body.Bytes()))
+			req, _ := http.NewRequest(http.MethodPost, "http://"+r.IngestAddr+"/v1/namespaces/"+ns+"/events", bytes.NewReader(body.Bytes()))
 			req.Header.Set("Content-Type", "application/x-ndjson")
 			req.Header.Set("Authorization", "Bearer "+token)
 			resp, err := http.DefaultClient.Do(req)
@@ -345,7 +302,7 @@ func TestThreeReplicasOnANATSCluster(t *testing.T) {
 		if b == 30 {
 			// Mid-run: kill one replica and stop one NATS node.
 			dead[1].Store(true)
-			_ = syscall.Kill(-replicas[1].cmd.Process.Pid, syscall.SIGKILL)
+			replicas[1].Kill9()
 			nc.servers[2].Shutdown()
 			nc.servers[2] = nil
 			killed = true
@@ -397,7 +354,7 @@ func TestThreeReplicasOnANATSCluster(t *testing.T) {
 	// fast receiver one replica can take nearly all, so the split is reported,
 	// not asserted.
 	for _, i := range []int{0, 2} {
-		n, err := replicas[i].attempts()
+		n, err := attempts(replicas[i])
 		if err != nil {
 			t.Fatalf("scraping replica %d: %v", i, err)
 		}

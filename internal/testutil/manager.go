@@ -1,0 +1,219 @@
+package testutil
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// FreeAddr returns a loopback address ("127.0.0.1:port") that was free a
+// moment ago.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// ManagerOptions configures a manager run as a child process.
+type ManagerOptions struct {
+	// Bin is the manager binary.
+	Bin string
+	// Args are the flags besides the bind addresses, which StartManager sets.
+	Args []string
+	// Metrics serves metrics on a loopback port (MetricsAddr); off otherwise.
+	Metrics bool
+	// LogPath is the log file every generation appends to; default
+	// manager.log in a temporary directory of the test.
+	LogPath string
+	// TailLines of the log are printed when the test fails (default 80), or
+	// always with ShowLogs.
+	TailLines int
+	ShowLogs  bool
+	// ArtifactsDir, when set, receives a copy of the log when the test ends.
+	ArtifactsDir string
+}
+
+// ManagerProcess is the manager binary running as a child process on
+// loopback ports chosen once, so that a restart serves the same addresses.
+// It is stopped when the test ends.
+type ManagerProcess struct {
+	IngestAddr, ProbeAddr string
+	// MetricsAddr is empty unless ManagerOptions.Metrics.
+	MetricsAddr string
+	LogPath     string
+
+	t           testing.TB
+	opts        ManagerOptions
+	mu          sync.Mutex
+	cmd         *exec.Cmd
+	done        chan struct{}
+	generations int
+}
+
+// StartManager starts the first generation of a manager process.
+func StartManager(t testing.TB, opts ManagerOptions) *ManagerProcess {
+	t.Helper()
+	if opts.LogPath == "" {
+		opts.LogPath = filepath.Join(t.TempDir(), "manager.log")
+	}
+	if opts.TailLines == 0 {
+		opts.TailLines = 80
+	}
+	m := &ManagerProcess{
+		IngestAddr: FreeAddr(t),
+		ProbeAddr:  FreeAddr(t),
+		LogPath:    opts.LogPath,
+		t:          t,
+		opts:       opts,
+	}
+	if opts.Metrics {
+		m.MetricsAddr = FreeAddr(t)
+	}
+	m.Start()
+	t.Cleanup(func() {
+		m.Stop()
+		if t.Failed() || opts.ShowLogs {
+			t.Logf("==== manager log (%s, last %d lines) ====\n%s", m.LogPath, opts.TailLines, Tail(m.LogText(), opts.TailLines))
+		}
+		if opts.ArtifactsDir != "" {
+			_ = os.MkdirAll(opts.ArtifactsDir, 0o755)
+			name := strings.ReplaceAll(t.Name(), "/", "_") + "." + filepath.Base(m.LogPath)
+			_ = os.WriteFile(filepath.Join(opts.ArtifactsDir, name), []byte(m.LogText()), 0o644)
+		}
+	})
+	return m
+}
+
+// Start runs one more generation of the process, appending to the same log.
+func (m *ManagerProcess) Start() {
+	m.t.Helper()
+	metrics := "0"
+	if m.MetricsAddr != "" {
+		metrics = m.MetricsAddr
+	}
+	args := append([]string{
+		"--ingest-bind-address", m.IngestAddr,
+		"--health-probe-bind-address", m.ProbeAddr,
+		"--metrics-bind-address", metrics,
+	}, m.opts.Args...)
+	f, err := os.OpenFile(m.LogPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	m.generations++
+	fmt.Fprintf(f, "==== generation %d started %s ====\n", m.generations, time.Now().Format(time.RFC3339Nano))
+	cmd := exec.Command(m.opts.Bin, args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	// Its own process group, so a signal to the test's group (Ctrl-C) is
+	// not delivered to it twice.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		m.t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		f.Close()
+		close(done)
+	}()
+	m.mu.Lock()
+	m.cmd, m.done = cmd, done
+	m.mu.Unlock()
+}
+
+// Running reports whether the current generation is still alive.
+func (m *ManagerProcess) Running() bool {
+	m.mu.Lock()
+	done := m.done
+	m.mu.Unlock()
+	select {
+	case <-done:
+		return false
+	default:
+		return true
+	}
+}
+
+// WaitReady waits for /readyz of the probes and of the ingestion API; it
+// fails the test at once if the process exits.
+func (m *ManagerProcess) WaitReady(timeout time.Duration) {
+	m.t.Helper()
+	EventuallyEvery(m.t, timeout, 100*time.Millisecond, func() error {
+		if !m.Running() {
+			m.t.Fatalf("the manager exited; see %s", m.LogPath)
+		}
+		for _, u := range []string{"http://" + m.ProbeAddr + "/readyz", "http://" + m.IngestAddr + "/readyz"} {
+			resp, err := http.Get(u)
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("%s: %d", u, resp.StatusCode)
+			}
+		}
+		return nil
+	})
+}
+
+// Kill9 sends SIGKILL to the current generation and waits for it to die.
+func (m *ManagerProcess) Kill9() {
+	m.t.Helper()
+	m.mu.Lock()
+	cmd, done := m.cmd, m.done
+	m.mu.Unlock()
+	if err := syscall.Kill(cmd.Process.Pid, syscall.SIGKILL); err != nil {
+		m.t.Fatalf("kill -9 %d: %v", cmd.Process.Pid, err)
+	}
+	<-done
+}
+
+// Stop ends the current generation: SIGTERM, then SIGKILL after 40 s.
+func (m *ManagerProcess) Stop() {
+	m.mu.Lock()
+	cmd, done := m.cmd, m.done
+	m.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	select {
+	case <-done:
+		return
+	default:
+	}
+	_ = syscall.Kill(cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(40 * time.Second):
+		_ = syscall.Kill(cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	}
+}
+
+// LogText is the whole log so far.
+func (m *ManagerProcess) LogText() string {
+	data, _ := os.ReadFile(m.LogPath)
+	return string(data)
+}
+
+// Tail returns the last n lines of s.
+func Tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
