@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"errors"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -15,6 +16,10 @@ type Metrics struct {
 	Retries    *prometheus.CounterVec
 	Refused    *prometheus.CounterVec
 	QueueDepth *prometheus.GaugeVec
+
+	acceptedBy labelCache[[2]string, prometheus.Counter]
+	deliveries labelCache[[4]string, prometheus.Counter]
+	duration   labelCache[[2]string, prometheus.Observer]
 }
 
 // NewMetrics creates the metrics and registers them with reg.
@@ -73,7 +78,9 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
 func (m *Metrics) accepted(events []Event, results []EnqueueResult) {
 	for i := range events {
 		if !results[i].Duplicate {
-			m.Accepted.WithLabelValues(events[i].Namespace, events[i].Type).Inc()
+			m.acceptedBy.get([2]string{events[i].Namespace, events[i].Type}, func(l [2]string) prometheus.Counter {
+				return m.Accepted.WithLabelValues(l[0], l[1])
+			}).Inc()
 		}
 	}
 }
@@ -83,9 +90,39 @@ func (m *Metrics) attempt(ep *Endpoint, eventType string, r *attemptResult) {
 	if r.succeeded() {
 		result = "success"
 	}
-	m.Deliveries.WithLabelValues(ep.Namespace, ep.Name, eventType, result).Inc()
-	m.Duration.WithLabelValues(ep.Namespace, ep.Name).Observe(r.duration.Seconds())
+	m.deliveries.get([4]string{ep.Namespace, ep.Name, eventType, result}, func(l [4]string) prometheus.Counter {
+		return m.Deliveries.WithLabelValues(l[0], l[1], l[2], l[3])
+	}).Inc()
+	m.duration.get([2]string{ep.Namespace, ep.Name}, func(l [2]string) prometheus.Observer {
+		return m.Duration.WithLabelValues(l[0], l[1])
+	}).Observe(r.duration.Seconds())
 	if r.refused {
 		m.Refused.WithLabelValues(ep.Namespace, ep.Name).Inc()
 	}
+}
+
+// labelCache keeps the metrics of label sets already used: a vector's
+// WithLabelValues validates and hashes every label on every call, and the
+// hot ones are called for every event and every attempt. Nothing is ever
+// deleted from the vectors, so a kept metric stays the one exported.
+type labelCache[K comparable, M any] struct {
+	mu sync.RWMutex
+	m  map[K]M
+}
+
+func (c *labelCache[K, M]) get(labels K, metric func(K) M) M {
+	c.mu.RLock()
+	v, ok := c.m[labels]
+	c.mu.RUnlock()
+	if ok {
+		return v
+	}
+	v = metric(labels)
+	c.mu.Lock()
+	if c.m == nil {
+		c.m = map[K]M{}
+	}
+	c.m[labels] = v
+	c.mu.Unlock()
+	return v
 }

@@ -6,9 +6,11 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -480,4 +482,37 @@ func TestInteropWeVerifyOfficialLibrary(t *testing.T) {
 	if got := Sign(keys, specID, ts, body); got != sig {
 		t.Errorf("Sign = %q, official library = %q", got, sig)
 	}
+}
+
+// Signatures made at once from many goroutines with reused HMAC states
+// equal those of a fresh HMAC each, also after the key cache starts again.
+func TestSignWithReusedStatesConcurrently(t *testing.T) {
+	keys := [][]byte{[]byte("key-one-0123456789abcdef"), []byte("key-two"), bytes.Repeat([]byte{0xfe}, 100)}
+	ts := time.Unix(1764324902, 0)
+	want := func(key []byte, id string, body []byte) string {
+		m := hmac.New(sha256.New, key)
+		fmt.Fprintf(m, "%s.%d.%s", id, ts.Unix(), body)
+		return "v1," + base64.StdEncoding.EncodeToString(m.Sum(nil))
+	}
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 300 {
+				if g == 0 && i == 150 {
+					// Fill the cache past its bound: it starts again.
+					for k := range maxKeyedPools + 1 {
+						_ = Sign([][]byte{[]byte(fmt.Sprintf("filler-%d", k))}, "x", ts, nil)
+					}
+				}
+				key := keys[(g+i)%len(keys)]
+				id := fmt.Sprintf("msg_%d_%d", g, i)
+				body := []byte(fmt.Sprintf(`{"n":%d}`, i))
+				if got := Sign([][]byte{key}, id, ts, body); got != want(key, id, body) {
+					t.Errorf("goroutine %d, signature %d: got %s, want %s", g, i, got, want(key, id, body))
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
