@@ -68,22 +68,52 @@ func plainName(s string) bool {
 	return true
 }
 
-// CanonicalData returns valid JSON data the way encoding/json writes a
-// json.RawMessage: compacted, with <, >, &, U+2028 and U+2029 escaped. An
-// Event whose Data it returned may set DataCanonical.
+// CanonicalData returns data, which must be valid JSON, the way
+// encoding/json writes a json.RawMessage: compacted, with <, >, &, U+2028
+// and U+2029 escaped. An Event whose Data it returned may set DataCanonical.
+// Data that is compact already (as producers' JSON usually is) is not run
+// through encoding/json's scanner again.
 func CanonicalData(data []byte) ([]byte, error) {
-	var compact bytes.Buffer
-	compact.Grow(len(data))
-	if err := json.Compact(&compact, data); err != nil {
-		return nil, err
+	compact := data
+	if !isCompact(data) {
+		var buf bytes.Buffer
+		buf.Grow(len(data))
+		if err := json.Compact(&buf, data); err != nil {
+			return nil, err
+		}
+		compact = buf.Bytes()
 	}
-	if !bytes.ContainsAny(compact.Bytes(), "<>&\u2028\u2029") {
-		return compact.Bytes(), nil
+	if !bytes.ContainsAny(compact, "<>&\u2028\u2029") {
+		return compact, nil
 	}
 	var escaped bytes.Buffer
-	escaped.Grow(compact.Len() + 16)
-	json.HTMLEscape(&escaped, compact.Bytes())
+	escaped.Grow(len(compact) + 16)
+	json.HTMLEscape(&escaped, compact)
 	return escaped.Bytes(), nil
+}
+
+// isCompact reports whether valid JSON has no whitespace outside strings.
+func isCompact(data []byte) bool {
+	inString := false
+	for i := 0; i < len(data); i++ {
+		c := data[i]
+		if inString {
+			switch c {
+			case '\\':
+				i++ // the escaped byte, a quote included
+			case '"':
+				inString = false
+			}
+			continue
+		}
+		switch c {
+		case '"':
+			inString = true
+		case ' ', '\t', '\n', '\r':
+			return false
+		}
+	}
+	return true
 }
 
 // EnqueueResult says what became of one enqueued event.

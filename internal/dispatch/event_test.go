@@ -16,6 +16,7 @@ func TestEnvelopeFromCanonicalDataIsWhatEncodingJSONWrites(t *testing.T) {
 		" {\n  \"text\": \"Hello Budi, order #1234 <b>shipped</b> & on its way\",\n  \"n\": [1, 2.5e3, -0, true, null]\n}\n",
 		`{"s":"line\u2028sep\u2029end","raw":"` + "\u2028\u2029" + `","esc":"\u003c\"\\/"}`,
 		`{"unicode":"é 日本 😀","nested":{"a":{"b":[{"c":"<&>"}]}}}`,
+		`{"quote":"a \" b","backslash":"c:\\ d","tab":"\t"}`,
 	} {
 		canonical, err := CanonicalData([]byte(data))
 		if err != nil {
@@ -40,7 +41,15 @@ func TestEnvelopeFromCanonicalDataIsWhatEncodingJSONWrites(t *testing.T) {
 	if got, _ := odd.Envelope(); !bytes.HasPrefix(got, []byte(`{"type":"a\"b",`)) {
 		t.Errorf("type with a quote: %s", got)
 	}
-	if _, err := CanonicalData([]byte(`{"a":`)); err == nil {
-		t.Error("CanonicalData accepted invalid JSON")
+	if _, err := CanonicalData([]byte(`{"a": `)); err == nil {
+		t.Error("CanonicalData accepted invalid JSON that is not compact")
+	}
+	for data, want := range map[string]bool{
+		`{}`: true, `{"a":"b c","d":[1,{"e":"\" x"}]}`: true, `{"a":"\\"}`: true,
+		`{"a": 1}`: false, "{\"a\":1}\n": false, `{"a":"\\" ,"b":1}`: false, `[1, 2]`: false,
+	} {
+		if got := isCompact([]byte(data)); got != want {
+			t.Errorf("isCompact(%s) = %v, want %v", data, got, want)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"bytes"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -21,6 +22,7 @@ func FuzzDecodeEvent(f *testing.F) {
 	}
 	for _, seed := range []string{
 		validEvent,
+		"{\"type\":\"message.sent\",\"data\":{ \"messageId\" : \"m <1> & \\\" \\\\\",\n\"sessionId\":\"s\",\"to\":\"+6281234567890\"}}",
 		`{"id":"order-17","type":"message.sent","timestamp":"2026-11-28T10:15:02.123Z","data":` + validData + `}`,
 		`{"id":null,"timestamp":null,"type":"message.sent","data":` + validData + `}`,
 		`{"id":"","type":"message.sent","data":{}}`,
@@ -80,6 +82,12 @@ func FuzzDecodeEvent(f *testing.F) {
 		}
 		if _, err := ev.Envelope(); err != nil {
 			t.Fatalf("the envelope cannot be built: %v", err)
+		}
+		// The data delivered is the data posted as encoding/json writes it.
+		var fields map[string]json.RawMessage
+		_ = json.Unmarshal(body, &fields)
+		if want, _ := json.Marshal(fields["data"]); !ev.DataCanonical || !bytes.Equal(ev.Data, want) {
+			t.Fatalf("data %s became %s (canonical %v), want %s", fields["data"], ev.Data, ev.DataCanonical, want)
 		}
 	})
 }
