@@ -222,15 +222,8 @@ func (d *Dispatcher) replay(ctx context.Context, req ReplayRequest) (int64, erro
 				continue
 			}
 			seen[id] = true
-			msg := nats.NewMsg(deliverSubject(req.Namespace, req.Name))
-			msg.Data = m.Data()
-			msg.Header.Set(hdrEventID, id)
-			msg.Header.Set(hdrEventType, h.Get(hdrEventType))
 			// A replay starts a new life: maxAgeSeconds counts from now.
-			msg.Header.Set(hdrAcceptedAt, now)
-			msg.Header.Set(hdrEndpoint, req.Name)
-			msg.Header.Set(hdrEndpointUID, string(req.UID))
-			msg.Header.Set(hdrAttempt, "0")
+			msg := deliveryMsg(req.Namespace, req.Name, req.UID, &delivery{EventID: id, EventType: h.Get(hdrEventType), AcceptedAt: now, Body: m.Data()})
 			if _, err := d.js.PublishMsg(ctx, msg, jetstream.WithMsgID("replay."+replayID+"."+strconv.FormatUint(meta.Sequence.Stream, 10))); err != nil {
 				return n, err
 			}

@@ -7,12 +7,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -589,15 +587,13 @@ func (w *endpointWorker) finish(ctx context.Context, dl *delivery, oc *outcome, 
 	return settled
 }
 
+// storeFailed keeps the delivery, with the attempts made and why it failed,
+// in the failed store for replay.
 func (w *endpointWorker) storeFailed(ctx context.Context, dl *delivery, oc *outcome) error {
-	msg := nats.NewMsg(failedSubject(w.ns, w.name))
-	msg.Data = dl.Body
-	msg.Header.Set(hdrEventID, dl.EventID)
-	msg.Header.Set(hdrEventType, dl.EventType)
-	msg.Header.Set(hdrAcceptedAt, dl.AcceptedAt)
-	msg.Header.Set(hdrEndpoint, w.name)
-	msg.Header.Set(hdrEndpointUID, string(w.uid))
-	msg.Header.Set(hdrAttempt, strconv.Itoa(int(oc.Attempt)))
+	failed := *dl
+	failed.Attempt = int(oc.Attempt)
+	msg := deliveryMsg(w.ns, w.name, w.uid, &failed)
+	msg.Subject = failedSubject(w.ns, w.name)
 	msg.Header.Set(hdrFailedAt, oc.Time.Format(time.RFC3339Nano))
 	msg.Header.Set(hdrError, oc.Error)
 	_, err := w.d.js.PublishMsg(ctx, msg)
