@@ -522,6 +522,22 @@ func (p *producer) codeCounts() map[string]int {
 	return out
 }
 
+// waitSettled waits until at least settle has passed since from
+// (deliveries interrupted at a failure come back after their ack wait) and
+// then until rc has been quiet for 3 s; since names from in messages.
+func waitSettled(t *testing.T, rc *receiver, from time.Time, settle time.Duration, since string) {
+	t.Helper()
+	testutil.EventuallyEvery(t, 2*time.Minute, 250*time.Millisecond, func() error {
+		if d := time.Since(from); d < settle {
+			return fmt.Errorf("only %s since %s", d.Round(time.Second), since)
+		}
+		if !rc.quietFor(3 * time.Second) {
+			return fmt.Errorf("the receiver is still receiving")
+		}
+		return nil
+	})
+}
+
 // missing returns the ids of want that rc never answered 2xx.
 func missing(rc *receiver, want []string) []string {
 	oks := rc.okCounts()

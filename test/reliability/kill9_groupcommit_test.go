@@ -111,15 +111,7 @@ func TestKill9WithoutIDsLosesNothingAcknowledged(t *testing.T) {
 	}
 	// Messages held at the kill come back after the ack wait; then the
 	// receiver goes quiet.
-	testutil.EventuallyEvery(t, 2*time.Minute, 250*time.Millisecond, func() error {
-		if since := time.Since(readyAt); since < 15*time.Second {
-			return fmt.Errorf("only %s since the restart", since.Round(time.Second))
-		}
-		if !rc.quietFor(3 * time.Second) {
-			return fmt.Errorf("the receiver is still receiving")
-		}
-		return nil
-	})
+	waitSettled(t, rc, readyAt, 15*time.Second, "the restart")
 	oks := rc.okCounts()
 	dupIDs, extra := duplicates(oks)
 	unacknowledged := 0 // events delivered that no 202 announced

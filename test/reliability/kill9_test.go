@@ -145,15 +145,7 @@ func TestKill9LosesNothingAcknowledged(t *testing.T) {
 	// Attempts in flight at the kill come back after their ack wait
 	// (timeoutSeconds + 10 s for deliveries, 30 s for the fan-out): wait
 	// until those have passed and the receiver is quiet, then read status.
-	testutil.EventuallyEvery(t, 2*time.Minute, 250*time.Millisecond, func() error {
-		if since := time.Since(readyAt); since < 35*time.Second {
-			return fmt.Errorf("only %s since the restart", since.Round(time.Second))
-		}
-		if !rc.quietFor(3 * time.Second) {
-			return fmt.Errorf("the receiver is still receiving")
-		}
-		return nil
-	})
+	waitSettled(t, rc, readyAt, 35*time.Second, "the restart")
 	oks := rc.okCounts()
 	dupIDs, extra := duplicates(oks)
 	ok2xx := rc.ok2xx.Load()

@@ -186,15 +186,7 @@ func TestExternalNATSRestart(t *testing.T) {
 
 	// Deliveries interrupted by the outage come back after their ack wait
 	// (timeoutSeconds + 10 s): wait for those and a quiet receiver.
-	testutil.EventuallyEvery(t, 2*time.Minute, 250*time.Millisecond, func() error {
-		if since := time.Since(upAt); since < 25*time.Second {
-			return fmt.Errorf("only %s since NATS came back", since.Round(time.Second))
-		}
-		if !rc.quietFor(3 * time.Second) {
-			return fmt.Errorf("the receiver is still receiving")
-		}
-		return nil
-	})
+	waitSettled(t, rc, upAt, 25*time.Second, "NATS came back")
 	oks := rc.okCounts()
 	dupIDs, extra := duplicates(oks)
 	ok2xx := rc.ok2xx.Load()
