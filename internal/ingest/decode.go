@@ -42,8 +42,8 @@ func (d decoder) decode(body []byte) (dispatch.Event, *apiError) {
 	if !utf8.Valid(body) {
 		return dispatch.Event{}, newError(http.StatusBadRequest, CodeMalformedJSON, "the body is not valid UTF-8")
 	}
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(body, &fields); err != nil {
+	fields, err := objectFields(body)
+	if err != nil {
 		return dispatch.Event{}, malformed(body, err)
 	}
 	if fields == nil {
