@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/rand"
 	"encoding/json"
@@ -10,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -155,6 +157,10 @@ func optionalString(raw json.RawMessage) (s string, present bool, err error) {
 	if raw == nil || jsonKind(raw) == "null" {
 		return "", false, nil
 	}
+	if len(raw) >= 2 && raw[0] == '"' && bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw) {
+		// A valid string without escapes is its bytes between the quotes.
+		return string(raw[1 : len(raw)-1]), true, nil
+	}
 	if err := json.Unmarshal(raw, &s); err != nil {
 		return "", false, errors.New(jsonKind(raw))
 	}
@@ -234,21 +240,30 @@ const (
 
 // NewEventID returns "msg_" followed by 27 random base62 characters from
 // crypto/rand (about 160 bits), the shape of Standard Webhooks message ids.
-// It is the default Options.NewID.
+// It is the default Options.NewID. The random bytes are read from the
+// system a few kilobytes at a time, not once per id.
 func NewEventID() string {
 	out := make([]byte, len(idPrefix), len(idPrefix)+idRandomSize)
 	copy(out, idPrefix)
-	var buf [64]byte
+	idRandom.Lock()
+	defer idRandom.Unlock()
 	for len(out) < cap(out) {
-		// crypto/rand.Read never returns an error (Go 1.24+); it crashes
-		// the program if the system's source fails.
-		_, _ = rand.Read(buf[:])
-		for _, b := range buf {
-			// 248 = 4*62: rejecting larger bytes keeps the choice uniform.
-			if b < 248 && len(out) < cap(out) {
-				out = append(out, base62[b%62])
-			}
+		b, err := idRandom.r.ReadByte()
+		if err != nil {
+			// crypto/rand.Reader never fails (Go 1.24+); it crashes the
+			// program if the system's source does.
+			panic(err)
+		}
+		// 248 = 4*62: rejecting larger bytes keeps the choice uniform.
+		if b < 248 {
+			out = append(out, base62[b%62])
 		}
 	}
 	return string(out)
 }
+
+// idRandom buffers crypto/rand for NewEventID.
+var idRandom = struct {
+	sync.Mutex
+	r *bufio.Reader
+}{r: bufio.NewReaderSize(rand.Reader, 4096)}

@@ -188,3 +188,29 @@ func TestAcceptedBodyIsWhatEncodingJSONWrites(t *testing.T) {
 		}
 	}
 }
+
+// optionalString's shortcut for strings without escapes gives what
+// json.Unmarshal gives.
+func TestOptionalStringAgreesWithEncodingJSON(t *testing.T) {
+	for _, raw := range []string{`"message.sent"`, `""`, `"é 日本"`, `"a\"b"`, `"\u00e9"`, `"a\\b"`, `"tab\t"`} {
+		got, present, err := optionalString(json.RawMessage(raw))
+		var want string
+		wantErr := json.Unmarshal([]byte(raw), &want)
+		if (err != nil) != (wantErr != nil) || (err == nil && (!present || got != want)) {
+			t.Errorf("%s: got %q (present %v, %v), json.Unmarshal %q (%v)", raw, got, present, err, want, wantErr)
+		}
+	}
+}
+
+func TestParseContentType(t *testing.T) {
+	for header, want := range map[string]string{
+		"application/json": mediaTypeJSON, "application/json; charset=utf-8": mediaTypeJSON, "Application/JSON": mediaTypeJSON,
+		"application/x-ndjson": mediaTypeNDJSON, "application/ndjson": mediaTypeNDJSON, "application/x-ndjson; charset=UTF-8": mediaTypeNDJSON,
+		"": "", "text/plain": "", "application/json; charset=latin1": "", "application/json;;": "",
+	} {
+		got, err := parseContentType(header)
+		if got != want || (want == "") != (err != nil) {
+			t.Errorf("%q: %q, %v; want %q", header, got, err, want)
+		}
+	}
+}

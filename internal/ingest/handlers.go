@@ -171,8 +171,11 @@ func (s *Server) authError(ctx context.Context, err error, namespace string) *ap
 // parseContentType returns the media type of a POST, mediaTypeJSON or
 // mediaTypeNDJSON, or an error naming what is wrong.
 func parseContentType(header string) (string, error) {
-	if header == "" {
+	switch header {
+	case "":
 		return "", errors.New("the Content-Type header is missing: send application/json for one event or application/x-ndjson for a batch")
+	case mediaTypeJSON, mediaTypeNDJSON:
+		return header, nil // what producers send; no parameters to check
 	}
 	mediaType, params, err := mime.ParseMediaType(header)
 	if err != nil {
