@@ -49,6 +49,25 @@ type managerOptions struct {
 	extra      []string
 }
 
+// setupCRM creates a namespace with an ingest token and a WebhookConfig
+// "crm" with policy pol, delivering to a receiver that answers 200 after
+// delay, then starts bin/manager with opts and waits until both are ready.
+func setupCRM(t *testing.T, delay time.Duration, pol policy, opts managerOptions) (ns, token string, rc *receiver, m *testutil.ManagerProcess) {
+	t.Helper()
+	ns = env.Namespace(t)
+	token = randomToken()
+	createIngestToken(t, ns, token)
+	rc = newReceiver(t, func(w http.ResponseWriter, r *http.Request) int {
+		time.Sleep(delay)
+		return answerOK(w, r)
+	})
+	createEndpoint(t, ns, "crm", rc.URL+"/hooks/wa", pol)
+	m = startManager(t, opts)
+	m.WaitReady(90 * time.Second)
+	waitWHCReady(t, ns, "crm")
+	return ns, token, rc, m
+}
+
 // startManager runs bin/manager as a child process (see
 // testutil.ManagerProcess) with the flags every test here gives it: the
 // control plane, a data directory for the embedded NATS server unless

@@ -32,20 +32,10 @@ func TestKill9WithoutIDsLosesNothingAcknowledged(t *testing.T) {
 		killAfter = 2000
 		producers = 4
 	)
-	ns := env.Namespace(t)
-	token := randomToken()
-	createIngestToken(t, ns, token)
 	// 10 ms a request with maxInFlight 16 drains about 1,600 events a
 	// second, less than the producers post, so a backlog of stored messages
 	// builds up and the kill falls while several are being worked on.
-	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request) int {
-		time.Sleep(10 * time.Millisecond)
-		return answerOK(w, r)
-	})
-	createEndpoint(t, ns, "crm", rc.URL+"/hooks/wa", policy{})
-	m := startManager(t, managerOptions{dataDir: t.TempDir()})
-	m.WaitReady(90 * time.Second)
-	waitWHCReady(t, ns, "crm")
+	ns, token, rc, m := setupCRM(t, 10*time.Millisecond, policy{}, managerOptions{dataDir: t.TempDir()})
 
 	var mu sync.Mutex
 	accepted := map[string]bool{} // webhook-ids answered 202

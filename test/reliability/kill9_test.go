@@ -28,19 +28,9 @@ func TestKill9LosesNothingAcknowledged(t *testing.T) {
 		producers   = 4
 		maxInFlight = 16 // the default policy
 	)
-	ns := env.Namespace(t)
-	token := randomToken()
-	createIngestToken(t, ns, token)
 	// A receiver that takes a couple of milliseconds, like a real one, so
 	// that requests are open when the manager dies.
-	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request) int {
-		time.Sleep(2 * time.Millisecond)
-		return answerOK(w, r)
-	})
-	createEndpoint(t, ns, "crm", rc.URL+"/hooks/wa", policy{})
-	m := startManager(t, managerOptions{dataDir: t.TempDir()})
-	m.WaitReady(90 * time.Second)
-	waitWHCReady(t, ns, "crm")
+	ns, token, rc, m := setupCRM(t, 2*time.Millisecond, policy{}, managerOptions{dataDir: t.TempDir()})
 
 	// Four producers, each posting a batch every 200 ms (up to 2,000 events
 	// a second in all, about what one endpoint drains with maxInFlight 16 and

@@ -66,23 +66,13 @@ func TestExternalNATSRestart(t *testing.T) {
 		}
 	})
 
-	ns := env.Namespace(t)
-	token := randomToken()
-	createIngestToken(t, ns, token)
 	// A receiver taking 50 ms: with maxInFlight 16 it drains about 320
 	// events a second, fewer than are posted, so deliveries are queued and
 	// open when NATS goes away.
-	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request) int {
-		time.Sleep(50 * time.Millisecond)
-		return answerOK(w, r)
-	})
-	createEndpoint(t, ns, "crm", rc.URL+"/hooks/wa", policy{initialBackoff: 1, maxBackoff: 5})
-	m := startManager(t, managerOptions{
+	ns, token, rc, m := setupCRM(t, 50*time.Millisecond, policy{initialBackoff: 1, maxBackoff: 5}, managerOptions{
 		dataDir: t.TempDir(),
 		extra:   []string{"--nats-url", fmt.Sprintf("nats://127.0.0.1:%d", port)},
 	})
-	m.WaitReady(90 * time.Second)
-	waitWHCReady(t, ns, "crm")
 
 	// One producer, a batch every 100 ms (about 4 s of posting without the
 	// outage); a 503 is posted again with the same ids every 200 ms.
