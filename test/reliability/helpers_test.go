@@ -541,6 +541,18 @@ func (p *producer) codeCounts() map[string]int {
 	return out
 }
 
+// waitReceived waits until rc has answered 2xx for n distinct events, the
+// moment a kill test kills the manager.
+func waitReceived(t *testing.T, rc *receiver, n int) {
+	t.Helper()
+	testutil.EventuallyEvery(t, 3*time.Minute, 2*time.Millisecond, func() error {
+		if got := rc.uniqueOK(); got < n {
+			return fmt.Errorf("%d of %d events received before the kill", got, n)
+		}
+		return nil
+	})
+}
+
 // waitSettled waits until at least settle has passed since from
 // (deliveries interrupted at a failure come back after their ack wait) and
 // then until rc has been quiet for 3 s; since names from in messages.

@@ -62,12 +62,7 @@ func TestKill9WithoutIDsLosesNothingAcknowledged(t *testing.T) {
 		wg.Wait()
 	}()
 
-	testutil.EventuallyEvery(t, 3*time.Minute, 2*time.Millisecond, func() error {
-		if n := rc.uniqueOK(); n < killAfter {
-			return fmt.Errorf("%d of %d events received before the kill", n, killAfter)
-		}
-		return nil
-	})
+	waitReceived(t, rc, killAfter)
 	killAt := time.Now()
 	m.Kill9()
 	mu.Lock()

@@ -71,12 +71,7 @@ func TestKill9LosesNothingAcknowledged(t *testing.T) {
 		posted <- <-errs
 	}()
 
-	testutil.EventuallyEvery(t, 3*time.Minute, 2*time.Millisecond, func() error {
-		if n := rc.uniqueOK(); n < killAfter {
-			return fmt.Errorf("%d of %d events received before the kill", n, killAfter)
-		}
-		return nil
-	})
+	waitReceived(t, rc, killAfter)
 	killAt := time.Now()
 	m.Kill9()
 	deadAt := time.Now()
