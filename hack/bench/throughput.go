@@ -29,6 +29,8 @@ type throughputRun struct {
 	// messages is how many messages the pass stored in WEBHOOK_DELIVERIES
 	// (0 for the baseline): fewer than events when deliveries share one.
 	messages uint64
+	// outcomeMessages is how many messages the pass stored in WEBHOOK_OUTCOMES.
+	outcomeMessages uint64
 }
 
 func (t throughputRun) rate() float64 { return perSec(t.events, t.elapsed) }
@@ -127,7 +129,8 @@ func measureThroughput(ctx context.Context, sz sizes) *result {
 	}{{"baseline", base}, {"operator single", single}, {"operator batches", batched}, {"operator single with ids", withIDs}} {
 		stored := ""
 		if p.r.messages > 0 {
-			stored = fmt.Sprintf("; %d messages stored in WEBHOOK_DELIVERIES, %.1f deliveries each", p.r.messages, float64(p.r.events)/float64(p.r.messages))
+			stored = fmt.Sprintf("; %d messages stored in WEBHOOK_DELIVERIES, %.1f deliveries each, and %d in WEBHOOK_OUTCOMES, %.1f outcomes each", p.r.messages, float64(p.r.events)/float64(p.r.messages),
+				p.r.outcomeMessages, float64(p.r.events)/float64(max(p.r.outcomeMessages, 1)))
 		}
 		res.note("%s: %d events in %s = %.0f events/s; this process's CPU %.0f µs/event (posters, servers, store and receiver all live in it); response time p50 %s, p99 %s; duplicates %d%s.",
 			p.name, p.r.events, p.r.elapsed.Round(time.Millisecond), p.r.rate(), float64(p.r.cpuPerEvent())/float64(time.Microsecond),
@@ -328,7 +331,11 @@ func operatorThroughput(ctx context.Context, sz sizes, keys [][]byte, batch int)
 	} else if withIDs {
 		pass = "ids"
 	}
-	seq0, err := deliveriesWritten(ctx, p.Store)
+	seq0, err := messagesWritten(ctx, p.Store, dispatch.StreamDeliveries)
+	if err != nil {
+		return throughputRun{}, err
+	}
+	oseq0, err := messagesWritten(ctx, p.Store, dispatch.StreamOutcomes)
 	if err != nil {
 		return throughputRun{}, err
 	}
@@ -355,18 +362,26 @@ func operatorThroughput(ctx context.Context, sz sizes, keys [][]byte, batch int)
 	if err := p.err(); err != nil {
 		return throughputRun{}, err
 	}
-	seq1, err := deliveriesWritten(ctx, p.Store)
+	seq1, err := messagesWritten(ctx, p.Store, dispatch.StreamDeliveries)
+	if err != nil {
+		return throughputRun{}, err
+	}
+	// Outcomes of the last deliveries may still be on their way to the
+	// stream; the count is read after every delivery arrived, so it can be
+	// short by the last few messages.
+	oseq1, err := messagesWritten(ctx, p.Store, dispatch.StreamOutcomes)
 	if err != nil {
 		return throughputRun{}, err
 	}
 	run, err := finishRun(rcv, n, last.Sub(start), cpu, acks, prof)
 	run.messages = seq1 - seq0
+	run.outcomeMessages = oseq1 - oseq0
 	return run, err
 }
 
-// deliveriesWritten is how many messages WEBHOOK_DELIVERIES has stored so far.
-func deliveriesWritten(ctx context.Context, s *dispatch.Store) (uint64, error) {
-	st, err := s.JetStream().Stream(ctx, dispatch.StreamDeliveries)
+// messagesWritten is how many messages the stream has stored so far.
+func messagesWritten(ctx context.Context, s *dispatch.Store, stream string) (uint64, error) {
+	st, err := s.JetStream().Stream(ctx, stream)
 	if err != nil {
 		return 0, err
 	}
