@@ -58,6 +58,9 @@ type Type struct {
 	Reserved bool
 
 	compiled *jsonschema.Schema
+	// fast accepts the common valid data without the full validator (nil
+	// when the schema uses a keyword it does not know).
+	fast *fastObject
 }
 
 var (
@@ -112,6 +115,7 @@ func load() ([]Type, error) {
 		if err != nil {
 			return nil, fmt.Errorf("compiling the schema of %s: %w", name, err)
 		}
+		fast, _ := compileFast(doc)
 		out = append(out, Type{
 			Name:        name,
 			Description: meta.Description,
@@ -119,6 +123,7 @@ func load() ([]Type, error) {
 			Example:     json.RawMessage(example),
 			Reserved:    name == WebhookTest,
 			compiled:    compiled,
+			fast:        fast,
 		})
 	}
 	return out, nil
@@ -199,6 +204,9 @@ const maxReasonBytes = 200
 func (t Type) Validate(data json.RawMessage) error {
 	if t.compiled == nil {
 		return fmt.Errorf("event type %q is not in the catalog", t.Name)
+	}
+	if t.fast != nil && t.fast.valid(data) {
+		return nil
 	}
 	v, err := jsonschema.UnmarshalJSON(bytes.NewReader(data))
 	if err != nil {

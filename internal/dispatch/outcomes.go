@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -20,26 +21,30 @@ import (
 // far below NATS's 1 MiB default payload limit).
 const maxOutcomeBatch = 128
 
-// pendingOutcome is an outcome waiting to be stored; done receives the result.
+// pendingOutcome is one endpoint's outcomes waiting to be stored; done
+// receives the result.
 type pendingOutcome struct {
-	oc   *outcome
+	ocs  []*outcome
 	done chan error
 }
 
-// recordOutcome stores oc in the outcomes stream and returns once JetStream
-// acknowledged it (or failed to). Outcomes recorded at the same time are
-// stored together, one message per endpoint: under load one write carries
-// the outcomes of many deliveries, and the aggregator decodes one message
-// for them. Only Start's outcome recorder takes them, so this must be
-// called while the dispatcher runs (by endpoint workers, which Start stops
-// before the recorder).
-func (d *Dispatcher) recordOutcome(oc *outcome) error {
-	p := pendingOutcome{oc: oc, done: make(chan error, 1)}
+// recordOutcomes stores ocs, the outcomes of one endpoint, in the outcomes
+// stream and returns once JetStream acknowledged them (or failed to).
+// Outcomes recorded at the same time are stored together, one message per
+// endpoint: under load one write carries the outcomes of many deliveries,
+// and the aggregator decodes one message for them. Only Start's outcome
+// recorder takes them, so this must be called while the dispatcher runs (by
+// endpoint workers, which Start stops before the recorder).
+func (d *Dispatcher) recordOutcomes(ocs []*outcome) error {
+	if len(ocs) == 0 {
+		return nil
+	}
+	p := pendingOutcome{ocs: ocs, done: make(chan error, 1)}
 	d.outcomes <- p
 	return <-p.done
 }
 
-// runOutcomeRecorder stores what recordOutcome is given until quit is
+// runOutcomeRecorder stores what recordOutcomes is given until quit is
 // closed, then stores what is left and returns.
 func (d *Dispatcher) runOutcomeRecorder(quit <-chan struct{}) {
 	batch := make([]pendingOutcome, 0, maxOutcomeBatch)
@@ -61,11 +66,13 @@ func (d *Dispatcher) runOutcomeRecorder(quit <-chan struct{}) {
 		// Take whatever else is waiting: while one batch is being stored, the
 		// next one fills, so batches grow with the load and stay single
 		// outcomes (no added wait) when it is light.
+		n := len(batch[0].ocs)
 	fill:
-		for len(batch) < maxOutcomeBatch {
+		for n < maxOutcomeBatch {
 			select {
 			case p := <-d.outcomes:
 				batch = append(batch, p)
+				n += len(p.ocs)
 			default:
 				break fill
 			}
@@ -74,47 +81,54 @@ func (d *Dispatcher) runOutcomeRecorder(quit <-chan struct{}) {
 	}
 }
 
-// storeOutcomes publishes the batch as one message per endpoint, waits for
-// JetStream's acknowledgements and tells every waiting delivery.
+// storeOutcomes publishes the batch as one message per endpoint (more when
+// an endpoint has over maxOutcomeBatch outcomes in it), waits for
+// JetStream's acknowledgements and tells every waiting caller.
 func (d *Dispatcher) storeOutcomes(batch []pendingOutcome) {
 	type group struct {
-		members []int
-		future  jetstream.PubAckFuture
+		ocs     []*outcome
+		futures []jetstream.PubAckFuture
 		err     error
 	}
 	var order []types.UID
 	groups := map[types.UID]*group{}
+	groupOf := func(p *pendingOutcome) *group { return groups[p.ocs[0].UID] }
 	for i := range batch {
-		uid := batch[i].oc.UID
+		uid := batch[i].ocs[0].UID
 		g := groups[uid]
 		if g == nil {
 			g = &group{}
 			groups[uid] = g
 			order = append(order, uid)
 		}
-		g.members = append(g.members, i)
+		g.ocs = append(g.ocs, batch[i].ocs...)
 	}
 	for _, uid := range order {
 		g := groups[uid]
-		ocs := make([]*outcome, len(g.members))
-		for j, i := range g.members {
-			ocs[j] = batch[i].oc
-		}
-		first := ocs[0]
-		g.future, g.err = d.js.PublishMsgAsync(&nats.Msg{Subject: outcomeSubject(first.Namespace, first.Name), Data: encodeOutcomes(ocs)})
-	}
-	for _, uid := range order {
-		g := groups[uid]
-		if g.err == nil {
-			select {
-			case <-g.future.Ok():
-			case err := <-g.future.Err():
+		for ocs := range slices.Chunk(g.ocs, maxOutcomeBatch) {
+			first := ocs[0]
+			f, err := d.js.PublishMsgAsync(&nats.Msg{Subject: outcomeSubject(first.Namespace, first.Name), Data: encodeOutcomes(ocs)})
+			if err != nil {
 				g.err = err
+				break
+			}
+			g.futures = append(g.futures, f)
+		}
+	}
+	for _, uid := range order {
+		g := groups[uid]
+		for _, f := range g.futures {
+			select {
+			case <-f.Ok():
+			case err := <-f.Err():
+				if g.err == nil {
+					g.err = err
+				}
 			}
 		}
-		for _, i := range g.members {
-			batch[i].done <- g.err
-		}
+	}
+	for i := range batch {
+		batch[i].done <- groupOf(&batch[i]).err
 	}
 }
 

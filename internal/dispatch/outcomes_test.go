@@ -187,7 +187,7 @@ func TestOutcomesWaitingTogetherAreStoredInOneMessagePerEndpoint(t *testing.T) {
 		if i%3 == 0 {
 			oc.UID, oc.Name = "uid-erp", "erp"
 		}
-		p := pendingOutcome{oc: &oc, done: make(chan error, 1)}
+		p := pendingOutcome{ocs: []*outcome{&oc}, done: make(chan error, 1)}
 		pending = append(pending, p)
 		d.outcomes <- p
 	}

@@ -337,18 +337,16 @@ func (d *Dispatcher) send(ctx context.Context, ep *Endpoint, eventID string, bod
 	return attemptResult{statusCode: resp.StatusCode, retryAfter: resp.Header.Get("Retry-After"), duration: time.Since(start)}
 }
 
-// settlement is what became of one delivery of a message: done (its
-// outcome is recorded, nothing more to do) or to be delivered again after
+// settlement is what became of one delivery of a message: done (nothing
+// more to do once its outcome oc is recorded) or to be delivered again after
 // delay.
 type settlement struct {
 	done  bool
 	delay time.Duration
+	oc    *outcome
 }
 
-var (
-	settled = settlement{done: true}
-	again   = settlement{}
-)
+var again = settlement{}
 
 func againAfter(d time.Duration) settlement { return settlement{delay: d} }
 
@@ -401,7 +399,28 @@ func (w *endpointWorker) handleMsg(ctx context.Context, m jetstream.Msg) {
 		w.dispatchMu.Unlock()
 	}
 	wg.Wait()
+	w.recordOutcomes(res)
 	w.settle(m, ds, res)
+}
+
+// recordOutcomes records the outcomes of the message's finished deliveries
+// in one go, after their attempts (so an attempt slot is free as soon as its
+// request is done); should that fail, they are delivered again.
+func (w *endpointWorker) recordOutcomes(res []settlement) {
+	ocs := make([]*outcome, 0, len(res))
+	for _, r := range res {
+		if r.done && r.oc != nil {
+			ocs = append(ocs, r.oc)
+		}
+	}
+	if err := w.d.recordOutcomes(ocs); err != nil {
+		w.d.opts.Logger.Error(err, "Recording outcomes failed; their deliveries will be attempted again", "namespace", w.ns, "name", w.name, "outcomes", len(ocs))
+		for i := range res {
+			if res[i].done && res[i].oc != nil {
+				res[i] = againAfter(time.Second)
+			}
+		}
+	}
 }
 
 // settle acknowledges or redelivers m according to what became of its deliveries.
@@ -468,9 +487,10 @@ func (w *endpointWorker) storeAgain(m jetstream.Msg, ds []delivery, left []int) 
 	return nil
 }
 
-// handle makes one attempt of one delivery and records its outcome. Every
-// durable write the outcome needs (a scheduled retry, the failed store, the
-// outcome record) is acknowledged by JetStream before the delivery counts as
+// handle makes one attempt of one delivery and returns its outcome, to be
+// recorded with the rest of the message's. Every durable write the outcome
+// needs (a scheduled retry, the failed store here, the outcome record in
+// handleMsg) is acknowledged by JetStream before the delivery counts as
 // done, so a crash at any point leads to a redelivery, never to a loss.
 func (w *endpointWorker) handle(ctx context.Context, ep *Endpoint, dl *delivery) settlement {
 	if w.d.isGone(ep.UID, ep.Generation) {
@@ -570,8 +590,8 @@ func (w *endpointWorker) scheduleRetry(ctx context.Context, dl *delivery, attemp
 	return err
 }
 
-// finish records the outcome (and the failed store entry when the delivery
-// failed for good); the delivery is then done.
+// finish stores the failed store entry when the delivery failed for good;
+// the delivery is then done once its outcome oc is recorded.
 func (w *endpointWorker) finish(ctx context.Context, dl *delivery, oc *outcome, failed bool) settlement {
 	oc.Time = w.d.opts.Now().UTC()
 	if failed {
@@ -580,11 +600,7 @@ func (w *endpointWorker) finish(ctx context.Context, dl *delivery, oc *outcome, 
 			return againAfter(time.Second)
 		}
 	}
-	if err := w.d.recordOutcome(oc); err != nil {
-		w.d.opts.Logger.Error(err, "Recording an outcome failed; the delivery will be attempted again", "namespace", w.ns, "name", w.name)
-		return againAfter(time.Second)
-	}
-	return settled
+	return settlement{done: true, oc: oc}
 }
 
 // storeFailed keeps the delivery, with the attempts made and why it failed,
