@@ -3,11 +3,16 @@ package ingest
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 	"unicode/utf8"
+
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/wablast/webhook-operator/internal/catalog"
 	"github.com/wablast/webhook-operator/internal/dispatch"
@@ -212,5 +217,31 @@ func TestParseContentType(t *testing.T) {
 		if got != want || (want == "") != (err != nil) {
 			t.Errorf("%q: %q, %v; want %q", header, got, err, want)
 		}
+	}
+}
+
+func TestIsDNS1123LabelAgreesWithApimachinery(t *testing.T) {
+	for _, s := range []string{
+		"", "a", "0", "-", "a-", "-a", "a-b", "shop", "team-42", "Shop", "shop_1", "shop.eu", "ä",
+		strings.Repeat("a", 63), strings.Repeat("a", 64), "a b", "a\x00", "9z",
+	} {
+		want := len(validation.IsDNS1123Label(s)) == 0
+		if got := isDNS1123Label(s); got != want {
+			t.Errorf("isDNS1123Label(%q) = %v, apimachinery says %v", s, got, want)
+		}
+	}
+}
+
+// readAll reads the whole body whatever the announced length.
+func TestReadAllWithAContentLength(t *testing.T) {
+	body := strings.Repeat("x", 1000)
+	for _, announced := range []int64{-1, 0, 1, 999, 1000, 1001, 5000} {
+		got, err := readAll(iotest.OneByteReader(strings.NewReader(body)), announced)
+		if err != nil || string(got) != body {
+			t.Errorf("announced %d: read %d bytes, %v", announced, len(got), err)
+		}
+	}
+	if _, err := readAll(iotest.ErrReader(errors.New("boom")), 10); err == nil || err.Error() != "boom" {
+		t.Errorf("a failing reader gave %v", err)
 	}
 }

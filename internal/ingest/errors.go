@@ -104,12 +104,19 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	writeBody(w, status, body)
 }
 
+// Header values of every JSON answer, shared: net/http only reads them.
+var (
+	headerJSON    = []string{"application/json"}
+	headerNoSniff = []string{"nosniff"}
+	headerNoStore = []string{"no-store"}
+)
+
 // writeBody writes a JSON body that does not end in a newline yet.
 func writeBody(w http.ResponseWriter, status int, body []byte) {
 	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Cache-Control", "no-store")
+	h["Content-Type"] = headerJSON
+	h["X-Content-Type-Options"] = headerNoSniff
+	h["Cache-Control"] = headerNoStore
 	w.WriteHeader(status)
 	_, _ = w.Write(append(body, '\n'))
 }

@@ -105,10 +105,26 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// isDNS1123Label is validation.IsDNS1123Label(s) == nil without its
+// regular expression: at most 63 lowercase letters, digits and '-', starting
+// and ending with a letter or digit.
+func isDNS1123Label(s string) bool {
+	if len(s) == 0 || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
 // serveEvents authorizes, decodes and enqueues. It writes the 202 itself and
 // returns nil, or returns the error to answer.
 func (s *Server) serveEvents(ctx context.Context, w http.ResponseWriter, r *http.Request, namespace string) *apiError {
-	if errs := validation.IsDNS1123Label(namespace); len(errs) > 0 {
+	if !isDNS1123Label(namespace) {
+		errs := validation.IsDNS1123Label(namespace)
 		return newError(http.StatusBadRequest, CodeInvalidNamespace,
 			fmt.Sprintf("invalid namespace %q: %s", truncate(namespace, 64), strings.Join(errs, "; ")))
 	}
@@ -197,19 +213,44 @@ func parseContentType(header string) (string, error) {
 // readEvent reads and decodes a JSON body of at most MaxEventBytes.
 func (s *Server) readEvent(w http.ResponseWriter, r *http.Request) (dispatch.Event, *apiError) {
 	limit := s.opts.MaxEventBytes
-	tooLarge := newError(http.StatusRequestEntityTooLarge, CodeEventTooLarge,
-		fmt.Sprintf("the event is larger than the limit of %d bytes", limit))
-	if r.ContentLength > limit {
-		return dispatch.Event{}, tooLarge
+	tooLarge := func() *apiError {
+		return newError(http.StatusRequestEntityTooLarge, CodeEventTooLarge,
+			fmt.Sprintf("the event is larger than the limit of %d bytes", limit))
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if r.ContentLength > limit {
+		return dispatch.Event{}, tooLarge()
+	}
+	body, err := readAll(http.MaxBytesReader(w, r.Body, limit), r.ContentLength)
 	if err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			return dispatch.Event{}, tooLarge
+			return dispatch.Event{}, tooLarge()
 		}
 		return dispatch.Event{}, newError(http.StatusBadRequest, CodeMalformedJSON, fmt.Sprintf("reading the body: %v", err))
 	}
 	return s.decoder.decode(body)
+}
+
+// readAll reads r to its end into a buffer sized for the request's
+// Content-Length when it is known (io.ReadAll grows one from 512 bytes).
+func readAll(r io.Reader, contentLength int64) ([]byte, error) {
+	if contentLength <= 0 {
+		return io.ReadAll(r)
+	}
+	// One byte more, so the read that finds the end needs no new buffer.
+	b := make([]byte, 0, contentLength+1)
+	for {
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)] // the body is longer than announced: grow
+		}
+	}
 }
 
 // readBatch reads and decodes an NDJSON batch: every line is decoded before
