@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -155,15 +156,22 @@ func batchMsg(ns, name string, uid types.UID, ds []delivery) *nats.Msg {
 }
 
 // batcher stores the deliveries Enqueue accepts with as few JetStream writes
-// as it can without making any of them wait for a timer (group commit). Per
-// endpoint, a delivery is written at once when fewer than
-// maxBatchWritesInFlight writes are waiting for their acknowledgement;
-// otherwise it joins the next write, which starts as soon as one of those is
-// acknowledged. Under light load every delivery is a write of its own; under
-// heavy load one write stores many, and JetStream stores, hands out and
-// acknowledges one message for all of them.
+// as it can (group commit). Per endpoint, a delivery is written at once when
+// fewer than maxBatchWritesInFlight writes are waiting for their
+// acknowledgement; otherwise it joins the next write, which starts as soon
+// as one of those is acknowledged. Under light load every delivery is a
+// write of its own; under heavy load one write stores many, and JetStream
+// stores, hands out and acknowledges one message for all of them.
+//
+// When a write carried several deliveries (requests overlap: the endpoint is
+// busy), the next one waits up to delay for more to join it, or until it is
+// full, like PostgreSQL's commit_delay with commit_siblings: a few hundred
+// microseconds more per accepted event under load buy messages about twice
+// as large, which is less CPU per event and so more events per second. A
+// write after one that carried a single delivery never waits.
 type batcher struct {
 	js     jetstream.JetStream
+	delay  time.Duration
 	mu     sync.Mutex
 	queues map[types.UID]*batchQueue
 }
@@ -175,6 +183,9 @@ type batchQueue struct {
 	uid      types.UID
 	writing  int
 	waiting  []*batchWrite
+	// full is signalled when the next write has become full, ending a wait
+	// for more deliveries.
+	full chan struct{}
 }
 
 // batchWrite is one message's worth of deliveries; done is closed once it was
@@ -186,8 +197,15 @@ type batchWrite struct {
 	err   error
 }
 
-func newBatcher(js jetstream.JetStream) *batcher {
-	return &batcher{js: js, queues: map[types.UID]*batchQueue{}}
+// newBatcher returns a batcher whose writes after a write of several
+// deliveries wait up to delay for more (0: never).
+func newBatcher(js jetstream.JetStream, delay time.Duration) *batcher {
+	return &batcher{js: js, delay: delay, queues: map[types.UID]*batchQueue{}}
+}
+
+// fullLocked reports whether the next write of q can take no more deliveries.
+func (q *batchQueue) fullLocked() bool {
+	return len(q.waiting) > 1 || len(q.waiting) == 1 && len(q.waiting[0].items) >= maxBatchDeliveries
 }
 
 // add queues deliveries to one endpoint and returns the writes that carry
@@ -198,7 +216,7 @@ func (b *batcher) add(ns string, ep *Endpoint, ds []delivery) []*batchWrite {
 	b.mu.Lock()
 	q := b.queues[ep.UID]
 	if q == nil {
-		q = &batchQueue{ns: ns, name: ep.Name, uid: ep.UID}
+		q = &batchQueue{ns: ns, name: ep.Name, uid: ep.UID, full: make(chan struct{}, 1)}
 		b.queues[ep.UID] = q
 	}
 	for i := range ds {
@@ -220,6 +238,12 @@ func (b *batcher) add(ns string, ep *Endpoint, ds []delivery) []*batchWrite {
 		q.waiting = q.waiting[1:]
 		q.writing++
 	}
+	if q.fullLocked() {
+		select {
+		case q.full <- struct{}{}:
+		default:
+		}
+	}
 	b.mu.Unlock()
 	for _, w := range start {
 		go b.write(q, w)
@@ -229,9 +253,18 @@ func (b *batcher) add(ns string, ep *Endpoint, ds []delivery) []*batchWrite {
 
 // write stores w, then whatever waits behind it, until the queue is empty.
 func (b *batcher) write(q *batchQueue, w *batchWrite) {
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
 	for {
 		w.err = b.store(q, w.items)
 		close(w.done)
+		if b.delay > 0 && len(w.items) > 1 {
+			timer = b.linger(q, timer)
+		}
 		b.mu.Lock()
 		if len(q.waiting) == 0 {
 			q.writing--
@@ -245,6 +278,32 @@ func (b *batcher) write(q *batchQueue, w *batchWrite) {
 		q.waiting = q.waiting[1:]
 		b.mu.Unlock()
 	}
+}
+
+// linger waits up to b.delay for the next write of q to fill, and returns
+// the timer it used for the next wait.
+func (b *batcher) linger(q *batchQueue, timer *time.Timer) *time.Timer {
+	select {
+	case <-q.full: // from an earlier write
+	default:
+	}
+	b.mu.Lock()
+	full := q.fullLocked()
+	b.mu.Unlock()
+	if full {
+		return timer
+	}
+	if timer == nil {
+		timer = time.NewTimer(b.delay)
+	} else {
+		timer.Reset(b.delay)
+	}
+	select {
+	case <-timer.C:
+	case <-q.full:
+		timer.Stop()
+	}
+	return timer
 }
 
 func (b *batcher) store(q *batchQueue, ds []delivery) error {

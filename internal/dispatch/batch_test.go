@@ -307,3 +307,75 @@ func TestWithAnExternalNATSMaxInFlightHoldsAcrossManagers(t *testing.T) {
 		t.Errorf("%d requests open at once from two managers, maxInFlight is 4", peak)
 	}
 }
+
+// A write after a write of one delivery starts at once; after a write of
+// several, the next waits for more deliveries until it is full (or the
+// delay ends), so a busy endpoint's messages carry more.
+func TestGroupCommitDelayWaitsOnlyAfterAWriteOfSeveral(t *testing.T) {
+	store, err := OpenStore(context.Background(), StoreOptions{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	b := newBatcher(store.JetStream(), time.Hour)
+	ep := endpoint("crm", "http://127.0.0.1:1")
+	deliveries := func(from, n int) []delivery {
+		ds := make([]delivery, n)
+		for i := range ds {
+			ds[i] = delivery{EventID: fmt.Sprintf("msg_%d", from+i), EventType: "message.sent", AcceptedAt: "2026-11-29T10:00:00Z", Body: []byte(`{}`)}
+		}
+		return ds
+	}
+	waitDone := func(what string, ws []*batchWrite, within time.Duration) {
+		t.Helper()
+		for _, w := range ws {
+			select {
+			case <-w.done:
+				if w.err != nil {
+					t.Fatalf("%s: %v", what, w.err)
+				}
+			case <-time.After(within):
+				t.Fatalf("%s: not stored within %s", what, within)
+			}
+		}
+	}
+
+	// Light load: single deliveries are written at once, one after another.
+	for i := range 3 {
+		waitDone(fmt.Sprintf("single delivery %d", i), b.add("shop", &ep, deliveries(i, 1)), 10*time.Second)
+	}
+	// A write of two: the next write waits for more.
+	waitDone("a write of two", b.add("shop", &ep, deliveries(10, 2)), 10*time.Second)
+	waiting := b.add("shop", &ep, deliveries(20, 1))
+	select {
+	case <-waiting[0].done:
+		t.Fatal("the write after a write of two did not wait for more deliveries")
+	case <-time.After(300 * time.Millisecond):
+	}
+	// Filling it ends the wait.
+	rest := b.add("shop", &ep, deliveries(21, maxBatchDeliveries-1))
+	waitDone("a full write", append(waiting, rest...), 10*time.Second)
+	if n := streamMsgs(t, store, StreamDeliveries); n != 5 {
+		t.Errorf("stored %d messages, want 5 (three single deliveries, a write of two, a full write)", n)
+	}
+	if len(rest) != 1 || rest[0] != waiting[0] {
+		t.Errorf("the deliveries added while the write waited went to %d writes, want the waiting one", len(rest))
+	}
+}
+
+func TestGroupCommitDelayDefaultsAndCanBeTurnedOff(t *testing.T) {
+	store, err := OpenStore(context.Background(), StoreOptions{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	for _, c := range []struct{ set, want time.Duration }{{0, DefaultGroupCommitDelay}, {-1, 0}, {time.Millisecond, time.Millisecond}} {
+		d, err := New(Options{Registry: NewMemoryRegistry(), Store: store, HTTPClient: NewHTTPClient(nil), GroupCommitDelay: c.set})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.batcher.delay != c.want {
+			t.Errorf("GroupCommitDelay %s: the batcher waits %s, want %s", c.set, d.batcher.delay, c.want)
+		}
+	}
+}

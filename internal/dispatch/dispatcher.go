@@ -43,6 +43,11 @@ type Options struct {
 	// with deliveries but no worker: retries that came due, deliveries left
 	// from before a restart (default 2s).
 	ScanInterval time.Duration
+	// GroupCommitDelay is how long, with the embedded server, a write of
+	// deliveries to an endpoint waits for more to join it when the write
+	// before it carried several (the endpoint is busy); a write after a
+	// single delivery never waits. Default 500µs; negative disables it.
+	GroupCommitDelay time.Duration
 	// Metrics receives delivery metrics; nil disables them.
 	Metrics *Metrics
 	// Now and Rand are seams for tests; default time.Now and math/rand/v2.
@@ -110,6 +115,9 @@ func New(opts Options) (*Dispatcher, error) {
 	if opts.ScanInterval <= 0 {
 		opts.ScanInterval = 2 * time.Second
 	}
+	if opts.GroupCommitDelay == 0 {
+		opts.GroupCommitDelay = DefaultGroupCommitDelay
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -127,7 +135,7 @@ func New(opts Options) (*Dispatcher, error) {
 		handled:  map[string]string{},
 		wanted:   map[types.NamespacedName]time.Time{},
 		wake:     make(chan struct{}, 1),
-		batcher:  batcherFor(opts.Store),
+		batcher:  batcherFor(opts.Store, max(opts.GroupCommitDelay, 0)),
 		outcomes: make(chan pendingOutcome, 4*maxOutcomeBatch),
 		baseCtx:  context.Background(),
 	}, nil
@@ -141,12 +149,17 @@ func New(opts Options) (*Dispatcher, error) {
 // manager delivers everything, so its own bound is the endpoint's. With an
 // external NATS several replicas may share the endpoint's consumer, so each
 // message carries one delivery and MaxAckPending is the bound.
-func batcherFor(s *Store) *batcher {
+func batcherFor(s *Store, delay time.Duration) *batcher {
 	if !s.Embedded() {
 		return nil
 	}
-	return newBatcher(s.JetStream())
+	return newBatcher(s.JetStream(), delay)
 }
+
+// DefaultGroupCommitDelay is Options.GroupCommitDelay's default. Measured
+// with `make bench` (see docs/benchmarks.md), it about doubles the
+// deliveries per message for single events from 32 concurrent producers.
+const DefaultGroupCommitDelay = 500 * time.Microsecond
 
 // NeedLeaderElection implements manager.LeaderElectionRunnable: every replica delivers.
 func (d *Dispatcher) NeedLeaderElection() bool { return false }

@@ -47,6 +47,9 @@ type Config struct {
 	MaxEventBytes int64
 	// AuthCacheTTL is how long ingestion authorization decisions are cached.
 	AuthCacheTTL time.Duration
+	// GroupCommitDelay is dispatch.Options.GroupCommitDelay: 0 takes the
+	// default, negative turns it off.
+	GroupCommitDelay time.Duration
 }
 
 // Operator is everything Setup added to the manager.
@@ -81,14 +84,15 @@ func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) (*Operator, error)
 
 	recorder := mgr.GetEventRecorder("webhook-operator")
 	op.Dispatcher, err = dispatch.New(dispatch.Options{
-		Registry:   op.Registry,
-		Store:      store,
-		HTTPClient: dispatch.NewHTTPClient(egress),
-		UserAgent:  "wablast-webhook-operator/" + Version,
-		Metrics:    dispatch.NewMetrics(metrics.Registry),
-		Logger:     ctrl.Log.WithName("dispatcher"),
-		Client:     mgr.GetClient(),
-		Recorder:   recorder,
+		Registry:         op.Registry,
+		Store:            store,
+		HTTPClient:       dispatch.NewHTTPClient(egress),
+		UserAgent:        "wablast-webhook-operator/" + Version,
+		GroupCommitDelay: cfg.GroupCommitDelay,
+		Metrics:          dispatch.NewMetrics(metrics.Registry),
+		Logger:           ctrl.Log.WithName("dispatcher"),
+		Client:           mgr.GetClient(),
+		Recorder:         recorder,
 	})
 	if err != nil {
 		return nil, err
