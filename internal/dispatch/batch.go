@@ -165,9 +165,9 @@ func batchMsg(ns, name string, uid types.UID, ds []delivery) *nats.Msg {
 //
 // When a write carried several deliveries (requests overlap: the endpoint is
 // busy), the next one waits up to delay for more to join it, or until it is
-// full, like PostgreSQL's commit_delay with commit_siblings: a few hundred
-// microseconds more per accepted event under load buy messages about twice
-// as large, which is less CPU per event and so more events per second. A
+// full, like PostgreSQL's commit_delay with commit_siblings: up to a
+// millisecond more per accepted event under load buys messages more than
+// twice as large, which is less CPU per event and so more events per second. A
 // write after one that carried a single delivery never waits.
 type batcher struct {
 	js     jetstream.JetStream
