@@ -46,7 +46,7 @@ type sizes struct {
 
 func fullSizes() sizes {
 	return sizes{
-		C: 32, N: 20000, Batch: 100, Rounds: 3,
+		C: 32, N: 20000, Batch: 100, Rounds: 5,
 		LatencyRate: 1000, LatencyFor: 10 * time.Second,
 		FanoutEndpoints: 100, FanoutEvents: 100, FanoutRepeats: 5,
 		StatusRate: 2000, StatusEndpoints: 10, StatusFor: 15 * time.Second, StatusFlush: 5 * time.Second,
