@@ -240,6 +240,9 @@ func TestDeliveryIsSignedAndCounted(t *testing.T) {
 	if !strings.Contains(r.header.Get("User-Agent"), "webhook-operator") {
 		t.Errorf("user-agent %q", r.header.Get("User-Agent"))
 	}
+	if got := r.header.Get("Accept-Encoding"); got != "" {
+		t.Errorf("accept-encoding %q: response bodies are dropped, so none should be asked for compressed", got)
+	}
 	want := `{"type":"message.sent","timestamp":"2026-11-28T10:15:02.123Z","data":{"messageId":"m1","sessionId":"s1","to":"+6281234567890"}}`
 	if string(r.body) != want {
 		t.Errorf("body\n%s\nwant\n%s", r.body, want)

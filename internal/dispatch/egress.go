@@ -218,6 +218,10 @@ func NewHTTPClient(p *EgressPolicy) *http.Client {
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: 0,
+		// Response bodies are read only to reuse the connection (up to
+		// MaxResponseBytes) and then dropped: asking for gzip would only
+		// make receivers compress and the transport decompress them.
+		DisableCompression: true,
 	}
 	return &http.Client{
 		Transport: transport,
