@@ -87,8 +87,9 @@ func acceptedBody(r dispatch.EnqueueResult) []byte {
 // handleEvents serves POST /v1/namespaces/{namespace}/events.
 func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	namespace := r.PathValue("namespace")
-	log := s.log.WithValues("namespace", namespace)
-	ctx := logr.NewContext(r.Context(), log)
+	// The namespace goes into each log call rather than through WithValues,
+	// which would cost every request a logger copy even when nothing is logged.
+	ctx := logr.NewContext(r.Context(), s.log)
 	if apiErr := s.serveEvents(ctx, w, r, namespace); apiErr != nil {
 		if apiErr.status == http.StatusUnauthorized {
 			challenge := `Bearer realm="webhook-operator"`
@@ -100,7 +101,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		if apiErr.status == http.StatusServiceUnavailable {
 			w.Header().Set("Retry-After", "5")
 		}
-		log.V(1).Info("Refused events", "status", apiErr.status, "code", apiErr.code)
+		s.log.V(1).Info("Refused events", "namespace", namespace, "status", apiErr.status, "code", apiErr.code)
 		writeError(w, apiErr)
 	}
 }
@@ -161,7 +162,7 @@ func (s *Server) serveEvents(ctx context.Context, w http.ResponseWriter, r *http
 	if apiErr != nil {
 		return apiErr
 	}
-	logr.FromContextOrDiscard(ctx).V(1).Info("Accepted events", "events", len(events))
+	logr.FromContextOrDiscard(ctx).V(1).Info("Accepted events", "namespace", namespace, "events", len(events))
 	if mediaType == mediaTypeJSON {
 		writeBody(w, http.StatusAccepted, acceptedBody(results[0]))
 	} else {
@@ -178,7 +179,7 @@ func (s *Server) authError(ctx context.Context, err error, namespace string) *ap
 	case errors.Is(err, ErrForbidden):
 		return newError(http.StatusForbidden, CodeForbidden, err.Error())
 	default:
-		logr.FromContextOrDiscard(ctx).Error(err, "Authorization check failed")
+		logr.FromContextOrDiscard(ctx).Error(err, "Authorization check failed", "namespace", namespace)
 		return newError(http.StatusServiceUnavailable, CodeAuthUnavailable,
 			fmt.Sprintf("the token could not be checked for namespace %q right now; retry later", namespace))
 	}
@@ -340,17 +341,25 @@ func (s *Server) enqueue(ctx context.Context, events []dispatch.Event) ([]dispat
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), enqueueTimeout)
 	defer cancel()
 	results, err := s.opts.Enqueuer.Enqueue(ctx, events)
-	log := logr.FromContextOrDiscard(ctx)
-	if err != nil {
-		log.Error(err, "Enqueueing events failed", "events", len(events))
-		return nil, newError(http.StatusServiceUnavailable, CodeStoreUnavailable,
-			"the event store did not acknowledge the events, so none is known to be accepted; retry later with the same ids (events posted without an id may then be delivered twice)")
-	}
-	if len(results) != len(events) {
-		log.Error(nil, "Enqueuer returned the wrong number of results", "events", len(events), "results", len(results))
-		return nil, newError(http.StatusInternalServerError, CodeInternal, "the event store answered inconsistently; retry later with the same ids")
+	if err != nil || len(results) != len(events) {
+		return nil, s.enqueueError(ctx, events, results, err)
 	}
 	return results, nil
+}
+
+// enqueueError logs and answers a failed Enqueue.
+func (s *Server) enqueueError(ctx context.Context, events []dispatch.Event, results []dispatch.EnqueueResult, err error) *apiError {
+	log := logr.FromContextOrDiscard(ctx)
+	if len(events) > 0 {
+		log = log.WithValues("namespace", events[0].Namespace)
+	}
+	if err != nil {
+		log.Error(err, "Enqueueing events failed", "events", len(events))
+		return newError(http.StatusServiceUnavailable, CodeStoreUnavailable,
+			"the event store did not acknowledge the events, so none is known to be accepted; retry later with the same ids (events posted without an id may then be delivered twice)")
+	}
+	log.Error(nil, "Enqueuer returned the wrong number of results", "events", len(events), "results", len(results))
+	return newError(http.StatusInternalServerError, CodeInternal, "the event store answered inconsistently; retry later with the same ids")
 }
 
 // eventTypeBody is one entry of GET /v1/event-types.

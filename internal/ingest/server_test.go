@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr/funcr"
+
 	"github.com/wablast/webhook-operator/internal/catalog"
 	"github.com/wablast/webhook-operator/internal/dispatch"
 )
@@ -932,5 +934,42 @@ func TestSlowClientsAreTimedOut(t *testing.T) {
 				t.Error("a partial request was enqueued")
 			}
 		})
+	}
+}
+
+// Every log line about a request names its namespace, whether the request
+// was refused, failed to be stored or was accepted.
+func TestRequestLogsNameTheNamespace(t *testing.T) {
+	var mu sync.Mutex
+	var lines []string
+	log := funcr.New(func(prefix, args string) {
+		mu.Lock()
+		defer mu.Unlock()
+		lines = append(lines, args)
+	}, funcr.Options{Verbosity: 1})
+	ts := newTestServer(t, func(o *Options) { o.Logger = log })
+	ts.do(t, request{path: "/v1/namespaces/shop/events", contentType: "application/json", body: validEvent})
+	ts.do(t, request{path: "/v1/namespaces/shop/events", contentType: "application/json", body: validEvent, auth: "Bearer wrong"})
+	ts.enq.mu.Lock()
+	ts.enq.err = errors.New("store down")
+	ts.enq.mu.Unlock()
+	ts.do(t, request{path: "/v1/namespaces/shop/events", contentType: "application/json", body: validEvent})
+	ts.authErr = errors.New("API server unreachable")
+	ts.do(t, request{path: "/v1/namespaces/shop/events", contentType: "application/json", body: validEvent})
+	mu.Lock()
+	defer mu.Unlock()
+	for _, msg := range []string{"Accepted events", "Refused events", "Enqueueing events failed", "Authorization check failed"} {
+		found := false
+		for _, l := range lines {
+			if strings.Contains(l, `"msg"="`+msg+`"`) {
+				found = true
+				if !strings.Contains(l, `"namespace"="shop"`) {
+					t.Errorf("%q does not name the namespace: %s", msg, l)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("no %q line in %q", msg, lines)
+		}
 	}
 }
