@@ -253,17 +253,11 @@ func (b *batcher) add(ns string, ep *Endpoint, ds []delivery) []*batchWrite {
 
 // write stores w, then whatever waits behind it, until the queue is empty.
 func (b *batcher) write(q *batchQueue, w *batchWrite) {
-	var timer *time.Timer
-	defer func() {
-		if timer != nil {
-			timer.Stop()
-		}
-	}()
 	for {
 		w.err = b.store(q, w.items)
 		close(w.done)
 		if b.delay > 0 && len(w.items) > 1 {
-			timer = b.linger(q, timer)
+			b.linger(q)
 		}
 		b.mu.Lock()
 		if len(q.waiting) == 0 {
@@ -280,9 +274,8 @@ func (b *batcher) write(q *batchQueue, w *batchWrite) {
 	}
 }
 
-// linger waits up to b.delay for the next write of q to fill, and returns
-// the timer it used for the next wait.
-func (b *batcher) linger(q *batchQueue, timer *time.Timer) *time.Timer {
+// linger waits up to b.delay for the next write of q to fill.
+func (b *batcher) linger(q *batchQueue) {
 	select {
 	case <-q.full: // from an earlier write
 	default:
@@ -291,19 +284,14 @@ func (b *batcher) linger(q *batchQueue, timer *time.Timer) *time.Timer {
 	full := q.fullLocked()
 	b.mu.Unlock()
 	if full {
-		return timer
+		return
 	}
-	if timer == nil {
-		timer = time.NewTimer(b.delay)
-	} else {
-		timer.Reset(b.delay)
-	}
+	timer := time.NewTimer(b.delay)
+	defer timer.Stop()
 	select {
 	case <-timer.C:
 	case <-q.full:
-		timer.Stop()
 	}
-	return timer
 }
 
 func (b *batcher) store(q *batchQueue, ds []delivery) error {
