@@ -103,23 +103,5 @@ func replicaThroughput(ctx context.Context, sz sizes, keys [][]byte, n int) (thr
 		bodies[i] = eventJSON(i)
 	}
 	rcv.reset(sz.N)
-	acks := newAckTimes(sz.N)
-	cpu0 := processCPU()
-	start := time.Now()
-	failed, ferr := runPosters(ctx, sz.C, sz.N, func(i int) error {
-		t := time.Now()
-		err := send(i, bodies[i])
-		acks.set(i, time.Since(t))
-		return err
-	})
-	if failed > 0 {
-		return throughputRun{}, fmt.Errorf("%d posts failed, first: %w", failed, ferr)
-	}
-	last, err := rcv.wait(ctx, waitBudget(sz.N))
-	cpu := processCPU() - cpu0
-	if err != nil {
-		u, _, bad := rcv.counts()
-		return throughputRun{}, fmt.Errorf("%d of %d received (%d bad signatures): %w", u, sz.N, bad, err)
-	}
-	return finishRun(rcv, sz.N, last.Sub(start), cpu, acks, "")
+	return timedPass(ctx, rcv, sz.C, sz.N, sz.N, "", func(i int) error { return send(i, bodies[i]) })
 }

@@ -246,28 +246,42 @@ func baselineThroughput(ctx context.Context, sz sizes, keys [][]byte) (throughpu
 	}
 
 	rcv.reset(sz.N)
-	acks := newAckTimes(sz.N)
-	stopProfile := startProfile("throughput-baseline")
+	return timedPass(ctx, rcv, sz.C, sz.N, sz.N, "throughput-baseline", func(i int) error {
+		return send("evt_bl_"+strconv.Itoa(i), bodies[i])
+	})
+}
+
+// timedPass makes posts requests from c posters (send(i) makes the i-th)
+// and waits until the receiver, reset for n events, has them all. The run
+// is timed from the first post to the last unique receipt, with this
+// process's CPU over that window and, when profiling, its CPU profile named
+// profile ("" for none).
+func timedPass(ctx context.Context, rcv *receiver, c, posts, n int, profile string, send func(i int) error) (throughputRun, error) {
+	acks := newAckTimes(posts)
+	stopProfile := func() string { return "" }
+	if profile != "" {
+		stopProfile = startProfile(profile)
+	}
 	defer stopProfile()
 	cpu0 := processCPU()
 	start := time.Now()
-	failed, ferr := runPosters(ctx, sz.C, sz.N, func(i int) error {
+	failed, ferr := runPosters(ctx, c, posts, func(i int) error {
 		t := time.Now()
-		err := send("evt_bl_"+strconv.Itoa(i), bodies[i])
+		err := send(i)
 		acks.set(i, time.Since(t))
 		return err
 	})
 	if failed > 0 {
 		return throughputRun{}, fmt.Errorf("%d posts failed, first: %w", failed, ferr)
 	}
-	last, err := rcv.wait(ctx, waitBudget(sz.N))
+	last, err := rcv.wait(ctx, waitBudget(n))
 	cpu := processCPU() - cpu0
 	prof := stopProfile()
 	if err != nil {
 		u, _, bad := rcv.counts()
-		return throughputRun{}, fmt.Errorf("%d of %d received (%d bad signatures): %w", u, sz.N, bad, err)
+		return throughputRun{}, fmt.Errorf("%d of %d received (%d bad signatures): %w", u, n, bad, err)
 	}
-	return finishRun(rcv, sz.N, last.Sub(start), cpu, acks, prof)
+	return finishRun(rcv, n, last.Sub(start), cpu, acks, prof)
 }
 
 // operatorThroughput posts N events to the ingestion API, in batches of
@@ -324,7 +338,6 @@ func operatorThroughput(ctx context.Context, sz sizes, keys [][]byte, batch int)
 		}
 	}
 	rcv.reset(n)
-	acks := newAckTimes(posts)
 	pass := "single"
 	if batch > 1 {
 		pass = "batches"
@@ -339,25 +352,9 @@ func operatorThroughput(ctx context.Context, sz sizes, keys [][]byte, batch int)
 	if err != nil {
 		return throughputRun{}, err
 	}
-	stopProfile := startProfile("throughput-" + pass)
-	defer stopProfile()
-	cpu0 := processCPU()
-	start := time.Now()
-	failed, ferr := runPosters(ctx, sz.C, posts, func(i int) error {
-		t := time.Now()
-		err := send(bodies[i], batch > 1)
-		acks.set(i, time.Since(t))
-		return err
-	})
-	if failed > 0 {
-		return throughputRun{}, fmt.Errorf("%d posts failed, first: %w", failed, ferr)
-	}
-	last, err := rcv.wait(ctx, waitBudget(n))
-	cpu := processCPU() - cpu0
-	prof := stopProfile()
+	run, err := timedPass(ctx, rcv, sz.C, posts, n, "throughput-"+pass, func(i int) error { return send(bodies[i], batch > 1) })
 	if err != nil {
-		u, _, bad := rcv.counts()
-		return throughputRun{}, fmt.Errorf("%d of %d received (%d bad signatures): %w", u, n, bad, err)
+		return throughputRun{}, err
 	}
 	if err := p.err(); err != nil {
 		return throughputRun{}, err
@@ -373,10 +370,9 @@ func operatorThroughput(ctx context.Context, sz sizes, keys [][]byte, batch int)
 	if err != nil {
 		return throughputRun{}, err
 	}
-	run, err := finishRun(rcv, n, last.Sub(start), cpu, acks, prof)
 	run.messages = seq1 - seq0
 	run.outcomeMessages = oseq1 - oseq0
-	return run, err
+	return run, nil
 }
 
 // messagesWritten is how many messages the stream has stored so far.
