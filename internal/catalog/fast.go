@@ -188,9 +188,22 @@ func (o *fastObject) valid(data []byte) bool {
 // scanner reads JSON from b at i. Every method returns false at anything it
 // does not accept, leaving the decision to the full validator.
 type scanner struct {
-	b []byte
-	i int
+	b     []byte
+	i     int
+	depth int // objects and arrays open
 }
+
+// maxDepth bounds the nesting the scanner follows (encoding/json refuses
+// more than 10,000 levels too), so its recursion stays shallow.
+const maxDepth = 10000
+
+// enter opens an object or array; leave closes it.
+func (s *scanner) enter() bool {
+	s.depth++
+	return s.depth <= maxDepth
+}
+
+func (s *scanner) leave() { s.depth-- }
 
 func (s *scanner) ws() {
 	for s.i < len(s.b) {
@@ -222,9 +235,10 @@ func (s *scanner) peek() byte {
 
 // object reads an object whose known members satisfy o (nil: any object).
 func (s *scanner) object(o *fastObject) bool {
-	if !s.next('{') {
+	if !s.next('{') || !s.enter() {
 		return false
 	}
+	defer s.leave()
 	var seen uint64
 	if s.next('}') {
 		return o == nil || o.required == 0
@@ -318,6 +332,10 @@ func (s *scanner) value() bool {
 		return s.object(nil)
 	case c == '[':
 		s.i++
+		if !s.enter() {
+			return false
+		}
+		defer s.leave()
 		if s.next(']') {
 			return true
 		}

@@ -3,6 +3,7 @@ package catalog
 import (
 	"bytes"
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
@@ -76,6 +77,8 @@ func TestFastCheckTakesValidDataAndLeavesTheRestToTheFullValidator(t *testing.T)
 		{"duplicate key, left to the full validator", sent, `{"messageId":"","messageId":"m","sessionId":"s","to":"+6281234567890"}`, false, false},
 		{"number out of a float64's range", sent, `{"messageId":"m","sessionId":"s","to":"+6281234567890","n":1e999}`, false, true},
 		{"long number in range", sent, `{"messageId":"m","sessionId":"s","to":"+6281234567890","n":` + string(bytes.Repeat([]byte("9"), 250)) + `}`, true, false},
+		{"nested 10,000 deep", sent, `{"messageId":"m","sessionId":"s","to":"+6281234567890","x":` + strings.Repeat("[", 9999) + strings.Repeat("]", 9999) + `}`, true, false},
+		{"nested deeper than 10,000, left to the full validator", sent, `{"messageId":"m","sessionId":"s","to":"+6281234567890","x":` + strings.Repeat("[", 10000) + strings.Repeat("]", 10000) + `}`, false, true},
 		{"not an object", sent, `["m"]`, false, true},
 		{"trailing garbage", sent, `{"messageId":"m","sessionId":"s","to":"+6281234567890"} x`, false, true},
 		{"truncated", sent, `{"messageId":"m","sessionId":"s","to":"+6281234567890"`, false, true},
