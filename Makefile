@@ -133,6 +133,9 @@ chart-lint: $(HELM) ## Lint the Helm chart and render it with good and bad value
 	! $(HELM) template webhook-operator charts/webhook-operator --set replicaCount=2 >/dev/null 2>&1
 	! $(HELM) template webhook-operator charts/webhook-operator --set replicaCount=abc >/dev/null 2>&1
 	! $(HELM) template webhook-operator charts/webhook-operator --set unknownKey=1 >/dev/null 2>&1
+	$(HELM) template webhook-operator charts/webhook-operator --set groupCommitDelay=0 | grep -q -- '--group-commit-delay=0$$'
+	$(HELM) template webhook-operator charts/webhook-operator --set groupCommitDelay=2ms | grep -q -- '--group-commit-delay=2ms$$'
+	! $(HELM) template webhook-operator charts/webhook-operator --set groupCommitDelay=fast >/dev/null 2>&1
 
 ##@ Tools
 
