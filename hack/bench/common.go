@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/metrics"
 	"slices"
 	"strconv"
 	"strings"
@@ -234,6 +235,37 @@ func processCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// contextSwitches is this process's voluntary and involuntary context switches so far.
+func contextSwitches() (vol, invol int64) {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0, 0
+	}
+	return ru.Nvcsw, ru.Nivcsw
+}
+
+// heapCount is this process's heap allocations so far (runtime/metrics).
+type heapCount struct{ objects, bytes uint64 }
+
+func (h heapCount) minus(o heapCount) heapCount {
+	return heapCount{h.objects - o.objects, h.bytes - o.bytes}
+}
+
+// heapAllocs reads the process's cumulative heap allocations; cheap enough to
+// call around a timed window.
+func heapAllocs() heapCount {
+	s := []metrics.Sample{{Name: "/gc/heap/allocs:objects"}, {Name: "/gc/heap/allocs:bytes"}}
+	metrics.Read(s)
+	var h heapCount
+	if s[0].Value.Kind() == metrics.KindUint64 {
+		h.objects = s[0].Value.Uint64()
+	}
+	if s[1].Value.Kind() == metrics.KindUint64 {
+		h.bytes = s[1].Value.Uint64()
+	}
+	return h
 }
 
 // pidCPU is the user+system CPU time of another process, from /proc.

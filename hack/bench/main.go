@@ -5,7 +5,7 @@
 //	go run ./hack/bench -quick                    # smaller counts and shorter windows
 //	go run ./hack/bench -out docs/benchmarks.md   # also write the report
 //	go run ./hack/bench -only throughput,latency  # a subset
-//	go run ./hack/bench -cpuprofile /tmp/cpu      # CPU profiles /tmp/cpu.<measurement>.pprof
+//	go run ./hack/bench -cpuprofile /tmp/cpu      # CPU profiles /tmp/cpu.<measurement>.pprof and allocation profiles beside them
 //
 // Everything runs on loopback and stops by itself: every count is bounded and
 // every wait has a deadline. The status and scale measurements start a local
@@ -61,7 +61,7 @@ func run() error {
 	quick := flag.Bool("quick", false, "Smaller counts and shorter windows, for development on a busy machine.")
 	out := flag.String("out", "", "Write the Markdown report to this file (for example docs/benchmarks.md).")
 	only := flag.String("only", "", "Run only these measurements, comma-separated: "+names()+".")
-	flag.StringVar(&cpuProfilePrefix, "cpuprofile", "", "Write CPU profiles to <value>.<measurement>.pprof (throughput and fan-out profile their timed windows: <value>.throughput-<pass>.pprof, <value>.fanout-bulk.pprof); summarised in the report.")
+	flag.StringVar(&cpuProfilePrefix, "cpuprofile", "", "Write CPU profiles to <value>.<measurement>.pprof (throughput and fan-out profile their timed windows: <value>.throughput-<pass>.pprof, <value>.fanout-bulk.pprof); summarised in the report; beside each, allocation profiles <name>.allocs-before.pprof and <name>.allocs.pprof (compare with go tool pprof -base).")
 	concurrency := flag.Int("c", 32, "Concurrent posters in the throughput measurements.")
 	events := flag.Int("n", 0, "Events per throughput pass (default 20000, 2000 with -quick).")
 	flag.IntVar(&maxInFlight, "max-in-flight", 16, "maxInFlight of the endpoints in the standalone measurements (16 is the CRD default); for exploring what limits throughput.")

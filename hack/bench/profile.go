@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strings"
@@ -25,6 +26,7 @@ func startProfile(name string) func() string {
 		return func() string { return "" }
 	}
 	path := cpuProfilePrefix + "." + name + ".pprof"
+	writeAllocs(cpuProfilePrefix + "." + name + ".allocs-before.pprof")
 	f, err := os.Create(path)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "   cpu profile:", err)
@@ -38,8 +40,25 @@ func startProfile(name string) func() string {
 	return sync.OnceValue(func() string {
 		pprof.StopCPUProfile()
 		_ = f.Close()
+		writeAllocs(cpuProfilePrefix + "." + name + ".allocs.pprof")
 		return path
 	})
+}
+
+// writeAllocs writes the allocation profile so far, after a collection so it
+// is current. Two of them around a window give its allocations:
+// go tool pprof -sample_index=alloc_space -base <name>.allocs-before.pprof <name>.allocs.pprof
+func writeAllocs(path string) {
+	runtime.GC()
+	f, err := os.Create(path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "   allocation profile:", err)
+		return
+	}
+	defer f.Close()
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		fmt.Fprintln(os.Stderr, "   allocation profile:", err)
+	}
 }
 
 // cpuKind is where a profile sample's CPU went, decided by the functions on

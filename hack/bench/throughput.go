@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
 	"runtime"
 	"slices"
 	"strconv"
@@ -26,6 +27,9 @@ type throughputRun struct {
 	ackP99  time.Duration
 	dups    int64
 	profile string // CPU profile of the timed window, with -cpuprofile
+	// allocs and allocBytes are the heap allocations the whole process made
+	// in the timed window (runtime/metrics), for every part of the pass.
+	allocs, allocBytes uint64
 	// messages is how many messages the pass stored in WEBHOOK_DELIVERIES
 	// (0 for the baseline): fewer than events when deliveries share one.
 	messages uint64
@@ -132,8 +136,9 @@ func measureThroughput(ctx context.Context, sz sizes) *result {
 			stored = fmt.Sprintf("; %d messages stored in WEBHOOK_DELIVERIES, %.1f deliveries each, and %d in WEBHOOK_OUTCOMES, %.1f outcomes each", p.r.messages, float64(p.r.events)/float64(p.r.messages),
 				p.r.outcomeMessages, float64(p.r.events)/float64(max(p.r.outcomeMessages, 1)))
 		}
-		res.note("%s: %d events in %s = %.0f events/s; this process's CPU %.0f µs/event (posters, servers, store and receiver all live in it); response time p50 %s, p99 %s; duplicates %d%s.",
+		res.note("%s: %d events in %s = %.0f events/s; this process's CPU %.0f µs/event and heap allocations %.0f objects (%.1f KiB) per event (posters, servers, store and receiver all live in it); response time p50 %s, p99 %s; duplicates %d%s.",
 			p.name, p.r.events, p.r.elapsed.Round(time.Millisecond), p.r.rate(), float64(p.r.cpuPerEvent())/float64(time.Microsecond),
+			float64(p.r.allocs)/float64(max(p.r.events, 1)), float64(p.r.allocBytes)/1024/float64(max(p.r.events, 1)),
 			ms(p.r.ackP50), ms(p.r.ackP99), p.r.dups, stored)
 	}
 	if rs < target || rb < target {
@@ -263,7 +268,8 @@ func timedPass(ctx context.Context, rcv *receiver, c, posts, n int, profile stri
 		stopProfile = startProfile(profile)
 	}
 	defer stopProfile()
-	cpu0 := processCPU()
+	cpu0, heap0 := processCPU(), heapAllocs()
+	v0, i0 := contextSwitches()
 	start := time.Now()
 	failed, ferr := runPosters(ctx, c, posts, func(i int) error {
 		t := time.Now()
@@ -275,13 +281,17 @@ func timedPass(ctx context.Context, rcv *receiver, c, posts, n int, profile stri
 		return throughputRun{}, fmt.Errorf("%d posts failed, first: %w", failed, ferr)
 	}
 	last, err := rcv.wait(ctx, waitBudget(n))
-	cpu := processCPU() - cpu0
+	cpu, heap := processCPU()-cpu0, heapAllocs().minus(heap0)
+	v1, i1 := contextSwitches()
+	fmt.Fprintf(os.Stderr, "   %s: context switches per event: %.2f voluntary, %.2f involuntary\n", profile, float64(v1-v0)/float64(n), float64(i1-i0)/float64(n))
 	prof := stopProfile()
 	if err != nil {
 		u, _, bad := rcv.counts()
 		return throughputRun{}, fmt.Errorf("%d of %d received (%d bad signatures): %w", u, n, bad, err)
 	}
-	return finishRun(rcv, n, last.Sub(start), cpu, acks, prof)
+	run, err := finishRun(rcv, n, last.Sub(start), cpu, acks, prof)
+	run.allocs, run.allocBytes = heap.objects, heap.bytes
+	return run, err
 }
 
 // operatorThroughput posts N events to the ingestion API, in batches of

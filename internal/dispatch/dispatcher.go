@@ -25,6 +25,10 @@ type Options struct {
 	// Store is the open JetStream store.
 	Store *Store
 	// HTTPClient sends every delivery; one shared client (see NewHTTPClient).
+	// Deliveries go straight to its Transport (http.DefaultTransport when
+	// nil): redirects are never followed, and its Jar, Timeout and
+	// CheckRedirect are not used (each endpoint's timeoutSeconds bounds an
+	// attempt).
 	HTTPClient *http.Client
 	// UserAgent is sent with every delivery.
 	UserAgent string
@@ -68,6 +72,9 @@ type Options struct {
 type Dispatcher struct {
 	opts Options
 	js   jetstream.JetStream
+	// transport is opts.HTTPClient's; userAgent is the header's value.
+	transport http.RoundTripper
+	userAgent []string
 
 	mu      sync.Mutex
 	workers map[types.NamespacedName]*endpointWorker
@@ -127,17 +134,23 @@ func New(opts Options) (*Dispatcher, error) {
 	if opts.Logger.GetSink() == nil {
 		opts.Logger = logr.Discard()
 	}
+	transport := opts.HTTPClient.Transport
+	if transport == nil {
+		transport = http.DefaultTransport
+	}
 	return &Dispatcher{
-		opts:     opts,
-		js:       opts.Store.JetStream(),
-		workers:  map[types.NamespacedName]*endpointWorker{},
-		gone:     map[types.UID]int64{},
-		handled:  map[string]string{},
-		wanted:   map[types.NamespacedName]time.Time{},
-		wake:     make(chan struct{}, 1),
-		batcher:  batcherFor(opts.Store, max(opts.GroupCommitDelay, 0)),
-		outcomes: make(chan pendingOutcome, 4*maxOutcomeBatch),
-		baseCtx:  context.Background(),
+		opts:      opts,
+		transport: transport,
+		userAgent: []string{opts.UserAgent},
+		js:        opts.Store.JetStream(),
+		workers:   map[types.NamespacedName]*endpointWorker{},
+		gone:      map[types.UID]int64{},
+		handled:   map[string]string{},
+		wanted:    map[types.NamespacedName]time.Time{},
+		wake:      make(chan struct{}, 1),
+		batcher:   batcherFor(opts.Store, max(opts.GroupCommitDelay, 0)),
+		outcomes:  make(chan pendingOutcome, 4*maxOutcomeBatch),
+		baseCtx:   context.Background(),
 	}, nil
 }
 

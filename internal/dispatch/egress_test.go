@@ -342,7 +342,7 @@ func TestEgressHTTPClientSettings(t *testing.T) {
 	}
 }
 
-func mustEgressPolicy(t *testing.T, allow, deny []string) *EgressPolicy {
+func mustEgressPolicy(t testing.TB, allow, deny []string) *EgressPolicy {
 	t.Helper()
 	p, err := NewEgressPolicy(allow, deny)
 	if err != nil {

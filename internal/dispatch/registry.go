@@ -1,6 +1,7 @@
 package dispatch
 
 import (
+	"net/url"
 	"slices"
 	"sort"
 	"sync"
@@ -42,6 +43,31 @@ type Endpoint struct {
 	// Enabled is spec.enabled. Disabled endpoints get only test deliveries.
 	Enabled bool
 	Policy  Policy
+
+	// parsedURL is URL parsed, set by withParsedURL on the copies workers
+	// hold (which nothing changes) so attempts do not parse it each time;
+	// nil elsewhere.
+	parsedURL *url.URL
+}
+
+// withParsedURL returns a copy of e that carries its URL parsed (when it
+// parses; requestURL reports the error otherwise).
+func (e *Endpoint) withParsedURL() *Endpoint {
+	cp := *e
+	cp.parsedURL = nil
+	if u, err := url.Parse(cp.URL); err == nil {
+		cp.parsedURL = u
+	}
+	return &cp
+}
+
+// requestURL is the URL deliveries are posted to. It is shared between
+// requests, which only read it.
+func (e *Endpoint) requestURL() (*url.URL, error) {
+	if e.parsedURL != nil {
+		return e.parsedURL, nil
+	}
+	return url.Parse(e.URL)
 }
 
 // Key returns the endpoint's namespaced name.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -78,8 +79,7 @@ func (w *endpointWorker) idle(since time.Time) bool {
 
 func newEndpointWorker(d *Dispatcher, ep *Endpoint) *endpointWorker {
 	w := &endpointWorker{d: d, ns: ep.Namespace, name: ep.Name, uid: ep.UID}
-	cp := *ep
-	w.ep.Store(&cp)
+	w.ep.Store(ep.withParsedURL())
 	return w
 }
 
@@ -97,8 +97,7 @@ func (w *endpointWorker) compatible(ep *Endpoint) bool {
 // update swaps in a new configuration (URL, keys, policy) for the next attempts.
 func (w *endpointWorker) update(ep *Endpoint) {
 	if !w.ep.Load().Equal(ep) {
-		cp := *ep
-		w.ep.Store(&cp)
+		w.ep.Store(ep.withParsedURL())
 	}
 }
 
@@ -315,27 +314,49 @@ func (r *attemptResult) errorText(timeout time.Duration) string {
 	}
 }
 
-// send makes one signed POST of body to the endpoint.
+// send makes one signed POST of body to the endpoint. The request goes
+// straight to the client's Transport: http.Client would add nothing used
+// here (redirects are never followed; see NewHTTPClient) but a copy of the
+// headers and URL per request, kept for redirects.
 func (d *Dispatcher) send(ctx context.Context, ep *Endpoint, eventID string, body []byte) attemptResult {
-	ctx, cancel := context.WithTimeout(ctx, ep.Policy.Timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ep.URL, bytes.NewReader(body))
+	u, err := ep.requestURL()
 	if err != nil {
 		return attemptResult{err: fmt.Errorf("building request: %w", err)}
 	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("User-Agent", d.opts.UserAgent)
-	signing.SetHeaders(req.Header, ep.Keys, eventID, d.opts.Now(), body)
+	ctx, cancel := context.WithTimeout(ctx, ep.Policy.Timeout)
+	defer cancel()
+	h := make(http.Header, 5)
+	h["Content-Type"] = contentTypeJSON
+	h["User-Agent"] = d.userAgent
+	signing.SetHeaders(h, ep.Keys, eventID, d.opts.Now(), body)
+	req := (&http.Request{
+		Method: http.MethodPost, URL: u, Host: u.Host,
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		// A body the transport knows to be in memory (a *bytes.Reader in a
+		// NopCloser) is written with the headers, in one write.
+		Header: h, Body: io.NopCloser(bytes.NewReader(body)), ContentLength: int64(len(body)),
+		// A connection the receiver closed while idle is retried by the
+		// transport only if it can read the body again.
+		GetBody: func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil },
+	}).WithContext(ctx)
 	start := time.Now()
-	resp, err := d.opts.HTTPClient.Do(req)
+	resp, err := d.transport.RoundTrip(req)
 	if err != nil {
+		// As http.Client reports it, without the query and credentials.
+		err = &url.Error{Op: "Post", URL: u.Redacted(), Err: err}
 		_, refused := IsEgressRefused(err)
 		return attemptResult{err: err, refused: refused, duration: time.Since(start)}
 	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, d.opts.MaxResponseBytes))
+	if resp.ContentLength != 0 {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, d.opts.MaxResponseBytes))
+	}
 	_ = resp.Body.Close()
 	return attemptResult{statusCode: resp.StatusCode, retryAfter: resp.Header.Get("Retry-After"), duration: time.Since(start)}
 }
+
+// contentTypeJSON is every delivery's Content-Type header value; requests
+// share it, and the transport only reads it.
+var contentTypeJSON = []string{"application/json"}
 
 // settlement is what became of one delivery of a message: done (nothing
 // more to do once its outcome oc is recorded) or to be delivered again after

@@ -7,7 +7,6 @@ import (
 	"hash"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 )
@@ -35,44 +34,60 @@ const (
 // joined by single spaces in key order. timestamp is truncated to whole
 // seconds. It returns "" when keys is empty.
 func Sign(keys [][]byte, id string, timestamp time.Time, body []byte) string {
-	ts := strconv.FormatInt(timestamp.Unix(), 10)
-	var b strings.Builder
-	for i, key := range keys {
-		if i > 0 {
-			b.WriteByte(' ')
-		}
-		b.WriteString(signatureVersion)
-		b.WriteByte(',')
-		b.Write(mac(key, id, ts, body))
-	}
-	return b.String()
+	return sign(keys, id, strconv.FormatInt(timestamp.Unix(), 10), body)
 }
+
+// The canonical forms of the headers, as http.Header.Set would write them.
+var (
+	canonicalID        = http.CanonicalHeaderKey(HeaderID)
+	canonicalTimestamp = http.CanonicalHeaderKey(HeaderTimestamp)
+	canonicalSignature = http.CanonicalHeaderKey(HeaderSignature)
+)
 
 // SetHeaders sets HeaderID to id, HeaderTimestamp to the Unix seconds of
 // timestamp in decimal, and HeaderSignature to Sign(keys, id, timestamp,
 // body) on h, replacing any previous values. Call it once per delivery
 // attempt with that attempt's time.
 func SetHeaders(h http.Header, keys [][]byte, id string, timestamp time.Time, body []byte) {
-	h.Set(HeaderID, id)
-	h.Set(HeaderTimestamp, strconv.FormatInt(timestamp.Unix(), 10))
-	h.Set(HeaderSignature, Sign(keys, id, timestamp, body))
+	ts := strconv.FormatInt(timestamp.Unix(), 10)
+	h[canonicalID] = []string{id}
+	h[canonicalTimestamp] = []string{ts}
+	h[canonicalSignature] = []string{sign(keys, id, ts, body)}
 }
 
-// mac returns the standard base64 encoding of
-// HMAC-SHA256(key, id + "." + timestamp + "." + body).
-func mac(key []byte, id, timestamp string, body []byte) []byte {
+// signatureLen is the length of one "v1,<base64 of a SHA-256 MAC>" entry.
+var signatureLen = len(signatureVersion) + 1 + base64.StdEncoding.EncodedLen(sha256.Size)
+
+// sign is Sign with the timestamp already formatted.
+func sign(keys [][]byte, id, timestamp string, body []byte) string {
+	if len(keys) == 0 {
+		return ""
+	}
+	out := make([]byte, 0, len(keys)*(signatureLen+1))
+	for i, key := range keys {
+		if i > 0 {
+			out = append(out, ' ')
+		}
+		out = append(out, signatureVersion...)
+		out = append(out, ',')
+		out = appendMAC(out, key, id, timestamp, body)
+	}
+	return string(out)
+}
+
+// appendMAC appends the standard base64 encoding of
+// HMAC-SHA256(key, id + "." + timestamp + "." + body) to dst.
+func appendMAC(dst, key []byte, id, timestamp string, body []byte) []byte {
 	m, done := keyedMAC(key)
 	defer done()
+	var sep = [1]byte{'.'}
 	m.Write([]byte(id))
-	m.Write([]byte{'.'})
+	m.Write(sep[:])
 	m.Write([]byte(timestamp))
-	m.Write([]byte{'.'})
+	m.Write(sep[:])
 	m.Write(body)
 	var buf [sha256.Size]byte
-	sum := m.Sum(buf[:0])
-	out := make([]byte, base64.StdEncoding.EncodedLen(len(sum)))
-	base64.StdEncoding.Encode(out, sum)
-	return out
+	return base64.StdEncoding.AppendEncode(dst, m.Sum(buf[:0]))
 }
 
 // keyed holds the HMAC-SHA256 states of recently used keys. hmac.New hashes

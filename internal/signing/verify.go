@@ -94,7 +94,7 @@ func (v *Verifier) Verify(h http.Header, body []byte) error {
 	expected := make([][]byte, len(v.Keys))
 	for i, key := range v.Keys {
 		// Sign over the header as sent, as the spec defines it.
-		expected[i] = mac(key, id, ts, body)
+		expected[i] = appendMAC(nil, key, id, ts, body)
 	}
 	for _, entry := range strings.Fields(sigs) {
 		version, sig, ok := strings.Cut(entry, ",")
