@@ -237,15 +237,6 @@ func processCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// contextSwitches is this process's voluntary and involuntary context switches so far.
-func contextSwitches() (vol, invol int64) {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0, 0
-	}
-	return ru.Nvcsw, ru.Nivcsw
-}
-
 // heapCount is this process's heap allocations so far (runtime/metrics).
 type heapCount struct{ objects, bytes uint64 }
 

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
 	"runtime"
 	"slices"
 	"strconv"
@@ -269,7 +268,6 @@ func timedPass(ctx context.Context, rcv *receiver, c, posts, n int, profile stri
 	}
 	defer stopProfile()
 	cpu0, heap0 := processCPU(), heapAllocs()
-	v0, i0 := contextSwitches()
 	start := time.Now()
 	failed, ferr := runPosters(ctx, c, posts, func(i int) error {
 		t := time.Now()
@@ -282,8 +280,6 @@ func timedPass(ctx context.Context, rcv *receiver, c, posts, n int, profile stri
 	}
 	last, err := rcv.wait(ctx, waitBudget(n))
 	cpu, heap := processCPU()-cpu0, heapAllocs().minus(heap0)
-	v1, i1 := contextSwitches()
-	fmt.Fprintf(os.Stderr, "   %s: context switches per event: %.2f voluntary, %.2f involuntary\n", profile, float64(v1-v0)/float64(n), float64(i1-i0)/float64(n))
 	prof := stopProfile()
 	if err != nil {
 		u, _, bad := rcv.counts()
