@@ -5,6 +5,8 @@ import (
 	"regexp"
 	"strconv"
 	"unicode/utf8"
+
+	"github.com/wablast/webhook-operator/internal/jsonscan"
 )
 
 // fastObject is a check compiled from an object schema that uses only the
@@ -176,80 +178,37 @@ func (o *fastObject) index(name string) int {
 // valid reports whether data is certainly a JSON object that satisfies o,
 // with every number in the range of a float64.
 func (o *fastObject) valid(data []byte) bool {
-	s := scanner{b: data}
-	s.ws()
+	s := scanner{jsonscan.New(data)}
+	s.WS()
 	if !s.object(o) {
 		return false
 	}
-	s.ws()
-	return s.i == len(s.b)
+	s.WS()
+	return s.Done()
 }
 
-// scanner reads JSON from b at i. Every method returns false at anything it
-// does not accept, leaving the decision to the full validator.
-type scanner struct {
-	b     []byte
-	i     int
-	depth int // objects and arrays open
-}
-
-// maxDepth bounds the nesting the scanner follows (encoding/json refuses
-// more than 10,000 levels too), so its recursion stays shallow.
-const maxDepth = 10000
-
-// enter opens an object or array; leave closes it.
-func (s *scanner) enter() bool {
-	s.depth++
-	return s.depth <= maxDepth
-}
-
-func (s *scanner) leave() { s.depth-- }
-
-func (s *scanner) ws() {
-	for s.i < len(s.b) {
-		switch s.b[s.i] {
-		case ' ', '\t', '\n', '\r':
-			s.i++
-		default:
-			return
-		}
-	}
-}
-
-// next consumes c after optional whitespace.
-func (s *scanner) next(c byte) bool {
-	s.ws()
-	if s.i < len(s.b) && s.b[s.i] == c {
-		s.i++
-		return true
-	}
-	return false
-}
-
-func (s *scanner) peek() byte {
-	if s.i < len(s.b) {
-		return s.b[s.i]
-	}
-	return 0
-}
+// scanner reads JSON with the checks of a compiled schema. Every method
+// returns false at anything it does not accept, leaving the decision to the
+// full validator.
+type scanner struct{ jsonscan.Scanner }
 
 // object reads an object whose known members satisfy o (nil: any object).
 func (s *scanner) object(o *fastObject) bool {
-	if !s.next('{') || !s.enter() {
+	if !s.Next('{') || !s.Enter() {
 		return false
 	}
-	defer s.leave()
+	defer s.Leave()
 	var seen uint64
-	if s.next('}') {
+	if s.Next('}') {
 		return o == nil || o.required == 0
 	}
 	for {
-		s.ws()
-		key, escaped, ok := s.str()
-		if !ok || !s.next(':') {
+		s.WS()
+		key, escaped, ok := s.Str()
+		if !ok || !s.Next(':') {
 			return false
 		}
-		s.ws()
+		s.WS()
 		i := -1
 		if o != nil {
 			if escaped {
@@ -265,13 +224,13 @@ func (s *scanner) object(o *fastObject) bool {
 			if !s.prop(&o.props[i]) {
 				return false
 			}
-		} else if !s.value() {
+		} else if !s.Value() {
 			return false
 		}
-		if s.next(',') {
+		if s.Next(',') {
 			continue
 		}
-		if !s.next('}') {
+		if !s.Next('}') {
 			return false
 		}
 		return o == nil || seen&o.required == o.required
@@ -282,14 +241,14 @@ func (s *scanner) object(o *fastObject) bool {
 func (s *scanner) prop(p *fastProp) bool {
 	switch p.kind {
 	case "object":
-		return s.peek() == '{' && s.object(p.object)
+		return s.Peek() == '{' && s.object(p.object)
 	case "boolean":
-		return s.literal("true") || s.literal("false")
+		return s.Literal("true") || s.Literal("false")
 	case "number":
-		_, ok := s.number()
+		_, ok := s.Number()
 		return ok
 	case "integer":
-		lit, ok := s.number()
+		lit, ok := s.Number()
 		if !ok {
 			return false
 		}
@@ -297,10 +256,10 @@ func (s *scanner) prop(p *fastProp) bool {
 		return ok && (!p.hasMin || n >= p.min)
 	}
 	// string
-	if s.peek() != '"' {
+	if s.Peek() != '"' {
 		return false
 	}
-	raw, escaped, ok := s.str()
+	raw, escaped, ok := s.Str()
 	if !ok {
 		return false
 	}
@@ -322,152 +281,6 @@ func (s *scanner) prop(p *fastProp) bool {
 	return !p.dateTime || plainDateTime(raw)
 }
 
-// value reads any JSON value.
-func (s *scanner) value() bool {
-	switch c := s.peek(); {
-	case c == '"':
-		_, _, ok := s.str()
-		return ok
-	case c == '{':
-		return s.object(nil)
-	case c == '[':
-		s.i++
-		if !s.enter() {
-			return false
-		}
-		defer s.leave()
-		if s.next(']') {
-			return true
-		}
-		for {
-			s.ws()
-			if !s.value() {
-				return false
-			}
-			if s.next(',') {
-				continue
-			}
-			return s.next(']')
-		}
-	case c == 't':
-		return s.literal("true")
-	case c == 'f':
-		return s.literal("false")
-	case c == 'n':
-		return s.literal("null")
-	default:
-		_, ok := s.number()
-		return ok
-	}
-}
-
-func (s *scanner) literal(lit string) bool {
-	if len(s.b)-s.i >= len(lit) && string(s.b[s.i:s.i+len(lit)]) == lit {
-		s.i += len(lit)
-		return true
-	}
-	return false
-}
-
-// str reads a string and returns its raw contents (between the quotes) and
-// whether it holds escapes.
-func (s *scanner) str() (raw []byte, escaped, ok bool) {
-	if s.peek() != '"' {
-		return nil, false, false
-	}
-	start := s.i + 1
-	for i := start; i < len(s.b); i++ {
-		switch c := s.b[i]; {
-		case c == '"':
-			s.i = i + 1
-			return s.b[start:i], escaped, true
-		case c == '\\':
-			escaped = true
-			i++
-			if i >= len(s.b) {
-				return nil, false, false
-			}
-			switch s.b[i] {
-			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-			case 'u':
-				if i+4 >= len(s.b) {
-					return nil, false, false
-				}
-				for _, h := range s.b[i+1 : i+5] {
-					if !isHex(h) {
-						return nil, false, false
-					}
-				}
-				i += 4
-			default:
-				return nil, false, false
-			}
-		case c < 0x20:
-			return nil, false, false
-		}
-	}
-	return nil, false, false
-}
-
-func isHex(c byte) bool {
-	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
-}
-
-func isDigit(c byte) bool { return c >= '0' && c <= '9' }
-
-// number reads a number and returns its literal; it refuses one that does
-// not fit a float64, as Validate does.
-func (s *scanner) number() ([]byte, bool) {
-	start := s.i
-	b := s.b
-	i := s.i
-	if i < len(b) && b[i] == '-' {
-		i++
-	}
-	switch {
-	case i < len(b) && b[i] == '0':
-		i++
-	case i < len(b) && b[i] >= '1' && b[i] <= '9':
-		for i < len(b) && isDigit(b[i]) {
-			i++
-		}
-	default:
-		return nil, false
-	}
-	simple := true
-	if i < len(b) && b[i] == '.' {
-		i++
-		if i >= len(b) || !isDigit(b[i]) {
-			return nil, false
-		}
-		for i < len(b) && isDigit(b[i]) {
-			i++
-		}
-	}
-	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
-		simple = false
-		i++
-		if i < len(b) && (b[i] == '+' || b[i] == '-') {
-			i++
-		}
-		if i >= len(b) || !isDigit(b[i]) {
-			return nil, false
-		}
-		for i < len(b) && isDigit(b[i]) {
-			i++
-		}
-	}
-	lit := b[start:i]
-	// Without an exponent, a literal this short is far inside a float64's range.
-	if !simple || len(lit) > 300 {
-		if _, err := strconv.ParseFloat(string(lit), 64); err != nil {
-			return nil, false
-		}
-	}
-	s.i = i
-	return lit, true
-}
-
 // plainInt reads an integer literal without fraction or exponent that fits
 // in 18 digits.
 func plainInt(lit []byte) (int64, bool) {
@@ -481,7 +294,7 @@ func plainInt(lit []byte) (int64, bool) {
 	}
 	var n int64
 	for _, c := range digits {
-		if !isDigit(c) {
+		if !jsonscan.IsDigit(c) {
 			return 0, false
 		}
 		n = n*10 + int64(c-'0')
@@ -502,7 +315,7 @@ func plainDateTime(b []byte) bool {
 	num := func(from, to int) (int, bool) {
 		n := 0
 		for _, c := range b[from:to] {
-			if !isDigit(c) {
+			if !jsonscan.IsDigit(c) {
 				return 0, false
 			}
 			n = n*10 + int(c-'0')
@@ -525,7 +338,7 @@ func plainDateTime(b []byte) bool {
 	rest := b[19:]
 	if rest[0] == '.' {
 		i := 1
-		for i < len(rest) && isDigit(rest[i]) {
+		for i < len(rest) && jsonscan.IsDigit(rest[i]) {
 			i++
 		}
 		if i == 1 {

@@ -74,26 +74,29 @@ func plainName(s string) bool {
 // Data that is compact already (as producers' JSON usually is) is not run
 // through encoding/json's scanner again.
 func CanonicalData(data []byte) ([]byte, error) {
-	compact := data
-	if !isCompact(data) {
+	compact, plain := inspect(data)
+	if !compact {
 		var buf bytes.Buffer
 		buf.Grow(len(data))
 		if err := json.Compact(&buf, data); err != nil {
 			return nil, err
 		}
-		compact = buf.Bytes()
+		data = buf.Bytes()
 	}
-	if !bytes.ContainsAny(compact, "<>&\u2028\u2029") {
-		return compact, nil
+	if plain {
+		return data, nil
 	}
 	var escaped bytes.Buffer
-	escaped.Grow(len(compact) + 16)
-	json.HTMLEscape(&escaped, compact)
+	escaped.Grow(len(data) + 16)
+	json.HTMLEscape(&escaped, data)
 	return escaped.Bytes(), nil
 }
 
-// isCompact reports whether valid JSON has no whitespace outside strings.
-func isCompact(data []byte) bool {
+// inspect reads valid JSON once and reports whether it has no whitespace
+// outside strings (compact) and no byte encoding/json would HTML-escape:
+// <, >, &, U+2028 or U+2029 (plain).
+func inspect(data []byte) (compact, plain bool) {
+	compact, plain = true, true
 	inString := false
 	for i := 0; i < len(data); i++ {
 		c := data[i]
@@ -103,6 +106,12 @@ func isCompact(data []byte) bool {
 				i++ // the escaped byte, a quote included
 			case '"':
 				inString = false
+			case '<', '>', '&':
+				plain = false
+			case 0xE2: // U+2028 and U+2029 are E2 80 A8 and E2 80 A9
+				if i+2 < len(data) && data[i+1] == 0x80 && data[i+2]&^1 == 0xA8 {
+					plain = false
+				}
 			}
 			continue
 		}
@@ -110,11 +119,12 @@ func isCompact(data []byte) bool {
 		case '"':
 			inString = true
 		case ' ', '\t', '\n', '\r':
-			return false
+			compact = false
 		}
 	}
-	return true
+	return compact, plain
 }
+
 
 // EnqueueResult says what became of one enqueued event.
 type EnqueueResult struct {

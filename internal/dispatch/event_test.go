@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"bytes"
+	"encoding/json"
 	"testing"
 	"time"
 )
@@ -48,8 +49,41 @@ func TestEnvelopeFromCanonicalDataIsWhatEncodingJSONWrites(t *testing.T) {
 		`{}`: true, `{"a":"b c","d":[1,{"e":"\" x"}]}`: true, `{"a":"\\"}`: true,
 		`{"a": 1}`: false, "{\"a\":1}\n": false, `{"a":"\\" ,"b":1}`: false, `[1, 2]`: false,
 	} {
-		if got := isCompact([]byte(data)); got != want {
-			t.Errorf("isCompact(%s) = %v, want %v", data, got, want)
+		if got, _ := inspect([]byte(data)); got != want {
+			t.Errorf("inspect(%s) compact = %v, want %v", data, got, want)
 		}
 	}
+	for data, want := range map[string]bool{
+		`{}`: true, `{"a":"b"}`: true, `{"a":"\u003c"}`: true, `{"a":"é 日本 – ‘’"}`: true, "{\"a\":\"\u2027\u202a\"}": true,
+		`{"a":"<"}`: false, `{"a":">"}`: false, `{"a":"x&y"}`: false, "{\"a\":\"\u2028\"}": false, "{\"a\":\"\u2029\"}": false,
+		"{\"a\": [\"\\\" &\"]}": false,
+	} {
+		if _, got := inspect([]byte(data)); got != want {
+			t.Errorf("inspect(%s) plain = %v, want %v", data, got, want)
+		}
+	}
+}
+
+// FuzzCanonicalDataIsWhatEncodingJSONWrites checks CanonicalData against
+// json.Marshal of a json.RawMessage, which it stands in for.
+func FuzzCanonicalDataIsWhatEncodingJSONWrites(f *testing.F) {
+	for _, seed := range []string{
+		`{}`, `{"a":"<b> & c"}`, " {\n \"a\" : [1, 2] }", `{"s":"line` + "\u2028" + `sep` + "\u2029" + `"}`,
+		`{"e":"\u2028 \" \\"}`, `{"x":"` + "\u2027\u202a\u20ac" + `"}`, `[1, "a & b", {"c": null}]`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if !json.Valid(data) {
+			return // CanonicalData's input is valid JSON
+		}
+		want, err := json.Marshal(json.RawMessage(data))
+		if err != nil {
+			t.Skip(err)
+		}
+		got, err := CanonicalData(data)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("CanonicalData(%q) = %q, %v; want %q", data, got, err, want)
+		}
+	})
 }

@@ -1,95 +1,66 @@
 package ingest
 
 import (
-	"bytes"
 	"encoding/json"
 	"unicode/utf8"
+
+	"github.com/wablast/webhook-operator/internal/jsonscan"
 )
 
 // objectFields splits a posted event into its members' raw values, exactly
 // as json.Unmarshal into a map[string]json.RawMessage does (the later of two
 // equal names wins), without encoding/json's reflection and copies: every
-// event goes through here. Anything but a valid JSON object goes to
-// json.Unmarshal, for its errors and its answer to null.
+// event goes through here. It validates and splits in one pass; anything
+// the scanner does not certainly accept as an object goes to json.Unmarshal,
+// for its errors and its answer to null.
 func objectFields(body []byte) (map[string]json.RawMessage, error) {
-	i := skipSpace(body, 0)
-	if i == len(body) || body[i] != '{' || !json.Valid(body) {
-		var fields map[string]json.RawMessage
-		err := json.Unmarshal(body, &fields)
-		return fields, err
-	}
-	// body is a valid object from here on, so every index below is in range.
-	fields := make(map[string]json.RawMessage, len(eventFields))
-	i = skipSpace(body, i+1)
-	if body[i] == '}' {
+	if fields, ok := splitObject(body); ok {
 		return fields, nil
 	}
-	for {
-		end := stringEnd(body, i)
-		key := body[i:end]
-		var name string
-		if bytes.IndexByte(key, '\\') < 0 && utf8.Valid(key) {
-			name = string(key[1 : len(key)-1])
-		} else if err := json.Unmarshal(key, &name); err != nil {
-			return nil, err
-		}
-		i = skipSpace(body, skipSpace(body, end)+1) // past the colon
-		end = valueEnd(body, i)
-		fields[name] = body[i:end:end]
-		i = skipSpace(body, end)
-		if body[i] == '}' {
-			return fields, nil
-		}
-		i = skipSpace(body, i+1) // past the comma
-	}
+	var fields map[string]json.RawMessage
+	err := json.Unmarshal(body, &fields)
+	return fields, err
 }
 
-func skipSpace(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
+// splitObject is objectFields for a body that is certainly a valid object.
+func splitObject(body []byte) (map[string]json.RawMessage, bool) {
+	s := jsonscan.New(body)
+	if !s.Next('{') || !s.Enter() {
+		return nil, false
 	}
-	return i
-}
-
-// stringEnd returns the index just past the string that starts at b[i].
-func stringEnd(b []byte, i int) int {
-	for j := i + 1; ; j++ {
-		switch b[j] {
-		case '\\':
-			j++
-		case '"':
-			return j + 1
-		}
-	}
-}
-
-// valueEnd returns the index just past the value that starts at b[i].
-func valueEnd(b []byte, i int) int {
-	switch b[i] {
-	case '"':
-		return stringEnd(b, i)
-	case '{', '[':
-		depth := 0
-		for j := i; ; {
-			switch b[j] {
-			case '"':
-				j = stringEnd(b, j)
-				continue
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return j + 1
-				}
+	fields := make(map[string]json.RawMessage, len(eventFields))
+	if !s.Next('}') {
+		for {
+			s.WS()
+			keyStart := s.I
+			key, escaped, ok := s.Str()
+			if !ok {
+				return nil, false
 			}
-			j++
+			var name string
+			if !escaped && utf8.Valid(key) {
+				name = string(key)
+			} else if err := json.Unmarshal(body[keyStart:s.I], &name); err != nil {
+				return nil, false
+			}
+			if !s.Next(':') {
+				return nil, false
+			}
+			s.WS()
+			start := s.I
+			if !s.Value() {
+				return nil, false
+			}
+			fields[name] = body[start:s.I:s.I]
+			if s.Next(',') {
+				continue
+			}
+			if !s.Next('}') {
+				return nil, false
+			}
+			break
 		}
-	default: // a number, true, false or null
-		j := i
-		for j < len(b) && b[j] != ',' && b[j] != '}' && b[j] != ']' && b[j] != ' ' && b[j] != '\t' && b[j] != '\n' && b[j] != '\r' {
-			j++
-		}
-		return j
 	}
+	s.WS()
+	return fields, s.Done()
 }

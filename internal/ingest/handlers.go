@@ -87,10 +87,10 @@ func acceptedBody(r dispatch.EnqueueResult) []byte {
 // handleEvents serves POST /v1/namespaces/{namespace}/events.
 func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	namespace := r.PathValue("namespace")
-	// The namespace goes into each log call rather than through WithValues,
+	// The request's context carries the logger (see Start and Handler). The
+	// namespace goes into each log call rather than through WithValues,
 	// which would cost every request a logger copy even when nothing is logged.
-	ctx := logr.NewContext(r.Context(), s.log)
-	if apiErr := s.serveEvents(ctx, w, r, namespace); apiErr != nil {
+	if apiErr := s.serveEvents(r.Context(), w, r, namespace); apiErr != nil {
 		if apiErr.status == http.StatusUnauthorized {
 			challenge := `Bearer realm="webhook-operator"`
 			if r.Header.Get("Authorization") != "" {

@@ -136,9 +136,12 @@ func New(opts Options) (*Server, error) {
 }
 
 // Handler returns the server's HTTP handler, for tests and for serving it
-// from another http.Server.
+// from another http.Server. It puts the server's logger in each request's
+// context, as Start does once for all of them through BaseContext.
 func (s *Server) Handler() http.Handler {
-	return s.handler
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.handler.ServeHTTP(w, r.WithContext(logr.NewContext(r.Context(), s.log)))
+	})
 }
 
 // Addr returns the address the server listens on, such as
@@ -183,8 +186,9 @@ func (s *Server) Start(ctx context.Context) error {
 		WriteTimeout:      writeTimeout,
 		IdleTimeout:       idleTimeout,
 		// Requests keep running on shutdown: their context is not
-		// cancelled when ctx is.
-		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		// cancelled when ctx is. It carries the logger, for the handlers
+		// and the Authenticator.
+		BaseContext: func(net.Listener) context.Context { return logr.NewContext(context.WithoutCancel(ctx), s.log) },
 		ErrorLog:    slog.NewLogLogger(logr.ToSlogHandler(s.log), slog.LevelError),
 	}
 	s.log.Info("Serving the ingestion API", "address", s.addr)

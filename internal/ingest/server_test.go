@@ -948,6 +948,38 @@ func TestRequestLogsNameTheNamespace(t *testing.T) {
 		lines = append(lines, args)
 	}, funcr.Options{Verbosity: 1})
 	ts := newTestServer(t, func(o *Options) { o.Logger = log })
+	// Served by Start, whose requests get the logger from BaseContext.
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ts.Start(ctx) }()
+	defer func() { cancel(); <-done }()
+	for deadline := time.Now().Add(10 * time.Second); ts.Addr() == ""; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("not listening after 10s")
+		}
+	}
+	req, _ := http.NewRequest(http.MethodPost, "http://"+ts.Addr()+"/v1/namespaces/shop/events", strings.NewReader(validEvent))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST through Start = %d", resp.StatusCode)
+	}
+	mu.Lock()
+	served := slices.ContainsFunc(lines, func(l string) bool {
+		return strings.Contains(l, `"msg"="Accepted events"`) && strings.Contains(l, `"namespace"="shop"`)
+	})
+	lines = nil
+	mu.Unlock()
+	if !served {
+		t.Error(`a request served by Start logged no "Accepted events" line`)
+	}
+
+	// Served by Handler.
 	ts.do(t, request{path: "/v1/namespaces/shop/events", contentType: "application/json", body: validEvent})
 	ts.do(t, request{path: "/v1/namespaces/shop/events", contentType: "application/json", body: validEvent, auth: "Bearer wrong"})
 	ts.enq.mu.Lock()
