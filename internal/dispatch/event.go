@@ -125,7 +125,6 @@ func inspect(data []byte) (compact, plain bool) {
 	return compact, plain
 }
 
-
 // EnqueueResult says what became of one enqueued event.
 type EnqueueResult struct {
 	// ID is the event's webhook-id.

@@ -44,7 +44,7 @@ func sendDispatcher(t testing.TB) *Dispatcher {
 func TestSendMakesOneSignedPost(t *testing.T) {
 	type seen struct {
 		method, uri, body string
-		header           http.Header
+		header            http.Header
 	}
 	got := make(chan seen, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
