@@ -267,6 +267,8 @@ func timedPass(ctx context.Context, rcv *receiver, c, posts, n int, profile stri
 		stopProfile = startProfile(profile)
 	}
 	defer stopProfile()
+	// Garbage the previous pass left is collected now, not on this pass's time.
+	runtime.GC()
 	cpu0, heap0 := processCPU(), heapAllocs()
 	start := time.Now()
 	failed, ferr := runPosters(ctx, c, posts, func(i int) error {

@@ -153,7 +153,7 @@ func malformed(body []byte, err error) *apiError {
 
 // optionalString decodes a field that must be a string when present. null
 // counts as absent. On a wrong type, err describes the JSON kind found.
-func optionalString(raw json.RawMessage) (s string, present bool, err error) {
+func optionalString(raw json.RawMessage) (string, bool, error) {
 	if raw == nil || jsonKind(raw) == "null" {
 		return "", false, nil
 	}
@@ -161,6 +161,8 @@ func optionalString(raw json.RawMessage) (s string, present bool, err error) {
 		// A valid string without escapes is its bytes between the quotes.
 		return string(raw[1 : len(raw)-1]), true, nil
 	}
+	// Only this path needs a string on the heap for json.Unmarshal to fill.
+	var s string
 	if err := json.Unmarshal(raw, &s); err != nil {
 		return "", false, errors.New(jsonKind(raw))
 	}

@@ -39,7 +39,7 @@ func splitObject(body []byte) (map[string]json.RawMessage, bool) {
 			}
 			var name string
 			if !escaped && utf8.Valid(key) {
-				name = string(key)
+				name = fieldName(key)
 			} else if err := json.Unmarshal(body[keyStart:s.I], &name); err != nil {
 				return nil, false
 			}
@@ -63,4 +63,14 @@ func splitObject(body []byte) (map[string]json.RawMessage, bool) {
 	}
 	s.WS()
 	return fields, s.Done()
+}
+
+// fieldName is string(key), without an allocation for an event's own fields.
+func fieldName(key []byte) string {
+	for _, f := range eventFields {
+		if string(key) == f {
+			return f
+		}
+	}
+	return string(key)
 }
