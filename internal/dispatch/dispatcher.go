@@ -50,7 +50,9 @@ type Options struct {
 	// GroupCommitDelay is how long, with the embedded server, a write of
 	// deliveries to an endpoint waits for more to join it when the write
 	// before it carried several (the endpoint is busy); a write after a
-	// single delivery never waits. Default 1ms; negative disables it.
+	// single delivery never waits. The outcome recorder waits as long, after
+	// a message of several deliveries, for the next message's outcomes to
+	// share its write. Default 1ms; negative disables both.
 	GroupCommitDelay time.Duration
 	// Metrics receives delivery metrics; nil disables them.
 	Metrics *Metrics
@@ -75,6 +77,9 @@ type Dispatcher struct {
 	// transport is opts.HTTPClient's; userAgent is the header's value.
 	transport http.RoundTripper
 	userAgent []string
+	// recorderDelay is how long the outcome recorder waits for more under
+	// load: the group commit delay (0: never).
+	recorderDelay time.Duration
 
 	mu      sync.Mutex
 	workers map[types.NamespacedName]*endpointWorker
@@ -139,18 +144,19 @@ func New(opts Options) (*Dispatcher, error) {
 		transport = http.DefaultTransport
 	}
 	return &Dispatcher{
-		opts:      opts,
-		transport: transport,
-		userAgent: []string{opts.UserAgent},
-		js:        opts.Store.JetStream(),
-		workers:   map[types.NamespacedName]*endpointWorker{},
-		gone:      map[types.UID]int64{},
-		handled:   map[string]string{},
-		wanted:    map[types.NamespacedName]time.Time{},
-		wake:      make(chan struct{}, 1),
-		batcher:   batcherFor(opts.Store, max(opts.GroupCommitDelay, 0)),
-		outcomes:  make(chan pendingOutcome, 4*maxOutcomeBatch),
-		baseCtx:   context.Background(),
+		opts:          opts,
+		transport:     transport,
+		userAgent:     []string{opts.UserAgent},
+		recorderDelay: max(opts.GroupCommitDelay, 0),
+		js:            opts.Store.JetStream(),
+		workers:       map[types.NamespacedName]*endpointWorker{},
+		gone:          map[types.UID]int64{},
+		handled:       map[string]string{},
+		wanted:        map[types.NamespacedName]time.Time{},
+		wake:          make(chan struct{}, 1),
+		batcher:       batcherFor(opts.Store, max(opts.GroupCommitDelay, 0)),
+		outcomes:      make(chan pendingOutcome, 4*maxOutcomeBatch),
+		baseCtx:       context.Background(),
 	}, nil
 }
 

@@ -77,8 +77,34 @@ func (d *Dispatcher) runOutcomeRecorder(quit <-chan struct{}) {
 				break fill
 			}
 		}
+		// Under load (a message's worth of outcomes at a time: its
+		// deliveries shared a group commit) wait up to the group commit
+		// delay for the next message's, so one write carries both. The
+		// deliveries are done; only their acknowledgement waits.
+		if d.recorderDelay > 0 && n > 1 && n < maxOutcomeBatch {
+			batch, n = d.lingerOutcomes(batch, n, quit)
+		}
 		d.storeOutcomes(batch)
 	}
+}
+
+// lingerOutcomes adds to batch what arrives within d.recorderDelay, until
+// it holds maxOutcomeBatch outcomes or quit is closed.
+func (d *Dispatcher) lingerOutcomes(batch []pendingOutcome, n int, quit <-chan struct{}) ([]pendingOutcome, int) {
+	timer := time.NewTimer(d.recorderDelay)
+	defer timer.Stop()
+	for n < maxOutcomeBatch {
+		select {
+		case p := <-d.outcomes:
+			batch = append(batch, p)
+			n += len(p.ocs)
+		case <-timer.C:
+			return batch, n
+		case <-quit:
+			return batch, n
+		}
+	}
+	return batch, n
 }
 
 // storeOutcomes publishes the batch as one message per endpoint (more when

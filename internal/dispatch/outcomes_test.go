@@ -281,3 +281,57 @@ func TestOutcomesEncodingRoundTripsAndReadsOlderMessages(t *testing.T) {
 		}
 	}
 }
+
+// Under load (outcomes of a message of several deliveries) the recorder
+// waits up to the group commit delay for the next message's outcomes; a
+// single outcome is stored at once.
+func TestOutcomeRecorderWaitsOnlyUnderLoad(t *testing.T) {
+	ctx := context.Background()
+	store, err := OpenStore(ctx, StoreOptions{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	d, err := New(Options{Registry: NewMemoryRegistry(), Store: store, HTTPClient: NewHTTPClient(nil), GroupCommitDelay: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	quit := make(chan struct{})
+	done := make(chan struct{})
+	go func() { defer close(done); d.runOutcomeRecorder(quit) }()
+	defer func() { close(quit); <-done }()
+	record := func(from, n int) chan error {
+		ocs := make([]*outcome, n)
+		for i := range ocs {
+			oc := finalOutcome(from + i)
+			ocs[i] = &oc
+		}
+		p := pendingOutcome{ocs: ocs, done: make(chan error, 1)}
+		d.outcomes <- p
+		return p.done
+	}
+	wait := func(what string, ch chan error) {
+		t.Helper()
+		select {
+		case err := <-ch:
+			if err != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: not stored within 10s", what)
+		}
+	}
+	wait("a single outcome", record(0, 1))
+	two := record(10, 2)
+	select {
+	case <-two:
+		t.Fatal("the outcomes of a message of two were stored without waiting for more")
+	case <-time.After(300 * time.Millisecond):
+	}
+	full := record(20, maxOutcomeBatch-2) // fills the write: the wait ends
+	wait("the outcomes of a message of two", two)
+	wait("the outcomes that filled the write", full)
+	if n := streamMsgs(t, store, StreamOutcomes); n != 2 {
+		t.Errorf("stored %d messages, want 2 (the single outcome, then one full write)", n)
+	}
+}
