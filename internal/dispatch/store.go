@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -70,6 +71,8 @@ type StoreOptions struct {
 	FailedRetention time.Duration
 	// IdempotencyWindow is how long an event ID is remembered (24h).
 	IdempotencyWindow time.Duration
+	// Logger says when OpenStore waits for a JetStream cluster still forming.
+	Logger logr.Logger
 }
 
 // Store is the connection to JetStream, and the embedded server when there is one.
@@ -92,6 +95,9 @@ func OpenStore(ctx context.Context, opts StoreOptions) (*Store, error) {
 	}
 	if opts.IdempotencyWindow <= 0 {
 		opts.IdempotencyWindow = 24 * time.Hour
+	}
+	if opts.Logger.GetSink() == nil {
+		opts.Logger = logr.Discard()
 	}
 	s := &Store{opts: opts}
 	connOpts := []nats.Option{
@@ -195,22 +201,69 @@ func (s *Store) ensure(ctx context.Context) error {
 		// aggregator deduplicates them (see dedupeKey).
 	}}
 	for _, cfg := range streams {
-		if _, err := s.js.CreateOrUpdateStream(ctx, cfg); err != nil {
+		if err := s.whileForming(ctx, func() error {
+			_, err := s.js.CreateOrUpdateStream(ctx, cfg)
+			return err
+		}); err != nil {
 			return fmt.Errorf("creating stream %s: %w", cfg.Name, err)
 		}
 	}
-	kv, err := s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      BucketStats,
-		Description: "Per-endpoint delivery counters, keyed by WebhookConfig UID",
-		Storage:     jetstream.FileStorage,
-		Replicas:    s.opts.Replicas,
-		History:     1,
-	})
-	if err != nil {
+	var kv jetstream.KeyValue
+	if err := s.whileForming(ctx, func() (err error) {
+		kv, err = s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      BucketStats,
+			Description: "Per-endpoint delivery counters, keyed by WebhookConfig UID",
+			Storage:     jetstream.FileStorage,
+			Replicas:    s.opts.Replicas,
+			History:     1,
+		})
+		return err
+	}); err != nil {
 		return fmt.Errorf("creating bucket %s: %w", BucketStats, err)
 	}
 	s.kv = kv
 	return nil
+}
+
+// formingWait bounds how long OpenStore waits for a JetStream cluster that
+// is still forming (its servers starting together with the managers, as a
+// Helm install or a rolling restart does) before it gives up.
+const formingWait = 2 * time.Minute
+
+// whileForming runs f until it succeeds, fails for a reason other than a
+// JetStream cluster still forming, ctx ends, or formingWait has passed.
+func (s *Store) whileForming(ctx context.Context, f func() error) error {
+	give := time.Now().Add(formingWait)
+	backoff := 100 * time.Millisecond
+	for {
+		err := f()
+		if err == nil || !clusterForming(err) || time.Now().After(give) {
+			return err
+		}
+		s.opts.Logger.Info("JetStream is not ready yet; retrying", "reason", err.Error(), "retryIn", backoff)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// clusterForming reports whether err says that JetStream cannot place or
+// serve a stream yet, as while its cluster is forming: no peers for the
+// replicas asked for (10005), the system temporarily unavailable (10008),
+// no leader to handle the request (10009), JetStream not answering at all
+// (503), or a request that timed out.
+func clusterForming(err error) bool {
+	if apiErr, ok := errors.AsType[*jetstream.APIError](err); ok {
+		switch apiErr.ErrorCode {
+		case 10005, 10008, 10009:
+			return true
+		}
+		return apiErr.Code == 503
+	}
+	return errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrNoResponders)
 }
 
 // Embedded reports whether the store is the manager's own embedded NATS

@@ -70,6 +70,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) (*Operator, error)
 	}
 	store, err := dispatch.OpenStore(ctx, dispatch.StoreOptions{
 		DataDir: cfg.DataDir, URL: cfg.NATSURL, Replicas: cfg.NATSReplicas, FailedRetention: cfg.FailedRetention,
+		Logger: mgr.GetLogger().WithName("store"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("opening the event store: %w", err)
