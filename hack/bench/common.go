@@ -421,3 +421,17 @@ func otherCPU(a, b cpuAccount) (other, steal time.Duration, ok bool) {
 	}
 	return max((b.busy-a.busy)-(b.own-a.own), 0), b.steal - a.steal, true
 }
+
+// warmUp posts n requests from n posters (send(i) posts the i-th) and waits
+// until the receiver has them, so the keep-alive connections on every hop
+// are open before anything is timed. The receiver is reset for n first.
+func warmUp(ctx context.Context, rcv *receiver, n int, send func(i int) error) error {
+	rcv.reset(n)
+	if _, err := runPosters(ctx, n, n, send); err != nil {
+		return fmt.Errorf("warm-up: %w", err)
+	}
+	if _, err := rcv.wait(ctx, 60*time.Second); err != nil {
+		return fmt.Errorf("warm-up: %w", err)
+	}
+	return nil
+}

@@ -90,18 +90,14 @@ func measureLatency(ctx context.Context, sz sizes) *result {
 	defer c.CloseIdleConnections()
 	url, hdr := p.EventsURL(), ingestHeader(staticToken)
 
-	rcv.reset(posters)
-	if _, err := runPosters(ctx, posters, posters, func(i int) error {
+	if err := warmUp(ctx, rcv, posters, func(i int) error {
 		code, rb, err := post(ctx, c, url, "application/json", eventJSON(1_000_000+i), hdr)
 		if err == nil && code != http.StatusAccepted {
 			err = fmt.Errorf("ingest answered %d: %s", code, rb)
 		}
 		return err
 	}); err != nil {
-		return res.fail(fmt.Errorf("warm-up: %w", err))
-	}
-	if _, err := rcv.wait(ctx, 60*time.Second); err != nil {
-		return res.fail(fmt.Errorf("warm-up: %w", err))
+		return res.fail(err)
 	}
 
 	n := int(float64(sz.LatencyRate) * sz.LatencyFor.Seconds())

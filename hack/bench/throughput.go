@@ -240,13 +240,8 @@ func baselineThroughput(ctx context.Context, sz sizes, keys [][]byte) (throughpu
 		return err
 	}
 
-	// Warm-up: one request per poster opens the connections.
-	rcv.reset(sz.C)
-	if _, err := runPosters(ctx, sz.C, sz.C, func(i int) error { return send("warm_"+strconv.Itoa(i), bodies[sz.N+i]) }); err != nil {
+	if err := warmUp(ctx, rcv, sz.C, func(i int) error { return send("warm_"+strconv.Itoa(i), bodies[sz.N+i]) }); err != nil {
 		return throughputRun{}, err
-	}
-	if _, err := rcv.wait(ctx, 30*time.Second); err != nil {
-		return throughputRun{}, fmt.Errorf("warm-up: %w", err)
 	}
 
 	rcv.reset(sz.N)
@@ -324,12 +319,8 @@ func operatorThroughput(ctx context.Context, sz sizes, keys [][]byte, batch int)
 		return err
 	}
 
-	rcv.reset(sz.C)
-	if _, err := runPosters(ctx, sz.C, sz.C, func(i int) error { return send(eventJSON(sz.N+i), false) }); err != nil {
-		return throughputRun{}, fmt.Errorf("warm-up: %w", err)
-	}
-	if _, err := rcv.wait(ctx, 60*time.Second); err != nil {
-		return throughputRun{}, fmt.Errorf("warm-up: %w", err)
+	if err := warmUp(ctx, rcv, sz.C, func(i int) error { return send(eventJSON(sz.N+i), false) }); err != nil {
+		return throughputRun{}, err
 	}
 
 	posts := sz.N / batch
