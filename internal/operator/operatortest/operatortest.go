@@ -15,11 +15,7 @@ import (
 	"time"
 
 	"k8s.io/client-go/rest"
-	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/config"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/wablast/webhook-operator/internal/dispatch"
 	"github.com/wablast/webhook-operator/internal/operator"
@@ -58,13 +54,7 @@ func Start(restCfg *rest.Config, ns string, cfg operator.Config, ready time.Dura
 	writes := &StatusWrites{}
 	rc := rest.CopyConfig(restCfg)
 	rc.Wrap(writes.wrap)
-	mgr, err := ctrl.NewManager(rc, ctrl.Options{
-		Scheme:                 testutil.Scheme(),
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		Cache:                  cache.Options{DefaultNamespaces: map[string]cache.Config{ns: {}}},
-		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
-	})
+	mgr, err := ctrl.NewManager(rc, testutil.InProcessManagerOptions(ns))
 	if err != nil {
 		return nil, err
 	}
