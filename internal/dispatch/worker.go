@@ -316,8 +316,9 @@ func (r *attemptResult) errorText(timeout time.Duration) string {
 
 // send makes one signed POST of body to the endpoint. The request goes
 // straight to the client's Transport: http.Client would add nothing used
-// here (redirects are never followed; see NewHTTPClient) but a copy of the
-// headers and URL per request, kept for redirects.
+// here but a copy of the headers and URL per request, kept for redirects,
+// which are never followed (see NewHTTPClient), and Basic auth from a URL's
+// user-info, which the API refuses.
 func (d *Dispatcher) send(ctx context.Context, ep *Endpoint, eventID string, body []byte) attemptResult {
 	u, err := ep.requestURL()
 	if err != nil {
@@ -342,7 +343,8 @@ func (d *Dispatcher) send(ctx context.Context, ep *Endpoint, eventID string, bod
 	start := time.Now()
 	resp, err := d.transport.RoundTrip(req)
 	if err != nil {
-		// As http.Client reports it, without the query and credentials.
+		// As http.Client reports it (any password redacted); errorText
+		// leaves the URL out of status.
 		err = &url.Error{Op: "Post", URL: u.Redacted(), Err: err}
 		_, refused := IsEgressRefused(err)
 		return attemptResult{err: err, refused: refused, duration: time.Since(start)}
