@@ -40,7 +40,7 @@ func splitObject(body []byte) (map[string]json.RawMessage, bool) {
 			var name string
 			if !escaped && utf8.Valid(key) {
 				name = fieldName(key)
-			} else if err := json.Unmarshal(body[keyStart:s.I], &name); err != nil {
+			} else if name, ok = unquote(body[keyStart:s.I]); !ok {
 				return nil, false
 			}
 			if !s.Next(':') {
@@ -63,6 +63,14 @@ func splitObject(body []byte) (map[string]json.RawMessage, bool) {
 	}
 	s.WS()
 	return fields, s.Done()
+}
+
+// unquote decodes a JSON string with escapes (a rare key); its own variable
+// keeps splitObject's on the stack.
+func unquote(raw []byte) (string, bool) {
+	var s string
+	err := json.Unmarshal(raw, &s)
+	return s, err == nil
 }
 
 // fieldName is string(key), without an allocation for an event's own fields.
