@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/testr"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -123,7 +124,10 @@ func (h *harness) start() {
 		h.t.Fatal(err)
 	}
 	h.store = store
-	opts := Options{Registry: h.reg, Store: store, HTTPClient: NewHTTPClient(h.egress), SyncInterval: 50 * time.Millisecond}
+	// Errors the dispatcher logs (a store write that failed, say) show in
+	// the output of a failing test.
+	opts := Options{Registry: h.reg, Store: store, HTTPClient: NewHTTPClient(h.egress), SyncInterval: 50 * time.Millisecond,
+		Logger: testr.NewWithOptions(h.t, testr.Options{Verbosity: 0})}
 	if h.tune != nil {
 		h.tune(&opts)
 	}
