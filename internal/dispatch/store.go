@@ -200,8 +200,9 @@ func (s *Store) ensure(ctx context.Context) error {
 		// No message IDs here: outcomes are stored in batches and the
 		// aggregator deduplicates them (see dedupeKey).
 	}}
+	give := time.Now().Add(formingWait) // for all of them together
 	for _, cfg := range streams {
-		if err := s.whileForming(ctx, func() error {
+		if err := s.whileForming(ctx, give, func() error {
 			_, err := s.js.CreateOrUpdateStream(ctx, cfg)
 			return err
 		}); err != nil {
@@ -209,7 +210,7 @@ func (s *Store) ensure(ctx context.Context) error {
 		}
 	}
 	var kv jetstream.KeyValue
-	if err := s.whileForming(ctx, func() (err error) {
+	if err := s.whileForming(ctx, give, func() (err error) {
 		kv, err = s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 			Bucket:      BucketStats,
 			Description: "Per-endpoint delivery counters, keyed by WebhookConfig UID",
@@ -231,9 +232,8 @@ func (s *Store) ensure(ctx context.Context) error {
 const formingWait = 2 * time.Minute
 
 // whileForming runs f until it succeeds, fails for a reason other than a
-// JetStream cluster still forming, ctx ends, or formingWait has passed.
-func (s *Store) whileForming(ctx context.Context, f func() error) error {
-	give := time.Now().Add(formingWait)
+// JetStream cluster still forming, ctx ends, or the time give has passed.
+func (s *Store) whileForming(ctx context.Context, give time.Time, f func() error) error {
 	backoff := 100 * time.Millisecond
 	for {
 		err := f()
