@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +11,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wablast/webhook-operator/internal/testutil"
 )
 
 func TestClusterFormingErrors(t *testing.T) {
@@ -35,23 +36,13 @@ func TestClusterFormingErrors(t *testing.T) {
 	}
 }
 
-func freeTCPPort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // OpenStore with three replicas waits for a JetStream cluster whose third
 // server is still starting (the R3 streams cannot be placed until it
 // joins), instead of failing the manager's start.
 func TestOpenStoreWaitsForAFormingCluster(t *testing.T) {
 	var ports, cports [3]int
 	for i := range 3 {
-		ports[i], cports[i] = freeTCPPort(t), freeTCPPort(t)
+		ports[i], cports[i] = testutil.FreePort(t), testutil.FreePort(t)
 	}
 	start := func(i int) *server.Server {
 		var routes []string

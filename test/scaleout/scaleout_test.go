@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -45,15 +44,6 @@ const (
 	token  = "scaleout-token-0123456789abcdef"
 	total  = 10000
 )
-
-func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 // natsCluster is three in-process JetStream servers routed together.
 type natsCluster struct {
@@ -191,7 +181,7 @@ func TestThreeReplicasOnANATSCluster(t *testing.T) {
 	// The NATS cluster.
 	nc := &natsCluster{t: t}
 	for i := range 3 {
-		nc.ports[i], nc.cports[i], nc.dirs[i] = freePort(t), freePort(t), t.TempDir()
+		nc.ports[i], nc.cports[i], nc.dirs[i] = testutil.FreePort(t), testutil.FreePort(t), t.TempDir()
 	}
 	var wg sync.WaitGroup
 	for i := range 3 {
