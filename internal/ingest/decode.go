@@ -103,10 +103,6 @@ func (d decoder) decode(body []byte) (dispatch.Event, *apiError) {
 	if !ok {
 		return dispatch.Event{}, invalid("data is required: the event's payload as a JSON object")
 	}
-	if k := jsonKind(data); k != "object" {
-		return dispatch.Event{}, invalid("data must be a JSON object, got %s", k)
-	}
-
 	typ, ok := catalog.Lookup(typeName)
 	if !ok {
 		return dispatch.Event{}, newError(http.StatusUnprocessableEntity, CodeUnknownEventType,
@@ -115,6 +111,20 @@ func (d decoder) decode(body []byte) (dispatch.Event, *apiError) {
 	if typ.Reserved {
 		return dispatch.Event{}, newError(http.StatusUnprocessableEntity, CodeReservedEventType,
 			fmt.Sprintf("event type %q is reserved for test deliveries sent by the operator and cannot be posted", typ.Name))
+	}
+	// data not being an object, or holding a duplicate name, is data not
+	// matching its schema: 422, after the type is known.
+	if k := jsonKind(data); k != "object" {
+		return dispatch.Event{}, newError(http.StatusUnprocessableEntity, CodeSchemaViolation,
+			fmt.Sprintf("data must be a JSON object, got %s", k))
+	}
+	if path, key, dup := duplicateKey(data); dup {
+		if path == "" {
+			path = "/"
+		}
+		return dispatch.Event{}, newError(http.StatusUnprocessableEntity, CodeSchemaViolation,
+			fmt.Sprintf("data has the member %s twice in the object at %s: parsers disagree on which value counts, so duplicate names are refused",
+				strconv.Quote(truncate(key, 64)), path))
 	}
 	if err := typ.Validate(data); err != nil {
 		return dispatch.Event{}, newError(http.StatusUnprocessableEntity, CodeSchemaViolation, err.Error())

@@ -411,11 +411,23 @@ func (s *Server) handleReadyz(w http.ResponseWriter, _ *http.Request) {
 }
 
 // lineReader splits a body into lines, bounding the memory a line may use.
+// Every line it returns owns its bytes: the decoder's events point into
+// their lines (data is not copied again), so a line must never be
+// overwritten by the next one.
 type lineReader struct {
 	r     *bufio.Reader
 	limit int64
-	buf   []byte
+	// buf assembles a line that spans several reads; it is reused.
+	buf []byte
+	// arena holds the lines returned so far; a full arena is replaced, never
+	// reused, so returned lines stay intact.
+	arena []byte
 }
+
+// lineArenaSize is the size of a lineReader's arena: lines are copied into
+// chunks this big (or one of their own when larger), one allocation for
+// many small lines.
+const lineArenaSize = 32 << 10
 
 func newLineReader(r io.Reader, limit int64) *lineReader {
 	return &lineReader{r: bufio.NewReaderSize(r, 64<<10), limit: limit}
@@ -457,5 +469,19 @@ func (l *lineReader) next() (line []byte, oversize bool, err error) {
 	if !oversize && int64(len(line)) > l.limit {
 		oversize, line = true, nil
 	}
-	return line, oversize, nil
+	if oversize {
+		return nil, true, nil
+	}
+	return l.own(line), false, nil
+}
+
+// own copies line into the arena and returns the copy, which no later line
+// overwrites.
+func (l *lineReader) own(line []byte) []byte {
+	if len(line) > cap(l.arena)-len(l.arena) {
+		l.arena = make([]byte, 0, max(lineArenaSize, len(line)))
+	}
+	start := len(l.arena)
+	l.arena = append(l.arena, line...)
+	return l.arena[start:len(l.arena):len(l.arena)]
 }

@@ -273,13 +273,25 @@ func TestErrorsNameTheProblem(t *testing.T) {
 			req:    request{contentType: "application/json", body: `{"type":"message.sent"}`},
 			status: 400, code: CodeInvalidEvent, message: "data is required",
 		},
-		"data that is not an object is a 400": {
+		"data that is not an object is a 422": {
 			req:    request{contentType: "application/json", body: `{"type":"message.sent","data":["m1"]}`},
-			status: 400, code: CodeInvalidEvent, message: "data must be a JSON object, got array",
+			status: 422, code: CodeSchemaViolation, message: "data must be a JSON object, got array",
 		},
-		"null data is a 400": {
+		"null data is a 422": {
 			req:    request{contentType: "application/json", body: `{"type":"message.sent","data":null}`},
-			status: 400, code: CodeInvalidEvent, message: "data must be a JSON object, got null",
+			status: 422, code: CodeSchemaViolation, message: "data must be a JSON object, got null",
+		},
+		"a duplicate name in data is a 422 naming it": {
+			req:    request{contentType: "application/json", body: `{"type":"message.sent","data":{"messageId":"m1","sessionId":"s1","to":"+6281234567890","to":"not a number"}}`},
+			status: 422, code: CodeSchemaViolation, message: `data has the member "to" twice in the object at /:`,
+		},
+		"a duplicate name written with an escape is a 422": {
+			req:    request{contentType: "application/json", body: `{"type":"message.sent","data":{"messageId":"m1","sessionId":"s1","to":"+6281234567890","t\u006f":"x"}}`},
+			status: 422, code: CodeSchemaViolation, message: `data has the member "to" twice in the object at /:`,
+		},
+		"a duplicate name deep inside data is a 422 naming its path": {
+			req:    request{contentType: "application/json", body: `{"type":"message.sent","data":{"messageId":"m1","sessionId":"s1","to":"+6281234567890","x":[1,{"a/b":{"k":1,"k":2}}]}}`},
+			status: 422, code: CodeSchemaViolation, message: `data has the member "k" twice in the object at /x/1/a~1b:`,
 		},
 		"an unknown top-level field is a 400 naming it": {
 			req:    request{contentType: "application/json", body: `{"type":"message.sent","data":` + validData + `,"Data":{},"extra":1}`},
@@ -310,8 +322,12 @@ func TestErrorsNameTheProblem(t *testing.T) {
 			status: 400, code: CodeInvalidEvent, message: "timestamp must be an RFC 3339 string",
 		},
 		"a malformed event of an unknown type is a 400, not a 422": {
+			req:    request{contentType: "application/json", body: `{"type":"nope","id":""}`},
+			status: 400, code: CodeInvalidEvent, message: "id must not be empty",
+		},
+		"data that is not an object, of an unknown type, is a 422 for the type": {
 			req:    request{contentType: "application/json", body: `{"type":"nope","data":[]}`},
-			status: 400, code: CodeInvalidEvent, message: "data must be a JSON object",
+			status: 422, code: CodeUnknownEventType, message: `unknown event type "nope"`,
 		},
 		"a wrong content type is a 415": {
 			req:    request{contentType: "text/plain", body: validEvent},
