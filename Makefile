@@ -59,7 +59,7 @@ bench: build envtest-bin ## Run the benchmarks (about 5 minutes; use a quiet mac
 
 .PHONY: fuzz
 # FUZZ_TARGETS are package:target pairs; each is fuzzed for FUZZTIME in turn.
-FUZZ_TARGETS = ./internal/ingest/:FuzzDecodeEvent ./internal/ingest/:FuzzObjectFields \
+FUZZ_TARGETS = ./internal/ingest/:FuzzDecodeEvent ./internal/ingest/:FuzzBatchLinesKeepTheirData ./internal/ingest/:FuzzObjectFields \
 	./internal/jsonscan/:FuzzScannerAgreesWithEncodingJSON ./internal/catalog/:FuzzFastCheckNeverTakesInvalidData \
 	./internal/dispatch/:FuzzCanonicalDataIsWhatEncodingJSONWrites
 

@@ -81,7 +81,7 @@ type apiErrorCode struct {
 // errorCodes are the ingestion API's errors, in status order.
 var errorCodes = []apiErrorCode{
 	{400, ingest.CodeMalformedJSON, "The body (or a batch line) is not JSON, not UTF-8, not a JSON object, or holds more than one value."},
-	{400, ingest.CodeInvalidEvent, "The event object is malformed: `type` missing or not a string, `data` missing or not an object, a bad `id` or `timestamp`, or a top-level field other than `id`, `type`, `timestamp`, `data`."},
+	{400, ingest.CodeInvalidEvent, "The event object is malformed: `type` missing or not a string, `data` missing, a bad `id` or `timestamp`, or a top-level field other than `id`, `type`, `timestamp`, `data`."},
 	{400, ingest.CodeInvalidBatch, "One or more lines of a batch are bad; `lines` lists them and `details` says why. Nothing of the batch was accepted."},
 	{400, ingest.CodeInvalidNamespace, "The namespace in the path is not a valid namespace name."},
 	{401, ingest.CodeUnauthenticated, "No `Authorization: Bearer` header, or a token that is neither a valid Kubernetes token nor a static ingest token. Comes with `WWW-Authenticate: Bearer`."},
@@ -93,7 +93,7 @@ var errorCodes = []apiErrorCode{
 	{415, ingest.CodeUnsupportedMediaType, "`Content-Type` is neither `application/json` nor `application/x-ndjson`, or names a charset other than UTF-8."},
 	{422, ingest.CodeUnknownEventType, "`type` is not one of the event types below."},
 	{422, ingest.CodeReservedEventType, "`type` is `webhook.test`, which only the operator sends."},
-	{422, ingest.CodeSchemaViolation, "`data` does not match the type's schema; the message names the JSON Pointer of the first violation, such as `/to`."},
+	{422, ingest.CodeSchemaViolation, "`data` does not match the type's schema: it is not a JSON object, it names the same member twice in one object (parsers disagree on which value counts, so the schema could have checked the other one; the message names the member and the object's JSON Pointer), or it violates the schema (the message names the JSON Pointer of the first violation, such as `/to`)."},
 	{500, ingest.CodeInternal, "A bug in the dispatcher. Nothing is known to be accepted; retry with the same ids."},
 	{503, ingest.CodeStoreUnavailable, "The event store did not acknowledge the events. Nothing is known to be accepted; retry (after `Retry-After` seconds) with the same ids."},
 	{503, ingest.CodeAuthUnavailable, "The token could not be checked because the Kubernetes API did not answer. Retry."},

@@ -11,8 +11,8 @@ const (
 	// a JSON object.
 	CodeMalformedJSON = "malformed_json"
 	// CodeInvalidEvent (400): the event object is malformed: a missing or
-	// empty type, missing or non-object data, a bad id or timestamp, an
-	// unknown top-level field.
+	// empty type, missing data, a bad id or timestamp, an unknown top-level
+	// field.
 	CodeInvalidEvent = "invalid_event"
 	// CodeInvalidBatch (400): one or more lines of a batch are bad; the error
 	// names them and nothing of the batch was accepted.
@@ -44,8 +44,9 @@ const (
 	// CodeReservedEventType (422): the type is webhook.test, which only the
 	// operator sends.
 	CodeReservedEventType = "reserved_event_type"
-	// CodeSchemaViolation (422): data does not match its type's schema; the
-	// message names the JSON Pointer of the violation.
+	// CodeSchemaViolation (422): data does not match its type's schema: it
+	// is not an object, names a member twice in one object, or violates the
+	// schema; the message names the JSON Pointer of the violation.
 	CodeSchemaViolation = "schema_violation"
 	// CodeInternal (500): a bug; nothing was accepted.
 	CodeInternal = "internal_error"
