@@ -45,6 +45,7 @@ func run() error {
 	var (
 		metricsAddr          string
 		probeAddr            string
+		pprofAddr            string
 		leaderElect          bool
 		leaderElectNamespace string
 		cfg                  operator.Config
@@ -52,6 +53,7 @@ func run() error {
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "The address the metrics endpoint binds to; \"0\" disables it.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "The address the health and readiness probes bind to.")
+	flag.StringVar(&pprofAddr, "pprof-bind-address", "0", "The address Go's pprof handlers (/debug/pprof/) bind to, for finding where memory and CPU go; \"0\" (the default) disables them. Bind it to loopback only: profiles show the process's internals.")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "Enable leader election: only the leader reconciles and writes status; every replica delivers.")
 	flag.StringVar(&leaderElectNamespace, "leader-election-namespace", "", "The namespace of the leader election Lease; defaults to the pod's namespace.")
 	flag.StringVar(&cfg.DataDir, "data-dir", "/var/lib/webhook-operator", "The embedded NATS JetStream file store directory.")
@@ -61,6 +63,7 @@ func run() error {
 	flag.Var(&deny, "egress-deny-cidrs", "Comma-separated CIDRs deliveries may never reach; wins over --egress-allow-cidrs.")
 	flag.DurationVar(&cfg.StatusFlushInterval, "status-flush-interval", 5*time.Second, "How often delivery counters are written into status, at most once per resource.")
 	flag.DurationVar(&cfg.FailedRetention, "failed-retention", 7*24*time.Hour, "How long deliveries that failed for good are kept for replay.")
+	flag.DurationVar(&cfg.IdempotencyWindow, "idempotency-window", 24*time.Hour, "How long an event id posted by a producer is remembered: the same id posted again within it is accepted once and delivered once.")
 	flag.StringVar(&cfg.IngestAddr, "ingest-bind-address", ":8082", "The address the ingestion API binds to.")
 	flag.Int64Var(&cfg.MaxEventBytes, "max-event-bytes", 262144, "The size limit of one event posted to the ingestion API.")
 	flag.DurationVar(&cfg.AuthCacheTTL, "ingest-auth-cache-ttl", 10*time.Second, "How long ingestion authentication and authorization decisions are cached.")
@@ -90,6 +93,7 @@ func run() error {
 		Scheme:                  scheme,
 		Metrics:                 metricsserver.Options{BindAddress: metricsAddr},
 		HealthProbeBindAddress:  probeAddr,
+		PprofBindAddress:        pprofAddr,
 		LeaderElection:          leaderElect,
 		LeaderElectionID:        "webhook-operator.webhooks.wablast.io",
 		LeaderElectionNamespace: leaderElectNamespace,

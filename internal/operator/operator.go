@@ -39,6 +39,9 @@ type Config struct {
 	StatusFlushInterval time.Duration
 	// FailedRetention is how long deliveries that failed for good are kept for replay.
 	FailedRetention time.Duration
+	// IdempotencyWindow is how long an event id posted by a producer is
+	// remembered (24h when zero).
+	IdempotencyWindow time.Duration
 	// MaxConcurrentReconciles of the WebhookConfig controller.
 	MaxConcurrentReconciles int
 	// IngestAddr is the ingestion API's listen address; "127.0.0.1:0" picks a port.
@@ -70,7 +73,8 @@ func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) (*Operator, error)
 	}
 	store, err := dispatch.OpenStore(ctx, dispatch.StoreOptions{
 		DataDir: cfg.DataDir, URL: cfg.NATSURL, Replicas: cfg.NATSReplicas, FailedRetention: cfg.FailedRetention,
-		Logger: mgr.GetLogger().WithName("store"),
+		IdempotencyWindow: cfg.IdempotencyWindow,
+		Logger:            mgr.GetLogger().WithName("store"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("opening the event store: %w", err)
