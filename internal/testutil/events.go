@@ -20,27 +20,53 @@ import (
 // has a timestamp with microseconds and an offset. prefix makes the ids
 // (prefix-<i>) and the data unique across calls.
 func VariedEvents(prefix string, n int) []Posted {
+	out := make([]Posted, n)
+	for i := range out {
+		out[i] = VariedEvent(prefix, i)
+	}
+	return out
+}
+
+// VariedEvent returns event i of VariedEvents(prefix, n) (any n > i): id
+// prefix-<i>, data and timestamp built the same way. With types, its type
+// is types[i%len(types)] instead, and its data is built from that type's
+// example: each must be a type a producer may post. Tests that make their
+// events one at a time, or whose endpoints subscribe to some types only,
+// use it; data stays distinct across prefixes and indexes.
+func VariedEvent(prefix string, i int, types ...string) Posted {
+	var t catalog.Type
+	if len(types) == 0 {
+		all := postableTypes()
+		t = all[i%len(all)]
+	} else {
+		var ok bool
+		if t, ok = catalog.Lookup(types[i%len(types)]); !ok || t.Reserved {
+			panic(fmt.Sprintf("VariedEvent: %q is not a type a producer may post", types[i%len(types)]))
+		}
+	}
+	ev := Posted{
+		ID:   fmt.Sprintf("%s-%d", prefix, i),
+		Type: t.Name,
+		Data: variedData(t, prefix, i),
+	}
+	if i%3 == 1 {
+		ts := time.Date(2026, 11, 28, 10, 15, 2, 0, time.FixedZone("", 7*3600)).
+			Add(time.Duration(i) * 1234567 * time.Microsecond / 1000)
+		ev.Timestamp = ts.Format(time.RFC3339Nano)
+	}
+	return ev
+}
+
+// postableTypes returns the catalog's types a producer may post, in
+// catalog order.
+func postableTypes() []catalog.Type {
 	var types []catalog.Type
 	for _, t := range catalog.Types() {
 		if !t.Reserved {
 			types = append(types, t)
 		}
 	}
-	out := make([]Posted, n)
-	for i := range out {
-		t := types[i%len(types)]
-		out[i] = Posted{
-			ID:   fmt.Sprintf("%s-%d", prefix, i),
-			Type: t.Name,
-			Data: variedData(t, prefix, i),
-		}
-		if i%3 == 1 {
-			ts := time.Date(2026, 11, 28, 10, 15, 2, 0, time.FixedZone("", 7*3600)).
-				Add(time.Duration(i) * 1234567 * time.Microsecond / 1000)
-			out[i].Timestamp = ts.Format(time.RFC3339Nano)
-		}
-	}
-	return out
+	return types
 }
 
 // notes are strings of the kinds a content check must see survive.

@@ -108,3 +108,37 @@ func TestVariedEventsRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+func TestSendSignedEnvelopePassesAndAnotherEventsDataFails(t *testing.T) {
+	evs := VariedEvents("s", 6)
+	evs = append(evs, VariedEvent("s", 6, "message.failed"))
+	if evs[6].Type != "message.failed" || evs[6].ID != "s-6" {
+		t.Fatalf("VariedEvent with a type: %+v", evs[6])
+	}
+	ledger := NewLedger()
+	ledger.Add(evs...)
+	rc, err := NewReceiver(oracleSecret, ledger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(rc)
+	defer srv.Close()
+	for _, ev := range evs {
+		if code, err := SendSigned(srv.URL, oracleSecret, ev.ID, Envelope(ev)); err != nil || code != http.StatusNoContent {
+			t.Fatalf("SendSigned: %d %v", code, err)
+		}
+	}
+	if err := rc.CheckAll(ledger.IDs()); err != nil {
+		t.Fatal(err)
+	}
+	// Event 1's data under event 0's type and id.
+	swapped := evs[0]
+	swapped.Data = evs[1].Data
+	if _, err := SendSigned(srv.URL, oracleSecret, "s-7", Envelope(swapped)); err != nil {
+		t.Fatal(err)
+	}
+	ledger.Add(Posted{ID: "s-7", Type: evs[0].Type, Data: evs[0].Data})
+	if err := rc.Check(); err == nil || !strings.Contains(err.Error(), "data") {
+		t.Fatalf("Check = %v, want another event's data refused", err)
+	}
+}

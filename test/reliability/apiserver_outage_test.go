@@ -164,8 +164,9 @@ func apiServerHostPort(t *testing.T) string {
 // TestAPIServerOutage cuts the manager off the API server (a TCP proxy
 // between them is closed: connections reset, new ones refused) for 30 s
 // (10 s with -short). Events posted during the outage are accepted (the
-// auth decision was cached before) and delivered during the outage, and
-// status catches up once the API server is reachable again.
+// auth decision was cached before) and delivered during the outage, each
+// with exactly the content posted, and status catches up once the API
+// server is reachable again.
 func TestAPIServerOutage(t *testing.T) {
 	outage := 30 * time.Second
 	if testing.Short() {
@@ -175,7 +176,7 @@ func TestAPIServerOutage(t *testing.T) {
 	ns := env.Namespace(t)
 	token := randomToken()
 	createIngestToken(t, ns, token)
-	rc := newReceiver(t, answerOK)
+	rc := newReceiver(t, testutil.NewLedger(), answerOK)
 	createEndpoint(t, ns, "crm", rc.URL+"/hooks/wa", policy{initialBackoff: 1})
 	m := startManager(t, managerOptions{
 		kubeconfig: proxiedKubeconfig(t, proxy.addr),
@@ -188,7 +189,7 @@ func TestAPIServerOutage(t *testing.T) {
 	// Warm the auth cache, and see one delivery counted in status.
 	var all []string
 	warm := idRange("warm", 0, 1)
-	if code, body, err := post(m.IngestAddr, ns, token, "application/x-ndjson", ndjson(warm)); code != http.StatusAccepted {
+	if _, code, body, err := postEvents(m.IngestAddr, ns, token, rc.ledger, events(warm, ""), true, false); code != http.StatusAccepted || err != nil {
 		t.Fatalf("warm-up post: %d %s %v", code, body, err)
 	}
 	all = append(all, warm...)
@@ -207,9 +208,9 @@ func TestAPIServerOutage(t *testing.T) {
 	var lastPost time.Time
 	for i := 0; time.Since(cutAt) < outage-3*time.Second; i++ {
 		ids := idRange("outage", i*10, 10)
-		code, body, err := post(m.IngestAddr, ns, token, "application/x-ndjson", ndjson(ids))
+		_, code, body, err := postEvents(m.IngestAddr, ns, token, rc.ledger, events(ids, ""), true, false)
 		codes[code]++
-		if code != http.StatusAccepted {
+		if code != http.StatusAccepted || err != nil {
 			t.Errorf("post during the outage: %d %s %v", code, body, err)
 		} else {
 			during = append(during, ids...)
@@ -243,7 +244,7 @@ func TestAPIServerOutage(t *testing.T) {
 		outage, len(during), codes, slowest.Round(time.Millisecond), lastPost.Sub(cutAt).Round(time.Millisecond), m.Running())
 
 	after := idRange("after", 0, 10)
-	if code, body, err := post(m.IngestAddr, ns, token, "application/x-ndjson", ndjson(after)); code != http.StatusAccepted {
+	if _, code, body, err := postEvents(m.IngestAddr, ns, token, rc.ledger, events(after, ""), true, false); code != http.StatusAccepted || err != nil {
 		t.Fatalf("post after the outage: %d %s %v", code, body, err)
 	}
 	all = append(all, after...)
@@ -261,6 +262,7 @@ func TestAPIServerOutage(t *testing.T) {
 	if miss := missing(rc, all); len(miss) > 0 {
 		t.Errorf("%d events never delivered: %v", len(miss), firstN(miss, 5))
 	}
+	rc.checkContent(t, "apiserver outage", all)
 	flushErrors := len(grepLog(m.LogText(), "Writing delivery status failed"))
 	t.Logf("RESULT apiserver outage: status caught up %s after the API server came back (status read during the outage said %s); %d status write errors logged",
 		catchUp.Round(time.Millisecond), duringStatus, flushErrors)

@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,14 +18,15 @@ import (
 // TestBadInputIsRefusedClearlyAndHarmsNothing sends bad input of every kind
 // — manifests, events, tokens, headers — and expects each to be refused
 // with a clear error, and nothing stored to be lost or duplicated: good
-// events posted before and after the bad ones are each delivered exactly once.
+// events posted before and after the bad ones are each delivered exactly
+// once, with exactly the content posted.
 func TestBadInputIsRefusedClearlyAndHarmsNothing(t *testing.T) {
 	ns := env.Namespace(t)
 	other := env.Namespace(t)
 	token, otherToken := randomToken(), randomToken()
 	createIngestToken(t, ns, token)
 	createIngestToken(t, other, otherToken)
-	rc := newReceiver(t, answerOK)
+	rc := newReceiver(t, testutil.NewLedger(), answerOK)
 	createEndpoint(t, ns, "crm", rc.URL+"/hooks/wa", policy{initialBackoff: 1})
 	m := startManager(t, managerOptions{dataDir: t.TempDir()})
 	m.WaitReady(90 * time.Second)
@@ -35,8 +35,8 @@ func TestBadInputIsRefusedClearlyAndHarmsNothing(t *testing.T) {
 	// Good events before.
 	var good []string
 	before := idRange("before", 0, 10)
-	mustAccept(t, m.IngestAddr, ns, token, "application/x-ndjson", ndjson(before))
-	mustAccept(t, m.IngestAddr, ns, token, "application/json", []byte(eventLine("before-single")))
+	mustPost(t, m.IngestAddr, ns, token, rc.ledger, events(before, ""), false)
+	mustPost(t, m.IngestAddr, ns, token, rc.ledger, events([]string{"before-single"}, ""), true)
 	good = append(good, append(before, "before-single")...)
 
 	t.Run("manifests", func(t *testing.T) {
@@ -105,8 +105,9 @@ func TestBadInputIsRefusedClearlyAndHarmsNothing(t *testing.T) {
 			tooMany.WriteString(eventLine(fmt.Sprintf("too-many-%d", i)) + "\n")
 		}
 		// A batch with one bad line, whose good lines use ids that are
-		// posted (and must be delivered once) later: a refused batch must
-		// not claim them.
+		// posted (and must be delivered once) later, with other data: a
+		// refused batch must not claim them (the content check would see
+		// this batch's data under those ids).
 		badBatch := eventLine("after-00000") + "\n" + `{"id":"bad-line","type":"message.sent",` + "\n" + eventLine("after-00001") + "\n"
 
 		cases := []struct {
@@ -205,8 +206,8 @@ func TestBadInputIsRefusedClearlyAndHarmsNothing(t *testing.T) {
 
 	// Good events after.
 	after := idRange("after", 0, 10)
-	mustAccept(t, m.IngestAddr, ns, token, "application/x-ndjson", ndjson(after))
-	mustAccept(t, m.IngestAddr, ns, token, "application/json", []byte(eventLine("after-single")))
+	mustPost(t, m.IngestAddr, ns, token, rc.ledger, events(after, ""), false)
+	mustPost(t, m.IngestAddr, ns, token, rc.ledger, events([]string{"after-single"}, ""), true)
 	good = append(good, append(after, "after-single")...)
 
 	// Each good event exactly once, and nothing else.
@@ -230,6 +231,7 @@ func TestBadInputIsRefusedClearlyAndHarmsNothing(t *testing.T) {
 			t.Errorf("%s delivered %d times: it was refused and must not be delivered", id, n)
 		}
 	}
+	rc.checkContent(t, "bad input", good)
 	testutil.EventuallyEvery(t, 30*time.Second, 250*time.Millisecond, func() error {
 		if c := statusCounters(t, ns, "crm"); c.Delivered != int64(len(good)) || c.Sent != int64(len(good)) || c.Failed != 0 || c.Pending != 0 {
 			return fmt.Errorf("status %s, want %d delivered", c, len(good))
@@ -237,13 +239,6 @@ func TestBadInputIsRefusedClearlyAndHarmsNothing(t *testing.T) {
 		return nil
 	})
 	t.Logf("RESULT bad input: the %d good events posted before and after the bad ones were each delivered once; nothing else was delivered (receiver: %d requests)", len(good), rc.total.Load())
-}
-
-func mustAccept(t *testing.T, addr, ns, token, contentType string, body []byte) {
-	t.Helper()
-	if code, resp, err := post(addr, ns, token, contentType, body); code != http.StatusAccepted {
-		t.Fatalf("post: %d %s %v", code, resp, err)
-	}
 }
 
 func truncateString(s string, n int) string {

@@ -22,7 +22,8 @@ import (
 // connection, one that never answers, and a healthy one. Every event ends
 // delivered or failed for good on every endpoint as its policy says, and the
 // healthy endpoint's p99 receive latency stays close to what it is when it
-// is alone.
+// is alone. Every request each receiver got, on every endpoint and attempt,
+// carries exactly the content posted.
 func TestBadReceiversSideBySide(t *testing.T) {
 	const n = 300
 
@@ -31,7 +32,7 @@ func TestBadReceiversSideBySide(t *testing.T) {
 	t.Run("healthy endpoint alone", func(t *testing.T) {
 		ns := env.Namespace(t)
 		r := startInProcess(t, ns, t.TempDir())
-		healthy := newReceiver(t, answerOK)
+		healthy := newReceiver(t, testutil.NewLedger(), answerOK)
 		createEndpoint(t, ns, "healthy", healthy.URL+"/hooks", policy{})
 		token := randomToken()
 		createIngestToken(t, ns, token)
@@ -40,6 +41,7 @@ func TestBadReceiversSideBySide(t *testing.T) {
 		lat, aloneStall = measureLatency(t, r.op.Ingest.Addr(), ns, token, healthy, "alone", n)
 		aloneP50, aloneP99, aloneMax = percentile(lat, 50), percentile(lat, 99), percentile(lat, 100)
 		waitCounters(t, ns, "healthy", n+warmups, 0)
+		healthy.checkContent(t, "bad receivers, healthy alone", healthy.ledger.IDs())
 	})
 	if t.Failed() {
 		return
@@ -50,8 +52,10 @@ func TestBadReceiversSideBySide(t *testing.T) {
 	token := randomToken()
 	createIngestToken(t, ns, token)
 
-	healthy := newReceiver(t, answerOK)
-	flaky := newReceiver(t, func(w http.ResponseWriter, _ *http.Request) int {
+	// One ledger: every endpoint receives the same events.
+	ledger := testutil.NewLedger()
+	healthy := newReceiver(t, ledger, answerOK)
+	flaky := newReceiver(t, ledger, func(w http.ResponseWriter, _ *http.Request) int {
 		if rand.IntN(2) == 0 {
 			w.WriteHeader(http.StatusInternalServerError)
 			return http.StatusInternalServerError
@@ -59,7 +63,7 @@ func TestBadReceiversSideBySide(t *testing.T) {
 		w.WriteHeader(http.StatusOK)
 		return http.StatusOK
 	})
-	reset := newReceiver(t, func(w http.ResponseWriter, _ *http.Request) int {
+	reset := newReceiver(t, ledger, func(w http.ResponseWriter, _ *http.Request) int {
 		conn, _, err := w.(http.Hijacker).Hijack()
 		if err != nil {
 			return 0
@@ -71,7 +75,7 @@ func TestBadReceiversSideBySide(t *testing.T) {
 		return 0
 	})
 	var hang *receiver
-	hang = newReceiver(t, func(_ http.ResponseWriter, r *http.Request) int {
+	hang = newReceiver(t, ledger, func(_ http.ResponseWriter, r *http.Request) int {
 		select {
 		case <-r.Context().Done(): // the manager gave up (timeoutSeconds)
 		case <-hang.closing:
@@ -202,6 +206,16 @@ func TestBadReceiversSideBySide(t *testing.T) {
 			t.Errorf("%s: %d requests failed signature verification", name, bad)
 		}
 	}
+	// Content: every request of every endpoint (the failed attempts too)
+	// carries what was posted; the bad endpoints got each measured event,
+	// the healthy one the warm-ups too.
+	for _, name := range []string{"healthy", "flaky", "reset", "hang"} {
+		want := ids
+		if name == "healthy" {
+			want = ledger.IDs()
+		}
+		receivers[name].checkContent(t, "bad receivers, "+name, want)
+	}
 }
 
 // warmups is the number of warm-up events measureLatency posts first.
@@ -216,7 +230,7 @@ func measureLatency(t *testing.T, addr, ns, token string, rc *receiver, label st
 	t.Helper()
 	prefix := strings.ReplaceAll(label, " ", "-")
 	warm := idRange(prefix+"-warmup", 0, warmups)
-	if code, body, err := post(addr, ns, token, "application/x-ndjson", typedNDJSON(warm, "message.delivered")); code != http.StatusAccepted {
+	if _, code, body, err := postEvents(addr, ns, token, rc.ledger, events(warm, "message.delivered"), true, false); code != http.StatusAccepted || err != nil {
 		t.Fatalf("warm-up: %d %s %v", code, body, err)
 	}
 	testutil.EventuallyEvery(t, 30*time.Second, 20*time.Millisecond, func() error {
@@ -253,8 +267,8 @@ func measureLatency(t *testing.T, addr, ns, token string, rc *receiver, label st
 		batch := ids[i:min(i+10, n)]
 		wg.Go(func() {
 			at := time.Now()
-			code, body, err := post(addr, ns, token, "application/x-ndjson", ndjson(batch))
-			if code != http.StatusAccepted {
+			_, code, body, err := postEvents(addr, ns, token, rc.ledger, events(batch, "message.sent"), true, false)
+			if code != http.StatusAccepted || err != nil {
 				t.Errorf("post: %d %s %v", code, body, err)
 				return
 			}

@@ -8,7 +8,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -27,7 +29,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
-	"github.com/wablast/webhook-operator/internal/signing"
 	"github.com/wablast/webhook-operator/internal/testutil"
 )
 
@@ -51,13 +52,14 @@ type managerOptions struct {
 
 // setupCRM creates a namespace with an ingest token and a WebhookConfig
 // "crm" with policy pol, delivering to a receiver that answers 200 after
-// delay, then starts bin/manager with opts and waits until both are ready.
+// delay and checks content against a ledger of its own (rc.ledger), then
+// starts bin/manager with opts and waits until both are ready.
 func setupCRM(t *testing.T, delay time.Duration, pol policy, opts managerOptions) (ns, token string, rc *receiver, m *testutil.ManagerProcess) {
 	t.Helper()
 	ns = env.Namespace(t)
 	token = randomToken()
 	createIngestToken(t, ns, token)
-	rc = newReceiver(t, func(w http.ResponseWriter, r *http.Request) int {
+	rc = newReceiver(t, testutil.NewLedger(), func(w http.ResponseWriter, r *http.Request) int {
 		time.Sleep(delay)
 		return answerOK(w, r)
 	})
@@ -116,11 +118,18 @@ func grepLog(s string, words ...string) []string {
 // ---------------------------------------------------------------------------
 // Receivers.
 
-// receiver verifies each request's signature, answers as its mode says and
-// records every webhook-id.
+// receiver verifies each request's signature with the official Standard
+// Webhooks library and keeps its body (through a testutil.Receiver, the
+// content oracle: checkContent compares every body with what was posted,
+// as recorded in ledger), answers as its mode says, and records every
+// webhook-id.
 type receiver struct {
 	*httptest.Server
-	verifier *signing.Verifier
+	// oracle verifies and keeps every body by webhook-id.
+	oracle *testutil.Receiver
+	// ledger is what was posted for this receiver's endpoint (shared by
+	// receivers of the same events).
+	ledger *testutil.Ledger
 	// respond answers one verified request; it returns the status written,
 	// or 0 when it wrote none (hijacked, hung).
 	respond func(w http.ResponseWriter, r *http.Request) int
@@ -137,14 +146,15 @@ type receiver struct {
 	lastRequest          atomic.Int64 // Unix nanoseconds
 }
 
-func newReceiver(t *testing.T, respond func(w http.ResponseWriter, r *http.Request) int) *receiver {
+func newReceiver(t *testing.T, ledger *testutil.Ledger, respond func(w http.ResponseWriter, r *http.Request) int) *receiver {
 	t.Helper()
-	keys, err := signing.ParseSecrets(signingSecret)
+	oracle, err := testutil.NewReceiver(signingSecret, ledger)
 	if err != nil {
 		t.Fatal(err)
 	}
 	rc := &receiver{
-		verifier: &signing.Verifier{Keys: keys},
+		oracle:   oracle,
+		ledger:   ledger,
 		respond:  respond,
 		closing:  make(chan struct{}),
 		requests: map[string]int{},
@@ -164,8 +174,11 @@ func (rc *receiver) serve(w http.ResponseWriter, r *http.Request) {
 	rc.lastRequest.Store(time.Now().UnixNano())
 	rc.total.Add(1)
 	body, err := io.ReadAll(r.Body)
-	id := r.Header.Get(signing.HeaderID)
-	if err != nil || rc.verifier.Verify(r.Header, body) != nil {
+	id := r.Header.Get("webhook-id")
+	if err == nil {
+		_, err = rc.oracle.Record(r.Header, r.URL.Path, body)
+	}
+	if err != nil {
 		rc.badSig.Add(1)
 		w.WriteHeader(http.StatusUnauthorized)
 		return
@@ -189,6 +202,19 @@ func (rc *receiver) serve(w http.ResponseWriter, r *http.Request) {
 	if code >= 200 && code < 300 {
 		rc.ok2xx.Add(1)
 	}
+}
+
+// checkContent fails t unless every body rc received (every attempt, on
+// any answer) carries exactly the type, data and timestamp posted under its
+// webhook-id, every copy of an id is the same body, every signature
+// verified, and every id of want arrived.
+func (rc *receiver) checkContent(t *testing.T, name string, want []string) {
+	t.Helper()
+	if err := rc.oracle.CheckAll(want); err != nil {
+		t.Errorf("%s: content: %v", name, err)
+		return
+	}
+	t.Logf("RESULT content %s: the %d distinct events received (%d expected) each carried exactly the type, data and timestamp posted", name, rc.oracle.Unique(), len(want))
 }
 
 // exchange is one verified request and its answer.
@@ -394,25 +420,75 @@ func post(addr, ns, token, contentType string, body []byte) (int, string, error)
 	return resp.StatusCode, string(b), nil
 }
 
-// eventLine is one valid message.sent event with an explicit id.
-func eventLine(id string) string { return typedEventLine(id, "message.sent") }
-
-// typedEventLine is one valid message event of type typ with an explicit id.
-func typedEventLine(id, typ string) string {
-	return fmt.Sprintf(`{"id":%q,"type":%q,"data":{"messageId":%q,"sessionId":"s-1","to":"+6281234567890"}}`, id, typ, "m-"+id)
+// eventLine is one valid message.sent event with an explicit id, for bad
+// input that must never be delivered (good events are made by events).
+func eventLine(id string) string {
+	return fmt.Sprintf(`{"id":%q,"type":"message.sent","data":{"messageId":%q,"sessionId":"s-1","to":"+6281234567890"}}`, id, "m-"+id)
 }
 
-// ndjson is a batch of valid message.sent events with the given ids.
-func ndjson(ids []string) []byte { return typedNDJSON(ids, "message.sent") }
-
-// typedNDJSON is a batch of valid message events of type typ with the given ids.
-func typedNDJSON(ids []string, typ string) []byte {
-	var b bytes.Buffer
-	for _, id := range ids {
-		b.WriteString(typedEventLine(id, typ))
-		b.WriteByte('\n')
+// events returns one event for each id, each with data of its own
+// (testutil.VariedEvent: a few bytes to a few kilobytes, unicode, escapes,
+// nested values, some with a timestamp), of type typ, or of the catalog's
+// postable types when typ is "". An event depends on its id alone, so an id
+// posted again carries the same content.
+func events(ids []string, typ string) []testutil.Posted {
+	var types []string
+	if typ != "" {
+		types = []string{typ}
 	}
-	return b.Bytes()
+	out := make([]testutil.Posted, len(ids))
+	for i, id := range ids {
+		// The id is the prefix, so that the data (sessionId, messageId...)
+		// differs from every other id's; a hash of it picks the shape.
+		h := fnv.New32a()
+		h.Write([]byte(id))
+		out[i] = testutil.VariedEvent(id, int(h.Sum32()%100000), types...)
+		out[i].ID = id
+	}
+	return out
+}
+
+// idsOf returns the ids of evs.
+func idsOf(evs []testutil.Posted) []string {
+	out := make([]string, len(evs))
+	for i, ev := range evs {
+		out[i] = ev.ID
+	}
+	return out
+}
+
+// postEvents posts evs, with their ids or without (the API makes them), as
+// one JSON event when there is one and single is set, as an NDJSON batch
+// otherwise. On a 202 it records them in ledger, with the ids the answer
+// gave, and returns those ids; an answer that does not match what was
+// posted is an error.
+func postEvents(addr, ns, token string, ledger *testutil.Ledger, evs []testutil.Posted, withID, single bool) (ids []string, code int, body string, err error) {
+	ct, payload := "application/x-ndjson", testutil.NDJSON(evs, withID)
+	if single && len(evs) == 1 {
+		ct, payload = "application/json", evs[0].JSON(withID)
+	}
+	code, body, err = post(addr, ns, token, ct, payload)
+	if err != nil || code != http.StatusAccepted {
+		return nil, code, body, err
+	}
+	posted := evs
+	if !withID {
+		posted = make([]testutil.Posted, len(evs))
+		for i, ev := range evs {
+			ev.ID = ""
+			posted[i] = ev
+		}
+	}
+	ids, err = ledger.Accepted(posted, []byte(body))
+	return ids, code, body, err
+}
+
+// mustPost posts evs with their ids (see postEvents) and fails t unless the answer is a 202.
+func mustPost(t *testing.T, addr, ns, token string, ledger *testutil.Ledger, evs []testutil.Posted, single bool) {
+	t.Helper()
+	if _, code, body, err := postEvents(addr, ns, token, ledger, evs, true, single); code != http.StatusAccepted || err != nil {
+		t.Fatalf("post: %d %s %v", code, body, err)
+	}
 }
 
 func idRange(prefix string, from, n int) []string {
@@ -428,8 +504,10 @@ func idRange(prefix string, from, n int) []string {
 // until it is, and every answer is counted.
 type producer struct {
 	addr, ns, token string
-	retryEvery      time.Duration
-	giveUpAfter     time.Duration
+	// ledger records every batch answered 202.
+	ledger      *testutil.Ledger
+	retryEvery  time.Duration
+	giveUpAfter time.Duration
 
 	mu       sync.Mutex
 	codes    map[string]int // "202", "503", "conn-error", ...
@@ -465,15 +543,16 @@ func (p *producer) slowPosts(ref time.Time) []string {
 	return out
 }
 
-func newProducer(addr, ns, token string) *producer {
-	return &producer{addr: addr, ns: ns, token: token, retryEvery: 200 * time.Millisecond, giveUpAfter: 2 * time.Minute,
+func newProducer(addr, ns, token string, ledger *testutil.Ledger) *producer {
+	return &producer{addr: addr, ns: ns, token: token, ledger: ledger, retryEvery: 200 * time.Millisecond, giveUpAfter: 2 * time.Minute,
 		codes: map[string]int{}, accepted: map[string]time.Time{}}
 }
 
-// postBatch posts ids until answered 202, and returns how many posts that
-// took, or an error after giveUpAfter.
-func (p *producer) postBatch(ids []string) (int, error) {
-	body := ndjson(ids)
+// postBatch posts evs (with their ids) until answered 202, records them in
+// the ledger, and returns how many posts that took, or an error after
+// giveUpAfter.
+func (p *producer) postBatch(evs []testutil.Posted) (int, error) {
+	ids := idsOf(evs)
 	deadline := time.Now().Add(p.giveUpAfter)
 	for attempt := 0; ; attempt++ {
 		if attempt == 1 {
@@ -482,7 +561,10 @@ func (p *producer) postBatch(ids []string) (int, error) {
 			p.mu.Unlock()
 		}
 		sentAt := time.Now()
-		code, respBody, err := post(p.addr, p.ns, p.token, "application/x-ndjson", body)
+		_, code, respBody, err := postEvents(p.addr, p.ns, p.token, p.ledger, evs, true, false)
+		if code == http.StatusAccepted && err != nil {
+			return attempt + 1, fmt.Errorf("batch %s..: %v", ids[0], err)
+		}
 		if took := time.Since(sentAt); took > slowPostThreshold {
 			p.mu.Lock()
 			p.slow = append(p.slow, slowPost{first: ids[0], sent: sentAt, took: took, code: code, err: err})
@@ -598,4 +680,59 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 	rank := int(p/100*float64(len(s)) + 0.999999)
 	rank = min(max(rank, 1), len(s))
 	return s[rank-1]
+}
+
+// TestContentCheckCatchesAnotherEventsData shows that the receivers' check
+// can fail: a validly signed body carrying another posted event's data, or
+// data that differs from what a batch without an answer posted, is caught.
+func TestContentCheckCatchesAnotherEventsData(t *testing.T) {
+	send := func(rc *receiver, id string, ev testutil.Posted) {
+		t.Helper()
+		if code, err := testutil.SendSigned(rc.URL+"/hooks", signingSecret, id, testutil.Envelope(ev)); err != nil || code != http.StatusOK {
+			t.Fatalf("delivering %s: %d %v", id, code, err)
+		}
+	}
+	evs := events(idRange("self", 0, 8), "")
+	rc := newReceiver(t, testutil.NewLedger(), answerOK)
+	rc.ledger.Add(evs[:4]...)
+	for _, ev := range evs[:3] {
+		send(rc, ev.ID, ev)
+	}
+	if err := rc.oracle.CheckAll(idsOf(evs[:3])); err != nil {
+		t.Fatalf("the posted content was refused: %v", err)
+	}
+	other := evs[0]
+	other.ID = evs[3].ID
+	send(rc, evs[3].ID, other)
+	if err := rc.oracle.Check(); err == nil {
+		t.Fatal("event 0's content delivered under event 3's id passed the check")
+	}
+
+	// Batches posted without ids and not answered (the kill test).
+	rc2 := newReceiver(t, testutil.NewLedger(), answerOK)
+	un := &unanswered{bySession: map[string]testutil.Posted{}}
+	rc2.oracle.Expect = un.expect(rc2.oracle)
+	un.add(evs[4:])
+	send(rc2, "gen-1", evs[4])
+	if err := rc2.oracle.Check(); err != nil {
+		t.Fatalf("an unanswered event's own content was refused: %v", err)
+	}
+	if dups := un.deliveredTwice(rc2); len(dups) > 0 {
+		t.Fatalf("delivered twice: %v", dups)
+	}
+	send(rc2, "gen-2", evs[4])
+	if dups := un.deliveredTwice(rc2); len(dups) != 1 {
+		t.Fatalf("an event delivered under two ids was not noticed: %v", dups)
+	}
+	changed := evs[5]
+	var m map[string]any
+	if err := json.Unmarshal(changed.Data, &m); err != nil {
+		t.Fatal(err)
+	}
+	m["seq"] = -1
+	changed.Data, _ = json.Marshal(m)
+	send(rc2, "gen-3", changed)
+	if err := rc2.oracle.Check(); err == nil {
+		t.Fatal("changed data of an unanswered event passed the check")
+	}
 }

@@ -3,7 +3,6 @@
 package reliability
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -25,6 +24,10 @@ import (
 // Without ids a batch posted again is a new batch, so a batch not answered
 // 202 is not posted again; its events may or may not have been stored
 // before the kill, and those that were arrive and are counted like the rest.
+// Every event has data of its own; every delivered body must be exactly
+// what was posted: for a batch answered 202, the event posted under the id
+// the answer gave; for one not answered, the posted event its data names
+// (by its sessionId), each at most under one webhook-id.
 func TestKill9WithoutIDsLosesNothingAcknowledged(t *testing.T) {
 	const (
 		total     = 6000
@@ -37,6 +40,8 @@ func TestKill9WithoutIDsLosesNothingAcknowledged(t *testing.T) {
 	// builds up and the kill falls while several are being worked on.
 	ns, token, rc, m := setupCRM(t, 10*time.Millisecond, policy{}, managerOptions{dataDir: t.TempDir()})
 
+	un := &unanswered{bySession: map[string]testutil.Posted{}}
+	rc.oracle.Expect = un.expect(rc.oracle)
 	var mu sync.Mutex
 	accepted := map[string]bool{} // webhook-ids answered 202
 	answers := map[string]int{}
@@ -48,7 +53,7 @@ func TestKill9WithoutIDsLosesNothingAcknowledged(t *testing.T) {
 		for w := range producers {
 			wg.Go(func() {
 				for i := w * batchSize; i < total; i += producers * batchSize {
-					ids, key := postWithoutIDs(m.IngestAddr, ns, token, i, batchSize)
+					ids, key := postWithoutIDs(m.IngestAddr, ns, token, rc.ledger, un, i, batchSize)
 					mu.Lock()
 					answers[key]++
 					for _, id := range ids {
@@ -97,6 +102,10 @@ func TestKill9WithoutIDsLosesNothingAcknowledged(t *testing.T) {
 	// Messages held at the kill come back after the ack wait; then the
 	// receiver goes quiet.
 	waitSettled(t, rc, readyAt, 15*time.Second, "the restart")
+	rc.checkContent(t, "kill9 without ids", ids)
+	if dups := un.deliveredTwice(rc); len(dups) > 0 {
+		t.Errorf("%d events of batches not answered 202 (posted once) were delivered under more than one webhook-id, e.g. %v", len(dups), firstN(dups, 5))
+	}
 	oks := rc.okCounts()
 	dupIDs, extra := duplicates(oks)
 	unacknowledged := 0 // events delivered that no 202 announced
@@ -131,32 +140,95 @@ func TestKill9WithoutIDsLosesNothingAcknowledged(t *testing.T) {
 	}
 }
 
-// postWithoutIDs posts events from..from+n-1 without ids, once, and returns
-// the webhook-ids the 202 gave them (none when it was not a 202) and what
-// the answer was.
-func postWithoutIDs(addr, ns, token string, from, n int) ([]string, string) {
-	var b bytes.Buffer
-	for i := from; i < from+n; i++ {
-		fmt.Fprintf(&b, `{"type":"message.sent","data":{"messageId":"gc-%05d","sessionId":"s-1","to":"+6281234567890"}}`+"\n", i)
-	}
-	code, body, err := post(addr, ns, token, "application/x-ndjson", b.Bytes())
-	if err != nil {
+// postWithoutIDs posts events from..from+n-1 (each with data of its own)
+// without ids, once, and returns the webhook-ids the 202 gave them (none
+// when it was not a 202) and what the answer was. A 202 records the events
+// in ledger; the events of any other answer go to un.
+func postWithoutIDs(addr, ns, token string, ledger *testutil.Ledger, un *unanswered, from, n int) ([]string, string) {
+	evs := events(idRange("gc", from, n), "")
+	ids, code, _, err := postEvents(addr, ns, token, ledger, evs, false, false)
+	switch {
+	case err != nil && code == http.StatusAccepted:
+		un.add(evs)
+		return nil, "202 with a body that does not match the batch: " + err.Error()
+	case err != nil:
+		un.add(evs)
 		return nil, "no-answer"
-	}
-	if code != http.StatusAccepted {
+	case code != http.StatusAccepted:
+		un.add(evs)
 		return nil, fmt.Sprint(code)
 	}
-	var res struct {
-		Events []struct {
-			ID string `json:"id"`
-		} `json:"events"`
-	}
-	if err := json.Unmarshal([]byte(body), &res); err != nil || len(res.Events) != n {
-		return nil, "202 with an unreadable body"
-	}
-	ids := make([]string, n)
-	for i, e := range res.Events {
-		ids[i] = e.ID
-	}
 	return ids, "202"
+}
+
+// unanswered holds the events of batches posted without ids that were not
+// answered 202: the kill may have stored them, and then they are delivered
+// under ids nobody was told. They are found by their data's sessionId,
+// which VariedEvent makes unique.
+type unanswered struct {
+	mu        sync.Mutex
+	bySession map[string]testutil.Posted
+}
+
+func (u *unanswered) add(evs []testutil.Posted) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, ev := range evs {
+		u.bySession[sessionID(ev.Data)] = ev
+	}
+}
+
+// expect is the oracle's Expect: the unanswered event whose sessionId the
+// body delivered under id names.
+func (u *unanswered) expect(oracle *testutil.Receiver) func(id string) (testutil.Posted, bool) {
+	return func(id string) (testutil.Posted, bool) {
+		body, ok := oracle.Body(id)
+		if !ok {
+			return testutil.Posted{}, false
+		}
+		var env struct {
+			Data json.RawMessage `json:"data"`
+		}
+		if json.Unmarshal(body, &env) != nil {
+			return testutil.Posted{}, false
+		}
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		ev, ok := u.bySession[sessionID(env.Data)]
+		return ev, ok
+	}
+}
+
+// deliveredTwice returns the sessionIds of unanswered events that arrived
+// under more than one webhook-id.
+func (u *unanswered) deliveredTwice(rc *receiver) []string {
+	seen := map[string][]string{}
+	for id := range rc.requestCounts() {
+		if _, ok := rc.ledger.Get(id); ok {
+			continue
+		}
+		body, _ := rc.oracle.Body(id)
+		var env struct {
+			Data json.RawMessage `json:"data"`
+		}
+		_ = json.Unmarshal(body, &env)
+		s := sessionID(env.Data)
+		seen[s] = append(seen[s], id)
+	}
+	var out []string
+	for s, ids := range seen {
+		if len(ids) > 1 {
+			out = append(out, fmt.Sprintf("%s as %v", s, ids))
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func sessionID(data []byte) string {
+	var d struct {
+		SessionID string `json:"sessionId"`
+	}
+	_ = json.Unmarshal(data, &d)
+	return d.SessionID
 }

@@ -15,11 +15,12 @@ import (
 )
 
 // TestKill9LosesNothingAcknowledged posts 10,000 events (NDJSON batches of
-// 100, each event with an id) to bin/manager, SIGKILLs the process once
-// about 3,000 have reached the receiver (while events are still being
-// accepted, fanned out and delivered), restarts it on the same data
-// directory and ports, and checks that every event answered 202 arrives and
-// that the status counters end exact.
+// 100, each event with an id and data of its own) to bin/manager, SIGKILLs
+// the process once about 3,000 have reached the receiver (while events are
+// still being accepted, fanned out and delivered), restarts it on the same
+// data directory and ports, and checks that every event answered 202
+// arrives with exactly the content posted and that the status counters end
+// exact.
 func TestKill9LosesNothingAcknowledged(t *testing.T) {
 	const (
 		total       = 10000
@@ -38,7 +39,7 @@ func TestKill9LosesNothingAcknowledged(t *testing.T) {
 	// accepted, fanned out and delivered. A batch not answered 202 (the
 	// manager is dead or restarting) is posted again with the same ids, as
 	// the contract tells producers to.
-	p := newProducer(m.IngestAddr, ns, token)
+	p := newProducer(m.IngestAddr, ns, token, rc.ledger)
 	var mu sync.Mutex
 	reposted := map[string]bool{} // ids of batches posted more than once
 	start := time.Now()
@@ -50,7 +51,7 @@ func TestKill9LosesNothingAcknowledged(t *testing.T) {
 			wg.Go(func() {
 				for i := w * batchSize; i < total; i += producers * batchSize {
 					ids := idRange("k9", i, batchSize)
-					posts, err := p.postBatch(ids)
+					posts, err := p.postBatch(events(ids, ""))
 					if err != nil {
 						errs <- err
 						return
@@ -131,6 +132,7 @@ func TestKill9LosesNothingAcknowledged(t *testing.T) {
 	// (timeoutSeconds + 10 s for deliveries, 30 s for the fan-out): wait
 	// until those have passed and the receiver is quiet, then read status.
 	waitSettled(t, rc, readyAt, 35*time.Second, "the restart")
+	rc.checkContent(t, "kill9", ids)
 	oks := rc.okCounts()
 	dupIDs, extra := duplicates(oks)
 	ok2xx := rc.ok2xx.Load()
@@ -247,7 +249,8 @@ func checkRepostNotRedelivered(t *testing.T, rc *receiver, addr, ns, token strin
 			t.Fatalf("%s was never delivered", id)
 		}
 	}
-	code, body, err := post(addr, ns, token, "application/x-ndjson", ndjson(again))
+	// The same events, the same content: what the first posts recorded.
+	_, code, body, err := postEvents(addr, ns, token, rc.ledger, events(again, ""), true, false)
 	if err != nil || code != http.StatusAccepted {
 		t.Fatalf("re-post: %d %s %v", code, body, err)
 	}
@@ -273,6 +276,7 @@ func checkRepostNotRedelivered(t *testing.T, rc *receiver, addr, ns, token strin
 		}
 	}
 	t.Logf("RESULT %s re-post: %d of %d ids answered 202 without \"duplicate\": true, %d delivered again", label, notDup, len(again), redelivered)
+	rc.checkContent(t, label+" re-post", nil)
 	if notDup > 0 || redelivered > 0 {
 		t.Errorf("%d of %d ids accepted (and delivered) before the restart were accepted as new events after it (202 without \"duplicate\": true) and %d were delivered a second time: the 24-hour idempotency window (CONTRACT §4) does not survive a restart of the store",
 			notDup, len(again), redelivered)

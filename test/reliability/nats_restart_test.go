@@ -41,10 +41,11 @@ func startNATS(t *testing.T, port int, storeDir string) *server.Server {
 }
 
 // TestExternalNATSRestart runs the manager against an external NATS server
-// (--nats-url), posts 2,000 events with ids, shuts NATS down for 5 s in
-// the middle of the run and starts a new server on the same port and store
-// directory. Every event answered 202 is delivered; 503s during the outage
-// are counted (the producer posts those batches again with the same ids).
+// (--nats-url), posts 2,000 events with ids (each with data of its own),
+// shuts NATS down for 5 s in the middle of the run and starts a new server
+// on the same port and store directory. Every event answered 202 is
+// delivered with exactly the content posted; 503s during the outage are
+// counted (the producer posts those batches again with the same ids).
 func TestExternalNATSRestart(t *testing.T) {
 	const (
 		total     = 2000
@@ -76,14 +77,14 @@ func TestExternalNATSRestart(t *testing.T) {
 
 	// One producer, a batch every 100 ms (about 4 s of posting without the
 	// outage); a 503 is posted again with the same ids every 200 ms.
-	p := newProducer(m.IngestAddr, ns, token)
+	p := newProducer(m.IngestAddr, ns, token, rc.ledger)
 	start := time.Now()
 	var accepted int
 	var amu sync.Mutex
 	posted := make(chan error, 1)
 	go func() {
 		for i := 0; i < total; i += batchSize {
-			if _, err := p.postBatch(idRange("nats", i, batchSize)); err != nil {
+			if _, err := p.postBatch(events(idRange("nats", i, batchSize), "")); err != nil {
 				posted <- err
 				return
 			}
@@ -177,6 +178,7 @@ func TestExternalNATSRestart(t *testing.T) {
 	// Deliveries interrupted by the outage come back after their ack wait
 	// (timeoutSeconds + 10 s): wait for those and a quiet receiver.
 	waitSettled(t, rc, upAt, 25*time.Second, "NATS came back")
+	rc.checkContent(t, "nats restart", ids)
 	oks := rc.okCounts()
 	dupIDs, extra := duplicates(oks)
 	ok2xx := rc.ok2xx.Load()
