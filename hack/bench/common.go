@@ -19,6 +19,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/wablast/webhook-operator/internal/testutil"
 )
 
 // sizes are the counts and windows of one run.
@@ -127,28 +129,42 @@ const (
 	staticToken = "bench-static-ingest-token-0123456789abcdef"
 )
 
-// eventJSON is the ingestion API body of event i: a message.sent with the
-// fields a WA Blast message carries (about 200 bytes).
-func eventJSON(i int) []byte {
-	return fmt.Appendf(nil, `{"type":"message.sent","data":%s}`, eventData(i))
-}
-
-// ndjson is count events, one a line.
-// eventJSONWithID is event i with a producer id, unique to this process.
-func eventJSONWithID(i int) []byte {
-	return fmt.Appendf(nil, `{"id":"bench-%d-%d","type":"message.sent","data":%s}`, benchStart, i, eventData(i))
-}
-
-// benchStart tells this run's event ids from an earlier run's.
+// benchStart tells this run's producer ids from an earlier run's.
 var benchStart = time.Now().UnixNano()
 
-func ndjson(from, count int) []byte {
-	var b bytes.Buffer
-	for i := from; i < from+count; i++ {
-		b.Write(eventJSON(i))
-		b.WriteByte('\n')
+// withProducerID is ev with a producer id, unique to this process.
+func withProducerID(ev testutil.Posted, i int) testutil.Posted {
+	ev.ID = fmt.Sprintf("bench-%d-%d", benchStart, i)
+	return ev
+}
+
+// postEvents posts body (one JSON event, or NDJSON when batch) to the
+// ingestion API and returns the 202 answer.
+func postEvents(ctx context.Context, c *http.Client, url string, hdr http.Header, batch bool, body []byte) ([]byte, error) {
+	ct := "application/json"
+	if batch {
+		ct = "application/x-ndjson"
 	}
-	return b.Bytes()
+	code, rb, err := post(ctx, c, url, ct, body, hdr)
+	if err == nil && code != http.StatusAccepted {
+		err = fmt.Errorf("ingest answered %d: %s", code, rb)
+	}
+	return rb, err
+}
+
+// recordAccepted records in ledger what request i posted (posted[i]) with
+// the ids its 202 answer (answers[i]) gave, and returns every id in order.
+// Passes call it after their timed window.
+func recordAccepted(ledger *testutil.Ledger, posted [][]testutil.Posted, answers [][]byte) ([]string, error) {
+	var ids []string
+	for i := range posted {
+		got, err := ledger.Accepted(posted[i], answers[i])
+		if err != nil {
+			return nil, fmt.Errorf("request %d: %w", i, err)
+		}
+		ids = append(ids, got...)
+	}
+	return ids, nil
 }
 
 // newPostClient is the client posters share: keep-alive connections for
@@ -425,6 +441,8 @@ func otherCPU(a, b cpuAccount) (other, steal time.Duration, ok bool) {
 // warmUp posts n requests from n posters (send(i) posts the i-th) and waits
 // until the receiver has them, so the keep-alive connections on every hop
 // are open before anything is timed. The receiver is reset for n first.
+// send records what it posted in the receiver's Ledger, and what arrived
+// is checked against it.
 func warmUp(ctx context.Context, rcv *receiver, n int, send func(i int) error) error {
 	rcv.reset(n)
 	if _, err := runPosters(ctx, n, n, send); err != nil {
@@ -433,5 +451,5 @@ func warmUp(ctx context.Context, rcv *receiver, n int, send func(i int) error) e
 	if _, err := rcv.wait(ctx, 60*time.Second); err != nil {
 		return fmt.Errorf("warm-up: %w", err)
 	}
-	return nil
+	return rcv.check("warm-up", nil)
 }

@@ -14,11 +14,11 @@ import (
 
 func measureFanout(ctx context.Context, sz sizes) *result {
 	res := &result{}
-	keys, err := benchKeys()
+	keys, err := newBenchSecret()
 	if err != nil {
 		return res.fail(err)
 	}
-	rcv, err := newReceiver(keys)
+	rcv, err := newReceiver(keys.secret)
 	if err != nil {
 		return res.fail(err)
 	}
@@ -26,7 +26,7 @@ func measureFanout(ctx context.Context, sz sizes) *result {
 	eps := make([]dispatch.Endpoint, sz.FanoutEndpoints)
 	for i := range eps {
 		name := fmt.Sprintf("ep-%03d", i)
-		eps[i] = benchEndpoint(name, rcv.URL+"/"+name, keys)
+		eps[i] = benchEndpoint(name, rcv.URL+"/"+name, keys.keys)
 	}
 	p, err := startPipeline(ctx, eps)
 	if err != nil {
@@ -36,8 +36,17 @@ func measureFanout(ctx context.Context, sz sizes) *result {
 	c := newPostClient(sz.C)
 	defer c.CloseIdleConnections()
 	url, hdr := p.EventsURL(), ingestHeader(staticToken)
+	// postOne posts event i (bodies[i] when prepared) and returns the id
+	// the 202 gave it; the caller records it in the Ledger.
+	var bodies [][]byte
 	postOne := func(i int) (string, time.Time, error) {
-		code, rb, err := post(ctx, c, url, "application/json", eventJSON(i), hdr)
+		var body []byte
+		if i < len(bodies) {
+			body = bodies[i]
+		} else {
+			body = benchEvent(i).JSON(false)
+		}
+		code, rb, err := post(ctx, c, url, "application/json", body, hdr)
 		acked := time.Now()
 		if err != nil {
 			return "", acked, err
@@ -58,16 +67,30 @@ func measureFanout(ctx context.Context, sz sizes) *result {
 		return a.ID, acked, nil
 	}
 
+	// Every event's deliveries are checked once it has reached every
+	// endpoint: the first body of its webhook-id against what was posted,
+	// every other endpoint's copy against the first, byte for byte.
+	record := func(i int, id string) {
+		ev := benchEvent(i)
+		ev.ID = id
+		rcv.Ledger.Add(ev)
+	}
+
 	// Warm-up: the first event waits until every endpoint's consumer exists
 	// and opens the connections.
 	for w := range 3 {
 		rcv.reset(len(eps))
-		if _, _, err := postOne(2_000_000 + w); err != nil {
+		id, _, err := postOne(2_000_000 + w)
+		if err != nil {
 			return res.fail(fmt.Errorf("warm-up: %w", err))
 		}
 		if _, err := rcv.wait(ctx, 60*time.Second); err != nil {
 			u, _, _ := rcv.counts()
 			return res.fail(fmt.Errorf("warm-up: %d of %d endpoints received: %w", u, len(eps), err))
+		}
+		record(2_000_000+w, id)
+		if err := rcv.check("fan-out warm-up", []string{id}); err != nil {
+			return res.fail(err)
 		}
 	}
 
@@ -75,7 +98,7 @@ func measureFanout(ctx context.Context, sz sizes) *result {
 	var one []time.Duration
 	for r := range sz.FanoutRepeats {
 		rcv.reset(len(eps))
-		_, acked, err := postOne(3_000_000 + r)
+		id, acked, err := postOne(3_000_000 + r)
 		if err != nil {
 			return res.fail(err)
 		}
@@ -84,6 +107,10 @@ func measureFanout(ctx context.Context, sz sizes) *result {
 			u, _, _ := rcv.counts()
 			return res.fail(fmt.Errorf("%d of %d endpoints received: %w", u, len(eps), err))
 		}
+		record(3_000_000+r, id)
+		if err := rcv.check("fan-out one event", []string{id}); err != nil {
+			return res.fail(err)
+		}
 		one = append(one, last.Sub(acked))
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -91,13 +118,19 @@ func measureFanout(ctx context.Context, sz sizes) *result {
 
 	// Many events to every endpoint.
 	total := sz.FanoutEvents * len(eps)
+	bodies = make([][]byte, sz.FanoutEvents)
+	for i := range bodies {
+		bodies[i] = benchEvent(i).JSON(false)
+	}
+	ids := make([]string, sz.FanoutEvents)
 	rcv.reset(total)
 	stopProfile := startProfile("fanout-bulk")
 	defer stopProfile()
 	cpu0 := processCPU()
 	start := time.Now()
 	failed, ferr := runPosters(ctx, sz.C, sz.FanoutEvents, func(i int) error {
-		_, _, err := postOne(i)
+		var err error
+		ids[i], _, err = postOne(i)
 		return err
 	})
 	if failed > 0 {
@@ -115,12 +148,19 @@ func measureFanout(ctx context.Context, sz sizes) *result {
 		return res.fail(fmt.Errorf("%d deliveries failed signature verification", bad))
 	}
 	elapsed := last.Sub(start)
+	for i, id := range ids {
+		record(i, id)
+	}
+	if err := rcv.check("fan-out bulk", ids); err != nil {
+		return res.fail(err)
+	}
 
 	res.info(fmt.Sprintf("4. one event to %d endpoints: 202 to the %dth receipt (median of %d)", len(eps), len(eps), len(one)), ms(percentile(one, 50)))
 	res.info(fmt.Sprintf("4. %d events x %d endpoints", sz.FanoutEvents, len(eps)), fmtRate(perSec(total, elapsed), "deliveries/s"))
 	res.note("%d registry entries in one namespace point at the same receiver with different paths (/ep-000 ...), each with its own worker and durable consumer (%s). Single-event runs (after 3 warm-up events): %v. The bulk run posts %d events from %d posters and times the first post to the %dth unique (path, webhook-id) receipt: %s, duplicates %d, this process's CPU %.0f µs per delivery.",
 		len(eps), inFlightText(), roundAll(one), sz.FanoutEvents, sz.C, total, elapsed.Round(time.Millisecond), dups, us(cpu)/float64(total))
 	res.note("All %d endpoints share one host:port here, so up to %d deliveries are in flight to one host while the shared client keeps at most 256 idle connections per host: connections beyond that are closed and dialled again, which real endpoints on different hosts would not do.", len(eps), len(eps)*maxInFlight)
+	res.note("The events: %s. After each run, not timed, every delivered body was compared with what was posted (type, data, timestamp) and every endpoint's copy with the first, byte for byte.", payloadText)
 	res.note("The brief sets no target for fan-out; the figures are informational.")
 	if prof != "" {
 		table, costs, err := breakdownTable(pipelineKinds, []string{fmt.Sprintf("%d events x %d endpoints", sz.FanoutEvents, len(eps))}, []string{prof}, []int{total})

@@ -9,12 +9,14 @@ import (
 	"time"
 
 	"github.com/wablast/webhook-operator/internal/dispatch"
+	"github.com/wablast/webhook-operator/internal/testutil"
 )
 
-// pacedPost is one paced request: when it was due, when its answer came
-// and the id the 202 gave the event.
+// pacedPost is one paced request: when it was due, when its answer came,
+// the 202 answer and the id it gave the event (of a single event).
 type pacedPost struct {
 	due, sent, acked time.Time
+	answer           []byte
 	id               string
 	err              error
 }
@@ -55,6 +57,7 @@ func pace(ctx context.Context, c *http.Client, url string, hdr http.Header, cont
 				case code != http.StatusAccepted:
 					out[i].err = fmt.Errorf("ingest answered %d: %s", code, rb)
 				default:
+					out[i].answer = rb
 					var a struct {
 						ID string `json:"id"`
 					}
@@ -71,16 +74,16 @@ func pace(ctx context.Context, c *http.Client, url string, hdr http.Header, cont
 
 func measureLatency(ctx context.Context, sz sizes) *result {
 	res := &result{}
-	keys, err := benchKeys()
+	keys, err := newBenchSecret()
 	if err != nil {
 		return res.fail(err)
 	}
-	rcv, err := newReceiver(keys)
+	rcv, err := newReceiver(keys.secret)
 	if err != nil {
 		return res.fail(err)
 	}
 	defer rcv.close()
-	p, err := startPipeline(ctx, []dispatch.Endpoint{benchEndpoint("crm", rcv.URL+"/hook", keys)})
+	p, err := startPipeline(ctx, []dispatch.Endpoint{benchEndpoint("crm", rcv.URL+"/hook", keys.keys)})
 	if err != nil {
 		return res.fail(err)
 	}
@@ -91,9 +94,10 @@ func measureLatency(ctx context.Context, sz sizes) *result {
 	url, hdr := p.EventsURL(), ingestHeader(staticToken)
 
 	if err := warmUp(ctx, rcv, posters, func(i int) error {
-		code, rb, err := post(ctx, c, url, "application/json", eventJSON(1_000_000+i), hdr)
-		if err == nil && code != http.StatusAccepted {
-			err = fmt.Errorf("ingest answered %d: %s", code, rb)
+		ev := benchEvent(1_000_000 + i)
+		answer, err := postEvents(ctx, c, url, hdr, false, ev.JSON(false))
+		if err == nil {
+			_, err = rcv.Ledger.Accepted([]testutil.Posted{ev}, answer)
 		}
 		return err
 	}); err != nil {
@@ -101,9 +105,15 @@ func measureLatency(ctx context.Context, sz sizes) *result {
 	}
 
 	n := int(float64(sz.LatencyRate) * sz.LatencyFor.Seconds())
+	posted := make([][]testutil.Posted, n)
+	bodies := make([][]byte, n)
+	for i := range bodies {
+		posted[i] = []testutil.Posted{benchEvent(i)}
+		bodies[i] = posted[i][0].JSON(false)
+	}
 	rcv.reset(n)
 	cpu0 := processCPU()
-	posts := pace(ctx, c, url, hdr, "application/json", n, sz.LatencyRate, posters, eventJSON)
+	posts := pace(ctx, c, url, hdr, "application/json", n, sz.LatencyRate, posters, func(i int) []byte { return bodies[i] })
 	cpu := processCPU() - cpu0
 	for _, pp := range posts {
 		if pp.err != nil {
@@ -116,6 +126,17 @@ func measureLatency(ctx context.Context, sz sizes) *result {
 	}
 	if _, _, bad := rcv.counts(); bad > 0 {
 		return res.fail(fmt.Errorf("%d deliveries failed signature verification", bad))
+	}
+	answers := make([][]byte, n)
+	for i, pp := range posts {
+		answers[i] = pp.answer
+	}
+	ids, err := recordAccepted(rcv.Ledger, posted, answers)
+	if err != nil {
+		return res.fail(err)
+	}
+	if err := rcv.check("latency", ids); err != nil {
+		return res.fail(err)
 	}
 
 	times := rcv.times()
@@ -163,6 +184,7 @@ func measureLatency(ctx context.Context, sz sizes) *result {
 	res.info(fmt.Sprintf("offered rate (%d events over %s, paced)", n, sz.LatencyFor), fmtRate(offered, "events/s"))
 	res.info("added latency p50 (receipt minus 202)", ms(p50))
 	res.add("3. added latency p99 (receipt minus 202)", ms(p99), "< 10 ms", p99 < 10*time.Millisecond)
+	res.note("The events: %s. After the window every delivered body was compared with what was posted (type, data, timestamp), and every event found delivered.", payloadText)
 	res.note("Paced posters (%d goroutines, keep-alive) post event i at start + i/%d s; a request started p50 %s (p99 %s) after it was due. Ingest response time (post to 202) p50 %s, p99 %s.",
 		posters, sz.LatencyRate, ms(percentile(late, 50)), ms(percentile(late, 99)), ms(percentile(resp, 50)), ms(percentile(resp, 99)))
 	res.note("End to end, from the start of the post to the receipt: p50 %s, p99 %s. This process used %.2f cores on average during the window (%.0f µs of CPU per event).",

@@ -8,12 +8,18 @@
 //	go run ./hack/bench -cpuprofile /tmp/cpu      # CPU profiles /tmp/cpu.<measurement>.pprof and allocation profiles beside them
 //
 // Everything runs on loopback and stops by itself: every count is bounded and
-// every wait has a deadline. The status and scale measurements start a local
+// every wait has a deadline. Every event carries its own data, and after
+// each timed window every delivered body is compared with what was posted;
+// a measurement with any difference, a missing event or a signature the
+// official Standard Webhooks library refuses reports no figure, the report
+// is not written, and the run exits 1 (as it does when any measurement
+// fails). The status and scale measurements start a local
 // control plane from bin/k8s/<version> (make envtest-bin builds it).
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -133,7 +139,10 @@ func run() error {
 		res.name, res.title = m.name, m.title
 		res.elapsed, res.harnessCPU = time.Since(start), cpu
 		fmt.Fprintf(os.Stderr, "   done in %s (harness process CPU %s)\n", res.elapsed.Round(100*time.Millisecond), cpu.Round(100*time.Millisecond))
-		if res.err != nil {
+		if ce := (*contentError)(nil); errors.As(res.err, &ce) {
+			first, _, _ := strings.Cut(res.err.Error(), "\n")
+			fmt.Fprintf(os.Stderr, "   error: %s (listed after the table; the run will exit 1 and write no report)\n", strings.TrimSuffix(first, ":"))
+		} else if res.err != nil {
 			fmt.Fprintf(os.Stderr, "   error: %v\n", res.err)
 		}
 		rep.results = append(rep.results, res)
@@ -143,6 +152,28 @@ func run() error {
 	rep.cpuAfter = readCPUAccount()
 
 	rep.printTable(os.Stdout)
+
+	// A measurement whose deliveries were not what was posted reports no
+	// figure, and the run writes no report: a rate of wrong deliveries is
+	// not a result.
+	var failed, contentFailed []string
+	for _, res := range rep.results {
+		if res.err == nil {
+			continue
+		}
+		failed = append(failed, res.name)
+		var ce *contentError
+		if errors.As(res.err, &ce) {
+			contentFailed = append(contentFailed, res.name)
+			fmt.Fprintf(os.Stderr, "\nCONTENT CHECK FAILED in %s: the deliveries were not what was posted.\n%v\n", res.name, res.err)
+		}
+	}
+	if len(contentFailed) > 0 {
+		if *out != "" {
+			fmt.Fprintf(os.Stderr, "%s not written: the content check failed\n", *out)
+		}
+		return fmt.Errorf("the content check failed in %s", strings.Join(contentFailed, ", "))
+	}
 	if *out != "" {
 		if err := rep.writeMarkdown(*out); err != nil {
 			return err
@@ -151,6 +182,9 @@ func run() error {
 	}
 	if ctx.Err() != nil {
 		return fmt.Errorf("run stopped early: %w", ctx.Err())
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("%d measurement(s) failed: %s", len(failed), strings.Join(failed, ", "))
 	}
 	return nil
 }

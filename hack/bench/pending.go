@@ -12,7 +12,7 @@ import (
 
 func measurePending(ctx context.Context, sz sizes) *result {
 	res := &result{}
-	keys, err := benchKeys()
+	keys, err := newBenchSecret()
 	if err != nil {
 		return res.fail(err)
 	}
@@ -20,7 +20,7 @@ func measurePending(ctx context.Context, sz sizes) *result {
 	if err != nil {
 		return res.fail(err)
 	}
-	ep := benchEndpoint("down", fmt.Sprintf("http://127.0.0.1:%d/hook", port), keys)
+	ep := benchEndpoint("down", fmt.Sprintf("http://127.0.0.1:%d/hook", port), keys.keys)
 	ep.Policy.MaxAttempts = 20
 	ep.Policy.InitialBackoff = 3600 * time.Second
 	p, err := startPipeline(ctx, []dispatch.Endpoint{ep})
@@ -92,9 +92,10 @@ func enqueueN(ctx context.Context, p *pipeline, from, count int) error {
 	events := make([]dispatch.Event, count)
 	now := time.Now()
 	for i := range events {
+		pe := benchEvent(from + i)
 		events[i] = dispatch.Event{
-			ID: fmt.Sprintf("evt_pending_%07d", from+i), Namespace: benchNS, Type: "message.sent",
-			Timestamp: now, Data: eventData(from + i),
+			ID: fmt.Sprintf("evt_pending_%07d", from+i), Namespace: benchNS, Type: pe.Type,
+			Timestamp: now, Data: pe.Data,
 		}
 	}
 	_, err := p.Dispatcher.Enqueue(ctx, events)

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"runtime"
 	"time"
@@ -11,6 +10,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/wablast/webhook-operator/internal/dispatch"
+	"github.com/wablast/webhook-operator/internal/testutil"
 )
 
 // measureReplicas runs the single-event throughput pass against 1, 2 and 3
@@ -20,7 +20,7 @@ import (
 // the status writer.
 func measureReplicas(ctx context.Context, sz sizes) *result {
 	res := &result{}
-	keys, err := benchKeys()
+	keys, err := newBenchSecret()
 	if err != nil {
 		return res.fail(err)
 	}
@@ -36,7 +36,7 @@ func measureReplicas(ctx context.Context, sz sizes) *result {
 		res.info(fmt.Sprintf("8. %d replica(s) on one NATS server, single JSON events, C=%d", i+1, sz.C),
 			fmt.Sprintf("%s (x%.2f)", fmtRate(r.rate(), "events/s"), r.rate()/runs[0].rate()))
 	}
-	res.note("Each pass starts a fresh nats-server (JetStream, file store, R1) listening on 127.0.0.1 and 1, 2 or 3 replicas connected to it over TCP, each with its own ingestion API, dispatcher and registry holding the same endpoint (%s). Posters send single JSON events round-robin over the replicas' ingestion APIs; one replica runs the status writer and aggregator. Timing and checks are those of the throughput passes.", inFlightText())
+	res.note("Each pass starts a fresh nats-server (JetStream, file store, R1) listening on 127.0.0.1 and 1, 2 or 3 replicas connected to it over TCP, each with its own ingestion API, dispatcher and registry holding the same endpoint (%s). Posters send single JSON events round-robin over the replicas' ingestion APIs; one replica runs the status writer and aggregator. Timing and checks are those of the throughput passes, the content check after each pass included.", inFlightText())
 	for i, r := range runs {
 		res.note("%d replica(s): %d events in %s = %.0f events/s; this process's CPU %.0f µs/event, %.1f of %d cores busy; response time p50 %s, p99 %s; duplicates %d.",
 			i+1, r.events, r.elapsed.Round(time.Millisecond), r.rate(), us(r.cpuPerEvent()), cores(r), runtime.NumCPU(), ms(r.ackP50), ms(r.ackP99), r.dups)
@@ -46,7 +46,7 @@ func measureReplicas(ctx context.Context, sz sizes) *result {
 }
 
 // replicaThroughput is one pass with n replicas on a fresh NATS server.
-func replicaThroughput(ctx context.Context, sz sizes, keys [][]byte, n int) (throughputRun, error) {
+func replicaThroughput(ctx context.Context, sz sizes, keys benchSecret, n int) (throughputRun, error) {
 	dir, err := os.MkdirTemp("", "wablast-bench-nats-")
 	if err != nil {
 		return throughputRun{}, err
@@ -65,12 +65,12 @@ func replicaThroughput(ctx context.Context, sz sizes, keys [][]byte, n int) (thr
 		return throughputRun{}, fmt.Errorf("nats-server not ready")
 	}
 
-	rcv, err := newReceiver(keys)
+	rcv, err := newReceiver(keys.secret)
 	if err != nil {
 		return throughputRun{}, err
 	}
 	defer rcv.close()
-	ep := benchEndpoint("crm", rcv.URL+"/hook", keys)
+	ep := benchEndpoint("crm", rcv.URL+"/hook", keys.keys)
 	var urls []string
 	for i := range n {
 		p, err := startPipelineWith(ctx, []dispatch.Endpoint{ep}, pipelineOptions{NATSURL: ns.ClientURL(), Leader: i == 0})
@@ -83,25 +83,39 @@ func replicaThroughput(ctx context.Context, sz sizes, keys [][]byte, n int) (thr
 	c := newPostClient(sz.C)
 	defer c.CloseIdleConnections()
 	hdr := ingestHeader(staticToken)
-	send := func(i int, body []byte) error {
-		code, rb, err := post(ctx, c, urls[i%len(urls)], "application/json", body, hdr)
-		if err == nil && code != http.StatusAccepted {
-			err = fmt.Errorf("ingest answered %d: %s", code, rb)
-		}
-		return err
+	send := func(i int, body []byte) ([]byte, error) {
+		return postEvents(ctx, c, urls[i%len(urls)], hdr, false, body)
 	}
 
-	rcv.reset(sz.C)
-	if _, err := runPosters(ctx, sz.C, sz.C, func(i int) error { return send(i, eventJSON(sz.N+i)) }); err != nil {
-		return throughputRun{}, fmt.Errorf("warm-up: %w", err)
+	if err := warmUp(ctx, rcv, sz.C, func(i int) error {
+		ev := benchEvent(sz.N + i)
+		answer, err := send(i, ev.JSON(false))
+		if err == nil {
+			_, err = rcv.Ledger.Accepted([]testutil.Posted{ev}, answer)
+		}
+		return err
+	}); err != nil {
+		return throughputRun{}, err
 	}
-	if _, err := rcv.wait(ctx, 60*time.Second); err != nil {
-		return throughputRun{}, fmt.Errorf("warm-up: %w", err)
-	}
+	posted := make([][]testutil.Posted, sz.N)
 	bodies := make([][]byte, sz.N)
 	for i := range bodies {
-		bodies[i] = eventJSON(i)
+		posted[i] = []testutil.Posted{benchEvent(i)}
+		bodies[i] = posted[i][0].JSON(false)
 	}
+	answers := make([][]byte, sz.N)
 	rcv.reset(sz.N)
-	return timedPass(ctx, rcv, sz.C, sz.N, sz.N, "", func(i int) error { return send(i, bodies[i]) })
+	run, err := timedPass(ctx, rcv, sz.C, sz.N, sz.N, "", func(i int) error {
+		var err error
+		answers[i], err = send(i, bodies[i])
+		return err
+	})
+	if err != nil {
+		return throughputRun{}, err
+	}
+	ids, err := recordAccepted(rcv.Ledger, posted, answers)
+	if err != nil {
+		return throughputRun{}, err
+	}
+	return run, rcv.check(fmt.Sprintf("%d replicas", n), ids)
 }

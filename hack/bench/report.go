@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	_ "embed"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -36,7 +37,14 @@ func (r *report) rows() [][]string {
 			out = append(out, []string{rw.figure, rw.value, target, rw.status})
 		}
 		if res.err != nil {
-			out = append(out, []string{res.title, "not measured: " + oneLine(res.err.Error()), "-", "ERROR"})
+			msg := oneLine(res.err.Error())
+			var ce *contentError
+			if errors.As(res.err, &ce) {
+				// The mismatches follow the table, in full.
+				first, _, _ := strings.Cut(res.err.Error(), "\n")
+				msg = strings.TrimSuffix(first, ":") + " (listed below)"
+			}
+			out = append(out, []string{res.title, "not measured: " + msg, "-", "ERROR"})
 		}
 	}
 	return out

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net/http"
 	"os"
 	"time"
 
@@ -35,11 +34,7 @@ func measureStatus(ctx context.Context, sz sizes) *result {
 	if err != nil {
 		return res.fail(err)
 	}
-	keys, err := signing.ParseSecrets(secret)
-	if err != nil {
-		return res.fail(err)
-	}
-	rcv, err := newReceiver(keys)
+	rcv, err := newReceiver(secret)
 	if err != nil {
 		return res.fail(err)
 	}
@@ -118,20 +113,35 @@ func measureStatus(ctx context.Context, sz sizes) *result {
 	// Warm-up: one event to every endpoint (the static token is looked up
 	// once, the connections open, the endpoint consumers exist).
 	rcv.reset(sz.StatusEndpoints)
-	if code, rb, err := post(ctx, c, url, "application/json", eventJSON(9_000_000), hdr); err != nil || code != http.StatusAccepted {
-		return res.fail(fmt.Errorf("warm-up post: %d %s %v", code, rb, err))
+	warm := benchEvent(9_000_000)
+	answer, err := postEvents(ctx, c, url, hdr, false, warm.JSON(false))
+	if err != nil {
+		return res.fail(fmt.Errorf("warm-up post: %w", err))
+	}
+	warmIDs, err := rcv.Ledger.Accepted([]testutil.Posted{warm}, answer)
+	if err != nil {
+		return res.fail(fmt.Errorf("warm-up post: %w", err))
 	}
 	if _, err := rcv.wait(ctx, 60*time.Second); err != nil {
 		return res.fail(fmt.Errorf("warm-up: %w", err))
+	}
+	if err := rcv.check("status warm-up", warmIDs); err != nil {
+		return res.fail(err)
 	}
 	time.Sleep(sz.StatusFlush + sz.StatusFlush/2) // let the warm-up's status land
 
 	const batch = 100
 	batchesPerSec := max(sz.StatusRate/batch, 1)
 	n := int(float64(batchesPerSec) * sz.StatusFor.Seconds())
+	posted := make([][]testutil.Posted, n)
+	bodies := make([][]byte, n)
+	for i := range bodies {
+		posted[i] = benchEvents(i*batch, batch)
+		bodies[i] = testutil.NDJSON(posted[i], false)
+	}
 	rcv.reset(-1)
 	t0 := time.Now()
-	posts := pace(ctx, c, url, hdr, "application/x-ndjson", n, batchesPerSec, 8, func(i int) []byte { return ndjson(i*batch, batch) })
+	posts := pace(ctx, c, url, hdr, "application/x-ndjson", n, batchesPerSec, 8, func(i int) []byte { return bodies[i] })
 	t1 := t0.Add(sz.StatusFor)
 	if d := time.Until(t1); d > 0 {
 		time.Sleep(d)
@@ -146,6 +156,18 @@ func measureStatus(ctx context.Context, sz sizes) *result {
 		return res.fail(fmt.Errorf("%d deliveries failed signature verification", bad))
 	}
 	lastAck := posts[len(posts)-1].acked
+	// What arrived so far (the window does not drain the queue) must be
+	// what was posted: NDJSON batches without ids, each line's data its own.
+	answers := make([][]byte, n)
+	for i, pp := range posts {
+		answers[i] = pp.answer
+	}
+	if _, err := recordAccepted(rcv.Ledger, posted, answers); err != nil {
+		return res.fail(err)
+	}
+	if err := rcv.check("status", nil); err != nil {
+		return res.fail(err)
+	}
 
 	// The StatusWriter flushes on a ticker and writes the changed resources
 	// of a flush one after another in UID order, so a write whose UID does
@@ -212,8 +234,8 @@ func measureStatus(ctx context.Context, sz sizes) *result {
 	}
 	res.note("A real kube-apiserver and etcd (testutil.StartEnv), %d WebhookConfigs and a Secret in one namespace, and operator.Setup in a controller-runtime manager as test/integration runs it, with --status-flush-interval %s. The ingest token is a static token Secret labelled %s; the manager's KubeAuthenticator checks it (cached). The harness posts NDJSON batches of %d at %d batches/s from 8 paced posters, so the posters cost little next to the operator.",
 		sz.StatusEndpoints, sz.StatusFlush, ingest.LabelIngestToken, batch, batchesPerSec)
-	res.note("Status writes are the dispatcher's server-side apply PATCHes of /status under field manager %s, counted in the manager's rest.Config transport. The StatusWriter writes the changed resources of a flush one after another in UID order, which marks where each flush starts. %d flushes started in the %s window; the rate is the writes of all but the last (%d) over the %s from the first flush's start to the last's, so no flush is cut by the window's edges (2%% allowed for timer jitter). Over the whole run %d writes; the shortest gap between two writes of one resource was %s (a flush that ran long delays its writes, so single gaps can be shorter than the interval; the rate cannot exceed the bound). The receiver verified %d deliveries in the window; the rest of the offered load was still queued in JetStream when the window closed (it is not drained).",
-		dispatch.StatusFieldManager, len(window), sz.StatusFor, counted, span.Round(time.Millisecond), len(all), gap, delivered)
+	res.note("Status writes are the dispatcher's server-side apply PATCHes of /status under field manager %s, counted in the manager's rest.Config transport. The StatusWriter writes the changed resources of a flush one after another in UID order, which marks where each flush starts. %d flushes started in the %s window; the rate is the writes of all but the last (%d) over the %s from the first flush's start to the last's, so no flush is cut by the window's edges (2%% allowed for timer jitter). Over the whole run %d writes; the shortest gap between two writes of one resource was %s (a flush that ran long delays its writes, so single gaps can be shorter than the interval; the rate cannot exceed the bound). The receiver verified %d deliveries in the window; the rest of the offered load was still queued in JetStream when the window closed (it is not drained). Every body that had arrived when the window closed was compared with what was posted (type, data, timestamp; the events: %s).",
+		dispatch.StatusFieldManager, len(window), sz.StatusFor, counted, span.Round(time.Millisecond), len(all), gap, delivered, payloadText)
 	if !pass {
 		res.finding("Status writes %.2f/s exceed the bound %.2f/s (%d writes in %d flushes over %s): the StatusWriter should write each resource at most once per flush interval.", rate, bound, counted, len(window)-1, span.Round(time.Millisecond))
 	}

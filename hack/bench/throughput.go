@@ -3,7 +3,6 @@ package main
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"runtime"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/wablast/webhook-operator/internal/dispatch"
 	"github.com/wablast/webhook-operator/internal/signing"
+	"github.com/wablast/webhook-operator/internal/testutil"
 )
 
 // throughputRun is one timed pass of N events to the receiver.
@@ -45,18 +45,26 @@ func (t throughputRun) cpuPerEvent() time.Duration {
 	return t.cpu / time.Duration(t.events)
 }
 
-// benchKeys is a fresh signing key, as the operator generates them.
-func benchKeys() ([][]byte, error) {
+// benchSecret is a fresh signing secret, as the operator generates them:
+// the endpoints sign with its keys, the receiver verifies with the official
+// library given the secret.
+type benchSecret struct {
+	secret string
+	keys   [][]byte
+}
+
+func newBenchSecret() (benchSecret, error) {
 	s, err := signing.GenerateSecret()
 	if err != nil {
-		return nil, err
+		return benchSecret{}, err
 	}
-	return signing.ParseSecrets(s)
+	keys, err := signing.ParseSecrets(s)
+	return benchSecret{secret: s, keys: keys}, err
 }
 
 func measureThroughput(ctx context.Context, sz sizes) *result {
 	res := &result{}
-	keys, err := benchKeys()
+	keys, err := newBenchSecret()
 	if err != nil {
 		return res.fail(err)
 	}
@@ -75,16 +83,16 @@ func measureThroughput(ctx context.Context, sz sizes) *result {
 		var rd round
 		var err error
 		if rd.base, err = baselineThroughput(ctx, sz, keys); err != nil {
-			return res.fail(fmt.Errorf("baseline: %w", err))
+			return res.fail(fmt.Errorf("round %d, baseline: %w", r+1, err))
 		}
 		if rd.single, err = operatorThroughput(ctx, sz, keys, 1); err != nil {
-			return res.fail(fmt.Errorf("single events: %w", err))
+			return res.fail(fmt.Errorf("round %d, single events: %w", r+1, err))
 		}
 		if rd.batched, err = operatorThroughput(ctx, sz, keys, sz.Batch); err != nil {
-			return res.fail(fmt.Errorf("NDJSON batches: %w", err))
+			return res.fail(fmt.Errorf("round %d, NDJSON batches: %w", r+1, err))
 		}
 		if rd.withIDs, err = operatorThroughput(ctx, sz, keys, -1); err != nil {
-			return res.fail(fmt.Errorf("single events with ids: %w", err))
+			return res.fail(fmt.Errorf("round %d, single events with ids: %w", r+1, err))
 		}
 		rounds = append(rounds, rd)
 	}
@@ -122,7 +130,8 @@ func measureThroughput(ctx context.Context, sz sizes) *result {
 	res.info("operator, single JSON events with producer ids (idempotency keys)", fmt.Sprintf("%s (ratio %.2f)", fmtRate(withIDs.rate(), "events/s"), withIDs.rate()/idsBase.rate()))
 
 	res.note("The four passes ran side by side in %d rounds; each ratio above is the median round's (for each figure its own median round, against that round's baseline). Every round: %s.", len(rounds), strings.Join(spread, "; "))
-	res.note("Each pass times the first post to the last unique webhook-id the receiver verified; every delivery's signature is checked with signing.Verifier (none failed) and duplicates are counted, not counted twice.")
+	res.note("Each pass times the first post to the last unique webhook-id the receiver verified; every delivery's signature is checked with the official Standard Webhooks library (none failed), its body kept, and duplicates are counted, not counted twice. The baseline's receiver is the same, so both sides of each ratio do the same work per request.")
+	res.note("The events: %s. After each pass, not timed, every delivered body was compared with what was posted (type, data as a JSON value, timestamp) and every event accepted was found delivered; a pass with any difference fails the run instead of reporting a rate.", payloadText)
 	res.note("Before each pass %d warm-up requests open the keep-alive connections (poster to ingest, dispatcher to receiver, poster to receiver), and a full garbage collection clears what the previous pass left, so no pass pays for collecting another's garbage; neither is timed.", sz.C)
 	res.note("The operator path is the real ingest.Server (schema validation included), dispatch.Dispatcher.Enqueue into the JetStream file store (202 after the store's ack; events without an id are stored as deliveries at once, skipping the events stream and the fan-out), the endpoint's worker (%s), dispatch.NewHTTPClient with egress allowing 127.0.0.0/8, and the outcome published and folded by the real Aggregator, run by the real StatusWriter whose client is a fake that counts and discards applies. The ingestion API authenticates with an ingest.AuthenticatorFunc that checks one static token: in the manager the KubeAuthenticator caches decisions (10 s), so TokenReview/SubjectAccessReview calls are out of the hot path.", inFlightText())
 	res.note("The single and batch passes post events without a producer id, so the 24 h duplicate window (Nats-Msg-Id), the events stream and the fan-out are not exercised; that is the cheaper path. The pass with ids posts single events with a unique \"id\" each: they go through WEBHOOK_EVENTS (with their Nats-Msg-Id) and the fan-out consumer, which is the price of idempotency.")
@@ -212,8 +221,8 @@ func cores(t throughputRun) float64 {
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 
 // baselineThroughput posts N signed envelopes straight to the receiver.
-func baselineThroughput(ctx context.Context, sz sizes, keys [][]byte) (throughputRun, error) {
-	rcv, err := newReceiver(keys)
+func baselineThroughput(ctx context.Context, sz sizes, keys benchSecret) (throughputRun, error) {
+	rcv, err := newReceiver(keys.secret)
 	if err != nil {
 		return throughputRun{}, err
 	}
@@ -222,17 +231,35 @@ func baselineThroughput(ctx context.Context, sz sizes, keys [][]byte) (throughpu
 	defer c.CloseIdleConnections()
 	url := rcv.URL + "/hook"
 
+	// Events 0..N-1 are timed, N..N+C-1 warm up. Each envelope is what the
+	// operator would deliver for the event; the Ledger holds each as posted.
 	bodies := make([][]byte, sz.N+sz.C)
+	ids := make([]string, sz.N+sz.C)
 	now := time.Now()
 	for i := range bodies {
-		ev := dispatch.Event{Type: "message.sent", Timestamp: now, Data: eventData(i)}
+		pe := benchEvent(i)
+		ts := now
+		if pe.Timestamp != "" {
+			if ts, err = time.Parse(time.RFC3339Nano, pe.Timestamp); err != nil {
+				return throughputRun{}, err
+			}
+		} else {
+			pe.Timestamp = now.Format(time.RFC3339Nano)
+		}
+		ev := dispatch.Event{Type: pe.Type, Timestamp: ts, Data: pe.Data}
 		if bodies[i], err = ev.Envelope(); err != nil {
 			return throughputRun{}, err
 		}
+		ids[i] = "evt_bl_" + strconv.Itoa(i)
+		if i >= sz.N {
+			ids[i] = "warm_" + strconv.Itoa(i-sz.N)
+		}
+		pe.ID = ids[i]
+		rcv.Ledger.Add(pe)
 	}
 	send := func(id string, body []byte) error {
 		h := http.Header{"User-Agent": {"bench-baseline"}}
-		signing.SetHeaders(h, keys, id, time.Now(), body)
+		signing.SetHeaders(h, keys.keys, id, time.Now(), body)
 		code, _, err := post(ctx, c, url, "application/json", body, h)
 		if err == nil && code/100 != 2 {
 			err = fmt.Errorf("receiver answered %d", code)
@@ -240,14 +267,18 @@ func baselineThroughput(ctx context.Context, sz sizes, keys [][]byte) (throughpu
 		return err
 	}
 
-	if err := warmUp(ctx, rcv, sz.C, func(i int) error { return send("warm_"+strconv.Itoa(i), bodies[sz.N+i]) }); err != nil {
+	if err := warmUp(ctx, rcv, sz.C, func(i int) error { return send(ids[sz.N+i], bodies[sz.N+i]) }); err != nil {
 		return throughputRun{}, err
 	}
 
 	rcv.reset(sz.N)
-	return timedPass(ctx, rcv, sz.C, sz.N, sz.N, "throughput-baseline", func(i int) error {
-		return send("evt_bl_"+strconv.Itoa(i), bodies[i])
+	run, err := timedPass(ctx, rcv, sz.C, sz.N, sz.N, "throughput-baseline", func(i int) error {
+		return send(ids[i], bodies[i])
 	})
+	if err != nil {
+		return throughputRun{}, err
+	}
+	return run, rcv.check("throughput baseline", ids[:sz.N])
 }
 
 // timedPass makes posts requests from c posters (send(i) makes the i-th)
@@ -290,15 +321,15 @@ func timedPass(ctx context.Context, rcv *receiver, c, posts, n int, profile stri
 // operatorThroughput posts N events to the ingestion API, in batches of
 // batch events (1: one application/json event a request; -1: the same, each
 // event with a producer id).
-func operatorThroughput(ctx context.Context, sz sizes, keys [][]byte, batch int) (throughputRun, error) {
+func operatorThroughput(ctx context.Context, sz sizes, keys benchSecret, batch int) (throughputRun, error) {
 	withIDs := batch < 0
 	batch = max(batch, 1)
-	rcv, err := newReceiver(keys)
+	rcv, err := newReceiver(keys.secret)
 	if err != nil {
 		return throughputRun{}, err
 	}
 	defer rcv.close()
-	p, err := startPipeline(ctx, []dispatch.Endpoint{benchEndpoint("crm", rcv.URL+"/hook", keys)})
+	p, err := startPipeline(ctx, []dispatch.Endpoint{benchEndpoint("crm", rcv.URL+"/hook", keys.keys)})
 	if err != nil {
 		return throughputRun{}, err
 	}
@@ -307,35 +338,36 @@ func operatorThroughput(ctx context.Context, sz sizes, keys [][]byte, batch int)
 	defer c.CloseIdleConnections()
 	url, hdr := p.EventsURL(), ingestHeader(staticToken)
 
-	send := func(body []byte, ndjsonBody bool) error {
-		ct := "application/json"
-		if ndjsonBody {
-			ct = "application/x-ndjson"
-		}
-		code, rb, err := post(ctx, c, url, ct, body, hdr)
-		if err == nil && code != http.StatusAccepted {
-			err = fmt.Errorf("ingest answered %d: %s", code, rb)
+	if err := warmUp(ctx, rcv, sz.C, func(i int) error {
+		ev := benchEvent(sz.N + i)
+		answer, err := postEvents(ctx, c, url, hdr, false, ev.JSON(false))
+		if err == nil {
+			_, err = rcv.Ledger.Accepted([]testutil.Posted{ev}, answer)
 		}
 		return err
-	}
-
-	if err := warmUp(ctx, rcv, sz.C, func(i int) error { return send(eventJSON(sz.N+i), false) }); err != nil {
+	}); err != nil {
 		return throughputRun{}, err
 	}
 
 	posts := sz.N / batch
 	n := posts * batch
+	posted := make([][]testutil.Posted, posts)
 	bodies := make([][]byte, posts)
 	for i := range bodies {
 		switch {
 		case withIDs:
-			bodies[i] = eventJSONWithID(i)
+			posted[i] = []testutil.Posted{withProducerID(benchEvent(i), i)}
+			bodies[i] = posted[i][0].JSON(true)
 		case batch == 1:
-			bodies[i] = eventJSON(i)
+			posted[i] = []testutil.Posted{benchEvent(i)}
+			bodies[i] = posted[i][0].JSON(false)
 		default:
-			bodies[i] = ndjson(i*batch, batch)
+			posted[i] = benchEvents(i*batch, batch)
+			bodies[i] = testutil.NDJSON(posted[i], false)
 		}
 	}
+	// The 202 answers, kept for the Ledger after the timed window.
+	answers := make([][]byte, posts)
 	rcv.reset(n)
 	pass := "single"
 	if batch > 1 {
@@ -351,7 +383,11 @@ func operatorThroughput(ctx context.Context, sz sizes, keys [][]byte, batch int)
 	if err != nil {
 		return throughputRun{}, err
 	}
-	run, err := timedPass(ctx, rcv, sz.C, posts, n, "throughput-"+pass, func(i int) error { return send(bodies[i], batch > 1) })
+	run, err := timedPass(ctx, rcv, sz.C, posts, n, "throughput-"+pass, func(i int) error {
+		var err error
+		answers[i], err = postEvents(ctx, c, url, hdr, batch > 1, bodies[i])
+		return err
+	})
 	if err != nil {
 		return throughputRun{}, err
 	}
@@ -371,7 +407,11 @@ func operatorThroughput(ctx context.Context, sz sizes, keys [][]byte, batch int)
 	}
 	run.messages = seq1 - seq0
 	run.outcomeMessages = oseq1 - oseq0
-	return run, nil
+	ids, err := recordAccepted(rcv.Ledger, posted, answers)
+	if err != nil {
+		return throughputRun{}, err
+	}
+	return run, rcv.check("throughput "+pass, ids)
 }
 
 // messagesWritten is how many messages the stream has stored so far.
@@ -399,11 +439,6 @@ func finishRun(rcv *receiver, n int, elapsed, cpu time.Duration, acks *ackTimes,
 // waitBudget bounds the wait for n deliveries: generous (50/s at worst), but bounded.
 func waitBudget(n int) time.Duration {
 	return min(max(60*time.Second, time.Duration(n)*20*time.Millisecond), 5*time.Minute)
-}
-
-// eventData is the data object of event i, the same as eventJSON's.
-func eventData(i int) json.RawMessage {
-	return fmt.Appendf(nil, `{"messageId":"3EB0C1A2B3C4D5E6F7%06d","sessionId":"sess_sales_1","to":"+6281234567890","campaignId":"cmp_2026_11_promo","sentAt":"2026-11-28T10:15:00.000Z"}`, i)
 }
 
 // ackTimes records one response time per request.
