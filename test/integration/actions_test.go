@@ -4,46 +4,64 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	eventsv1 "k8s.io/api/events/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
 	"github.com/wablast/webhook-operator/internal/testutil"
 )
 
-// recordingReceiver keeps every request's webhook-id and envelope type.
+// recordingReceiver keeps every request's webhook-id and envelope type,
+// answers code, and checks content through the oracle (rc.oracle: every
+// signature verified with the official library, every body compared with
+// what was posted, as recorded in its ledger).
 type recordingReceiver struct {
 	*httptest.Server
-	mu    sync.Mutex
-	ids   []string
-	types []string
-	code  atomic.Int32
+	oracle *testutil.Receiver
+	mu     sync.Mutex
+	ids    []string
+	types  []string
+	code   atomic.Int32
 }
 
-func newRecordingReceiver(t *testing.T, code int) *recordingReceiver {
-	rc := &recordingReceiver{}
+func newRecordingReceiver(t *testing.T, ledger *testutil.Ledger, code int) *recordingReceiver {
+	oracle, err := testutil.NewReceiver(secret, ledger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := &recordingReceiver{oracle: oracle}
 	rc.code.Store(int32(code))
-	rc.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
+	oracle.Respond = func(w http.ResponseWriter, _ *http.Request, d testutil.Delivery) int {
 		var env struct{ Type string }
-		_ = json.Unmarshal(body, &env)
+		_ = json.Unmarshal(d.Body, &env)
 		rc.mu.Lock()
-		rc.ids = append(rc.ids, r.Header.Get("webhook-id"))
+		rc.ids = append(rc.ids, d.ID)
 		rc.types = append(rc.types, env.Type)
 		rc.mu.Unlock()
-		w.WriteHeader(int(rc.code.Load()))
-	}))
+		code := int(rc.code.Load())
+		w.WriteHeader(code)
+		return code
+	}
+	rc.Server = httptest.NewServer(oracle)
 	t.Cleanup(rc.Close)
 	return rc
+}
+
+// checkContent fails t unless every body rc received is what was posted
+// and every id of want arrived.
+func (rc *recordingReceiver) checkContent(t *testing.T, want []string) {
+	t.Helper()
+	if err := rc.oracle.CheckAll(want); err != nil {
+		t.Errorf("content: %v", err)
+	}
 }
 
 func (rc *recordingReceiver) count(pred func(id, typ string) bool) int {
@@ -86,14 +104,50 @@ func waitLastTest(t *testing.T, ns, name, token string) *webhooksv1alpha1.TestRe
 
 func isTest(_, typ string) bool { return typ == "webhook.test" }
 
+// expectTests makes rc expect webhook.test deliveries of endpoint name in
+// ns: the test sets *token to the annotation's value before it requests
+// one, and the delivery that arrives next must carry the data the
+// dispatcher writes for that token.
+func expectTests(rc *recordingReceiver, ns, name string, token *atomic.Value) {
+	var mu sync.Mutex
+	tokens := map[string]string{} // webhook-id -> the token requested when it arrived
+	respond := rc.oracle.Respond
+	rc.oracle.Respond = func(w http.ResponseWriter, r *http.Request, d testutil.Delivery) int {
+		mu.Lock()
+		if _, ok := tokens[d.ID]; !ok {
+			tokens[d.ID] = token.Load().(string)
+		}
+		mu.Unlock()
+		return respond(w, r, d)
+	}
+	rc.oracle.Expect = func(id string) (testutil.Posted, bool) {
+		mu.Lock()
+		tok, ok := tokens[id]
+		mu.Unlock()
+		if !ok || !strings.HasPrefix(id, "msg_test_") {
+			return testutil.Posted{}, false
+		}
+		data, _ := json.Marshal(map[string]string{
+			"message":       "This is a test delivery from the WA Blast webhook operator.",
+			"webhookConfig": name,
+			"namespace":     ns,
+			"requestedAt":   tok,
+		})
+		return testutil.Posted{ID: id, Type: "webhook.test", Data: data}, true
+	}
+}
+
 func TestTestDeliveries(t *testing.T) {
 	ns := env.Namespace(t)
 	dataDir := t.TempDir()
 	r := startOperator(t, ns, dataDir)
-	rc := newRecordingReceiver(t, http.StatusOK)
+	rc := newRecordingReceiver(t, testutil.NewLedger(), http.StatusOK)
+	var token atomic.Value
+	expectTests(rc, ns, "crm", &token)
 	createEndpoint(t, ns, "crm", rc.URL, 3)
 	waitReady(t, ns, "crm")
 
+	token.Store("t1")
 	annotate(t, ns, "crm", webhooksv1alpha1.AnnotationTestRequestedAt, "t1")
 	rec := waitLastTest(t, ns, "crm", "t1")
 	if rec.Result != webhooksv1alpha1.ResultSucceeded || rec.StatusCode != 200 || rec.Time == nil {
@@ -104,6 +158,7 @@ func TestTestDeliveries(t *testing.T) {
 	}
 
 	rc.code.Store(http.StatusInternalServerError)
+	token.Store("t2")
 	annotate(t, ns, "crm", webhooksv1alpha1.AnnotationTestRequestedAt, "t2")
 	rec = waitLastTest(t, ns, "crm", "t2")
 	if rec.Result != webhooksv1alpha1.ResultFailed || rec.StatusCode != 500 || rec.Error == "" {
@@ -136,6 +191,7 @@ func TestTestDeliveries(t *testing.T) {
 		t.Fatal(err)
 	}
 	rc.code.Store(http.StatusNoContent)
+	token.Store("t3")
 	annotate(t, ns, "crm", webhooksv1alpha1.AnnotationTestRequestedAt, "t3")
 	if rec := waitLastTest(t, ns, "crm", "t3"); rec.Result != webhooksv1alpha1.ResultSucceeded || rec.StatusCode != 204 {
 		t.Errorf("disabled endpoint's test %+v", rec)
@@ -152,6 +208,11 @@ func TestTestDeliveries(t *testing.T) {
 	if after := rc.count(isTest); after != before {
 		t.Errorf("the restart re-sent a handled test: %d -> %d requests", before, after)
 	}
+	// Each test delivery carried the data written for its token.
+	if n := rc.oracle.Unique(); n != 3 {
+		t.Errorf("%d distinct test deliveries, want 3", n)
+	}
+	rc.checkContent(t, nil)
 }
 
 func TestTestOfAStalledResourceFails(t *testing.T) {
@@ -175,11 +236,12 @@ func TestTestOfAStalledResourceFails(t *testing.T) {
 func TestReplayRequeuesFailedEvents(t *testing.T) {
 	ns := env.Namespace(t)
 	r := startOperator(t, ns, t.TempDir())
-	rc := newRecordingReceiver(t, http.StatusServiceUnavailable)
+	ledger := testutil.NewLedger()
+	rc := newRecordingReceiver(t, ledger, http.StatusServiceUnavailable)
 	createEndpoint(t, ns, "crm", rc.URL, 1)
 	waitReady(t, ns, "crm")
 	since := time.Now().Add(-time.Second).UTC().Format(time.RFC3339)
-	enqueue(t, r, ns, 0, 5)
+	enqueue(t, r, ledger, ns, 0, 5)
 	testutil.Eventually(t, 20*time.Second, func() error {
 		if st := getWHC(t, ns, "crm").Status; st.EventsFailed != 5 {
 			return fmt.Errorf("failed %d", st.EventsFailed)
@@ -221,5 +283,7 @@ func TestReplayRequeuesFailedEvents(t *testing.T) {
 		}
 		return nil
 	})
-	_ = types.UID("")
+	// The replay carried the original content (and the same body as the
+	// failed attempt).
+	rc.checkContent(t, ledger.IDs())
 }

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -58,26 +57,31 @@ func post(t *testing.T, r *running, ns, contentType, body string) (int, string) 
 	return resp.StatusCode, string(b)
 }
 
-func eventJSON(id, typ string) string {
-	idField := ""
-	if id != "" {
-		idField = fmt.Sprintf(`"id":%q,`, id)
+// event is one event of type typ with data of its own (testutil.VariedEvent,
+// distinct for every id), posted with id unless id is "" (then the prefix
+// "anon" makes the data).
+func event(id, typ string, i int) testutil.Posted {
+	prefix := id
+	if prefix == "" {
+		prefix = "anon"
 	}
-	data := `{"messageId":"m-1","sessionId":"s-1","to":"+6281234567890"}`
-	if strings.HasPrefix(typ, "campaign.") {
-		data = `{"campaignId":"c-1","name":"Promo","total":10,"sent":10,"delivered":9,"failed":1}`
-	}
-	return fmt.Sprintf(`{%s"type":%q,"data":%s}`, idField, typ, data)
+	p := testutil.VariedEvent(prefix, i, typ)
+	p.ID = id
+	return p
 }
+
+// eventJSON is event's request body.
+func eventJSON(id, typ string) string { return string(event(id, typ, 0).JSON(id != "")) }
 
 func TestIngestedEventsReachOnlyTheirNamespacesSubscribers(t *testing.T) {
 	nsA, nsB := env.Namespace(t), env.Namespace(t)
 	rA := startOperator(t, nsA, t.TempDir())
 	rB := startOperator(t, nsB, t.TempDir())
 	createIngestToken(t, nsA)
-	a := newRecordingReceiver(t, http.StatusOK)
-	aOther := newRecordingReceiver(t, http.StatusOK)
-	b := newRecordingReceiver(t, http.StatusOK)
+	ledger := testutil.NewLedger()
+	a := newRecordingReceiver(t, ledger, http.StatusOK)
+	aOther := newRecordingReceiver(t, ledger, http.StatusOK)
+	b := newRecordingReceiver(t, ledger, http.StatusOK)
 	createEndpoint(t, nsA, "a", a.URL, 3)
 	createEndpoint(t, nsA, "a-campaigns", aOther.URL, 3)
 	w := getWHC(t, nsA, "a-campaigns")
@@ -92,6 +96,7 @@ func TestIngestedEventsReachOnlyTheirNamespacesSubscribers(t *testing.T) {
 	}
 	_ = rB
 
+	ledger.Add(event("dup-1", "message.sent", 0))
 	code, body := post(t, rA, nsA, "application/json", eventJSON("dup-1", "message.sent"))
 	if code != http.StatusAccepted {
 		t.Fatalf("post: %d %s", code, body)
@@ -108,13 +113,17 @@ func TestIngestedEventsReachOnlyTheirNamespacesSubscribers(t *testing.T) {
 		t.Fatalf("second post: %d %s", code, body)
 	}
 
-	// A batch of 500.
-	var batch bytes.Buffer
-	for i := range 500 {
-		fmt.Fprintln(&batch, eventJSON(fmt.Sprintf("batch-%d", i), "message.delivered"))
+	// A batch of 500, each event with data of its own.
+	batch := make([]testutil.Posted, 500)
+	for i := range batch {
+		batch[i] = testutil.VariedEvent("batch", i, "message.delivered")
 	}
-	if code, body := post(t, rA, nsA, "application/x-ndjson", batch.String()); code != http.StatusAccepted {
+	code, body = post(t, rA, nsA, "application/x-ndjson", string(testutil.NDJSON(batch, true)))
+	if code != http.StatusAccepted {
 		t.Fatalf("batch: %d %.300s", code, body)
+	}
+	if _, err := ledger.Accepted(batch, []byte(body)); err != nil {
+		t.Fatal(err)
 	}
 	testutil.Eventually(t, 60*time.Second, func() error {
 		if n := a.count(func(string, string) bool { return true }); n != 501 {
@@ -132,6 +141,9 @@ func TestIngestedEventsReachOnlyTheirNamespacesSubscribers(t *testing.T) {
 	if n := b.count(func(string, string) bool { return true }); n != 0 {
 		t.Errorf("namespace B's endpoint received %d events of namespace A", n)
 	}
+	a.checkContent(t, ledger.IDs())
+	aOther.checkContent(t, nil)
+	b.checkContent(t, nil)
 
 	// A token of A cannot post into B.
 	if code, body := post(t, rA, nsB, "application/json", eventJSON("", "message.sent")); code != http.StatusForbidden {
@@ -144,7 +156,10 @@ func TestStoreUnavailableAnswers503AndLosesNothingAcknowledged(t *testing.T) {
 	dataDir := t.TempDir()
 	r := startOperator(t, ns, dataDir)
 	createIngestToken(t, ns)
-	rc := newRecordingReceiver(t, http.StatusOK)
+	// Every event posted goes to the ledger before its post: one answered
+	// 503 must not be delivered, but if it were, its content is known.
+	ledger := testutil.NewLedger()
+	rc := newRecordingReceiver(t, ledger, http.StatusOK)
 	createEndpoint(t, ns, "crm", rc.URL, 3)
 	waitReady(t, ns, "crm")
 
@@ -157,7 +172,9 @@ func TestStoreUnavailableAnswers503AndLosesNothingAcknowledged(t *testing.T) {
 		wg.Go(func() {
 			for i := range 150 {
 				id := fmt.Sprintf("g%d-%d", g, i)
-				code, _ := post(t, r, ns, "application/json", eventJSON(id, "message.sent"))
+				ev := event(id, "message.sent", i)
+				ledger.Add(ev)
+				code, _ := post(t, r, ns, "application/json", string(ev.JSON(true)))
 				mu.Lock()
 				codes[code]++
 				if code == http.StatusAccepted {
@@ -179,6 +196,7 @@ func TestStoreUnavailableAnswers503AndLosesNothingAcknowledged(t *testing.T) {
 			t.Errorf("unexpected status %d (%d times)", code, codes[code])
 		}
 	}
+	ledger.Add(event("after", "message.sent", 0))
 	code, body := post(t, r, ns, "application/json", eventJSON("after", "message.sent"))
 	if code != http.StatusServiceUnavailable || !strings.Contains(body, `"code"`) {
 		t.Errorf("with the store down: %d %s", code, body)
@@ -195,5 +213,10 @@ func TestStoreUnavailableAnswers503AndLosesNothingAcknowledged(t *testing.T) {
 		}
 		return nil
 	})
+	ids := make([]string, 0, len(accepted))
+	for id := range accepted {
+		ids = append(ids, id)
+	}
+	rc.checkContent(t, ids)
 	t.Logf("%d acknowledged and delivered, %d refused with 503", len(accepted), codes[http.StatusServiceUnavailable])
 }

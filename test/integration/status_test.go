@@ -2,9 +2,9 @@ package integration
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -20,30 +20,34 @@ import (
 
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
 	"github.com/wablast/webhook-operator/internal/dispatch"
-	"github.com/wablast/webhook-operator/internal/signing"
 	"github.com/wablast/webhook-operator/internal/testutil"
 )
 
 const secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
-// verifyingReceiver counts requests whose signature verifies, and answers code.
+// verifyingReceiver counts requests whose signature verifies (with the
+// official library, through the content oracle, which also checks every
+// body against its ledger), and answers code.
 type verifyingReceiver struct {
 	*httptest.Server
+	oracle  *testutil.Receiver
 	ok, bad atomic.Int64
 	code    atomic.Int32
 }
 
-func newVerifyingReceiver(t *testing.T, code int) *verifyingReceiver {
-	keys, err := signing.ParseSecrets(secret)
+func newVerifyingReceiver(t *testing.T, ledger *testutil.Ledger, code int) *verifyingReceiver {
+	oracle, err := testutil.NewReceiver(secret, ledger)
 	if err != nil {
 		t.Fatal(err)
 	}
-	v := &signing.Verifier{Keys: keys}
-	rc := &verifyingReceiver{}
+	rc := &verifyingReceiver{oracle: oracle}
 	rc.code.Store(int32(code))
 	rc.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var body json.RawMessage
-		if err := json.NewDecoder(r.Body).Decode(&body); err != nil || v.Verify(r.Header, body) != nil {
+		body, err := io.ReadAll(r.Body)
+		if err == nil {
+			_, err = oracle.Record(r.Header, r.URL.Path, body)
+		}
+		if err != nil {
 			rc.bad.Add(1)
 		} else {
 			rc.ok.Add(1)
@@ -93,15 +97,25 @@ func waitReady(t *testing.T, ns, name string) {
 	})
 }
 
-func enqueue(t *testing.T, r *running, ns string, from, n int) {
+// enqueue hands events msg_<from>..msg_<from+n-1> of type
+// message.delivered, each with data of its own, to the dispatcher directly
+// (as the ingestion API does after validating), and records them in ledger.
+func enqueue(t *testing.T, r *running, ledger *testutil.Ledger, ns string, from, n int) {
 	t.Helper()
 	events := make([]dispatch.Event, n)
+	posted := make([]testutil.Posted, n)
+	now := time.Now()
 	for i := range events {
+		p := testutil.VariedEvent(ns, from+i, "message.delivered")
+		p.ID = fmt.Sprintf("msg_%d", from+i)
+		p.Timestamp = now.Format(time.RFC3339Nano)
+		posted[i] = p
 		events[i] = dispatch.Event{
-			ID: fmt.Sprintf("msg_%d", from+i), IdempotencyKey: true, Namespace: ns, Type: "message.delivered",
-			Timestamp: time.Now(), Data: json.RawMessage(`{"messageId":"m","sessionId":"s","to":"+6281234567890"}`),
+			ID: p.ID, IdempotencyKey: true, Namespace: ns, Type: p.Type,
+			Timestamp: now, Data: p.Data,
 		}
 	}
+	ledger.Add(posted...)
 	if _, err := r.op.Dispatcher.Enqueue(context.Background(), events); err != nil {
 		t.Fatal(err)
 	}
@@ -112,15 +126,16 @@ func TestStatusReflectsDeliveries(t *testing.T) {
 	dataDir := t.TempDir()
 	start := time.Now()
 	r := startOperator(t, ns, dataDir)
-	good := newVerifyingReceiver(t, http.StatusOK)
-	broken := newVerifyingReceiver(t, http.StatusInternalServerError)
+	ledger := testutil.NewLedger()
+	good := newVerifyingReceiver(t, ledger, http.StatusOK)
+	broken := newVerifyingReceiver(t, ledger, http.StatusInternalServerError)
 	createEndpoint(t, ns, "crm", good.URL+"/hooks", 3)
 	createEndpoint(t, ns, "broken", broken.URL+"/hooks", 1)
 	waitReady(t, ns, "crm")
 	waitReady(t, ns, "broken")
 
 	const n = 50
-	enqueue(t, r, ns, 0, n)
+	enqueue(t, r, ledger, ns, 0, n)
 
 	testutil.Eventually(t, 30*time.Second, func() error {
 		w := getWHC(t, ns, "crm")
@@ -156,6 +171,9 @@ func TestStatusReflectsDeliveries(t *testing.T) {
 	})
 	b := getWHC(t, ns, "broken").Status
 	d := meta.FindStatusCondition(b.Conditions, "Delivering")
+	if err := broken.oracle.CheckAll(ledger.IDs()); err != nil {
+		t.Errorf("broken: content: %v", err)
+	}
 	if b.SuccessRate != "0.0%" || b.ConsecutiveFailures != n || d == nil || d.Status != metav1.ConditionFalse || d.Reason != dispatch.ReasonDeliveryFailing {
 		t.Errorf("broken status %+v", b)
 	}
@@ -188,7 +206,7 @@ func TestStatusReflectsDeliveries(t *testing.T) {
 	// Counters survive a restart on the same data directory, and go on.
 	r.stop()
 	r2 := startOperator(t, ns, dataDir)
-	enqueue(t, r2, ns, n, 10)
+	enqueue(t, r2, ledger, ns, n, 10)
 	testutil.Eventually(t, 30*time.Second, func() error {
 		st := getWHC(t, ns, "crm").Status
 		if st.TotalEventsSent != n+10 || st.EventsDelivered != n+10 {
@@ -196,4 +214,7 @@ func TestStatusReflectsDeliveries(t *testing.T) {
 		}
 		return nil
 	})
+	if err := good.oracle.CheckAll(ledger.IDs()); err != nil {
+		t.Errorf("crm: content: %v", err)
+	}
 }
