@@ -4,8 +4,10 @@
 // three-node NATS JetStream cluster (in-process servers on loopback ports),
 // posts events spread over the replicas, kills one replica and one NATS node
 // during the run, and checks that every event arrives, that the status
-// counters equal what the receiver saw, and that no delivery was in flight on
-// two replicas at once beyond the redelivery after the kill. Run it with
+// counters equal what the receiver saw, that every delivery carries exactly
+// the type, data and timestamp posted under its webhook-id (the content
+// oracle, testutil.Receiver), and that no delivery was in flight on two
+// replicas at once beyond the redelivery after the kill. Run it with
 // `make test-scaleout`.
 package scaleout
 
@@ -35,7 +37,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
-	"github.com/wablast/webhook-operator/internal/signing"
 	"github.com/wablast/webhook-operator/internal/testutil"
 )
 
@@ -92,10 +93,13 @@ func (c *natsCluster) url() string {
 	return strings.Join(urls, ",")
 }
 
-// receiver verifies signatures and records every delivery, and how often the
-// same webhook-id was being received twice at the same time.
+// receiver verifies signatures with the official Standard Webhooks library
+// and keeps every body (through the content oracle, which checks them
+// against the ledger), and counts how often the same webhook-id was being
+// received twice at the same time.
 type receiver struct {
 	*httptest.Server
+	oracle   *testutil.Receiver
 	mu       sync.Mutex
 	seen     map[string]int
 	inFlight map[string]int
@@ -104,16 +108,18 @@ type receiver struct {
 	bad      atomic.Int64
 }
 
-func newReceiver(t *testing.T) *receiver {
-	keys, err := signing.ParseSecrets(secret)
+func newReceiver(t *testing.T, ledger *testutil.Ledger) *receiver {
+	oracle, err := testutil.NewReceiver(secret, ledger)
 	if err != nil {
 		t.Fatal(err)
 	}
-	v := &signing.Verifier{Keys: keys}
-	rc := &receiver{seen: map[string]int{}, inFlight: map[string]int{}}
+	rc := &receiver{oracle: oracle, seen: map[string]int{}, inFlight: map[string]int{}}
 	rc.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		if v.Verify(r.Header, body) != nil {
+		body, err := io.ReadAll(r.Body)
+		if err == nil {
+			_, err = oracle.Record(r.Header, r.URL.Path, body)
+		}
+		if err != nil {
 			rc.bad.Add(1)
 			w.WriteHeader(http.StatusUnauthorized)
 			return
@@ -140,6 +146,29 @@ func (rc *receiver) unique() int {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	return len(rc.seen)
+}
+
+// TestReceiverCatchesAnotherEventsData shows the receiver's check can fail:
+// a validly signed body with another posted event's data is caught.
+func TestReceiverCatchesAnotherEventsData(t *testing.T) {
+	ledger := testutil.NewLedger()
+	rc := newReceiver(t, ledger)
+	evs := testutil.VariedEvents("self", 3)
+	ledger.Add(evs...)
+	swapped := evs[1]
+	swapped.Data = evs[2].Data
+	for _, x := range []struct {
+		id string
+		ev testutil.Posted
+	}{{evs[0].ID, evs[0]}, {evs[1].ID, swapped}} {
+		if code, err := testutil.SendSigned(rc.URL, secret, x.id, testutil.Envelope(x.ev)); err != nil || code != http.StatusOK {
+			t.Fatalf("delivering %s: %d %v", x.id, code, err)
+		}
+	}
+	err := rc.oracle.Check()
+	if err == nil || !strings.Contains(err.Error(), "1 of 2 delivered events do not match") {
+		t.Fatalf("Check = %v, want event 1 (event 2's data) refused and event 0 passed", err)
+	}
 }
 
 // attempts scrapes a replica's delivery attempt counter.
@@ -198,7 +227,8 @@ func TestThreeReplicasOnANATSCluster(t *testing.T) {
 
 	// The resources.
 	ns := env.Namespace(t)
-	rc := newReceiver(t)
+	ledger := testutil.NewLedger()
+	rc := newReceiver(t, ledger)
 	objs := []client.Object{
 		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "sig"}, StringData: map[string]string{"secret": secret}},
 		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "ingest", Labels: map[string]string{"webhooks.wablast.io/ingest-token": "true"}}, StringData: map[string]string{"token": token}},
@@ -245,28 +275,30 @@ func TestThreeReplicasOnANATSCluster(t *testing.T) {
 		return nil
 	})
 
-	// Post 10,000 events in batches of 100 spread over the replicas; a
-	// replica that is down is skipped and the batch goes to the next one
-	// (the ids make the retry safe).
+	// Post 10,000 events (each with data of its own) in batches of 100
+	// spread over the replicas; a replica that is down is skipped and the
+	// batch goes to the next one (the ids make the retry safe). What a 202
+	// accepted goes to the ledger.
 	var dead [3]atomic.Bool
 	post := func(batch int) error {
-		var body bytes.Buffer
-		for i := range 100 {
-			n := batch*100 + i
-			fmt.Fprintf(&body, `{"id":"so-%d","type":"message.sent","data":{"messageId":"m-%d","sessionId":"s","to":"+6281234567890"}}`+"\n", n, n)
-		}
+		evs := testutil.VariedEvents(fmt.Sprintf("so-%d", batch), 100)
+		body := testutil.NDJSON(evs, true)
 		for attempt := range 30 {
 			r := replicas[(batch+attempt)%3]
 			if dead[(batch+attempt)%3].Load() {
 				continue
 			}
-			req, _ := http.NewRequest(http.MethodPost, "http://"+r.IngestAddr+"/v1/namespaces/"+ns+"/events", bytes.NewReader(body.Bytes()))
+			req, _ := http.NewRequest(http.MethodPost, "http://"+r.IngestAddr+"/v1/namespaces/"+ns+"/events", bytes.NewReader(body))
 			req.Header.Set("Content-Type", "application/x-ndjson")
 			req.Header.Set("Authorization", "Bearer "+token)
 			resp, err := http.DefaultClient.Do(req)
 			if err == nil {
+				answer, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
 				if resp.StatusCode == http.StatusAccepted {
+					if _, err := ledger.Accepted(evs, answer); err != nil {
+						return fmt.Errorf("batch %d: %w", batch, err)
+					}
 					return nil
 				}
 			}
@@ -354,6 +386,15 @@ func TestThreeReplicasOnANATSCluster(t *testing.T) {
 	overlaps, dups := rc.overlaps, int(rc.ok.Load())-total
 	rc.mu.Unlock()
 	t.Logf("%d events delivered over 3 replicas; %d duplicate deliveries (at-least-once after the kill); %d overlapping", total, dups, overlaps)
+	// Content, once every copy has arrived (the status above counts them).
+	if ledger.Len() != total {
+		t.Errorf("the ledger holds %d events, want %d", ledger.Len(), total)
+	}
+	if err := rc.oracle.CheckAll(ledger.IDs()); err != nil {
+		t.Errorf("content: %v", err)
+	} else {
+		t.Logf("every one of the %d events arrived with exactly the type, data and timestamp posted, every copy the same", total)
+	}
 	// A delivery in flight on the killed replica is redelivered to another
 	// after its ack wait; at most maxInFlight (16) of them can overlap.
 	if overlaps > 16 {
