@@ -16,6 +16,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/wablast/webhook-operator/internal/idempotency"
 )
 
 // Options configures a Dispatcher.
@@ -200,7 +202,9 @@ func (d *Dispatcher) Enqueue(ctx context.Context, events []Event) ([]EnqueueResu
 		// Before the registry is rebuilt, subscribers are unknown.
 		return nil, fmt.Errorf("%w: the endpoint registry is still loading", ErrUnavailable)
 	}
-	now := d.opts.Now().UTC().Format(time.RFC3339Nano)
+	nowT := d.opts.Now().UTC()
+	now := nowT.Format(time.RFC3339Nano)
+	index := d.opts.Store.Index()
 	results := make([]EnqueueResult, len(events))
 	// futures are the writes not made by the batcher; withID holds, for
 	// each, the index of its event with an id, or -1 for a delivery.
@@ -221,6 +225,19 @@ func (d *Dispatcher) Enqueue(ctx context.Context, events []Event) ([]EnqueueResu
 			return nil, fmt.Errorf("encoding event %s: %w", ev.ID, err)
 		}
 		if ev.IdempotencyKey {
+			if index != nil {
+				// The on-disk index keeps the window's ids (the events
+				// stream's own window is only dedupeGuard long).
+				seen, err := index.Seen(ev.Namespace+"/"+ev.ID, nowT)
+				if err != nil {
+					return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+				}
+				if seen {
+					results[i].Duplicate = true
+					results[i].Subscribers = len(d.opts.Registry.Subscribers(ev.Namespace, ev.Type))
+					continue
+				}
+			}
 			msg := nats.NewMsg(eventSubject(ev.Namespace))
 			msg.Data = body
 			msg.Header.Set(hdrEventID, ev.ID)
@@ -276,6 +293,7 @@ func (d *Dispatcher) Enqueue(ctx context.Context, events []Event) ([]EnqueueResu
 			return nil, fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
 		}
 	}
+	var recorded []idempotency.Entry
 	for k, f := range futures {
 		var ack *jetstream.PubAck
 		select {
@@ -288,6 +306,16 @@ func (d *Dispatcher) Enqueue(ctx context.Context, events []Event) ([]EnqueueResu
 		if i := withID[k]; i >= 0 {
 			results[i].Duplicate = ack.Duplicate
 			results[i].Subscribers = len(d.opts.Registry.Subscribers(events[i].Namespace, events[i].Type))
+			if index != nil && !ack.Duplicate {
+				recorded = append(recorded, idempotency.Entry{Key: events[i].Namespace + "/" + events[i].ID, At: nowT})
+			}
+		}
+	}
+	// Stored: remember the ids before answering. Should this fail, the
+	// producer's retry is caught by the events stream's own window.
+	if index != nil {
+		if err := index.Record(recorded...); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 		}
 	}
 	d.want(keys...)

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -14,6 +15,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/wablast/webhook-operator/internal/idempotency"
 )
 
 // JetStream names. Every stream uses the file store.
@@ -82,6 +85,28 @@ type Store struct {
 	js   jetstream.JetStream
 	opts StoreOptions
 	kv   jetstream.KeyValue
+	// index remembers the ids of the idempotency window on disk, with the
+	// embedded server; nil with an external NATS, whose duplicate window
+	// does (in the NATS servers' memory, not the manager's).
+	index     *idempotency.Index
+	stopIndex chan struct{}
+	indexDone chan struct{}
+}
+
+// dedupeGuard is the events stream's own duplicate window with the
+// embedded server, where the on-disk index keeps the idempotency window:
+// it catches the same id posted twice at the same moment (both miss the
+// index, JetStream keeps the first), and an id whose event was stored just
+// before a crash that kept it from the index (the index is also completed
+// from the stream at every start, see reindex).
+const dedupeGuard = 2 * time.Minute
+
+// eventsDuplicateWindow is the events stream's duplicate window.
+func (s *Store) eventsDuplicateWindow() time.Duration {
+	if s.srv != nil {
+		return min(dedupeGuard, s.opts.IdempotencyWindow)
+	}
+	return s.opts.IdempotencyWindow
 }
 
 // OpenStore starts the embedded NATS server (unless opts.URL is set),
@@ -131,6 +156,12 @@ func OpenStore(ctx context.Context, opts StoreOptions) (*Store, error) {
 		}
 		s.srv = srv
 		connOpts = append(connOpts, nats.InProcessServer(srv))
+		index, err := idempotency.Open(idempotency.Options{Dir: filepath.Join(opts.DataDir, "idempotency"), Window: opts.IdempotencyWindow})
+		if err != nil {
+			s.Close()
+			return nil, err
+		}
+		s.index = index
 	}
 	nc, err := nats.Connect(opts.URL, connOpts...)
 	if err != nil {
@@ -152,7 +183,92 @@ func OpenStore(ctx context.Context, opts StoreOptions) (*Store, error) {
 		s.Close()
 		return nil, err
 	}
+	if s.index != nil {
+		if err := s.reindex(ctx); err != nil {
+			s.Close()
+			return nil, err
+		}
+		s.stopIndex, s.indexDone = make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(s.indexDone)
+			s.index.Run(s.stopIndex, time.Minute, time.Now, func(err error) {
+				s.opts.Logger.Error(err, "Expiring old event ids from the idempotency index failed; retrying in a minute")
+			})
+		}()
+	}
 	return s, nil
+}
+
+// reindex records in the index the events with ids that the events stream
+// holds from shortly before the latest one the index has on: those stored
+// just before a crash that came between JetStream's acknowledgement and the
+// index's write, and, on the first start with an index, every event of the
+// window (the ids that JetStream's duplicate window held before).
+func (s *Store) reindex(ctx context.Context) error {
+	cfg := jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{subjEvents + ".>"},
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		HeadersOnly:    true,
+	}
+	if last := s.index.Last(); !last.IsZero() {
+		start := last.Add(-dedupeGuard)
+		cfg.DeliverPolicy = jetstream.DeliverByStartTimePolicy
+		cfg.OptStartTime = &start
+	}
+	info, err := s.js.Stream(ctx, StreamEvents)
+	if err != nil {
+		return fmt.Errorf("reading stream %s: %w", StreamEvents, err)
+	}
+	if info.CachedInfo().State.Msgs == 0 {
+		return nil
+	}
+	cons, err := s.js.OrderedConsumer(ctx, StreamEvents, cfg)
+	if err != nil {
+		return fmt.Errorf("reading stream %s for the idempotency index: %w", StreamEvents, err)
+	}
+	started, n := time.Now(), 0
+	var batch []idempotency.Entry
+	flush := func() error {
+		err := s.index.Record(batch...)
+		n += len(batch)
+		batch = batch[:0]
+		return err
+	}
+	for {
+		msgs, err := cons.FetchNoWait(1000)
+		if err != nil {
+			return fmt.Errorf("reading stream %s for the idempotency index: %w", StreamEvents, err)
+		}
+		got := 0
+		var pending uint64
+		for m := range msgs.Messages() {
+			got++
+			meta, err := m.Metadata()
+			if err != nil {
+				continue
+			}
+			pending = meta.NumPending
+			ns := strings.TrimPrefix(m.Subject(), subjEvents+".")
+			at, perr := time.Parse(time.RFC3339Nano, m.Headers().Get(hdrAcceptedAt))
+			if perr != nil {
+				at = meta.Timestamp
+			}
+			batch = append(batch, idempotency.Entry{Key: ns + "/" + m.Headers().Get(hdrEventID), At: at})
+		}
+		if msgs.Error() != nil {
+			return fmt.Errorf("reading stream %s for the idempotency index: %w", StreamEvents, msgs.Error())
+		}
+		if err := flush(); err != nil {
+			return err
+		}
+		if got == 0 || pending == 0 {
+			break
+		}
+	}
+	if n > 0 {
+		s.opts.Logger.Info("Recorded the ids of stored events in the idempotency index", "events", n, "took", time.Since(started).Round(time.Millisecond))
+	}
+	return nil
 }
 
 func (s *Store) ensure(ctx context.Context) error {
@@ -168,7 +284,7 @@ func (s *Store) ensure(ctx context.Context) error {
 		MaxAge:     s.opts.IdempotencyWindow,
 		Storage:    jetstream.FileStorage,
 		Replicas:   s.opts.Replicas,
-		Duplicates: s.opts.IdempotencyWindow,
+		Duplicates: s.eventsDuplicateWindow(),
 	}, {
 		Name:              StreamDeliveries,
 		Description:       "Pending webhook deliveries, one subject per endpoint, and scheduled retries",
@@ -287,7 +403,20 @@ func (s *Store) Close() {
 		s.srv.Shutdown()
 		s.srv.WaitForShutdown()
 	}
+	if s.stopIndex != nil {
+		close(s.stopIndex)
+		<-s.indexDone
+		s.stopIndex = nil
+	}
+	if s.index != nil {
+		_ = s.index.Close()
+		s.index = nil
+	}
 }
+
+// Index returns the on-disk idempotency index, or nil when the events
+// stream's duplicate window keeps the ids (an external NATS).
+func (s *Store) Index() *idempotency.Index { return s.index }
 
 // Healthy returns nil when the store can acknowledge writes.
 func (s *Store) Healthy() error {

@@ -1,0 +1,125 @@
+package dispatch
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/wablast/webhook-operator/internal/idempotency"
+)
+
+// enqueueWithID enqueues one event with a producer id and returns its result.
+func enqueueWithID(t *testing.T, d *Dispatcher, id string) EnqueueResult {
+	t.Helper()
+	ev := testEvent(1)
+	ev.ID, ev.IdempotencyKey = id, true
+	res, err := d.Enqueue(context.Background(), []Event{ev})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res[0]
+}
+
+func newIndexedDispatcher(t *testing.T, dir string, window time.Duration, now func() time.Time) (*Store, *Dispatcher) {
+	t.Helper()
+	store, err := OpenStore(context.Background(), StoreOptions{DataDir: dir, IdempotencyWindow: window})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := NewMemoryRegistry()
+	reg.MarkSynced()
+	d, err := New(Options{Registry: reg, Store: store, HTTPClient: NewHTTPClient(nil), Now: now})
+	if err != nil {
+		store.Close()
+		t.Fatal(err)
+	}
+	return store, d
+}
+
+// With the embedded server the window's ids live in the on-disk index, not
+// in JetStream's duplicate window (which would keep them all in memory):
+// the events stream's own window is only the short guard.
+func TestTheIdempotencyWindowIsKeptOnDisk(t *testing.T) {
+	store, d := newIndexedDispatcher(t, t.TempDir(), 24*time.Hour, nil)
+	defer store.Close()
+	info, err := store.JetStream().Stream(context.Background(), StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := info.CachedInfo().Config.Duplicates; got != dedupeGuard {
+		t.Fatalf("the events stream's duplicate window is %v, want the %v guard", got, dedupeGuard)
+	}
+	if store.Index() == nil {
+		t.Fatal("no on-disk index with the embedded server")
+	}
+	if r := enqueueWithID(t, d, "order-1"); r.Duplicate {
+		t.Fatal("a new id answered as a duplicate")
+	}
+	if ok, err := store.Index().Seen("shop/order-1", time.Now()); err != nil || !ok {
+		t.Fatalf("the accepted id is not in the index (%v)", err)
+	}
+	// An id the index holds is a duplicate without touching the stream.
+	if err := store.Index().Record(idempotency.Entry{Key: "shop/order-2", At: time.Now().Add(-time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	before := streamMsgs(t, store, StreamEvents)
+	if r := enqueueWithID(t, d, "order-2"); !r.Duplicate {
+		t.Fatal("an id the index holds from an hour ago was accepted as new")
+	}
+	if after := streamMsgs(t, store, StreamEvents); after != before {
+		t.Fatalf("a duplicate was stored: %d messages, then %d", before, after)
+	}
+}
+
+// An id is remembered for the window and then forgotten.
+func TestAnIDIsForgottenAfterTheWindow(t *testing.T) {
+	now := time.Now()
+	clock := func() time.Time { return now }
+	store, d := newIndexedDispatcher(t, t.TempDir(), time.Second, clock)
+	defer store.Close()
+	if r := enqueueWithID(t, d, "order-1"); r.Duplicate {
+		t.Fatal("a new id answered as a duplicate")
+	}
+	if r := enqueueWithID(t, d, "order-1"); !r.Duplicate {
+		t.Fatal("the same id within the window was accepted again")
+	}
+	// Past the window for the index and, in real time, for JetStream's guard
+	// (min(guard, window) = 1 s).
+	time.Sleep(1500 * time.Millisecond)
+	now = now.Add(2 * time.Second)
+	if r := enqueueWithID(t, d, "order-1"); r.Duplicate {
+		t.Fatal("the id is still a duplicate after the window")
+	}
+	if _, err := store.Index().Expire(now.Add(2 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Ids stored in the events stream but missing from the index (a crash
+// between JetStream's acknowledgement and the index's write, or the first
+// start after an upgrade from JetStream's 24-hour window) are recorded
+// from the stream when the store opens.
+func TestTheIndexIsCompletedFromTheStreamAtStart(t *testing.T) {
+	dir := t.TempDir()
+	store, d := newIndexedDispatcher(t, dir, 24*time.Hour, nil)
+	for _, id := range []string{"a", "b", "c"} {
+		enqueueWithID(t, d, id)
+	}
+	store.Close()
+	// Lose the index entirely.
+	if err := os.RemoveAll(filepath.Join(dir, "idempotency")); err != nil {
+		t.Fatal(err)
+	}
+	store, d = newIndexedDispatcher(t, dir, 24*time.Hour, nil)
+	defer store.Close()
+	for _, id := range []string{"a", "b", "c"} {
+		if ok, err := store.Index().Seen("shop/"+id, time.Now()); err != nil || !ok {
+			t.Fatalf("%s is not in the index rebuilt from the stream (%v)", id, err)
+		}
+		if r := enqueueWithID(t, d, id); !r.Duplicate {
+			t.Fatalf("%s accepted again after the index was rebuilt", id)
+		}
+	}
+}

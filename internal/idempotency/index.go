@@ -1,0 +1,283 @@
+// Package idempotency remembers, on disk, which event ids producers posted
+// within the idempotency window, so that the manager's memory does not grow
+// with the window.
+//
+// JetStream's own duplicate window keeps every message ID of the window in
+// memory (a map entry per id, about 200 bytes with its string, rebuilt by
+// reading the stored messages at every start): at a steady 1,000 events a
+// second with ids, a 24-hour window is 86 million entries. The Index keeps
+// them in Pebble (an LSM key-value store): writes go to its write-ahead log
+// and memtable, and a lookup of an id not seen (almost every lookup) is
+// answered by the tables' bloom filters through a block cache of fixed size.
+// So memory is bounded by the cache and the memtables, whatever the rate or
+// the window; the disk holds about 100 bytes per id of the window.
+//
+// Keys:
+//
+//	i/<key>            -> acceptance time (8 bytes, Unix nanoseconds, big-endian)
+//	t/<time><key>      -> nothing: the expiry order
+//	m/last             -> the latest acceptance time recorded
+//
+// Expire deletes the i/ entries older than the window (unless a newer post
+// of the same key replaced them) and the t/ range before the cut.
+package idempotency
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
+)
+
+// Index is the on-disk set of keys accepted within the window. It is safe
+// for concurrent use.
+type Index struct {
+	db     *pebble.DB
+	cache  *pebble.Cache
+	window time.Duration
+
+	mu   sync.Mutex // serializes Expire against itself
+	last time.Time  // latest time recorded (guarded by lastMu)
+
+	lastMu sync.Mutex
+}
+
+// Options configures an Index.
+type Options struct {
+	// Dir is the index's directory (created if missing).
+	Dir string
+	// Window is how long a key is remembered.
+	Window time.Duration
+	// CacheBytes is the block cache (default 16 MiB); MemTableBytes each
+	// memtable (default 4 MiB; at most two are kept in memory).
+	CacheBytes, MemTableBytes int64
+}
+
+var (
+	prefixID   = []byte("i/")
+	prefixTime = []byte("t/")
+	keyLast    = []byte("m/last")
+)
+
+// Open opens or creates the index in opts.Dir.
+func Open(opts Options) (*Index, error) {
+	if opts.Window <= 0 {
+		return nil, errors.New("idempotency: the window must be positive")
+	}
+	if opts.CacheBytes <= 0 {
+		opts.CacheBytes = 16 << 20
+	}
+	if opts.MemTableBytes <= 0 {
+		opts.MemTableBytes = 4 << 20
+	}
+	cache := pebble.NewCache(opts.CacheBytes)
+	po := &pebble.Options{
+		Cache:                       cache,
+		MemTableSize:                uint64(opts.MemTableBytes),
+		MemTableStopWritesThreshold: 2,
+		MaxOpenFiles:                256,
+		Logger:                      quietLogger{},
+	}
+	for i := range po.Levels {
+		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+		po.Levels[i].FilterType = pebble.TableFilter
+	}
+	db, err := pebble.Open(opts.Dir, po)
+	if err != nil {
+		cache.Unref()
+		return nil, fmt.Errorf("opening the idempotency index in %s: %w", opts.Dir, err)
+	}
+	x := &Index{db: db, cache: cache, window: opts.Window}
+	if v, closer, err := db.Get(keyLast); err == nil {
+		if len(v) == 8 {
+			x.last = time.Unix(0, int64(binary.BigEndian.Uint64(v)))
+		}
+		_ = closer.Close()
+	} else if !errors.Is(err, pebble.ErrNotFound) {
+		_ = x.Close()
+		return nil, fmt.Errorf("reading the idempotency index: %w", err)
+	}
+	return x, nil
+}
+
+// Close closes the index.
+func (x *Index) Close() error {
+	err := x.db.Close()
+	x.cache.Unref()
+	return err
+}
+
+// Window returns how long a key is remembered.
+func (x *Index) Window() time.Duration { return x.window }
+
+// Seen reports whether key was recorded less than the window before now.
+func (x *Index) Seen(key string, now time.Time) (bool, error) {
+	v, closer, err := x.db.Get(idKey(key))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("reading the idempotency index: %w", err)
+	}
+	defer closer.Close()
+	if len(v) != 8 {
+		return false, nil
+	}
+	at := time.Unix(0, int64(binary.BigEndian.Uint64(v)))
+	return now.Sub(at) < x.window, nil
+}
+
+// Entry is one key accepted at a time.
+type Entry struct {
+	Key string
+	At  time.Time
+}
+
+// Record remembers entries. The write reaches the operating system before
+// Record returns (it survives the process being killed), not the disk: a
+// power loss can lose the last moments, as with the event store itself.
+func (x *Index) Record(entries ...Entry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	b := x.db.NewBatch()
+	defer b.Close()
+	latest := time.Time{}
+	var val [8]byte
+	for _, e := range entries {
+		binary.BigEndian.PutUint64(val[:], uint64(e.At.UnixNano()))
+		if err := b.Set(idKey(e.Key), val[:], nil); err != nil {
+			return err
+		}
+		if err := b.Set(timeKey(e.At, e.Key), nil, nil); err != nil {
+			return err
+		}
+		if e.At.After(latest) {
+			latest = e.At
+		}
+	}
+	x.lastMu.Lock()
+	if latest.After(x.last) {
+		x.last = latest
+	}
+	binary.BigEndian.PutUint64(val[:], uint64(x.last.UnixNano()))
+	x.lastMu.Unlock()
+	if err := b.Set(keyLast, val[:], nil); err != nil {
+		return err
+	}
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return fmt.Errorf("writing the idempotency index: %w", err)
+	}
+	return nil
+}
+
+// Last returns the latest acceptance time recorded (zero when none): after
+// a crash, events stored from a little before it on may be missing from the
+// index and are recorded again from the event store.
+func (x *Index) Last() time.Time {
+	x.lastMu.Lock()
+	defer x.lastMu.Unlock()
+	return x.last
+}
+
+// Expire forgets the keys recorded a window or longer before now, unless
+// recorded again since. It returns how many it forgot.
+func (x *Index) Expire(now time.Time) (int, error) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	cut := now.Add(-x.window)
+	upper := timeKey(cut, "")
+	it, err := x.db.NewIter(&pebble.IterOptions{LowerBound: prefixTime, UpperBound: upper})
+	if err != nil {
+		return 0, err
+	}
+	b := x.db.NewBatch()
+	defer b.Close()
+	n := 0
+	for it.First(); it.Valid(); it.Next() {
+		k := it.Key()
+		if len(k) < len(prefixTime)+8 {
+			continue
+		}
+		at := int64(binary.BigEndian.Uint64(k[len(prefixTime):]))
+		key := k[len(prefixTime)+8:]
+		ik := append(append([]byte(nil), prefixID...), key...)
+		v, closer, err := x.db.Get(ik)
+		if err == nil {
+			// Only the entry this time wrote: a later post of the key (after
+			// it expired once) wrote a newer time.
+			if len(v) == 8 && int64(binary.BigEndian.Uint64(v)) == at {
+				if err := b.Delete(ik, nil); err != nil {
+					_ = closer.Close()
+					_ = it.Close()
+					return 0, err
+				}
+				n++
+			}
+			_ = closer.Close()
+		} else if !errors.Is(err, pebble.ErrNotFound) {
+			_ = it.Close()
+			return 0, err
+		}
+	}
+	if err := it.Close(); err != nil {
+		return 0, err
+	}
+	if err := b.DeleteRange(prefixTime, upper, nil); err != nil {
+		return 0, err
+	}
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return 0, fmt.Errorf("expiring the idempotency index: %w", err)
+	}
+	return n, nil
+}
+
+// Run expires old keys every interval until stop is closed, reporting
+// errors to onErr.
+func (x *Index) Run(stop <-chan struct{}, interval time.Duration, now func() time.Time, onErr func(error)) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			if _, err := x.Expire(now()); err != nil && onErr != nil {
+				onErr(err)
+			}
+		}
+	}
+}
+
+// Metrics returns the bytes the index keeps on disk and in memory
+// (memtables and block cache in use).
+func (x *Index) Metrics() (diskBytes, memBytes int64) {
+	m := x.db.Metrics()
+	disk := int64(m.DiskSpaceUsage())
+	mem := int64(m.MemTable.Size) + m.BlockCache.Size
+	return disk, mem
+}
+
+func idKey(key string) []byte {
+	return append(append(make([]byte, 0, len(prefixID)+len(key)), prefixID...), key...)
+}
+
+func timeKey(at time.Time, key string) []byte {
+	b := make([]byte, 0, len(prefixTime)+8+len(key))
+	b = append(b, prefixTime...)
+	b = binary.BigEndian.AppendUint64(b, uint64(at.UnixNano()))
+	return append(b, key...)
+}
+
+// quietLogger drops Pebble's informational lines and keeps its fatal ones.
+type quietLogger struct{}
+
+func (quietLogger) Infof(string, ...any)  {}
+func (quietLogger) Errorf(string, ...any) {}
+func (quietLogger) Fatalf(format string, args ...any) {
+	panic(fmt.Sprintf("idempotency index: "+format, args...))
+}

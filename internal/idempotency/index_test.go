@@ -1,0 +1,103 @@
+package idempotency
+
+import (
+	"fmt"
+	"testing"
+	"time"
+)
+
+var t0 = time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+
+func open(t *testing.T, dir string, window time.Duration) *Index {
+	t.Helper()
+	x, err := Open(Options{Dir: dir, Window: window})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return x
+}
+
+func seen(t *testing.T, x *Index, key string, now time.Time) bool {
+	t.Helper()
+	ok, err := x.Seen(key, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ok
+}
+
+func TestSeenWithinTheWindowOnly(t *testing.T) {
+	x := open(t, t.TempDir(), time.Hour)
+	defer x.Close()
+	if seen(t, x, "shop/a", t0) {
+		t.Fatal("an unknown key is seen")
+	}
+	if err := x.Record(Entry{"shop/a", t0}); err != nil {
+		t.Fatal(err)
+	}
+	if !seen(t, x, "shop/a", t0.Add(59*time.Minute)) {
+		t.Fatal("a key recorded 59 minutes ago is not seen with a 1-hour window")
+	}
+	if seen(t, x, "shop/a", t0.Add(time.Hour)) {
+		t.Fatal("a key recorded a window ago is still seen")
+	}
+	if seen(t, x, "other/a", t0) {
+		t.Fatal("the same id in another namespace is seen")
+	}
+}
+
+func TestSurvivesReopening(t *testing.T) {
+	dir := t.TempDir()
+	x := open(t, dir, time.Hour)
+	var entries []Entry
+	for i := range 1000 {
+		entries = append(entries, Entry{fmt.Sprintf("shop/e-%d", i), t0.Add(time.Duration(i) * time.Millisecond)})
+	}
+	if err := x.Record(entries...); err != nil {
+		t.Fatal(err)
+	}
+	if err := x.Close(); err != nil {
+		t.Fatal(err)
+	}
+	x = open(t, dir, time.Hour)
+	defer x.Close()
+	for _, e := range entries {
+		if !seen(t, x, e.Key, t0.Add(time.Minute)) {
+			t.Fatalf("%s is forgotten after reopening", e.Key)
+		}
+	}
+	if want := t0.Add(999 * time.Millisecond); !x.Last().Equal(want) {
+		t.Fatalf("Last = %v, want %v", x.Last(), want)
+	}
+}
+
+func TestExpireForgetsOnlyWhatIsOld(t *testing.T) {
+	x := open(t, t.TempDir(), time.Hour)
+	defer x.Close()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(x.Record(Entry{"ns/old", t0}, Entry{"ns/again", t0}, Entry{"ns/new", t0.Add(50 * time.Minute)}))
+	// "again" expired once and was posted again later: its newer entry stays.
+	must(x.Record(Entry{"ns/again", t0.Add(61 * time.Minute)}))
+	n, err := x.Expire(t0.Add(61 * time.Minute))
+	must(err)
+	if n != 1 {
+		t.Fatalf("Expire forgot %d keys, want 1 (ns/old)", n)
+	}
+	now := t0.Add(62 * time.Minute)
+	if seen(t, x, "ns/old", now) || !seen(t, x, "ns/again", now) || !seen(t, x, "ns/new", now) {
+		t.Fatal("Expire forgot the wrong keys")
+	}
+	// Nothing left to expire in the range already cut.
+	if n, err := x.Expire(t0.Add(61 * time.Minute)); err != nil || n != 0 {
+		t.Fatalf("a second Expire forgot %d (%v)", n, err)
+	}
+	// Everything goes once the window has passed for all.
+	if n, err := x.Expire(t0.Add(3 * time.Hour)); err != nil || n != 2 {
+		t.Fatalf("the last Expire forgot %d (%v), want 2", n, err)
+	}
+}
