@@ -47,7 +47,7 @@ fmt: ## Run gofmt on the code.
 
 .PHONY: vet
 vet: ## Run go vet (end-to-end tests included).
-	$(GO) vet -tags e2e,scaleout,reliability ./...
+	$(GO) vet -tags e2e,scaleout,reliability,soak ./...
 
 .PHONY: test
 test: manifests generate fmt vet envtest-bin ## Run every unit and envtest integration test (builds the envtest binaries the first time).
@@ -80,6 +80,23 @@ test-reliability: build envtest-bin ## Reliability tests: kill -9, bad receivers
 .PHONY: test-scaleout
 test-scaleout: build envtest-bin ## Three managers on a three-node NATS cluster; one replica and one NATS node killed mid-run.
 	$(GO) test -tags scaleout -count=1 -timeout 15m -v ./test/scaleout/
+
+# make soak's knobs (see docs/development.md, "Soak runs"); each is passed to the test as an environment variable.
+SOAK_DURATION ?= 3m
+SOAK_RATE ?= 1000
+SOAK_IDS ?= true
+SOAK_FAIL ?= 0.1
+SOAK_OUTAGE ?= 0
+SOAK_POLICY ?= default
+SOAK_HEALTHY ?= false
+SOAK_OUT ?= bin/soak/$(shell date +%Y%m%d-%H%M%S)
+SOAK_TIMEOUT ?= 12h
+
+.PHONY: soak
+soak: build envtest-bin ## Soak bin/manager: SOAK_RATE events/s for SOAK_DURATION (default 1000/s, 3m); memory, disk and every event checked; report in SOAK_OUT.
+	SOAK_MANAGER_BIN=$(LOCALBIN)/manager SOAK_DURATION=$(SOAK_DURATION) SOAK_RATE=$(SOAK_RATE) SOAK_IDS=$(SOAK_IDS) \
+	SOAK_FAIL=$(SOAK_FAIL) SOAK_OUTAGE=$(SOAK_OUTAGE) SOAK_POLICY=$(SOAK_POLICY) SOAK_HEALTHY=$(SOAK_HEALTHY) SOAK_OUT=$(abspath $(SOAK_OUT)) \
+	$(GO) test -tags soak -count=1 -timeout $(SOAK_TIMEOUT) -run '^TestSoak$$' -v ./test/soak/
 
 .PHONY: verify
 verify: ## Regenerate everything and fail if any generated file is stale or the code is not gofmt-clean.

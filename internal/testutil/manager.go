@@ -153,6 +153,17 @@ func (m *ManagerProcess) Running() bool {
 	}
 }
 
+// Pid returns the process id of the current generation, 0 before the
+// first Start; for reading /proc/<pid> (memory, open files) while it runs.
+func (m *ManagerProcess) Pid() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cmd == nil || m.cmd.Process == nil {
+		return 0
+	}
+	return m.cmd.Process.Pid
+}
+
 // WaitReady waits for /readyz of the probes and of the ingestion API; it
 // fails the test at once if the process exits.
 func (m *ManagerProcess) WaitReady(timeout time.Duration) {
