@@ -3,11 +3,14 @@ package dispatch
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -606,10 +609,15 @@ func (w *endpointWorker) scheduleRetry(ctx context.Context, dl *delivery, attemp
 	if t := at.Truncate(time.Second); !t.Equal(at) {
 		at = t.Add(time.Second)
 	}
+	// No message ID: the subject names the retry (endpoint, event and
+	// attempt), and a schedule published again on the same subject replaces
+	// the one waiting there, so a publish repeated after a lost
+	// acknowledgement schedules the attempt once. A message ID would also
+	// keep an entry in the stream's duplicate map, in memory, for 5 minutes
+	// per retry.
 	_, err := w.d.js.PublishMsg(ctx, msg,
 		jetstream.WithScheduleAt(at.UTC()),
-		jetstream.WithScheduleTarget(deliverSubject(w.ns, w.name)),
-		jetstream.WithMsgID(subj))
+		jetstream.WithScheduleTarget(deliverSubject(w.ns, w.name)))
 	return err
 }
 
@@ -664,6 +672,14 @@ type outcome struct {
 	AcceptedAt string `json:"acceptedAt,omitempty"`
 }
 
+// retryToken names one retry of one event at one endpoint in a subject
+// token: 16 characters of unpadded URL-safe base64 of a digest of the
+// endpoint's UID and the event id (96 bits), then the attempt. Every
+// waiting schedule keeps its subject in the store's memory (its schedule
+// table and subject index), so it is kept short.
 func retryToken(uid, eventID string, attempt int) string {
-	return token(fmt.Sprintf("%s-%d", hashString(uid+"/"+eventID), attempt))
+	sum := sha256.Sum256([]byte(uid + "/" + eventID))
+	b := base64.RawURLEncoding.AppendEncode(make([]byte, 0, 20), sum[:12])
+	b = append(b, '-')
+	return string(strconv.AppendInt(b, int64(attempt), 10))
 }
