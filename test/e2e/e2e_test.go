@@ -5,17 +5,26 @@
 // the chart's ServiceAccount (so the chart's RBAC is what is tested),
 // `kubectl apply` of the samples, events posted to the ingestion API, the demo
 // receiver verifying every signature, `kubectl get`, `kubectl wait`,
-// `kubectl webhook test`, and `helm uninstall`. Run it with `make test-e2e`.
+// `kubectl webhook test`, and `helm uninstall`. Every event posted has data
+// of its own, and what each receiver got is checked against it: the type and
+// data the demo receiver prints, and every body a second endpoint's receiver
+// (the content oracle, testutil.Receiver) keeps. Run it with `make test-e2e`.
 package e2e
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -71,8 +80,8 @@ func (r *runner) eventually(timeout time.Duration, check func() error) {
 }
 
 // startProcess runs a binary in its own process group, logging to a file that
-// is printed if the test fails.
-func (r *runner) startProcess(logName, path string, args ...string) *exec.Cmd {
+// is printed if the test fails; it returns the process and the file's path.
+func (r *runner) startProcess(logName, path string, args ...string) (*exec.Cmd, string) {
 	r.t.Helper()
 	logFile := filepath.Join(r.t.TempDir(), logName)
 	f, err := os.Create(logFile)
@@ -100,7 +109,7 @@ func (r *runner) startProcess(logName, path string, args ...string) *exec.Cmd {
 			r.t.Logf("==== %s ====\n%s", logName, tail(string(data), 60))
 		}
 	})
-	return cmd
+	return cmd, logFile
 }
 
 func tail(s string, n int) string {
@@ -125,6 +134,64 @@ func impersonatingKubeconfig(t *testing.T, admin, user string) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// printedLine is one event the demo receiver printed.
+var printedLine = regexp.MustCompile(`^\S+ verified id=(\S+) type=(\S+) data=(.*)$`)
+
+// checkPrinted reads the demo receiver's output and checks that every event
+// it printed has the type and data posted under its id, and that every id
+// of want was printed.
+func checkPrinted(logFile string, ledger *testutil.Ledger, want []string) error {
+	out, err := os.ReadFile(logFile)
+	if err != nil {
+		return err
+	}
+	printed := map[string]bool{}
+	var problems []string
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		m := printedLine.FindStringSubmatch(sc.Text())
+		if m == nil {
+			continue
+		}
+		id, typ, data := m[1], m[2], m[3]
+		printed[id] = true
+		ev, ok := ledger.Get(id)
+		switch {
+		case !ok:
+			problems = append(problems, fmt.Sprintf("%s was never posted", id))
+		case typ != ev.Type:
+			problems = append(problems, fmt.Sprintf("%s: type %s, posted %s", id, typ, ev.Type))
+		case !sameJSON([]byte(data), ev.Data):
+			problems = append(problems, fmt.Sprintf("%s: data %.200s, posted %.200s", id, data, ev.Data))
+		}
+	}
+	for _, id := range want {
+		if !printed[id] {
+			problems = append(problems, fmt.Sprintf("%s was not printed", id))
+		}
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("%d problems: %s", len(problems), strings.Join(problems[:min(len(problems), 10)], "; "))
+	}
+	return nil
+}
+
+// sameJSON reports whether a and b are the same JSON value (members in any
+// order, numbers as written).
+func sameJSON(a, b []byte) bool {
+	decode := func(b []byte) (any, error) {
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.UseNumber()
+		var v any
+		err := dec.Decode(&v)
+		return v, err
+	}
+	va, errA := decode(a)
+	vb, errB := decode(b)
+	return errA == nil && errB == nil && reflect.DeepEqual(va, vb)
 }
 
 func TestEndToEnd(t *testing.T) {
@@ -158,8 +225,10 @@ func TestEndToEnd(t *testing.T) {
 
 	// 2. The manager, out of the cluster, as the chart's ServiceAccount.
 	managerKubeconfig := impersonatingKubeconfig(t, env.Kubeconfig, "system:serviceaccount:"+releaseNS+":"+sa)
-	r.startProcess("receiver.log", filepath.Join(bin, "webhook-receiver"), "--listen", receiverAddr, "--secret", sampleSecret, "--quiet")
-	mgr := r.startProcess("manager.log", filepath.Join(bin, "manager"),
+	// The demo receiver prints every verified event (id, type and data),
+	// which the test reads back.
+	_, receiverLog := r.startProcess("receiver.log", filepath.Join(bin, "webhook-receiver"), "--listen", receiverAddr, "--secret", sampleSecret)
+	mgr, _ := r.startProcess("manager.log", filepath.Join(bin, "manager"),
 		"--kubeconfig", managerKubeconfig,
 		"--data-dir", filepath.Join(t.TempDir(), "nats"),
 		"--leader-elect", "--leader-election-namespace", releaseNS,
@@ -183,27 +252,85 @@ func TestEndToEnd(t *testing.T) {
 		return nil
 	})
 
-	// 3. kubectl apply the samples; kubectl wait.
+	// 3. kubectl apply the samples, and a second endpoint for every event
+	// type whose receiver keeps every body; kubectl wait.
+	ledger := testutil.NewLedger()
+	oracle, err := testutil.NewReceiver(sampleSecret, ledger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oracleSrv := httptest.NewServer(oracle)
+	defer oracleSrv.Close()
+	oracleManifest := filepath.Join(t.TempDir(), "oracle.yaml")
+	if err := os.WriteFile(oracleManifest, []byte(fmt.Sprintf(`apiVersion: webhooks.wablast.io/v1alpha1
+kind: WebhookConfig
+metadata:
+  name: oracle
+spec:
+  url: %s/hooks/oracle
+  secretRef:
+    name: crm-webhook-secret
+  events: ["*"]
+`, oracleSrv.URL)), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	r.kubectl("create", "namespace", appNS)
 	r.kubectl("apply", "-n", appNS, "-f", "config/samples/")
-	r.kubectl("wait", "-n", appNS, "--for=condition=Ready", "whc/crm", "--timeout=90s")
+	r.kubectl("apply", "-n", appNS, "-f", oracleManifest)
+	r.kubectl("wait", "-n", appNS, "--for=condition=Ready", "whc/crm", "whc/oracle", "--timeout=90s")
 
-	// 4. Post events with the sample token; the receiver verifies every signature.
-	const n = 20
-	for i := range n {
-		body := fmt.Sprintf(`{"id":"e2e-%d","type":"message.sent","data":{"messageId":"m-%d","sessionId":"s-1","to":"+6281234567890"}}`, i, i)
-		req, _ := http.NewRequest(http.MethodPost, "http://"+ingestAddr+"/v1/namespaces/"+appNS+"/events", strings.NewReader(body))
+	// 4. Post events with the sample token: 20 single events and a batch
+	// of 30, every other one without an id, each with data of its own, of
+	// every type (crm subscribes to the message types only). The receivers
+	// verify every signature.
+	postEvents := func(ct string, body []byte, posted []testutil.Posted) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, "http://"+ingestAddr+"/v1/namespaces/"+appNS+"/events", bytes.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+sampleToken)
-		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Content-Type", ct)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
+		answer, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusAccepted {
-			t.Fatalf("post %d: %d", i, resp.StatusCode)
+			t.Fatalf("post: %d %s", resp.StatusCode, answer)
+		}
+		if _, err := ledger.Accepted(posted, answer); err != nil {
+			t.Fatal(err)
 		}
 	}
+	withoutID := func(ev testutil.Posted) testutil.Posted { ev.ID = ""; return ev }
+	for i, ev := range testutil.VariedEvents("e2e", 20) {
+		if i%2 == 1 {
+			postEvents("application/json", ev.JSON(false), []testutil.Posted{withoutID(ev)})
+		} else {
+			postEvents("application/json", ev.JSON(true), []testutil.Posted{ev})
+		}
+	}
+	var batch bytes.Buffer
+	var batchPosted []testutil.Posted
+	for i, ev := range testutil.VariedEvents("e2e-batch", 30) {
+		batch.Write(ev.JSON(i%2 == 0))
+		batch.WriteByte('\n')
+		if i%2 == 1 {
+			ev = withoutID(ev)
+		}
+		batchPosted = append(batchPosted, ev)
+	}
+	postEvents("application/x-ndjson", batch.Bytes(), batchPosted)
+	all := ledger.IDs()
+	var toCRM []string // the events of the types crm subscribes to
+	for _, id := range all {
+		if ev, _ := ledger.Get(id); strings.HasPrefix(ev.Type, "message.") {
+			toCRM = append(toCRM, id)
+		}
+	}
+	if len(toCRM) == 0 || len(toCRM) == len(all) {
+		t.Fatalf("%d of %d events are message events: the test needs both kinds", len(toCRM), len(all))
+	}
+	n := len(toCRM)
 	r.eventually(60*time.Second, func() error {
 		resp, err := http.Get("http://" + receiverAddr + "/stats")
 		if err != nil {
@@ -222,6 +349,21 @@ func TestEndToEnd(t *testing.T) {
 		}
 		return nil
 	})
+	// The demo receiver printed each event's type and data: they are what was posted.
+	if err := checkPrinted(receiverLog, ledger, toCRM); err != nil {
+		t.Errorf("the demo receiver: %v", err)
+	}
+	// The second endpoint got every event, each body exactly what was posted.
+	r.eventually(60*time.Second, func() error {
+		if got := oracle.Unique(); got != len(all) {
+			return fmt.Errorf("the oracle endpoint received %d of %d events", got, len(all))
+		}
+		return nil
+	})
+	if err := oracle.CheckAll(all); err != nil {
+		t.Errorf("the oracle endpoint: %v", err)
+	}
+	t.Logf("%d events posted; the demo receiver printed the %d message events with the type and data posted; the oracle endpoint got all %d, each body exactly what was posted", len(all), n, len(all))
 
 	// 5. kubectl get whc shows the contract's columns with the right numbers.
 	r.eventually(30*time.Second, func() error {
@@ -230,8 +372,13 @@ func TestEndToEnd(t *testing.T) {
 		if got := strings.Join(strings.Fields(lines[0]), " "); got != "NAME ACTIVE READY SUCCESS RATE SENT LAST DELIVERY AGE" {
 			t.Fatalf("columns %q", got)
 		}
-		row := strings.Fields(lines[1])
-		if row[0] != "crm" || row[1] != "true" || row[2] != "True" || row[3] != "100.0%" || row[4] != fmt.Sprint(n) {
+		var row []string
+		for _, l := range lines[1:] {
+			if f := strings.Fields(l); len(f) > 0 && f[0] == "crm" {
+				row = f
+			}
+		}
+		if len(row) < 5 || row[1] != "true" || row[2] != "True" || row[3] != "100.0%" || row[4] != fmt.Sprint(n) {
 			return fmt.Errorf("row %q", row)
 		}
 		return nil
@@ -255,4 +402,34 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("cluster-scoped objects left behind:\n%s", out)
 	}
 	r.kubectl("get", "crd", "webhookconfigs.webhooks.wablast.io")
+}
+
+// TestCheckPrintedCatchesAnotherEventsData shows that checkPrinted can
+// fail: a printed event carrying another posted event's data is caught.
+func TestCheckPrintedCatchesAnotherEventsData(t *testing.T) {
+	evs := testutil.VariedEvents("self", 2)
+	ledger := testutil.NewLedger()
+	ledger.Add(evs...)
+	logFile := filepath.Join(t.TempDir(), "receiver.log")
+	write := func(lines ...string) {
+		t.Helper()
+		if err := os.WriteFile(logFile, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	line := func(id, typ string, data []byte) string {
+		var compact bytes.Buffer
+		if err := json.Compact(&compact, data); err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprintf("2026-11-28T10:15:02Z verified id=%s type=%s data=%s", id, typ, compact.String())
+	}
+	write(line(evs[0].ID, evs[0].Type, evs[0].Data), line(evs[1].ID, evs[1].Type, evs[1].Data))
+	if err := checkPrinted(logFile, ledger, ledger.IDs()); err != nil {
+		t.Fatalf("what was posted was refused: %v", err)
+	}
+	write(line(evs[0].ID, evs[0].Type, evs[1].Data), line(evs[1].ID, evs[1].Type, evs[1].Data))
+	if err := checkPrinted(logFile, ledger, ledger.IDs()); err == nil || !strings.Contains(err.Error(), "data") {
+		t.Fatalf("checkPrinted = %v, want event 0 with event 1's data refused", err)
+	}
 }
