@@ -19,9 +19,14 @@ import (
 // epResult is what one endpoint received.
 type epResult struct {
 	name string
-	// lost are accepted events never answered 2xx; lostIDs the first few.
-	lost    int
-	lostIDs []string
+	// lost are accepted events never answered 2xx although the receiver
+	// saw fewer than the policy's maxAttempts requests for them; lostIDs
+	// the first few, with their requests. gaveUp are accepted events never
+	// answered 2xx after maxAttempts requests, all answered 503: they
+	// failed for good by the policy (kept for replay), which is the
+	// receiver's doing, not a loss.
+	lost, gaveUp       int
+	lostIDs, gaveUpIDs []string
 	// mismatches are delivered bodies that are not what was posted, unknown
 	// webhook-ids no producer posted; contentErr is Receiver.Check's
 	// error (these, bad signatures, later copies that differ), checkAllErr
@@ -83,15 +88,25 @@ func (r *run) endpointResult(e *endpoint, ids []string, acceptedAt map[string]ti
 	out := epResult{name: e.name, answers: e.answerCounts(), requests: e.requests.Load(), badSig: e.rc.BadSignatures()}
 	firstOK := e.firstOKs()
 	arrivals := e.rc.FirstArrivals()
+	requests := e.rc.Requests()
+	maxAttempts := int(r.policy.MaxAttempts)
 	outageEnd := r.start.Add(r.cfg.Outage)
 	var fa, fo []time.Duration
 	var lastOK, backlogEnd time.Time
 	for _, id := range ids {
 		okAt, delivered := firstOK[id]
 		if !delivered {
+			desc := fmt.Sprintf("%s (%d requests)", id, requests[id])
+			if maxAttempts > 0 && requests[id] >= maxAttempts {
+				out.gaveUp++
+				if len(out.gaveUpIDs) < 5 {
+					out.gaveUpIDs = append(out.gaveUpIDs, desc)
+				}
+				continue
+			}
 			out.lost++
 			if len(out.lostIDs) < 5 {
-				out.lostIDs = append(out.lostIDs, id)
+				out.lostIDs = append(out.lostIDs, desc)
 			}
 			continue
 		}
@@ -149,9 +164,9 @@ func (r *run) verdict(samples []sample, res results) string {
 		}
 		maxRSS, minRSS = max(maxRSS, s.RSS), min(minRSS, s.RSS)
 	}
-	lost, mismatched, pass := 0, 0, "PASS"
+	lost, gaveUp, mismatched, pass := 0, 0, 0, "PASS"
 	for _, e := range res.endpoints {
-		lost += e.lost
+		lost, gaveUp = lost+e.lost, gaveUp+e.gaveUp
 		mismatched += e.mismatches + e.unknown + e.badSig
 		if e.lost > 0 || e.contentErr != nil {
 			pass = "FAIL"
@@ -161,6 +176,9 @@ func (r *run) verdict(samples []sample, res results) string {
 		pass = "FAIL"
 	}
 	events := fmt.Sprintf("lost events %d, content mismatches %d: %s", lost, mismatched, pass)
+	if gaveUp > 0 {
+		events = fmt.Sprintf("failed for good by the policy %d (every attempt answered 503), ", gaveUp) + events
+	}
 	if ref == nil {
 		return "VERDICT: RSS flat: unknown (no sample after the warm-up); " + events
 	}
@@ -257,7 +275,8 @@ func (r *run) report(res results) []byte {
 	w("| 202 answer time | %s |\n", res.respTimes)
 	for _, e := range res.endpoints {
 		n := "`" + e.name + "`"
-		w("| %s: **lost** (accepted, never answered 2xx) | **%d** |\n", n, e.lost)
+		w("| %s: **lost** (accepted, never answered 2xx, fewer than maxAttempts requests seen) | **%d**%s |\n", n, e.lost, listed(e.lostIDs))
+		w("| %s: failed for good by the policy (all maxAttempts requests answered 503; kept for replay) | %d%s |\n", n, e.gaveUp, listed(e.gaveUpIDs))
 		check := "CheckAll ok"
 		if e.checkAllErr != nil {
 			check = "CheckAll: " + strings.ReplaceAll(firstLine(e.checkAllErr.Error()), "|", "\\|")
@@ -269,7 +288,7 @@ func (r *run) report(res results) []byte {
 		w("| %s: 202 → first 2xx answer | %s |\n", n, e.firstOK)
 		w("| %s: drain after the last 202 | %s |\n", n, roundDur(e.drain))
 		if e.hasBacklog {
-			w("| %s: outage backlog (events accepted before it ended) all delivered | %s after the outage ended |\n", n, roundDur(e.backlog))
+			w("| %s: outage backlog (events accepted before it ended): last first delivery | %s after the outage ended |\n", n, roundDur(e.backlog))
 		}
 	}
 	if r.drainNote != "" {
@@ -310,7 +329,7 @@ func (r *run) report(res results) []byte {
 	}
 
 	w("\n## Verdict\n\n%s\n\n", res.verdict)
-	w("The test fails only on a lost event or a content mismatch; memory is reported, not asserted.\n\n")
+	w("The test fails only on a lost event or a content mismatch; memory is reported, not asserted. An event whose every attempt (maxAttempts) the receiver answered 503 failed for good by the policy: it is reported, not counted as lost.\n\n")
 	w("![RSS and data directory size over time](chart.svg)\n\n")
 
 	w("## Heap profiles\n\n")
@@ -331,6 +350,14 @@ func (r *run) report(res results) []byte {
 		w("- `%s`: the heap just before the outage ended\n", filepath.Base(peakProfile))
 	}
 	return b.Bytes()
+}
+
+// listed is ids as ": a, b", or "" for none.
+func listed(ids []string) string {
+	if len(ids) == 0 {
+		return ""
+	}
+	return ": " + strings.Join(ids, ", ")
 }
 
 func firstSample(s []sample) sample {

@@ -348,7 +348,10 @@ func (r *run) finish() {
 	t.Log(res.verdict)
 	for _, e := range res.endpoints {
 		if e.lost > 0 {
-			t.Errorf("%s: %d of %d accepted events were never delivered (first: %s)", e.name, e.lost, res.accepted, strings.Join(e.lostIDs, ", "))
+			t.Errorf("%s: %d of %d accepted events were never delivered, with fewer attempts than the policy's maxAttempts (first: %s)", e.name, e.lost, res.accepted, strings.Join(e.lostIDs, ", "))
+		}
+		if e.gaveUp > 0 {
+			t.Logf("%s: %d accepted events failed for good by the policy: the receiver answered 503 to each of their %d attempts (first: %s)", e.name, e.gaveUp, r.policy.MaxAttempts, strings.Join(e.gaveUpIDs, ", "))
 		}
 		if e.contentErr != nil {
 			t.Errorf("%s: content check: %v", e.name, e.contentErr)
