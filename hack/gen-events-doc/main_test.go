@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/wablast/webhook-operator/internal/catalog"
+	"github.com/wablast/webhook-operator/internal/testutil"
 )
 
 // TestDocIsUpToDate fails when docs/events.md is not what the generator
@@ -56,6 +57,35 @@ func TestDocCoversEveryTypeAndTheReceiverSnippets(t *testing.T) {
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("the document does not mention %q", want)
+		}
+	}
+}
+
+// TestDocDeliveryBodiesCarryTheirExamples checks every type's "Example
+// delivery body" against the type's example, as the content oracle checks
+// a delivery: the envelope with that type, exactly the example's data and
+// the documented timestamp, nothing else.
+func TestDocDeliveryBodiesCarryTheirExamples(t *testing.T) {
+	doc, err := render()
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(doc)
+	for _, typ := range catalog.Types() {
+		_, section, ok := strings.Cut(text, "\n### "+typ.Name+"\n")
+		if !ok {
+			t.Errorf("no section for %s", typ.Name)
+			continue
+		}
+		_, rest, ok := strings.Cut(section, "Example delivery body:\n\n```json\n")
+		body, _, closed := strings.Cut(rest, "\n```")
+		if !ok || !closed {
+			t.Errorf("%s: no example delivery body", typ.Name)
+			continue
+		}
+		want := testutil.Posted{ID: typ.Name, Type: typ.Name, Data: typ.Example, Timestamp: "2026-11-28T10:15:02.123Z"}
+		if err := testutil.CheckBody(want, []byte(body)); err != nil {
+			t.Error(err)
 		}
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -73,16 +72,15 @@ func TestMalformedBatchesAreRefused(t *testing.T) {
 }
 
 // Deliveries to one endpoint accepted together are stored as one message,
-// and each arrives once, with its own event's body and id.
+// and each arrives once, with its own event's body and id (every event's
+// data differs in content and length, so a body that went to the wrong
+// delivery shows).
 func TestDeliveriesAcceptedTogetherAreStoredAsOneMessage(t *testing.T) {
 	hold := make(chan struct{})
 	rc := newReceiver(t, func(_ int, _ http.ResponseWriter, _ *http.Request) { <-hold })
 	h := newHarness(t, "", nil)
 	h.reg.Upsert(endpoint("crm", rc.URL, func(e *Endpoint) { e.Policy.MaxInFlight = 1 }))
-	events := make([]Event, 10)
-	for i := range events {
-		events[i] = testEvent(i)
-	}
+	events := variedEvents(t, "together", 10)
 	h.enqueue(events...)
 	if n := streamMsgs(t, h.store, StreamDeliveries); n != 1 {
 		t.Errorf("10 deliveries to one endpoint accepted together were stored as %d messages, want 1", n)
@@ -116,12 +114,7 @@ func TestDeliveriesAcceptedTogetherAreStoredAsOneMessage(t *testing.T) {
 			t.Errorf("%s arrived %d times", events[i].ID, ids[events[i].ID])
 		}
 	}
-	for _, r := range rc.requests() {
-		i, _ := strconv.Atoi(r.id[len("msg_"):])
-		if want, _ := events[i].Envelope(); !bytes.Equal(r.body, want) {
-			t.Errorf("%s arrived with body %s, want %s", r.id, r.body, want)
-		}
-	}
+	rc.checkAll(t, events...)
 	if peak := rc.peak.Load(); peak > 1 {
 		t.Errorf("%d attempts at once from one batch, maxInFlight is 1", peak)
 	}
@@ -184,6 +177,7 @@ func TestAStoppedBatchKeepsOnlyItsUnfinishedDeliveries(t *testing.T) {
 	if got := rc.uniqueIDs()["msg_000001"]; got != 1 {
 		t.Errorf("msg_000001, done before the stop, arrived %d times", got)
 	}
+	rc.checkAll(t, testEvent(1), testEvent(2), testEvent(3))
 }
 
 // When a delivery of a batch answers 410 Gone, the batch's other deliveries
@@ -221,6 +215,7 @@ func TestGoneInTheMiddleOfABatchHoldsTheRest(t *testing.T) {
 		}
 		return nil
 	})
+	rc.checkAll(t, testEvent(1), testEvent(2), testEvent(3))
 }
 
 // With an external NATS several managers may share an endpoint's consumer,
@@ -277,6 +272,7 @@ func TestWithAnExternalNATSMaxInFlightHoldsAcrossManagers(t *testing.T) {
 	for i := range events {
 		events[i] = testEvent(i)
 	}
+	recordEnqueued(t, events...)
 	if _, err := managers[0].Enqueue(t.Context(), events); err != nil {
 		t.Fatal(err)
 	}
@@ -287,6 +283,8 @@ func TestWithAnExternalNATSMaxInFlightHoldsAcrossManagers(t *testing.T) {
 		batch := make([]delivery, 5)
 		for i := range batch {
 			ev := testEvent(100 + 10*b + i)
+			recordEnqueued(t, ev)
+			events = append(events, ev)
 			body, _ := ev.Envelope()
 			batch[i] = delivery{EventID: ev.ID, EventType: ev.Type, AcceptedAt: time.Now().UTC().Format(time.RFC3339Nano), Body: body}
 		}
@@ -306,6 +304,7 @@ func TestWithAnExternalNATSMaxInFlightHoldsAcrossManagers(t *testing.T) {
 	if peak := rc.peak.Load(); peak > 4 {
 		t.Errorf("%d requests open at once from two managers, maxInFlight is 4", peak)
 	}
+	rc.checkAll(t, events...)
 }
 
 // A write after a write of one delivery starts at once; after a write of

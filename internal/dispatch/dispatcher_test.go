@@ -34,9 +34,16 @@ type received struct {
 }
 
 // receiver is an httptest server that records requests and answers with
-// whatever respond returns.
+// whatever respond returns. Every request also goes through the content
+// oracle (testutil.Receiver): its signature is verified with the official
+// Standard Webhooks library (one that does not verify is answered 401) and
+// its body kept by webhook-id. When the test ends, every body it received
+// is compared with what the test enqueued (ledgerOf): type, data as a JSON
+// value, timestamp. checkAll also requires given events to have arrived.
 type receiver struct {
 	*httptest.Server
+	oracle   *testutil.Receiver
+	reported atomic.Bool // checkAll reported a mismatch already
 	mu       sync.Mutex
 	reqs     []received
 	inFlight atomic.Int32
@@ -45,7 +52,12 @@ type receiver struct {
 }
 
 func newReceiver(t *testing.T, respond func(n int, w http.ResponseWriter, r *http.Request)) *receiver {
-	rc := &receiver{respond: respond}
+	t.Helper()
+	oracle, err := testutil.NewReceiver(testSecret, ledgerOf(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := &receiver{respond: respond, oracle: oracle}
 	rc.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		cur := rc.inFlight.Add(1)
 		defer rc.inFlight.Add(-1)
@@ -60,12 +72,35 @@ func newReceiver(t *testing.T, respond func(n int, w http.ResponseWriter, r *htt
 		rc.reqs = append(rc.reqs, received{at: time.Now(), id: r.Header.Get("webhook-id"), header: r.Header.Clone(), body: body})
 		n := len(rc.reqs)
 		rc.mu.Unlock()
+		if _, err := rc.oracle.Record(r.Header, r.URL.Path, body); err != nil {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
 		if rc.respond != nil {
 			rc.respond(n, w, r)
 		}
 	}))
 	t.Cleanup(rc.Close)
+	t.Cleanup(func() {
+		if err := rc.oracle.Check(); err != nil && !rc.reported.Load() {
+			t.Errorf("receiver %s: %v", rc.URL, err)
+		}
+	})
 	return rc
+}
+
+// checkAll fails the test unless every event arrived, each carrying what
+// was enqueued (and everything else that arrived did too).
+func (rc *receiver) checkAll(t *testing.T, events ...Event) {
+	t.Helper()
+	ids := make([]string, len(events))
+	for i, ev := range events {
+		ids[i] = ev.ID
+	}
+	if err := rc.oracle.CheckAll(ids); err != nil {
+		rc.reported.Store(true)
+		t.Errorf("receiver %s: %v", rc.URL, err)
+	}
 }
 
 func (rc *receiver) requests() []received {
@@ -80,6 +115,32 @@ func (rc *receiver) uniqueIDs() map[string]int {
 		out[r.id]++
 	}
 	return out
+}
+
+// ledgers holds each test's Ledger: every event it enqueued, which its
+// receivers' deliveries are compared with.
+var ledgers sync.Map // *testing.T -> *testutil.Ledger
+
+// ledgerOf returns t's Ledger.
+func ledgerOf(t *testing.T) *testutil.Ledger {
+	if l, ok := ledgers.Load(t); ok {
+		return l.(*testutil.Ledger)
+	}
+	l, loaded := ledgers.LoadOrStore(t, testutil.NewLedger())
+	if !loaded {
+		t.Cleanup(func() { ledgers.Delete(t) })
+	}
+	return l.(*testutil.Ledger)
+}
+
+// recordEnqueued adds events to t's Ledger: a test that enqueues or stores
+// deliveries other than through harness.enqueue says so with it.
+func recordEnqueued(t *testing.T, events ...Event) {
+	posted := make([]testutil.Posted, len(events))
+	for i, ev := range events {
+		posted[i] = testutil.Posted{ID: ev.ID, Type: ev.Type, Data: ev.Data, Timestamp: ev.Timestamp.Format(time.RFC3339Nano)}
+	}
+	ledgerOf(t).Add(posted...)
 }
 
 // harness runs a store, a dispatcher and an aggregator on a temporary data directory.
@@ -196,8 +257,35 @@ func testEvent(i int) Event {
 	}
 }
 
+// variedEvents returns n events whose data differ from one another in
+// content, length (a few bytes to a few kilobytes), member order and
+// escapes (testutil.VariedEvents), as the ingestion API hands them over:
+// data in canonical form, a timestamp on every one (the posted one, or the
+// time of acceptance). Their ids are msg_<prefix>-<i>.
+func variedEvents(t *testing.T, prefix string, n int) []Event {
+	t.Helper()
+	out := make([]Event, n)
+	for i, p := range testutil.VariedEvents(prefix, n) {
+		ts := time.Date(2026, 11, 28, 10, 15, 2, 123456789, time.UTC)
+		if p.Timestamp != "" {
+			var err error
+			if ts, err = time.Parse(time.RFC3339Nano, p.Timestamp); err != nil {
+				t.Fatal(err)
+			}
+		}
+		data, err := CanonicalData(p.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[i] = Event{ID: "msg_" + p.ID, Namespace: "shop", Type: p.Type, Timestamp: ts, Data: data, DataCanonical: true}
+	}
+	return out
+}
+
+// enqueue enqueues events and records them in the test's Ledger.
 func (h *harness) enqueue(events ...Event) []EnqueueResult {
 	h.t.Helper()
+	recordEnqueued(h.t, events...)
 	res, err := h.d.Enqueue(context.Background(), events)
 	if err != nil {
 		h.t.Fatalf("enqueue: %v", err)
@@ -258,6 +346,7 @@ func TestDeliveryIsSignedAndCounted(t *testing.T) {
 	if err := wh.Verify(r.body, r.header); err != nil {
 		t.Errorf("the official Standard Webhooks library rejects the delivery: %v", err)
 	}
+	rc.checkAll(t, testEvent(1))
 
 	st := h.waitStats("uid-crm", func(st EndpointStats) error {
 		if st.EventsDelivered != 1 {
@@ -301,6 +390,7 @@ func TestRetriesWithGrowingDelays(t *testing.T) {
 			t.Errorf("attempt with webhook-id %q", r.id)
 		}
 	}
+	rc.checkAll(t, testEvent(1)) // every attempt the same body, the one enqueued
 	// Equal jitter: the delay after attempt n lies in [b*2^(n-1)/2, b*2^(n-1)].
 	for i, min := range []time.Duration{150 * time.Millisecond, 300 * time.Millisecond, 600 * time.Millisecond} {
 		if gap := reqs[i+1].at.Sub(reqs[i].at); gap < min {
@@ -402,6 +492,7 @@ func TestGoneStopsTheEndpointUntilItsSpecChanges(t *testing.T) {
 		}
 		return nil
 	})
+	rc.checkAll(t, testEvent(1), testEvent(2))
 }
 
 func TestRedirectIsNotFollowed(t *testing.T) {
@@ -469,6 +560,7 @@ func TestMaxInFlightIsNeverExceeded(t *testing.T) {
 	if p := rc.peak.Load(); p > 3 || p < 2 {
 		t.Errorf("peak concurrency at the receiver %d, want 3 (never above)", p)
 	}
+	rc.checkAll(t, events...)
 }
 
 func TestHungEndpointDoesNotSlowAnother(t *testing.T) {
@@ -499,6 +591,7 @@ func TestHungEndpointDoesNotSlowAnother(t *testing.T) {
 	if took := time.Since(start); took > 5*time.Second {
 		t.Errorf("the healthy endpoint took %s next to a hung one", took)
 	}
+	fast.checkAll(t, events...)
 	if p := hung.peak.Load(); p > 2 {
 		t.Errorf("hung endpoint saw %d concurrent requests, maxInFlight is 2", p)
 	}
@@ -583,6 +676,7 @@ func TestIdempotencyKeyIsDeliveredOnce(t *testing.T) {
 	if ids := rc.uniqueIDs(); ids["msg_000001"] != 1 {
 		t.Errorf("msg_000001 delivered %d times", ids["msg_000001"])
 	}
+	rc.checkAll(t, ev, testEvent(2))
 
 	// The window survives a restart of the store.
 	h.stop()
@@ -602,10 +696,9 @@ func TestNothingAcknowledgedIsLostAcrossAnAbruptStop(t *testing.T) {
 	h := newHarness(t, dir, nil)
 	h.reg.Upsert(endpoint("crm", rc.URL, func(e *Endpoint) { e.Policy.MaxInFlight = 8 }))
 	const total = 1000
-	events := make([]Event, total)
-	for i := range events {
-		events[i] = testEvent(i)
-	}
+	// Every event's data its own, of mixed lengths: each must arrive with
+	// it across the stop, whichever batch message carried it.
+	events := variedEvents(t, "crash", total)
 	for i := 0; i < total; i += 100 {
 		h.enqueue(events[i : i+100]...)
 	}
@@ -654,6 +747,7 @@ func TestNothingAcknowledgedIsLostAcrossAnAbruptStop(t *testing.T) {
 	if st.EventsDelivered > int64(len(rc.requests())) {
 		t.Errorf("delivered counter %d exceeds requests the receiver saw %d", st.EventsDelivered, len(rc.requests()))
 	}
+	rc.checkAll(t, events...)
 }
 
 // workers returns how many endpoint workers run.
@@ -710,6 +804,7 @@ func TestIdleWorkersStopAndComeBackForNewAndRetriedDeliveries(t *testing.T) {
 		}
 		return nil
 	})
+	rc.checkAll(t, testEvent(1), testEvent(2))
 }
 
 func TestMoreThanAThousandEndpoints(t *testing.T) {
@@ -729,4 +824,5 @@ func TestMoreThanAThousandEndpoints(t *testing.T) {
 		}
 		return nil
 	})
+	rc.checkAll(t, testEvent(1)) // and every endpoint's copy the same body
 }

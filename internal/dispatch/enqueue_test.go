@@ -94,6 +94,7 @@ func TestEventsWithoutAnIDAreStoredAsDeliveriesAtOnce(t *testing.T) {
 		}
 		return nil
 	})
+	rc.checkAll(t, testEvent(1), testEvent(2), withID)
 
 	// An event no endpoint subscribes to (none in its namespace) is
 	// accepted, with no subscriber, and stores nothing. (Wait for the

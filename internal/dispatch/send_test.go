@@ -12,15 +12,29 @@ import (
 	"time"
 
 	"github.com/wablast/webhook-operator/internal/signing"
+	"github.com/wablast/webhook-operator/internal/testutil"
 )
 
 // sendEndpoint is an endpoint of url with one fresh key and the default policy.
 func sendEndpoint(t testing.TB, url string) *Endpoint {
 	t.Helper()
+	return sendEndpointWith(t, url, sendSecret(t))
+}
+
+// sendSecret is a fresh signing secret, as the operator generates them.
+func sendSecret(t testing.TB) string {
+	t.Helper()
 	secret, err := signing.GenerateSecret()
 	if err != nil {
 		t.Fatal(err)
 	}
+	return secret
+}
+
+// sendEndpointWith is an endpoint of url signing with secret and the
+// default policy.
+func sendEndpointWith(t testing.TB, url, secret string) *Endpoint {
+	t.Helper()
 	keys, err := signing.ParseSecrets(secret)
 	if err != nil {
 		t.Fatal(err)
@@ -28,6 +42,24 @@ func sendEndpoint(t testing.TB, url string) *Endpoint {
 	ep := endpoint("crm", url)
 	ep.Keys = keys
 	return &ep
+}
+
+// sendOracle is a content oracle for one event sent by d.send, as its
+// delivery: a receiver verifying with the official library and the event
+// as enqueued, with the envelope send is given.
+func sendOracle(t *testing.T, secret string, ev Event) (*testutil.Receiver, []byte) {
+	t.Helper()
+	body, err := ev.Envelope()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ledger := testutil.NewLedger()
+	ledger.Add(testutil.Posted{ID: ev.ID, Type: ev.Type, Data: ev.Data, Timestamp: ev.Timestamp.Format(time.RFC3339Nano)})
+	rc, err := testutil.NewReceiver(secret, ledger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rc, body
 }
 
 func sendDispatcher(t testing.TB) *Dispatcher {
@@ -47,18 +79,22 @@ func TestSendMakesOneSignedPost(t *testing.T) {
 		header            http.Header
 	}
 	got := make(chan seen, 1)
+	secret := sendSecret(t)
+	ev := testEvent(1)
+	ev.ID = "evt_1"
+	oracle, body := sendOracle(t, secret, ev)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
+		_, _ = oracle.Record(r.Header, r.URL.Path, b)
 		got <- seen{r.Method, r.RequestURI, string(b), r.Header.Clone()}
 		w.Header().Set("Retry-After", "7")
 		w.WriteHeader(http.StatusTooManyRequests)
 	}))
 	defer srv.Close()
-	ep := sendEndpoint(t, srv.URL+"/hooks/wa?tenant=7")
+	ep := sendEndpointWith(t, srv.URL+"/hooks/wa?tenant=7", secret)
 	d := sendDispatcher(t)
-	body := []byte(`{"type":"message.sent","data":{}}`)
 
-	res := d.send(context.Background(), ep, "evt_1", body)
+	res := d.send(context.Background(), ep, ev.ID, body)
 	if res.err != nil || res.statusCode != http.StatusTooManyRequests || res.retryAfter != "7" {
 		t.Fatalf("send = %+v, want 429 with Retry-After 7", res)
 	}
@@ -78,6 +114,10 @@ func TestSendMakesOneSignedPost(t *testing.T) {
 	}
 	if id := s.header.Get(signing.HeaderID); id != "evt_1" {
 		t.Errorf("webhook-id %q", id)
+	}
+	// The official library verifies it, and it carries the event.
+	if err := oracle.CheckAll([]string{ev.ID}); err != nil {
+		t.Error(err)
 	}
 }
 
@@ -118,10 +158,10 @@ func (c countingConn) Write(b []byte) (int, error) {
 // flush the headers first, which costs a second system call (and, on many
 // networks, a second packet) per attempt.
 func TestSendWritesEachRequestInOneWrite(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		w.WriteHeader(http.StatusNoContent)
-	}))
+	secret := sendSecret(t)
+	ev := testEvent(1)
+	oracle, body := sendOracle(t, secret, ev)
+	srv := httptest.NewServer(oracle)
 	defer srv.Close()
 	var writes atomic.Int64
 	dialer := &net.Dialer{}
@@ -134,15 +174,22 @@ func TestSendWritesEachRequestInOneWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ep := sendEndpoint(t, srv.URL+"/hook").withParsedURL()
+	ep := sendEndpointWith(t, srv.URL+"/hook", secret).withParsedURL()
 	for i := range 3 {
 		before := writes.Load()
-		if res := d.send(context.Background(), ep, "evt_1", []byte(`{"type":"message.sent"}`)); !res.succeeded() {
+		if res := d.send(context.Background(), ep, ev.ID, body); !res.succeeded() {
 			t.Fatalf("send: %+v", res)
 		}
 		if n := writes.Load() - before; n != 1 {
 			t.Errorf("attempt %d took %d writes, want 1", i+1, n)
 		}
+	}
+	// Each attempt arrived whole: verified, and the event's body.
+	if err := oracle.CheckAll([]string{ev.ID}); err != nil {
+		t.Error(err)
+	}
+	if n := oracle.Requests()[ev.ID]; n != 3 {
+		t.Errorf("%d attempts verified, want 3", n)
 	}
 }
 
