@@ -43,6 +43,8 @@ type epResult struct {
 	// first-2xx of the events accepted before the outage ended, after its end.
 	drain, backlog time.Duration
 	hasBacklog     bool
+	// slowest is the event delivered last after its 202, with its requests.
+	slowest string
 }
 
 // results are the run's end results.
@@ -93,6 +95,7 @@ func (r *run) endpointResult(e *endpoint, ids []string, acceptedAt map[string]ti
 	outageEnd := r.start.Add(r.cfg.Outage)
 	var fa, fo []time.Duration
 	var lastOK, backlogEnd time.Time
+	var slowest time.Duration
 	for _, id := range ids {
 		okAt, delivered := firstOK[id]
 		if !delivered {
@@ -118,6 +121,10 @@ func (r *run) endpointResult(e *endpoint, ids []string, acceptedAt map[string]ti
 			continue
 		}
 		fo = append(fo, okAt.Sub(acc))
+		if d := okAt.Sub(acc); d > slowest {
+			slowest = d
+			out.slowest = fmt.Sprintf("%s: delivered %s after its 202; %d requests in all", id, roundDur(d), requests[id])
+		}
 		if arr, ok := arrivals[id]; ok {
 			fa = append(fa, arr.Sub(acc))
 		}
@@ -286,6 +293,9 @@ func (r *run) report(res results) []byte {
 		w("| %s: requests verified | %d (%s) |\n", n, e.requests, answerSummary(e.answers))
 		w("| %s: first-delivery latency, 202 → first verified arrival | %s |\n", n, e.firstArrival)
 		w("| %s: 202 → first 2xx answer | %s |\n", n, e.firstOK)
+		if e.slowest != "" {
+			w("| %s: the slowest event | %s |\n", n, e.slowest)
+		}
 		w("| %s: drain after the last 202 | %s |\n", n, roundDur(e.drain))
 		if e.hasBacklog {
 			w("| %s: outage backlog (events accepted before it ended): last first delivery | %s after the outage ended |\n", n, roundDur(e.backlog))
@@ -308,7 +318,9 @@ func (r *run) report(res results) []byte {
 	}
 	w("| manager RSS | %.1f MiB at the start, peak sample %.1f MiB at %s, %.1f MiB at the end; VmHWM %.1f MiB |\n", mib(first.RSS), mib(peak.RSS), clock(peak.At), mib(end.RSS), mib(end.HWM))
 	w("| Go heap in use | %.1f MiB at the start, max %.1f MiB, %.1f MiB at the end |\n", mib(first.HeapInuse), mib(maxHeap), mib(end.HeapInuse))
-	w("| after the heap profile's forced GC | heap in use %.1f MiB, RSS %.1f MiB |\n", mib(res.afterGC.HeapInuse), mib(res.afterGC.RSS))
+	g := res.afterGC
+	w("| after the heap profile's forced GC | heap in use %.1f MiB; RSS %.1f MiB = %.1f MiB anonymous + %.1f MiB file-backed (mostly the binary's pages); the Go runtime has %.1f MiB mapped and not released (go_memstats_sys_bytes less heap released), so about %.1f MiB of the anonymous memory is allocated outside Go (cgo: Pebble's cache and memtables) |\n",
+		mib(g.HeapInuse), mib(g.RSS), mib(g.RSSAnon), mib(g.RSSFile), mib(g.GoSys), max(0, mib(g.RSSAnon-g.GoSys)))
 	w("| goroutines | %d at the start, max %d, %d at the end |\n", first.Goroutines, maxG, end.Goroutines)
 	w("| open files | %d at the start, max %d, %d at the end |\n", first.FDs, maxFD, end.FDs)
 	w("| data dir | %.1f MiB at the start, max %.1f MiB, %.1f MiB at the end |\n", mib(first.DataDir), mib(maxDisk), mib(end.DataDir))
@@ -334,10 +346,11 @@ func (r *run) report(res results) []byte {
 
 	w("## Heap profiles\n\n")
 	if peakProfile != "" {
-		w("Just before the outage ended (%s), `go tool pprof -top -inuse_space %s`:\n\n```\n%s```\n\n", peakAt, filepath.Base(peakProfile), pprofTop(peakProfile, 15))
+		w("Just before the outage ended (%s), `go tool pprof -top -inuse_space %s`%s:\n\n```\n%s```\n\n", peakAt, filepath.Base(peakProfile), blockBuffers(peakProfile), pprofTop(peakProfile, 15))
 	}
 	if slices.Contains(res.profiles, "heap.pb.gz") {
-		w("At the end, after the drain, `go tool pprof -top -inuse_space heap.pb.gz`:\n\n```\n%s```\n\n", pprofTop(filepath.Join(r.cfg.Out, "heap.pb.gz"), 15))
+		heap := filepath.Join(r.cfg.Out, "heap.pb.gz")
+		w("At the end, after the drain, `go tool pprof -top -inuse_space heap.pb.gz`%s:\n\n```\n%s```\n\n", blockBuffers(heap), pprofTop(heap, 15))
 	}
 	w("## Files\n\n")
 	w("- `samples.csv`: every sample, more columns than the table (VmHWM, failed deliveries kept, errors)\n")
@@ -392,14 +405,34 @@ func answerSummary(m map[int]int) string {
 	return orNone(strings.Join(parts, ", "))
 }
 
+// blockBuffers says how much of a heap profile the embedded NATS server's
+// file store message block buffers hold (its pools, allocated through
+// getMsgBlockBuf, which pprof shows as server.init.funcN), or "".
+func blockBuffers(file string) string {
+	out, err := exec.Command(goCommand(), "tool", "pprof", "-top", "-inuse_space", "-focus", "getMsgBlockBuf", file).CombinedOutput()
+	if err != nil {
+		return ""
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		// "Showing nodes accounting for 20MB, 63.05% of 32MB total"
+		if rest, ok := strings.CutPrefix(l, "Showing nodes accounting for "); ok {
+			return " (" + strings.TrimSpace(rest) + " in the embedded NATS file store's message block buffers, `server.init.funcN` below, from `getMsgBlockBuf`)"
+		}
+	}
+	return ""
+}
+
+func goCommand() string {
+	if g := os.Getenv("GO"); g != "" {
+		return g
+	}
+	return "go"
+}
+
 // pprofTop returns the header and the first n rows of `go tool pprof -top
 // -inuse_space file`.
 func pprofTop(file string, n int) string {
-	goBin := "go"
-	if g := os.Getenv("GO"); g != "" {
-		goBin = g
-	}
-	out, err := exec.Command(goBin, "tool", "pprof", "-top", "-inuse_space", file).CombinedOutput()
+	out, err := exec.Command(goCommand(), "tool", "pprof", "-top", "-inuse_space", file).CombinedOutput()
 	if err != nil {
 		return fmt.Sprintf("go tool pprof: %v\n%s", err, out)
 	}

@@ -29,12 +29,17 @@ type sample struct {
 	HealthyDelivered int64
 
 	// The manager process, from /proc/<pid>: resident memory and its peak
-	// (bytes), open files, user+system CPU time.
-	RSS, HWM int64
-	FDs      int
-	CPU      time.Duration
-	// From its metrics endpoint: Go heap in use (bytes) and goroutines.
-	HeapInuse, Goroutines int64
+	// (bytes), the anonymous and file-backed parts of RSS (the latter
+	// mostly the binary's own pages), open files, user+system CPU time.
+	RSS, HWM, RSSAnon, RSSFile int64
+	FDs                        int
+	CPU                        time.Duration
+	// From its metrics endpoint: Go heap in use (bytes) and goroutines, and
+	// the memory the Go runtime has mapped less what it returned
+	// (go_memstats_sys_bytes - go_memstats_heap_released_bytes): anonymous
+	// RSS beyond it is memory allocated outside Go (cgo: Pebble's block
+	// cache and memtables when the binary is built with cgo).
+	HeapInuse, Goroutines, GoSys, heapReleased int64
 	// StoreMsgs is wablast_webhook_queue_depth by stream: events not yet
 	// fanned out, messages of pending deliveries, failed deliveries kept.
 	StoreEvents, StoreDeliveries, StoreFailed int64
@@ -74,7 +79,7 @@ func (p *probe) fill(s *sample) {
 	s.DataDir = dirSize(p.dataDir)
 }
 
-// readStatus reads VmRSS and VmHWM from /proc/<pid>/status.
+// readStatus reads VmRSS, VmHWM, RssAnon and RssFile from /proc/<pid>/status.
 func readStatus(pid int, s *sample) error {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
@@ -84,7 +89,18 @@ func readStatus(pid int, s *sample) error {
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		name, rest, ok := strings.Cut(sc.Text(), ":")
-		if !ok || (name != "VmRSS" && name != "VmHWM") {
+		var dst *int64
+		switch name {
+		case "VmRSS":
+			dst = &s.RSS
+		case "VmHWM":
+			dst = &s.HWM
+		case "RssAnon":
+			dst = &s.RSSAnon
+		case "RssFile":
+			dst = &s.RSSFile
+		}
+		if !ok || dst == nil {
 			continue
 		}
 		fields := strings.Fields(rest) // "123456 kB"
@@ -95,11 +111,7 @@ func readStatus(pid int, s *sample) error {
 		if err != nil {
 			return err
 		}
-		if name == "VmRSS" {
-			s.RSS = kb << 10
-		} else {
-			s.HWM = kb << 10
-		}
+		*dst = kb << 10
 	}
 	return sc.Err()
 }
@@ -154,6 +166,10 @@ func (p *probe) readMetrics(s *sample) error {
 			dst = &s.HeapInuse
 		case "go_goroutines":
 			dst = &s.Goroutines
+		case "go_memstats_sys_bytes":
+			dst = &s.GoSys
+		case "go_memstats_heap_released_bytes":
+			dst = &s.heapReleased
 		case `wablast_webhook_queue_depth{stream="WEBHOOK_EVENTS"}`:
 			dst = &s.StoreEvents
 		case `wablast_webhook_queue_depth{stream="WEBHOOK_DELIVERIES"}`:
@@ -169,7 +185,11 @@ func (p *probe) readMetrics(s *sample) error {
 		}
 		*dst = int64(v)
 	}
-	return sc.Err()
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	s.GoSys -= s.heapReleased
+	return nil
 }
 
 // dirSize is the total size of the regular files under dir; files that
@@ -195,14 +215,14 @@ func mib(b int64) float64 { return float64(b) / (1 << 20) }
 
 // csvHeader and csvRecord are samples.csv's columns.
 var csvHeader = []string{"elapsed_s", "phase", "posted", "accepted", "non202_answers", "delivered", "pending", "healthy_delivered",
-	"rss_mib", "rss_peak_mib", "heap_inuse_mib", "goroutines", "open_fds", "cpu_s", "data_dir_mib",
+	"rss_mib", "rss_peak_mib", "rss_anon_mib", "rss_file_mib", "heap_inuse_mib", "go_sys_unreleased_mib", "goroutines", "open_fds", "cpu_s", "data_dir_mib",
 	"store_events", "store_delivery_msgs", "store_failed", "errors"}
 
 func (s sample) csvRecord() []string {
 	d := func(v int64) string { return strconv.FormatInt(v, 10) }
 	f := func(v float64, prec int) string { return strconv.FormatFloat(v, 'f', prec, 64) }
 	return []string{f(s.At.Seconds(), 1), s.Phase, d(s.Posted), d(s.Accepted), d(s.Non202), d(s.Delivered), d(s.Pending), d(s.HealthyDelivered),
-		f(mib(s.RSS), 2), f(mib(s.HWM), 2), f(mib(s.HeapInuse), 2), d(s.Goroutines), d(int64(s.FDs)), f(s.CPU.Seconds(), 2), f(mib(s.DataDir), 3),
+		f(mib(s.RSS), 2), f(mib(s.HWM), 2), f(mib(s.RSSAnon), 2), f(mib(s.RSSFile), 2), f(mib(s.HeapInuse), 2), f(mib(s.GoSys), 2), d(s.Goroutines), d(int64(s.FDs)), f(s.CPU.Seconds(), 2), f(mib(s.DataDir), 3),
 		d(s.StoreEvents), d(s.StoreDeliveries), d(s.StoreFailed), strings.Join(s.Errs, "; ")}
 }
 
