@@ -196,7 +196,7 @@ func (r *run) verdict(samples []sample, res results) string {
 	}
 	warmNote := ""
 	if shortened {
-		warmNote = " (a short run: half the posting window instead of 2 minutes)"
+		warmNote = " (a short run: half the posting window instead of 2 minutes, before the 2-minute id windows fill, so indicative only)"
 	}
 	return fmt.Sprintf("VERDICT: RSS flat: %s. After the first %s%s RSS stayed between %.1f and %.1f MiB, against %.1f MiB at %s: %+.1f%% at most (limit +20%%), under 256 MiB: %t; %s",
 		yes, warm, warmNote, mib(minRSS), mib(maxRSS), mib(ref.RSS), clock(ref.At),
@@ -319,8 +319,8 @@ func (r *run) report(res results) []byte {
 	w("| manager RSS | %.1f MiB at the start, peak sample %.1f MiB at %s, %.1f MiB at the end; VmHWM %.1f MiB |\n", mib(first.RSS), mib(peak.RSS), clock(peak.At), mib(end.RSS), mib(end.HWM))
 	w("| Go heap in use | %.1f MiB at the start, max %.1f MiB, %.1f MiB at the end |\n", mib(first.HeapInuse), mib(maxHeap), mib(end.HeapInuse))
 	g := res.afterGC
-	w("| after the heap profile's forced GC | heap in use %.1f MiB; RSS %.1f MiB = %.1f MiB anonymous + %.1f MiB file-backed (mostly the binary's pages); the Go runtime has %.1f MiB mapped and not released (go_memstats_sys_bytes less heap released), so about %.1f MiB of the anonymous memory is allocated outside Go (cgo: Pebble's cache and memtables) |\n",
-		mib(g.HeapInuse), mib(g.RSS), mib(g.RSSAnon), mib(g.RSSFile), mib(g.GoSys), max(0, mib(g.RSSAnon-g.GoSys)))
+	w("| after the heap profile's forced GC | heap in use %.1f MiB; RSS %.1f MiB = %.1f MiB anonymous + %.1f MiB file-backed (mostly the binary's own pages, which the kernel can drop); the Go runtime has %.1f MiB mapped and not released (go_memstats_sys_bytes less heap released; mapped is not all resident) |\n",
+		mib(g.HeapInuse), mib(g.RSS), mib(g.RSSAnon), mib(g.RSSFile), mib(g.GoSys))
 	w("| goroutines | %d at the start, max %d, %d at the end |\n", first.Goroutines, maxG, end.Goroutines)
 	w("| open files | %d at the start, max %d, %d at the end |\n", first.FDs, maxFD, end.FDs)
 	w("| data dir | %.1f MiB at the start, max %.1f MiB, %.1f MiB at the end |\n", mib(first.DataDir), mib(maxDisk), mib(end.DataDir))

@@ -36,9 +36,8 @@ type sample struct {
 	CPU                        time.Duration
 	// From its metrics endpoint: Go heap in use (bytes) and goroutines, and
 	// the memory the Go runtime has mapped less what it returned
-	// (go_memstats_sys_bytes - go_memstats_heap_released_bytes): anonymous
-	// RSS beyond it is memory allocated outside Go (cgo: Pebble's block
-	// cache and memtables when the binary is built with cgo).
+	// (go_memstats_sys_bytes - go_memstats_heap_released_bytes), to set
+	// beside the anonymous RSS.
 	HeapInuse, Goroutines, GoSys, heapReleased int64
 	// StoreMsgs is wablast_webhook_queue_depth by stream: events not yet
 	// fanned out, messages of pending deliveries, failed deliveries kept.
