@@ -43,6 +43,9 @@ type run struct {
 	// peakProfile is the heap profile taken just before the outage ended.
 	peakProfile, peakProfileAt string
 
+	// stopSampling stops the sampler and waits for it (idempotent).
+	stopSampling func()
+
 	mu      sync.Mutex
 	samples []sample
 }
@@ -156,10 +159,14 @@ func (r *run) post() {
 			}
 		}
 	})
-	t.Cleanup(func() {
-		close(stop)
-		wg.Wait()
-	})
+	var once sync.Once
+	r.stopSampling = func() {
+		once.Do(func() {
+			close(stop)
+			wg.Wait()
+		})
+	}
+	t.Cleanup(r.stopSampling)
 	r.prod.run(src, r.start, r.start.Add(r.cfg.Duration))
 	r.mu.Lock()
 	r.postingEnd = time.Now()
@@ -307,6 +314,7 @@ func (r *run) fetch(path, file string) error {
 // on a lost or altered event.
 func (r *run) finish() {
 	t := r.t
+	r.stopSampling()
 	end := r.takeSample("end")
 	var profiles []string
 	for _, p := range []struct{ path, file string }{
