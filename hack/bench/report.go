@@ -103,6 +103,7 @@ func (r *report) writeMarkdown(path string) error {
 	}
 	fmt.Fprintf(&b, "# Benchmarks\n\n")
 	fmt.Fprintf(&b, "Written by `hack/bench` (`make bench`); rerun it rather than editing this file. Every figure below comes from the run described here, on loopback, with the real ingestion API, JetStream file store, dispatcher, status writer and, for the status and scale figures, a real kube-apiserver and etcd.\n\n")
+	fmt.Fprintf(&b, "Memory and disk over a long run, and through a receiver's outage, are measured by `make soak` instead (the manager binary under a steady load; see [development.md, \"Soak runs\"](development.md#soak-runs)); its published runs are in [Soak runs](#soak-runs) below.\n\n")
 	fmt.Fprintf(&b, "| run | |\n| --- | --- |\n")
 	fmt.Fprintf(&b, "| command | `%s` |\n", r.command)
 	fmt.Fprintf(&b, "| mode | %s |\n", mode)
