@@ -360,10 +360,12 @@ func (rc *Receiver) Reset() {
 func (rc *Receiver) Check() error {
 	rc.mu.Lock()
 	ids := make([]string, 0, len(rc.bodies))
-	for id := range rc.bodies {
+	// A copy: deliveries may still arrive while the bodies are compared.
+	bodies := make(map[string][]byte, len(rc.bodies))
+	for id, b := range rc.bodies {
 		ids = append(ids, id)
+		bodies[id] = b
 	}
-	bodies := rc.bodies
 	var problems []string
 	if rc.badSig > 0 {
 		problems = append(problems, fmt.Sprintf("%d requests failed the official library's verification (first: %v)", rc.badSig, rc.badSigErr))
