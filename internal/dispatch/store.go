@@ -96,10 +96,22 @@ type Store struct {
 // dedupeGuard is the events stream's own duplicate window with the
 // embedded server, where the on-disk index keeps the idempotency window:
 // it catches the same id posted twice at the same moment (both miss the
-// index, JetStream keeps the first), and an id whose event was stored just
-// before a crash that kept it from the index (the index is also completed
-// from the stream at every start, see reindex).
-const dedupeGuard = 2 * time.Minute
+// index, JetStream keeps the first) and a producer's quick retry after an
+// index write failed. Every id of the window is kept in memory (about 200
+// bytes each), so it is short. Ids stored just before a crash that kept
+// them from the index are recorded from the stream at the next start
+// (reindex looks back reindexMargin before the latest id it holds).
+const dedupeGuard = 30 * time.Second
+
+// reindexMargin is how far before the index's latest id reindex reads the
+// events stream at a start.
+const reindexMargin = 2 * time.Minute
+
+// deliveriesDuplicateWindow is the deliveries stream's duplicate window:
+// its message IDs guard the fan-out (an event fanned out again after a
+// crash, once the manager is back) and the split and replay writes, which
+// are repeated within moments. Every ID of the window is kept in memory.
+const deliveriesDuplicateWindow = time.Minute
 
 // eventsDuplicateWindow is the events stream's duplicate window.
 func (s *Store) eventsDuplicateWindow() time.Duration {
@@ -211,7 +223,7 @@ func (s *Store) reindex(ctx context.Context) error {
 		HeadersOnly:    true,
 	}
 	if last := s.index.Last(); !last.IsZero() {
-		start := last.Add(-dedupeGuard)
+		start := last.Add(-reindexMargin)
 		cfg.DeliverPolicy = jetstream.DeliverByStartTimePolicy
 		cfg.OptStartTime = &start
 	}
@@ -292,7 +304,7 @@ func (s *Store) ensure(ctx context.Context) error {
 		Retention:         jetstream.WorkQueuePolicy,
 		Storage:           jetstream.FileStorage,
 		Replicas:          s.opts.Replicas,
-		Duplicates:        5 * time.Minute,
+		Duplicates:        deliveriesDuplicateWindow,
 		AllowMsgSchedules: true,
 		AllowRollup:       true,
 		// One durable consumer per endpoint: lift the server's default limit
