@@ -80,6 +80,9 @@ func run() error {
 	cfg.EgressAllowCIDRs, cfg.EgressDenyCIDRs = allow, deny
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	setupLog := ctrl.Log.WithName("setup")
+	if soft := setMemoryLimit(); soft > 0 {
+		setupLog.Info("Set the Go runtime's soft memory limit to 85% of the container's memory limit", "bytes", soft)
+	}
 
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
