@@ -244,7 +244,7 @@ func (r *run) report(res results) []byte {
 	w("## Samples\n\n")
 	w("Time is since posting started. Pending is accepted but not yet answered 2xx by `crm`. Store msgs are `wablast_webhook_queue_depth`: events not yet fanned out / messages of pending deliveries (one message may hold several). ")
 	if r.cfg.IDs {
-		w("With producer ids the events stream keeps every event, and the on-disk idempotency index its id, for the idempotency window (24 h), so the data directory grows with the events posted, by design; in memory, JetStream's duplicate window holds the last 2 minutes' ids and the index a fixed-size cache.")
+		w("With producer ids the events stream keeps every event, and the on-disk idempotency index its id, for the idempotency window (24 h), so the data directory grows with the events posted, by design; in memory, JetStream's duplicate windows hold the last 30 s of event ids and 1 minute of fan-out delivery IDs, and the index a fixed-size cache.")
 	} else {
 		w("Without producer ids the store holds only pending deliveries and outcomes, so the data directory follows the backlog.")
 	}
