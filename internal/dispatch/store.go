@@ -421,8 +421,9 @@ func (s *Store) Close() {
 		s.stopIndex = nil
 	}
 	if s.index != nil {
+		// Kept, closed: a request still being answered gets ErrClosed (a
+		// 503), not a nil index.
 		_ = s.index.Close()
-		s.index = nil
 	}
 }
 

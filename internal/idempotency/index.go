@@ -40,10 +40,30 @@ type Index struct {
 	cache  *pebble.Cache
 	window time.Duration
 
+	// closeMu is held for reading by every use of db and for writing by
+	// Close: a closed index answers ErrClosed instead of touching the
+	// closed store (the ingestion API may still be answering while the
+	// manager stops).
+	closeMu sync.RWMutex
+	closed  bool
+
 	mu   sync.Mutex // serializes Expire against itself
 	last time.Time  // latest time recorded (guarded by lastMu)
 
 	lastMu sync.Mutex
+}
+
+// ErrClosed is returned by an Index that was closed.
+var ErrClosed = errors.New("idempotency: the index is closed")
+
+// use holds the index open for one operation; done releases it.
+func (x *Index) use() (done func(), err error) {
+	x.closeMu.RLock()
+	if x.closed {
+		x.closeMu.RUnlock()
+		return nil, ErrClosed
+	}
+	return x.closeMu.RUnlock, nil
 }
 
 // Options configures an Index.
@@ -106,6 +126,12 @@ func Open(opts Options) (*Index, error) {
 
 // Close closes the index.
 func (x *Index) Close() error {
+	x.closeMu.Lock()
+	defer x.closeMu.Unlock()
+	if x.closed {
+		return nil
+	}
+	x.closed = true
 	err := x.db.Close()
 	x.cache.Unref()
 	return err
@@ -116,6 +142,11 @@ func (x *Index) Window() time.Duration { return x.window }
 
 // Seen reports whether key was recorded less than the window before now.
 func (x *Index) Seen(key string, now time.Time) (bool, error) {
+	done, err := x.use()
+	if err != nil {
+		return false, err
+	}
+	defer done()
 	v, closer, err := x.db.Get(idKey(key))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return false, nil
@@ -144,6 +175,11 @@ func (x *Index) Record(entries ...Entry) error {
 	if len(entries) == 0 {
 		return nil
 	}
+	done, err := x.use()
+	if err != nil {
+		return err
+	}
+	defer done()
 	b := x.db.NewBatch()
 	defer b.Close()
 	latest := time.Time{}
@@ -189,6 +225,11 @@ func (x *Index) Last() time.Time {
 func (x *Index) Expire(now time.Time) (int, error) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	done, err := x.use()
+	if err != nil {
+		return 0, err
+	}
+	defer done()
 	cut := now.Add(-x.window)
 	upper := timeKey(cut, "")
 	it, err := x.db.NewIter(&pebble.IterOptions{LowerBound: prefixTime, UpperBound: upper})
@@ -256,6 +297,11 @@ func (x *Index) Run(stop <-chan struct{}, interval time.Duration, now func() tim
 // Metrics returns the bytes the index keeps on disk and in memory
 // (memtables and block cache in use).
 func (x *Index) Metrics() (diskBytes, memBytes int64) {
+	done, err := x.use()
+	if err != nil {
+		return 0, 0
+	}
+	defer done()
 	m := x.db.Metrics()
 	disk := int64(m.DiskSpaceUsage())
 	mem := int64(m.MemTable.Size) + m.BlockCache.Size

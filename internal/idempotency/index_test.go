@@ -101,3 +101,22 @@ func TestExpireForgetsOnlyWhatIsOld(t *testing.T) {
 		t.Fatalf("the last Expire forgot %d (%v), want 2", n, err)
 	}
 }
+
+func TestAClosedIndexAnswersErrClosed(t *testing.T) {
+	x := open(t, t.TempDir(), time.Hour)
+	if err := x.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := x.Seen("ns/a", t0); err != ErrClosed {
+		t.Fatalf("Seen after Close: %v, want ErrClosed", err)
+	}
+	if err := x.Record(Entry{"ns/a", t0}); err != ErrClosed {
+		t.Fatalf("Record after Close: %v, want ErrClosed", err)
+	}
+	if _, err := x.Expire(t0); err != ErrClosed {
+		t.Fatalf("Expire after Close: %v, want ErrClosed", err)
+	}
+	if err := x.Close(); err != nil {
+		t.Fatalf("a second Close: %v", err)
+	}
+}
