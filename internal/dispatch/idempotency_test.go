@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -104,22 +105,57 @@ func TestAnIDIsForgottenAfterTheWindow(t *testing.T) {
 func TestTheIndexIsCompletedFromTheStreamAtStart(t *testing.T) {
 	dir := t.TempDir()
 	store, d := newIndexedDispatcher(t, dir, 24*time.Hour, nil)
-	for _, id := range []string{"a", "b", "c"} {
-		enqueueWithID(t, d, id)
+	// More than one fetch's worth (1,000), so the reading goes on where the
+	// last fetch ended (an ordered consumer's FetchNoWait started over from
+	// the beginning every time, and a restart never finished).
+	const n = 2500
+	var ids []string
+	for from := 0; from < n; from += 500 {
+		var events []Event
+		for i := from; i < from+500; i++ {
+			ev := testEvent(i)
+			ev.ID, ev.IdempotencyKey = fmt.Sprintf("e-%d", i), true
+			events = append(events, ev)
+			ids = append(ids, ev.ID)
+		}
+		if _, err := d.Enqueue(context.Background(), events); err != nil {
+			t.Fatal(err)
+		}
 	}
 	store.Close()
-	// Lose the index entirely.
+
+	reopen := func(what string) (*Store, *Dispatcher) {
+		t.Helper()
+		done := make(chan struct{})
+		var s *Store
+		var dd *Dispatcher
+		go func() {
+			defer close(done)
+			s, dd = newIndexedDispatcher(t, dir, 24*time.Hour, nil)
+		}()
+		select {
+		case <-done:
+		case <-time.After(60 * time.Second):
+			t.Fatalf("%s: the store did not open within 60s", what)
+		}
+		return s, dd
+	}
+	// A start after a crash: the index holds the ids; the stream is read
+	// from shortly before the latest.
+	store, _ = reopen("with the index")
+	store.Close()
+	// Lose the index entirely (or the first start after an upgrade).
 	if err := os.RemoveAll(filepath.Join(dir, "idempotency")); err != nil {
 		t.Fatal(err)
 	}
-	store, d = newIndexedDispatcher(t, dir, 24*time.Hour, nil)
+	store, d = reopen("without the index")
 	defer store.Close()
-	for _, id := range []string{"a", "b", "c"} {
+	for _, id := range ids {
 		if ok, err := store.Index().Seen("shop/"+id, time.Now()); err != nil || !ok {
 			t.Fatalf("%s is not in the index rebuilt from the stream (%v)", id, err)
 		}
-		if r := enqueueWithID(t, d, id); !r.Duplicate {
-			t.Fatalf("%s accepted again after the index was rebuilt", id)
-		}
+	}
+	if r := enqueueWithID(t, d, ids[0]); !r.Duplicate {
+		t.Fatalf("%s accepted again after the index was rebuilt", ids[0])
 	}
 }

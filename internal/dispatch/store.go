@@ -217,16 +217,6 @@ func OpenStore(ctx context.Context, opts StoreOptions) (*Store, error) {
 // index's write, and, on the first start with an index, every event of the
 // window (the ids that JetStream's duplicate window held before).
 func (s *Store) reindex(ctx context.Context) error {
-	cfg := jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{subjEvents + ".>"},
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
-		HeadersOnly:    true,
-	}
-	if last := s.index.Last(); !last.IsZero() {
-		start := last.Add(-reindexMargin)
-		cfg.DeliverPolicy = jetstream.DeliverByStartTimePolicy
-		cfg.OptStartTime = &start
-	}
 	info, err := s.js.Stream(ctx, StreamEvents)
 	if err != nil {
 		return fmt.Errorf("reading stream %s: %w", StreamEvents, err)
@@ -234,32 +224,45 @@ func (s *Store) reindex(ctx context.Context) error {
 	if info.CachedInfo().State.Msgs == 0 {
 		return nil
 	}
-	cons, err := s.js.OrderedConsumer(ctx, StreamEvents, cfg)
+	// A plain ephemeral pull consumer without acknowledgements: each fetch
+	// goes on where the last one ended (an ordered consumer's FetchNoWait
+	// starts again from the beginning every time).
+	cfg := jetstream.ConsumerConfig{
+		Description:       "Records stored events' ids in the idempotency index at a start",
+		FilterSubject:     subjEvents + ".>",
+		DeliverPolicy:     jetstream.DeliverAllPolicy,
+		AckPolicy:         jetstream.AckNonePolicy,
+		HeadersOnly:       true,
+		InactiveThreshold: time.Minute,
+	}
+	if last := s.index.Last(); !last.IsZero() {
+		start := last.Add(-reindexMargin)
+		cfg.DeliverPolicy = jetstream.DeliverByStartTimePolicy
+		cfg.OptStartTime = &start
+	}
+	cons, err := s.js.CreateConsumer(ctx, StreamEvents, cfg)
 	if err != nil {
 		return fmt.Errorf("reading stream %s for the idempotency index: %w", StreamEvents, err)
 	}
+	defer func() { _ = s.js.DeleteConsumer(context.WithoutCancel(ctx), StreamEvents, cons.CachedInfo().Name) }()
+	remaining := cons.CachedInfo().NumPending
 	started, n := time.Now(), 0
-	var batch []idempotency.Entry
-	flush := func() error {
-		err := s.index.Record(batch...)
-		n += len(batch)
-		batch = batch[:0]
-		return err
-	}
-	for {
-		msgs, err := cons.FetchNoWait(1000)
+	batch := make([]idempotency.Entry, 0, 1000)
+	for remaining > 0 {
+		// Exactly what is left (at most 1,000): the fetch returns as soon as
+		// it has them, without waiting for more.
+		msgs, err := cons.Fetch(int(min(remaining, 1000)), jetstream.FetchMaxWait(30*time.Second))
 		if err != nil {
 			return fmt.Errorf("reading stream %s for the idempotency index: %w", StreamEvents, err)
 		}
 		got := 0
-		var pending uint64
 		for m := range msgs.Messages() {
 			got++
 			meta, err := m.Metadata()
 			if err != nil {
 				continue
 			}
-			pending = meta.NumPending
+			remaining = meta.NumPending
 			ns := strings.TrimPrefix(m.Subject(), subjEvents+".")
 			at, perr := time.Parse(time.RFC3339Nano, m.Headers().Get(hdrAcceptedAt))
 			if perr != nil {
@@ -267,14 +270,16 @@ func (s *Store) reindex(ctx context.Context) error {
 			}
 			batch = append(batch, idempotency.Entry{Key: ns + "/" + m.Headers().Get(hdrEventID), At: at})
 		}
-		if msgs.Error() != nil {
-			return fmt.Errorf("reading stream %s for the idempotency index: %w", StreamEvents, msgs.Error())
+		if err := msgs.Error(); err != nil {
+			return fmt.Errorf("reading stream %s for the idempotency index: %w", StreamEvents, err)
 		}
-		if err := flush(); err != nil {
+		if err := s.index.Record(batch...); err != nil {
 			return err
 		}
-		if got == 0 || pending == 0 {
-			break
+		n += len(batch)
+		batch = batch[:0]
+		if got == 0 {
+			return fmt.Errorf("reading stream %s for the idempotency index: no message within 30s, %d left", StreamEvents, remaining)
 		}
 	}
 	if n > 0 {
