@@ -215,19 +215,20 @@ type Receiver struct {
 	total     int
 }
 
+// officialWebhook is the official library's verifier and signer for a
+// secret as the operator reads it: "whsec_" and base64, or the raw bytes.
+func officialWebhook(secret string) (*standardwebhooks.Webhook, error) {
+	if strings.HasPrefix(secret, "whsec_") {
+		return standardwebhooks.NewWebhook(secret)
+	}
+	return standardwebhooks.NewWebhookRaw([]byte(secret))
+}
+
 // NewReceiver returns a Receiver for endpoints signed with secret (a
 // "whsec_" secret or a raw one of at least 16 bytes, as the operator
 // accepts) that checks against ledger.
 func NewReceiver(secret string, ledger *Ledger) (*Receiver, error) {
-	var (
-		wh  *standardwebhooks.Webhook
-		err error
-	)
-	if strings.HasPrefix(secret, "whsec_") {
-		wh, err = standardwebhooks.NewWebhook(secret)
-	} else {
-		wh, err = standardwebhooks.NewWebhookRaw([]byte(secret))
-	}
+	wh, err := officialWebhook(secret)
 	if err != nil {
 		return nil, fmt.Errorf("the signing secret is not usable by the official library: %w", err)
 	}
@@ -537,15 +538,7 @@ func Envelope(p Posted) []byte {
 // webhook-id id, signed now with secret by the official library. It
 // returns the answer's status.
 func SendSigned(url, secret, id string, body []byte) (int, error) {
-	var (
-		wh  *standardwebhooks.Webhook
-		err error
-	)
-	if strings.HasPrefix(secret, "whsec_") {
-		wh, err = standardwebhooks.NewWebhook(secret)
-	} else {
-		wh, err = standardwebhooks.NewWebhookRaw([]byte(secret))
-	}
+	wh, err := officialWebhook(secret)
 	if err != nil {
 		return 0, err
 	}
