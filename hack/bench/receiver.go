@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"sync"
@@ -150,11 +151,7 @@ func (r *receiver) counts() (unique int, dups, bad int64) {
 func (r *receiver) times() map[string]time.Time {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make(map[string]time.Time, len(r.first))
-	for k, v := range r.first {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(r.first)
 }
 
 // check compares every body received since the last reset with what was

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"reflect"
 	"slices"
@@ -307,22 +308,14 @@ func (rc *Receiver) Unique() int {
 func (rc *Receiver) Requests() map[string]int {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
-	out := make(map[string]int, len(rc.requests))
-	for k, v := range rc.requests {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(rc.requests)
 }
 
 // FirstArrivals returns when each webhook-id first arrived (a copy).
 func (rc *Receiver) FirstArrivals() map[string]time.Time {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
-	out := make(map[string]time.Time, len(rc.first))
-	for k, v := range rc.first {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(rc.first)
 }
 
 // Body returns the first verified body of id.

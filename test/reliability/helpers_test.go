@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -241,22 +242,14 @@ func (rc *receiver) uniqueOK() int {
 func (rc *receiver) okCounts() map[string]int {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
-	out := make(map[string]int, len(rc.oks))
-	for k, v := range rc.oks {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(rc.oks)
 }
 
 // requestCounts returns a copy of the requests per webhook-id.
 func (rc *receiver) requestCounts() map[string]int {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
-	out := make(map[string]int, len(rc.requests))
-	for k, v := range rc.requests {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(rc.requests)
 }
 
 func (rc *receiver) firstOKAt(id string) (time.Time, bool) {

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"sort"
 	"strconv"
@@ -223,11 +224,7 @@ func (p *producer) record(ev testutil.Posted, respBody []byte, took time.Duratio
 func (p *producer) acceptedTimes() map[string]time.Time {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := make(map[string]time.Time, len(p.acceptedAt))
-	for k, v := range p.acceptedAt {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(p.acceptedAt)
 }
 
 // codeSummary lists the answers by status, most frequent first, e.g.

@@ -3,6 +3,7 @@
 package soak
 
 import (
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -77,11 +78,7 @@ func (e *endpoint) respond(w http.ResponseWriter, _ *http.Request, d testutil.De
 func (e *endpoint) firstOKs() map[string]time.Time {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	out := make(map[string]time.Time, len(e.firstOK))
-	for k, v := range e.firstOK {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(e.firstOK)
 }
 
 // duplicates returns the number of webhook-ids answered 2xx more than
