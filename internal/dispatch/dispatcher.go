@@ -368,6 +368,9 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 		keepConsuming(ctx, d.opts.Logger, "fan-out", cc, func() (jetstream.ConsumeContext, error) { return d.consumeEvents(ctx, msgs) })
 	}()
 	var wg sync.WaitGroup
+	if q := d.opts.Store.Retries(); q != nil {
+		wg.Go(func() { d.pumpRetries(ctx, q) })
+	}
 	for range d.opts.FanoutWorkers {
 		wg.Go(func() {
 			for {
@@ -647,7 +650,9 @@ func (d *Dispatcher) stopAllWorkers() {
 }
 
 // recordQueueDepth publishes how many messages wait: events not yet fanned
-// out, pending deliveries (scheduled retries included) and failed deliveries kept.
+// out, pending deliveries (scheduled retries included with an external
+// NATS), retries waiting in the on-disk queue (embedded store) and failed
+// deliveries kept.
 func (d *Dispatcher) recordQueueDepth(ctx context.Context) {
 	if d.opts.Metrics == nil {
 		return
@@ -668,7 +673,14 @@ func (d *Dispatcher) recordQueueDepth(ctx context.Context) {
 		}
 		d.opts.Metrics.QueueDepth.WithLabelValues(name).Set(float64(info.State.Msgs))
 	}
+	if q := d.opts.Store.Retries(); q != nil {
+		d.opts.Metrics.QueueDepth.WithLabelValues(queueRetries).Set(float64(q.Len()))
+	}
 }
+
+// queueRetries is wablast_webhook_queue_depth's label for the on-disk
+// retry queue of the embedded store.
+const queueRetries = "retry-queue"
 
 // markGone stops deliveries to an endpoint that answered 410 until its generation changes.
 func (d *Dispatcher) markGone(uid types.UID, generation int64) {

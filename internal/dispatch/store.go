@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/wablast/webhook-operator/internal/idempotency"
+	"github.com/wablast/webhook-operator/internal/retryqueue"
 )
 
 // JetStream names. Every stream uses the file store.
@@ -91,6 +92,10 @@ type Store struct {
 	index     *idempotency.Index
 	stopIndex chan struct{}
 	indexDone chan struct{}
+	// retries keeps the deliveries waiting for their next attempt on disk,
+	// with the embedded server; nil with an external NATS, where they are
+	// JetStream message schedules.
+	retries *retryqueue.Queue
 }
 
 // dedupeGuard is the events stream's own duplicate window with the
@@ -174,6 +179,12 @@ func OpenStore(ctx context.Context, opts StoreOptions) (*Store, error) {
 			return nil, err
 		}
 		s.index = index
+		retries, err := retryqueue.Open(retryqueue.Options{Dir: filepath.Join(opts.DataDir, "retries")})
+		if err != nil {
+			s.Close()
+			return nil, err
+		}
+		s.retries = retries
 	}
 	nc, err := nats.Connect(opts.URL, connOpts...)
 	if err != nil {
@@ -430,7 +441,14 @@ func (s *Store) Close() {
 		// 503), not a nil index.
 		_ = s.index.Close()
 	}
+	if s.retries != nil {
+		_ = s.retries.Close()
+	}
 }
+
+// Retries returns the on-disk retry queue, or nil when retries are
+// JetStream message schedules (an external NATS).
+func (s *Store) Retries() *retryqueue.Queue { return s.retries }
 
 // Index returns the on-disk idempotency index, or nil when the events
 // stream's duplicate window keeps the ids (an external NATS).

@@ -597,9 +597,13 @@ func (w *endpointWorker) handle(ctx context.Context, ep *Endpoint, dl *delivery)
 	return w.finish(ctx, dl, &oc, false)
 }
 
-// scheduleRetry stores the next attempt as a JetStream message schedule that
-// fires into the endpoint's subject at the given time.
+// scheduleRetry stores the next attempt, due at the given time: in the
+// on-disk retry queue with the embedded store (see retrypump.go), or else
+// as a JetStream message schedule that fires into the endpoint's subject.
 func (w *endpointWorker) scheduleRetry(ctx context.Context, dl *delivery, attempt int, at time.Time) error {
+	if q := w.d.opts.Store.Retries(); q != nil {
+		return w.queueRetry(q, dl, attempt, at)
+	}
 	subj := fmt.Sprintf("%s.%s.%s.%s", subjRetry, w.ns, token(w.name), retryToken(string(w.uid), dl.EventID, attempt))
 	next := *dl
 	next.Attempt = attempt
