@@ -242,7 +242,7 @@ func (r *run) report(res results) []byte {
 	w("| output | `%s` |\n\n", r.cfg.Out)
 
 	w("## Samples\n\n")
-	w("Time is since posting started. Pending is accepted but not yet answered 2xx by `crm`. Store msgs are `wablast_webhook_queue_depth`: events not yet fanned out / messages of pending deliveries (one message may hold several). ")
+	w("Time is since posting started. Pending is accepted but not yet answered 2xx by `crm`. Store msgs are `wablast_webhook_queue_depth`: events not yet fanned out / messages of pending deliveries (one message may hold several) / deliveries waiting for a retry in the on-disk retry queue. ")
 	if r.cfg.IDs {
 		w("With producer ids the events stream keeps every event, and the on-disk idempotency index its id, for the idempotency window (24 h), so the data directory grows with the events posted, by design; in memory, JetStream's duplicate windows hold the last 30 s of event ids and 1 minute of fan-out delivery IDs, and the index a fixed-size cache.")
 	} else {
@@ -264,7 +264,7 @@ func (r *run) report(res results) []byte {
 		if healthyCol {
 			w(" %d |", s.HealthyDelivered)
 		}
-		w(" %.1f | %.1f | %d | %d | %.1f | %d / %d | %.1f |\n", mib(s.RSS), mib(s.HeapInuse), s.Goroutines, s.FDs, mib(s.DataDir), s.StoreEvents, s.StoreDeliveries, s.CPU.Seconds())
+		w(" %.1f | %.1f | %d | %d | %.1f | %d / %d / %d | %.1f |\n", mib(s.RSS), mib(s.HeapInuse), s.Goroutines, s.FDs, mib(s.DataDir), s.StoreEvents, s.StoreDeliveries, s.RetryQueue, s.CPU.Seconds())
 	}
 	for _, s := range samples {
 		if len(s.Errs) > 0 {

@@ -40,8 +40,9 @@ type sample struct {
 	// beside the anonymous RSS.
 	HeapInuse, Goroutines, GoSys, heapReleased int64
 	// StoreMsgs is wablast_webhook_queue_depth by stream: events not yet
-	// fanned out, messages of pending deliveries, failed deliveries kept.
-	StoreEvents, StoreDeliveries, StoreFailed int64
+	// fanned out, messages of pending deliveries, failed deliveries kept,
+	// and deliveries waiting for a retry in the on-disk queue.
+	StoreEvents, StoreDeliveries, StoreFailed, RetryQueue int64
 	// DataDir is the size of the files under --data-dir (bytes).
 	DataDir int64
 
@@ -175,6 +176,8 @@ func (p *probe) readMetrics(s *sample) error {
 			dst = &s.StoreDeliveries
 		case `wablast_webhook_queue_depth{stream="WEBHOOK_FAILED"}`:
 			dst = &s.StoreFailed
+		case `wablast_webhook_queue_depth{stream="retry-queue"}`:
+			dst = &s.RetryQueue
 		default:
 			continue
 		}
@@ -215,14 +218,14 @@ func mib(b int64) float64 { return float64(b) / (1 << 20) }
 // csvHeader and csvRecord are samples.csv's columns.
 var csvHeader = []string{"elapsed_s", "phase", "posted", "accepted", "non202_answers", "delivered", "pending", "healthy_delivered",
 	"rss_mib", "rss_peak_mib", "rss_anon_mib", "rss_file_mib", "heap_inuse_mib", "go_sys_unreleased_mib", "goroutines", "open_fds", "cpu_s", "data_dir_mib",
-	"store_events", "store_delivery_msgs", "store_failed", "errors"}
+	"store_events", "store_delivery_msgs", "store_failed", "retry_queue", "errors"}
 
 func (s sample) csvRecord() []string {
 	d := func(v int64) string { return strconv.FormatInt(v, 10) }
 	f := func(v float64, prec int) string { return strconv.FormatFloat(v, 'f', prec, 64) }
 	return []string{f(s.At.Seconds(), 1), s.Phase, d(s.Posted), d(s.Accepted), d(s.Non202), d(s.Delivered), d(s.Pending), d(s.HealthyDelivered),
 		f(mib(s.RSS), 2), f(mib(s.HWM), 2), f(mib(s.RSSAnon), 2), f(mib(s.RSSFile), 2), f(mib(s.HeapInuse), 2), f(mib(s.GoSys), 2), d(s.Goroutines), d(int64(s.FDs)), f(s.CPU.Seconds(), 2), f(mib(s.DataDir), 3),
-		d(s.StoreEvents), d(s.StoreDeliveries), d(s.StoreFailed), strings.Join(s.Errs, "; ")}
+		d(s.StoreEvents), d(s.StoreDeliveries), d(s.StoreFailed), d(s.RetryQueue), strings.Join(s.Errs, "; ")}
 }
 
 // writeCSV writes samples as CSV (RFC 4180: phases hold commas).
