@@ -104,6 +104,10 @@ type Dispatcher struct {
 
 	// baseCtx bounds background work (tests, replays); set by Start.
 	baseCtx context.Context
+
+	// pump is the retry pump's count of retries moved ahead of each
+	// endpoint's worker (retrypump.go).
+	pump pumpState
 }
 
 // New returns a Dispatcher; Start runs it.
@@ -159,6 +163,7 @@ func New(opts Options) (*Dispatcher, error) {
 		handled:       map[string]string{},
 		wanted:        map[types.NamespacedName]time.Time{},
 		wake:          make(chan struct{}, 1),
+		pump:          pumpState{inStream: map[uint64]int{}},
 		batcher:       batcherFor(opts.Store, max(opts.GroupCommitDelay, 0)),
 		outcomes:      make(chan pendingOutcome, 4*maxOutcomeBatch),
 		baseCtx:       context.Background(),

@@ -96,3 +96,60 @@ func TestRetriesWaitOnDiskAcrossACrash(t *testing.T) {
 		t.Errorf("failed %d", st.EventsFailed)
 	}
 }
+
+// TestRetriesWaitInTheQueueWhileTheirEndpointIsBehind: a receiver that
+// fails slowly makes retries fall due faster than they can be attempted.
+// The pump keeps at most retryHold of them ahead of the endpoint's worker
+// in the delivery stream; the rest wait in the on-disk queue.
+func TestRetriesWaitInTheQueueWhileTheirEndpointIsBehind(t *testing.T) {
+	var down atomic.Bool
+	down.Store(true)
+	rc := newReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) {
+		if down.Load() {
+			time.Sleep(10 * time.Millisecond)
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	})
+	h := newHarness(t, "", nil)
+	h.reg.Upsert(endpoint("crm", rc.URL, func(e *Endpoint) {
+		e.Policy.InitialBackoff = 100 * time.Millisecond
+		e.Policy.MaxBackoff = 200 * time.Millisecond
+		e.Policy.MaxAttempts = 1000
+		e.Policy.MaxInFlight = 4
+	}))
+	const total = 1500
+	events := variedEvents(t, "behind", total)
+	for i := 0; i < total; i += 100 {
+		h.enqueue(events[i : i+100]...)
+	}
+	q := h.store.Retries()
+	// Once the first attempts are made, the stream holds only moved
+	// retries: never more than retryHold (plus the few being attempted).
+	testutil.EventuallyEvery(t, 60*time.Second, 20*time.Millisecond, func() error {
+		if n := q.Len(); n < total-retryHold-10 {
+			return fmt.Errorf("%d retries queued", n)
+		}
+		return nil
+	})
+	peak := uint64(0)
+	for range 40 {
+		n := streamMsgs(t, h.store, StreamDeliveries)
+		peak = max(peak, n)
+		time.Sleep(50 * time.Millisecond)
+	}
+	if peak > retryHold+8 {
+		t.Errorf("the delivery stream held up to %d messages for the slow endpoint, want at most %d", peak, retryHold+8)
+	}
+	if n := q.Len(); n < total-retryHold-8 {
+		t.Errorf("only %d retries wait in the queue, want at least %d", n, total-retryHold-8)
+	}
+	t.Logf("stream peak %d, queued %d", peak, q.Len())
+	down.Store(false)
+	testutil.EventuallyEvery(t, 60*time.Second, 20*time.Millisecond, func() error {
+		if n := len(rc.uniqueIDs()); n != total {
+			return fmt.Errorf("%d of %d arrived", n, total)
+		}
+		return nil
+	})
+	rc.checkAll(t, events...)
+}

@@ -388,6 +388,7 @@ func (w *endpointWorker) handleMsg(ctx context.Context, m jetstream.Msg) {
 		_ = m.Ack()
 		return
 	}
+	w.d.retryTaken(ep.UID, m)
 	ds, err := deliveriesOf(m.Headers(), m.Data())
 	if err != nil {
 		w.d.opts.Logger.Error(err, "Dropping a stored message that carries no readable delivery", "namespace", w.ns, "name", w.name, "subject", m.Subject())

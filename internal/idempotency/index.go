@@ -168,9 +168,11 @@ type Entry struct {
 	At  time.Time
 }
 
-// Record remembers entries. The write reaches the operating system before
-// Record returns (it survives the process being killed), not the disk: a
-// power loss can lose the last moments, as with the event store itself.
+// Record remembers entries. The write is not synced: Pebble hands its log
+// to the operating system in 32 KiB blocks, so a killed process can lose
+// the last few hundred ids recorded. The events stream is the record:
+// at the next start reindex records again the ids of the events stored
+// from reindexMargin before the latest time the index kept.
 func (x *Index) Record(entries ...Entry) error {
 	if len(entries) == 0 {
 		return nil

@@ -4,35 +4,42 @@
 //
 // A JetStream message schedule per waiting retry (what the manager used
 // before) keeps per-schedule state in the NATS server's memory, and firing
-// schedules reads their message blocks into 4 MiB buffers: about 12 KB of
-// resident memory per waiting delivery, so 300,000 deliveries waiting on
-// one receiver's outage need gigabytes. The Queue keeps them in Pebble (an
-// LSM key-value store) under a key that starts with the due time; memory
-// is bounded by its memtables and block cache, whatever the backlog.
+// schedules reads their message blocks into the store's block buffers, so
+// memory grew with a receiver's outage (docs/benchmarks.md, "Soak runs",
+// has the figures). The Queue keeps them in Pebble (an LSM key-value store)
+// under a key that starts with a partition (the caller's: one per endpoint)
+// and the due time; memory is bounded by its memtables and block cache and
+// a few words per partition, whatever the backlog.
 //
 // Keys:
 //
-//	r/<due><id>   -> the message (Unix nanoseconds, big-endian, then the caller's id)
+//	r/<part><due><id>   -> the data (part: 8 bytes; due: Unix nanoseconds; both big-endian)
+//
+// Partitions let the reader take each endpoint's due entries at the pace
+// its endpoint is delivered, instead of all due entries at once: a receiver
+// that is down for an hour has its retries wait here, on disk, not in the
+// delivery stream.
 //
 // Put makes an entry durable (fsync, grouped with concurrent writers)
 // before it returns: the caller acknowledges the delivery it replaces only
-// after that. Due reads the entries that fell due, in due order; the caller
-// stores them elsewhere and then deletes them. A crash between the two
-// hands them out again: at least once, never lost.
+// after that. Due reads a partition's entries that fell due, in due order;
+// the caller stores them elsewhere and then deletes them. A crash in
+// between hands them out again: at least once, never lost.
 package retryqueue
 
 import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sort"
 	"sync"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 )
 
-// Queue is the on-disk, due-ordered set of waiting messages. It is safe for
-// concurrent use.
+// Queue is the on-disk, due-ordered set of waiting entries, by partition.
+// It is safe for concurrent use; Due and Delete are for one reader.
 type Queue struct {
 	db    *pebble.DB
 	cache *pebble.Cache
@@ -42,18 +49,28 @@ type Queue struct {
 	closeMu sync.RWMutex
 	closed  bool
 
-	mu sync.Mutex
-	// count is the number of entries held (counted at Open, kept since).
+	mu    sync.Mutex
+	parts map[uint64]*part
 	count int64
-	// low is a time no entry held is due before (zero: read from the
-	// start): Due starts reading there, so the deletions of entries already
-	// handed out (tombstones until a compaction drops them) are not read
-	// again. putMin is the earliest due time put since Due last started.
-	low, putMin time.Time
 	// wake is signalled when Put stores an entry due before the time the
-	// reader was told to wait for.
+	// reader was told to wait for, or Kick is called.
 	wake     chan struct{}
 	wakeWhen time.Time
+}
+
+// part is what the queue knows of one partition in memory.
+type part struct {
+	count int64
+	// next is the earliest due time of an entry held (zero: none).
+	next time.Time
+	// low is a time no entry held is due before (zero: read from the
+	// partition's start): Due starts reading there, so the deletions of
+	// entries already handed out (tombstones until a compaction drops
+	// them) are not read again. putMin is the earliest due time put since
+	// Due last started reading the partition.
+	low, putMin time.Time
+	// after is the due time of the first entry Due did not return.
+	after time.Time
 }
 
 // ErrClosed is returned by a Queue that was closed.
@@ -72,6 +89,8 @@ var prefix = []byte("r/")
 
 // prefixEnd is the first key after every r/ key.
 var prefixEnd = []byte("r0")
+
+const keyHead = 2 + 8 + 8 // prefix, part, due
 
 // Open opens or creates the queue in opts.Dir.
 func Open(opts Options) (*Queue, error) {
@@ -93,13 +112,23 @@ func Open(opts Options) (*Queue, error) {
 		cache.Unref()
 		return nil, fmt.Errorf("opening the retry queue in %s: %w", opts.Dir, err)
 	}
-	q := &Queue{db: db, cache: cache, wake: make(chan struct{}, 1)}
+	q := &Queue{db: db, cache: cache, parts: map[uint64]*part{}, wake: make(chan struct{}, 1)}
 	it, err := db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd})
 	if err != nil {
 		_ = q.Close()
 		return nil, err
 	}
 	for ok := it.First(); ok; ok = it.Next() {
+		pk, due, valid := parseKey(it.Key())
+		if !valid {
+			continue
+		}
+		p := q.parts[pk]
+		if p == nil {
+			p = &part{next: due, low: due}
+			q.parts[pk] = p
+		}
+		p.count++
 		q.count++
 	}
 	if err := it.Close(); err != nil {
@@ -131,10 +160,11 @@ func (q *Queue) Close() error {
 	return err
 }
 
-// Entry is one message due at a time. ID names it among the entries due at
-// the same time; an entry put again with the same due time and ID replaces
-// the one there.
+// Entry is one entry of a partition, due at a time. ID names it among the
+// partition's entries due at the same time; an entry put again with the
+// same partition, due time and ID replaces the one there.
 type Entry struct {
+	Part uint64
 	Due  time.Time
 	ID   string
 	Data []byte
@@ -154,96 +184,181 @@ func (q *Queue) Put(entries ...Entry) error {
 	defer done()
 	b := q.db.NewBatch()
 	defer b.Close()
-	earliest := entries[0].Due
 	for _, e := range entries {
-		if err := b.Set(key(e.Due, e.ID), e.Data, nil); err != nil {
+		if err := b.Set(key(e.Part, e.Due, e.ID), e.Data, nil); err != nil {
 			return err
 		}
-		if e.Due.Before(earliest) {
-			earliest = e.Due
-		}
 	}
-	// Counted before they can be read and deleted, so the count never
-	// goes below what is held.
+	// Counted before they can be read and deleted, so a count never goes
+	// below what is held.
 	q.mu.Lock()
+	for _, e := range entries {
+		p := q.partLocked(e.Part)
+		p.count++
+	}
 	q.count += int64(len(entries))
 	q.mu.Unlock()
 	if err := b.Commit(pebble.Sync); err != nil {
 		q.mu.Lock()
+		for _, e := range entries {
+			q.partLocked(e.Part).count--
+		}
 		q.count -= int64(len(entries))
 		q.mu.Unlock()
 		return fmt.Errorf("writing the retry queue: %w", err)
 	}
-	// Lower the read position to them, and tell Delete that they came
-	// (Due reads the position and forgets putMin together, so a Due that
-	// began before they were visible sees putMin when it deletes).
+	// Now they can be read: lower each partition's read position and next
+	// time to them, and tell a Due already reading that they came (Due
+	// reads the position and forgets putMin together, so one that began
+	// before they were visible sees putMin when it is done).
 	q.mu.Lock()
-	if !q.low.IsZero() && earliest.Before(q.low) {
-		q.low = earliest
+	signal := false
+	for _, e := range entries {
+		// (Delete may have dropped the partition: the entries were read
+		// and deleted already.)
+		p := q.partLocked(e.Part)
+		if !p.low.IsZero() && e.Due.Before(p.low) {
+			p.low = e.Due
+		}
+		if p.putMin.IsZero() || e.Due.Before(p.putMin) {
+			p.putMin = e.Due
+		}
+		if p.next.IsZero() || e.Due.Before(p.next) {
+			p.next = e.Due
+		}
+		if !q.wakeWhen.IsZero() && e.Due.Before(q.wakeWhen) {
+			signal = true
+		}
 	}
-	if q.putMin.IsZero() || earliest.Before(q.putMin) {
-		q.putMin = earliest
-	}
-	signal := !q.wakeWhen.IsZero() && earliest.Before(q.wakeWhen)
 	q.mu.Unlock()
 	if signal {
-		select {
-		case q.wake <- struct{}{}:
-		default:
-		}
+		q.Kick()
 	}
 	return nil
 }
 
-// Due returns up to max entries due at or before now, earliest first, and
-// when the next entry not returned falls due (zero when there is none).
-// Due and Delete are for one reader at a time.
-func (q *Queue) Due(now time.Time, max int) (entries []Entry, next time.Time, err error) {
+func (q *Queue) partLocked(pk uint64) *part {
+	p := q.parts[pk]
+	if p == nil {
+		p = &part{}
+		q.parts[pk] = p
+	}
+	return p
+}
+
+// Kick ends a Wait now (the reader has something else to do: a partition
+// it held back has room again).
+func (q *Queue) Kick() {
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// DueParts returns the partitions that hold an entry due at or before now,
+// earliest first.
+func (q *Queue) DueParts(now time.Time) []uint64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	type pd struct {
+		pk  uint64
+		due time.Time
+	}
+	var due []pd
+	for pk, p := range q.parts {
+		if !p.next.IsZero() && !p.next.After(now) {
+			due = append(due, pd{pk, p.next})
+		}
+	}
+	sort.Slice(due, func(i, j int) bool { return due[i].due.Before(due[j].due) })
+	out := make([]uint64, len(due))
+	for i := range due {
+		out[i] = due[i].pk
+	}
+	return out
+}
+
+// Next returns when the earliest entry of the partitions that skip does
+// not name falls due (zero when there is none).
+func (q *Queue) Next(skip func(uint64) bool) time.Time {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var next time.Time
+	for pk, p := range q.parts {
+		if p.next.IsZero() || (skip != nil && skip(pk)) {
+			continue
+		}
+		if next.IsZero() || p.next.Before(next) {
+			next = p.next
+		}
+	}
+	return next
+}
+
+// Due returns up to max of partition pk's entries due at or before now,
+// earliest first.
+func (q *Queue) Due(pk uint64, now time.Time, max int) ([]Entry, error) {
 	done, err := q.use()
 	if err != nil {
-		return nil, time.Time{}, err
+		return nil, err
 	}
 	defer done()
 	q.mu.Lock()
-	low := q.low
-	q.putMin = time.Time{}
+	p := q.partLocked(pk)
+	low := p.low
+	p.putMin = time.Time{}
 	q.mu.Unlock()
-	lower := prefix
+	lower := partKey(pk)
 	if !low.IsZero() {
-		lower = key(low, "")
+		lower = key(pk, low, "")
 	}
-	it, err := q.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd})
+	upper := prefixEnd
+	if pk != ^uint64(0) {
+		upper = partKey(pk + 1)
+	}
+	it, err := q.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
-		return nil, time.Time{}, err
+		return nil, err
 	}
 	defer it.Close()
+	var entries []Entry
+	var after time.Time
 	for ok := it.First(); ok; ok = it.Next() {
 		k := it.Key()
-		due, valid := dueOf(k)
+		_, due, valid := parseKey(k)
 		if !valid {
 			continue
 		}
 		if due.After(now) || len(entries) == max {
-			next = due
+			after = due
 			break
 		}
 		entries = append(entries, Entry{
+			Part: pk,
 			Due:  due,
-			ID:   string(k[len(prefix)+8:]),
+			ID:   string(k[keyHead:]),
 			Data: append([]byte(nil), it.Value()...),
 			key:  append([]byte(nil), k...),
 		})
 	}
 	if err := it.Error(); err != nil {
-		return nil, time.Time{}, fmt.Errorf("reading the retry queue: %w", err)
+		return nil, fmt.Errorf("reading the retry queue: %w", err)
 	}
-	return entries, next, nil
+	q.mu.Lock()
+	p.after = after
+	if len(entries) == 0 {
+		// Nothing to delete: what is held starts at after, or at what was
+		// put since the read began.
+		p.next = earliest(after, p.putMin)
+	}
+	q.mu.Unlock()
+	return entries, nil
 }
 
-// Delete removes entries that Due returned (once stored elsewhere). The
-// deletion need not survive a crash: an entry deleted again is handed out
-// again, at least once.
-func (q *Queue) Delete(entries []Entry) error {
+// Delete removes entries that Due returned for partition pk (once stored
+// elsewhere). The deletion need not survive a crash: an entry deleted
+// again is handed out again, at least once.
+func (q *Queue) Delete(pk uint64, entries []Entry) error {
 	if len(entries) == 0 {
 		return nil
 	}
@@ -258,7 +373,7 @@ func (q *Queue) Delete(entries []Entry) error {
 	for _, e := range entries {
 		k := e.key
 		if k == nil {
-			k = key(e.Due, e.ID)
+			k = key(e.Part, e.Due, e.ID)
 		}
 		if err := b.Delete(k, nil); err != nil {
 			return err
@@ -272,20 +387,33 @@ func (q *Queue) Delete(entries []Entry) error {
 	if err := b.Commit(pebble.NoSync); err != nil {
 		return fmt.Errorf("deleting from the retry queue: %w", err)
 	}
+	p := q.partLocked(pk)
+	p.count -= int64(len(entries))
 	q.count -= int64(len(entries))
 	// Due read every entry from the read position to the last one deleted:
 	// nothing is held before that one now, except entries put since Due
 	// started, which may be due earlier.
-	low := latest
-	if !q.putMin.IsZero() && q.putMin.Before(low) {
-		low = q.putMin
+	p.low = earliest(latest, p.putMin)
+	p.next = earliest(p.after, p.putMin)
+	if p.count <= 0 && p.next.IsZero() {
+		delete(q.parts, pk)
 	}
-	q.low = low
 	return nil
 }
 
+// earliest returns the earlier of a and b, ignoring zero times.
+func earliest(a, b time.Time) time.Time {
+	switch {
+	case a.IsZero():
+		return b
+	case b.IsZero() || a.Before(b):
+		return a
+	}
+	return b
+}
+
 // Wait blocks until an entry may be due: until next (when not zero), an
-// entry put due before it, stop being closed, or at most max.
+// entry put due before it, Kick, stop being closed, or at most max.
 func (q *Queue) Wait(stop <-chan struct{}, next time.Time, now time.Time, max time.Duration) {
 	d := max
 	if !next.IsZero() {
@@ -320,6 +448,16 @@ func (q *Queue) Len() int64 {
 	return q.count
 }
 
+// PartLen returns the number of partition pk's entries held.
+func (q *Queue) PartLen(pk uint64) int64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if p := q.parts[pk]; p != nil {
+		return p.count
+	}
+	return 0
+}
+
 // Metrics returns the bytes the queue keeps on disk and in memory
 // (memtables and block cache in use).
 func (q *Queue) Metrics() (diskBytes, memBytes int64) {
@@ -332,18 +470,26 @@ func (q *Queue) Metrics() (diskBytes, memBytes int64) {
 	return int64(m.DiskSpaceUsage()), int64(m.MemTable.Size) + m.BlockCache.Size
 }
 
-func key(due time.Time, id string) []byte {
-	b := make([]byte, 0, len(prefix)+8+len(id))
+func partKey(pk uint64) []byte {
+	b := make([]byte, 0, len(prefix)+8)
 	b = append(b, prefix...)
+	return binary.BigEndian.AppendUint64(b, pk)
+}
+
+func key(pk uint64, due time.Time, id string) []byte {
+	b := make([]byte, 0, keyHead+len(id))
+	b = append(b, prefix...)
+	b = binary.BigEndian.AppendUint64(b, pk)
 	b = binary.BigEndian.AppendUint64(b, uint64(due.UnixNano()))
 	return append(b, id...)
 }
 
-func dueOf(k []byte) (time.Time, bool) {
-	if len(k) < len(prefix)+8 {
-		return time.Time{}, false
+func parseKey(k []byte) (pk uint64, due time.Time, ok bool) {
+	if len(k) < keyHead {
+		return 0, time.Time{}, false
 	}
-	return time.Unix(0, int64(binary.BigEndian.Uint64(k[len(prefix):]))), true
+	pk = binary.BigEndian.Uint64(k[len(prefix):])
+	return pk, time.Unix(0, int64(binary.BigEndian.Uint64(k[len(prefix)+8:]))), true
 }
 
 // quietLogger drops Pebble's informational lines and keeps its fatal ones.

@@ -23,10 +23,10 @@ func TestDueInOrderAndOnlyWhenDue(t *testing.T) {
 	base := time.Unix(1_800_000_000, 0)
 	// Put out of order, two at the same time.
 	for _, e := range []Entry{
-		{Due: base.Add(3 * time.Second), ID: "c", Data: []byte("third")},
-		{Due: base.Add(1 * time.Second), ID: "a", Data: []byte("first")},
-		{Due: base.Add(2 * time.Second), ID: "b2", Data: []byte("second-b2")},
-		{Due: base.Add(2 * time.Second), ID: "b1", Data: []byte("second-b1")},
+		{Part: 7, Due: base.Add(3 * time.Second), ID: "c", Data: []byte("third")},
+		{Part: 7, Due: base.Add(1 * time.Second), ID: "a", Data: []byte("first")},
+		{Part: 7, Due: base.Add(2 * time.Second), ID: "b2", Data: []byte("second-b2")},
+		{Part: 7, Due: base.Add(2 * time.Second), ID: "b1", Data: []byte("second-b1")},
 	} {
 		if err := q.Put(e); err != nil {
 			t.Fatal(err)
@@ -35,11 +35,20 @@ func TestDueInOrderAndOnlyWhenDue(t *testing.T) {
 	if q.Len() != 4 {
 		t.Fatalf("Len = %d, want 4", q.Len())
 	}
-	got, next, err := q.Due(base, 10)
-	if err != nil || len(got) != 0 || !next.Equal(base.Add(time.Second)) {
-		t.Fatalf("Due(base) = %d entries, next %v, %v; want none, next at +1s", len(got), next, err)
+	if parts := q.DueParts(base); len(parts) != 0 {
+		t.Fatalf("DueParts(base) = %v, want none", parts)
 	}
-	got, next, err = q.Due(base.Add(2*time.Second), 10)
+	if next := q.Next(nil); !next.Equal(base.Add(time.Second)) {
+		t.Fatalf("Next = %v, want +1s", next)
+	}
+	got, err := q.Due(7, base, 10)
+	if err != nil || len(got) != 0 {
+		t.Fatalf("Due(base) = %d entries, %v; want none", len(got), err)
+	}
+	if parts := q.DueParts(base.Add(2 * time.Second)); len(parts) != 1 || parts[0] != 7 {
+		t.Fatalf("DueParts(+2s) = %v, want [7]", parts)
+	}
+	got, err = q.Due(7, base.Add(2*time.Second), 10)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,17 +61,17 @@ func TestDueInOrderAndOnlyWhenDue(t *testing.T) {
 			t.Errorf("entry %d = %s, want %s", i, s, want[i])
 		}
 	}
-	if !next.Equal(base.Add(3 * time.Second)) {
-		t.Errorf("next = %v, want +3s", next)
-	}
-	if err := q.Delete(got); err != nil {
+	if err := q.Delete(7, got); err != nil {
 		t.Fatal(err)
 	}
-	if q.Len() != 1 {
-		t.Fatalf("Len after delete = %d, want 1", q.Len())
+	if q.Len() != 1 || q.PartLen(7) != 1 {
+		t.Fatalf("Len after delete = %d (partition %d), want 1", q.Len(), q.PartLen(7))
+	}
+	if next := q.Next(nil); !next.Equal(base.Add(3 * time.Second)) {
+		t.Errorf("Next = %v, want +3s", next)
 	}
 	// max bounds a read; the rest comes next time.
-	got, _, err = q.Due(base.Add(time.Hour), 1)
+	got, err = q.Due(7, base.Add(time.Hour), 1)
 	if err != nil || len(got) != 1 || string(got[0].Data) != "third" {
 		t.Fatalf("Due(+1h, 1) = %v, %v", got, err)
 	}
@@ -76,34 +85,50 @@ func TestEntriesSurviveReopen(t *testing.T) {
 	}
 	base := time.Unix(1_800_000_000, 0)
 	for i := range 100 {
-		if err := q.Put(Entry{Due: base.Add(time.Duration(i) * time.Millisecond), ID: fmt.Sprint(i), Data: []byte(fmt.Sprint("data-", i))}); err != nil {
+		if err := q.Put(Entry{Part: uint64(i % 3), Due: base.Add(time.Duration(i) * time.Millisecond), ID: fmt.Sprint(i), Data: []byte(fmt.Sprint("data-", i))}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	got, _, err := q.Due(base.Add(49*time.Millisecond), 1000)
-	if err != nil || len(got) != 50 {
-		t.Fatalf("Due = %d, %v; want 50", len(got), err)
-	}
-	if err := q.Delete(got); err != nil {
-		t.Fatal(err)
+	// Take the first 50 (from each partition its share).
+	for pk := range uint64(3) {
+		got, err := q.Due(pk, base.Add(49*time.Millisecond), 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := q.Delete(pk, got); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := q.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := q.Put(Entry{Due: base, ID: "x"}); err != ErrClosed {
+	if err := q.Put(Entry{Part: 1, Due: base, ID: "x"}); err != ErrClosed {
 		t.Fatalf("Put on a closed queue = %v, want ErrClosed", err)
 	}
 	q = open(t, dir)
 	if q.Len() != 50 {
 		t.Fatalf("Len after reopen = %d, want 50", q.Len())
 	}
-	got, _, err = q.Due(base.Add(time.Hour), 1000)
-	if err != nil || len(got) != 50 {
-		t.Fatalf("Due after reopen = %d, %v; want 50", len(got), err)
+	if parts := q.DueParts(base.Add(time.Hour)); len(parts) != 3 {
+		t.Fatalf("DueParts after reopen = %v, want 3 partitions", parts)
 	}
-	for i, e := range got {
-		if want := fmt.Sprint("data-", i+50); string(e.Data) != want || e.ID != fmt.Sprint(i+50) {
-			t.Errorf("entry %d = %s %q, want %d %q", i, e.ID, e.Data, i+50, want)
+	for pk := range uint64(3) {
+		got, err := q.Due(pk, base.Add(time.Hour), 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := 50
+		for i%3 != int(pk) {
+			i++
+		}
+		for _, e := range got {
+			if want := fmt.Sprint("data-", i); string(e.Data) != want || e.ID != fmt.Sprint(i) {
+				t.Errorf("partition %d: entry %s %q, want %d %q", pk, e.ID, e.Data, i, want)
+			}
+			i += 3
+		}
+		if i < 100 {
+			t.Errorf("partition %d: entries from 50 on ended before %d", pk, i)
 		}
 	}
 }
@@ -133,7 +158,7 @@ func TestConcurrentPutsAreNeverSkipped(t *testing.T) {
 				// Due from 50 ms in the past to 50 ms ahead of the clock.
 				due := at.Add(time.Duration(r.IntN(100)-50) * time.Millisecond)
 				id := fmt.Sprintf("w%d-%d", w, i)
-				if err := q.Put(Entry{Due: due, ID: id, Data: []byte("data-" + id)}); err != nil {
+				if err := q.Put(Entry{Part: uint64(r.IntN(3)), Due: due, ID: id, Data: []byte("data-" + id)}); err != nil {
 					t.Error(err)
 					return
 				}
@@ -147,18 +172,20 @@ func TestConcurrentPutsAreNeverSkipped(t *testing.T) {
 		clock.Lock()
 		at := now
 		clock.Unlock()
-		got, _, err := q.Due(at, 64)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, e := range got {
-			if string(e.Data) != "data-"+e.ID {
-				t.Fatalf("entry %s carries %q", e.ID, e.Data)
+		for _, pk := range q.DueParts(at) {
+			got, err := q.Due(pk, at, 64)
+			if err != nil {
+				t.Fatal(err)
 			}
-			seen[e.ID]++
-		}
-		if err := q.Delete(got); err != nil {
-			t.Fatal(err)
+			for _, e := range got {
+				if string(e.Data) != "data-"+e.ID || e.Part != pk {
+					t.Fatalf("entry %s of partition %d carries %q", e.ID, e.Part, e.Data)
+				}
+				seen[e.ID]++
+			}
+			if err := q.Delete(pk, got); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	for running := true; running; {
@@ -188,14 +215,16 @@ func TestConcurrentPutsAreNeverSkipped(t *testing.T) {
 		}
 	}
 	// And nothing is left behind the read position.
-	rest, _, err := func() ([]Entry, time.Time, error) {
+	for pk := range uint64(3) {
 		q.mu.Lock()
-		q.low = time.Time{}
+		if p := q.parts[pk]; p != nil {
+			p.low = time.Time{}
+		}
 		q.mu.Unlock()
-		return q.Due(base.Add(48*time.Hour), 1<<20)
-	}()
-	if err != nil || len(rest) != 0 {
-		t.Fatalf("%d entries left in the queue (%v)", len(rest), err)
+		rest, err := q.Due(pk, base.Add(48*time.Hour), 1<<20)
+		if err != nil || len(rest) != 0 {
+			t.Fatalf("partition %d: %d entries left in the queue (%v)", pk, len(rest), err)
+		}
 	}
 }
 
@@ -218,7 +247,7 @@ func TestWaitWakesForAnEarlierPut(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	if err := q.Put(Entry{Due: time.Now().Add(time.Second), ID: "x"}); err != nil {
+	if err := q.Put(Entry{Part: 1, Due: time.Now().Add(time.Second), ID: "x"}); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -251,7 +280,7 @@ func BenchmarkPut(b *testing.B) {
 		i := 0
 		for pb.Next() {
 			i++
-			if err := q.Put(Entry{Due: base.Add(time.Duration(rand.IntN(1e9))), ID: fmt.Sprint(i), Data: data}); err != nil {
+			if err := q.Put(Entry{Part: uint64(i % 4), Due: base.Add(time.Duration(rand.IntN(1e9))), ID: fmt.Sprint(i), Data: data}); err != nil {
 				b.Fatal(err)
 			}
 		}
