@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/wablast/webhook-operator/internal/dispatch"
+	"github.com/wablast/webhook-operator/internal/endpoint"
 )
 
 func measureFanout(ctx context.Context, sz sizes) *result {
@@ -23,7 +23,7 @@ func measureFanout(ctx context.Context, sz sizes) *result {
 		return res.fail(err)
 	}
 	defer rcv.close()
-	eps := make([]dispatch.Endpoint, sz.FanoutEndpoints)
+	eps := make([]endpoint.Endpoint, sz.FanoutEndpoints)
 	for i := range eps {
 		name := fmt.Sprintf("ep-%03d", i)
 		eps[i] = benchEndpoint(name, rcv.URL+"/"+name, keys.keys)

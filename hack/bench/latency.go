@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/wablast/webhook-operator/internal/dispatch"
+	"github.com/wablast/webhook-operator/internal/endpoint"
 	"github.com/wablast/webhook-operator/internal/testutil"
 )
 
@@ -83,7 +83,7 @@ func measureLatency(ctx context.Context, sz sizes) *result {
 		return res.fail(err)
 	}
 	defer rcv.close()
-	p, err := startPipeline(ctx, []dispatch.Endpoint{benchEndpoint("crm", rcv.URL+"/hook", keys.keys)})
+	p, err := startPipeline(ctx, []endpoint.Endpoint{benchEndpoint("crm", rcv.URL+"/hook", keys.keys)})
 	if err != nil {
 		return res.fail(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/wablast/webhook-operator/internal/dispatch"
+	"github.com/wablast/webhook-operator/internal/endpoint"
 )
 
 func measurePending(ctx context.Context, sz sizes) *result {
@@ -23,7 +24,7 @@ func measurePending(ctx context.Context, sz sizes) *result {
 	ep := benchEndpoint("down", fmt.Sprintf("http://127.0.0.1:%d/hook", port), keys.keys)
 	ep.Policy.MaxAttempts = 20
 	ep.Policy.InitialBackoff = 3600 * time.Second
-	p, err := startPipeline(ctx, []dispatch.Endpoint{ep})
+	p, err := startPipeline(ctx, []endpoint.Endpoint{ep})
 	if err != nil {
 		return res.fail(err)
 	}

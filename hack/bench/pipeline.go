@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	"github.com/wablast/webhook-operator/internal/dispatch"
+	"github.com/wablast/webhook-operator/internal/endpoint"
 	"github.com/wablast/webhook-operator/internal/ingest"
 	"github.com/wablast/webhook-operator/internal/testutil"
 )
@@ -33,7 +34,7 @@ import (
 type pipeline struct {
 	dir        string
 	Store      *dispatch.Store
-	Registry   *dispatch.MemoryRegistry
+	Registry   *endpoint.MemoryRegistry
 	Dispatcher *dispatch.Dispatcher
 	Aggregator *dispatch.Aggregator
 	Ingest     *ingest.Server
@@ -47,8 +48,8 @@ type pipeline struct {
 }
 
 // defaultPolicy is the delivery policy the CRD defaults give a WebhookConfig.
-func defaultPolicy() dispatch.Policy {
-	return dispatch.Policy{
+func defaultPolicy() endpoint.Policy {
+	return endpoint.Policy{
 		Timeout:        10 * time.Second,
 		MaxAttempts:    10,
 		InitialBackoff: 5 * time.Second,
@@ -63,8 +64,8 @@ func defaultPolicy() dispatch.Policy {
 var maxInFlight = 16
 
 // benchEndpoint is an enabled endpoint of benchNS subscribed to every type.
-func benchEndpoint(name, url string, keys [][]byte) dispatch.Endpoint {
-	return dispatch.Endpoint{
+func benchEndpoint(name, url string, keys [][]byte) endpoint.Endpoint {
+	return endpoint.Endpoint{
 		Namespace: benchNS, Name: name, UID: uuid.NewUUID(), Generation: 1,
 		URL: url, Keys: keys, Events: []string{"*"}, Enabled: true, Policy: defaultPolicy(),
 	}
@@ -83,7 +84,7 @@ var staticAuth = ingest.AuthenticatorFunc(func(_ context.Context, token, namespa
 
 // startPipeline starts everything with eps registered and the registry
 // marked synced, and returns once the ingestion API listens.
-func startPipeline(ctx context.Context, eps []dispatch.Endpoint) (*pipeline, error) {
+func startPipeline(ctx context.Context, eps []endpoint.Endpoint) (*pipeline, error) {
 	return startPipelineWith(ctx, eps, pipelineOptions{Leader: true})
 }
 
@@ -96,12 +97,12 @@ type pipelineOptions struct {
 	Leader bool
 }
 
-func startPipelineWith(ctx context.Context, eps []dispatch.Endpoint, opts pipelineOptions) (*pipeline, error) {
+func startPipelineWith(ctx context.Context, eps []endpoint.Endpoint, opts pipelineOptions) (*pipeline, error) {
 	dir, err := os.MkdirTemp("", "wablast-bench-store-")
 	if err != nil {
 		return nil, err
 	}
-	p := &pipeline{dir: dir, Registry: dispatch.NewMemoryRegistry()}
+	p := &pipeline{dir: dir, Registry: endpoint.NewMemoryRegistry()}
 	ok := false
 	defer func() {
 		if !ok {

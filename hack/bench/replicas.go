@@ -9,7 +9,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
-	"github.com/wablast/webhook-operator/internal/dispatch"
+	"github.com/wablast/webhook-operator/internal/endpoint"
 	"github.com/wablast/webhook-operator/internal/testutil"
 )
 
@@ -73,7 +73,7 @@ func replicaThroughput(ctx context.Context, sz sizes, keys benchSecret, n int) (
 	ep := benchEndpoint("crm", rcv.URL+"/hook", keys.keys)
 	var urls []string
 	for i := range n {
-		p, err := startPipelineWith(ctx, []dispatch.Endpoint{ep}, pipelineOptions{NATSURL: ns.ClientURL(), Leader: i == 0})
+		p, err := startPipelineWith(ctx, []endpoint.Endpoint{ep}, pipelineOptions{NATSURL: ns.ClientURL(), Leader: i == 0})
 		if err != nil {
 			return throughputRun{}, err
 		}

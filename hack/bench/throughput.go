@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/wablast/webhook-operator/internal/dispatch"
+	"github.com/wablast/webhook-operator/internal/endpoint"
 	"github.com/wablast/webhook-operator/internal/signing"
 	"github.com/wablast/webhook-operator/internal/testutil"
 )
@@ -329,7 +330,7 @@ func operatorThroughput(ctx context.Context, sz sizes, keys benchSecret, batch i
 		return throughputRun{}, err
 	}
 	defer rcv.close()
-	p, err := startPipeline(ctx, []dispatch.Endpoint{benchEndpoint("crm", rcv.URL+"/hook", keys.keys)})
+	p, err := startPipeline(ctx, []endpoint.Endpoint{benchEndpoint("crm", rcv.URL+"/hook", keys.keys)})
 	if err != nil {
 		return throughputRun{}, err
 	}

@@ -10,7 +10,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	ctrlcontroller "sigs.k8s.io/controller-runtime/pkg/controller"
 
-	"github.com/wablast/webhook-operator/internal/dispatch"
+	"github.com/wablast/webhook-operator/internal/endpoint"
 	"github.com/wablast/webhook-operator/internal/testutil"
 )
 
@@ -20,7 +20,7 @@ func TestMain(m *testing.M) { os.Exit(testutil.RunTests(m, &env)) }
 
 // runningManager is a manager running the controller for one namespace.
 type runningManager struct {
-	registry *dispatch.MemoryRegistry
+	registry *endpoint.MemoryRegistry
 	cancel   context.CancelFunc
 	done     chan struct{}
 	once     sync.Once
@@ -42,7 +42,7 @@ func startManager(t *testing.T, ns string) *runningManager {
 		t.Fatalf("creating manager: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	rm := &runningManager{registry: dispatch.NewMemoryRegistry(), cancel: cancel, done: make(chan struct{})}
+	rm := &runningManager{registry: endpoint.NewMemoryRegistry(), cancel: cancel, done: make(chan struct{})}
 	r := &WebhookConfigReconciler{
 		Client:   mgr.GetClient(),
 		Registry: rm.registry,

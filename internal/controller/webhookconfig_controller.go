@@ -28,6 +28,7 @@ import (
 
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
 	"github.com/wablast/webhook-operator/internal/dispatch"
+	"github.com/wablast/webhook-operator/internal/endpoint"
 	"github.com/wablast/webhook-operator/internal/signing"
 )
 
@@ -46,7 +47,7 @@ const secretNameIndex = "webhooks.wablast.io/secret-name"
 // never delivers anything itself.
 type WebhookConfigReconciler struct {
 	client.Client
-	Registry dispatch.Registry
+	Registry endpoint.Registry
 	Recorder events.EventRecorder
 	// GenerateSecret makes the value of a generated signing Secret.
 	// Defaults to signing.GenerateSecret.
@@ -206,7 +207,7 @@ func (r *WebhookConfigReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 // requestActions hands a new test-requested-at or replay-since annotation
 // value to the dispatcher. A value already echoed in status was handled,
 // before a restart too, and is not acted on again.
-func (r *WebhookConfigReconciler) requestActions(whc *webhooksv1alpha1.WebhookConfig, ep *dispatch.Endpoint, cfgErr *configError) {
+func (r *WebhookConfigReconciler) requestActions(whc *webhooksv1alpha1.WebhookConfig, ep *endpoint.Endpoint, cfgErr *configError) {
 	if r.Actions == nil {
 		return
 	}
@@ -261,7 +262,7 @@ func (e *configError) Error() string { return e.reason + ": " + e.message }
 // resolve turns the resource into a registry Endpoint. It returns a
 // configError for problems the user must fix and an error for transient
 // failures. With mayCreate, a missing generated Secret is created.
-func (r *WebhookConfigReconciler) resolve(ctx context.Context, whc *webhooksv1alpha1.WebhookConfig, mayCreate bool) (dispatch.Endpoint, webhooksv1alpha1.SecretKeyReference, *configError, error) {
+func (r *WebhookConfigReconciler) resolve(ctx context.Context, whc *webhooksv1alpha1.WebhookConfig, mayCreate bool) (endpoint.Endpoint, webhooksv1alpha1.SecretKeyReference, *configError, error) {
 	ref := whc.SigningSecretRef()
 	generated := whc.Spec.SecretRef == nil
 	key := types.NamespacedName{Namespace: whc.Namespace, Name: ref.Name}
@@ -272,23 +273,23 @@ func (r *WebhookConfigReconciler) resolve(ctx context.Context, whc *webhooksv1al
 	case apierrors.IsNotFound(err) && generated && mayCreate:
 		created, cerr := r.createGeneratedSecret(ctx, whc, ref)
 		if cerr != nil {
-			return dispatch.Endpoint{}, ref, nil, cerr
+			return endpoint.Endpoint{}, ref, nil, cerr
 		}
 		secret = *created
 	case apierrors.IsNotFound(err):
-		return dispatch.Endpoint{}, ref, &configError{ReasonSecretNotFound,
+		return endpoint.Endpoint{}, ref, &configError{ReasonSecretNotFound,
 			fmt.Sprintf("Secret %q not found in namespace %q", ref.Name, whc.Namespace)}, nil
 	case err != nil:
-		return dispatch.Endpoint{}, ref, nil, fmt.Errorf("reading Secret %s: %w", key, err)
+		return endpoint.Endpoint{}, ref, nil, fmt.Errorf("reading Secret %s: %w", key, err)
 	}
 
 	if generated && !metav1.IsControlledBy(&secret, whc) {
-		return dispatch.Endpoint{}, ref, &configError{ReasonSecretConflict,
+		return endpoint.Endpoint{}, ref, &configError{ReasonSecretConflict,
 			fmt.Sprintf("Secret %q exists and is not owned by this WebhookConfig; set spec.secretRef to use it, or delete it to have one generated", ref.Name)}, nil
 	}
 	value, ok := secret.Data[ref.Key]
 	if !ok {
-		return dispatch.Endpoint{}, ref, &configError{ReasonSecretKeyMissing,
+		return endpoint.Endpoint{}, ref, &configError{ReasonSecretKeyMissing,
 			fmt.Sprintf("Secret %q has no key %q", ref.Name, ref.Key)}, nil
 	}
 	keys, perr := signing.ParseSecrets(string(value))
@@ -300,14 +301,14 @@ func (r *WebhookConfigReconciler) resolve(ctx context.Context, whc *webhooksv1al
 		case errors.Is(perr, signing.ErrNoSecret):
 			reason = ReasonSecretKeyMissing
 		}
-		return dispatch.Endpoint{}, ref, &configError{reason,
+		return endpoint.Endpoint{}, ref, &configError{reason,
 			fmt.Sprintf("key %q of Secret %q is not a usable signing secret: %v", ref.Key, ref.Name, perr)}, nil
 	}
 	return EndpointFor(whc, keys), ref, nil, nil
 }
 
 // EndpointFor builds the registry entry of a resource whose keys are resolved.
-func EndpointFor(whc *webhooksv1alpha1.WebhookConfig, keys [][]byte) dispatch.Endpoint {
+func EndpointFor(whc *webhooksv1alpha1.WebhookConfig, keys [][]byte) endpoint.Endpoint {
 	p := whc.Spec.Delivery
 	if p == nil {
 		p = &webhooksv1alpha1.DeliveryPolicy{}
@@ -316,7 +317,7 @@ func EndpointFor(whc *webhooksv1alpha1.WebhookConfig, keys [][]byte) dispatch.En
 	for _, e := range whc.Spec.Events {
 		events = append(events, string(e))
 	}
-	return dispatch.Endpoint{
+	return endpoint.Endpoint{
 		Namespace:  whc.Namespace,
 		Name:       whc.Name,
 		UID:        whc.UID,
@@ -325,7 +326,7 @@ func EndpointFor(whc *webhooksv1alpha1.WebhookConfig, keys [][]byte) dispatch.En
 		Keys:       keys,
 		Events:     events,
 		Enabled:    whc.IsEnabled(),
-		Policy: dispatch.Policy{
+		Policy: endpoint.Policy{
 			Timeout:        seconds(p.TimeoutSeconds, 10),
 			MaxAttempts:    int(orDefault(p.MaxAttempts, 10)),
 			InitialBackoff: seconds(p.InitialBackoffSeconds, 5),

@@ -23,7 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
-	"github.com/wablast/webhook-operator/internal/dispatch"
+	"github.com/wablast/webhook-operator/internal/endpoint"
 	"github.com/wablast/webhook-operator/internal/signing"
 	"github.com/wablast/webhook-operator/internal/testutil"
 )
@@ -121,9 +121,9 @@ func keysOf(t *testing.T, value string) [][]byte {
 	return k
 }
 
-func waitRegistered(t *testing.T, reg dispatch.Registry, ns, name string, check func(dispatch.Endpoint) error) dispatch.Endpoint {
+func waitRegistered(t *testing.T, reg endpoint.Registry, ns, name string, check func(endpoint.Endpoint) error) endpoint.Endpoint {
 	t.Helper()
-	var ep dispatch.Endpoint
+	var ep endpoint.Endpoint
 	testutil.Eventually(t, 20*time.Second, func() error {
 		var ok bool
 		ep, ok = reg.Get(types.NamespacedName{Namespace: ns, Name: name})
@@ -138,7 +138,7 @@ func waitRegistered(t *testing.T, reg dispatch.Registry, ns, name string, check 
 	return ep
 }
 
-func waitUnregistered(t *testing.T, reg dispatch.Registry, ns, name string) {
+func waitUnregistered(t *testing.T, reg endpoint.Registry, ns, name string) {
 	t.Helper()
 	testutil.Eventually(t, 20*time.Second, func() error {
 		if _, ok := reg.Get(types.NamespacedName{Namespace: ns, Name: name}); ok {
@@ -299,11 +299,11 @@ func TestReadyResourceIsRegistered(t *testing.T) {
 	}
 
 	got := waitRegistered(t, m.registry, ns, "crm", nil)
-	want := dispatch.Endpoint{
+	want := endpoint.Endpoint{
 		Namespace: ns, Name: "crm", UID: w.UID, Generation: w.Generation,
 		URL: "https://crm.example.com/hooks/wa", Keys: keysOf(t, whsecA),
 		Events: []string{"message.sent", "message.delivered"}, Enabled: true,
-		Policy: dispatch.Policy{
+		Policy: endpoint.Policy{
 			Timeout: 3 * time.Second, MaxAttempts: 10, InitialBackoff: 5 * time.Second,
 			MaxBackoff: 21600 * time.Second, MaxAge: 259200 * time.Second, MaxInFlight: 2,
 		},
@@ -320,7 +320,7 @@ func TestReadyResourceIsRegistered(t *testing.T) {
 	if err := env.Client.Update(context.Background(), w); err != nil {
 		t.Fatal(err)
 	}
-	waitRegistered(t, m.registry, ns, "crm", func(ep dispatch.Endpoint) error {
+	waitRegistered(t, m.registry, ns, "crm", func(ep endpoint.Endpoint) error {
 		if ep.URL != "https://crm.example.com/v2" {
 			return fmt.Errorf("url %s", ep.URL)
 		}
@@ -381,7 +381,7 @@ func TestSecretProblemsStallAndRecover(t *testing.T) {
 	if got := kstatus(t, w); got != status.CurrentStatus {
 		t.Errorf("kstatus = %s, want Current", got)
 	}
-	waitRegistered(t, m.registry, ns, "crm", func(ep dispatch.Endpoint) error {
+	waitRegistered(t, m.registry, ns, "crm", func(ep endpoint.Endpoint) error {
 		if string(ep.Keys[0]) != string(keysOf(t, whsecA)[0]) {
 			return errors.New("wrong key")
 		}
@@ -393,7 +393,7 @@ func TestSecretProblemsStallAndRecover(t *testing.T) {
 	if err := env.Client.Update(context.Background(), sec); err != nil {
 		t.Fatal(err)
 	}
-	waitRegistered(t, m.registry, ns, "crm", func(ep dispatch.Endpoint) error {
+	waitRegistered(t, m.registry, ns, "crm", func(ep endpoint.Endpoint) error {
 		if len(ep.Keys) != 2 || string(ep.Keys[0]) != rawB {
 			return fmt.Errorf("%d keys", len(ep.Keys))
 		}
@@ -430,7 +430,7 @@ func TestSecretProblemsStallAndRecover(t *testing.T) {
 	waitCondition(t, ns, "crm", ConditionReady, metav1.ConditionFalse, ReasonSecretNotFound)
 	mustCreate(t, newSecret(ns, "later", "secret", rawB))
 	waitCondition(t, ns, "crm", ConditionReady, metav1.ConditionTrue, ReasonSucceeded)
-	waitRegistered(t, m.registry, ns, "crm", func(ep dispatch.Endpoint) error {
+	waitRegistered(t, m.registry, ns, "crm", func(ep endpoint.Endpoint) error {
 		if string(ep.Keys[0]) != rawB {
 			return errors.New("old key")
 		}
@@ -462,7 +462,7 @@ func TestGeneratedSecret(t *testing.T) {
 	if err != nil || len(key) != 32 {
 		t.Fatalf("generated secret: %d bytes, %v", len(key), err)
 	}
-	waitRegistered(t, m.registry, ns, "crm", func(ep dispatch.Endpoint) error {
+	waitRegistered(t, m.registry, ns, "crm", func(ep endpoint.Endpoint) error {
 		if string(ep.Keys[0]) != string(key) {
 			return errors.New("registry key differs from the generated Secret")
 		}

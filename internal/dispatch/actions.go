@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
+	"github.com/wablast/webhook-operator/internal/endpoint"
 )
 
 // Field managers of status.lastTest and status.lastReplay: each is applied on
@@ -37,7 +38,7 @@ type TestRequest struct {
 	Token string
 	// Endpoint is the resolved endpoint, disabled or not; nil when the
 	// resource is not Ready, in which case NotReady says why.
-	Endpoint *Endpoint
+	Endpoint *endpoint.Endpoint
 	NotReady string
 }
 

@@ -11,6 +11,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/wablast/webhook-operator/internal/endpoint"
 )
 
 // delivery is one pending delivery of one event to one endpoint: what a
@@ -210,7 +212,7 @@ func (q *batchQueue) fullLocked() bool {
 
 // add queues deliveries to one endpoint and returns the writes that carry
 // them; each is done when its message was stored or failed.
-func (b *batcher) add(ns string, ep *Endpoint, ds []delivery) []*batchWrite {
+func (b *batcher) add(ns string, ep *endpoint.Endpoint, ds []delivery) []*batchWrite {
 	var ws []*batchWrite
 	var start []*batchWrite
 	b.mu.Lock()

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
+	"github.com/wablast/webhook-operator/internal/endpoint"
 	"github.com/wablast/webhook-operator/internal/testutil"
 )
 
@@ -79,7 +80,7 @@ func TestDeliveriesAcceptedTogetherAreStoredAsOneMessage(t *testing.T) {
 	hold := make(chan struct{})
 	rc := newReceiver(t, func(_ int, _ http.ResponseWriter, _ *http.Request) { <-hold })
 	h := newHarness(t, "", nil)
-	h.reg.Upsert(endpoint("crm", rc.URL, func(e *Endpoint) { e.Policy.MaxInFlight = 1 }))
+	h.reg.Upsert(testEndpoint("crm", rc.URL, func(e *endpoint.Endpoint) { e.Policy.MaxInFlight = 1 }))
 	events := variedEvents(t, "together", 10)
 	h.enqueue(events...)
 	if n := streamMsgs(t, h.store, StreamDeliveries); n != 1 {
@@ -135,7 +136,7 @@ func TestAStoppedBatchKeepsOnlyItsUnfinishedDeliveries(t *testing.T) {
 	})
 	dir := t.TempDir()
 	h := newHarness(t, dir, nil)
-	h.reg.Upsert(endpoint("crm", rc.URL, func(e *Endpoint) { e.Policy.MaxInFlight = 1 }))
+	h.reg.Upsert(testEndpoint("crm", rc.URL, func(e *endpoint.Endpoint) { e.Policy.MaxInFlight = 1 }))
 	h.enqueue(testEvent(1), testEvent(2), testEvent(3))
 	testutil.EventuallyEvery(t, 10*time.Second, 10*time.Millisecond, func() error {
 		if n := len(rc.requests()); n < 2 {
@@ -189,7 +190,7 @@ func TestGoneInTheMiddleOfABatchHoldsTheRest(t *testing.T) {
 		}
 	})
 	h := newHarness(t, "", nil)
-	ep := endpoint("crm", rc.URL, func(e *Endpoint) { e.Policy.MaxInFlight = 1 })
+	ep := testEndpoint("crm", rc.URL, func(e *endpoint.Endpoint) { e.Policy.MaxInFlight = 1 })
 	h.reg.Upsert(ep)
 	h.enqueue(testEvent(1), testEvent(2), testEvent(3))
 	testutil.EventuallyEvery(t, 10*time.Second, 20*time.Millisecond, func() error {
@@ -233,7 +234,7 @@ func TestWithAnExternalNATSMaxInFlightHoldsAcrossManagers(t *testing.T) {
 		t.Fatal("nats-server did not start")
 	}
 	rc := newReceiver(t, func(_ int, _ http.ResponseWriter, _ *http.Request) { time.Sleep(20 * time.Millisecond) })
-	crm := endpoint("crm", rc.URL, func(e *Endpoint) { e.Policy.MaxInFlight = 4 })
+	crm := testEndpoint("crm", rc.URL, func(e *endpoint.Endpoint) { e.Policy.MaxInFlight = 4 })
 	egress, err := NewEgressPolicy([]string{"127.0.0.0/8"}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -258,7 +259,7 @@ func TestWithAnExternalNATSMaxInFlightHoldsAcrossManagers(t *testing.T) {
 		if store.Embedded() {
 			t.Fatal("a store with a URL reports itself embedded")
 		}
-		reg := NewMemoryRegistry()
+		reg := endpoint.NewMemoryRegistry()
 		reg.Upsert(crm)
 		reg.MarkSynced()
 		d, err := New(Options{Registry: reg, Store: store, HTTPClient: NewHTTPClient(egress), SyncInterval: 50 * time.Millisecond})
@@ -317,7 +318,7 @@ func TestGroupCommitDelayWaitsOnlyAfterAWriteOfSeveral(t *testing.T) {
 	}
 	defer store.Close()
 	b := newBatcher(store.JetStream(), time.Hour)
-	ep := endpoint("crm", "http://127.0.0.1:1")
+	ep := testEndpoint("crm", "http://127.0.0.1:1")
 	deliveries := func(from, n int) []delivery {
 		ds := make([]delivery, n)
 		for i := range ds {
@@ -369,7 +370,7 @@ func TestGroupCommitDelayDefaultsAndCanBeTurnedOff(t *testing.T) {
 	}
 	defer store.Close()
 	for _, c := range []struct{ set, want time.Duration }{{0, DefaultGroupCommitDelay}, {-1, 0}, {time.Millisecond, time.Millisecond}} {
-		d, err := New(Options{Registry: NewMemoryRegistry(), Store: store, HTTPClient: NewHTTPClient(nil), GroupCommitDelay: c.set})
+		d, err := New(Options{Registry: endpoint.NewMemoryRegistry(), Store: store, HTTPClient: NewHTTPClient(nil), GroupCommitDelay: c.set})
 		if err != nil {
 			t.Fatal(err)
 		}

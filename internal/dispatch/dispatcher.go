@@ -20,13 +20,14 @@ import (
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/wablast/webhook-operator/internal/endpoint"
 	"github.com/wablast/webhook-operator/internal/idempotency"
 )
 
 // Options configures a Dispatcher.
 type Options struct {
 	// Registry is the live configuration written by the controller.
-	Registry Registry
+	Registry endpoint.Registry
 	// Store is the open JetStream store.
 	Store *Store
 	// HTTPClient sends every delivery; one shared client (see NewHTTPClient).
@@ -220,7 +221,7 @@ func (d *Dispatcher) Enqueue(ctx context.Context, events []Event) ([]EnqueueResu
 	var withID []int
 	// Deliveries of events without an id, grouped by endpoint in event order.
 	type epDeliveries struct {
-		ep *Endpoint
+		ep *endpoint.Endpoint
 		ds []delivery
 	}
 	var direct []*epDeliveries

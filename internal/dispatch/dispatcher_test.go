@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
+	"github.com/wablast/webhook-operator/internal/endpoint"
 	"github.com/wablast/webhook-operator/internal/signing"
 	"github.com/wablast/webhook-operator/internal/testutil"
 )
@@ -147,7 +148,7 @@ func recordEnqueued(t *testing.T, events ...Event) {
 type harness struct {
 	t       *testing.T
 	dataDir string
-	reg     *MemoryRegistry
+	reg     *endpoint.MemoryRegistry
 	store   *Store
 	d       *Dispatcher
 	agg     *Aggregator
@@ -169,7 +170,7 @@ func newHarness(t *testing.T, dataDir string, egress *EgressPolicy) *harness {
 			t.Fatal(err)
 		}
 	}
-	h := &harness{t: t, dataDir: dataDir, reg: NewMemoryRegistry(), egress: egress}
+	h := &harness{t: t, dataDir: dataDir, reg: endpoint.NewMemoryRegistry(), egress: egress}
 	h.reg.MarkSynced()
 	h.start()
 	t.Cleanup(h.stop)
@@ -233,12 +234,12 @@ func (h *harness) crash() {
 	h.cancel = nil
 }
 
-func endpoint(name, url string, mutate ...func(*Endpoint)) Endpoint {
+func testEndpoint(name, url string, mutate ...func(*endpoint.Endpoint)) endpoint.Endpoint {
 	keys, _ := signing.ParseSecrets(testSecret)
-	ep := Endpoint{
+	ep := endpoint.Endpoint{
 		Namespace: "shop", Name: name, UID: types.UID("uid-" + name), Generation: 1,
 		URL: url, Keys: keys, Events: []string{"*"}, Enabled: true,
-		Policy: Policy{
+		Policy: endpoint.Policy{
 			Timeout: 2 * time.Second, MaxAttempts: 5, InitialBackoff: 200 * time.Millisecond,
 			MaxBackoff: 5 * time.Second, MaxAge: time.Hour, MaxInFlight: 4,
 		},
@@ -309,8 +310,8 @@ func (h *harness) waitStats(uid types.UID, check func(EndpointStats) error) Endp
 func TestDeliveryIsSignedAndCounted(t *testing.T) {
 	rc := newReceiver(t, nil)
 	h := newHarness(t, "", nil)
-	h.reg.Upsert(endpoint("crm", rc.URL+"/hooks"))
-	h.reg.Upsert(endpoint("other-type", rc.URL+"/other", func(e *Endpoint) { e.Events = []string{"campaign.started"} }))
+	h.reg.Upsert(testEndpoint("crm", rc.URL+"/hooks"))
+	h.reg.Upsert(testEndpoint("other-type", rc.URL+"/other", func(e *endpoint.Endpoint) { e.Events = []string{"campaign.started"} }))
 
 	res := h.enqueue(testEvent(1))
 	if res[0].Subscribers != 1 || res[0].ID != "msg_000001" {
@@ -372,7 +373,7 @@ func TestRetriesWithGrowingDelays(t *testing.T) {
 		}
 	})
 	h := newHarness(t, "", nil)
-	h.reg.Upsert(endpoint("crm", rc.URL, func(e *Endpoint) { e.Policy.InitialBackoff = 300 * time.Millisecond }))
+	h.reg.Upsert(testEndpoint("crm", rc.URL, func(e *endpoint.Endpoint) { e.Policy.InitialBackoff = 300 * time.Millisecond }))
 	h.enqueue(testEvent(1))
 
 	st := h.waitStats("uid-crm", func(st EndpointStats) error {
@@ -419,7 +420,7 @@ func TestRetryAfterIsHonoured(t *testing.T) {
 				}
 			})
 			h := newHarness(t, "", nil)
-			h.reg.Upsert(endpoint("crm", rc.URL, func(e *Endpoint) { e.Policy.InitialBackoff = 100 * time.Millisecond }))
+			h.reg.Upsert(testEndpoint("crm", rc.URL, func(e *endpoint.Endpoint) { e.Policy.InitialBackoff = 100 * time.Millisecond }))
 			h.enqueue(testEvent(1))
 			testutil.EventuallyEvery(t, 15*time.Second, 20*time.Millisecond, func() error {
 				if n := len(rc.requests()); n < 2 {
@@ -441,7 +442,7 @@ func TestRetryAfterIsHonoured(t *testing.T) {
 			}
 		})
 		h := newHarness(t, "", nil)
-		h.reg.Upsert(endpoint("crm", rc.URL, func(e *Endpoint) { e.Policy.MaxBackoff = time.Second }))
+		h.reg.Upsert(testEndpoint("crm", rc.URL, func(e *endpoint.Endpoint) { e.Policy.MaxBackoff = time.Second }))
 		h.enqueue(testEvent(1))
 		testutil.EventuallyEvery(t, 10*time.Second, 20*time.Millisecond, func() error {
 			if n := len(rc.requests()); n < 2 {
@@ -461,7 +462,7 @@ func TestGoneStopsTheEndpointUntilItsSpecChanges(t *testing.T) {
 		}
 	})
 	h := newHarness(t, "", nil)
-	h.reg.Upsert(endpoint("crm", rc.URL))
+	h.reg.Upsert(testEndpoint("crm", rc.URL))
 	h.enqueue(testEvent(1))
 	st := h.waitStats("uid-crm", func(st EndpointStats) error {
 		if st.EventsFailed != 1 {
@@ -485,7 +486,7 @@ func TestGoneStopsTheEndpointUntilItsSpecChanges(t *testing.T) {
 
 	// A spec change (new generation) resumes deliveries; the held event arrives.
 	gone.Store(false)
-	h.reg.Upsert(endpoint("crm", rc.URL, func(e *Endpoint) { e.Generation = 2 }))
+	h.reg.Upsert(testEndpoint("crm", rc.URL, func(e *endpoint.Endpoint) { e.Generation = 2 }))
 	testutil.EventuallyEvery(t, 10*time.Second, 20*time.Millisecond, func() error {
 		if ids := rc.uniqueIDs(); ids["msg_000002"] == 0 {
 			return fmt.Errorf("held event not delivered: %v", ids)
@@ -503,7 +504,7 @@ func TestRedirectIsNotFollowed(t *testing.T) {
 		http.Redirect(w, r, target.URL, http.StatusFound)
 	})
 	h := newHarness(t, "", nil)
-	h.reg.Upsert(endpoint("crm", rc.URL, func(e *Endpoint) { e.Policy.MaxAttempts = 1 }))
+	h.reg.Upsert(testEndpoint("crm", rc.URL, func(e *endpoint.Endpoint) { e.Policy.MaxAttempts = 1 }))
 	h.enqueue(testEvent(1))
 	st := h.waitStats("uid-crm", func(st EndpointStats) error {
 		if st.EventsFailed != 1 {
@@ -529,7 +530,7 @@ func TestSlowReceiverTimesOutAndIsRetried(t *testing.T) {
 		}
 	})
 	h := newHarness(t, "", nil)
-	h.reg.Upsert(endpoint("crm", rc.URL, func(e *Endpoint) { e.Policy.Timeout = 300 * time.Millisecond }))
+	h.reg.Upsert(testEndpoint("crm", rc.URL, func(e *endpoint.Endpoint) { e.Policy.Timeout = 300 * time.Millisecond }))
 	h.enqueue(testEvent(1))
 	st := h.waitStats("uid-crm", func(st EndpointStats) error {
 		if st.EventsDelivered != 1 {
@@ -545,7 +546,7 @@ func TestSlowReceiverTimesOutAndIsRetried(t *testing.T) {
 func TestMaxInFlightIsNeverExceeded(t *testing.T) {
 	rc := newReceiver(t, func(_ int, _ http.ResponseWriter, _ *http.Request) { time.Sleep(100 * time.Millisecond) })
 	h := newHarness(t, "", nil)
-	h.reg.Upsert(endpoint("crm", rc.URL, func(e *Endpoint) { e.Policy.MaxInFlight = 3 }))
+	h.reg.Upsert(testEndpoint("crm", rc.URL, func(e *endpoint.Endpoint) { e.Policy.MaxInFlight = 3 }))
 	events := make([]Event, 30)
 	for i := range events {
 		events[i] = testEvent(i)
@@ -574,8 +575,8 @@ func TestHungEndpointDoesNotSlowAnother(t *testing.T) {
 	defer close(release)
 	fast := newReceiver(t, nil)
 	h := newHarness(t, "", nil)
-	h.reg.Upsert(endpoint("hung", hung.URL, func(e *Endpoint) { e.Policy.MaxInFlight = 2; e.Policy.Timeout = 30 * time.Second }))
-	h.reg.Upsert(endpoint("fast", fast.URL))
+	h.reg.Upsert(testEndpoint("hung", hung.URL, func(e *endpoint.Endpoint) { e.Policy.MaxInFlight = 2; e.Policy.Timeout = 30 * time.Second }))
+	h.reg.Upsert(testEndpoint("fast", fast.URL))
 	events := make([]Event, 50)
 	for i := range events {
 		events[i] = testEvent(i)
@@ -600,7 +601,7 @@ func TestHungEndpointDoesNotSlowAnother(t *testing.T) {
 func TestExhaustedAttemptsLandInTheFailedStore(t *testing.T) {
 	rc := newReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusBadGateway) })
 	h := newHarness(t, "", nil)
-	h.reg.Upsert(endpoint("crm", rc.URL, func(e *Endpoint) { e.Policy.MaxAttempts = 2; e.Policy.InitialBackoff = 100 * time.Millisecond }))
+	h.reg.Upsert(testEndpoint("crm", rc.URL, func(e *endpoint.Endpoint) { e.Policy.MaxAttempts = 2; e.Policy.InitialBackoff = 100 * time.Millisecond }))
 	h.enqueue(testEvent(7))
 	st := h.waitStats("uid-crm", func(st EndpointStats) error {
 		if st.EventsFailed != 1 {
@@ -635,8 +636,8 @@ func TestEgressPolicyRefusesLoopbackByDefault(t *testing.T) {
 	}
 	h := newHarness(t, "", def)
 	port := rc.URL[strings.LastIndex(rc.URL, ":"):]
-	h.reg.Upsert(endpoint("ip", rc.URL, func(e *Endpoint) { e.Policy.MaxAttempts = 1 }))
-	h.reg.Upsert(endpoint("name", "http://localhost"+port, func(e *Endpoint) { e.Policy.MaxAttempts = 1 }))
+	h.reg.Upsert(testEndpoint("ip", rc.URL, func(e *endpoint.Endpoint) { e.Policy.MaxAttempts = 1 }))
+	h.reg.Upsert(testEndpoint("name", "http://localhost"+port, func(e *endpoint.Endpoint) { e.Policy.MaxAttempts = 1 }))
 	h.enqueue(testEvent(1))
 	for _, uid := range []types.UID{"uid-ip", "uid-name"} {
 		st := h.waitStats(uid, func(st EndpointStats) error {
@@ -657,7 +658,7 @@ func TestEgressPolicyRefusesLoopbackByDefault(t *testing.T) {
 func TestIdempotencyKeyIsDeliveredOnce(t *testing.T) {
 	rc := newReceiver(t, nil)
 	h := newHarness(t, "", nil)
-	h.reg.Upsert(endpoint("crm", rc.URL))
+	h.reg.Upsert(testEndpoint("crm", rc.URL))
 	ev := testEvent(1)
 	ev.IdempotencyKey = true
 	first := h.enqueue(ev)
@@ -694,7 +695,7 @@ func TestNothingAcknowledgedIsLostAcrossAnAbruptStop(t *testing.T) {
 	rc := newReceiver(t, func(_ int, _ http.ResponseWriter, _ *http.Request) { time.Sleep(2 * time.Millisecond) })
 	dir := t.TempDir()
 	h := newHarness(t, dir, nil)
-	h.reg.Upsert(endpoint("crm", rc.URL, func(e *Endpoint) { e.Policy.MaxInFlight = 8 }))
+	h.reg.Upsert(testEndpoint("crm", rc.URL, func(e *endpoint.Endpoint) { e.Policy.MaxInFlight = 8 }))
 	const total = 1000
 	// Every event's data its own, of mixed lengths: each must arrive with
 	// it across the stop, whichever batch message carried it.
@@ -765,7 +766,7 @@ func TestIdleWorkersStopAndComeBackForNewAndRetriedDeliveries(t *testing.T) {
 		}
 	})
 	dir := t.TempDir()
-	h := &harness{t: t, dataDir: dir, reg: NewMemoryRegistry(), tune: func(o *Options) {
+	h := &harness{t: t, dataDir: dir, reg: endpoint.NewMemoryRegistry(), tune: func(o *Options) {
 		o.IdleTimeout = 300 * time.Millisecond
 		o.ScanInterval = 200 * time.Millisecond
 	}}
@@ -776,7 +777,7 @@ func TestIdleWorkersStopAndComeBackForNewAndRetriedDeliveries(t *testing.T) {
 	h.reg.MarkSynced()
 	h.start()
 	t.Cleanup(h.stop)
-	h.reg.Upsert(endpoint("crm", rc.URL))
+	h.reg.Upsert(testEndpoint("crm", rc.URL))
 	if n := h.d.runningWorkers(); n != 0 {
 		t.Fatalf("%d workers before any delivery, want 0: idle endpoints cost nothing", n)
 	}
@@ -812,7 +813,7 @@ func TestMoreThanAThousandEndpoints(t *testing.T) {
 	h := newHarness(t, "", nil)
 	const n = 1100 // JetStream allows 1,000 consumers per stream unless told otherwise
 	for i := range n {
-		h.reg.Upsert(endpoint(fmt.Sprintf("ep-%04d", i), rc.URL, func(e *Endpoint) { e.UID = types.UID(fmt.Sprintf("uid-%d", i)) }))
+		h.reg.Upsert(testEndpoint(fmt.Sprintf("ep-%04d", i), rc.URL, func(e *endpoint.Endpoint) { e.UID = types.UID(fmt.Sprintf("uid-%d", i)) }))
 	}
 	res := h.enqueue(testEvent(1))
 	if res[0].Subscribers != n {

@@ -11,6 +11,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/wablast/webhook-operator/internal/endpoint"
 	"github.com/wablast/webhook-operator/internal/testutil"
 )
 
@@ -66,8 +67,8 @@ func TestEventsWithoutAnIDAreStoredAsDeliveriesAtOnce(t *testing.T) {
 	hold := make(chan struct{})
 	rc := newReceiver(t, func(_ int, _ http.ResponseWriter, _ *http.Request) { <-hold })
 	h := newHarness(t, "", nil)
-	h.reg.Upsert(endpoint("crm", rc.URL, func(e *Endpoint) { e.Policy.MaxInFlight = 1 }))
-	h.reg.Upsert(endpoint("erp", rc.URL, func(e *Endpoint) { e.Policy.MaxInFlight = 1 }))
+	h.reg.Upsert(testEndpoint("crm", rc.URL, func(e *endpoint.Endpoint) { e.Policy.MaxInFlight = 1 }))
+	h.reg.Upsert(testEndpoint("erp", rc.URL, func(e *endpoint.Endpoint) { e.Policy.MaxInFlight = 1 }))
 
 	res := h.enqueue(testEvent(1), testEvent(2))
 	if res[0].Subscribers != 2 || res[1].Subscribers != 2 || res[0].Duplicate {
@@ -124,7 +125,7 @@ func TestEnqueueBeforeTheRegistryIsRebuiltIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	reg := NewMemoryRegistry()
+	reg := endpoint.NewMemoryRegistry()
 	d, err := New(Options{Registry: reg, Store: store, HTTPClient: NewHTTPClient(nil)})
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wablast/webhook-operator/internal/endpoint"
 	"github.com/wablast/webhook-operator/internal/idempotency"
 )
 
@@ -29,7 +30,7 @@ func newIndexedDispatcher(t *testing.T, dir string, window time.Duration, now fu
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg := NewMemoryRegistry()
+	reg := endpoint.NewMemoryRegistry()
 	reg.MarkSynced()
 	d, err := New(Options{Registry: reg, Store: store, HTTPClient: NewHTTPClient(nil), Now: now})
 	if err != nil {

@@ -5,6 +5,8 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/wablast/webhook-operator/internal/endpoint"
 )
 
 // Metrics are the dispatcher's Prometheus metrics. Labels never carry a URL
@@ -85,7 +87,7 @@ func (m *Metrics) accepted(events []Event, results []EnqueueResult) {
 	}
 }
 
-func (m *Metrics) attempt(ep *Endpoint, eventType string, r *attemptResult) {
+func (m *Metrics) attempt(ep *endpoint.Endpoint, eventType string, r *attemptResult) {
 	result := "failure"
 	if r.succeeded() {
 		result = "success"

@@ -11,7 +11,7 @@ import (
 // The metrics kept for label sets already used are the exported ones.
 func TestMetricsCountPerLabelSet(t *testing.T) {
 	m := NewMetrics(prometheus.NewRegistry())
-	crm, erp := endpoint("crm", "http://x"), endpoint("erp", "http://x")
+	crm, erp := testEndpoint("crm", "http://x"), testEndpoint("erp", "http://x")
 	ok := &attemptResult{statusCode: 200, duration: 3 * time.Millisecond}
 	bad := &attemptResult{statusCode: 500, duration: time.Millisecond}
 	m.attempt(&crm, "message.sent", ok)

@@ -16,6 +16,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
+	"github.com/wablast/webhook-operator/internal/endpoint"
 )
 
 func TestDedupeSetRemembersKeysForTheWindow(t *testing.T) {
@@ -177,7 +178,7 @@ func TestOutcomesWaitingTogetherAreStoredInOneMessagePerEndpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	d, err := New(Options{Registry: NewMemoryRegistry(), Store: store, HTTPClient: NewHTTPClient(nil)})
+	d, err := New(Options{Registry: endpoint.NewMemoryRegistry(), Store: store, HTTPClient: NewHTTPClient(nil)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,7 +293,7 @@ func TestOutcomeRecorderWaitsOnlyUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	d, err := New(Options{Registry: NewMemoryRegistry(), Store: store, HTTPClient: NewHTTPClient(nil), GroupCommitDelay: time.Hour})
+	d, err := New(Options{Registry: endpoint.NewMemoryRegistry(), Store: store, HTTPClient: NewHTTPClient(nil), GroupCommitDelay: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wablast/webhook-operator/internal/endpoint"
 	"github.com/wablast/webhook-operator/internal/testutil"
 )
 
@@ -42,7 +43,7 @@ func TestRetriesWaitOnDiskAcrossACrash(t *testing.T) {
 	})
 	dir := t.TempDir()
 	h := newHarness(t, dir, nil)
-	h.reg.Upsert(endpoint("crm", rc.URL, func(e *Endpoint) {
+	h.reg.Upsert(testEndpoint("crm", rc.URL, func(e *endpoint.Endpoint) {
 		e.Policy.InitialBackoff = 2 * time.Second
 		e.Policy.MaxBackoff = 2 * time.Second
 		e.Policy.MaxAttempts = 20
@@ -111,7 +112,7 @@ func TestRetriesWaitInTheQueueWhileTheirEndpointIsBehind(t *testing.T) {
 		}
 	})
 	h := newHarness(t, "", nil)
-	h.reg.Upsert(endpoint("crm", rc.URL, func(e *Endpoint) {
+	h.reg.Upsert(testEndpoint("crm", rc.URL, func(e *endpoint.Endpoint) {
 		e.Policy.InitialBackoff = 100 * time.Millisecond
 		e.Policy.MaxBackoff = 200 * time.Millisecond
 		e.Policy.MaxAttempts = 1000

@@ -11,12 +11,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wablast/webhook-operator/internal/endpoint"
 	"github.com/wablast/webhook-operator/internal/signing"
 	"github.com/wablast/webhook-operator/internal/testutil"
 )
 
 // sendEndpoint is an endpoint of url with one fresh key and the default policy.
-func sendEndpoint(t testing.TB, url string) *Endpoint {
+func sendEndpoint(t testing.TB, url string) *endpoint.Endpoint {
 	t.Helper()
 	return sendEndpointWith(t, url, sendSecret(t))
 }
@@ -33,13 +34,13 @@ func sendSecret(t testing.TB) string {
 
 // sendEndpointWith is an endpoint of url signing with secret and the
 // default policy.
-func sendEndpointWith(t testing.TB, url, secret string) *Endpoint {
+func sendEndpointWith(t testing.TB, url, secret string) *endpoint.Endpoint {
 	t.Helper()
 	keys, err := signing.ParseSecrets(secret)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ep := endpoint("crm", url)
+	ep := testEndpoint("crm", url)
 	ep.Keys = keys
 	return &ep
 }
@@ -64,7 +65,7 @@ func sendOracle(t *testing.T, secret string, ev Event) (*testutil.Receiver, []by
 
 func sendDispatcher(t testing.TB) *Dispatcher {
 	t.Helper()
-	d, err := New(Options{Registry: NewMemoryRegistry(), Store: &Store{}, HTTPClient: NewHTTPClient(mustEgressPolicy(t, []string{"127.0.0.0/8"}, nil))})
+	d, err := New(Options{Registry: endpoint.NewMemoryRegistry(), Store: &Store{}, HTTPClient: NewHTTPClient(mustEgressPolicy(t, []string{"127.0.0.0/8"}, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +166,7 @@ func TestSendWritesEachRequestInOneWrite(t *testing.T) {
 	defer srv.Close()
 	var writes atomic.Int64
 	dialer := &net.Dialer{}
-	d, err := New(Options{Registry: NewMemoryRegistry(), Store: &Store{}, HTTPClient: &http.Client{Transport: &http.Transport{
+	d, err := New(Options{Registry: endpoint.NewMemoryRegistry(), Store: &Store{}, HTTPClient: &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := dialer.DialContext(ctx, network, addr)
 			return countingConn{c, &writes}, err
@@ -174,7 +175,7 @@ func TestSendWritesEachRequestInOneWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ep := sendEndpointWith(t, srv.URL+"/hook", secret).withParsedURL()
+	ep := sendEndpointWith(t, srv.URL+"/hook", secret).WithParsedURL()
 	for i := range 3 {
 		before := writes.Load()
 		if res := d.send(context.Background(), ep, ev.ID, body); !res.succeeded() {
@@ -202,7 +203,7 @@ func BenchmarkSend(b *testing.B) {
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	defer srv.Close()
-	ep := sendEndpoint(b, srv.URL+"/hook").withParsedURL() // as workers hold it
+	ep := sendEndpoint(b, srv.URL+"/hook").WithParsedURL() // as workers hold it
 	d := sendDispatcher(b)
 	body := []byte(`{"type":"message.sent","timestamp":"2026-11-28T10:15:00Z","data":{"messageId":"3EB0C1A2B3C4D5E6F7000001","sessionId":"sess_sales_1","to":"+6281234567890"}}`)
 	b.ReportAllocs()

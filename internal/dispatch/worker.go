@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
+	"github.com/wablast/webhook-operator/internal/endpoint"
 	"github.com/wablast/webhook-operator/internal/signing"
 )
 
@@ -38,7 +39,7 @@ type endpointWorker struct {
 	d        *Dispatcher
 	ns, name string
 	uid      types.UID
-	ep       atomic.Pointer[Endpoint]
+	ep       atomic.Pointer[endpoint.Endpoint]
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -80,9 +81,9 @@ func (w *endpointWorker) idle(since time.Time) bool {
 	return w.inFlight.Load() == 0 && w.lastActive.Load() < since.UnixNano()
 }
 
-func newEndpointWorker(d *Dispatcher, ep *Endpoint) *endpointWorker {
+func newEndpointWorker(d *Dispatcher, ep *endpoint.Endpoint) *endpointWorker {
 	w := &endpointWorker{d: d, ns: ep.Namespace, name: ep.Name, uid: ep.UID}
-	w.ep.Store(ep.withParsedURL())
+	w.ep.Store(ep.WithParsedURL())
 	return w
 }
 
@@ -92,15 +93,15 @@ func (w *endpointWorker) key() types.NamespacedName {
 
 // compatible reports whether ep can be served by this worker's consumer
 // without recreating it.
-func (w *endpointWorker) compatible(ep *Endpoint) bool {
+func (w *endpointWorker) compatible(ep *endpoint.Endpoint) bool {
 	cur := w.ep.Load()
 	return cur.UID == ep.UID && cur.Policy.MaxInFlight == ep.Policy.MaxInFlight && cur.Policy.Timeout == ep.Policy.Timeout
 }
 
 // update swaps in a new configuration (URL, keys, policy) for the next attempts.
-func (w *endpointWorker) update(ep *Endpoint) {
+func (w *endpointWorker) update(ep *endpoint.Endpoint) {
 	if !w.ep.Load().Equal(ep) {
-		w.ep.Store(ep.withParsedURL())
+		w.ep.Store(ep.WithParsedURL())
 	}
 }
 
@@ -212,7 +213,7 @@ func (w *endpointWorker) keepAlive() {
 
 // attemptJob is one delivery to attempt; done is called with its settlement.
 type attemptJob struct {
-	ep   *Endpoint
+	ep   *endpoint.Endpoint
 	dl   *delivery
 	done func(settlement)
 }
@@ -322,8 +323,8 @@ func (r *attemptResult) errorText(timeout time.Duration) string {
 // here but a copy of the headers and URL per request, kept for redirects,
 // which are never followed (see NewHTTPClient), and Basic auth from a URL's
 // user-info, which the API refuses.
-func (d *Dispatcher) send(ctx context.Context, ep *Endpoint, eventID string, body []byte) attemptResult {
-	u, err := ep.requestURL()
+func (d *Dispatcher) send(ctx context.Context, ep *endpoint.Endpoint, eventID string, body []byte) attemptResult {
+	u, err := ep.RequestURL()
 	if err != nil {
 		return attemptResult{err: fmt.Errorf("building request: %w", err)}
 	}
@@ -519,7 +520,7 @@ func (w *endpointWorker) storeAgain(m jetstream.Msg, ds []delivery, left []int) 
 // needs (a scheduled retry, the failed store here, the outcome record in
 // handleMsg) is acknowledged by JetStream before the delivery counts as
 // done, so a crash at any point leads to a redelivery, never to a loss.
-func (w *endpointWorker) handle(ctx context.Context, ep *Endpoint, dl *delivery) settlement {
+func (w *endpointWorker) handle(ctx context.Context, ep *endpoint.Endpoint, dl *delivery) settlement {
 	if w.d.isGone(ep.UID, ep.Generation) {
 		// The endpoint answered 410 Gone: hold the delivery until its spec changes.
 		return againAfter(time.Second)

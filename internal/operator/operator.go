@@ -18,6 +18,7 @@ import (
 
 	"github.com/wablast/webhook-operator/internal/controller"
 	"github.com/wablast/webhook-operator/internal/dispatch"
+	"github.com/wablast/webhook-operator/internal/endpoint"
 	"github.com/wablast/webhook-operator/internal/ingest"
 )
 
@@ -57,7 +58,7 @@ type Config struct {
 
 // Operator is everything Setup added to the manager.
 type Operator struct {
-	Registry   *dispatch.MemoryRegistry
+	Registry   *endpoint.MemoryRegistry
 	Store      *dispatch.Store
 	Dispatcher *dispatch.Dispatcher
 	Aggregator *dispatch.Aggregator
@@ -79,7 +80,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) (*Operator, error)
 	if err != nil {
 		return nil, fmt.Errorf("opening the event store: %w", err)
 	}
-	op := &Operator{Registry: dispatch.NewMemoryRegistry(), Store: store}
+	op := &Operator{Registry: endpoint.NewMemoryRegistry(), Store: store}
 	ok := false
 	defer func() {
 		if !ok {

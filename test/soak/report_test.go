@@ -318,6 +318,12 @@ func (r *run) report(res results) []byte {
 	}
 	w("| manager RSS | %.1f MiB at the start, peak sample %.1f MiB at %s, %.1f MiB at the end; VmHWM %.1f MiB |\n", mib(first.RSS), mib(peak.RSS), clock(peak.At), mib(end.RSS), mib(end.HWM))
 	w("| Go heap in use | %.1f MiB at the start, max %.1f MiB, %.1f MiB at the end |\n", mib(first.HeapInuse), mib(maxHeap), mib(end.HeapInuse))
+	if r.cfg.Outage > 2*time.Minute {
+		rss, heap, n := backlogSlopes(samples, 2*time.Minute, r.cfg.Outage)
+		if n >= 3 {
+			w("| memory per pending delivery during the outage (least-squares slope over the %d samples from 2:00 to the outage's end, against the pending count) | RSS %.0f bytes, Go heap in use %.0f bytes |\n", n, rss, heap)
+		}
+	}
 	g := res.afterGC
 	w("| after the heap profile's forced GC | heap in use %.1f MiB; RSS %.1f MiB = %.1f MiB anonymous + %.1f MiB file-backed (mostly the binary's own pages, which the kernel can drop); the Go runtime has %.1f MiB mapped and not released (go_memstats_sys_bytes less heap released; mapped is not all resident) |\n",
 		mib(g.HeapInuse), mib(g.RSS), mib(g.RSSAnon), mib(g.RSSFile), mib(g.GoSys))
@@ -444,4 +450,39 @@ func pprofTop(file string, n int) string {
 		}
 	}
 	return strings.Join(lines, "\n") + "\n"
+}
+
+// backlogSlopes fits RSS and heap in use against the pending count, over
+// the samples taken from `from` until `to` (the outage), by least squares:
+// what memory each delivery waiting for a retry costs.
+func backlogSlopes(samples []sample, from, to time.Duration) (rss, heap float64, n int) {
+	var xs, ys, hs []float64
+	for _, s := range samples {
+		if s.At < from || s.At > to {
+			continue
+		}
+		xs = append(xs, float64(s.Pending))
+		ys = append(ys, float64(s.RSS))
+		hs = append(hs, float64(s.HeapInuse))
+	}
+	return slope(xs, ys), slope(xs, hs), len(xs)
+}
+
+func slope(xs, ys []float64) float64 {
+	n := float64(len(xs))
+	if n < 2 {
+		return 0
+	}
+	var sx, sy, sxx, sxy float64
+	for i := range xs {
+		sx += xs[i]
+		sy += ys[i]
+		sxx += xs[i] * xs[i]
+		sxy += xs[i] * ys[i]
+	}
+	d := n*sxx - sx*sx
+	if d == 0 {
+		return 0
+	}
+	return (n*sxy - sx*sy) / d
 }

@@ -1,4 +1,7 @@
-package dispatch
+// Package endpoint holds what a WebhookConfig resolves to for delivery: the
+// Endpoint (URL, signing keys, subscribed types, the resolved delivery
+// Policy) and the Registry the controller fills and the dispatcher reads.
+package endpoint
 
 import (
 	"net/url"
@@ -45,15 +48,15 @@ type Endpoint struct {
 	Enabled bool
 	Policy  Policy
 
-	// parsedURL is URL parsed, set by withParsedURL on the copies workers
+	// parsedURL is URL parsed, set by WithParsedURL on the copies workers
 	// hold (which nothing changes) so attempts do not parse it each time;
 	// nil elsewhere.
 	parsedURL *url.URL
 }
 
-// withParsedURL returns a copy of e that carries its URL parsed (when it
-// parses; requestURL reports the error otherwise).
-func (e *Endpoint) withParsedURL() *Endpoint {
+// WithParsedURL returns a copy of e that carries its URL parsed (when it
+// parses; RequestURL reports the error otherwise).
+func (e *Endpoint) WithParsedURL() *Endpoint {
 	cp := *e
 	cp.parsedURL = nil
 	if u, err := url.Parse(cp.URL); err == nil {
@@ -62,9 +65,9 @@ func (e *Endpoint) withParsedURL() *Endpoint {
 	return &cp
 }
 
-// requestURL is the URL deliveries are posted to. It is shared between
+// RequestURL is the URL deliveries are posted to. It is shared between
 // requests, which only read it.
-func (e *Endpoint) requestURL() (*url.URL, error) {
+func (e *Endpoint) RequestURL() (*url.URL, error) {
 	if e.parsedURL != nil {
 		return e.parsedURL, nil
 	}
