@@ -251,18 +251,18 @@ func TestWithAnExternalNATSMaxInFlightHoldsAcrossManagers(t *testing.T) {
 		}
 	}()
 	for range 2 {
-		store, err := OpenStore(t.Context(), StoreOptions{URL: ns.ClientURL()})
+		st, err := OpenStore(t.Context(), StoreOptions{URL: ns.ClientURL()})
 		if err != nil {
 			t.Fatal(err)
 		}
-		stores = append(stores, store)
-		if store.Embedded() {
+		stores = append(stores, st)
+		if st.Embedded() {
 			t.Fatal("a store with a URL reports itself embedded")
 		}
 		reg := endpoint.NewMemoryRegistry()
 		reg.Upsert(crm)
 		reg.MarkSynced()
-		d, err := New(Options{Registry: reg, Store: store, HTTPClient: NewHTTPClient(egress), SyncInterval: 50 * time.Millisecond})
+		d, err := New(Options{Registry: reg, Store: st, HTTPClient: NewHTTPClient(egress), SyncInterval: 50 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -312,12 +312,12 @@ func TestWithAnExternalNATSMaxInFlightHoldsAcrossManagers(t *testing.T) {
 // several, the next waits for more deliveries until it is full (or the
 // delay ends), so a busy endpoint's messages carry more.
 func TestGroupCommitDelayWaitsOnlyAfterAWriteOfSeveral(t *testing.T) {
-	store, err := OpenStore(context.Background(), StoreOptions{DataDir: t.TempDir()})
+	st, err := OpenStore(context.Background(), StoreOptions{DataDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer store.Close()
-	b := newBatcher(store.JetStream(), time.Hour)
+	defer st.Close()
+	b := newBatcher(st.JetStream(), time.Hour)
 	ep := testEndpoint("crm", "http://127.0.0.1:1")
 	deliveries := func(from, n int) []delivery {
 		ds := make([]delivery, n)
@@ -355,7 +355,7 @@ func TestGroupCommitDelayWaitsOnlyAfterAWriteOfSeveral(t *testing.T) {
 	// Filling it ends the wait.
 	rest := b.add("shop", &ep, deliveries(21, maxBatchDeliveries-1))
 	waitDone("a full write", append(waiting, rest...), 10*time.Second)
-	if n := streamMsgs(t, store, StreamDeliveries); n != 5 {
+	if n := streamMsgs(t, st, StreamDeliveries); n != 5 {
 		t.Errorf("stored %d messages, want 5 (three single deliveries, a write of two, a full write)", n)
 	}
 	if len(rest) != 1 || rest[0] != waiting[0] {
@@ -364,13 +364,13 @@ func TestGroupCommitDelayWaitsOnlyAfterAWriteOfSeveral(t *testing.T) {
 }
 
 func TestGroupCommitDelayDefaultsAndCanBeTurnedOff(t *testing.T) {
-	store, err := OpenStore(context.Background(), StoreOptions{DataDir: t.TempDir()})
+	st, err := OpenStore(context.Background(), StoreOptions{DataDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer store.Close()
+	defer st.Close()
 	for _, c := range []struct{ set, want time.Duration }{{0, DefaultGroupCommitDelay}, {-1, 0}, {time.Millisecond, time.Millisecond}} {
-		d, err := New(Options{Registry: endpoint.NewMemoryRegistry(), Store: store, HTTPClient: NewHTTPClient(nil), GroupCommitDelay: c.set})
+		d, err := New(Options{Registry: endpoint.NewMemoryRegistry(), Store: st, HTTPClient: NewHTTPClient(nil), GroupCommitDelay: c.set})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -181,14 +181,14 @@ func (h *harness) start() {
 	h.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
-	store, err := OpenStore(ctx, StoreOptions{DataDir: h.dataDir})
+	st, err := OpenStore(ctx, StoreOptions{DataDir: h.dataDir})
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	h.store = store
+	h.store = st
 	// Errors the dispatcher logs (a store write that failed, say) show in
 	// the output of a failing test.
-	opts := Options{Registry: h.reg, Store: store, HTTPClient: NewHTTPClient(h.egress), SyncInterval: 50 * time.Millisecond,
+	opts := Options{Registry: h.reg, Store: st, HTTPClient: NewHTTPClient(h.egress), SyncInterval: 50 * time.Millisecond,
 		Logger: testr.NewWithOptions(h.t, testr.Options{Verbosity: 0})}
 	if h.tune != nil {
 		h.tune(&opts)
@@ -198,7 +198,7 @@ func (h *harness) start() {
 		h.t.Fatal(err)
 	}
 	h.d = d
-	h.agg = NewAggregator(store, nil)
+	h.agg = NewAggregator(st, nil)
 	h.done.Add(2)
 	go func() {
 		defer h.done.Done()

@@ -120,20 +120,20 @@ func TestEventsWithoutAnIDAreStoredAsDeliveriesAtOnce(t *testing.T) {
 // Before the registry has been rebuilt the subscribers are unknown, so
 // nothing is accepted (the ingestion API answers 503) and nothing is stored.
 func TestEnqueueBeforeTheRegistryIsRebuiltIsRefused(t *testing.T) {
-	store, err := OpenStore(context.Background(), StoreOptions{DataDir: t.TempDir()})
+	st, err := OpenStore(context.Background(), StoreOptions{DataDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer store.Close()
+	defer st.Close()
 	reg := endpoint.NewMemoryRegistry()
-	d, err := New(Options{Registry: reg, Store: store, HTTPClient: NewHTTPClient(nil)})
+	d, err := New(Options{Registry: reg, Store: st, HTTPClient: NewHTTPClient(nil)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := d.Enqueue(context.Background(), []Event{testEvent(1)}); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("Enqueue before the registry is rebuilt: %v, want ErrUnavailable", err)
 	}
-	if got := streamMsgs(t, store, StreamDeliveries) + streamMsgs(t, store, StreamEvents); got != 0 {
+	if got := streamMsgs(t, st, StreamDeliveries) + streamMsgs(t, st, StreamEvents); got != 0 {
 		t.Errorf("%d messages stored", got)
 	}
 	reg.MarkSynced()
@@ -147,12 +147,12 @@ func TestEnqueueBeforeTheRegistryIsRebuiltIsRefused(t *testing.T) {
 func TestKeepConsumingStartsAnEndedConsumptionAgain(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	store, err := OpenStore(ctx, StoreOptions{DataDir: t.TempDir()})
+	st, err := OpenStore(ctx, StoreOptions{DataDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer store.Close()
-	js := store.JetStream()
+	defer st.Close()
+	js := st.JetStream()
 	got := make(chan string, 16)
 	starts := 0
 	start := func() (jetstream.ConsumeContext, error) {

@@ -26,51 +26,51 @@ func enqueueWithID(t *testing.T, d *Dispatcher, id string) EnqueueResult {
 
 func newIndexedDispatcher(t *testing.T, dir string, window time.Duration, now func() time.Time) (*Store, *Dispatcher) {
 	t.Helper()
-	store, err := OpenStore(context.Background(), StoreOptions{DataDir: dir, IdempotencyWindow: window})
+	st, err := OpenStore(context.Background(), StoreOptions{DataDir: dir, IdempotencyWindow: window})
 	if err != nil {
 		t.Fatal(err)
 	}
 	reg := endpoint.NewMemoryRegistry()
 	reg.MarkSynced()
-	d, err := New(Options{Registry: reg, Store: store, HTTPClient: NewHTTPClient(nil), Now: now})
+	d, err := New(Options{Registry: reg, Store: st, HTTPClient: NewHTTPClient(nil), Now: now})
 	if err != nil {
-		store.Close()
+		st.Close()
 		t.Fatal(err)
 	}
-	return store, d
+	return st, d
 }
 
 // With the embedded server the window's ids live in the on-disk index, not
 // in JetStream's duplicate window (which would keep them all in memory):
 // the events stream's own window is only the short guard.
 func TestTheIdempotencyWindowIsKeptOnDisk(t *testing.T) {
-	store, d := newIndexedDispatcher(t, t.TempDir(), 24*time.Hour, nil)
-	defer store.Close()
-	info, err := store.JetStream().Stream(context.Background(), StreamEvents)
+	st, d := newIndexedDispatcher(t, t.TempDir(), 24*time.Hour, nil)
+	defer st.Close()
+	info, err := st.JetStream().Stream(context.Background(), StreamEvents)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := info.CachedInfo().Config.Duplicates; got != dedupeGuard {
 		t.Fatalf("the events stream's duplicate window is %v, want the %v guard", got, dedupeGuard)
 	}
-	if store.Index() == nil {
+	if st.Index() == nil {
 		t.Fatal("no on-disk index with the embedded server")
 	}
 	if r := enqueueWithID(t, d, "order-1"); r.Duplicate {
 		t.Fatal("a new id answered as a duplicate")
 	}
-	if ok, err := store.Index().Seen("shop/order-1", time.Now()); err != nil || !ok {
+	if ok, err := st.Index().Seen("shop/order-1", time.Now()); err != nil || !ok {
 		t.Fatalf("the accepted id is not in the index (%v)", err)
 	}
 	// An id the index holds is a duplicate without touching the stream.
-	if err := store.Index().Record(idempotency.Entry{Key: "shop/order-2", At: time.Now().Add(-time.Hour)}); err != nil {
+	if err := st.Index().Record(idempotency.Entry{Key: "shop/order-2", At: time.Now().Add(-time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
-	before := streamMsgs(t, store, StreamEvents)
+	before := streamMsgs(t, st, StreamEvents)
 	if r := enqueueWithID(t, d, "order-2"); !r.Duplicate {
 		t.Fatal("an id the index holds from an hour ago was accepted as new")
 	}
-	if after := streamMsgs(t, store, StreamEvents); after != before {
+	if after := streamMsgs(t, st, StreamEvents); after != before {
 		t.Fatalf("a duplicate was stored: %d messages, then %d", before, after)
 	}
 }
@@ -79,8 +79,8 @@ func TestTheIdempotencyWindowIsKeptOnDisk(t *testing.T) {
 func TestAnIDIsForgottenAfterTheWindow(t *testing.T) {
 	now := time.Now()
 	clock := func() time.Time { return now }
-	store, d := newIndexedDispatcher(t, t.TempDir(), time.Second, clock)
-	defer store.Close()
+	st, d := newIndexedDispatcher(t, t.TempDir(), time.Second, clock)
+	defer st.Close()
 	if r := enqueueWithID(t, d, "order-1"); r.Duplicate {
 		t.Fatal("a new id answered as a duplicate")
 	}
@@ -94,7 +94,7 @@ func TestAnIDIsForgottenAfterTheWindow(t *testing.T) {
 	if r := enqueueWithID(t, d, "order-1"); r.Duplicate {
 		t.Fatal("the id is still a duplicate after the window")
 	}
-	if _, err := store.Index().Expire(now.Add(2 * time.Second)); err != nil {
+	if _, err := st.Index().Expire(now.Add(2 * time.Second)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -105,7 +105,7 @@ func TestAnIDIsForgottenAfterTheWindow(t *testing.T) {
 // from the stream when the store opens.
 func TestTheIndexIsCompletedFromTheStreamAtStart(t *testing.T) {
 	dir := t.TempDir()
-	store, d := newIndexedDispatcher(t, dir, 24*time.Hour, nil)
+	st, d := newIndexedDispatcher(t, dir, 24*time.Hour, nil)
 	// More than one fetch's worth (1,000), so the reading goes on where the
 	// last fetch ended (an ordered consumer's FetchNoWait started over from
 	// the beginning every time, and a restart never finished).
@@ -123,7 +123,7 @@ func TestTheIndexIsCompletedFromTheStreamAtStart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	store.Close()
+	st.Close()
 
 	reopen := func(what string) (*Store, *Dispatcher) {
 		t.Helper()
@@ -143,16 +143,16 @@ func TestTheIndexIsCompletedFromTheStreamAtStart(t *testing.T) {
 	}
 	// A start after a crash: the index holds the ids; the stream is read
 	// from shortly before the latest.
-	store, _ = reopen("with the index")
-	store.Close()
+	st, _ = reopen("with the index")
+	st.Close()
 	// Lose the index entirely (or the first start after an upgrade).
 	if err := os.RemoveAll(filepath.Join(dir, "idempotency")); err != nil {
 		t.Fatal(err)
 	}
-	store, d = reopen("without the index")
-	defer store.Close()
+	st, d = reopen("without the index")
+	defer st.Close()
 	for _, id := range ids {
-		if ok, err := store.Index().Seen("shop/"+id, time.Now()); err != nil || !ok {
+		if ok, err := st.Index().Seen("shop/"+id, time.Now()); err != nil || !ok {
 			t.Fatalf("%s is not in the index rebuilt from the stream (%v)", id, err)
 		}
 	}

@@ -114,12 +114,12 @@ func finalOutcome(i int) outcome {
 func TestOutcomesRecordedTwiceAreCountedOnce(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	store, err := OpenStore(ctx, StoreOptions{DataDir: dir})
+	st, err := OpenStore(ctx, StoreOptions{DataDir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
 	runAgg := func() (*Aggregator, func()) {
-		agg := NewAggregator(store, nil)
+		agg := NewAggregator(st, nil)
 		actx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{})
 		go func() {
@@ -146,10 +146,10 @@ func TestOutcomesRecordedTwiceAreCountedOnce(t *testing.T) {
 	}
 
 	agg, stop := runAgg()
-	publishOutcomes(t, store.JetStream(), finalOutcome(1), finalOutcome(2))
+	publishOutcomes(t, st.JetStream(), finalOutcome(1), finalOutcome(2))
 	waitDelivered(agg, 2)
 	// The same final outcome again (e2), in another message with a new one (e3).
-	publishOutcomes(t, store.JetStream(), finalOutcome(2), finalOutcome(3))
+	publishOutcomes(t, st.JetStream(), finalOutcome(2), finalOutcome(3))
 	waitDelivered(agg, 3)
 	time.Sleep(200 * time.Millisecond) // persisted (not yet acknowledged: held for dedupeHold)
 	if got := delivered(agg); got != 3 {
@@ -158,7 +158,7 @@ func TestOutcomesRecordedTwiceAreCountedOnce(t *testing.T) {
 	// The aggregator dies (its held messages unacknowledged); a duplicate of
 	// e3 comes after it, as a redelivered delivery's outcome would.
 	stop()
-	publishOutcomes(t, store.JetStream(), finalOutcome(3), finalOutcome(4))
+	publishOutcomes(t, st.JetStream(), finalOutcome(3), finalOutcome(4))
 	agg2, stop2 := runAgg()
 	defer stop2()
 	waitDelivered(agg2, 4)
@@ -167,18 +167,18 @@ func TestOutcomesRecordedTwiceAreCountedOnce(t *testing.T) {
 		t.Fatalf("after the aggregator's restart, eventsDelivered %d, want 4", got)
 	}
 	stop2()
-	store.Close()
+	st.Close()
 }
 
 // Outcomes waiting together are stored together: one message per endpoint.
 func TestOutcomesWaitingTogetherAreStoredInOneMessagePerEndpoint(t *testing.T) {
 	ctx := context.Background()
-	store, err := OpenStore(ctx, StoreOptions{DataDir: t.TempDir()})
+	st, err := OpenStore(ctx, StoreOptions{DataDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer store.Close()
-	d, err := New(Options{Registry: endpoint.NewMemoryRegistry(), Store: store, HTTPClient: NewHTTPClient(nil)})
+	defer st.Close()
+	d, err := New(Options{Registry: endpoint.NewMemoryRegistry(), Store: st, HTTPClient: NewHTTPClient(nil)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +207,7 @@ func TestOutcomesWaitingTogetherAreStoredInOneMessagePerEndpoint(t *testing.T) {
 	}
 	close(quit)
 	<-done
-	s, err := store.JetStream().Stream(ctx, StreamOutcomes)
+	s, err := st.JetStream().Stream(ctx, StreamOutcomes)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -288,12 +288,12 @@ func TestOutcomesEncodingRoundTripsAndReadsOlderMessages(t *testing.T) {
 // single outcome is stored at once.
 func TestOutcomeRecorderWaitsOnlyUnderLoad(t *testing.T) {
 	ctx := context.Background()
-	store, err := OpenStore(ctx, StoreOptions{DataDir: t.TempDir()})
+	st, err := OpenStore(ctx, StoreOptions{DataDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer store.Close()
-	d, err := New(Options{Registry: endpoint.NewMemoryRegistry(), Store: store, HTTPClient: NewHTTPClient(nil), GroupCommitDelay: time.Hour})
+	defer st.Close()
+	d, err := New(Options{Registry: endpoint.NewMemoryRegistry(), Store: st, HTTPClient: NewHTTPClient(nil), GroupCommitDelay: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -332,7 +332,7 @@ func TestOutcomeRecorderWaitsOnlyUnderLoad(t *testing.T) {
 	full := record(20, maxOutcomeBatch-2) // fills the write: the wait ends
 	wait("the outcomes of a message of two", two)
 	wait("the outcomes that filled the write", full)
-	if n := streamMsgs(t, store, StreamOutcomes); n != 2 {
+	if n := streamMsgs(t, st, StreamOutcomes); n != 2 {
 		t.Errorf("stored %d messages, want 2 (the single outcome, then one full write)", n)
 	}
 }

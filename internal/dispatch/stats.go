@@ -244,11 +244,11 @@ const dedupeWindow = 2 * time.Minute
 const statsAckWait = 30 * time.Second
 
 // NewAggregator returns an aggregator over the store's outcomes.
-func NewAggregator(store *Store, now func() time.Time) *Aggregator {
+func NewAggregator(st *Store, now func() time.Time) *Aggregator {
 	if now == nil {
 		now = time.Now
 	}
-	return &Aggregator{store: store, now: now, stats: map[types.UID]*EndpointStats{}, dirty: map[types.UID]bool{},
+	return &Aggregator{store: st, now: now, stats: map[types.UID]*EndpointStats{}, dirty: map[types.UID]bool{},
 		applied: map[uint64]time.Time{}, skip: map[uint64]bool{}, seen: newDedupeSet(dedupeWindow, now)}
 }
 

@@ -49,7 +49,7 @@ const (
 	hdrEventType   = "Wh-Event-Type"
 	hdrAcceptedAt  = "Wh-Accepted-At"
 	hdrEndpoint    = "Wh-Endpoint"
-	hdrEndpointUID = "Wh-endpoint.Endpoint-Uid"
+	hdrEndpointUID = "Wh-Endpoint-Uid"
 	hdrAttempt     = "Wh-Attempt"
 	hdrFailedAt    = "Wh-Failed-At"
 	hdrError       = "Wh-Error"
