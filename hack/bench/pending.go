@@ -9,6 +9,7 @@ import (
 
 	"github.com/wablast/webhook-operator/internal/dispatch"
 	"github.com/wablast/webhook-operator/internal/endpoint"
+	"github.com/wablast/webhook-operator/internal/store"
 )
 
 func measurePending(ctx context.Context, sz sizes) *result {
@@ -116,7 +117,7 @@ func liveHeap() uint64 {
 func streamBytes(ctx context.Context, p *pipeline) (uint64, error) {
 	var total uint64
 	js := p.Store.JetStream()
-	for _, name := range []string{dispatch.StreamEvents, dispatch.StreamDeliveries, dispatch.StreamFailed, dispatch.StreamOutcomes, "KV_" + dispatch.BucketStats} {
+	for _, name := range []string{store.StreamEvents, store.StreamDeliveries, store.StreamFailed, store.StreamOutcomes, "KV_" + store.BucketStats} {
 		s, err := js.Stream(ctx, name)
 		if err != nil {
 			return 0, fmt.Errorf("stream %s: %w", name, err)

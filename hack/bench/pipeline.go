@@ -20,6 +20,7 @@ import (
 	"github.com/wablast/webhook-operator/internal/dispatch"
 	"github.com/wablast/webhook-operator/internal/endpoint"
 	"github.com/wablast/webhook-operator/internal/ingest"
+	"github.com/wablast/webhook-operator/internal/store"
 	"github.com/wablast/webhook-operator/internal/testutil"
 )
 
@@ -33,7 +34,7 @@ import (
 // KubeAuthenticator caches its decisions, so it is out of the hot path).
 type pipeline struct {
 	dir        string
-	Store      *dispatch.Store
+	Store      *store.Store
 	Registry   *endpoint.MemoryRegistry
 	Dispatcher *dispatch.Dispatcher
 	Aggregator *dispatch.Aggregator
@@ -109,7 +110,7 @@ func startPipelineWith(ctx context.Context, eps []endpoint.Endpoint, opts pipeli
 			p.stop()
 		}
 	}()
-	if p.Store, err = dispatch.OpenStore(ctx, dispatch.StoreOptions{DataDir: dir, URL: opts.NATSURL}); err != nil {
+	if p.Store, err = store.Open(ctx, store.Options{DataDir: dir, URL: opts.NATSURL}); err != nil {
 		return nil, err
 	}
 	egress, err := dispatch.NewEgressPolicy([]string{"127.0.0.0/8"}, nil)

@@ -24,8 +24,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
-	"github.com/wablast/webhook-operator/internal/dispatch"
 	"github.com/wablast/webhook-operator/internal/signing"
+	"github.com/wablast/webhook-operator/internal/store"
 	"github.com/wablast/webhook-operator/internal/testutil"
 )
 
@@ -213,7 +213,7 @@ func measureScale(ctx context.Context, sz sizes) *result {
 
 	// Every endpoint also gets a durable JetStream consumer; wait (bounded)
 	// until they exist so the peak memory includes them.
-	consumersDir := filepath.Join(dataDir, "jetstream", "$G", "streams", dispatch.StreamDeliveries, "obs")
+	consumersDir := filepath.Join(dataDir, "jetstream", "$G", "streams", store.StreamDeliveries, "obs")
 	consumers := func() int {
 		entries, _ := os.ReadDir(consumersDir)
 		return len(entries)

@@ -15,6 +15,7 @@ import (
 	"github.com/wablast/webhook-operator/internal/dispatch"
 	"github.com/wablast/webhook-operator/internal/endpoint"
 	"github.com/wablast/webhook-operator/internal/signing"
+	"github.com/wablast/webhook-operator/internal/store"
 	"github.com/wablast/webhook-operator/internal/testutil"
 )
 
@@ -376,11 +377,11 @@ func operatorThroughput(ctx context.Context, sz sizes, keys benchSecret, batch i
 	} else if withIDs {
 		pass = "ids"
 	}
-	seq0, err := messagesWritten(ctx, p.Store, dispatch.StreamDeliveries)
+	seq0, err := messagesWritten(ctx, p.Store, store.StreamDeliveries)
 	if err != nil {
 		return throughputRun{}, err
 	}
-	oseq0, err := messagesWritten(ctx, p.Store, dispatch.StreamOutcomes)
+	oseq0, err := messagesWritten(ctx, p.Store, store.StreamOutcomes)
 	if err != nil {
 		return throughputRun{}, err
 	}
@@ -395,14 +396,14 @@ func operatorThroughput(ctx context.Context, sz sizes, keys benchSecret, batch i
 	if err := p.err(); err != nil {
 		return throughputRun{}, err
 	}
-	seq1, err := messagesWritten(ctx, p.Store, dispatch.StreamDeliveries)
+	seq1, err := messagesWritten(ctx, p.Store, store.StreamDeliveries)
 	if err != nil {
 		return throughputRun{}, err
 	}
 	// Outcomes of the last deliveries may still be on their way to the
 	// stream; the count is read after every delivery arrived, so it can be
 	// short by the last few messages.
-	oseq1, err := messagesWritten(ctx, p.Store, dispatch.StreamOutcomes)
+	oseq1, err := messagesWritten(ctx, p.Store, store.StreamOutcomes)
 	if err != nil {
 		return throughputRun{}, err
 	}
@@ -416,7 +417,7 @@ func operatorThroughput(ctx context.Context, sz sizes, keys benchSecret, batch i
 }
 
 // messagesWritten is how many messages the stream has stored so far.
-func messagesWritten(ctx context.Context, s *dispatch.Store, stream string) (uint64, error) {
+func messagesWritten(ctx context.Context, s *store.Store, stream string) (uint64, error) {
 	st, err := s.JetStream().Stream(ctx, stream)
 	if err != nil {
 		return 0, err

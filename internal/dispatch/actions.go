@@ -20,6 +20,7 @@ import (
 
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
 	"github.com/wablast/webhook-operator/internal/endpoint"
+	"github.com/wablast/webhook-operator/internal/store"
 )
 
 // Field managers of status.lastTest and status.lastReplay: each is applied on
@@ -85,7 +86,7 @@ func (d *Dispatcher) runTest(req TestRequest) {
 	} else {
 		ep := req.Endpoint
 		ev := Event{
-			ID:        "msg_test_" + hashString(string(req.UID)+"/"+req.Token),
+			ID:        "msg_test_" + store.HashString(string(req.UID)+"/"+req.Token),
 			Namespace: req.Namespace,
 			Type:      string(webhooksv1alpha1.EventWebhookTest),
 			Timestamp: d.opts.Now(),
@@ -179,8 +180,8 @@ func (d *Dispatcher) runReplay(req ReplayRequest) {
 // each event once more into its delivery subject. The message IDs make a
 // replay that is run again after a crash requeue nothing twice.
 func (d *Dispatcher) replay(ctx context.Context, req ReplayRequest) (int64, error) {
-	subject := failedSubject(req.Namespace, req.Name)
-	stream, err := d.js.Stream(ctx, StreamFailed)
+	subject := store.FailedSubject(req.Namespace, req.Name)
+	stream, err := d.js.Stream(ctx, store.StreamFailed)
 	if err != nil {
 		return 0, err
 	}
@@ -191,7 +192,7 @@ func (d *Dispatcher) replay(ctx context.Context, req ReplayRequest) (int64, erro
 		return 0, err
 	}
 	since := req.Since
-	cons, err := d.js.OrderedConsumer(ctx, StreamFailed, jetstream.OrderedConsumerConfig{
+	cons, err := d.js.OrderedConsumer(ctx, store.StreamFailed, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{subject},
 		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
 		OptStartTime:   &since,
@@ -202,7 +203,7 @@ func (d *Dispatcher) replay(ctx context.Context, req ReplayRequest) (int64, erro
 	seen := map[string]bool{}
 	var n int64
 	now := d.opts.Now().UTC().Format(time.RFC3339Nano)
-	replayID := hashString(string(req.UID) + "/" + req.Token)
+	replayID := store.HashString(string(req.UID) + "/" + req.Token)
 	for {
 		batch, err := cons.Fetch(100, jetstream.FetchMaxWait(time.Second))
 		if err != nil {
@@ -218,13 +219,13 @@ func (d *Dispatcher) replay(ctx context.Context, req ReplayRequest) (int64, erro
 			}
 			last = meta.NumPending
 			h := m.Headers()
-			id := h.Get(hdrEventID)
+			id := h.Get(store.HdrEventID)
 			if seen[id] {
 				continue
 			}
 			seen[id] = true
 			// A replay starts a new life: maxAgeSeconds counts from now.
-			msg := deliveryMsg(req.Namespace, req.Name, req.UID, &delivery{EventID: id, EventType: h.Get(hdrEventType), AcceptedAt: now, Body: m.Data()})
+			msg := store.DeliveryMsg(req.Namespace, req.Name, req.UID, &store.Delivery{EventID: id, EventType: h.Get(store.HdrEventType), AcceptedAt: now, Body: m.Data()})
 			if _, err := d.js.PublishMsg(ctx, msg, jetstream.WithMsgID("replay."+replayID+"."+strconv.FormatUint(meta.Sequence.Stream, 10))); err != nil {
 				return n, err
 			}

@@ -3,7 +3,6 @@ package dispatch
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -12,65 +11,11 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 
 	"github.com/wablast/webhook-operator/internal/endpoint"
+	"github.com/wablast/webhook-operator/internal/store"
 	"github.com/wablast/webhook-operator/internal/testutil"
 )
-
-func TestBatchEncodingRoundTrips(t *testing.T) {
-	ds := []delivery{
-		{EventID: "msg_1", EventType: "message.sent", AcceptedAt: "2026-11-29T01:02:03.456Z", Body: []byte(`{"type":"message.sent"}`)},
-		{EventID: "", EventType: "x", AcceptedAt: "", Attempt: 3, Body: nil},
-		{EventID: "msg_3", EventType: "campaign.completed", AcceptedAt: "t", Body: bytes.Repeat([]byte("é"), 70000)},
-	}
-	got, err := decodeBatch(encodeBatch(ds), len(ds))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range ds {
-		want, g := ds[i], got[i]
-		if g.EventID != want.EventID || g.EventType != want.EventType || g.AcceptedAt != want.AcceptedAt || g.Attempt != want.Attempt || !bytes.Equal(g.Body, want.Body) {
-			t.Errorf("delivery %d: got %+v, want %+v", i, g, want)
-		}
-	}
-
-	h := nats.Header{}
-	h.Set(hdrBatch, "3")
-	if got, err := deliveriesOf(h, encodeBatch(ds)); err != nil || len(got) != 3 {
-		t.Errorf("deliveriesOf a batch message: %d deliveries, %v", len(got), err)
-	}
-	single := deliveryMsg("shop", "crm.v1", "uid-1", &ds[1])
-	if got, err := deliveriesOf(single.Header, single.Data); err != nil || len(got) != 1 || got[0].Attempt != 3 || got[0].EventType != "x" {
-		t.Errorf("deliveriesOf a message of its own: %+v, %v", got, err)
-	}
-}
-
-func TestMalformedBatchesAreRefused(t *testing.T) {
-	good := encodeBatch([]delivery{{EventID: "a", Body: []byte("{}")}, {EventID: "b", Body: []byte("{}")}})
-	for name, c := range map[string]struct {
-		data  []byte
-		count int
-	}{
-		"empty":                {nil, 1},
-		"unknown format":       {append([]byte{9}, good[1:]...), 2},
-		"count too high":       {good, 3},
-		"count too low":        {good, 1},
-		"count zero":           {good, 0},
-		"truncated":            {good[:len(good)-1], 2},
-		"length past the end":  {[]byte{batchFormat, 0, 200}, 1},
-		"attempt out of range": {append([]byte{batchFormat}, 0xff, 0xff, 0xff, 0xff, 0x0f), 1},
-	} {
-		if _, err := decodeBatch(c.data, c.count); !errors.Is(err, errBadBatch) {
-			t.Errorf("%s: %v, want errBadBatch", name, err)
-		}
-	}
-	h := nats.Header{}
-	h.Set(hdrBatch, "two")
-	if _, err := deliveriesOf(h, good); !errors.Is(err, errBadBatch) {
-		t.Errorf("non-numeric %s header: %v", hdrBatch, err)
-	}
-}
 
 // Deliveries to one endpoint accepted together are stored as one message,
 // and each arrives once, with its own event's body and id (every event's
@@ -83,7 +28,7 @@ func TestDeliveriesAcceptedTogetherAreStoredAsOneMessage(t *testing.T) {
 	h.reg.Upsert(testEndpoint("crm", rc.URL, func(e *endpoint.Endpoint) { e.Policy.MaxInFlight = 1 }))
 	events := variedEvents(t, "together", 10)
 	h.enqueue(events...)
-	if n := streamMsgs(t, h.store, StreamDeliveries); n != 1 {
+	if n := streamMsgs(t, h.store, store.StreamDeliveries); n != 1 {
 		t.Errorf("10 deliveries to one endpoint accepted together were stored as %d messages, want 1", n)
 	}
 	stored := storedDeliveries(t, h.store)
@@ -146,12 +91,12 @@ func TestAStoppedBatchKeepsOnlyItsUnfinishedDeliveries(t *testing.T) {
 	})
 	h.stop() // cancels the attempt of msg_000002; msg_000003 was never attempted
 
-	s, err := OpenStore(t.Context(), StoreOptions{DataDir: dir})
+	s, err := store.Open(t.Context(), store.Options{DataDir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
 	left := storedDeliveries(t, s)
-	n := streamMsgs(t, s, StreamDeliveries)
+	n := streamMsgs(t, s, store.StreamDeliveries)
 	s.Close()
 	var ids []string
 	for _, dl := range left {
@@ -198,7 +143,7 @@ func TestGoneInTheMiddleOfABatchHoldsTheRest(t *testing.T) {
 		for _, dl := range storedDeliveries(t, h.store) {
 			ids[dl.EventID] = true
 		}
-		if n := streamMsgs(t, h.store, StreamDeliveries); n != 2 || !ids["msg_000002"] || !ids["msg_000003"] {
+		if n := streamMsgs(t, h.store, store.StreamDeliveries); n != 2 || !ids["msg_000002"] || !ids["msg_000003"] {
 			return fmt.Errorf("store holds %d messages with %v", n, ids)
 		}
 		return nil
@@ -241,7 +186,7 @@ func TestWithAnExternalNATSMaxInFlightHoldsAcrossManagers(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	var managers []*Dispatcher
-	var stores []*Store
+	var stores []*store.Store
 	var running sync.WaitGroup
 	defer func() {
 		cancel()
@@ -251,7 +196,7 @@ func TestWithAnExternalNATSMaxInFlightHoldsAcrossManagers(t *testing.T) {
 		}
 	}()
 	for range 2 {
-		st, err := OpenStore(t.Context(), StoreOptions{URL: ns.ClientURL()})
+		st, err := store.Open(t.Context(), store.Options{URL: ns.ClientURL()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -277,19 +222,19 @@ func TestWithAnExternalNATSMaxInFlightHoldsAcrossManagers(t *testing.T) {
 	if _, err := managers[0].Enqueue(t.Context(), events); err != nil {
 		t.Fatal(err)
 	}
-	if n := streamMsgs(t, stores[0], StreamDeliveries); n != 10 {
+	if n := streamMsgs(t, stores[0], store.StreamDeliveries); n != 10 {
 		t.Errorf("10 deliveries accepted together were stored as %d messages, want 10", n)
 	}
 	for b := range 4 {
-		batch := make([]delivery, 5)
+		batch := make([]store.Delivery, 5)
 		for i := range batch {
 			ev := testEvent(100 + 10*b + i)
 			recordEnqueued(t, ev)
 			events = append(events, ev)
 			body, _ := ev.Envelope()
-			batch[i] = delivery{EventID: ev.ID, EventType: ev.Type, AcceptedAt: time.Now().UTC().Format(time.RFC3339Nano), Body: body}
+			batch[i] = store.Delivery{EventID: ev.ID, EventType: ev.Type, AcceptedAt: time.Now().UTC().Format(time.RFC3339Nano), Body: body}
 		}
-		if _, err := stores[0].JetStream().PublishMsg(t.Context(), batchMsg("shop", "crm", crm.UID, batch)); err != nil {
+		if _, err := stores[0].JetStream().PublishMsg(t.Context(), store.BatchMsg("shop", "crm", crm.UID, batch)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -312,17 +257,17 @@ func TestWithAnExternalNATSMaxInFlightHoldsAcrossManagers(t *testing.T) {
 // several, the next waits for more deliveries until it is full (or the
 // delay ends), so a busy endpoint's messages carry more.
 func TestGroupCommitDelayWaitsOnlyAfterAWriteOfSeveral(t *testing.T) {
-	st, err := OpenStore(context.Background(), StoreOptions{DataDir: t.TempDir()})
+	st, err := store.Open(context.Background(), store.Options{DataDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st.Close()
 	b := newBatcher(st.JetStream(), time.Hour)
 	ep := testEndpoint("crm", "http://127.0.0.1:1")
-	deliveries := func(from, n int) []delivery {
-		ds := make([]delivery, n)
+	deliveries := func(from, n int) []store.Delivery {
+		ds := make([]store.Delivery, n)
 		for i := range ds {
-			ds[i] = delivery{EventID: fmt.Sprintf("msg_%d", from+i), EventType: "message.sent", AcceptedAt: "2026-11-29T10:00:00Z", Body: []byte(`{}`)}
+			ds[i] = store.Delivery{EventID: fmt.Sprintf("msg_%d", from+i), EventType: "message.sent", AcceptedAt: "2026-11-29T10:00:00Z", Body: []byte(`{}`)}
 		}
 		return ds
 	}
@@ -355,7 +300,7 @@ func TestGroupCommitDelayWaitsOnlyAfterAWriteOfSeveral(t *testing.T) {
 	// Filling it ends the wait.
 	rest := b.add("shop", &ep, deliveries(21, maxBatchDeliveries-1))
 	waitDone("a full write", append(waiting, rest...), 10*time.Second)
-	if n := streamMsgs(t, st, StreamDeliveries); n != 5 {
+	if n := streamMsgs(t, st, store.StreamDeliveries); n != 5 {
 		t.Errorf("stored %d messages, want 5 (three single deliveries, a write of two, a full write)", n)
 	}
 	if len(rest) != 1 || rest[0] != waiting[0] {
@@ -364,7 +309,7 @@ func TestGroupCommitDelayWaitsOnlyAfterAWriteOfSeveral(t *testing.T) {
 }
 
 func TestGroupCommitDelayDefaultsAndCanBeTurnedOff(t *testing.T) {
-	st, err := OpenStore(context.Background(), StoreOptions{DataDir: t.TempDir()})
+	st, err := store.Open(context.Background(), store.Options{DataDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
+	"github.com/wablast/webhook-operator/internal/store"
 )
 
 // dedupeSet remembers 64-bit keys for at least a window, in time buckets so
@@ -81,7 +82,7 @@ func (d *dedupeSet) size() int {
 // ended it), or one attempt that is to be retried. The event's acceptance
 // time is part of it, so a replay (accepted again) is a new life. Outcomes
 // written before acceptance times were recorded have no key.
-func (oc *outcome) dedupeKey() (uint64, bool) {
+func dedupeKey(oc *store.Outcome) (uint64, bool) {
 	if oc.AcceptedAt == "" {
 		return 0, false
 	}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/wablast/webhook-operator/internal/endpoint"
 	"github.com/wablast/webhook-operator/internal/idempotency"
+	"github.com/wablast/webhook-operator/internal/store"
 )
 
 // Options configures a Dispatcher.
@@ -29,7 +30,7 @@ type Options struct {
 	// Registry is the live configuration written by the controller.
 	Registry endpoint.Registry
 	// Store is the open JetStream store.
-	Store *Store
+	Store *store.Store
 	// HTTPClient sends every delivery; one shared client (see NewHTTPClient).
 	// Deliveries go straight to its Transport (http.DefaultTransport when
 	// nil): redirects are never followed, and its Jar, Timeout and
@@ -179,7 +180,7 @@ func New(opts Options) (*Dispatcher, error) {
 // manager delivers everything, so its own bound is the endpoint's. With an
 // external NATS several replicas may share the endpoint's consumer, so each
 // message carries one delivery and MaxAckPending is the bound.
-func batcherFor(s *Store, delay time.Duration) *batcher {
+func batcherFor(s *store.Store, delay time.Duration) *batcher {
 	if !s.Embedded() {
 		return nil
 	}
@@ -209,7 +210,7 @@ func (d *Dispatcher) Enqueue(ctx context.Context, events []Event) ([]EnqueueResu
 	case <-d.opts.Registry.Synced():
 	default:
 		// Before the registry is rebuilt, subscribers are unknown.
-		return nil, fmt.Errorf("%w: the endpoint registry is still loading", ErrUnavailable)
+		return nil, fmt.Errorf("%w: the endpoint registry is still loading", store.ErrUnavailable)
 	}
 	nowT := d.opts.Now().UTC()
 	now := nowT.Format(time.RFC3339Nano)
@@ -222,7 +223,7 @@ func (d *Dispatcher) Enqueue(ctx context.Context, events []Event) ([]EnqueueResu
 	// Deliveries of events without an id, grouped by endpoint in event order.
 	type epDeliveries struct {
 		ep *endpoint.Endpoint
-		ds []delivery
+		ds []store.Delivery
 	}
 	var direct []*epDeliveries
 	byUID := map[types.UID]*epDeliveries{}
@@ -239,7 +240,7 @@ func (d *Dispatcher) Enqueue(ctx context.Context, events []Event) ([]EnqueueResu
 				// stream's own window is only dedupeGuard long).
 				seen, err := index.Seen(ev.Namespace+"/"+ev.ID, nowT)
 				if err != nil {
-					return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+					return nil, fmt.Errorf("%w: %v", store.ErrUnavailable, err)
 				}
 				if seen {
 					results[i].Duplicate = true
@@ -247,14 +248,14 @@ func (d *Dispatcher) Enqueue(ctx context.Context, events []Event) ([]EnqueueResu
 					continue
 				}
 			}
-			msg := nats.NewMsg(eventSubject(ev.Namespace))
+			msg := nats.NewMsg(store.EventSubject(ev.Namespace))
 			msg.Data = body
-			msg.Header.Set(hdrEventID, ev.ID)
-			msg.Header.Set(hdrEventType, ev.Type)
-			msg.Header.Set(hdrAcceptedAt, now)
+			msg.Header.Set(store.HdrEventID, ev.ID)
+			msg.Header.Set(store.HdrEventType, ev.Type)
+			msg.Header.Set(store.HdrAcceptedAt, now)
 			f, err := d.js.PublishMsgAsync(msg, jetstream.WithMsgID(ev.Namespace+"/"+ev.ID))
 			if err != nil {
-				return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+				return nil, fmt.Errorf("%w: %v", store.ErrUnavailable, err)
 			}
 			futures = append(futures, f)
 			withID = append(withID, i)
@@ -269,7 +270,7 @@ func (d *Dispatcher) Enqueue(ctx context.Context, events []Event) ([]EnqueueResu
 				byUID[subs[j].UID] = g
 				direct = append(direct, g)
 			}
-			g.ds = append(g.ds, delivery{EventID: ev.ID, EventType: ev.Type, AcceptedAt: now, Body: body})
+			g.ds = append(g.ds, store.Delivery{EventID: ev.ID, EventType: ev.Type, AcceptedAt: now, Body: body})
 		}
 	}
 	// The deliveries go to the batcher, which stores them together with
@@ -284,9 +285,9 @@ func (d *Dispatcher) Enqueue(ctx context.Context, events []Event) ([]EnqueueResu
 			continue
 		}
 		for i := range g.ds {
-			f, err := d.js.PublishMsgAsync(deliveryMsg(g.ep.Namespace, g.ep.Name, g.ep.UID, &g.ds[i]))
+			f, err := d.js.PublishMsgAsync(store.DeliveryMsg(g.ep.Namespace, g.ep.Name, g.ep.UID, &g.ds[i]))
 			if err != nil {
-				return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+				return nil, fmt.Errorf("%w: %v", store.ErrUnavailable, err)
 			}
 			futures = append(futures, f)
 			withID = append(withID, -1)
@@ -296,10 +297,10 @@ func (d *Dispatcher) Enqueue(ctx context.Context, events []Event) ([]EnqueueResu
 		select {
 		case <-w.done:
 			if w.err != nil {
-				return nil, fmt.Errorf("%w: %v", ErrUnavailable, w.err)
+				return nil, fmt.Errorf("%w: %v", store.ErrUnavailable, w.err)
 			}
 		case <-ctx.Done():
-			return nil, fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
+			return nil, fmt.Errorf("%w: %v", store.ErrUnavailable, ctx.Err())
 		}
 	}
 	var recorded []idempotency.Entry
@@ -308,9 +309,9 @@ func (d *Dispatcher) Enqueue(ctx context.Context, events []Event) ([]EnqueueResu
 		select {
 		case ack = <-f.Ok():
 		case err := <-f.Err():
-			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+			return nil, fmt.Errorf("%w: %v", store.ErrUnavailable, err)
 		case <-ctx.Done():
-			return nil, fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
+			return nil, fmt.Errorf("%w: %v", store.ErrUnavailable, ctx.Err())
 		}
 		if i := withID[k]; i >= 0 {
 			results[i].Duplicate = ack.Duplicate
@@ -324,7 +325,7 @@ func (d *Dispatcher) Enqueue(ctx context.Context, events []Event) ([]EnqueueResu
 	// producer's retry is caught by the events stream's own window.
 	if index != nil {
 		if err := index.Record(recorded...); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+			return nil, fmt.Errorf("%w: %v", store.ErrUnavailable, err)
 		}
 	}
 	d.want(keys...)
@@ -420,8 +421,8 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 // consumeEvents creates (or finds) the fan-out consumer and feeds its
 // messages to msgs until the consumption is stopped or ends.
 func (d *Dispatcher) consumeEvents(ctx context.Context, msgs chan<- jetstream.Msg) (jetstream.ConsumeContext, error) {
-	cons, err := d.js.CreateOrUpdateConsumer(ctx, StreamEvents, jetstream.ConsumerConfig{
-		Durable:     consumerFanout,
+	cons, err := d.js.CreateOrUpdateConsumer(ctx, store.StreamEvents, jetstream.ConsumerConfig{
+		Durable:     store.ConsumerFanout,
 		Description: "Fans accepted events out into per-endpoint deliveries",
 		AckPolicy:   jetstream.AckExplicitPolicy,
 		// Fanning out takes milliseconds; after a crash, events it had pulled
@@ -455,13 +456,13 @@ func (d *Dispatcher) fanout(ctx context.Context, m jetstream.Msg) {
 		_ = m.Term()
 		return
 	}
-	ns := strings.TrimPrefix(m.Subject(), subjEvents+".")
+	ns := strings.TrimPrefix(m.Subject(), store.SubjEvents+".")
 	h := m.Headers()
-	subs := d.opts.Registry.Subscribers(ns, h.Get(hdrEventType))
+	subs := d.opts.Registry.Subscribers(ns, h.Get(store.HdrEventType))
 	futures := make([]jetstream.PubAckFuture, 0, len(subs))
 	for i := range subs {
 		ep := &subs[i]
-		msg := deliveryMsg(ns, ep.Name, ep.UID, &delivery{EventID: h.Get(hdrEventID), EventType: h.Get(hdrEventType), AcceptedAt: h.Get(hdrAcceptedAt), Body: m.Data()})
+		msg := store.DeliveryMsg(ns, ep.Name, ep.UID, &store.Delivery{EventID: h.Get(store.HdrEventID), EventType: h.Get(store.HdrEventType), AcceptedAt: h.Get(store.HdrAcceptedAt), Body: m.Data()})
 		f, err := d.js.PublishMsgAsync(msg, jetstream.WithMsgID(fanoutMsgID(meta.Sequence.Stream, ep.UID)))
 		if err != nil {
 			_ = m.NakWithDelay(time.Second)
@@ -529,11 +530,11 @@ func (d *Dispatcher) want(keys ...types.NamespacedName) {
 // retries whose schedule fired, and deliveries stored before a restart or
 // while the endpoint's worker was idle.
 func (d *Dispatcher) scanDeliveries(ctx context.Context) {
-	stream, err := d.js.Stream(ctx, StreamDeliveries)
+	stream, err := d.js.Stream(ctx, store.StreamDeliveries)
 	if err != nil {
 		return
 	}
-	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(subjDeliver+".>"))
+	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(store.SubjDeliver+".>"))
 	if err != nil {
 		return
 	}
@@ -542,7 +543,7 @@ func (d *Dispatcher) scanDeliveries(ctx context.Context) {
 		if n == 0 {
 			continue
 		}
-		if key, ok := endpointOfSubject(subj); ok {
+		if key, ok := store.EndpointOfSubject(subj); ok {
 			keys = append(keys, key)
 		}
 	}
@@ -663,12 +664,12 @@ func (d *Dispatcher) recordQueueDepth(ctx context.Context) {
 	if d.opts.Metrics == nil {
 		return
 	}
-	if c, err := d.js.Consumer(ctx, StreamEvents, consumerFanout); err == nil {
+	if c, err := d.js.Consumer(ctx, store.StreamEvents, store.ConsumerFanout); err == nil {
 		if info, err := c.Info(ctx); err == nil {
-			d.opts.Metrics.QueueDepth.WithLabelValues(StreamEvents).Set(float64(info.NumPending + uint64(info.NumAckPending)))
+			d.opts.Metrics.QueueDepth.WithLabelValues(store.StreamEvents).Set(float64(info.NumPending + uint64(info.NumAckPending)))
 		}
 	}
-	for _, name := range []string{StreamDeliveries, StreamFailed} {
+	for _, name := range []string{store.StreamDeliveries, store.StreamFailed} {
 		s, err := d.js.Stream(ctx, name)
 		if err != nil {
 			continue

@@ -21,6 +21,7 @@ import (
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
 	"github.com/wablast/webhook-operator/internal/endpoint"
 	"github.com/wablast/webhook-operator/internal/signing"
+	"github.com/wablast/webhook-operator/internal/store"
 	"github.com/wablast/webhook-operator/internal/testutil"
 )
 
@@ -149,7 +150,7 @@ type harness struct {
 	t       *testing.T
 	dataDir string
 	reg     *endpoint.MemoryRegistry
-	store   *Store
+	store   *store.Store
 	d       *Dispatcher
 	agg     *Aggregator
 	cancel  context.CancelFunc
@@ -181,7 +182,7 @@ func (h *harness) start() {
 	h.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
-	st, err := OpenStore(ctx, StoreOptions{DataDir: h.dataDir})
+	st, err := store.Open(ctx, store.Options{DataDir: h.dataDir})
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -615,15 +616,15 @@ func TestExhaustedAttemptsLandInTheFailedStore(t *testing.T) {
 	if st.EventsPending != 0 || st.SuccessRate(time.Now()) != "0.0%" || !strings.Contains(st.LastDelivery.Error, "gave up after 2 attempts") {
 		t.Errorf("stats %+v", st)
 	}
-	msg, err := h.store.js.Stream(context.Background(), StreamFailed)
+	msg, err := h.store.JetStream().Stream(context.Background(), store.StreamFailed)
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, err := msg.GetLastMsgForSubject(context.Background(), failedSubject("shop", "crm"))
+	raw, err := msg.GetLastMsgForSubject(context.Background(), store.FailedSubject("shop", "crm"))
 	if err != nil {
 		t.Fatalf("no failed delivery stored: %v", err)
 	}
-	if raw.Header.Get(hdrEventID) != "msg_000007" || !strings.Contains(string(raw.Data), `"messageId":"m7"`) {
+	if raw.Header.Get(store.HdrEventID) != "msg_000007" || !strings.Contains(string(raw.Data), `"messageId":"m7"`) {
 		t.Errorf("failed store holds %v %s", raw.Header, raw.Data)
 	}
 }
@@ -716,7 +717,7 @@ func TestNothingAcknowledgedIsLostAcrossAnAbruptStop(t *testing.T) {
 	}
 	var sent int64
 	if all, err := func() (map[types.UID]*EndpointStats, error) {
-		s, err := OpenStore(context.Background(), StoreOptions{DataDir: dir})
+		s, err := store.Open(context.Background(), store.Options{DataDir: dir})
 		if err != nil {
 			return nil, err
 		}

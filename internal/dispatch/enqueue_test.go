@@ -12,11 +12,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wablast/webhook-operator/internal/endpoint"
+	"github.com/wablast/webhook-operator/internal/store"
 	"github.com/wablast/webhook-operator/internal/testutil"
 )
 
 // streamMsgs is how many messages a stream holds now.
-func streamMsgs(t *testing.T, s *Store, name string) uint64 {
+func streamMsgs(t *testing.T, s *store.Store, name string) uint64 {
 	t.Helper()
 	st, err := s.JetStream().Stream(context.Background(), name)
 	if err != nil {
@@ -31,10 +32,10 @@ func streamMsgs(t *testing.T, s *Store, name string) uint64 {
 
 // storedDeliveries returns the deliveries the delivery stream holds now, in
 // stream order, batches unpacked.
-func storedDeliveries(t *testing.T, s *Store) []delivery {
+func storedDeliveries(t *testing.T, s *store.Store) []store.Delivery {
 	t.Helper()
 	ctx := context.Background()
-	st, err := s.JetStream().Stream(ctx, StreamDeliveries)
+	st, err := s.JetStream().Stream(ctx, store.StreamDeliveries)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +43,7 @@ func storedDeliveries(t *testing.T, s *Store) []delivery {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var all []delivery
+	var all []store.Delivery
 	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
 		m, err := st.GetMsg(ctx, seq)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -51,7 +52,7 @@ func storedDeliveries(t *testing.T, s *Store) []delivery {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ds, err := deliveriesOf(m.Header, m.Data)
+		ds, err := store.DeliveriesOf(m.Header, m.Data)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -76,17 +77,17 @@ func TestEventsWithoutAnIDAreStoredAsDeliveriesAtOnce(t *testing.T) {
 	}
 	// The receiver holds the first delivery of each endpoint, so the rest
 	// wait in the store: all four were stored before Enqueue returned.
-	if got := streamMsgs(t, h.store, StreamEvents); got != 0 {
-		t.Errorf("events without an id put %d messages in %s", got, StreamEvents)
+	if got := streamMsgs(t, h.store, store.StreamEvents); got != 0 {
+		t.Errorf("events without an id put %d messages in %s", got, store.StreamEvents)
 	}
 	if got := len(storedDeliveries(t, h.store)); got != 4 {
-		t.Errorf("%s holds %d deliveries right after the 202, want 4 (2 events x 2 endpoints)", StreamDeliveries, got)
+		t.Errorf("%s holds %d deliveries right after the 202, want 4 (2 events x 2 endpoints)", store.StreamDeliveries, got)
 	}
 	withID := testEvent(3)
 	withID.IdempotencyKey = true
 	h.enqueue(withID)
-	if got := streamMsgs(t, h.store, StreamEvents); got != 1 {
-		t.Errorf("an event with an id put %d messages in %s, want 1", got, StreamEvents)
+	if got := streamMsgs(t, h.store, store.StreamEvents); got != 1 {
+		t.Errorf("an event with an id put %d messages in %s, want 1", got, store.StreamEvents)
 	}
 	close(hold)
 	testutil.EventuallyEvery(t, 10*time.Second, 20*time.Millisecond, func() error {
@@ -102,7 +103,7 @@ func TestEventsWithoutAnIDAreStoredAsDeliveriesAtOnce(t *testing.T) {
 	// acknowledgements of the deliveries above to empty the work queue
 	// first: a delivery can arrive before its message is acked.)
 	testutil.EventuallyEvery(t, 10*time.Second, 20*time.Millisecond, func() error {
-		if n := streamMsgs(t, h.store, StreamDeliveries); n != 0 {
+		if n := streamMsgs(t, h.store, store.StreamDeliveries); n != 0 {
 			return fmt.Errorf("%d delivery messages not acknowledged yet", n)
 		}
 		return nil
@@ -112,7 +113,7 @@ func TestEventsWithoutAnIDAreStoredAsDeliveriesAtOnce(t *testing.T) {
 	if res := h.enqueue(other); res[0].Subscribers != 0 {
 		t.Errorf("no subscriber: %+v", res[0])
 	}
-	if got := streamMsgs(t, h.store, StreamDeliveries); got != 0 {
+	if got := streamMsgs(t, h.store, store.StreamDeliveries); got != 0 {
 		t.Errorf("an event with no subscriber stored %d messages", got)
 	}
 }
@@ -120,7 +121,7 @@ func TestEventsWithoutAnIDAreStoredAsDeliveriesAtOnce(t *testing.T) {
 // Before the registry has been rebuilt the subscribers are unknown, so
 // nothing is accepted (the ingestion API answers 503) and nothing is stored.
 func TestEnqueueBeforeTheRegistryIsRebuiltIsRefused(t *testing.T) {
-	st, err := OpenStore(context.Background(), StoreOptions{DataDir: t.TempDir()})
+	st, err := store.Open(context.Background(), store.Options{DataDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,10 +131,10 @@ func TestEnqueueBeforeTheRegistryIsRebuiltIsRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := d.Enqueue(context.Background(), []Event{testEvent(1)}); !errors.Is(err, ErrUnavailable) {
+	if _, err := d.Enqueue(context.Background(), []Event{testEvent(1)}); !errors.Is(err, store.ErrUnavailable) {
 		t.Fatalf("Enqueue before the registry is rebuilt: %v, want ErrUnavailable", err)
 	}
-	if got := streamMsgs(t, st, StreamDeliveries) + streamMsgs(t, st, StreamEvents); got != 0 {
+	if got := streamMsgs(t, st, store.StreamDeliveries) + streamMsgs(t, st, store.StreamEvents); got != 0 {
 		t.Errorf("%d messages stored", got)
 	}
 	reg.MarkSynced()
@@ -147,7 +148,7 @@ func TestEnqueueBeforeTheRegistryIsRebuiltIsRefused(t *testing.T) {
 func TestKeepConsumingStartsAnEndedConsumptionAgain(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	st, err := OpenStore(ctx, StoreOptions{DataDir: t.TempDir()})
+	st, err := store.Open(ctx, store.Options{DataDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +158,7 @@ func TestKeepConsumingStartsAnEndedConsumptionAgain(t *testing.T) {
 	starts := 0
 	start := func() (jetstream.ConsumeContext, error) {
 		starts++
-		cons, err := js.CreateOrUpdateConsumer(ctx, StreamOutcomes, jetstream.ConsumerConfig{Durable: "keep-test", AckPolicy: jetstream.AckExplicitPolicy})
+		cons, err := js.CreateOrUpdateConsumer(ctx, store.StreamOutcomes, jetstream.ConsumerConfig{Durable: "keep-test", AckPolicy: jetstream.AckExplicitPolicy})
 		if err != nil {
 			return nil, err
 		}
@@ -180,7 +181,7 @@ func TestKeepConsumingStartsAnEndedConsumptionAgain(t *testing.T) {
 	}()
 	receive := func(want string) {
 		t.Helper()
-		if _, err := js.Publish(ctx, outcomeSubject("shop", "crm"), []byte(want)); err != nil {
+		if _, err := js.Publish(ctx, store.OutcomeSubject("shop", "crm"), []byte(want)); err != nil {
 			t.Fatal(err)
 		}
 		select {
@@ -193,7 +194,7 @@ func TestKeepConsumingStartsAnEndedConsumptionAgain(t *testing.T) {
 		}
 	}
 	receive("before")
-	if err := js.DeleteConsumer(ctx, StreamOutcomes, "keep-test"); err != nil {
+	if err := js.DeleteConsumer(ctx, store.StreamOutcomes, "keep-test"); err != nil {
 		t.Fatal(err)
 	}
 	receive("after")

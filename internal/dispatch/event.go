@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"time"
 )
 
@@ -136,10 +135,6 @@ type EnqueueResult struct {
 	// already accepted within 24 hours; it is not delivered again.
 	Duplicate bool `json:"duplicate,omitempty"`
 }
-
-// ErrUnavailable is returned by Enqueue when the event store cannot
-// acknowledge the events; nothing returned with it was acknowledged.
-var ErrUnavailable = errors.New("event store unavailable")
 
 // Enqueuer durably accepts events. It is what the ingestion API calls.
 type Enqueuer interface {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/wablast/webhook-operator/internal/endpoint"
 	"github.com/wablast/webhook-operator/internal/idempotency"
+	"github.com/wablast/webhook-operator/internal/store"
 )
 
 // enqueueWithID enqueues one event with a producer id and returns its result.
@@ -24,9 +25,9 @@ func enqueueWithID(t *testing.T, d *Dispatcher, id string) EnqueueResult {
 	return res[0]
 }
 
-func newIndexedDispatcher(t *testing.T, dir string, window time.Duration, now func() time.Time) (*Store, *Dispatcher) {
+func newIndexedDispatcher(t *testing.T, dir string, window time.Duration, now func() time.Time) (*store.Store, *Dispatcher) {
 	t.Helper()
-	st, err := OpenStore(context.Background(), StoreOptions{DataDir: dir, IdempotencyWindow: window})
+	st, err := store.Open(context.Background(), store.Options{DataDir: dir, IdempotencyWindow: window})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,12 +47,12 @@ func newIndexedDispatcher(t *testing.T, dir string, window time.Duration, now fu
 func TestTheIdempotencyWindowIsKeptOnDisk(t *testing.T) {
 	st, d := newIndexedDispatcher(t, t.TempDir(), 24*time.Hour, nil)
 	defer st.Close()
-	info, err := st.JetStream().Stream(context.Background(), StreamEvents)
+	info, err := st.JetStream().Stream(context.Background(), store.StreamEvents)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := info.CachedInfo().Config.Duplicates; got != dedupeGuard {
-		t.Fatalf("the events stream's duplicate window is %v, want the %v guard", got, dedupeGuard)
+	if got := info.CachedInfo().Config.Duplicates; got != store.DedupeGuard {
+		t.Fatalf("the events stream's duplicate window is %v, want the %v guard", got, store.DedupeGuard)
 	}
 	if st.Index() == nil {
 		t.Fatal("no on-disk index with the embedded server")
@@ -66,11 +67,11 @@ func TestTheIdempotencyWindowIsKeptOnDisk(t *testing.T) {
 	if err := st.Index().Record(idempotency.Entry{Key: "shop/order-2", At: time.Now().Add(-time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
-	before := streamMsgs(t, st, StreamEvents)
+	before := streamMsgs(t, st, store.StreamEvents)
 	if r := enqueueWithID(t, d, "order-2"); !r.Duplicate {
 		t.Fatal("an id the index holds from an hour ago was accepted as new")
 	}
-	if after := streamMsgs(t, st, StreamEvents); after != before {
+	if after := streamMsgs(t, st, store.StreamEvents); after != before {
 		t.Fatalf("a duplicate was stored: %d messages, then %d", before, after)
 	}
 }
@@ -125,10 +126,10 @@ func TestTheIndexIsCompletedFromTheStreamAtStart(t *testing.T) {
 	}
 	st.Close()
 
-	reopen := func(what string) (*Store, *Dispatcher) {
+	reopen := func(what string) (*store.Store, *Dispatcher) {
 		t.Helper()
 		done := make(chan struct{})
-		var s *Store
+		var s *store.Store
 		var dd *Dispatcher
 		go func() {
 			defer close(done)

@@ -3,10 +3,7 @@ package dispatch
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"reflect"
-	"slices"
 	"testing"
 	"time"
 
@@ -17,6 +14,7 @@ import (
 
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
 	"github.com/wablast/webhook-operator/internal/endpoint"
+	"github.com/wablast/webhook-operator/internal/store"
 )
 
 func TestDedupeSetRemembersKeysForTheWindow(t *testing.T) {
@@ -53,54 +51,54 @@ func TestDedupeSetRemembersKeysForTheWindow(t *testing.T) {
 }
 
 func TestOutcomeDedupeKeys(t *testing.T) {
-	base := outcome{UID: "u1", EventID: "e1", AcceptedAt: "2026-11-28T10:00:00Z", Attempt: 1, Result: webhooksv1alpha1.ResultSucceeded}
-	key := func(mut func(*outcome)) uint64 {
+	base := store.Outcome{UID: "u1", EventID: "e1", AcceptedAt: "2026-11-28T10:00:00Z", Attempt: 1, Result: webhooksv1alpha1.ResultSucceeded}
+	key := func(mut func(*store.Outcome)) uint64 {
 		oc := base
 		mut(&oc)
-		k, ok := oc.dedupeKey()
+		k, ok := dedupeKey(&oc)
 		if !ok {
 			t.Fatal("no key")
 		}
 		return k
 	}
-	same := key(func(*outcome) {})
-	if key(func(o *outcome) { o.Attempt = 3; o.Result = webhooksv1alpha1.ResultFailed }) != same {
+	same := key(func(*store.Outcome) {})
+	if key(func(o *store.Outcome) { o.Attempt = 3; o.Result = webhooksv1alpha1.ResultFailed }) != same {
 		t.Error("an event ends once: its final outcomes share a key whatever the attempt and result")
 	}
-	for name, mut := range map[string]func(*outcome){
-		"another endpoint": func(o *outcome) { o.UID = "u2" },
-		"another event":    func(o *outcome) { o.EventID = "e2" },
-		"a replay":         func(o *outcome) { o.AcceptedAt = "2026-11-28T11:00:00Z" },
-		"a retry":          func(o *outcome) { o.Result = webhooksv1alpha1.ResultRetrying },
+	for name, mut := range map[string]func(*store.Outcome){
+		"another endpoint": func(o *store.Outcome) { o.UID = "u2" },
+		"another event":    func(o *store.Outcome) { o.EventID = "e2" },
+		"a replay":         func(o *store.Outcome) { o.AcceptedAt = "2026-11-28T11:00:00Z" },
+		"a retry":          func(o *store.Outcome) { o.Result = webhooksv1alpha1.ResultRetrying },
 	} {
 		if key(mut) == same {
 			t.Errorf("%s must have its own key", name)
 		}
 	}
-	r1 := key(func(o *outcome) { o.Result = webhooksv1alpha1.ResultRetrying })
-	r2 := key(func(o *outcome) { o.Result = webhooksv1alpha1.ResultRetrying; o.Attempt = 2 })
+	r1 := key(func(o *store.Outcome) { o.Result = webhooksv1alpha1.ResultRetrying })
+	r2 := key(func(o *store.Outcome) { o.Result = webhooksv1alpha1.ResultRetrying; o.Attempt = 2 })
 	if r1 == r2 {
 		t.Error("retried attempts are distinct outcomes")
 	}
-	if _, ok := (&outcome{UID: "u1", EventID: "e1"}).dedupeKey(); ok {
+	if _, ok := dedupeKey(&store.Outcome{UID: "u1", EventID: "e1"}); ok {
 		t.Error("an outcome without its acceptance time has no key")
 	}
 }
 
 // publishOutcomes stores one outcomes message, as the recorder does.
-func publishOutcomes(t *testing.T, js jetstream.JetStream, ocs ...outcome) {
+func publishOutcomes(t *testing.T, js jetstream.JetStream, ocs ...store.Outcome) {
 	t.Helper()
 	data, err := json.Marshal(ocs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := js.Publish(context.Background(), outcomeSubject(ocs[0].Namespace, ocs[0].Name), data); err != nil {
+	if _, err := js.Publish(context.Background(), store.OutcomeSubject(ocs[0].Namespace, ocs[0].Name), data); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func finalOutcome(i int) outcome {
-	return outcome{
+func finalOutcome(i int) store.Outcome {
+	return store.Outcome{
 		UID: "uid-crm", Namespace: "shop", Name: "crm", Generation: 1,
 		EventID: fmt.Sprintf("e%d", i), EventType: "message.sent", Attempt: 1, Attempted: true,
 		StatusCode: 200, Result: webhooksv1alpha1.ResultSucceeded, Reason: ReasonDeliverySucceeded,
@@ -114,7 +112,7 @@ func finalOutcome(i int) outcome {
 func TestOutcomesRecordedTwiceAreCountedOnce(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	st, err := OpenStore(ctx, StoreOptions{DataDir: dir})
+	st, err := store.Open(ctx, store.Options{DataDir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +171,7 @@ func TestOutcomesRecordedTwiceAreCountedOnce(t *testing.T) {
 // Outcomes waiting together are stored together: one message per endpoint.
 func TestOutcomesWaitingTogetherAreStoredInOneMessagePerEndpoint(t *testing.T) {
 	ctx := context.Background()
-	st, err := OpenStore(ctx, StoreOptions{DataDir: t.TempDir()})
+	st, err := store.Open(ctx, store.Options{DataDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +186,7 @@ func TestOutcomesWaitingTogetherAreStoredInOneMessagePerEndpoint(t *testing.T) {
 		if i%3 == 0 {
 			oc.UID, oc.Name = "uid-erp", "erp"
 		}
-		p := pendingOutcome{ocs: []*outcome{&oc}, done: make(chan error, 1)}
+		p := pendingOutcome{ocs: []*store.Outcome{&oc}, done: make(chan error, 1)}
 		pending = append(pending, p)
 		d.outcomes <- p
 	}
@@ -207,7 +205,7 @@ func TestOutcomesWaitingTogetherAreStoredInOneMessagePerEndpoint(t *testing.T) {
 	}
 	close(quit)
 	<-done
-	s, err := st.JetStream().Stream(ctx, StreamOutcomes)
+	s, err := st.JetStream().Stream(ctx, store.StreamOutcomes)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,67 +216,23 @@ func TestOutcomesWaitingTogetherAreStoredInOneMessagePerEndpoint(t *testing.T) {
 	if info.State.Msgs != 2 {
 		t.Fatalf("60 outcomes of 2 endpoints were stored in %d messages, want 2", info.State.Msgs)
 	}
-	for _, subj := range []string{outcomeSubject("shop", "crm"), outcomeSubject("shop", "erp")} {
+	for _, subj := range []string{store.OutcomeSubject("shop", "crm"), store.OutcomeSubject("shop", "erp")} {
 		m, err := s.GetLastMsgForSubject(ctx, subj)
 		if err != nil {
 			t.Fatal(err)
 		}
-		ocs, err := decodeOutcomes(m.Data)
+		ocs, err := store.DecodeOutcomes(m.Data)
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := map[string]int{outcomeSubject("shop", "crm"): 40, outcomeSubject("shop", "erp"): 20}[subj]
+		want := map[string]int{store.OutcomeSubject("shop", "crm"): 40, store.OutcomeSubject("shop", "erp"): 20}[subj]
 		if len(ocs) != want {
 			t.Errorf("%s holds %d outcomes, want %d", subj, len(ocs), want)
 		}
 		for _, oc := range ocs {
-			if outcomeSubject(oc.Namespace, oc.Name) != subj {
+			if store.OutcomeSubject(oc.Namespace, oc.Name) != subj {
 				t.Errorf("%s holds an outcome of %s/%s", subj, oc.Namespace, oc.Name)
 			}
-		}
-	}
-}
-
-// Outcomes survive their binary encoding field for field, and messages
-// written by earlier versions (a JSON array, a single JSON object) still
-// decode.
-func TestOutcomesEncodingRoundTripsAndReadsOlderMessages(t *testing.T) {
-	full := outcome{
-		UID: "uid-crm", Namespace: "shop", Name: "crm.v1", Generation: 7,
-		EventID: "msg_1", EventType: "message.failed", Attempt: 3, Attempted: true, StatusCode: 503, DurationMS: 1234,
-		Result: webhooksv1alpha1.ResultRetrying, Reason: ReasonDeliveryFailing, Error: "receiver answered 503 Service Unavailable é",
-		Gone: true, Time: time.Date(2026, 11, 29, 1, 2, 3, 456789012, time.UTC),
-		NextAttempt: time.Date(2026, 11, 29, 1, 2, 13, 0, time.UTC), AcceptedAt: "2026-11-29T01:02:00.1Z",
-	}
-	bare := outcome{UID: "uid-crm", Namespace: "shop", Name: "crm.v1", Result: webhooksv1alpha1.ResultFailed, Attempt: -1, DurationMS: -5}
-	want := []outcome{full, bare}
-	got, err := decodeOutcomes(encodeOutcomes([]*outcome{&full, &bare}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("round trip:\n got %+v\nwant %+v", got, want)
-	}
-
-	old, _ := json.Marshal([]*outcome{&full, &bare})
-	if got, err := decodeOutcomes(old); err != nil || len(got) != 2 || !got[0].Time.Equal(full.Time) || got[1].Result != webhooksv1alpha1.ResultFailed {
-		t.Errorf("JSON array: %+v, %v", got, err)
-	}
-	single, _ := json.Marshal(&full)
-	if got, err := decodeOutcomes(single); err != nil || len(got) != 1 || got[0].EventID != "msg_1" {
-		t.Errorf("JSON object: %+v, %v", got, err)
-	}
-
-	enc := encodeOutcomes([]*outcome{&full})
-	for name, data := range map[string][]byte{
-		"truncated":       enc[:len(enc)-1],
-		"trailing":        append(slices.Clone(enc), 0),
-		"zero count":      {outcomesFormat, 0},
-		"huge count":      {outcomesFormat, 0xff, 0xff, 0x03},
-		"string too long": {outcomesFormat, 1, 0, 0x7f},
-	} {
-		if _, err := decodeOutcomes(data); !errors.Is(err, errBadOutcomes) {
-			t.Errorf("%s: %v, want errBadOutcomes", name, err)
 		}
 	}
 }
@@ -288,7 +242,7 @@ func TestOutcomesEncodingRoundTripsAndReadsOlderMessages(t *testing.T) {
 // single outcome is stored at once.
 func TestOutcomeRecorderWaitsOnlyUnderLoad(t *testing.T) {
 	ctx := context.Background()
-	st, err := OpenStore(ctx, StoreOptions{DataDir: t.TempDir()})
+	st, err := store.Open(ctx, store.Options{DataDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -302,7 +256,7 @@ func TestOutcomeRecorderWaitsOnlyUnderLoad(t *testing.T) {
 	go func() { defer close(done); d.runOutcomeRecorder(quit) }()
 	defer func() { close(quit); <-done }()
 	record := func(from, n int) chan error {
-		ocs := make([]*outcome, n)
+		ocs := make([]*store.Outcome, n)
 		for i := range ocs {
 			oc := finalOutcome(from + i)
 			ocs[i] = &oc
@@ -332,7 +286,7 @@ func TestOutcomeRecorderWaitsOnlyUnderLoad(t *testing.T) {
 	full := record(20, maxOutcomeBatch-2) // fills the write: the wait ends
 	wait("the outcomes of a message of two", two)
 	wait("the outcomes that filled the write", full)
-	if n := streamMsgs(t, st, StreamOutcomes); n != 2 {
+	if n := streamMsgs(t, st, store.StreamOutcomes); n != 2 {
 		t.Errorf("stored %d messages, want 2 (the single outcome, then one full write)", n)
 	}
 }

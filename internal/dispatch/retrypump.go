@@ -2,8 +2,6 @@ package dispatch
 
 import (
 	"context"
-	"encoding/binary"
-	"fmt"
 	"hash/fnv"
 	"sync"
 	"time"
@@ -12,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/wablast/webhook-operator/internal/retryqueue"
+	"github.com/wablast/webhook-operator/internal/store"
 )
 
 // With the embedded store, a delivery waiting for its next attempt is kept
@@ -82,44 +81,15 @@ func (p *pumpState) taken(pk uint64) bool {
 	return n == retryHold
 }
 
-// encodeRetry is a retry queue entry's data: the endpoint, then the
-// delivery as a batch of one (encodeBatch).
-func encodeRetry(ns, name string, uid types.UID, d *delivery) []byte {
-	b := make([]byte, 0, 3*binary.MaxVarintLen32+len(ns)+len(name)+len(uid))
-	for _, f := range [...]string{ns, name, string(uid)} {
-		b = binary.AppendUvarint(b, uint64(len(f)))
-		b = append(b, f...)
-	}
-	return append(b, encodeBatch([]delivery{*d})...)
-}
-
-// decodeRetry decodes what encodeRetry encoded.
-func decodeRetry(data []byte) (ns, name string, uid types.UID, d delivery, err error) {
-	var fs [3]string
-	for i := range fs {
-		l, n := binary.Uvarint(data)
-		if n <= 0 || l > uint64(len(data)-n) {
-			return "", "", "", delivery{}, fmt.Errorf("%w: truncated retry", errBadBatch)
-		}
-		fs[i] = string(data[n : n+int(l)])
-		data = data[n+int(l):]
-	}
-	ds, err := decodeBatch(data, 1)
-	if err != nil {
-		return "", "", "", delivery{}, err
-	}
-	return fs[0], fs[1], types.UID(fs[2]), ds[0], nil
-}
-
 // queueRetry stores the next attempt in the on-disk retry queue, due at at.
-func (w *endpointWorker) queueRetry(q *retryqueue.Queue, dl *delivery, attempt int, at time.Time) error {
+func (w *endpointWorker) queueRetry(q *retryqueue.Queue, dl *store.Delivery, attempt int, at time.Time) error {
 	next := *dl
 	next.Attempt = attempt
 	return q.Put(retryqueue.Entry{
 		Part: retryPart(w.uid),
 		Due:  at,
 		ID:   retryToken(string(w.uid), dl.EventID, attempt),
-		Data: encodeRetry(w.ns, w.name, w.uid, &next),
+		Data: store.EncodeRetry(w.ns, w.name, w.uid, &next),
 	})
 }
 
@@ -187,14 +157,14 @@ func (d *Dispatcher) publishRetries(ctx context.Context, entries []retryqueue.En
 	futures := make([]jetstream.PubAckFuture, 0, len(entries))
 	keys := make([]types.NamespacedName, 0, 1)
 	for _, e := range entries {
-		ns, name, uid, dl, err := decodeRetry(e.Data)
+		ns, name, uid, dl, err := store.DecodeRetry(e.Data)
 		if err != nil {
 			// Not written by this version: nothing can deliver it, and
 			// keeping it would stop the queue.
 			d.opts.Logger.Error(err, "Dropping an unreadable entry of the retry queue", "id", e.ID)
 			continue
 		}
-		msg := deliveryMsg(ns, name, uid, &dl)
+		msg := store.DeliveryMsg(ns, name, uid, &dl)
 		msg.Header.Set(hdrPumped, "1")
 		f, err := d.js.PublishMsgAsync(msg)
 		if err != nil {

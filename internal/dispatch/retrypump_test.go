@@ -8,25 +8,9 @@ import (
 	"time"
 
 	"github.com/wablast/webhook-operator/internal/endpoint"
+	"github.com/wablast/webhook-operator/internal/store"
 	"github.com/wablast/webhook-operator/internal/testutil"
 )
-
-func TestRetryEncodingRoundTrips(t *testing.T) {
-	d := delivery{EventID: "msg_1", EventType: "message.sent", AcceptedAt: "2026-12-07T03:00:00.123456789Z", Attempt: 3, Body: []byte(`{"type":"message.sent","data":{"a":"ü\u2028"}}`)}
-	ns, name, uid, got, err := decodeRetry(encodeRetry("shop", "crm.v2", "uid-1", &d))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ns != "shop" || name != "crm.v2" || uid != "uid-1" || got.EventID != d.EventID || got.EventType != d.EventType ||
-		got.AcceptedAt != d.AcceptedAt || got.Attempt != 3 || string(got.Body) != string(d.Body) {
-		t.Fatalf("decoded %s/%s %s %+v", ns, name, uid, got)
-	}
-	for _, bad := range [][]byte{nil, {5, 'a'}, encodeRetry("a", "b", "c", &d)[:12]} {
-		if _, _, _, _, err := decodeRetry(bad); err == nil {
-			t.Errorf("decodeRetry(%q) accepted a truncated entry", bad)
-		}
-	}
-}
 
 // TestRetriesWaitOnDiskAcrossACrash: with the embedded store, deliveries
 // waiting for their next attempt are in the on-disk retry queue, not in
@@ -63,8 +47,8 @@ func TestRetriesWaitOnDiskAcrossACrash(t *testing.T) {
 		if n := q.Len(); n != total {
 			return fmt.Errorf("%d retries queued, want %d", n, total)
 		}
-		if n := streamMsgs(t, h.store, StreamDeliveries); n != 0 {
-			return fmt.Errorf("%d messages in %s", n, StreamDeliveries)
+		if n := streamMsgs(t, h.store, store.StreamDeliveries); n != 0 {
+			return fmt.Errorf("%d messages in %s", n, store.StreamDeliveries)
 		}
 		return nil
 	})
@@ -134,7 +118,7 @@ func TestRetriesWaitInTheQueueWhileTheirEndpointIsBehind(t *testing.T) {
 	})
 	peak := uint64(0)
 	for range 40 {
-		n := streamMsgs(t, h.store, StreamDeliveries)
+		n := streamMsgs(t, h.store, store.StreamDeliveries)
 		peak = max(peak, n)
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/wablast/webhook-operator/internal/endpoint"
 	"github.com/wablast/webhook-operator/internal/signing"
+	"github.com/wablast/webhook-operator/internal/store"
 	"github.com/wablast/webhook-operator/internal/testutil"
 )
 
@@ -65,7 +66,7 @@ func sendOracle(t *testing.T, secret string, ev Event) (*testutil.Receiver, []by
 
 func sendDispatcher(t testing.TB) *Dispatcher {
 	t.Helper()
-	d, err := New(Options{Registry: endpoint.NewMemoryRegistry(), Store: &Store{}, HTTPClient: NewHTTPClient(mustEgressPolicy(t, []string{"127.0.0.0/8"}, nil))})
+	d, err := New(Options{Registry: endpoint.NewMemoryRegistry(), Store: &store.Store{}, HTTPClient: NewHTTPClient(mustEgressPolicy(t, []string{"127.0.0.0/8"}, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +167,7 @@ func TestSendWritesEachRequestInOneWrite(t *testing.T) {
 	defer srv.Close()
 	var writes atomic.Int64
 	dialer := &net.Dialer{}
-	d, err := New(Options{Registry: endpoint.NewMemoryRegistry(), Store: &Store{}, HTTPClient: &http.Client{Transport: &http.Transport{
+	d, err := New(Options{Registry: endpoint.NewMemoryRegistry(), Store: &store.Store{}, HTTPClient: &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := dialer.DialContext(ctx, network, addr)
 			return countingConn{c, &writes}, err

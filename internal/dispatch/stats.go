@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
+	"github.com/wablast/webhook-operator/internal/store"
 )
 
 // rateBucket is the width of the buckets the 24-hour success rate is summed over.
@@ -62,7 +63,7 @@ type EndpointStats struct {
 }
 
 // apply folds one outcome into the counters.
-func (s *EndpointStats) apply(oc *outcome) {
+func (s *EndpointStats) apply(oc *store.Outcome) {
 	if oc.Attempted && oc.Attempt == 1 {
 		s.TotalEventsSent++
 	}
@@ -170,14 +171,14 @@ func truncate(s string, n int) string {
 func statsKey(uid types.UID) string { return string(uid) }
 
 // loadAllStats reads every endpoint's persisted stats.
-func loadAllStats(ctx context.Context, s *Store) (map[types.UID]*EndpointStats, error) {
+func loadAllStats(ctx context.Context, s *store.Store) (map[types.UID]*EndpointStats, error) {
 	out := map[types.UID]*EndpointStats{}
-	lister, err := s.kv.ListKeys(ctx)
+	lister, err := s.StatsBucket().ListKeys(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("listing stats: %w", err)
 	}
 	for key := range lister.Keys() {
-		e, err := s.kv.Get(ctx, key)
+		e, err := s.StatsBucket().Get(ctx, key)
 		if err != nil {
 			if errors.Is(err, jetstream.ErrKeyNotFound) {
 				continue
@@ -197,7 +198,7 @@ func loadAllStats(ctx context.Context, s *Store) (map[types.UID]*EndpointStats, 
 // them. Only one runs at a time (the leader's), so the counters are exact
 // across replicas.
 type Aggregator struct {
-	store *Store
+	store *store.Store
 	now   func() time.Time
 
 	mu    sync.Mutex
@@ -244,7 +245,7 @@ const dedupeWindow = 2 * time.Minute
 const statsAckWait = 30 * time.Second
 
 // NewAggregator returns an aggregator over the store's outcomes.
-func NewAggregator(st *Store, now func() time.Time) *Aggregator {
+func NewAggregator(st *store.Store, now func() time.Time) *Aggregator {
 	if now == nil {
 		now = time.Now
 	}
@@ -272,7 +273,7 @@ func (a *Aggregator) run(ctx context.Context, persistEvery time.Duration, log lo
 	// aggregator and never acknowledged (it crashed) come again now rather than
 	// after their ack wait. Those already folded in are listed in the
 	// snapshots' Unacked and skipped.
-	if err := a.store.js.DeleteConsumer(ctx, StreamOutcomes, consumerStats); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+	if err := a.store.JetStream().DeleteConsumer(ctx, store.StreamOutcomes, store.ConsumerStats); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return fmt.Errorf("resetting the stats consumer: %w", err)
 	}
 	cc, err := a.consume(ctx, log)
@@ -300,8 +301,8 @@ func (a *Aggregator) run(ctx context.Context, persistEvery time.Duration, log lo
 
 // consume creates (or finds) the stats consumer and folds its messages in.
 func (a *Aggregator) consume(ctx context.Context, log logr.Logger) (jetstream.ConsumeContext, error) {
-	cons, err := a.store.js.CreateOrUpdateConsumer(ctx, StreamOutcomes, jetstream.ConsumerConfig{
-		Durable:       consumerStats,
+	cons, err := a.store.JetStream().CreateOrUpdateConsumer(ctx, store.StreamOutcomes, jetstream.ConsumerConfig{
+		Durable:       store.ConsumerStats,
 		Description:   "Folds delivery outcomes into per-endpoint counters",
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       statsAckWait,
@@ -324,7 +325,7 @@ func (a *Aggregator) applyMsg(m jetstream.Msg) {
 		_ = m.Term()
 		return
 	}
-	ocs, err := decodeOutcomes(m.Data())
+	ocs, err := store.DecodeOutcomes(m.Data())
 	if err != nil || len(ocs) == 0 {
 		_ = m.Term()
 		return
@@ -348,7 +349,7 @@ func (a *Aggregator) applyMsg(m jetstream.Msg) {
 		if oc.UID != uid {
 			continue // one endpoint per message, by construction
 		}
-		if key, ok := oc.dedupeKey(); ok {
+		if key, ok := dedupeKey(oc); ok {
 			if a.seen.has(key) {
 				continue
 			}
@@ -398,7 +399,7 @@ func (a *Aggregator) persist(ctx context.Context) {
 	a.mu.Unlock()
 
 	for uid, data := range writes {
-		if _, err := a.store.kv.Put(ctx, statsKey(uid), data); err != nil {
+		if _, err := a.store.StatsBucket().Put(ctx, statsKey(uid), data); err != nil {
 			// Nothing acked: the next persist writes this snapshot again.
 			a.mu.Lock()
 			for uid := range writes {
@@ -481,5 +482,5 @@ func (a *Aggregator) forget(ctx context.Context, uid types.UID) {
 	delete(a.stats, uid)
 	delete(a.dirty, uid)
 	a.mu.Unlock()
-	_ = a.store.kv.Delete(ctx, statsKey(uid))
+	_ = a.store.StatsBucket().Delete(ctx, statsKey(uid))
 }

@@ -21,6 +21,7 @@ import (
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
 	"github.com/wablast/webhook-operator/internal/endpoint"
 	"github.com/wablast/webhook-operator/internal/signing"
+	"github.com/wablast/webhook-operator/internal/store"
 )
 
 // Reasons of the Delivering condition.
@@ -114,10 +115,10 @@ func (w *endpointWorker) start(parent context.Context) error {
 	w.jobs = make(chan attemptJob)
 	w.held = map[jetstream.Msg]struct{}{}
 	w.ctx, w.cancel = context.WithCancel(parent)
-	cons, err := w.d.js.CreateOrUpdateConsumer(w.ctx, StreamDeliveries, jetstream.ConsumerConfig{
-		Durable:       consumerName(w.ns, w.name),
+	cons, err := w.d.js.CreateOrUpdateConsumer(w.ctx, store.StreamDeliveries, jetstream.ConsumerConfig{
+		Durable:       store.ConsumerName(w.ns, w.name),
 		Description:   "Deliveries to WebhookConfig " + w.ns + "/" + w.name,
-		FilterSubject: deliverSubject(w.ns, w.name),
+		FilterSubject: store.DeliverSubject(w.ns, w.name),
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       ackWait,
 		MaxAckPending: ep.Policy.MaxInFlight,
@@ -214,7 +215,7 @@ func (w *endpointWorker) keepAlive() {
 // attemptJob is one delivery to attempt; done is called with its settlement.
 type attemptJob struct {
 	ep   *endpoint.Endpoint
-	dl   *delivery
+	dl   *store.Delivery
 	done func(settlement)
 }
 
@@ -370,7 +371,7 @@ var contentTypeJSON = []string{"application/json"}
 type settlement struct {
 	done  bool
 	delay time.Duration
-	oc    *outcome
+	oc    *store.Outcome
 }
 
 var again = settlement{}
@@ -384,13 +385,13 @@ func againAfter(d time.Duration) settlement { return settlement{delay: d} }
 // deliveries are not attempted twice.
 func (w *endpointWorker) handleMsg(ctx context.Context, m jetstream.Msg) {
 	ep := w.ep.Load()
-	if m.Headers().Get(hdrEndpointUID) != string(ep.UID) {
+	if m.Headers().Get(store.HdrEndpointUID) != string(ep.UID) {
 		// Deliveries for an earlier resource of the same name.
 		_ = m.Ack()
 		return
 	}
 	w.d.retryTaken(ep.UID, m)
-	ds, err := deliveriesOf(m.Headers(), m.Data())
+	ds, err := store.DeliveriesOf(m.Headers(), m.Data())
 	if err != nil {
 		w.d.opts.Logger.Error(err, "Dropping a stored message that carries no readable delivery", "namespace", w.ns, "name", w.name, "subject", m.Subject())
 		_ = m.Term()
@@ -435,7 +436,7 @@ func (w *endpointWorker) handleMsg(ctx context.Context, m jetstream.Msg) {
 // in one go, after their attempts (so an attempt slot is free as soon as its
 // request is done); should that fail, they are delivered again.
 func (w *endpointWorker) recordOutcomes(res []settlement) {
-	ocs := make([]*outcome, 0, len(res))
+	ocs := make([]*store.Outcome, 0, len(res))
 	for _, r := range res {
 		if r.done && r.oc != nil {
 			ocs = append(ocs, r.oc)
@@ -452,7 +453,7 @@ func (w *endpointWorker) recordOutcomes(res []settlement) {
 }
 
 // settle acknowledges or redelivers m according to what became of its deliveries.
-func (w *endpointWorker) settle(m jetstream.Msg, ds []delivery, res []settlement) {
+func (w *endpointWorker) settle(m jetstream.Msg, ds []store.Delivery, res []settlement) {
 	var left []int
 	var delay time.Duration
 	for i, r := range res {
@@ -487,16 +488,16 @@ func (w *endpointWorker) settle(m jetstream.Msg, ds []delivery, res []settlement
 // their own. Their message IDs come from m's stream sequence, so storing them
 // again after a crash adds nothing. It runs while the worker stops, too, so
 // it has its own deadline instead of the worker's context.
-func (w *endpointWorker) storeAgain(m jetstream.Msg, ds []delivery, left []int) error {
+func (w *endpointWorker) storeAgain(m jetstream.Msg, ds []store.Delivery, left []int) error {
 	meta, err := m.Metadata()
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), publishAckTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), store.PublishAckTimeout)
 	defer cancel()
 	futures := make([]jetstream.PubAckFuture, 0, len(left))
 	for _, i := range left {
-		f, err := w.d.js.PublishMsgAsync(deliveryMsg(w.ns, w.name, w.uid, &ds[i]),
+		f, err := w.d.js.PublishMsgAsync(store.DeliveryMsg(w.ns, w.name, w.uid, &ds[i]),
 			jetstream.WithMsgID(fmt.Sprintf("split.%d.%d", meta.Sequence.Stream, i)))
 		if err != nil {
 			return err
@@ -520,7 +521,7 @@ func (w *endpointWorker) storeAgain(m jetstream.Msg, ds []delivery, left []int) 
 // needs (a scheduled retry, the failed store here, the outcome record in
 // handleMsg) is acknowledged by JetStream before the delivery counts as
 // done, so a crash at any point leads to a redelivery, never to a loss.
-func (w *endpointWorker) handle(ctx context.Context, ep *endpoint.Endpoint, dl *delivery) settlement {
+func (w *endpointWorker) handle(ctx context.Context, ep *endpoint.Endpoint, dl *store.Delivery) settlement {
 	if w.d.isGone(ep.UID, ep.Generation) {
 		// The endpoint answered 410 Gone: hold the delivery until its spec changes.
 		return againAfter(time.Second)
@@ -531,7 +532,7 @@ func (w *endpointWorker) handle(ctx context.Context, ep *endpoint.Endpoint, dl *
 	if err != nil {
 		acceptedAt = w.d.opts.Now()
 	}
-	oc := outcome{
+	oc := store.Outcome{
 		UID: ep.UID, Namespace: ep.Namespace, Name: ep.Name, Generation: ep.Generation,
 		EventID: dl.EventID, EventType: dl.EventType, Attempt: int32(attempt), AcceptedAt: dl.AcceptedAt,
 	}
@@ -602,14 +603,14 @@ func (w *endpointWorker) handle(ctx context.Context, ep *endpoint.Endpoint, dl *
 // scheduleRetry stores the next attempt, due at the given time: in the
 // on-disk retry queue with the embedded store (see retrypump.go), or else
 // as a JetStream message schedule that fires into the endpoint's subject.
-func (w *endpointWorker) scheduleRetry(ctx context.Context, dl *delivery, attempt int, at time.Time) error {
+func (w *endpointWorker) scheduleRetry(ctx context.Context, dl *store.Delivery, attempt int, at time.Time) error {
 	if q := w.d.opts.Store.Retries(); q != nil {
 		return w.queueRetry(q, dl, attempt, at)
 	}
-	subj := fmt.Sprintf("%s.%s.%s.%s", subjRetry, w.ns, token(w.name), retryToken(string(w.uid), dl.EventID, attempt))
+	subj := fmt.Sprintf("%s.%s.%s.%s", store.SubjRetry, w.ns, store.Token(w.name), retryToken(string(w.uid), dl.EventID, attempt))
 	next := *dl
 	next.Attempt = attempt
-	msg := deliveryMsg(w.ns, w.name, w.uid, &next)
+	msg := store.DeliveryMsg(w.ns, w.name, w.uid, &next)
 	msg.Subject = subj
 	// Schedules have whole-second precision: round up, never fire early.
 	if t := at.Truncate(time.Second); !t.Equal(at) {
@@ -623,13 +624,13 @@ func (w *endpointWorker) scheduleRetry(ctx context.Context, dl *delivery, attemp
 	// per retry.
 	_, err := w.d.js.PublishMsg(ctx, msg,
 		jetstream.WithScheduleAt(at.UTC()),
-		jetstream.WithScheduleTarget(deliverSubject(w.ns, w.name)))
+		jetstream.WithScheduleTarget(store.DeliverSubject(w.ns, w.name)))
 	return err
 }
 
 // finish stores the failed store entry when the delivery failed for good;
 // the delivery is then done once its outcome oc is recorded.
-func (w *endpointWorker) finish(ctx context.Context, dl *delivery, oc *outcome, failed bool) settlement {
+func (w *endpointWorker) finish(ctx context.Context, dl *store.Delivery, oc *store.Outcome, failed bool) settlement {
 	oc.Time = w.d.opts.Now().UTC()
 	if failed {
 		if err := w.storeFailed(ctx, dl, oc); err != nil {
@@ -642,40 +643,15 @@ func (w *endpointWorker) finish(ctx context.Context, dl *delivery, oc *outcome, 
 
 // storeFailed keeps the delivery, with the attempts made and why it failed,
 // in the failed store for replay.
-func (w *endpointWorker) storeFailed(ctx context.Context, dl *delivery, oc *outcome) error {
+func (w *endpointWorker) storeFailed(ctx context.Context, dl *store.Delivery, oc *store.Outcome) error {
 	failed := *dl
 	failed.Attempt = int(oc.Attempt)
-	msg := deliveryMsg(w.ns, w.name, w.uid, &failed)
-	msg.Subject = failedSubject(w.ns, w.name)
-	msg.Header.Set(hdrFailedAt, oc.Time.Format(time.RFC3339Nano))
-	msg.Header.Set(hdrError, oc.Error)
+	msg := store.DeliveryMsg(w.ns, w.name, w.uid, &failed)
+	msg.Subject = store.FailedSubject(w.ns, w.name)
+	msg.Header.Set(store.HdrFailedAt, oc.Time.Format(time.RFC3339Nano))
+	msg.Header.Set(store.HdrError, oc.Error)
 	_, err := w.d.js.PublishMsg(ctx, msg)
 	return err
-}
-
-// outcome is one attempt's result (or a give-up without an attempt), as
-// recorded in the outcomes stream and folded into the endpoint's stats.
-type outcome struct {
-	UID         types.UID                       `json:"uid"`
-	Namespace   string                          `json:"namespace"`
-	Name        string                          `json:"name"`
-	Generation  int64                           `json:"generation"`
-	EventID     string                          `json:"eventID"`
-	EventType   string                          `json:"eventType"`
-	Attempt     int32                           `json:"attempt"`
-	Attempted   bool                            `json:"attempted"`
-	StatusCode  int32                           `json:"statusCode,omitempty"`
-	DurationMS  int64                           `json:"durationMS"`
-	Result      webhooksv1alpha1.DeliveryResult `json:"result"`
-	Reason      string                          `json:"reason"`
-	Error       string                          `json:"error,omitempty"`
-	Gone        bool                            `json:"gone,omitempty"`
-	Time        time.Time                       `json:"time"`
-	NextAttempt time.Time                       `json:"nextAttempt,omitzero"`
-	// AcceptedAt is the delivery's acceptance header: with the UID and event
-	// ID it names one life of one event at one endpoint (a replay starts a new
-	// one), which is what the aggregator deduplicates on.
-	AcceptedAt string `json:"acceptedAt,omitempty"`
 }
 
 // retryToken names one retry of one event at one endpoint in a subject

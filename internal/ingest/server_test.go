@@ -21,6 +21,7 @@ import (
 
 	"github.com/wablast/webhook-operator/internal/catalog"
 	"github.com/wablast/webhook-operator/internal/dispatch"
+	"github.com/wablast/webhook-operator/internal/store"
 )
 
 // fakeEnqueuer records what was enqueued and can be told to fail.
@@ -389,7 +390,7 @@ func TestErrorsNameTheProblem(t *testing.T) {
 		},
 		"an enqueue failure is a 503, never a 202": {
 			req:    request{contentType: "application/json", body: validEvent},
-			enqErr: fmt.Errorf("publishing: %w", dispatch.ErrUnavailable),
+			enqErr: fmt.Errorf("publishing: %w", store.ErrUnavailable),
 			status: 503, code: CodeStoreUnavailable, message: "the event store did not acknowledge the events", enqueued: true,
 		},
 		"an enqueue failure of a batch is a 503, never a 202": {

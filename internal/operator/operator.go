@@ -20,6 +20,7 @@ import (
 	"github.com/wablast/webhook-operator/internal/dispatch"
 	"github.com/wablast/webhook-operator/internal/endpoint"
 	"github.com/wablast/webhook-operator/internal/ingest"
+	"github.com/wablast/webhook-operator/internal/store"
 )
 
 // Version is the product version sent in the User-Agent of deliveries.
@@ -59,7 +60,7 @@ type Config struct {
 // Operator is everything Setup added to the manager.
 type Operator struct {
 	Registry   *endpoint.MemoryRegistry
-	Store      *dispatch.Store
+	Store      *store.Store
 	Dispatcher *dispatch.Dispatcher
 	Aggregator *dispatch.Aggregator
 	Ingest     *ingest.Server
@@ -72,7 +73,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) (*Operator, error)
 	if err != nil {
 		return nil, err
 	}
-	store, err := dispatch.OpenStore(ctx, dispatch.StoreOptions{
+	store, err := store.Open(ctx, store.Options{
 		DataDir: cfg.DataDir, URL: cfg.NATSURL, Replicas: cfg.NATSReplicas, FailedRetention: cfg.FailedRetention,
 		IdempotencyWindow: cfg.IdempotencyWindow,
 		Logger:            mgr.GetLogger().WithName("store"),

@@ -1,4 +1,4 @@
-package dispatch
+package store
 
 import (
 	"context"
@@ -36,10 +36,10 @@ func TestClusterFormingErrors(t *testing.T) {
 	}
 }
 
-// OpenStore with three replicas waits for a JetStream cluster whose third
+// Open with three replicas waits for a JetStream cluster whose third
 // server is still starting (the R3 streams cannot be placed until it
 // joins), instead of failing the manager's start.
-func TestOpenStoreWaitsForAFormingCluster(t *testing.T) {
+func TestOpenWaitsForAFormingCluster(t *testing.T) {
 	var ports, cports [3]int
 	for i := range 3 {
 		ports[i], cports[i] = testutil.FreePort(t), testutil.FreePort(t)
@@ -71,7 +71,7 @@ func TestOpenStoreWaitsForAFormingCluster(t *testing.T) {
 	start(1)
 	opened := make(chan error, 1)
 	go func() {
-		s, err := OpenStore(context.Background(), StoreOptions{URL: fmt.Sprintf("nats://127.0.0.1:%d", ports[0]), Replicas: 3})
+		s, err := Open(context.Background(), Options{URL: fmt.Sprintf("nats://127.0.0.1:%d", ports[0]), Replicas: 3})
 		if err == nil {
 			s.Close()
 		}
@@ -79,16 +79,16 @@ func TestOpenStoreWaitsForAFormingCluster(t *testing.T) {
 	}()
 	select {
 	case err := <-opened:
-		t.Fatalf("OpenStore returned before the third server started: %v", err)
+		t.Fatalf("Open returned before the third server started: %v", err)
 	case <-time.After(2 * time.Second):
 	}
 	start(2)
 	select {
 	case err := <-opened:
 		if err != nil {
-			t.Fatalf("OpenStore: %v", err)
+			t.Fatalf("Open: %v", err)
 		}
 	case <-time.After(90 * time.Second):
-		t.Fatal("OpenStore did not return within 90s of the cluster forming")
+		t.Fatal("Open did not return within 90s of the cluster forming")
 	}
 }

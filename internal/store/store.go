@@ -1,4 +1,8 @@
-package dispatch
+// Package store is the manager's durable store: the JetStream streams and
+// their subjects and headers, the embedded NATS server, the on-disk
+// idempotency index and retry queue it owns, and the binary encodings of
+// what the streams carry (deliveries, outcomes, retries).
+package store
 
 import (
 	"context"
@@ -34,37 +38,37 @@ const (
 	// BucketStats is the key-value bucket of per-endpoint counters.
 	BucketStats = "WEBHOOK_STATS"
 
-	subjEvents     = "wh.ev"
-	subjDeliver    = "wh.dl"
-	subjRetry      = "wh.rt"
-	subjFailed     = "wh.fl"
-	subjOutcomes   = "wh.oc"
-	consumerFanout = "fanout"
-	consumerStats  = "stats"
+	SubjEvents     = "wh.ev"
+	SubjDeliver    = "wh.dl"
+	SubjRetry      = "wh.rt"
+	SubjFailed     = "wh.fl"
+	SubjOutcomes   = "wh.oc"
+	ConsumerFanout = "fanout"
+	ConsumerStats  = "stats"
 )
 
 // Message headers of stored events and deliveries.
 const (
-	hdrEventID     = "Wh-Event-Id"
-	hdrEventType   = "Wh-Event-Type"
-	hdrAcceptedAt  = "Wh-Accepted-At"
-	hdrEndpoint    = "Wh-Endpoint"
-	hdrEndpointUID = "Wh-Endpoint-Uid"
-	hdrAttempt     = "Wh-Attempt"
-	hdrFailedAt    = "Wh-Failed-At"
-	hdrError       = "Wh-Error"
+	HdrEventID     = "Wh-Event-Id"
+	HdrEventType   = "Wh-Event-Type"
+	HdrAcceptedAt  = "Wh-Accepted-At"
+	HdrEndpoint    = "Wh-Endpoint"
+	HdrEndpointUID = "Wh-Endpoint-Uid"
+	HdrAttempt     = "Wh-Attempt"
+	HdrFailedAt    = "Wh-Failed-At"
+	HdrError       = "Wh-Error"
 )
 
-// publishAckTimeout bounds the wait for JetStream's acknowledgement of an
+// PublishAckTimeout bounds the wait for JetStream's acknowledgement of an
 // asynchronous publish; past it the publish counts as failed and is retried
 // (deduplicated by its message ID) or answered with 503.
-const publishAckTimeout = 10 * time.Second
+const PublishAckTimeout = 10 * time.Second
 
 // maxEndpointConsumers bounds the endpoints (WebhookConfigs) one store serves.
 const maxEndpointConsumers = 1_000_000
 
-// StoreOptions configures the durable store.
-type StoreOptions struct {
+// Options configures the durable store.
+type Options struct {
 	// DataDir is the embedded server's file store directory. Ignored with URL.
 	DataDir string
 	// URL of an external NATS cluster; empty runs an embedded server.
@@ -75,7 +79,7 @@ type StoreOptions struct {
 	FailedRetention time.Duration
 	// IdempotencyWindow is how long an event ID is remembered (24h).
 	IdempotencyWindow time.Duration
-	// Logger says when OpenStore waits for a JetStream cluster still forming.
+	// Logger says when Open waits for a JetStream cluster still forming.
 	Logger logr.Logger
 }
 
@@ -84,7 +88,7 @@ type Store struct {
 	srv  *server.Server
 	nc   *nats.Conn
 	js   jetstream.JetStream
-	opts StoreOptions
+	opts Options
 	kv   jetstream.KeyValue
 	// index remembers the ids of the idempotency window on disk, with the
 	// embedded server; nil with an external NATS, whose duplicate window
@@ -98,7 +102,7 @@ type Store struct {
 	retries *retryqueue.Queue
 }
 
-// dedupeGuard is the events stream's own duplicate window with the
+// DedupeGuard is the events stream's own duplicate window with the
 // embedded server, where the on-disk index keeps the idempotency window:
 // it catches the same id posted twice at the same moment (both miss the
 // index, JetStream keeps the first) and a producer's quick retry after an
@@ -106,7 +110,7 @@ type Store struct {
 // bytes each), so it is short. Ids stored just before a crash that kept
 // them from the index are recorded from the stream at the next start
 // (reindex looks back reindexMargin before the latest id it holds).
-const dedupeGuard = 30 * time.Second
+const DedupeGuard = 30 * time.Second
 
 // reindexMargin is how far before the index's latest id reindex reads the
 // events stream at a start.
@@ -121,14 +125,14 @@ const deliveriesDuplicateWindow = time.Minute
 // eventsDuplicateWindow is the events stream's duplicate window.
 func (s *Store) eventsDuplicateWindow() time.Duration {
 	if s.srv != nil {
-		return min(dedupeGuard, s.opts.IdempotencyWindow)
+		return min(DedupeGuard, s.opts.IdempotencyWindow)
 	}
 	return s.opts.IdempotencyWindow
 }
 
-// OpenStore starts the embedded NATS server (unless opts.URL is set),
+// Open starts the embedded NATS server (unless opts.URL is set),
 // connects, and creates or updates the streams and the stats bucket.
-func OpenStore(ctx context.Context, opts StoreOptions) (*Store, error) {
+func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.Replicas <= 0 {
 		opts.Replicas = 1
 	}
@@ -196,7 +200,7 @@ func OpenStore(ctx context.Context, opts StoreOptions) (*Store, error) {
 	// leader went away with a NATS node, the connection moved to another
 	// node) would otherwise be waited for forever: the fan-out workers
 	// waiting on it would stop the fan-out, and every replica with them.
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096), jetstream.WithPublishAsyncTimeout(publishAckTimeout))
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096), jetstream.WithPublishAsyncTimeout(PublishAckTimeout))
 	if err != nil {
 		s.Close()
 		return nil, fmt.Errorf("opening JetStream: %w", err)
@@ -240,7 +244,7 @@ func (s *Store) reindex(ctx context.Context) error {
 	// starts again from the beginning every time).
 	cfg := jetstream.ConsumerConfig{
 		Description:       "Records stored events' ids in the idempotency index at a start",
-		FilterSubject:     subjEvents + ".>",
+		FilterSubject:     SubjEvents + ".>",
 		DeliverPolicy:     jetstream.DeliverAllPolicy,
 		AckPolicy:         jetstream.AckNonePolicy,
 		HeadersOnly:       true,
@@ -274,12 +278,12 @@ func (s *Store) reindex(ctx context.Context) error {
 				continue
 			}
 			remaining = meta.NumPending
-			ns := strings.TrimPrefix(m.Subject(), subjEvents+".")
-			at, perr := time.Parse(time.RFC3339Nano, m.Headers().Get(hdrAcceptedAt))
+			ns := strings.TrimPrefix(m.Subject(), SubjEvents+".")
+			at, perr := time.Parse(time.RFC3339Nano, m.Headers().Get(HdrAcceptedAt))
 			if perr != nil {
 				at = meta.Timestamp
 			}
-			batch = append(batch, idempotency.Entry{Key: ns + "/" + m.Headers().Get(hdrEventID), At: at})
+			batch = append(batch, idempotency.Entry{Key: ns + "/" + m.Headers().Get(HdrEventID), At: at})
 		}
 		if err := msgs.Error(); err != nil {
 			return fmt.Errorf("reading stream %s for the idempotency index: %w", StreamEvents, err)
@@ -303,7 +307,7 @@ func (s *Store) ensure(ctx context.Context) error {
 	streams := []jetstream.StreamConfig{{
 		Name:        StreamEvents,
 		Description: "Accepted WA Blast events, kept for the idempotency window",
-		Subjects:    []string{subjEvents + ".>"},
+		Subjects:    []string{SubjEvents + ".>"},
 		// Kept for the whole idempotency window, not deleted once fanned out:
 		// JetStream rebuilds its duplicate window from the stored messages
 		// when it restarts, so an event ID is remembered for 24 hours across
@@ -316,7 +320,7 @@ func (s *Store) ensure(ctx context.Context) error {
 	}, {
 		Name:              StreamDeliveries,
 		Description:       "Pending webhook deliveries, one subject per endpoint, and scheduled retries",
-		Subjects:          []string{subjDeliver + ".>", subjRetry + ".>"},
+		Subjects:          []string{SubjDeliver + ".>", SubjRetry + ".>"},
 		Retention:         jetstream.WorkQueuePolicy,
 		Storage:           jetstream.FileStorage,
 		Replicas:          s.opts.Replicas,
@@ -329,7 +333,7 @@ func (s *Store) ensure(ctx context.Context) error {
 	}, {
 		Name:        StreamFailed,
 		Description: "Deliveries that failed for good, kept for replay",
-		Subjects:    []string{subjFailed + ".>"},
+		Subjects:    []string{SubjFailed + ".>"},
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
 		Replicas:    s.opts.Replicas,
@@ -337,7 +341,7 @@ func (s *Store) ensure(ctx context.Context) error {
 	}, {
 		Name:        StreamOutcomes,
 		Description: "Outcomes of delivery attempts, folded into per-endpoint counters",
-		Subjects:    []string{subjOutcomes + ".>"},
+		Subjects:    []string{SubjOutcomes + ".>"},
 		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     jetstream.FileStorage,
 		Replicas:    s.opts.Replicas,
@@ -370,7 +374,7 @@ func (s *Store) ensure(ctx context.Context) error {
 	return nil
 }
 
-// formingWait bounds how long OpenStore waits for a JetStream cluster that
+// formingWait bounds how long Open waits for a JetStream cluster that
 // is still forming (its servers starting together with the managers, as a
 // Helm install or a rolling restart does) before it gives up.
 const formingWait = 2 * time.Minute
@@ -418,6 +422,10 @@ func (s *Store) Embedded() bool { return s.srv != nil }
 // JetStream returns the JetStream context.
 func (s *Store) JetStream() jetstream.JetStream { return s.js }
 
+// StatsBucket returns the key-value bucket of per-endpoint counters
+// (BucketStats).
+func (s *Store) StatsBucket() jetstream.KeyValue { return s.kv }
+
 // Conn returns the NATS connection.
 func (s *Store) Conn() *nats.Conn { return s.nc }
 
@@ -462,35 +470,39 @@ func (s *Store) Healthy() error {
 	return nil
 }
 
-// token makes a Kubernetes name usable as one NATS subject token: names may
+// Token makes a Kubernetes name usable as one NATS subject token: names may
 // contain dots, subjects use them as separators. "_" is not allowed in
 // Kubernetes names, so the mapping is one to one.
-func token(name string) string { return strings.ReplaceAll(name, ".", "_") }
+func Token(name string) string { return strings.ReplaceAll(name, ".", "_") }
 
-func eventSubject(ns string) string { return subjEvents + "." + ns }
+func EventSubject(ns string) string { return SubjEvents + "." + ns }
 
-func deliverSubject(ns, name string) string { return subjDeliver + "." + ns + "." + token(name) }
+func DeliverSubject(ns, name string) string { return SubjDeliver + "." + ns + "." + Token(name) }
 
-func failedSubject(ns, name string) string { return subjFailed + "." + ns + "." + token(name) }
+func FailedSubject(ns, name string) string { return SubjFailed + "." + ns + "." + Token(name) }
 
-func outcomeSubject(ns, name string) string { return subjOutcomes + "." + ns + "." + token(name) }
+func OutcomeSubject(ns, name string) string { return SubjOutcomes + "." + ns + "." + Token(name) }
 
-// endpointOfSubject parses a delivery subject back into the endpoint's key.
-func endpointOfSubject(subj string) (types.NamespacedName, bool) {
+// EndpointOfSubject parses a delivery subject back into the endpoint's key.
+func EndpointOfSubject(subj string) (types.NamespacedName, bool) {
 	parts := strings.Split(subj, ".")
-	if len(parts) != 4 || parts[0]+"."+parts[1] != subjDeliver {
+	if len(parts) != 4 || parts[0]+"."+parts[1] != SubjDeliver {
 		return types.NamespacedName{}, false
 	}
 	return types.NamespacedName{Namespace: parts[2], Name: strings.ReplaceAll(parts[3], "_", ".")}, true
 }
 
-// hashString returns a short stable hex digest of s.
-func hashString(s string) string {
+// HashString returns a short stable hex digest of s.
+func HashString(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(sum[:12])
 }
 
-// consumerName is the durable consumer of one endpoint's deliveries.
-func consumerName(ns, name string) string {
-	return "ep_" + hashString(ns+"/"+name)
+// ConsumerName is the durable consumer of one endpoint's deliveries.
+func ConsumerName(ns, name string) string {
+	return "ep_" + HashString(ns+"/"+name)
 }
+
+// ErrUnavailable is returned by Enqueue when the event store cannot
+// acknowledge the events; nothing returned with it was acknowledged.
+var ErrUnavailable = errors.New("event store unavailable")

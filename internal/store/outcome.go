@@ -1,0 +1,169 @@
+package store
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
+
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// outcomesFormat is the first byte of an outcomes message in the binary
+// encoding of EncodeOutcomes. Messages written by earlier versions are JSON:
+// an array (first byte '['), or before batching a single object ('{').
+const outcomesFormat = 2
+
+// Flags of an encoded outcome.
+const (
+	ocAttempted = 1 << iota
+	ocGone
+	ocHasTime
+	ocHasNextAttempt
+)
+
+// EncodeOutcomes encodes one endpoint's outcomes for the outcomes stream: a
+// format byte, the count, then per outcome a flags byte, nine length-prefixed
+// strings and six varints. It is several times cheaper to write and read
+// than JSON, and the aggregator reads every outcome.
+func EncodeOutcomes(ocs []*Outcome) []byte {
+	n := 1 + binary.MaxVarintLen32
+	for _, oc := range ocs {
+		n += 1 + 9*binary.MaxVarintLen32 + 6*binary.MaxVarintLen64 + len(oc.UID) + len(oc.Namespace) + len(oc.Name) +
+			len(oc.EventID) + len(oc.EventType) + len(oc.Result) + len(oc.Reason) + len(oc.Error) + len(oc.AcceptedAt)
+	}
+	buf := make([]byte, 0, n)
+	buf = append(buf, outcomesFormat)
+	buf = binary.AppendUvarint(buf, uint64(len(ocs)))
+	for _, oc := range ocs {
+		var flags byte
+		if oc.Attempted {
+			flags |= ocAttempted
+		}
+		if oc.Gone {
+			flags |= ocGone
+		}
+		if !oc.Time.IsZero() {
+			flags |= ocHasTime
+		}
+		if !oc.NextAttempt.IsZero() {
+			flags |= ocHasNextAttempt
+		}
+		buf = append(buf, flags)
+		for _, s := range [...]string{string(oc.UID), oc.Namespace, oc.Name, oc.EventID, oc.EventType, string(oc.Result), oc.Reason, oc.Error, oc.AcceptedAt} {
+			buf = binary.AppendUvarint(buf, uint64(len(s)))
+			buf = append(buf, s...)
+		}
+		var t, next int64
+		if flags&ocHasTime != 0 {
+			t = oc.Time.UnixNano()
+		}
+		if flags&ocHasNextAttempt != 0 {
+			next = oc.NextAttempt.UnixNano()
+		}
+		for _, v := range [...]int64{oc.Generation, int64(oc.Attempt), int64(oc.StatusCode), oc.DurationMS, t, next} {
+			buf = binary.AppendVarint(buf, v)
+		}
+	}
+	return buf
+}
+
+var errBadOutcomes = errors.New("malformed outcomes message")
+
+// DecodeOutcomes reads an outcomes message in any format ever written.
+func DecodeOutcomes(data []byte) ([]Outcome, error) {
+	if len(data) > 0 && data[0] == outcomesFormat {
+		return decodeBinaryOutcomes(data[1:])
+	}
+	data = bytes.TrimLeft(data, " \t\r\n")
+	if len(data) > 0 && data[0] == '[' {
+		var ocs []Outcome
+		err := json.Unmarshal(data, &ocs)
+		return ocs, err
+	}
+	var oc Outcome
+	if err := json.Unmarshal(data, &oc); err != nil {
+		return nil, err
+	}
+	return []Outcome{oc}, nil
+}
+
+func decodeBinaryOutcomes(data []byte) ([]Outcome, error) {
+	count, n := binary.Uvarint(data)
+	// Every outcome takes at least 16 bytes.
+	if n <= 0 || count == 0 || count > uint64(len(data)/16+1) {
+		return nil, fmt.Errorf("%w: bad count", errBadOutcomes)
+	}
+	data = data[n:]
+	ocs := make([]Outcome, count)
+	for i := range ocs {
+		if len(data) == 0 {
+			return nil, fmt.Errorf("%w: truncated", errBadOutcomes)
+		}
+		flags := data[0]
+		data = data[1:]
+		var strs [9]string
+		for j := range strs {
+			l, n := binary.Uvarint(data)
+			if n <= 0 || l > uint64(len(data)-n) {
+				return nil, fmt.Errorf("%w: truncated", errBadOutcomes)
+			}
+			strs[j] = string(data[n : n+int(l)])
+			data = data[n+int(l):]
+		}
+		var ints [6]int64
+		for j := range ints {
+			v, n := binary.Varint(data)
+			if n <= 0 {
+				return nil, fmt.Errorf("%w: truncated", errBadOutcomes)
+			}
+			ints[j] = v
+			data = data[n:]
+		}
+		oc := &ocs[i]
+		oc.UID, oc.Namespace, oc.Name = types.UID(strs[0]), strs[1], strs[2]
+		oc.EventID, oc.EventType = strs[3], strs[4]
+		oc.Result, oc.Reason, oc.Error, oc.AcceptedAt = webhooksv1alpha1.DeliveryResult(strs[5]), strs[6], strs[7], strs[8]
+		oc.Generation, oc.Attempt, oc.StatusCode, oc.DurationMS = ints[0], int32(ints[1]), int32(ints[2]), ints[3]
+		oc.Attempted, oc.Gone = flags&ocAttempted != 0, flags&ocGone != 0
+		if flags&ocHasTime != 0 {
+			oc.Time = time.Unix(0, ints[4]).UTC()
+		}
+		if flags&ocHasNextAttempt != 0 {
+			oc.NextAttempt = time.Unix(0, ints[5]).UTC()
+		}
+	}
+	if len(data) != 0 {
+		return nil, fmt.Errorf("%w: %d bytes after %d outcomes", errBadOutcomes, len(data), count)
+	}
+	return ocs, nil
+}
+
+// Outcome is one attempt's result (or a give-up without an attempt), as
+// recorded in the outcomes stream and folded into the endpoint's stats.
+type Outcome struct {
+	UID         types.UID                       `json:"uid"`
+	Namespace   string                          `json:"namespace"`
+	Name        string                          `json:"name"`
+	Generation  int64                           `json:"generation"`
+	EventID     string                          `json:"eventID"`
+	EventType   string                          `json:"eventType"`
+	Attempt     int32                           `json:"attempt"`
+	Attempted   bool                            `json:"attempted"`
+	StatusCode  int32                           `json:"statusCode,omitempty"`
+	DurationMS  int64                           `json:"durationMS"`
+	Result      webhooksv1alpha1.DeliveryResult `json:"result"`
+	Reason      string                          `json:"reason"`
+	Error       string                          `json:"error,omitempty"`
+	Gone        bool                            `json:"gone,omitempty"`
+	Time        time.Time                       `json:"time"`
+	NextAttempt time.Time                       `json:"nextAttempt,omitzero"`
+	// AcceptedAt is the delivery's acceptance header: with the UID and event
+	// ID it names one life of one event at one endpoint (a replay starts a new
+	// one), which is what the aggregator deduplicates on.
+	AcceptedAt string `json:"acceptedAt,omitempty"`
+}

@@ -1,0 +1,56 @@
+package store
+
+import (
+	"encoding/json"
+	"errors"
+	"reflect"
+	"slices"
+	"testing"
+	"time"
+
+	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
+)
+
+// Outcomes survive their binary encoding field for field, and messages
+// written by earlier versions (a JSON array, a single JSON object) still
+// decode.
+func TestOutcomesEncodingRoundTripsAndReadsOlderMessages(t *testing.T) {
+	full := Outcome{
+		UID: "uid-crm", Namespace: "shop", Name: "crm.v1", Generation: 7,
+		EventID: "msg_1", EventType: "message.failed", Attempt: 3, Attempted: true, StatusCode: 503, DurationMS: 1234,
+		Result: webhooksv1alpha1.ResultRetrying, Reason: "DeliveryFailing", Error: "receiver answered 503 Service Unavailable é",
+		Gone: true, Time: time.Date(2026, 11, 29, 1, 2, 3, 456789012, time.UTC),
+		NextAttempt: time.Date(2026, 11, 29, 1, 2, 13, 0, time.UTC), AcceptedAt: "2026-11-29T01:02:00.1Z",
+	}
+	bare := Outcome{UID: "uid-crm", Namespace: "shop", Name: "crm.v1", Result: webhooksv1alpha1.ResultFailed, Attempt: -1, DurationMS: -5}
+	want := []Outcome{full, bare}
+	got, err := DecodeOutcomes(EncodeOutcomes([]*Outcome{&full, &bare}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("round trip:\n got %+v\nwant %+v", got, want)
+	}
+
+	old, _ := json.Marshal([]*Outcome{&full, &bare})
+	if got, err := DecodeOutcomes(old); err != nil || len(got) != 2 || !got[0].Time.Equal(full.Time) || got[1].Result != webhooksv1alpha1.ResultFailed {
+		t.Errorf("JSON array: %+v, %v", got, err)
+	}
+	single, _ := json.Marshal(&full)
+	if got, err := DecodeOutcomes(single); err != nil || len(got) != 1 || got[0].EventID != "msg_1" {
+		t.Errorf("JSON object: %+v, %v", got, err)
+	}
+
+	enc := EncodeOutcomes([]*Outcome{&full})
+	for name, data := range map[string][]byte{
+		"truncated":       enc[:len(enc)-1],
+		"trailing":        append(slices.Clone(enc), 0),
+		"zero count":      {outcomesFormat, 0},
+		"huge count":      {outcomesFormat, 0xff, 0xff, 0x03},
+		"string too long": {outcomesFormat, 1, 0, 0x7f},
+	} {
+		if _, err := DecodeOutcomes(data); !errors.Is(err, errBadOutcomes) {
+			t.Errorf("%s: %v, want errBadOutcomes", name, err)
+		}
+	}
+}
