@@ -20,6 +20,7 @@ import (
 	"github.com/wablast/webhook-operator/internal/dispatch"
 	"github.com/wablast/webhook-operator/internal/endpoint"
 	"github.com/wablast/webhook-operator/internal/ingest"
+	"github.com/wablast/webhook-operator/internal/stats"
 	"github.com/wablast/webhook-operator/internal/store"
 	"github.com/wablast/webhook-operator/internal/testutil"
 )
@@ -37,7 +38,7 @@ type pipeline struct {
 	Store      *store.Store
 	Registry   *endpoint.MemoryRegistry
 	Dispatcher *dispatch.Dispatcher
-	Aggregator *dispatch.Aggregator
+	Aggregator *stats.Aggregator
 	Ingest     *ingest.Server
 	// StatusApplies counts the StatusWriter's (discarded) status writes.
 	StatusApplies atomic.Int64
@@ -131,7 +132,7 @@ func startPipelineWith(ctx context.Context, eps []endpoint.Endpoint, opts pipeli
 	if err != nil {
 		return nil, err
 	}
-	p.Aggregator = dispatch.NewAggregator(p.Store, nil)
+	p.Aggregator = stats.NewAggregator(p.Store, nil)
 	writer := &dispatch.StatusWriter{
 		Aggregator:    p.Aggregator,
 		Client:        p.countingClient(),

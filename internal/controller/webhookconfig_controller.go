@@ -158,11 +158,11 @@ func (r *WebhookConfigReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		r.Registry.Remove(req.NamespacedName)
 		desired.active = false
 		meta.SetStatusCondition(&desired.conditions, metav1.Condition{
-			Type: ConditionReady, Status: metav1.ConditionFalse, Reason: cfgErr.reason,
+			Type: webhooksv1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: cfgErr.reason,
 			Message: cfgErr.message, ObservedGeneration: whc.Generation,
 		})
 		meta.SetStatusCondition(&desired.conditions, metav1.Condition{
-			Type: ConditionStalled, Status: metav1.ConditionTrue, Reason: cfgErr.reason,
+			Type: webhooksv1alpha1.ConditionStalled, Status: metav1.ConditionTrue, Reason: cfgErr.reason,
 			Message: cfgErr.message, ObservedGeneration: whc.Generation,
 		})
 	} else {
@@ -177,12 +177,12 @@ func (r *WebhookConfigReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 			msg = "The endpoint is accepted and disabled (spec.enabled is false)"
 		}
 		meta.SetStatusCondition(&desired.conditions, metav1.Condition{
-			Type: ConditionReady, Status: metav1.ConditionTrue, Reason: ReasonSucceeded,
+			Type: webhooksv1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: webhooksv1alpha1.ReasonSucceeded,
 			Message: msg, ObservedGeneration: whc.Generation,
 		})
-		meta.RemoveStatusCondition(&desired.conditions, ConditionStalled)
+		meta.RemoveStatusCondition(&desired.conditions, webhooksv1alpha1.ConditionStalled)
 	}
-	meta.RemoveStatusCondition(&desired.conditions, ConditionReconciling)
+	meta.RemoveStatusCondition(&desired.conditions, webhooksv1alpha1.ConditionReconciling)
 
 	if !leader {
 		return ctrl.Result{}, nil
@@ -200,7 +200,7 @@ func (r *WebhookConfigReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		}
 		return ctrl.Result{}, fmt.Errorf("applying status: %w", err)
 	}
-	logger.V(1).Info("Status updated", "ready", meta.IsStatusConditionTrue(desired.conditions, ConditionReady), "active", desired.active)
+	logger.V(1).Info("Status updated", "ready", meta.IsStatusConditionTrue(desired.conditions, webhooksv1alpha1.ConditionReady), "active", desired.active)
 	return ctrl.Result{}, nil
 }
 
@@ -238,8 +238,8 @@ func (r *WebhookConfigReconciler) recordTransition(whc *webhooksv1alpha1.Webhook
 	if r.Recorder == nil {
 		return
 	}
-	before := meta.FindStatusCondition(whc.Status.Conditions, ConditionReady)
-	after := meta.FindStatusCondition(desired, ConditionReady)
+	before := meta.FindStatusCondition(whc.Status.Conditions, webhooksv1alpha1.ConditionReady)
+	after := meta.FindStatusCondition(desired, webhooksv1alpha1.ConditionReady)
 	if after == nil || (before != nil && before.Status == after.Status && before.Reason == after.Reason) {
 		return
 	}
@@ -277,29 +277,29 @@ func (r *WebhookConfigReconciler) resolve(ctx context.Context, whc *webhooksv1al
 		}
 		secret = *created
 	case apierrors.IsNotFound(err):
-		return endpoint.Endpoint{}, ref, &configError{ReasonSecretNotFound,
+		return endpoint.Endpoint{}, ref, &configError{webhooksv1alpha1.ReasonSecretNotFound,
 			fmt.Sprintf("Secret %q not found in namespace %q", ref.Name, whc.Namespace)}, nil
 	case err != nil:
 		return endpoint.Endpoint{}, ref, nil, fmt.Errorf("reading Secret %s: %w", key, err)
 	}
 
 	if generated && !metav1.IsControlledBy(&secret, whc) {
-		return endpoint.Endpoint{}, ref, &configError{ReasonSecretConflict,
+		return endpoint.Endpoint{}, ref, &configError{webhooksv1alpha1.ReasonSecretConflict,
 			fmt.Sprintf("Secret %q exists and is not owned by this WebhookConfig; set spec.secretRef to use it, or delete it to have one generated", ref.Name)}, nil
 	}
 	value, ok := secret.Data[ref.Key]
 	if !ok {
-		return endpoint.Endpoint{}, ref, &configError{ReasonSecretKeyMissing,
+		return endpoint.Endpoint{}, ref, &configError{webhooksv1alpha1.ReasonSecretKeyMissing,
 			fmt.Sprintf("Secret %q has no key %q", ref.Name, ref.Key)}, nil
 	}
 	keys, perr := signing.ParseSecrets(string(value))
 	if perr != nil {
-		reason := ReasonSecretInvalid
+		reason := webhooksv1alpha1.ReasonSecretInvalid
 		switch {
 		case errors.Is(perr, signing.ErrSecretTooShort):
-			reason = ReasonSecretTooShort
+			reason = webhooksv1alpha1.ReasonSecretTooShort
 		case errors.Is(perr, signing.ErrNoSecret):
-			reason = ReasonSecretKeyMissing
+			reason = webhooksv1alpha1.ReasonSecretKeyMissing
 		}
 		return endpoint.Endpoint{}, ref, &configError{reason,
 			fmt.Sprintf("key %q of Secret %q is not a usable signing secret: %v", ref.Key, ref.Name, perr)}, nil
@@ -384,7 +384,7 @@ type controllerStatus struct {
 	conditions         []metav1.Condition
 }
 
-var controllerConditions = []string{ConditionReady, ConditionReconciling, ConditionStalled}
+var controllerConditions = []string{webhooksv1alpha1.ConditionReady, webhooksv1alpha1.ConditionReconciling, webhooksv1alpha1.ConditionStalled}
 
 // ownConditions copies the conditions the controller owns out of all conditions.
 func ownConditions(all []metav1.Condition) []metav1.Condition {

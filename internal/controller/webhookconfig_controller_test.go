@@ -284,11 +284,11 @@ func TestReadyResourceIsRegistered(t *testing.T) {
 			w.Spec.Delivery = &webhooksv1alpha1.DeliveryPolicy{TimeoutSeconds: 3, MaxInFlight: 2}
 		}))
 
-	w := waitCondition(t, ns, "crm", ConditionReady, metav1.ConditionTrue, ReasonSucceeded)
+	w := waitCondition(t, ns, "crm", webhooksv1alpha1.ConditionReady, metav1.ConditionTrue, webhooksv1alpha1.ReasonSucceeded)
 	if !w.Status.Active {
 		t.Error("active = false, want true")
 	}
-	if meta.FindStatusCondition(w.Status.Conditions, ConditionStalled) != nil {
+	if meta.FindStatusCondition(w.Status.Conditions, webhooksv1alpha1.ConditionStalled) != nil {
 		t.Error("a Ready resource has a Stalled condition")
 	}
 	if got := kstatus(t, w); got != status.CurrentStatus {
@@ -326,7 +326,7 @@ func TestReadyResourceIsRegistered(t *testing.T) {
 		}
 		return nil
 	})
-	waitCondition(t, ns, "crm", ConditionReady, metav1.ConditionTrue, ReasonSucceeded)
+	waitCondition(t, ns, "crm", webhooksv1alpha1.ConditionReady, metav1.ConditionTrue, webhooksv1alpha1.ReasonSucceeded)
 }
 
 func TestSecretProblemsStallAndRecover(t *testing.T) {
@@ -334,9 +334,9 @@ func TestSecretProblemsStallAndRecover(t *testing.T) {
 	m := startManager(t, ns)
 	mustCreate(t, newWHC(ns, "crm", withSecretRef("later")))
 
-	w := waitCondition(t, ns, "crm", ConditionReady, metav1.ConditionFalse, ReasonSecretNotFound)
-	stalled := meta.FindStatusCondition(w.Status.Conditions, ConditionStalled)
-	if stalled == nil || stalled.Status != metav1.ConditionTrue || stalled.Reason != ReasonSecretNotFound {
+	w := waitCondition(t, ns, "crm", webhooksv1alpha1.ConditionReady, metav1.ConditionFalse, webhooksv1alpha1.ReasonSecretNotFound)
+	stalled := meta.FindStatusCondition(w.Status.Conditions, webhooksv1alpha1.ConditionStalled)
+	if stalled == nil || stalled.Status != metav1.ConditionTrue || stalled.Reason != webhooksv1alpha1.ReasonSecretNotFound {
 		t.Fatalf("Stalled = %+v, want True/SecretNotFound", stalled)
 	}
 	if !strings.Contains(stalled.Message, `"later"`) {
@@ -357,7 +357,7 @@ func TestSecretProblemsStallAndRecover(t *testing.T) {
 			return err
 		}
 		for _, e := range evs.Items {
-			if e.Reason == ReasonSecretNotFound && e.Regarding.Name == "crm" && e.Type == corev1.EventTypeWarning {
+			if e.Reason == webhooksv1alpha1.ReasonSecretNotFound && e.Regarding.Name == "crm" && e.Type == corev1.EventTypeWarning {
 				return nil
 			}
 		}
@@ -368,14 +368,14 @@ func TestSecretProblemsStallAndRecover(t *testing.T) {
 	// Creating the Secret heals the resource without touching it.
 	sec := newSecret(ns, "later", "secret", whsecA)
 	mustCreate(t, sec)
-	w = waitCondition(t, ns, "crm", ConditionReady, metav1.ConditionTrue, ReasonSucceeded)
+	w = waitCondition(t, ns, "crm", webhooksv1alpha1.ConditionReady, metav1.ConditionTrue, webhooksv1alpha1.ReasonSucceeded)
 	if w.Generation != generation {
 		t.Errorf("generation changed from %d to %d", generation, w.Generation)
 	}
 	if w.ResourceVersion == rv {
 		t.Error("status was not rewritten")
 	}
-	if meta.FindStatusCondition(w.Status.Conditions, ConditionStalled) != nil {
+	if meta.FindStatusCondition(w.Status.Conditions, webhooksv1alpha1.ConditionStalled) != nil {
 		t.Error("Stalled is still set")
 	}
 	if got := kstatus(t, w); got != status.CurrentStatus {
@@ -405,7 +405,7 @@ func TestSecretProblemsStallAndRecover(t *testing.T) {
 	if err := env.Client.Update(context.Background(), sec); err != nil {
 		t.Fatal(err)
 	}
-	w = waitCondition(t, ns, "crm", ConditionStalled, metav1.ConditionTrue, ReasonSecretTooShort)
+	w = waitCondition(t, ns, "crm", webhooksv1alpha1.ConditionStalled, metav1.ConditionTrue, webhooksv1alpha1.ReasonSecretTooShort)
 	if strings.Contains(fmt.Sprint(w.Status), "fifteen-bytes") {
 		t.Error("the secret value appears in status")
 	}
@@ -416,20 +416,20 @@ func TestSecretProblemsStallAndRecover(t *testing.T) {
 	if err := env.Client.Update(context.Background(), sec); err != nil {
 		t.Fatal(err)
 	}
-	waitCondition(t, ns, "crm", ConditionStalled, metav1.ConditionTrue, ReasonSecretKeyMissing)
+	waitCondition(t, ns, "crm", webhooksv1alpha1.ConditionStalled, metav1.ConditionTrue, webhooksv1alpha1.ReasonSecretKeyMissing)
 	sec.Data = map[string][]byte{"secret": []byte("whsec_%%%notbase64%%%")}
 	if err := env.Client.Update(context.Background(), sec); err != nil {
 		t.Fatal(err)
 	}
-	waitCondition(t, ns, "crm", ConditionStalled, metav1.ConditionTrue, ReasonSecretInvalid)
+	waitCondition(t, ns, "crm", webhooksv1alpha1.ConditionStalled, metav1.ConditionTrue, webhooksv1alpha1.ReasonSecretInvalid)
 
 	// Deleting the Secret is noticed too; fixing it heals.
 	if err := env.Client.Delete(context.Background(), sec); err != nil {
 		t.Fatal(err)
 	}
-	waitCondition(t, ns, "crm", ConditionReady, metav1.ConditionFalse, ReasonSecretNotFound)
+	waitCondition(t, ns, "crm", webhooksv1alpha1.ConditionReady, metav1.ConditionFalse, webhooksv1alpha1.ReasonSecretNotFound)
 	mustCreate(t, newSecret(ns, "later", "secret", rawB))
-	waitCondition(t, ns, "crm", ConditionReady, metav1.ConditionTrue, ReasonSucceeded)
+	waitCondition(t, ns, "crm", webhooksv1alpha1.ConditionReady, metav1.ConditionTrue, webhooksv1alpha1.ReasonSucceeded)
 	waitRegistered(t, m.registry, ns, "crm", func(ep endpoint.Endpoint) error {
 		if string(ep.Keys[0]) != rawB {
 			return errors.New("old key")
@@ -443,7 +443,7 @@ func TestGeneratedSecret(t *testing.T) {
 	m := startManager(t, ns)
 	mustCreate(t, newWHC(ns, "crm"))
 
-	w := waitCondition(t, ns, "crm", ConditionReady, metav1.ConditionTrue, ReasonSucceeded)
+	w := waitCondition(t, ns, "crm", webhooksv1alpha1.ConditionReady, metav1.ConditionTrue, webhooksv1alpha1.ReasonSucceeded)
 	if w.Status.SecretRef == nil || *w.Status.SecretRef != (webhooksv1alpha1.SecretKeyReference{Name: "crm-signing", Key: "secret"}) {
 		t.Fatalf("status.secretRef = %+v, want crm-signing/secret", w.Status.SecretRef)
 	}
@@ -471,7 +471,7 @@ func TestGeneratedSecret(t *testing.T) {
 
 	// A Secret of that name owned by someone else is not adopted.
 	mustCreate(t, newSecret(ns, "other-signing", "secret", whsecA), newWHC(ns, "other"))
-	waitCondition(t, ns, "other", ConditionStalled, metav1.ConditionTrue, ReasonSecretConflict)
+	waitCondition(t, ns, "other", webhooksv1alpha1.ConditionStalled, metav1.ConditionTrue, webhooksv1alpha1.ReasonSecretConflict)
 }
 
 func TestDisabledAndDeleted(t *testing.T) {
@@ -480,7 +480,7 @@ func TestDisabledAndDeleted(t *testing.T) {
 	mustCreate(t, newSecret(ns, "s", "secret", whsecA),
 		newWHC(ns, "crm", withSecretRef("s"), func(w *webhooksv1alpha1.WebhookConfig) { w.Spec.Enabled = ptr.To(false) }))
 
-	w := waitCondition(t, ns, "crm", ConditionReady, metav1.ConditionTrue, ReasonSucceeded)
+	w := waitCondition(t, ns, "crm", webhooksv1alpha1.ConditionReady, metav1.ConditionTrue, webhooksv1alpha1.ReasonSucceeded)
 	if w.Status.Active {
 		t.Error("active = true for a disabled resource")
 	}
@@ -509,7 +509,7 @@ func TestDisabledAndDeleted(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitUnregistered(t, m.registry, ns, "crm")
-	w = waitCondition(t, ns, "crm", ConditionReady, metav1.ConditionTrue, ReasonSucceeded)
+	w = waitCondition(t, ns, "crm", webhooksv1alpha1.ConditionReady, metav1.ConditionTrue, webhooksv1alpha1.ReasonSucceeded)
 	if w.Status.Active {
 		t.Error("active stayed true after disabling")
 	}
@@ -532,7 +532,7 @@ func TestKstatusBeforeFirstReconcile(t *testing.T) {
 		t.Fatalf("kstatus before the first reconcile = %s, want InProgress", got)
 	}
 	startManager(t, ns)
-	w := waitCondition(t, ns, "crm", ConditionReady, metav1.ConditionTrue, ReasonSucceeded)
+	w := waitCondition(t, ns, "crm", webhooksv1alpha1.ConditionReady, metav1.ConditionTrue, webhooksv1alpha1.ReasonSucceeded)
 	if got := kstatus(t, w); got != status.CurrentStatus {
 		t.Fatalf("kstatus = %s, want Current", got)
 	}
@@ -550,10 +550,10 @@ func TestRestartRebuildsRegistry(t *testing.T) {
 		newWHC(ns, "disabled", withSecretRef("s"), func(w *webhooksv1alpha1.WebhookConfig) { w.Spec.Enabled = ptr.To(false) }),
 		newWHC(ns, "stalled", withSecretRef("missing")),
 	)
-	waitCondition(t, ns, "a", ConditionReady, metav1.ConditionTrue, "")
-	waitCondition(t, ns, "b", ConditionReady, metav1.ConditionTrue, "")
-	waitCondition(t, ns, "disabled", ConditionReady, metav1.ConditionTrue, "")
-	waitCondition(t, ns, "stalled", ConditionStalled, metav1.ConditionTrue, "")
+	waitCondition(t, ns, "a", webhooksv1alpha1.ConditionReady, metav1.ConditionTrue, "")
+	waitCondition(t, ns, "b", webhooksv1alpha1.ConditionReady, metav1.ConditionTrue, "")
+	waitCondition(t, ns, "disabled", webhooksv1alpha1.ConditionReady, metav1.ConditionTrue, "")
+	waitCondition(t, ns, "stalled", webhooksv1alpha1.ConditionStalled, metav1.ConditionTrue, "")
 	before := first.registry.List()
 	if len(before) != 2 {
 		t.Fatalf("first manager registered %d endpoints, want 2", len(before))
@@ -576,7 +576,7 @@ func TestKubectlShowsContractColumns(t *testing.T) {
 	ns := env.Namespace(t)
 	startManager(t, ns)
 	mustCreate(t, newSecret(ns, "s", "secret", whsecA), newWHC(ns, "crm", withSecretRef("s")))
-	waitCondition(t, ns, "crm", ConditionReady, metav1.ConditionTrue, "")
+	waitCondition(t, ns, "crm", webhooksv1alpha1.ConditionReady, metav1.ConditionTrue, "")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 

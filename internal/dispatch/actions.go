@@ -20,6 +20,7 @@ import (
 
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
 	"github.com/wablast/webhook-operator/internal/endpoint"
+	"github.com/wablast/webhook-operator/internal/stats"
 	"github.com/wablast/webhook-operator/internal/store"
 )
 
@@ -305,7 +306,7 @@ func testRecordMap(r *webhooksv1alpha1.TestRecord) map[string]any {
 		m["statusCode"] = int64(r.StatusCode)
 	}
 	if r.Error != "" {
-		m["error"] = truncate(r.Error, 1024)
+		m["error"] = stats.Truncate(r.Error, 1024)
 	}
 	return m
 }

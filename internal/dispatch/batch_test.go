@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/wablast/webhook-operator/internal/endpoint"
+	"github.com/wablast/webhook-operator/internal/stats"
 	"github.com/wablast/webhook-operator/internal/store"
 	"github.com/wablast/webhook-operator/internal/testutil"
 )
@@ -48,7 +49,7 @@ func TestDeliveriesAcceptedTogetherAreStoredAsOneMessage(t *testing.T) {
 		}
 		return nil
 	})
-	h.waitStats("uid-crm", func(st EndpointStats) error {
+	h.waitStats("uid-crm", func(st stats.EndpointStats) error {
 		if st.EventsDelivered != 10 {
 			return fmt.Errorf("delivered %d", st.EventsDelivered)
 		}
@@ -114,7 +115,7 @@ func TestAStoppedBatchKeepsOnlyItsUnfinishedDeliveries(t *testing.T) {
 		}
 		return nil
 	})
-	h.waitStats("uid-crm", func(st EndpointStats) error {
+	h.waitStats("uid-crm", func(st stats.EndpointStats) error {
 		if st.EventsDelivered != 3 {
 			return fmt.Errorf("delivered %d", st.EventsDelivered)
 		}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/wablast/webhook-operator/internal/endpoint"
 	"github.com/wablast/webhook-operator/internal/idempotency"
+	"github.com/wablast/webhook-operator/internal/stats"
 	"github.com/wablast/webhook-operator/internal/store"
 )
 
@@ -372,7 +373,7 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 	consuming := make(chan struct{})
 	go func() {
 		defer close(consuming)
-		keepConsuming(ctx, d.opts.Logger, "fan-out", cc, func() (jetstream.ConsumeContext, error) { return d.consumeEvents(ctx, msgs) })
+		store.KeepConsuming(ctx, d.opts.Logger, "fan-out", cc, func() (jetstream.ConsumeContext, error) { return d.consumeEvents(ctx, msgs) })
 	}()
 	var wg sync.WaitGroup
 	if q := d.opts.Store.Retries(); q != nil {
@@ -439,7 +440,7 @@ func (d *Dispatcher) consumeEvents(ctx context.Context, msgs chan<- jetstream.Ms
 		case msgs <- m:
 		case <-ctx.Done(): // not acked: fanned out after the restart
 		}
-	}, jetstream.PullMaxMessages(512), consumeErrors(d.opts.Logger, "fan-out"))
+	}, jetstream.PullMaxMessages(512), store.ConsumeErrors(d.opts.Logger, "fan-out"))
 	if err != nil {
 		return nil, fmt.Errorf("consuming events: %w", err)
 	}
@@ -706,7 +707,7 @@ func (d *Dispatcher) isGone(uid types.UID, generation int64) bool {
 
 // loadGone restores the 410 Gone marks from the stats bucket.
 func (d *Dispatcher) loadGone(ctx context.Context) error {
-	all, err := loadAllStats(ctx, d.opts.Store)
+	all, err := stats.LoadAll(ctx, d.opts.Store)
 	if err != nil {
 		return err
 	}
@@ -718,42 +719,4 @@ func (d *Dispatcher) loadGone(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-// consumeErrors logs what a JetStream consumption reports (missed
-// heartbeats, a consumer leader change, a lost connection): the consumption
-// recovers from these by itself, and the log says when it had to.
-func consumeErrors(log logr.Logger, what string, kv ...any) jetstream.PullConsumeOpt {
-	return jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-		log.Info("JetStream consumption reported an error", append([]any{"consumer", what, "error", err.Error()}, kv...)...)
-	})
-}
-
-// keepConsuming keeps a consumption running until ctx is done, then stops
-// it. Should it end by itself (its consumer lost with a NATS node, say), it
-// is started again with start, every second until that works. Messages
-// handed out and not acknowledged come again after their ack wait.
-func keepConsuming(ctx context.Context, log logr.Logger, what string, cc jetstream.ConsumeContext, start func() (jetstream.ConsumeContext, error)) {
-	for {
-		select {
-		case <-ctx.Done():
-			cc.Stop()
-			return
-		case <-cc.Closed():
-		}
-		log.Info("JetStream consumption ended; starting it again", "consumer", what)
-		for {
-			next, err := start()
-			if err == nil {
-				cc = next
-				break
-			}
-			log.Error(err, "Restarting a JetStream consumption", "consumer", what)
-			select {
-			case <-time.After(time.Second):
-			case <-ctx.Done():
-				return
-			}
-		}
-	}
 }

@@ -21,6 +21,7 @@ import (
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
 	"github.com/wablast/webhook-operator/internal/endpoint"
 	"github.com/wablast/webhook-operator/internal/signing"
+	"github.com/wablast/webhook-operator/internal/stats"
 	"github.com/wablast/webhook-operator/internal/store"
 	"github.com/wablast/webhook-operator/internal/testutil"
 )
@@ -152,7 +153,7 @@ type harness struct {
 	reg     *endpoint.MemoryRegistry
 	store   *store.Store
 	d       *Dispatcher
-	agg     *Aggregator
+	agg     *stats.Aggregator
 	cancel  context.CancelFunc
 	done    sync.WaitGroup
 	egress  *EgressPolicy
@@ -199,7 +200,7 @@ func (h *harness) start() {
 		h.t.Fatal(err)
 	}
 	h.d = d
-	h.agg = NewAggregator(st, nil)
+	h.agg = stats.NewAggregator(st, nil)
 	h.done.Add(2)
 	go func() {
 		defer h.done.Done()
@@ -209,7 +210,7 @@ func (h *harness) start() {
 	}()
 	go func() {
 		defer h.done.Done()
-		if err := h.agg.run(ctx, 100*time.Millisecond, logr.Discard()); err != nil && ctx.Err() == nil {
+		if err := h.agg.Run(ctx, 100*time.Millisecond, logr.Discard()); err != nil && ctx.Err() == nil {
 			h.t.Errorf("aggregator: %v", err)
 		}
 	}()
@@ -295,9 +296,9 @@ func (h *harness) enqueue(events ...Event) []EnqueueResult {
 	return res
 }
 
-func (h *harness) waitStats(uid types.UID, check func(EndpointStats) error) EndpointStats {
+func (h *harness) waitStats(uid types.UID, check func(stats.EndpointStats) error) stats.EndpointStats {
 	h.t.Helper()
-	var st EndpointStats
+	var st stats.EndpointStats
 	testutil.EventuallyEvery(h.t, 20*time.Second, 20*time.Millisecond, func() error {
 		var ok bool
 		if st, ok = h.agg.Get(uid); !ok {
@@ -350,7 +351,7 @@ func TestDeliveryIsSignedAndCounted(t *testing.T) {
 	}
 	rc.checkAll(t, testEvent(1))
 
-	st := h.waitStats("uid-crm", func(st EndpointStats) error {
+	st := h.waitStats("uid-crm", func(st stats.EndpointStats) error {
 		if st.EventsDelivered != 1 {
 			return fmt.Errorf("delivered %d", st.EventsDelivered)
 		}
@@ -377,7 +378,7 @@ func TestRetriesWithGrowingDelays(t *testing.T) {
 	h.reg.Upsert(testEndpoint("crm", rc.URL, func(e *endpoint.Endpoint) { e.Policy.InitialBackoff = 300 * time.Millisecond }))
 	h.enqueue(testEvent(1))
 
-	st := h.waitStats("uid-crm", func(st EndpointStats) error {
+	st := h.waitStats("uid-crm", func(st stats.EndpointStats) error {
 		if st.EventsDelivered != 1 {
 			return fmt.Errorf("delivered %d", st.EventsDelivered)
 		}
@@ -465,13 +466,13 @@ func TestGoneStopsTheEndpointUntilItsSpecChanges(t *testing.T) {
 	h := newHarness(t, "", nil)
 	h.reg.Upsert(testEndpoint("crm", rc.URL))
 	h.enqueue(testEvent(1))
-	st := h.waitStats("uid-crm", func(st EndpointStats) error {
+	st := h.waitStats("uid-crm", func(st stats.EndpointStats) error {
 		if st.EventsFailed != 1 {
 			return fmt.Errorf("failed %d", st.EventsFailed)
 		}
 		return nil
 	})
-	if st.DeliveringStatus != "False" || st.DeliveringReason != ReasonEndpointGone || st.GoneGeneration != 1 {
+	if st.DeliveringStatus != "False" || st.DeliveringReason != webhooksv1alpha1.ReasonEndpointGone || st.GoneGeneration != 1 {
 		t.Errorf("delivering %s/%s gone=%d", st.DeliveringStatus, st.DeliveringReason, st.GoneGeneration)
 	}
 	if n := len(rc.requests()); n != 1 {
@@ -507,7 +508,7 @@ func TestRedirectIsNotFollowed(t *testing.T) {
 	h := newHarness(t, "", nil)
 	h.reg.Upsert(testEndpoint("crm", rc.URL, func(e *endpoint.Endpoint) { e.Policy.MaxAttempts = 1 }))
 	h.enqueue(testEvent(1))
-	st := h.waitStats("uid-crm", func(st EndpointStats) error {
+	st := h.waitStats("uid-crm", func(st stats.EndpointStats) error {
 		if st.EventsFailed != 1 {
 			return fmt.Errorf("failed %d", st.EventsFailed)
 		}
@@ -533,7 +534,7 @@ func TestSlowReceiverTimesOutAndIsRetried(t *testing.T) {
 	h := newHarness(t, "", nil)
 	h.reg.Upsert(testEndpoint("crm", rc.URL, func(e *endpoint.Endpoint) { e.Policy.Timeout = 300 * time.Millisecond }))
 	h.enqueue(testEvent(1))
-	st := h.waitStats("uid-crm", func(st EndpointStats) error {
+	st := h.waitStats("uid-crm", func(st stats.EndpointStats) error {
 		if st.EventsDelivered != 1 {
 			return fmt.Errorf("delivered %d", st.EventsDelivered)
 		}
@@ -604,7 +605,7 @@ func TestExhaustedAttemptsLandInTheFailedStore(t *testing.T) {
 	h := newHarness(t, "", nil)
 	h.reg.Upsert(testEndpoint("crm", rc.URL, func(e *endpoint.Endpoint) { e.Policy.MaxAttempts = 2; e.Policy.InitialBackoff = 100 * time.Millisecond }))
 	h.enqueue(testEvent(7))
-	st := h.waitStats("uid-crm", func(st EndpointStats) error {
+	st := h.waitStats("uid-crm", func(st stats.EndpointStats) error {
 		if st.EventsFailed != 1 {
 			return fmt.Errorf("failed %d", st.EventsFailed)
 		}
@@ -641,13 +642,13 @@ func TestEgressPolicyRefusesLoopbackByDefault(t *testing.T) {
 	h.reg.Upsert(testEndpoint("name", "http://localhost"+port, func(e *endpoint.Endpoint) { e.Policy.MaxAttempts = 1 }))
 	h.enqueue(testEvent(1))
 	for _, uid := range []types.UID{"uid-ip", "uid-name"} {
-		st := h.waitStats(uid, func(st EndpointStats) error {
+		st := h.waitStats(uid, func(st stats.EndpointStats) error {
 			if st.EventsFailed != 1 {
 				return fmt.Errorf("failed %d", st.EventsFailed)
 			}
 			return nil
 		})
-		if st.DeliveringReason != ReasonEgressRefused || !strings.Contains(st.LastDelivery.Error, "refused by the egress policy") {
+		if st.DeliveringReason != webhooksv1alpha1.ReasonEgressRefused || !strings.Contains(st.LastDelivery.Error, "refused by the egress policy") {
 			t.Errorf("%s: reason %s, error %q", uid, st.DeliveringReason, st.LastDelivery.Error)
 		}
 	}
@@ -716,13 +717,13 @@ func TestNothingAcknowledgedIsLostAcrossAnAbruptStop(t *testing.T) {
 		t.Log("every event arrived before the stop; the restart still has to keep counters")
 	}
 	var sent int64
-	if all, err := func() (map[types.UID]*EndpointStats, error) {
+	if all, err := func() (map[types.UID]*stats.EndpointStats, error) {
 		s, err := store.Open(context.Background(), store.Options{DataDir: dir})
 		if err != nil {
 			return nil, err
 		}
 		defer s.Close()
-		return loadAllStats(context.Background(), s)
+		return stats.LoadAll(context.Background(), s)
 	}(); err == nil && all["uid-crm"] != nil {
 		sent = all["uid-crm"].TotalEventsSent
 	}
@@ -734,7 +735,7 @@ func TestNothingAcknowledgedIsLostAcrossAnAbruptStop(t *testing.T) {
 		}
 		return nil
 	})
-	st := h.waitStats("uid-crm", func(st EndpointStats) error {
+	st := h.waitStats("uid-crm", func(st stats.EndpointStats) error {
 		if st.EventsDelivered < total {
 			return fmt.Errorf("delivered counter %d", st.EventsDelivered)
 		}

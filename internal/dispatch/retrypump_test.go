@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/wablast/webhook-operator/internal/endpoint"
+	"github.com/wablast/webhook-operator/internal/stats"
 	"github.com/wablast/webhook-operator/internal/store"
 	"github.com/wablast/webhook-operator/internal/testutil"
 )
@@ -71,7 +72,7 @@ func TestRetriesWaitOnDiskAcrossACrash(t *testing.T) {
 	if n := len(rc.requests()); n < 2*total {
 		t.Errorf("the receiver saw %d requests, want at least %d (a 503 and a delivery each)", n, 2*total)
 	}
-	st := h.waitStats("uid-crm", func(st EndpointStats) error {
+	st := h.waitStats("uid-crm", func(st stats.EndpointStats) error {
 		if st.EventsDelivered != total || st.EventsPending != 0 {
 			return fmt.Errorf("delivered %d, pending %d", st.EventsDelivered, st.EventsPending)
 		}

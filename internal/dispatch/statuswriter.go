@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
+	"github.com/wablast/webhook-operator/internal/stats"
 )
 
 // StatusFieldManager is the server-side apply field manager of the delivery
@@ -24,7 +25,7 @@ const StatusFieldManager = "webhook-operator-dispatcher"
 // its WebhookConfig's status in batches: at most once per FlushInterval per
 // resource, and only when something changed. It runs on the leader only.
 type StatusWriter struct {
-	Aggregator    *Aggregator
+	Aggregator    *stats.Aggregator
 	Client        client.Client
 	Recorder      events.EventRecorder
 	FlushInterval time.Duration
@@ -60,7 +61,7 @@ func (w *StatusWriter) Start(ctx context.Context) error {
 	w.written = map[types.UID]writtenState{}
 	persistEvery := min(w.FlushInterval, time.Second)
 	errc := make(chan error, 1)
-	go func() { errc <- w.Aggregator.run(ctx, persistEvery, w.Logger) }()
+	go func() { errc <- w.Aggregator.Run(ctx, persistEvery, w.Logger) }()
 
 	t := time.NewTicker(w.FlushInterval)
 	defer t.Stop()
@@ -91,7 +92,7 @@ func (w *StatusWriter) flush(ctx context.Context) {
 		case apierrors.IsNotFound(err), apierrors.IsConflict(err):
 			// The resource is gone, or replaced by a new one of the same name
 			// (the apply carries the UID): its counters go with it.
-			w.Aggregator.forget(ctx, st.UID)
+			w.Aggregator.Forget(ctx, st.UID)
 			delete(w.written, st.UID)
 			continue
 		case err != nil:
@@ -105,7 +106,7 @@ func (w *StatusWriter) flush(ctx context.Context) {
 	}
 }
 
-func (w *StatusWriter) recordDelivering(st *EndpointStats) {
+func (w *StatusWriter) recordDelivering(st *stats.EndpointStats) {
 	eventType := corev1.EventTypeNormal
 	if st.DeliveringStatus != metav1.ConditionTrue {
 		eventType = corev1.EventTypeWarning
@@ -114,7 +115,7 @@ func (w *StatusWriter) recordDelivering(st *EndpointStats) {
 }
 
 // statusApply renders the dispatcher-owned status fields as an apply configuration.
-func statusApply(st *EndpointStats, rate string) runtime.ApplyConfiguration {
+func statusApply(st *stats.EndpointStats, rate string) runtime.ApplyConfiguration {
 	status := map[string]any{
 		"totalEventsSent":     st.TotalEventsSent,
 		"eventsDelivered":     st.EventsDelivered,
@@ -135,7 +136,7 @@ func statusApply(st *EndpointStats, rate string) runtime.ApplyConfiguration {
 	}
 	if st.DeliveringStatus != "" {
 		status["conditions"] = []any{map[string]any{
-			"type":               "Delivering",
+			"type":               webhooksv1alpha1.ConditionDelivering,
 			"status":             string(st.DeliveringStatus),
 			"reason":             st.DeliveringReason,
 			"message":            st.DeliveringMessage,

@@ -24,14 +24,6 @@ import (
 	"github.com/wablast/webhook-operator/internal/store"
 )
 
-// Reasons of the Delivering condition.
-const (
-	ReasonDeliverySucceeded = "Succeeded"
-	ReasonDeliveryFailing   = "DeliveryFailing"
-	ReasonEndpointGone      = "EndpointGone"
-	ReasonEgressRefused     = "EgressRefused"
-)
-
 // endpointWorker delivers one endpoint's pending deliveries. Its durable
 // consumer's MaxAckPending is the endpoint's maxInFlight, so JetStream never
 // hands it more concurrent deliveries than that, and a slow endpoint holds up
@@ -152,7 +144,7 @@ func (w *endpointWorker) start(parent context.Context) error {
 			defer w.release(m)
 			w.handleMsg(w.ctx, m)
 		}()
-	}, jetstream.PullMaxMessages(ep.Policy.MaxInFlight), consumeErrors(w.d.opts.Logger, "endpoint", "namespace", w.ns, "name", w.name))
+	}, jetstream.PullMaxMessages(ep.Policy.MaxInFlight), store.ConsumeErrors(w.d.opts.Logger, "endpoint", "namespace", w.ns, "name", w.name))
 	if err != nil {
 		w.cancel()
 		w.done.Store(true)
@@ -540,7 +532,7 @@ func (w *endpointWorker) handle(ctx context.Context, ep *endpoint.Endpoint, dl *
 	if age := w.d.opts.Now().Sub(acceptedAt); age > ep.Policy.MaxAge {
 		oc.Attempt = int32(prior)
 		oc.Result = webhooksv1alpha1.ResultFailed
-		oc.Reason = ReasonDeliveryFailing
+		oc.Reason = webhooksv1alpha1.ReasonDeliveryFailing
 		oc.Error = fmt.Sprintf("gave up: the event is older than maxAgeSeconds (%s)", ep.Policy.MaxAge)
 		return w.finish(ctx, dl, &oc, true)
 	}
@@ -560,11 +552,11 @@ func (w *endpointWorker) handle(ctx context.Context, ep *endpoint.Endpoint, dl *
 	switch {
 	case res.succeeded():
 		oc.Result = webhooksv1alpha1.ResultSucceeded
-		oc.Reason = ReasonDeliverySucceeded
+		oc.Reason = webhooksv1alpha1.ReasonDeliverySucceeded
 		return w.finish(ctx, dl, &oc, false)
 	case res.err == nil && res.statusCode == http.StatusGone:
 		oc.Result = webhooksv1alpha1.ResultFailed
-		oc.Reason = ReasonEndpointGone
+		oc.Reason = webhooksv1alpha1.ReasonEndpointGone
 		oc.Error = "receiver answered 410 Gone: deliveries to this endpoint are stopped until its spec changes"
 		oc.Gone = true
 		w.d.markGone(ep.UID, ep.Generation)
@@ -572,9 +564,9 @@ func (w *endpointWorker) handle(ctx context.Context, ep *endpoint.Endpoint, dl *
 	}
 
 	oc.Error = res.errorText(ep.Policy.Timeout)
-	oc.Reason = ReasonDeliveryFailing
+	oc.Reason = webhooksv1alpha1.ReasonDeliveryFailing
 	if res.refused {
-		oc.Reason = ReasonEgressRefused
+		oc.Reason = webhooksv1alpha1.ReasonEgressRefused
 	}
 	if attempt >= ep.Policy.MaxAttempts {
 		oc.Result = webhooksv1alpha1.ResultFailed

@@ -20,6 +20,7 @@ import (
 	"github.com/wablast/webhook-operator/internal/dispatch"
 	"github.com/wablast/webhook-operator/internal/endpoint"
 	"github.com/wablast/webhook-operator/internal/ingest"
+	"github.com/wablast/webhook-operator/internal/stats"
 	"github.com/wablast/webhook-operator/internal/store"
 )
 
@@ -62,7 +63,7 @@ type Operator struct {
 	Registry   *endpoint.MemoryRegistry
 	Store      *store.Store
 	Dispatcher *dispatch.Dispatcher
-	Aggregator *dispatch.Aggregator
+	Aggregator *stats.Aggregator
 	Ingest     *ingest.Server
 }
 
@@ -116,7 +117,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) (*Operator, error)
 	if err := mgr.Add(op.Dispatcher); err != nil {
 		return nil, err
 	}
-	op.Aggregator = dispatch.NewAggregator(store, nil)
+	op.Aggregator = stats.NewAggregator(store, nil)
 	if err := mgr.Add(&dispatch.StatusWriter{
 		Aggregator:    op.Aggregator,
 		Client:        mgr.GetClient(),

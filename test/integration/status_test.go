@@ -174,7 +174,7 @@ func TestStatusReflectsDeliveries(t *testing.T) {
 	if err := broken.oracle.CheckAll(ledger.IDs()); err != nil {
 		t.Errorf("broken: content: %v", err)
 	}
-	if b.SuccessRate != "0.0%" || b.ConsecutiveFailures != n || d == nil || d.Status != metav1.ConditionFalse || d.Reason != dispatch.ReasonDeliveryFailing {
+	if b.SuccessRate != "0.0%" || b.ConsecutiveFailures != n || d == nil || d.Status != metav1.ConditionFalse || d.Reason != webhooksv1alpha1.ReasonDeliveryFailing {
 		t.Errorf("broken status %+v", b)
 	}
 	if !strings.Contains(b.LastDelivery.Error, "500") {

@@ -1,4 +1,7 @@
-package dispatch
+// Package stats folds the outcomes of delivery attempts into each
+// endpoint's counters (EndpointStats), once each however often an outcome
+// is recorded, and keeps them in the store's stats bucket: the Aggregator.
+package stats
 
 import (
 	"context"
@@ -22,8 +25,8 @@ import (
 // rateBucket is the width of the buckets the 24-hour success rate is summed over.
 const rateBucket = 5 * time.Minute
 
-// recentDeliveries is how many attempts status.recentDeliveries keeps.
-const recentDeliveries = 10
+// RecentDeliveries is how many attempts status.recentDeliveries keeps.
+const RecentDeliveries = 10
 
 // EndpointStats are one endpoint's counters, persisted in the stats bucket
 // under the resource's UID, so they survive restarts and start from zero for
@@ -106,11 +109,11 @@ func (s *EndpointStats) apply(oc *store.Outcome) {
 			StatusCode:           oc.StatusCode,
 			DurationMilliseconds: oc.DurationMS,
 			Result:               oc.Result,
-			Error:                truncate(oc.Error, 1024),
+			Error:                Truncate(oc.Error, 1024),
 		}
 		s.LastDelivery = &rec
-		// Newest first, at most recentDeliveries, shifted in place.
-		if len(s.Recent) < recentDeliveries {
+		// Newest first, at most RecentDeliveries, shifted in place.
+		if len(s.Recent) < RecentDeliveries {
 			s.Recent = append(s.Recent, webhooksv1alpha1.DeliveryRecord{})
 		}
 		copy(s.Recent[1:], s.Recent[:len(s.Recent)-1])
@@ -120,7 +123,7 @@ func (s *EndpointStats) apply(oc *store.Outcome) {
 	status, msg := metav1.ConditionTrue, "The last delivery succeeded"
 	if oc.Result != webhooksv1alpha1.ResultSucceeded {
 		status = metav1.ConditionFalse
-		msg = truncate(oc.Error, 1024)
+		msg = Truncate(oc.Error, 1024)
 	}
 	if status != s.DeliveringStatus || oc.Reason != s.DeliveringReason {
 		s.DeliveringSince = oc.Time
@@ -160,7 +163,7 @@ func (s *EndpointStats) prune(now time.Time) {
 	}
 }
 
-func truncate(s string, n int) string {
+func Truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
@@ -170,8 +173,8 @@ func truncate(s string, n int) string {
 // statsKey is the stats bucket key of a UID.
 func statsKey(uid types.UID) string { return string(uid) }
 
-// loadAllStats reads every endpoint's persisted stats.
-func loadAllStats(ctx context.Context, s *store.Store) (map[types.UID]*EndpointStats, error) {
+// LoadAll reads every endpoint's persisted stats.
+func LoadAll(ctx context.Context, s *store.Store) (map[types.UID]*EndpointStats, error) {
 	out := map[types.UID]*EndpointStats{}
 	lister, err := s.StatsBucket().ListKeys(ctx)
 	if err != nil {
@@ -206,7 +209,7 @@ type Aggregator struct {
 	dirty map[types.UID]bool
 	// held are the outcome messages received and not yet acknowledged. Each
 	// is acknowledged once a snapshot listing its sequence is stored and it
-	// has been held for dedupeHold.
+	// has been held for DedupeHold.
 	held []heldOutcome
 	// applied remembers the sequences folded in by this run, until their
 	// acknowledgement can no longer be lost (twice the ack wait); skip holds
@@ -228,12 +231,12 @@ type heldOutcome struct {
 	at  time.Time
 }
 
-// dedupeHold is how long an outcome message stays unacknowledged after it
+// DedupeHold is how long an outcome message stays unacknowledged after it
 // was folded in. A replica acknowledges a delivery right after its outcome
 // is stored; should the leader die in between, the held messages come back
 // to the next leader (skipped, not counted again) and give it the dedupe
 // keys of the outcomes whose deliveries may come again.
-const dedupeHold = 5 * time.Second
+const DedupeHold = 5 * time.Second
 
 // dedupeWindow is how long an outcome's dedupe key is remembered: the time
 // within which a delivery whose acknowledgement was lost is attempted again
@@ -253,9 +256,9 @@ func NewAggregator(st *store.Store, now func() time.Time) *Aggregator {
 		applied: map[uint64]time.Time{}, skip: map[uint64]bool{}, seen: newDedupeSet(dedupeWindow, now)}
 }
 
-// run consumes outcomes until ctx is done, persisting every persistEvery.
-func (a *Aggregator) run(ctx context.Context, persistEvery time.Duration, log logr.Logger) error {
-	loaded, err := loadAllStats(ctx, a.store)
+// Run consumes outcomes until ctx is done, persisting every persistEvery.
+func (a *Aggregator) Run(ctx context.Context, persistEvery time.Duration, log logr.Logger) error {
+	loaded, err := LoadAll(ctx, a.store)
 	if err != nil {
 		return err
 	}
@@ -283,7 +286,7 @@ func (a *Aggregator) run(ctx context.Context, persistEvery time.Duration, log lo
 	consuming := make(chan struct{})
 	go func() {
 		defer close(consuming)
-		keepConsuming(ctx, log, "stats", cc, func() (jetstream.ConsumeContext, error) { return a.consume(ctx, log) })
+		store.KeepConsuming(ctx, log, "stats", cc, func() (jetstream.ConsumeContext, error) { return a.consume(ctx, log) })
 	}()
 	t := time.NewTicker(persistEvery)
 	defer t.Stop()
@@ -312,7 +315,7 @@ func (a *Aggregator) consume(ctx context.Context, log logr.Logger) (jetstream.Co
 	if err != nil {
 		return nil, fmt.Errorf("creating the stats consumer: %w", err)
 	}
-	cc, err := cons.Consume(a.applyMsg, jetstream.PullMaxMessages(1000), consumeErrors(log, "stats"))
+	cc, err := cons.Consume(a.applyMsg, jetstream.PullMaxMessages(1000), store.ConsumeErrors(log, "stats"))
 	if err != nil {
 		return nil, fmt.Errorf("consuming outcomes: %w", err)
 	}
@@ -371,7 +374,7 @@ func (a *Aggregator) persist(ctx context.Context) {
 	now := a.now()
 	// Messages held long enough are acknowledged after this write, which
 	// lists them (and every other held message) as Unacked.
-	ackBefore := now.Add(-dedupeHold)
+	ackBefore := now.Add(-DedupeHold)
 	var toAck []heldOutcome
 	snapshot := len(a.held)
 	kept := a.held[:0:0]
@@ -476,8 +479,8 @@ func (a *Aggregator) Get(uid types.UID) (EndpointStats, bool) {
 	return cp, true
 }
 
-// forget drops the stats of a deleted resource.
-func (a *Aggregator) forget(ctx context.Context, uid types.UID) {
+// Forget drops the stats of a deleted resource.
+func (a *Aggregator) Forget(ctx context.Context, uid types.UID) {
 	a.mu.Lock()
 	delete(a.stats, uid)
 	delete(a.dirty, uid)

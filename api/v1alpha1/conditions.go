@@ -1,7 +1,8 @@
-package controller
+package v1alpha1
 
 // Condition types of a WebhookConfig. Ready, Reconciling and Stalled follow
-// the kstatus conventions; Delivering is written by the dispatcher.
+// the kstatus conventions and are written by the controller; Delivering is
+// written by the dispatcher.
 const (
 	ConditionReady       = "Ready"
 	ConditionReconciling = "Reconciling"
@@ -23,4 +24,19 @@ const (
 	ReasonSecretInvalid = "SecretInvalid"
 	// ReasonSecretConflict: "<name>-signing" exists and is not owned by the resource.
 	ReasonSecretConflict = "SecretConflict"
+)
+
+// Reasons of the Delivering condition (and of the outcomes in
+// status.lastDelivery and status.recentDeliveries).
+const (
+	// ReasonDeliverySucceeded: the last delivery was answered 2xx.
+	ReasonDeliverySucceeded = "Succeeded"
+	// ReasonDeliveryFailing: the last attempt failed (an error, a timeout
+	// or a status other than 2xx and 410).
+	ReasonDeliveryFailing = "DeliveryFailing"
+	// ReasonEndpointGone: the receiver answered 410 Gone; deliveries stop
+	// until the spec changes.
+	ReasonEndpointGone = "EndpointGone"
+	// ReasonEgressRefused: the egress policy refused the endpoint's address.
+	ReasonEgressRefused = "EgressRefused"
 )

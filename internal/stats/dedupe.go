@@ -1,4 +1,4 @@
-package dispatch
+package stats
 
 import (
 	"hash/fnv"

@@ -1,0 +1,169 @@
+package stats
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/go-logr/logr"
+	"github.com/nats-io/nats.go/jetstream"
+	"k8s.io/apimachinery/pkg/types"
+
+	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
+	"github.com/wablast/webhook-operator/internal/store"
+)
+
+func TestDedupeSetRemembersKeysForTheWindow(t *testing.T) {
+	clk := clocktesting.NewFakeClock(time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC))
+	d := newDedupeSet(2*time.Minute, clk.Now)
+	d.add(1)
+	clk.Step(30 * time.Second)
+	d.add(2)
+	if !d.has(1) || !d.has(2) || d.has(3) {
+		t.Fatal("keys added within the window must be found, others not")
+	}
+	// Just under the window after key 1: still there, whatever the pruning.
+	clk.Step(89 * time.Second)
+	d.prune()
+	if !d.has(1) {
+		t.Fatal("key 1 forgotten before its window passed")
+	}
+	// Well past the window of key 1 (and of its bucket) it goes; key 2 stays.
+	clk.Step(31 * time.Second)
+	d.add(4)
+	d.prune()
+	if d.has(1) {
+		t.Fatal("key 1 kept past its window")
+	}
+	if !d.has(2) || !d.has(4) {
+		t.Fatal("keys inside their window were dropped")
+	}
+	clk.Step(10 * time.Minute)
+	d.add(5)
+	d.prune()
+	if d.size() != 1 || !d.has(5) {
+		t.Fatalf("after a long gap only the newest key stays, have %d keys", d.size())
+	}
+}
+
+func TestOutcomeDedupeKeys(t *testing.T) {
+	base := store.Outcome{UID: "u1", EventID: "e1", AcceptedAt: "2026-11-28T10:00:00Z", Attempt: 1, Result: webhooksv1alpha1.ResultSucceeded}
+	key := func(mut func(*store.Outcome)) uint64 {
+		oc := base
+		mut(&oc)
+		k, ok := dedupeKey(&oc)
+		if !ok {
+			t.Fatal("no key")
+		}
+		return k
+	}
+	same := key(func(*store.Outcome) {})
+	if key(func(o *store.Outcome) { o.Attempt = 3; o.Result = webhooksv1alpha1.ResultFailed }) != same {
+		t.Error("an event ends once: its final outcomes share a key whatever the attempt and result")
+	}
+	for name, mut := range map[string]func(*store.Outcome){
+		"another endpoint": func(o *store.Outcome) { o.UID = "u2" },
+		"another event":    func(o *store.Outcome) { o.EventID = "e2" },
+		"a replay":         func(o *store.Outcome) { o.AcceptedAt = "2026-11-28T11:00:00Z" },
+		"a retry":          func(o *store.Outcome) { o.Result = webhooksv1alpha1.ResultRetrying },
+	} {
+		if key(mut) == same {
+			t.Errorf("%s must have its own key", name)
+		}
+	}
+	r1 := key(func(o *store.Outcome) { o.Result = webhooksv1alpha1.ResultRetrying })
+	r2 := key(func(o *store.Outcome) { o.Result = webhooksv1alpha1.ResultRetrying; o.Attempt = 2 })
+	if r1 == r2 {
+		t.Error("retried attempts are distinct outcomes")
+	}
+	if _, ok := dedupeKey(&store.Outcome{UID: "u1", EventID: "e1"}); ok {
+		t.Error("an outcome without its acceptance time has no key")
+	}
+}
+
+// publishOutcomes stores one outcomes message, as the recorder does.
+func publishOutcomes(t *testing.T, js jetstream.JetStream, ocs ...store.Outcome) {
+	t.Helper()
+	data, err := json.Marshal(ocs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(context.Background(), store.OutcomeSubject(ocs[0].Namespace, ocs[0].Name), data); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func finalOutcome(i int) store.Outcome {
+	return store.Outcome{
+		UID: "uid-crm", Namespace: "shop", Name: "crm", Generation: 1,
+		EventID: fmt.Sprintf("e%d", i), EventType: "message.sent", Attempt: 1, Attempted: true,
+		StatusCode: 200, Result: webhooksv1alpha1.ResultSucceeded, Reason: webhooksv1alpha1.ReasonDeliverySucceeded,
+		Time: time.Now().UTC(), AcceptedAt: "2026-11-28T10:00:00Z",
+	}
+}
+
+// A delivery whose outcome was stored and folded in, then attempted again
+// because its replica died before acknowledging it, is counted once: by the
+// same aggregator, and by the next one after the aggregator died too.
+func TestOutcomesRecordedTwiceAreCountedOnce(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	st, err := store.Open(ctx, store.Options{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runAgg := func() (*Aggregator, func()) {
+		agg := NewAggregator(st, nil)
+		actx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if err := agg.Run(actx, 50*time.Millisecond, logr.Discard()); err != nil && actx.Err() == nil {
+				t.Errorf("aggregator: %v", err)
+			}
+		}()
+		return agg, func() { cancel(); <-done }
+	}
+	delivered := func(agg *Aggregator) int64 {
+		st, _ := agg.Get(types.UID("uid-crm"))
+		return st.EventsDelivered
+	}
+	waitDelivered := func(agg *Aggregator, want int64) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for delivered(agg) != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("eventsDelivered %d, want %d", delivered(agg), want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+
+	agg, stop := runAgg()
+	publishOutcomes(t, st.JetStream(), finalOutcome(1), finalOutcome(2))
+	waitDelivered(agg, 2)
+	// The same final outcome again (e2), in another message with a new one (e3).
+	publishOutcomes(t, st.JetStream(), finalOutcome(2), finalOutcome(3))
+	waitDelivered(agg, 3)
+	time.Sleep(200 * time.Millisecond) // persisted (not yet acknowledged: held for DedupeHold)
+	if got := delivered(agg); got != 3 {
+		t.Fatalf("a duplicate final outcome was counted: eventsDelivered %d, want 3", got)
+	}
+	// The aggregator dies (its held messages unacknowledged); a duplicate of
+	// e3 comes after it, as a redelivered delivery's outcome would.
+	stop()
+	publishOutcomes(t, st.JetStream(), finalOutcome(3), finalOutcome(4))
+	agg2, stop2 := runAgg()
+	defer stop2()
+	waitDelivered(agg2, 4)
+	time.Sleep(300 * time.Millisecond)
+	if got := delivered(agg2); got != 4 {
+		t.Fatalf("after the aggregator's restart, eventsDelivered %d, want 4", got)
+	}
+	stop2()
+	st.Close()
+}
