@@ -28,11 +28,13 @@
 package retryqueue
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -56,7 +58,18 @@ type Queue struct {
 	// reader was told to wait for, or Kick is called.
 	wake     chan struct{}
 	wakeWhen time.Time
+
+	// compacting is set while a compaction of the emptied queue runs;
+	// Close cancels it with stopCompact.
+	compacting  atomic.Bool
+	compactCtx  context.Context
+	stopCompact context.CancelFunc
+	// lastCompact is when the last one started (guarded by mu).
+	lastCompact time.Time
 }
+
+// compactEvery bounds how often an emptied queue is compacted.
+const compactEvery = time.Minute
 
 // part is what the queue knows of one partition in memory.
 type part struct {
@@ -113,6 +126,7 @@ func Open(opts Options) (*Queue, error) {
 		return nil, fmt.Errorf("opening the retry queue in %s: %w", opts.Dir, err)
 	}
 	q := &Queue{db: db, cache: cache, parts: map[uint64]*part{}, wake: make(chan struct{}, 1)}
+	q.compactCtx, q.stopCompact = context.WithCancel(context.Background())
 	it, err := db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd})
 	if err != nil {
 		_ = q.Close()
@@ -149,6 +163,7 @@ func (q *Queue) use() (done func(), err error) {
 
 // Close closes the queue.
 func (q *Queue) Close() error {
+	q.stopCompact()
 	q.closeMu.Lock()
 	defer q.closeMu.Unlock()
 	if q.closed {
@@ -398,7 +413,26 @@ func (q *Queue) Delete(pk uint64, entries []Entry) error {
 	if p.count <= 0 && p.next.IsZero() {
 		delete(q.parts, pk)
 	}
+	if q.count == 0 && time.Since(q.lastCompact) >= compactEvery && q.compacting.CompareAndSwap(false, true) {
+		// Emptied (an outage drained): the deletions are tombstones until
+		// a compaction drops them with the entries, and with no more
+		// writes none may be due. Compact now, so the disk the backlog
+		// took is given back.
+		q.lastCompact = time.Now()
+		go q.compact()
+	}
 	return nil
+}
+
+// compact compacts the whole queue.
+func (q *Queue) compact() {
+	defer q.compacting.Store(false)
+	done, err := q.use()
+	if err != nil {
+		return
+	}
+	defer done()
+	_ = q.db.Compact(q.compactCtx, prefix, prefixEnd, false)
 }
 
 // earliest returns the earlier of a and b, ignoring zero times.
