@@ -1,6 +1,8 @@
 // Package v1alpha1 contains the API types of the webhooks.wablast.io group.
 //
 // +kubebuilder:object:generate=true
+// +kubebuilder:ac:generate=true
+// +kubebuilder:ac:output:package=../applyconfiguration
 // +groupName=webhooks.wablast.io
 package v1alpha1
 
@@ -12,6 +14,10 @@ import (
 var (
 	// GroupVersion is the group and version of every type in this package.
 	GroupVersion = schema.GroupVersion{Group: "webhooks.wablast.io", Version: "v1alpha1"}
+
+	// SchemeGroupVersion is GroupVersion under the name client-go's
+	// generated code (the apply configurations) uses.
+	SchemeGroupVersion = GroupVersion
 
 	// SchemeBuilder registers the types of this package with a runtime.Scheme.
 	SchemeBuilder = &scheme.Builder{GroupVersion: GroupVersion}

@@ -21,15 +21,16 @@ import (
 	"github.com/wablast/webhook-operator/internal/endpoint"
 	"github.com/wablast/webhook-operator/internal/ingest"
 	"github.com/wablast/webhook-operator/internal/stats"
+	"github.com/wablast/webhook-operator/internal/status"
 	"github.com/wablast/webhook-operator/internal/store"
 	"github.com/wablast/webhook-operator/internal/testutil"
 )
 
 // pipeline is the operator's delivery path without Kubernetes: the real
 // JetStream file store in a fresh directory, the real dispatcher with a
-// MemoryRegistry, the real aggregator run by the real StatusWriter, and the
+// MemoryRegistry, the real aggregator run by the real status.Writer, and the
 // real ingestion server on 127.0.0.1:0. Only two things are stand-ins: the
-// StatusWriter's client is a fake whose status applies are counted and
+// status.Writer's client is a fake whose status applies are counted and
 // discarded (the status measurement uses a real API server), and the
 // ingestion API checks one static bearer token in memory (the manager's
 // KubeAuthenticator caches its decisions, so it is out of the hot path).
@@ -40,7 +41,7 @@ type pipeline struct {
 	Dispatcher *dispatch.Dispatcher
 	Aggregator *stats.Aggregator
 	Ingest     *ingest.Server
-	// StatusApplies counts the StatusWriter's (discarded) status writes.
+	// StatusApplies counts the status.Writer's (discarded) status writes.
 	StatusApplies atomic.Int64
 
 	cancel context.CancelFunc
@@ -95,7 +96,7 @@ type pipelineOptions struct {
 	// NATSURL connects to a NATS server shared with other pipelines instead
 	// of an embedded one.
 	NATSURL string
-	// Leader runs the StatusWriter (with the aggregator); one replica does.
+	// Leader runs the status.Writer (with the aggregator); one replica does.
 	Leader bool
 }
 
@@ -133,7 +134,7 @@ func startPipelineWith(ctx context.Context, eps []endpoint.Endpoint, opts pipeli
 		return nil, err
 	}
 	p.Aggregator = stats.NewAggregator(p.Store, nil)
-	writer := &dispatch.StatusWriter{
+	writer := &status.Writer{
 		Aggregator:    p.Aggregator,
 		Client:        p.countingClient(),
 		FlushInterval: 5 * time.Second,
@@ -165,7 +166,7 @@ func startPipelineWith(ctx context.Context, eps []endpoint.Endpoint, opts pipeli
 	return p, nil
 }
 
-// countingClient is the StatusWriter's client: status applies are counted
+// countingClient is the status.Writer's client: status applies are counted
 // and succeed without being stored.
 func (p *pipeline) countingClient() client.Client {
 	return fake.NewClientBuilder().WithScheme(testutil.Scheme()).WithInterceptorFuncs(interceptor.Funcs{

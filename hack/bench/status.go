@@ -14,10 +14,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
-	"github.com/wablast/webhook-operator/internal/dispatch"
 	"github.com/wablast/webhook-operator/internal/ingest"
 	"github.com/wablast/webhook-operator/internal/operator/operatortest"
 	"github.com/wablast/webhook-operator/internal/signing"
+	"github.com/wablast/webhook-operator/internal/status"
 	"github.com/wablast/webhook-operator/internal/testutil"
 )
 
@@ -169,7 +169,7 @@ func measureStatus(ctx context.Context, sz sizes) *result {
 		return res.fail(err)
 	}
 
-	// The StatusWriter flushes on a ticker and writes the changed resources
+	// The status.Writer flushes on a ticker and writes the changed resources
 	// of a flush one after another in UID order, so a write whose UID does
 	// not sort after the previous write's starts a new flush. The rate is
 	// the writes of the flushes that started in [t0, t1), the last one
@@ -234,10 +234,10 @@ func measureStatus(ctx context.Context, sz sizes) *result {
 	}
 	res.note("A real kube-apiserver and etcd (testutil.StartEnv), %d WebhookConfigs and a Secret in one namespace, and operator.Setup in a controller-runtime manager as test/integration runs it, with --status-flush-interval %s. The ingest token is a static token Secret labelled %s; the manager's KubeAuthenticator checks it (cached). The harness posts NDJSON batches of %d at %d batches/s from 8 paced posters, so the posters cost little next to the operator.",
 		sz.StatusEndpoints, sz.StatusFlush, ingest.LabelIngestToken, batch, batchesPerSec)
-	res.note("Status writes are the dispatcher's server-side apply PATCHes of /status under field manager %s, counted in the manager's rest.Config transport. The StatusWriter writes the changed resources of a flush one after another in UID order, which marks where each flush starts. %d flushes started in the %s window; the rate is the writes of all but the last (%d) over the %s from the first flush's start to the last's, so no flush is cut by the window's edges (2%% allowed for timer jitter). Over the whole run %d writes; the shortest gap between two writes of one resource was %s (a flush that ran long delays its writes, so single gaps can be shorter than the interval; the rate cannot exceed the bound). The receiver verified %d deliveries in the window; the rest of the offered load was still queued in JetStream when the window closed (it is not drained). Every body that had arrived when the window closed was compared with what was posted (type, data, timestamp; the events: %s).",
-		dispatch.StatusFieldManager, len(window), sz.StatusFor, counted, span.Round(time.Millisecond), len(all), gap, delivered, payloadText)
+	res.note("Status writes are the dispatcher's server-side apply PATCHes of /status under field manager %s, counted in the manager's rest.Config transport. The status.Writer writes the changed resources of a flush one after another in UID order, which marks where each flush starts. %d flushes started in the %s window; the rate is the writes of all but the last (%d) over the %s from the first flush's start to the last's, so no flush is cut by the window's edges (2%% allowed for timer jitter). Over the whole run %d writes; the shortest gap between two writes of one resource was %s (a flush that ran long delays its writes, so single gaps can be shorter than the interval; the rate cannot exceed the bound). The receiver verified %d deliveries in the window; the rest of the offered load was still queued in JetStream when the window closed (it is not drained). Every body that had arrived when the window closed was compared with what was posted (type, data, timestamp; the events: %s).",
+		status.DeliveryFieldManager, len(window), sz.StatusFor, counted, span.Round(time.Millisecond), len(all), gap, delivered, payloadText)
 	if !pass {
-		res.finding("Status writes %.2f/s exceed the bound %.2f/s (%d writes in %d flushes over %s): the StatusWriter should write each resource at most once per flush interval.", rate, bound, counted, len(window)-1, span.Round(time.Millisecond))
+		res.finding("Status writes %.2f/s exceed the bound %.2f/s (%d writes in %d flushes over %s): the status.Writer should write each resource at most once per flush interval.", rate, bound, counted, len(window)-1, span.Round(time.Millisecond))
 	}
 	if offered := sz.StatusRate * sz.StatusEndpoints; perSec(delivered, sz.StatusFor) < 0.9*float64(offered) {
 		res.finding("The pipeline delivered %.0f of the %d deliveries/s offered in the status measurement (%d events/s x %d endpoints); the status write count does not depend on that, since every endpoint changed in every flush.",

@@ -11,8 +11,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
@@ -30,13 +28,8 @@ import (
 	"github.com/wablast/webhook-operator/internal/dispatch"
 	"github.com/wablast/webhook-operator/internal/endpoint"
 	"github.com/wablast/webhook-operator/internal/signing"
+	"github.com/wablast/webhook-operator/internal/status"
 )
-
-// FieldManager is the server-side apply field manager of the controller's
-// status fields (conditions Ready, Reconciling and Stalled, active,
-// observedGeneration and secretRef). The dispatcher owns the delivery fields
-// under its own manager, so neither overwrites the other.
-const FieldManager = "webhook-operator-controller"
 
 // secretNameIndex indexes WebhookConfigs by the name of the Secret they read
 // their signing secret from (spec.secretRef.name or "<name>-signing").
@@ -193,7 +186,7 @@ func (r *WebhookConfigReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	if desired.equalTo(&whc.Status) {
 		return ctrl.Result{}, nil
 	}
-	if err := r.Status().Apply(ctx, desired.applyConfiguration(&whc), client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
+	if err := status.Apply(ctx, r.Client, status.Controller(&whc, desired.observedGeneration, desired.active, desired.secretRef, desired.conditions), status.ControllerFieldManager); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.Registry.Remove(req.NamespacedName)
 			return ctrl.Result{}, nil
@@ -404,32 +397,4 @@ func (s *controllerStatus) equalTo(cur *webhooksv1alpha1.WebhookConfigStatus) bo
 		cur.Active == s.active &&
 		cur.SecretRef != nil && *cur.SecretRef == s.secretRef &&
 		equality.Semantic.DeepEqual(ownConditions(cur.Conditions), s.conditions)
-}
-
-// applyConfiguration renders the owned fields as a server-side apply body.
-func (s *controllerStatus) applyConfiguration(whc *webhooksv1alpha1.WebhookConfig) runtime.ApplyConfiguration {
-	conds := make([]any, 0, len(s.conditions))
-	for i := range s.conditions {
-		c := s.conditions[i]
-		conds = append(conds, map[string]any{
-			"type":               c.Type,
-			"status":             string(c.Status),
-			"reason":             c.Reason,
-			"message":            c.Message,
-			"observedGeneration": c.ObservedGeneration,
-			"lastTransitionTime": c.LastTransitionTime.UTC().Format(time.RFC3339),
-		})
-	}
-	u := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": webhooksv1alpha1.GroupVersion.String(),
-		"kind":       "WebhookConfig",
-		"metadata":   map[string]any{"name": whc.Name, "namespace": whc.Namespace},
-		"status": map[string]any{
-			"observedGeneration": s.observedGeneration,
-			"active":             s.active,
-			"secretRef":          map[string]any{"name": s.secretRef.Name, "key": s.secretRef.Key},
-			"conditions":         conds,
-		},
-	}}
-	return client.ApplyConfigurationFromUnstructured(u)
 }

@@ -12,24 +12,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/tools/events"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
 	"github.com/wablast/webhook-operator/internal/endpoint"
-	"github.com/wablast/webhook-operator/internal/stats"
 	"github.com/wablast/webhook-operator/internal/store"
-)
-
-// Field managers of status.lastTest and status.lastReplay: each is applied on
-// its own, so it must not share a manager with the counters (an apply drops
-// the fields its manager applied before and left out now).
-const (
-	TestFieldManager   = "webhook-operator-test"
-	ReplayFieldManager = "webhook-operator-replay"
 )
 
 // TestRequest asks for one webhook.test delivery to an endpoint.
@@ -115,10 +102,9 @@ func (d *Dispatcher) runTest(req TestRequest) {
 			}
 		}
 	}
-	now := d.opts.Now().UTC()
-	rec.Time = ptrTime(now)
-	status := map[string]any{"lastTest": testRecordMap(&rec)}
-	if err := d.applyStatus(ctx, req.Namespace, req.Name, req.UID, status, TestFieldManager); err != nil {
+	now := metav1.NewTime(d.opts.Now().UTC())
+	rec.Time = &now
+	if err := d.reporter().LastTest(ctx, req.Namespace, req.Name, req.UID, &rec); err != nil {
 		d.opts.Logger.Error(err, "Recording a test delivery failed", "namespace", req.Namespace, "name", req.Name)
 		d.forget("test", req.UID, req.Token)
 		return
@@ -129,7 +115,7 @@ func (d *Dispatcher) runTest(req TestRequest) {
 		reason, eventType = "TestDeliveryFailed", corev1.EventTypeWarning
 		msg = fmt.Sprintf("Test delivery %s failed: %s", req.Token, rec.Error)
 	}
-	d.event(req.Namespace, req.Name, req.UID, eventType, reason, "TestDelivery", msg)
+	d.reporter().Event(req.Namespace, req.Name, req.UID, eventType, reason, "TestDelivery", msg)
 }
 
 // RequestReplay queues again, in the background, every delivery of the
@@ -155,25 +141,22 @@ func (d *Dispatcher) runReplay(req ReplayRequest) {
 	}
 	if err != nil {
 		d.opts.Logger.Error(err, "Replay failed", "namespace", req.Namespace, "name", req.Name)
-		d.event(req.Namespace, req.Name, req.UID, corev1.EventTypeWarning, "ReplayFailed", "Replay", "Replay "+req.Token+" failed: "+err.Error())
+		d.reporter().Event(req.Namespace, req.Name, req.UID, corev1.EventTypeWarning, "ReplayFailed", "Replay", "Replay "+req.Token+" failed: "+err.Error())
 		if req.Since.IsZero() {
 			// Record the bad value so it is not tried again; nothing was requeued.
-			_ = d.applyStatus(ctx, req.Namespace, req.Name, req.UID, map[string]any{"lastReplay": map[string]any{
-				"requestedAt": req.Token, "time": d.opts.Now().UTC().Format(time.RFC3339), "eventsRequeued": int64(0),
-			}}, ReplayFieldManager)
+			now := metav1.NewTime(d.opts.Now().UTC())
+			_ = d.reporter().LastReplay(ctx, req.Namespace, req.Name, req.UID, &webhooksv1alpha1.ReplayRecord{RequestedAt: req.Token, Time: &now})
 			return
 		}
 		d.forget("replay", req.UID, req.Token)
 		return
 	}
-	status := map[string]any{"lastReplay": map[string]any{
-		"requestedAt": req.Token, "time": d.opts.Now().UTC().Format(time.RFC3339), "eventsRequeued": n,
-	}}
-	if err := d.applyStatus(ctx, req.Namespace, req.Name, req.UID, status, ReplayFieldManager); err != nil {
+	now := metav1.NewTime(d.opts.Now().UTC())
+	if err := d.reporter().LastReplay(ctx, req.Namespace, req.Name, req.UID, &webhooksv1alpha1.ReplayRecord{RequestedAt: req.Token, Time: &now, EventsRequeued: n}); err != nil {
 		d.opts.Logger.Error(err, "Recording a replay failed", "namespace", req.Namespace, "name", req.Name)
 		return
 	}
-	d.event(req.Namespace, req.Name, req.UID, corev1.EventTypeNormal, "Replayed", "Replay",
+	d.reporter().Event(req.Namespace, req.Name, req.UID, corev1.EventTypeNormal, "Replayed", "Replay",
 		fmt.Sprintf("Requeued %d events that failed since %s", n, req.Since.UTC().Format(time.RFC3339)))
 }
 
@@ -255,63 +238,33 @@ func (d *Dispatcher) forget(kind string, uid types.UID, token string) {
 	}
 }
 
-// applyStatus server-side applies status fields of one resource under a field
-// manager. The UID guards against writing into a new resource of the same name.
-func (d *Dispatcher) applyStatus(ctx context.Context, ns, name string, uid types.UID, status map[string]any, manager string) error {
-	if d.opts.Client == nil {
-		return errors.New("no Kubernetes client configured")
-	}
-	return d.opts.Client.Status().Apply(ctx, statusApplyConfiguration(ns, name, uid, status), client.FieldOwner(manager), client.ForceOwnership)
+// Reporter records the results of test deliveries and replays:
+// status.lastTest, status.lastReplay and Kubernetes Events. In the manager
+// it is a status.Reporter, which writes them to the API server.
+type Reporter interface {
+	LastTest(ctx context.Context, ns, name string, uid types.UID, rec *webhooksv1alpha1.TestRecord) error
+	LastReplay(ctx context.Context, ns, name string, uid types.UID, rec *webhooksv1alpha1.ReplayRecord) error
+	Event(ns, name string, uid types.UID, eventType, reason, action, msg string)
 }
 
-// statusApplyConfiguration is a server-side apply body for status fields of
-// one WebhookConfig, guarded by its UID.
-func statusApplyConfiguration(ns, name string, uid types.UID, status map[string]any) runtime.ApplyConfiguration {
-	return client.ApplyConfigurationFromUnstructured(&unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": webhooksv1alpha1.GroupVersion.String(),
-		"kind":       "WebhookConfig",
-		"metadata":   map[string]any{"name": name, "namespace": ns, "uid": string(uid)},
-		"status":     status,
-	}})
+// reporter is the options' Reporter, or one that reports nothing.
+func (d *Dispatcher) reporter() Reporter {
+	if d.opts.Reporter == nil {
+		return noReporter{}
+	}
+	return d.opts.Reporter
 }
 
-func (d *Dispatcher) event(ns, name string, uid types.UID, eventType, reason, action, msg string) {
-	recordEvent(d.opts.Recorder, ns, name, uid, eventType, reason, action, msg)
+type noReporter struct{}
+
+var errNoReporter = errors.New("no status reporter configured")
+
+func (noReporter) LastTest(context.Context, string, string, types.UID, *webhooksv1alpha1.TestRecord) error {
+	return errNoReporter
 }
 
-// recordEvent records a Kubernetes Event about a WebhookConfig known by name
-// and UID; a nil recorder records nothing.
-func recordEvent(rec events.EventRecorder, ns, name string, uid types.UID, eventType, reason, action, msg string) {
-	if rec == nil {
-		return
-	}
-	ref := &webhooksv1alpha1.WebhookConfig{}
-	ref.SetNamespace(ns)
-	ref.SetName(name)
-	ref.SetUID(uid)
-	ref.SetGroupVersionKind(webhooksv1alpha1.GroupVersion.WithKind("WebhookConfig"))
-	rec.Eventf(ref, nil, eventType, reason, action, "%s", msg)
+func (noReporter) LastReplay(context.Context, string, string, types.UID, *webhooksv1alpha1.ReplayRecord) error {
+	return errNoReporter
 }
 
-func testRecordMap(r *webhooksv1alpha1.TestRecord) map[string]any {
-	m := map[string]any{
-		"requestedAt":          r.RequestedAt,
-		"result":               string(r.Result),
-		"durationMilliseconds": r.DurationMilliseconds,
-	}
-	if r.Time != nil {
-		m["time"] = r.Time.UTC().Format(time.RFC3339)
-	}
-	if r.StatusCode != 0 {
-		m["statusCode"] = int64(r.StatusCode)
-	}
-	if r.Error != "" {
-		m["error"] = stats.Truncate(r.Error, 1024)
-	}
-	return m
-}
-
-func ptrTime(t time.Time) *metav1.Time {
-	mt := metav1.NewTime(t)
-	return &mt
-}
+func (noReporter) Event(string, string, types.UID, string, string, string, string) {}

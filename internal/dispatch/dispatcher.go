@@ -17,8 +17,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/tools/events"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/wablast/webhook-operator/internal/endpoint"
 	"github.com/wablast/webhook-operator/internal/idempotency"
@@ -69,10 +67,9 @@ type Options struct {
 	Rand func() float64
 	// Logger defaults to a discarding logger.
 	Logger logr.Logger
-	// Client writes status.lastTest and status.lastReplay; Recorder records
-	// their Kubernetes Events. Both optional.
-	Client   client.Client
-	Recorder events.EventRecorder
+	// Reporter records test deliveries and replays (status.lastTest,
+	// status.lastReplay, Kubernetes Events). Optional.
+	Reporter Reporter
 }
 
 // Dispatcher stores accepted events, fans each out to the subscribed

@@ -17,6 +17,7 @@ import (
 
 	"github.com/wablast/webhook-operator/internal/catalog"
 	"github.com/wablast/webhook-operator/internal/dispatch"
+	"github.com/wablast/webhook-operator/internal/textutil"
 )
 
 // MaxIDLength is the maximum length of an event id.
@@ -54,7 +55,7 @@ func (d decoder) decode(body []byte) (dispatch.Event, *apiError) {
 	var unknown []string
 	for name := range fields {
 		if !slices.Contains(eventFields, name) {
-			unknown = append(unknown, strconv.Quote(truncate(name, 64)))
+			unknown = append(unknown, strconv.Quote(textutil.Truncate(name, 64)))
 		}
 	}
 	if len(unknown) > 0 {
@@ -92,7 +93,7 @@ func (d decoder) decode(body []byte) (dispatch.Event, *apiError) {
 	case present:
 		t, err := time.Parse(time.RFC3339Nano, ts)
 		if err != nil {
-			return dispatch.Event{}, invalid("timestamp %s is not an RFC 3339 time such as \"2026-11-28T10:15:02.123Z\"", strconv.Quote(truncate(ts, 64)))
+			return dispatch.Event{}, invalid("timestamp %s is not an RFC 3339 time such as \"2026-11-28T10:15:02.123Z\"", strconv.Quote(textutil.Truncate(ts, 64)))
 		}
 		ev.Timestamp = t
 	default:
@@ -106,7 +107,7 @@ func (d decoder) decode(body []byte) (dispatch.Event, *apiError) {
 	typ, ok := catalog.Lookup(typeName)
 	if !ok {
 		return dispatch.Event{}, newError(http.StatusUnprocessableEntity, CodeUnknownEventType,
-			fmt.Sprintf("unknown event type %s: the types are %s", strconv.Quote(truncate(typeName, 64)), postableTypes()))
+			fmt.Sprintf("unknown event type %s: the types are %s", strconv.Quote(textutil.Truncate(typeName, 64)), postableTypes()))
 	}
 	if typ.Reserved {
 		return dispatch.Event{}, newError(http.StatusUnprocessableEntity, CodeReservedEventType,
@@ -124,7 +125,7 @@ func (d decoder) decode(body []byte) (dispatch.Event, *apiError) {
 		}
 		return dispatch.Event{}, newError(http.StatusUnprocessableEntity, CodeSchemaViolation,
 			fmt.Sprintf("data has the member %s twice in the object at %s: parsers disagree on which value counts, so duplicate names are refused",
-				strconv.Quote(truncate(key, 64)), path))
+				strconv.Quote(textutil.Truncate(key, 64)), path))
 	}
 	if err := typ.Validate(data); err != nil {
 		return dispatch.Event{}, newError(http.StatusUnprocessableEntity, CodeSchemaViolation, err.Error())
@@ -233,15 +234,6 @@ func postableTypes() string {
 		}
 	}
 	return strings.Join(names, ", ")
-}
-
-// truncate shortens s to at most n bytes of valid UTF-8 for an error
-// message.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return strings.ToValidUTF8(s, "\uFFFD")
-	}
-	return strings.ToValidUTF8(s[:n], "") + "..."
 }
 
 const (

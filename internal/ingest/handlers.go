@@ -18,6 +18,7 @@ import (
 
 	"github.com/wablast/webhook-operator/internal/catalog"
 	"github.com/wablast/webhook-operator/internal/dispatch"
+	"github.com/wablast/webhook-operator/internal/textutil"
 )
 
 const (
@@ -44,7 +45,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /readyz", s.handleReadyz)
 	mux.HandleFunc("/readyz", methodNotAllowed("GET, HEAD"))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, newError(http.StatusNotFound, CodeNotFound, fmt.Sprintf("no such path %q", truncate(r.URL.Path, 128))))
+		writeError(w, newError(http.StatusNotFound, CodeNotFound, fmt.Sprintf("no such path %q", textutil.Truncate(r.URL.Path, 128))))
 	})
 	return mux
 }
@@ -53,7 +54,7 @@ func methodNotAllowed(allow string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Allow", allow)
 		writeError(w, newError(http.StatusMethodNotAllowed, CodeMethodNotAllowed,
-			fmt.Sprintf("method %s is not allowed here; use %s", truncate(r.Method, 16), allow)))
+			fmt.Sprintf("method %s is not allowed here; use %s", textutil.Truncate(r.Method, 16), allow)))
 	}
 }
 
@@ -127,7 +128,7 @@ func (s *Server) serveEvents(ctx context.Context, w http.ResponseWriter, r *http
 	if !isDNS1123Label(namespace) {
 		errs := validation.IsDNS1123Label(namespace)
 		return newError(http.StatusBadRequest, CodeInvalidNamespace,
-			fmt.Sprintf("invalid namespace %q: %s", truncate(namespace, 64), strings.Join(errs, "; ")))
+			fmt.Sprintf("invalid namespace %q: %s", textutil.Truncate(namespace, 64), strings.Join(errs, "; ")))
 	}
 	token, apiErr := bearerToken(r)
 	if apiErr != nil {
@@ -196,17 +197,17 @@ func parseContentType(header string) (string, error) {
 	}
 	mediaType, params, err := mime.ParseMediaType(header)
 	if err != nil {
-		return "", fmt.Errorf("the Content-Type %q is malformed: send application/json for one event or application/x-ndjson for a batch", truncate(header, 128))
+		return "", fmt.Errorf("the Content-Type %q is malformed: send application/json for one event or application/x-ndjson for a batch", textutil.Truncate(header, 128))
 	}
 	switch mediaType {
 	case mediaTypeJSON:
 	case mediaTypeNDJSON, mediaTypeNDJSONAlias:
 		mediaType = mediaTypeNDJSON
 	default:
-		return "", fmt.Errorf("the Content-Type %q is not supported: send application/json for one event or application/x-ndjson for a batch", truncate(mediaType, 128))
+		return "", fmt.Errorf("the Content-Type %q is not supported: send application/json for one event or application/x-ndjson for a batch", textutil.Truncate(mediaType, 128))
 	}
 	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") && !strings.EqualFold(cs, "utf8") {
-		return "", fmt.Errorf("charset %q is not supported: events are UTF-8", truncate(cs, 32))
+		return "", fmt.Errorf("charset %q is not supported: events are UTF-8", textutil.Truncate(cs, 32))
 	}
 	return mediaType, nil
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/wablast/webhook-operator/internal/endpoint"
 	"github.com/wablast/webhook-operator/internal/ingest"
 	"github.com/wablast/webhook-operator/internal/stats"
+	"github.com/wablast/webhook-operator/internal/status"
 	"github.com/wablast/webhook-operator/internal/store"
 )
 
@@ -99,8 +100,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) (*Operator, error)
 		GroupCommitDelay: cfg.GroupCommitDelay,
 		Metrics:          dispatch.NewMetrics(metrics.Registry),
 		Logger:           ctrl.Log.WithName("dispatcher"),
-		Client:           mgr.GetClient(),
-		Recorder:         recorder,
+		Reporter:         &status.Reporter{Client: mgr.GetClient(), Recorder: recorder},
 	})
 	if err != nil {
 		return nil, err
@@ -118,7 +118,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) (*Operator, error)
 		return nil, err
 	}
 	op.Aggregator = stats.NewAggregator(store, nil)
-	if err := mgr.Add(&dispatch.StatusWriter{
+	if err := mgr.Add(&status.Writer{
 		Aggregator:    op.Aggregator,
 		Client:        mgr.GetClient(),
 		Recorder:      recorder,

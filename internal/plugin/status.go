@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/duration"
 
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
+	"github.com/wablast/webhook-operator/internal/textutil"
 )
 
 // maxErrorWidth is where the recent deliveries table cuts long errors.
@@ -112,7 +113,7 @@ func renderStatus(out io.Writer, whc *webhooksv1alpha1.WebhookConfig, now time.T
 		for _, d := range st.RecentDeliveries {
 			fmt.Fprintf(w, "  %s\t%s\t%s\t%d\t%s\t%dms\t%s\t%s\n",
 				d.Time.UTC().Format(time.RFC3339), d.EventID, d.EventType, d.Attempt, orDash(codeString(d.StatusCode)),
-				d.DurationMilliseconds, d.Result, orDash(truncate(oneLine(d.Error), maxErrorWidth)))
+				d.DurationMilliseconds, d.Result, orDash(textutil.Truncate(oneLine(d.Error), maxErrorWidth)))
 		}
 	}
 	if err := w.Flush(); err != nil {
@@ -166,13 +167,4 @@ func orDash(s string) string {
 // oneLine folds s onto one line so it cannot break a table.
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
-}
-
-// truncate cuts s to at most n runes, marking the cut with "...".
-func truncate(s string, n int) string {
-	r := []rune(s)
-	if len(r) <= n {
-		return s
-	}
-	return string(r[:n-3]) + "..."
 }

@@ -20,6 +20,7 @@ import (
 
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
 	"github.com/wablast/webhook-operator/internal/store"
+	"github.com/wablast/webhook-operator/internal/textutil"
 )
 
 // rateBucket is the width of the buckets the 24-hour success rate is summed over.
@@ -109,7 +110,7 @@ func (s *EndpointStats) apply(oc *store.Outcome) {
 			StatusCode:           oc.StatusCode,
 			DurationMilliseconds: oc.DurationMS,
 			Result:               oc.Result,
-			Error:                Truncate(oc.Error, 1024),
+			Error:                textutil.Truncate(oc.Error, 1024),
 		}
 		s.LastDelivery = &rec
 		// Newest first, at most RecentDeliveries, shifted in place.
@@ -123,7 +124,7 @@ func (s *EndpointStats) apply(oc *store.Outcome) {
 	status, msg := metav1.ConditionTrue, "The last delivery succeeded"
 	if oc.Result != webhooksv1alpha1.ResultSucceeded {
 		status = metav1.ConditionFalse
-		msg = Truncate(oc.Error, 1024)
+		msg = textutil.Truncate(oc.Error, 1024)
 	}
 	if status != s.DeliveringStatus || oc.Reason != s.DeliveringReason {
 		s.DeliveringSince = oc.Time
@@ -161,13 +162,6 @@ func (s *EndpointStats) prune(now time.Time) {
 			delete(s.Buckets, start)
 		}
 	}
-}
-
-func Truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n-3] + "..."
 }
 
 // statsKey is the stats bucket key of a UID.

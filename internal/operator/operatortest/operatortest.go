@@ -17,8 +17,8 @@ import (
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 
-	"github.com/wablast/webhook-operator/internal/dispatch"
 	"github.com/wablast/webhook-operator/internal/operator"
+	"github.com/wablast/webhook-operator/internal/status"
 	"github.com/wablast/webhook-operator/internal/testutil"
 )
 
@@ -120,7 +120,7 @@ type StatusWrite struct {
 func (s *StatusWrites) wrap(rt http.RoundTripper) http.RoundTripper {
 	return roundTripperFunc(func(r *http.Request) (*http.Response, error) {
 		if r.Method == http.MethodPatch && strings.HasSuffix(r.URL.Path, "/status") &&
-			r.URL.Query().Get("fieldManager") == dispatch.StatusFieldManager {
+			r.URL.Query().Get("fieldManager") == status.DeliveryFieldManager {
 			s.mu.Lock()
 			s.writes = append(s.writes, StatusWrite{At: time.Now(), Path: r.URL.Path})
 			s.mu.Unlock()
