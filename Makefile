@@ -63,7 +63,7 @@ bench: build envtest-bin ## Run the benchmarks (about 5 minutes; use a quiet mac
 # FUZZ_TARGETS are package:target pairs; each is fuzzed for FUZZTIME in turn.
 FUZZ_TARGETS = ./internal/ingest/:FuzzDecodeEvent ./internal/ingest/:FuzzBatchLinesKeepTheirData ./internal/ingest/:FuzzObjectFields \
 	./internal/jsonscan/:FuzzScannerAgreesWithEncodingJSON ./internal/catalog/:FuzzFastCheckNeverTakesInvalidData \
-	./internal/dispatch/:FuzzCanonicalDataIsWhatEncodingJSONWrites
+	./internal/delivery/:FuzzCanonicalDataIsWhatEncodingJSONWrites
 
 fuzz: ## Fuzz the event decoder and the JSON fast paths it relies on, each for FUZZTIME (default 60s).
 	@set -e; for t in $(FUZZ_TARGETS); do \

@@ -17,7 +17,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
-	"github.com/wablast/webhook-operator/internal/dispatch"
+	"github.com/wablast/webhook-operator/internal/delivery"
 	"github.com/wablast/webhook-operator/internal/operator"
 )
 
@@ -68,7 +68,7 @@ func run() error {
 	flag.Int64Var(&cfg.MaxEventBytes, "max-event-bytes", 262144, "The size limit of one event posted to the ingestion API.")
 	flag.DurationVar(&cfg.AuthCacheTTL, "ingest-auth-cache-ttl", 10*time.Second, "How long ingestion authentication and authorization decisions are cached.")
 	var groupCommitDelay time.Duration
-	flag.DurationVar(&groupCommitDelay, "group-commit-delay", dispatch.DefaultGroupCommitDelay, "With the embedded NATS server: how long a write of deliveries to a busy endpoint waits for more to join it (a write after a single delivery never waits); 0 turns it off.")
+	flag.DurationVar(&groupCommitDelay, "group-commit-delay", delivery.DefaultGroupCommitDelay, "With the embedded NATS server: how long a write of deliveries to a busy endpoint waits for more to join it (a write after a single delivery never waits); 0 turns it off.")
 	flag.IntVar(&cfg.MaxConcurrentReconciles, "max-concurrent-reconciles", 4, "How many WebhookConfigs are reconciled in parallel.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)

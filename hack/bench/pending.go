@@ -7,7 +7,7 @@ import (
 	"runtime/debug"
 	"time"
 
-	"github.com/wablast/webhook-operator/internal/dispatch"
+	"github.com/wablast/webhook-operator/internal/delivery"
 	"github.com/wablast/webhook-operator/internal/endpoint"
 	"github.com/wablast/webhook-operator/internal/store"
 )
@@ -91,11 +91,11 @@ func measurePending(ctx context.Context, sz sizes) *result {
 }
 
 func enqueueN(ctx context.Context, p *pipeline, from, count int) error {
-	events := make([]dispatch.Event, count)
+	events := make([]delivery.Event, count)
 	now := time.Now()
 	for i := range events {
 		pe := benchEvent(from + i)
-		events[i] = dispatch.Event{
+		events[i] = delivery.Event{
 			ID: fmt.Sprintf("evt_pending_%07d", from+i), Namespace: benchNS, Type: pe.Type,
 			Timestamp: now, Data: pe.Data,
 		}

@@ -17,7 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
-	"github.com/wablast/webhook-operator/internal/dispatch"
+	"github.com/wablast/webhook-operator/internal/delivery"
 	"github.com/wablast/webhook-operator/internal/endpoint"
 	"github.com/wablast/webhook-operator/internal/ingest"
 	"github.com/wablast/webhook-operator/internal/stats"
@@ -38,7 +38,7 @@ type pipeline struct {
 	dir        string
 	Store      *store.Store
 	Registry   *endpoint.MemoryRegistry
-	Dispatcher *dispatch.Dispatcher
+	Dispatcher *delivery.Dispatcher
 	Aggregator *stats.Aggregator
 	Ingest     *ingest.Server
 	// StatusApplies counts the status.Writer's (discarded) status writes.
@@ -115,7 +115,7 @@ func startPipelineWith(ctx context.Context, eps []endpoint.Endpoint, opts pipeli
 	if p.Store, err = store.Open(ctx, store.Options{DataDir: dir, URL: opts.NATSURL}); err != nil {
 		return nil, err
 	}
-	egress, err := dispatch.NewEgressPolicy([]string{"127.0.0.0/8"}, nil)
+	egress, err := delivery.NewEgressPolicy([]string{"127.0.0.0/8"}, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -123,12 +123,12 @@ func startPipelineWith(ctx context.Context, eps []endpoint.Endpoint, opts pipeli
 		p.Registry.Upsert(ep)
 	}
 	p.Registry.MarkSynced()
-	p.Dispatcher, err = dispatch.New(dispatch.Options{
+	p.Dispatcher, err = delivery.New(delivery.Options{
 		Registry:   p.Registry,
 		Store:      p.Store,
-		HTTPClient: dispatch.NewHTTPClient(egress),
+		HTTPClient: delivery.NewHTTPClient(egress),
 		UserAgent:  "wablast-webhook-operator/bench",
-		Metrics:    dispatch.NewMetrics(prometheus.NewRegistry()),
+		Metrics:    delivery.NewMetrics(prometheus.NewRegistry()),
 	})
 	if err != nil {
 		return nil, err

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wablast/webhook-operator/internal/dispatch"
+	"github.com/wablast/webhook-operator/internal/delivery"
 	"github.com/wablast/webhook-operator/internal/signing"
 	"github.com/wablast/webhook-operator/internal/testutil"
 )
@@ -37,7 +37,7 @@ func TestReceiverChecksContent(t *testing.T) {
 	deliver := func(keys [][]byte, id string, ev testutil.Posted) {
 		t.Helper()
 		ts, _ := time.Parse(time.RFC3339Nano, ev.Timestamp)
-		body, err := (&dispatch.Event{Type: ev.Type, Timestamp: ts, Data: ev.Data}).Envelope()
+		body, err := (&delivery.Event{Type: ev.Type, Timestamp: ts, Data: ev.Data}).Envelope()
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -12,7 +12,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/wablast/webhook-operator/internal/dispatch"
+	"github.com/wablast/webhook-operator/internal/delivery"
 	"github.com/wablast/webhook-operator/internal/endpoint"
 	"github.com/wablast/webhook-operator/internal/signing"
 	"github.com/wablast/webhook-operator/internal/store"
@@ -135,7 +135,7 @@ func measureThroughput(ctx context.Context, sz sizes) *result {
 	res.note("Each pass times the first post to the last unique webhook-id the receiver verified; every delivery's signature is checked with the official Standard Webhooks library (none failed), its body kept, and duplicates are counted, not counted twice. The baseline's receiver is the same, so both sides of each ratio do the same work per request.")
 	res.note("The events: %s. After each pass, not timed, every delivered body was compared with what was posted (type, data as a JSON value, timestamp) and every event accepted was found delivered; a pass with any difference fails the run instead of reporting a rate.", payloadText)
 	res.note("Before each pass %d warm-up requests open the keep-alive connections (poster to ingest, dispatcher to receiver, poster to receiver), and a full garbage collection clears what the previous pass left, so no pass pays for collecting another's garbage; neither is timed.", sz.C)
-	res.note("The operator path is the real ingest.Server (schema validation included), dispatch.Dispatcher.Enqueue into the JetStream file store (202 after the store's ack; events without an id are stored as deliveries at once, skipping the events stream and the fan-out), the endpoint's worker (%s), dispatch.NewHTTPClient with egress allowing 127.0.0.0/8, and the outcome published and folded by the real Aggregator, run by the real status.Writer whose client is a fake that counts and discards applies. The ingestion API authenticates with an ingest.AuthenticatorFunc that checks one static token: in the manager the KubeAuthenticator caches decisions (10 s), so TokenReview/SubjectAccessReview calls are out of the hot path.", inFlightText())
+	res.note("The operator path is the real ingest.Server (schema validation included), delivery.Dispatcher.Enqueue into the JetStream file store (202 after the store's ack; events without an id are stored as deliveries at once, skipping the events stream and the fan-out), the endpoint's worker (%s), delivery.NewHTTPClient with egress allowing 127.0.0.0/8, and the outcome published and folded by the real Aggregator, run by the real status.Writer whose client is a fake that counts and discards applies. The ingestion API authenticates with an ingest.AuthenticatorFunc that checks one static token: in the manager the KubeAuthenticator caches decisions (10 s), so TokenReview/SubjectAccessReview calls are out of the hot path.", inFlightText())
 	res.note("The single and batch passes post events without a producer id, so the 24 h duplicate window (Nats-Msg-Id), the events stream and the fan-out are not exercised; that is the cheaper path. The pass with ids posts single events with a unique \"id\" each: they go through WEBHOOK_EVENTS (with their Nats-Msg-Id) and the fan-out consumer, which is the price of idempotency.")
 	for _, p := range []struct {
 		name string
@@ -248,7 +248,7 @@ func baselineThroughput(ctx context.Context, sz sizes, keys benchSecret) (throug
 		} else {
 			pe.Timestamp = now.Format(time.RFC3339Nano)
 		}
-		ev := dispatch.Event{Type: pe.Type, Timestamp: ts, Data: pe.Data}
+		ev := delivery.Event{Type: pe.Type, Timestamp: ts, Data: pe.Data}
 		if bodies[i], err = ev.Envelope(); err != nil {
 			return throughputRun{}, err
 		}

@@ -23,7 +23,7 @@ import (
 	"time"
 
 	"github.com/wablast/webhook-operator/internal/catalog"
-	"github.com/wablast/webhook-operator/internal/dispatch"
+	"github.com/wablast/webhook-operator/internal/delivery"
 	"github.com/wablast/webhook-operator/internal/ingest"
 )
 
@@ -127,7 +127,7 @@ func render() ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("reading the schema of %s: %w", t.Name, err)
 		}
-		ev := dispatch.Event{Type: t.Name, Timestamp: time.Date(2026, 11, 28, 10, 15, 2, 123e6, time.UTC), Data: t.Example}
+		ev := delivery.Event{Type: t.Name, Timestamp: time.Date(2026, 11, 28, 10, 15, 2, 123e6, time.UTC), Data: t.Example}
 		envelope, err := ev.Envelope()
 		if err != nil {
 			return nil, err

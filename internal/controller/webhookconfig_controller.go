@@ -25,7 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
-	"github.com/wablast/webhook-operator/internal/dispatch"
+	"github.com/wablast/webhook-operator/internal/delivery"
 	"github.com/wablast/webhook-operator/internal/endpoint"
 	"github.com/wablast/webhook-operator/internal/signing"
 	"github.com/wablast/webhook-operator/internal/status"
@@ -61,8 +61,8 @@ func (r *WebhookConfigReconciler) leader() bool { return r.IsLeader == nil || r.
 // test-requested-at and replay-since annotations. Both run in the background,
 // record their outcome in status, and ignore a token already handled.
 type Actions interface {
-	RequestTest(dispatch.TestRequest)
-	RequestReplay(dispatch.ReplayRequest)
+	RequestTest(delivery.TestRequest)
+	RequestReplay(delivery.ReplayRequest)
 }
 
 // +kubebuilder:rbac:groups=webhooks.wablast.io,resources=webhookconfigs,verbs=get;list;watch
@@ -206,7 +206,7 @@ func (r *WebhookConfigReconciler) requestActions(whc *webhooksv1alpha1.WebhookCo
 	}
 	if tok := whc.Annotations[webhooksv1alpha1.AnnotationTestRequestedAt]; tok != "" &&
 		(whc.Status.LastTest == nil || whc.Status.LastTest.RequestedAt != tok) {
-		req := dispatch.TestRequest{Namespace: whc.Namespace, Name: whc.Name, UID: whc.UID, Token: tok}
+		req := delivery.TestRequest{Namespace: whc.Namespace, Name: whc.Name, UID: whc.UID, Token: tok}
 		if cfgErr != nil {
 			req.NotReady = cfgErr.Error()
 		} else {
@@ -217,7 +217,7 @@ func (r *WebhookConfigReconciler) requestActions(whc *webhooksv1alpha1.WebhookCo
 	}
 	if tok := whc.Annotations[webhooksv1alpha1.AnnotationReplaySince]; tok != "" &&
 		(whc.Status.LastReplay == nil || whc.Status.LastReplay.RequestedAt != tok) {
-		req := dispatch.ReplayRequest{Namespace: whc.Namespace, Name: whc.Name, UID: whc.UID, Token: tok}
+		req := delivery.ReplayRequest{Namespace: whc.Namespace, Name: whc.Name, UID: whc.UID, Token: tok}
 		if since, err := time.Parse(time.RFC3339, tok); err == nil {
 			req.Since = since
 		}

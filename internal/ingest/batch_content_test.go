@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/wablast/webhook-operator/internal/dispatch"
+	"github.com/wablast/webhook-operator/internal/delivery"
 	"github.com/wablast/webhook-operator/internal/testutil"
 )
 
@@ -60,7 +60,7 @@ func TestSingleEventsKeepTheirOwnData(t *testing.T) {
 		}
 		ids = append(ids, got...)
 	}
-	var events []dispatch.Event
+	var events []delivery.Event
 	for _, call := range ts.enq.enqueued() {
 		events = append(events, call...)
 	}
@@ -82,7 +82,7 @@ func withoutIDs(posted []testutil.Posted, withID bool) []testutil.Posted {
 
 // checkEnqueued compares each enqueued event's envelope, the body a
 // receiver gets, with what was posted under its id.
-func checkEnqueued(t *testing.T, ledger *testutil.Ledger, ids []string, events []dispatch.Event) {
+func checkEnqueued(t *testing.T, ledger *testutil.Ledger, ids []string, events []delivery.Event) {
 	t.Helper()
 	if len(ids) != len(events) {
 		t.Fatalf("%d ids answered, %d events enqueued", len(ids), len(events))

@@ -16,7 +16,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/wablast/webhook-operator/internal/catalog"
-	"github.com/wablast/webhook-operator/internal/dispatch"
+	"github.com/wablast/webhook-operator/internal/delivery"
 	"github.com/wablast/webhook-operator/internal/textutil"
 )
 
@@ -38,19 +38,19 @@ type decoder struct {
 // (unknown or reserved type, data not matching its schema). The structural
 // checks come first, so a body that is both malformed and of an unknown type
 // is a 400.
-func (d decoder) decode(body []byte) (dispatch.Event, *apiError) {
+func (d decoder) decode(body []byte) (delivery.Event, *apiError) {
 	if len(bytes.TrimSpace(body)) == 0 {
-		return dispatch.Event{}, newError(http.StatusBadRequest, CodeMalformedJSON, "the body is empty: send one event as a JSON object")
+		return delivery.Event{}, newError(http.StatusBadRequest, CodeMalformedJSON, "the body is empty: send one event as a JSON object")
 	}
 	if !utf8.Valid(body) {
-		return dispatch.Event{}, newError(http.StatusBadRequest, CodeMalformedJSON, "the body is not valid UTF-8")
+		return delivery.Event{}, newError(http.StatusBadRequest, CodeMalformedJSON, "the body is not valid UTF-8")
 	}
 	fields, err := objectFields(body)
 	if err != nil {
-		return dispatch.Event{}, malformed(body, err)
+		return delivery.Event{}, malformed(body, err)
 	}
 	if fields == nil {
-		return dispatch.Event{}, newError(http.StatusBadRequest, CodeMalformedJSON, "the event must be a JSON object, got null")
+		return delivery.Event{}, newError(http.StatusBadRequest, CodeMalformedJSON, "the event must be a JSON object, got null")
 	}
 	var unknown []string
 	for name := range fields {
@@ -60,26 +60,26 @@ func (d decoder) decode(body []byte) (dispatch.Event, *apiError) {
 	}
 	if len(unknown) > 0 {
 		slices.Sort(unknown)
-		return dispatch.Event{}, invalid("unknown top-level field %s: an event has only id, type, timestamp and data (put custom fields inside data)", strings.Join(unknown, ", "))
+		return delivery.Event{}, invalid("unknown top-level field %s: an event has only id, type, timestamp and data (put custom fields inside data)", strings.Join(unknown, ", "))
 	}
 
 	// type: required; looked up after the other structural checks.
 	typeName, present, err := optionalString(fields["type"])
 	switch {
 	case err != nil:
-		return dispatch.Event{}, invalid("type must be a string, got %s", err)
+		return delivery.Event{}, invalid("type must be a string, got %s", err)
 	case !present || typeName == "":
-		return dispatch.Event{}, invalid("type is required, such as \"message.sent\"")
+		return delivery.Event{}, invalid("type is required, such as \"message.sent\"")
 	}
 
-	ev := dispatch.Event{}
+	ev := delivery.Event{}
 	id, present, err := optionalString(fields["id"])
 	switch {
 	case err != nil:
-		return dispatch.Event{}, invalid("id must be a string, got %s", err)
+		return delivery.Event{}, invalid("id must be a string, got %s", err)
 	case present:
 		if err := validateID(id); err != nil {
-			return dispatch.Event{}, invalid("%v", err)
+			return delivery.Event{}, invalid("%v", err)
 		}
 		ev.ID, ev.IdempotencyKey = id, true
 	default:
@@ -89,11 +89,11 @@ func (d decoder) decode(body []byte) (dispatch.Event, *apiError) {
 	ts, present, err := optionalString(fields["timestamp"])
 	switch {
 	case err != nil:
-		return dispatch.Event{}, invalid("timestamp must be an RFC 3339 string such as \"2026-11-28T10:15:02.123Z\", got %s", err)
+		return delivery.Event{}, invalid("timestamp must be an RFC 3339 string such as \"2026-11-28T10:15:02.123Z\", got %s", err)
 	case present:
 		t, err := time.Parse(time.RFC3339Nano, ts)
 		if err != nil {
-			return dispatch.Event{}, invalid("timestamp %s is not an RFC 3339 time such as \"2026-11-28T10:15:02.123Z\"", strconv.Quote(textutil.Truncate(ts, 64)))
+			return delivery.Event{}, invalid("timestamp %s is not an RFC 3339 time such as \"2026-11-28T10:15:02.123Z\"", strconv.Quote(textutil.Truncate(ts, 64)))
 		}
 		ev.Timestamp = t
 	default:
@@ -102,38 +102,38 @@ func (d decoder) decode(body []byte) (dispatch.Event, *apiError) {
 
 	data, ok := fields["data"]
 	if !ok {
-		return dispatch.Event{}, invalid("data is required: the event's payload as a JSON object")
+		return delivery.Event{}, invalid("data is required: the event's payload as a JSON object")
 	}
 	typ, ok := catalog.Lookup(typeName)
 	if !ok {
-		return dispatch.Event{}, newError(http.StatusUnprocessableEntity, CodeUnknownEventType,
+		return delivery.Event{}, newError(http.StatusUnprocessableEntity, CodeUnknownEventType,
 			fmt.Sprintf("unknown event type %s: the types are %s", strconv.Quote(textutil.Truncate(typeName, 64)), postableTypes()))
 	}
 	if typ.Reserved {
-		return dispatch.Event{}, newError(http.StatusUnprocessableEntity, CodeReservedEventType,
+		return delivery.Event{}, newError(http.StatusUnprocessableEntity, CodeReservedEventType,
 			fmt.Sprintf("event type %q is reserved for test deliveries sent by the operator and cannot be posted", typ.Name))
 	}
 	// data not being an object, or holding a duplicate name, is data not
 	// matching its schema: 422, after the type is known.
 	if k := jsonKind(data); k != "object" {
-		return dispatch.Event{}, newError(http.StatusUnprocessableEntity, CodeSchemaViolation,
+		return delivery.Event{}, newError(http.StatusUnprocessableEntity, CodeSchemaViolation,
 			fmt.Sprintf("data must be a JSON object, got %s", k))
 	}
 	if path, key, dup := duplicateKey(data); dup {
 		if path == "" {
 			path = "/"
 		}
-		return dispatch.Event{}, newError(http.StatusUnprocessableEntity, CodeSchemaViolation,
+		return delivery.Event{}, newError(http.StatusUnprocessableEntity, CodeSchemaViolation,
 			fmt.Sprintf("data has the member %s twice in the object at %s: parsers disagree on which value counts, so duplicate names are refused",
 				strconv.Quote(textutil.Truncate(key, 64)), path))
 	}
 	if err := typ.Validate(data); err != nil {
-		return dispatch.Event{}, newError(http.StatusUnprocessableEntity, CodeSchemaViolation, err.Error())
+		return delivery.Event{}, newError(http.StatusUnprocessableEntity, CodeSchemaViolation, err.Error())
 	}
-	canonical, err := dispatch.CanonicalData(data)
+	canonical, err := delivery.CanonicalData(data)
 	if err != nil {
 		// Cannot happen: data was parsed above.
-		return dispatch.Event{}, malformed(data, err)
+		return delivery.Event{}, malformed(data, err)
 	}
 	ev.Type = typ.Name
 	ev.Data = canonical

@@ -15,7 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/wablast/webhook-operator/internal/catalog"
-	"github.com/wablast/webhook-operator/internal/dispatch"
+	"github.com/wablast/webhook-operator/internal/delivery"
 )
 
 // FuzzDecodeEvent checks that the decoder never panics and returns either a
@@ -182,7 +182,7 @@ func BenchmarkDecodeEvent(b *testing.B) {
 
 // The 202 body of one event is what encoding/json writes for it.
 func TestAcceptedBodyIsWhatEncodingJSONWrites(t *testing.T) {
-	for _, r := range []dispatch.EnqueueResult{
+	for _, r := range []delivery.EnqueueResult{
 		{ID: "msg_2Yc7sWJQm3pLxNvRt8KdE4fHgAb", Subscribers: 3},
 		{ID: "order-17:a.b_c", Subscribers: 0, Duplicate: true},
 		{ID: "with space <&>", Subscribers: 12},

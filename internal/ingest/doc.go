@@ -5,7 +5,7 @@
 // (application/json) or a batch of events (application/x-ndjson, one event
 // a line, all or nothing), authorizes the bearer token for the namespace,
 // validates each event against the catalog, hands the events to a
-// dispatch.Enqueuer, and answers 202 Accepted only once the Enqueuer has
+// delivery.Enqueuer, and answers 202 Accepted only once the Enqueuer has
 // stored them. GET /v1/event-types serves the catalog; GET /healthz and
 // GET /readyz are the probes.
 //

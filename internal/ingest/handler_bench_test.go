@@ -7,16 +7,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wablast/webhook-operator/internal/dispatch"
+	"github.com/wablast/webhook-operator/internal/delivery"
 )
 
 // acceptAll is an Enqueuer that stores nothing and answers at once.
 type acceptAll struct{}
 
-func (acceptAll) Enqueue(_ context.Context, events []dispatch.Event) ([]dispatch.EnqueueResult, error) {
-	results := make([]dispatch.EnqueueResult, len(events))
+func (acceptAll) Enqueue(_ context.Context, events []delivery.Event) ([]delivery.EnqueueResult, error) {
+	results := make([]delivery.EnqueueResult, len(events))
 	for i := range events {
-		results[i] = dispatch.EnqueueResult{ID: events[i].ID, Subscribers: 1}
+		results[i] = delivery.EnqueueResult{ID: events[i].ID, Subscribers: 1}
 	}
 	return results, nil
 }

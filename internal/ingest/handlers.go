@@ -17,7 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/wablast/webhook-operator/internal/catalog"
-	"github.com/wablast/webhook-operator/internal/dispatch"
+	"github.com/wablast/webhook-operator/internal/delivery"
 	"github.com/wablast/webhook-operator/internal/textutil"
 )
 
@@ -59,17 +59,17 @@ func methodNotAllowed(allow string) http.HandlerFunc {
 }
 
 // acceptedEvent is the 202 body of one event.
-type acceptedEvent = dispatch.EnqueueResult
+type acceptedEvent = delivery.EnqueueResult
 
 // acceptedBatch is the 202 body of a batch.
 type acceptedBatch struct {
-	Events   []dispatch.EnqueueResult `json:"events"`
+	Events   []delivery.EnqueueResult `json:"events"`
 	Accepted int                      `json:"accepted"`
 }
 
 // acceptedBody is json.Marshal(acceptedEvent(r)), built without reflection
 // for the ids the API accepts or generates, which need no escaping.
-func acceptedBody(r dispatch.EnqueueResult) []byte {
+func acceptedBody(r delivery.EnqueueResult) []byte {
 	if validateID(r.ID) != nil {
 		body, _ := json.Marshal(acceptedEvent(r))
 		return body
@@ -142,14 +142,14 @@ func (s *Server) serveEvents(ctx context.Context, w http.ResponseWriter, r *http
 	if err != nil {
 		return newError(http.StatusUnsupportedMediaType, CodeUnsupportedMediaType, err.Error())
 	}
-	var events []dispatch.Event
+	var events []delivery.Event
 	switch mediaType {
 	case mediaTypeJSON:
 		ev, apiErr := s.readEvent(w, r)
 		if apiErr != nil {
 			return apiErr
 		}
-		events = []dispatch.Event{ev}
+		events = []delivery.Event{ev}
 	default:
 		if events, apiErr = s.readBatch(w, r); apiErr != nil {
 			return apiErr
@@ -213,21 +213,21 @@ func parseContentType(header string) (string, error) {
 }
 
 // readEvent reads and decodes a JSON body of at most MaxEventBytes.
-func (s *Server) readEvent(w http.ResponseWriter, r *http.Request) (dispatch.Event, *apiError) {
+func (s *Server) readEvent(w http.ResponseWriter, r *http.Request) (delivery.Event, *apiError) {
 	limit := s.opts.MaxEventBytes
 	tooLarge := func() *apiError {
 		return newError(http.StatusRequestEntityTooLarge, CodeEventTooLarge,
 			fmt.Sprintf("the event is larger than the limit of %d bytes", limit))
 	}
 	if r.ContentLength > limit {
-		return dispatch.Event{}, tooLarge()
+		return delivery.Event{}, tooLarge()
 	}
 	body, err := readAll(http.MaxBytesReader(w, r.Body, limit), r.ContentLength)
 	if err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			return dispatch.Event{}, tooLarge()
+			return delivery.Event{}, tooLarge()
 		}
-		return dispatch.Event{}, newError(http.StatusBadRequest, CodeMalformedJSON, fmt.Sprintf("reading the body: %v", err))
+		return delivery.Event{}, newError(http.StatusBadRequest, CodeMalformedJSON, fmt.Sprintf("reading the body: %v", err))
 	}
 	return s.decoder.decode(body)
 }
@@ -258,7 +258,7 @@ func readAll(r io.Reader, contentLength int64) ([]byte, error) {
 // readBatch reads and decodes an NDJSON batch: every line is decoded before
 // anything is decided, and one bad line makes the whole batch a 400 naming
 // every bad line.
-func (s *Server) readBatch(w http.ResponseWriter, r *http.Request) ([]dispatch.Event, *apiError) {
+func (s *Server) readBatch(w http.ResponseWriter, r *http.Request) ([]delivery.Event, *apiError) {
 	lineLimit := s.opts.MaxEventBytes
 	limit := lineLimit * MaxBatchEvents
 	tooLarge := newError(http.StatusRequestEntityTooLarge, CodeBatchTooLarge,
@@ -268,7 +268,7 @@ func (s *Server) readBatch(w http.ResponseWriter, r *http.Request) ([]dispatch.E
 	}
 	lines := newLineReader(http.MaxBytesReader(w, r.Body, limit), lineLimit)
 	var (
-		events  []dispatch.Event
+		events  []delivery.Event
 		bad     []lineError
 		lineNo  int
 		nEvents int
@@ -338,7 +338,7 @@ func batchError(bad []lineError) *apiError {
 // enqueue stores the events. The Enqueue call is not cancelled when the
 // client goes away, so that a batch is not stored in part only because the
 // client hung up; it is bounded by enqueueTimeout.
-func (s *Server) enqueue(ctx context.Context, events []dispatch.Event) ([]dispatch.EnqueueResult, *apiError) {
+func (s *Server) enqueue(ctx context.Context, events []delivery.Event) ([]delivery.EnqueueResult, *apiError) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), enqueueTimeout)
 	defer cancel()
 	results, err := s.opts.Enqueuer.Enqueue(ctx, events)
@@ -349,7 +349,7 @@ func (s *Server) enqueue(ctx context.Context, events []dispatch.Event) ([]dispat
 }
 
 // enqueueError logs and answers a failed Enqueue.
-func (s *Server) enqueueError(ctx context.Context, events []dispatch.Event, results []dispatch.EnqueueResult, err error) *apiError {
+func (s *Server) enqueueError(ctx context.Context, events []delivery.Event, results []delivery.EnqueueResult, err error) *apiError {
 	log := logr.FromContextOrDiscard(ctx)
 	if len(events) > 0 {
 		log = log.WithValues("namespace", events[0].Namespace)

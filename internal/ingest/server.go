@@ -13,7 +13,7 @@ import (
 	"github.com/go-logr/logr"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
-	"github.com/wablast/webhook-operator/internal/dispatch"
+	"github.com/wablast/webhook-operator/internal/delivery"
 )
 
 const (
@@ -47,7 +47,7 @@ type Options struct {
 	// empty. Use "127.0.0.1:0" for a random port and read it with Addr.
 	Addr string
 	// Enqueuer stores accepted events. Required.
-	Enqueuer dispatch.Enqueuer
+	Enqueuer delivery.Enqueuer
 	// Auth authorizes bearer tokens per namespace. Required.
 	Auth Authenticator
 	// MaxEventBytes is the size limit of one event: of a JSON body, and of

@@ -20,14 +20,14 @@ import (
 	"github.com/go-logr/logr/funcr"
 
 	"github.com/wablast/webhook-operator/internal/catalog"
-	"github.com/wablast/webhook-operator/internal/dispatch"
+	"github.com/wablast/webhook-operator/internal/delivery"
 	"github.com/wablast/webhook-operator/internal/store"
 )
 
 // fakeEnqueuer records what was enqueued and can be told to fail.
 type fakeEnqueuer struct {
 	mu    sync.Mutex
-	calls [][]dispatch.Event
+	calls [][]delivery.Event
 	// err, when set, is returned by Enqueue (after recording the call).
 	err error
 	// duplicates are ids answered as duplicates.
@@ -42,7 +42,7 @@ type fakeEnqueuer struct {
 	entered chan struct{}
 }
 
-func (f *fakeEnqueuer) Enqueue(ctx context.Context, events []dispatch.Event) ([]dispatch.EnqueueResult, error) {
+func (f *fakeEnqueuer) Enqueue(ctx context.Context, events []delivery.Event) ([]delivery.EnqueueResult, error) {
 	f.mu.Lock()
 	f.calls = append(f.calls, slices.Clone(events))
 	entered, block, err := f.entered, f.block, f.err
@@ -61,9 +61,9 @@ func (f *fakeEnqueuer) Enqueue(ctx context.Context, events []dispatch.Event) ([]
 	if err != nil {
 		return nil, err
 	}
-	results := make([]dispatch.EnqueueResult, 0, len(events))
+	results := make([]delivery.EnqueueResult, 0, len(events))
 	for _, e := range events {
-		results = append(results, dispatch.EnqueueResult{ID: e.ID, Subscribers: f.subscribers, Duplicate: f.duplicates[e.ID]})
+		results = append(results, delivery.EnqueueResult{ID: e.ID, Subscribers: f.subscribers, Duplicate: f.duplicates[e.ID]})
 	}
 	if f.short {
 		results = results[:len(results)-1]
@@ -71,7 +71,7 @@ func (f *fakeEnqueuer) Enqueue(ctx context.Context, events []dispatch.Event) ([]
 	return results, nil
 }
 
-func (f *fakeEnqueuer) enqueued() [][]dispatch.Event {
+func (f *fakeEnqueuer) enqueued() [][]delivery.Event {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return slices.Clone(f.calls)
@@ -590,7 +590,7 @@ func TestBatchOf500IsOneEnqueueInOrder(t *testing.T) {
 		}
 	}
 	var body struct {
-		Events   []dispatch.EnqueueResult `json:"events"`
+		Events   []delivery.EnqueueResult `json:"events"`
 		Accepted int                      `json:"accepted"`
 	}
 	if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil {

@@ -17,7 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/wablast/webhook-operator/internal/controller"
-	"github.com/wablast/webhook-operator/internal/dispatch"
+	"github.com/wablast/webhook-operator/internal/delivery"
 	"github.com/wablast/webhook-operator/internal/endpoint"
 	"github.com/wablast/webhook-operator/internal/ingest"
 	"github.com/wablast/webhook-operator/internal/stats"
@@ -54,7 +54,7 @@ type Config struct {
 	MaxEventBytes int64
 	// AuthCacheTTL is how long ingestion authorization decisions are cached.
 	AuthCacheTTL time.Duration
-	// GroupCommitDelay is dispatch.Options.GroupCommitDelay: 0 takes the
+	// GroupCommitDelay is delivery.Options.GroupCommitDelay: 0 takes the
 	// default, negative turns it off.
 	GroupCommitDelay time.Duration
 }
@@ -63,7 +63,7 @@ type Config struct {
 type Operator struct {
 	Registry   *endpoint.MemoryRegistry
 	Store      *store.Store
-	Dispatcher *dispatch.Dispatcher
+	Dispatcher *delivery.Dispatcher
 	Aggregator *stats.Aggregator
 	Ingest     *ingest.Server
 }
@@ -71,7 +71,7 @@ type Operator struct {
 // Setup opens the store and adds the controller, the dispatcher and the
 // status writer to mgr. Call Close after the manager stopped.
 func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) (*Operator, error) {
-	egress, err := dispatch.NewEgressPolicy(cfg.EgressAllowCIDRs, cfg.EgressDenyCIDRs)
+	egress, err := delivery.NewEgressPolicy(cfg.EgressAllowCIDRs, cfg.EgressDenyCIDRs)
 	if err != nil {
 		return nil, err
 	}
@@ -92,13 +92,13 @@ func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) (*Operator, error)
 	}()
 
 	recorder := mgr.GetEventRecorder("webhook-operator")
-	op.Dispatcher, err = dispatch.New(dispatch.Options{
+	op.Dispatcher, err = delivery.New(delivery.Options{
 		Registry:         op.Registry,
 		Store:            store,
-		HTTPClient:       dispatch.NewHTTPClient(egress),
+		HTTPClient:       delivery.NewHTTPClient(egress),
 		UserAgent:        "wablast-webhook-operator/" + Version,
 		GroupCommitDelay: cfg.GroupCommitDelay,
-		Metrics:          dispatch.NewMetrics(metrics.Registry),
+		Metrics:          delivery.NewMetrics(metrics.Registry),
 		Logger:           ctrl.Log.WithName("dispatcher"),
 		Reporter:         &status.Reporter{Client: mgr.GetClient(), Recorder: recorder},
 	})

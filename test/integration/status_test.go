@@ -19,7 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
-	"github.com/wablast/webhook-operator/internal/dispatch"
+	"github.com/wablast/webhook-operator/internal/delivery"
 	"github.com/wablast/webhook-operator/internal/testutil"
 )
 
@@ -102,7 +102,7 @@ func waitReady(t *testing.T, ns, name string) {
 // (as the ingestion API does after validating), and records them in ledger.
 func enqueue(t *testing.T, r *running, ledger *testutil.Ledger, ns string, from, n int) {
 	t.Helper()
-	events := make([]dispatch.Event, n)
+	events := make([]delivery.Event, n)
 	posted := make([]testutil.Posted, n)
 	now := time.Now()
 	for i := range events {
@@ -110,7 +110,7 @@ func enqueue(t *testing.T, r *running, ledger *testutil.Ledger, ns string, from,
 		p.ID = fmt.Sprintf("msg_%d", from+i)
 		p.Timestamp = now.Format(time.RFC3339Nano)
 		posted[i] = p
-		events[i] = dispatch.Event{
+		events[i] = delivery.Event{
 			ID: p.ID, IdempotencyKey: true, Namespace: ns, Type: p.Type,
 			Timestamp: now, Data: p.Data,
 		}
