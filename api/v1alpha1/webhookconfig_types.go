@@ -350,16 +350,6 @@ func (w *WebhookConfig) IsEnabled() bool {
 	return w.Spec.Enabled == nil || *w.Spec.Enabled
 }
 
-// Subscribes reports whether the endpoint receives events of type t.
-func (s *WebhookConfigSpec) Subscribes(t string) bool {
-	for _, e := range s.Events {
-		if e == EventTypeAll || string(e) == t {
-			return true
-		}
-	}
-	return false
-}
-
 // GeneratedSecretName is the name of the Secret the operator generates for a
 // WebhookConfig named whcName that has no secretRef.
 func GeneratedSecretName(whcName string) string { return whcName + "-signing" }

@@ -426,9 +426,6 @@ func (s *Store) JetStream() jetstream.JetStream { return s.js }
 // (BucketStats).
 func (s *Store) StatsBucket() jetstream.KeyValue { return s.kv }
 
-// Conn returns the NATS connection.
-func (s *Store) Conn() *nats.Conn { return s.nc }
-
 // Close drains nothing: it closes the connection and shuts the embedded
 // server down. Unacknowledged messages stay in the store for the next start.
 func (s *Store) Close() {
