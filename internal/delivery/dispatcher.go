@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -108,6 +109,10 @@ type Dispatcher struct {
 	// pump is the retry pump's count of retries moved ahead of each
 	// endpoint's worker (retrypump.go).
 	pump pumpState
+
+	// syncs counts the sync loop's rounds (syncWorkers), so tests can wait
+	// for decisions instead of sleeping.
+	syncs atomic.Int64
 }
 
 // New returns a Dispatcher; Start runs it.
@@ -552,6 +557,7 @@ func (d *Dispatcher) scanDeliveries(ctx context.Context) {
 // deliveries waiting, restarts those whose consumer settings changed, and
 // stops those no longer registered or idle.
 func (d *Dispatcher) syncWorkers(ctx context.Context) {
+	defer d.syncs.Add(1)
 	eps := d.opts.Registry.List()
 	seen := make(map[types.NamespacedName]bool, len(eps))
 	var toStop []*endpointWorker

@@ -479,9 +479,19 @@ func TestGoneStopsTheEndpointUntilItsSpecChanges(t *testing.T) {
 		t.Fatalf("410 was retried: %d attempts", n)
 	}
 
-	// Further events are held, not attempted.
+	// Further events are held, not attempted: stored, and still there after
+	// the sync loop decided about the endpoint several times.
 	h.enqueue(testEvent(2))
-	time.Sleep(time.Second)
+	from := h.d.syncs.Load()
+	testutil.EventuallyEvery(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if n := h.d.syncs.Load() - from; n < 5 {
+			return fmt.Errorf("%d sync rounds since the event was stored", n)
+		}
+		return nil
+	})
+	if n := streamMsgs(t, h.store, store.StreamDeliveries); n != 1 {
+		t.Fatalf("%s holds %d messages, want the held delivery", store.StreamDeliveries, n)
+	}
 	if n := len(rc.requests()); n != 1 {
 		t.Fatalf("deliveries went on after 410: %d attempts", n)
 	}
