@@ -149,7 +149,15 @@ func TestGoneInTheMiddleOfABatchHoldsTheRest(t *testing.T) {
 		}
 		return nil
 	})
-	time.Sleep(1500 * time.Millisecond) // past the 1 s hold: still not attempted
+	// Held: still not attempted after the sync loop decided about the
+	// endpoint several times.
+	from := h.d.syncs.Load()
+	testutil.EventuallyEvery(t, 20*time.Second, 10*time.Millisecond, func() error {
+		if n := h.d.syncs.Load() - from; n < 5 {
+			return fmt.Errorf("%d sync rounds", n)
+		}
+		return nil
+	})
 	if n := len(rc.requests()); n != 1 {
 		t.Fatalf("%d requests after the 410, want 1", n)
 	}

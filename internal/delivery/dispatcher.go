@@ -346,6 +346,9 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 	d.baseCtx = ctx
 	d.mu.Unlock()
 	if err := d.loadGone(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting
+		}
 		return err
 	}
 	select {

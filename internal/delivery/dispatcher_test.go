@@ -674,18 +674,25 @@ func TestIdempotencyKeyIsDeliveredOnce(t *testing.T) {
 	ev := testEvent(1)
 	ev.IdempotencyKey = true
 	first := h.enqueue(ev)
+	events := streamMsgs(t, h.store, store.StreamEvents)
 	second := h.enqueue(ev)
 	if first[0].Duplicate || !second[0].Duplicate {
 		t.Errorf("duplicate flags %v %v", first[0].Duplicate, second[0].Duplicate)
+	}
+	// The duplicate stored nothing: nothing can deliver it a second time.
+	if n := streamMsgs(t, h.store, store.StreamEvents); n != events {
+		t.Errorf("the duplicate was stored: %s holds %d events, %d before it", store.StreamEvents, n, events)
 	}
 	h.enqueue(testEvent(2))
 	testutil.EventuallyEvery(t, 10*time.Second, 20*time.Millisecond, func() error {
 		if n := len(rc.uniqueIDs()); n != 2 {
 			return fmt.Errorf("%d ids", n)
 		}
+		if n := streamMsgs(t, h.store, store.StreamDeliveries); n != 0 {
+			return fmt.Errorf("%d deliveries pending", n)
+		}
 		return nil
 	})
-	time.Sleep(300 * time.Millisecond)
 	if ids := rc.uniqueIDs(); ids["msg_000001"] != 1 {
 		t.Errorf("msg_000001 delivered %d times", ids["msg_000001"])
 	}
@@ -694,12 +701,12 @@ func TestIdempotencyKeyIsDeliveredOnce(t *testing.T) {
 	// The window survives a restart of the store.
 	h.stop()
 	h.start()
+	events = streamMsgs(t, h.store, store.StreamEvents)
 	if again := h.enqueue(ev); !again[0].Duplicate {
 		t.Error("after a restart the same id was accepted as new")
 	}
-	time.Sleep(time.Second)
-	if ids := rc.uniqueIDs(); ids["msg_000001"] != 1 {
-		t.Errorf("after a restart msg_000001 was delivered %d times", ids["msg_000001"])
+	if n, d := streamMsgs(t, h.store, store.StreamEvents), streamMsgs(t, h.store, store.StreamDeliveries); n != events || d != 0 {
+		t.Errorf("after a restart the duplicate was stored: %d events (%d before), %d deliveries", n, events, d)
 	}
 }
 
