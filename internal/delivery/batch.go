@@ -13,11 +13,11 @@ import (
 
 // Group commit bounds: a batch message carries at most this many deliveries
 // (a crash hands a whole message out again, so this bounds the duplicates
-// it causes; 64 already makes JetStream's cost per delivery small) and about
-// this many bytes of bodies (NATS's default payload limit is 1 MiB; an event
-// is at most 256 KiB by default), and an endpoint has at most this many
-// batch writes waiting for JetStream's acknowledgement at once (one gave
-// larger messages and higher throughput than two).
+// it causes) and about this many bytes of bodies (NATS's default payload
+// limit is 1 MiB; an event is at most 256 KiB by default), and an endpoint
+// has at most this many batch writes waiting for JetStream's
+// acknowledgement at once. The values were chosen by measuring with `make
+// bench` (docs/benchmarks.md).
 const (
 	maxBatchDeliveries     = 64
 	maxBatchBytes          = 512 << 10
@@ -34,10 +34,10 @@ const (
 //
 // When a write carried several deliveries (requests overlap: the endpoint is
 // busy), the next one waits up to delay for more to join it, or until it is
-// full, like PostgreSQL's commit_delay with commit_siblings: up to a
-// millisecond more per accepted event under load buys messages more than
-// twice as large, which is less CPU per event and so more events per second. A
-// write after one that carried a single delivery never waits.
+// full, like PostgreSQL's commit_delay with commit_siblings: a little more
+// latency per accepted event under load buys larger messages, which is less
+// CPU per event (docs/benchmarks.md has the figures). A write after one that
+// carried a single delivery never waits.
 type batcher struct {
 	js     jetstream.JetStream
 	delay  time.Duration

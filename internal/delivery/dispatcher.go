@@ -190,9 +190,8 @@ func batcherFor(s *store.Store, delay time.Duration) *batcher {
 	return newBatcher(s.JetStream(), delay)
 }
 
-// DefaultGroupCommitDelay is Options.GroupCommitDelay's default. Measured
-// with `make bench` (see docs/benchmarks.md), it takes the deliveries per
-// message for single events from 32 concurrent producers from about 4 to 11.
+// DefaultGroupCommitDelay is Options.GroupCommitDelay's default; what it
+// buys under load is measured by `make bench` (docs/benchmarks.md).
 const DefaultGroupCommitDelay = time.Millisecond
 
 // NeedLeaderElection implements manager.LeaderElectionRunnable: every replica delivers.
@@ -498,7 +497,7 @@ func (d *Dispatcher) fanout(ctx context.Context, m jetstream.Msg) {
 // fanoutMsgID names the delivery of the event at stream sequence seq to the
 // endpoint uid: the sequence in base 36 and 12 characters of a digest of
 // the UID. The deliveries stream keeps every ID of its duplicate window in
-// memory, so it is kept short (about 20 bytes instead of 50).
+// memory, so it is kept short.
 func fanoutMsgID(seq uint64, uid types.UID) string {
 	sum := sha256.Sum256([]byte(uid))
 	b := strconv.AppendUint(make([]byte, 0, 24), seq, 36)

@@ -3,14 +3,14 @@
 // with the window.
 //
 // JetStream's own duplicate window keeps every message ID of the window in
-// memory (a map entry per id, about 200 bytes with its string, rebuilt by
-// reading the stored messages at every start): at a steady 1,000 events a
-// second with ids, a 24-hour window is 86 million entries. The Index keeps
+// memory (a map entry per id, rebuilt by reading the stored messages at
+// every start): at a steady 1,000 events a second with ids, a 24-hour
+// window is 86 million entries. The Index keeps
 // them in Pebble (an LSM key-value store): writes go to its write-ahead log
 // and memtable, and a lookup of an id not seen (almost every lookup) is
 // answered by the tables' bloom filters through a block cache of fixed size.
 // So memory is bounded by the cache and the memtables, whatever the rate or
-// the window; the disk holds about 100 bytes per id of the window.
+// the window; docs/operations.md gives what the disk holds per id.
 //
 // Keys:
 //

@@ -106,8 +106,8 @@ type Store struct {
 // embedded server, where the on-disk index keeps the idempotency window:
 // it catches the same id posted twice at the same moment (both miss the
 // index, JetStream keeps the first) and a producer's quick retry after an
-// index write failed. Every id of the window is kept in memory (about 200
-// bytes each), so it is short. Ids stored just before a crash that kept
+// index write failed. Every id of the window is kept in memory, so it is
+// short. Ids stored just before a crash that kept
 // them from the index are recorded from the stream at the next start
 // (reindex looks back reindexMargin before the latest id it holds).
 const DedupeGuard = 30 * time.Second
