@@ -80,7 +80,7 @@ func measurePending(ctx context.Context, sz sizes) *result {
 	perHeap := float64(int64(heap1)-int64(heap0)) / float64(n)
 	res.info(fmt.Sprintf("7. data dir growth per pending event (%d pending)", n), fmt.Sprintf("%.0f bytes", perDisk))
 	res.info("7. heap growth per pending event (HeapAlloc after GC)", fmt.Sprintf("%.0f bytes", perHeap))
-	res.note("One endpoint points at a closed loopback port with maxAttempts 20 and initialBackoffSeconds 3600: every delivery's first attempt is refused and it waits as a JetStream message schedule (about an hour away). %d events were enqueued with Dispatcher.Enqueue in batches of 1000; all were attempted once after %s (stats: sent %d, pending %d, consecutive failures %d).",
+	res.note("One endpoint points at a closed loopback port with maxAttempts 20 and initialBackoffSeconds 3600: every delivery's first attempt is refused and it waits for its retry (about an hour away) in the embedded store's on-disk retry queue. %d events were enqueued with Dispatcher.Enqueue in batches of 1000; all were attempted once after %s (stats: sent %d, pending %d, consecutive failures %d).",
 		n, attempted.Round(100*time.Millisecond), st.TotalEventsSent, st.EventsPending, st.ConsecutiveFailures)
 	res.note("Disk: the sum of file sizes under the store's data dir grew from %s to %s. Stream contents (JetStream's own byte count, all streams) grew by %.0f bytes per pending event; the rest is file store overhead (indexes, block slack, removed work-queue messages not yet compacted).",
 		mib(disk0), mib(disk1), float64(int64(stored1)-int64(stored0))/float64(n))
