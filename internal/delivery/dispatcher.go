@@ -475,16 +475,13 @@ func (d *Dispatcher) fanout(ctx context.Context, m jetstream.Msg) {
 		}
 		futures = append(futures, f)
 	}
-	for _, f := range futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			d.opts.Logger.Error(err, "Storing a delivery failed; the event will be fanned out again")
-			_ = m.NakWithDelay(time.Second)
-			return
-		case <-ctx.Done():
-			return
+	if err := store.WaitAcks(ctx, futures); err != nil {
+		if ctx.Err() != nil {
+			return // stopping: fanned out again after the restart
 		}
+		d.opts.Logger.Error(err, "Storing a delivery failed; the event will be fanned out again")
+		_ = m.NakWithDelay(time.Second)
+		return
 	}
 	_ = m.Ack()
 	keys := make([]types.NamespacedName, len(subs))

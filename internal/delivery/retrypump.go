@@ -176,14 +176,8 @@ func (d *Dispatcher) publishRetries(ctx context.Context, entries []retryqueue.En
 			keys = append(keys, key)
 		}
 	}
-	for _, f := range futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			return err
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	if err := store.WaitAcks(ctx, futures); err != nil {
+		return err
 	}
 	d.want(keys...)
 	return nil

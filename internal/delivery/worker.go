@@ -496,16 +496,7 @@ func (w *endpointWorker) storeAgain(m jetstream.Msg, ds []store.Delivery, left [
 		}
 		futures = append(futures, f)
 	}
-	for _, f := range futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			return err
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	return nil
+	return store.WaitAcks(ctx, futures)
 }
 
 // handle makes one attempt of one delivery and returns its outcome, to be

@@ -45,3 +45,19 @@ func KeepConsuming(ctx context.Context, log logr.Logger, what string, cc jetstre
 		}
 	}
 }
+
+// WaitAcks waits for JetStream's acknowledgement of every asynchronous
+// publish in futures: it returns the first error, or ctx's when ctx is done
+// first, and nil once all were acknowledged.
+func WaitAcks(ctx context.Context, futures []jetstream.PubAckFuture) error {
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
