@@ -71,11 +71,14 @@ func newReceiver(t *testing.T, respond func(n int, w http.ResponseWriter, r *htt
 			}
 		}
 		body, _ := io.ReadAll(r.Body)
+		// The oracle records first: a test that saw a request in reqs
+		// (uniqueIDs) must find it in the oracle too (checkAll).
+		_, verifyErr := rc.oracle.Record(r.Header, r.URL.Path, body)
 		rc.mu.Lock()
 		rc.reqs = append(rc.reqs, received{at: time.Now(), id: r.Header.Get("webhook-id"), header: r.Header.Clone(), body: body})
 		n := len(rc.reqs)
 		rc.mu.Unlock()
-		if _, err := rc.oracle.Record(r.Header, r.URL.Path, body); err != nil {
+		if verifyErr != nil {
 			w.WriteHeader(http.StatusUnauthorized)
 			return
 		}
