@@ -89,7 +89,7 @@ func (d *Dispatcher) runTest(req TestRequest) {
 		if err != nil {
 			rec.Error = err.Error()
 		} else {
-			res := d.send(ctx, ep, ev.ID, body)
+			res := d.sender.send(ctx, ep, ev.ID, body)
 			rec.StatusCode = int32(res.statusCode)
 			rec.DurationMilliseconds = res.duration.Milliseconds()
 			if res.succeeded() {

@@ -15,12 +15,10 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/wablast/webhook-operator/internal/endpoint"
-	"github.com/wablast/webhook-operator/internal/idempotency"
 	"github.com/wablast/webhook-operator/internal/stats"
 	"github.com/wablast/webhook-operator/internal/store"
 )
@@ -78,19 +76,20 @@ type Options struct {
 // replica (NeedLeaderElection is false): JetStream hands each pending delivery
 // to one replica at a time.
 type Dispatcher struct {
-	opts Options
-	js   jetstream.JetStream
-	// transport is opts.HTTPClient's; userAgent is the header's value.
-	transport http.RoundTripper
-	userAgent []string
+	opts   Options
+	js     jetstream.JetStream
+	sender *sender
+	// gone holds endpoints that answered 410 Gone.
+	gone *goneMarks
+	// env is what the endpoint workers share.
+	env *workerEnv
 	// recorderDelay is how long the outcome recorder waits for more under
 	// load: the group commit delay (0: never).
 	recorderDelay time.Duration
 
 	mu      sync.Mutex
 	workers map[types.NamespacedName]*endpointWorker
-	gone    map[types.UID]int64 // endpoints that answered 410, by the generation that did
-	handled map[string]string   // last test/replay token handled, by kind and UID
+	handled map[string]string // last test/replay token handled, by kind and UID
 	// wanted holds endpoints with stored deliveries and no worker yet; wake
 	// asks the sync loop to start their workers now.
 	wanted map[types.NamespacedName]time.Time
@@ -157,14 +156,13 @@ func New(opts Options) (*Dispatcher, error) {
 	if transport == nil {
 		transport = http.DefaultTransport
 	}
-	return &Dispatcher{
+	d := &Dispatcher{
 		opts:          opts,
-		transport:     transport,
-		userAgent:     []string{opts.UserAgent},
+		sender:        &sender{transport: transport, userAgent: []string{opts.UserAgent}, maxResponseBytes: opts.MaxResponseBytes, now: opts.Now},
 		recorderDelay: max(opts.GroupCommitDelay, 0),
 		js:            opts.Store.JetStream(),
 		workers:       map[types.NamespacedName]*endpointWorker{},
-		gone:          map[types.UID]int64{},
+		gone:          newGoneMarks(),
 		handled:       map[string]string{},
 		wanted:        map[types.NamespacedName]time.Time{},
 		wake:          make(chan struct{}, 1),
@@ -172,7 +170,21 @@ func New(opts Options) (*Dispatcher, error) {
 		batcher:       batcherFor(opts.Store, max(opts.GroupCommitDelay, 0)),
 		outcomes:      make(chan pendingOutcome, 4*maxOutcomeBatch),
 		baseCtx:       context.Background(),
-	}, nil
+	}
+	d.env = &workerEnv{
+		js:             d.js,
+		retries:        opts.Store.Retries(),
+		sender:         d.sender,
+		gone:           d.gone,
+		sequential:     d.batcher == nil,
+		recordOutcomes: d.recordOutcomes,
+		retryTaken:     d.retryTaken,
+		metrics:        opts.Metrics,
+		log:            opts.Logger,
+		now:            opts.Now,
+		rand:           opts.Rand,
+	}
+	return d, nil
 }
 
 // batcherFor returns the batcher for the store, or nil when deliveries must
@@ -196,146 +208,6 @@ const DefaultGroupCommitDelay = time.Millisecond
 
 // NeedLeaderElection implements manager.LeaderElectionRunnable: every replica delivers.
 func (d *Dispatcher) NeedLeaderElection() bool { return false }
-
-// Enqueue implements Enqueuer: it returns once JetStream acknowledged every
-// message it wrote.
-//
-// An event posted with an id goes to the events stream, whose 24-hour
-// duplicate window makes the id an idempotency key, and the fan-out turns it
-// into deliveries. An event without one cannot be a duplicate, so it skips
-// that hop: its deliveries, one per subscribed endpoint, are stored here and
-// are what the 202 acknowledges. Either way the subscribers are the ones
-// registered when the event was accepted, give or take the fan-out's
-// milliseconds.
-func (d *Dispatcher) Enqueue(ctx context.Context, events []Event) ([]EnqueueResult, error) {
-	select {
-	case <-d.opts.Registry.Synced():
-	default:
-		// Before the registry is rebuilt, subscribers are unknown.
-		return nil, fmt.Errorf("%w: the endpoint registry is still loading", store.ErrUnavailable)
-	}
-	nowT := d.opts.Now().UTC()
-	now := nowT.Format(time.RFC3339Nano)
-	index := d.opts.Store.Index()
-	results := make([]EnqueueResult, len(events))
-	// futures are the writes not made by the batcher; withID holds, for
-	// each, the index of its event with an id, or -1 for a delivery.
-	var futures []jetstream.PubAckFuture
-	var withID []int
-	// Deliveries of events without an id, grouped by endpoint in event order.
-	type epDeliveries struct {
-		ep *endpoint.Endpoint
-		ds []store.Delivery
-	}
-	var direct []*epDeliveries
-	byUID := map[types.UID]*epDeliveries{}
-	for i := range events {
-		ev := &events[i]
-		results[i].ID = ev.ID
-		body, err := ev.Envelope()
-		if err != nil {
-			return nil, fmt.Errorf("encoding event %s: %w", ev.ID, err)
-		}
-		if ev.IdempotencyKey {
-			if index != nil {
-				// The on-disk index keeps the window's ids (the events
-				// stream's own window is only dedupeGuard long).
-				seen, err := index.Seen(ev.Namespace+"/"+ev.ID, nowT)
-				if err != nil {
-					return nil, fmt.Errorf("%w: %v", store.ErrUnavailable, err)
-				}
-				if seen {
-					results[i].Duplicate = true
-					results[i].Subscribers = len(d.opts.Registry.Subscribers(ev.Namespace, ev.Type))
-					continue
-				}
-			}
-			msg := nats.NewMsg(store.EventSubject(ev.Namespace))
-			msg.Data = body
-			msg.Header.Set(store.HdrEventID, ev.ID)
-			msg.Header.Set(store.HdrEventType, ev.Type)
-			msg.Header.Set(store.HdrAcceptedAt, now)
-			f, err := d.js.PublishMsgAsync(msg, jetstream.WithMsgID(ev.Namespace+"/"+ev.ID))
-			if err != nil {
-				return nil, fmt.Errorf("%w: %v", store.ErrUnavailable, err)
-			}
-			futures = append(futures, f)
-			withID = append(withID, i)
-			continue
-		}
-		subs := d.opts.Registry.Subscribers(ev.Namespace, ev.Type)
-		results[i].Subscribers = len(subs)
-		for j := range subs {
-			g := byUID[subs[j].UID]
-			if g == nil {
-				g = &epDeliveries{ep: &subs[j]}
-				byUID[subs[j].UID] = g
-				direct = append(direct, g)
-			}
-			g.ds = append(g.ds, store.Delivery{EventID: ev.ID, EventType: ev.Type, AcceptedAt: now, Body: body})
-		}
-	}
-	// The deliveries go to the batcher, which stores them together with
-	// those of concurrent requests to the same endpoints, or else one per
-	// message.
-	var writes []*batchWrite
-	keys := make([]types.NamespacedName, 0, len(direct))
-	for _, g := range direct {
-		keys = append(keys, g.ep.Key())
-		if d.batcher != nil {
-			writes = append(writes, d.batcher.add(g.ep.Namespace, g.ep, g.ds)...)
-			continue
-		}
-		for i := range g.ds {
-			f, err := d.js.PublishMsgAsync(store.DeliveryMsg(g.ep.Namespace, g.ep.Name, g.ep.UID, &g.ds[i]))
-			if err != nil {
-				return nil, fmt.Errorf("%w: %v", store.ErrUnavailable, err)
-			}
-			futures = append(futures, f)
-			withID = append(withID, -1)
-		}
-	}
-	for _, w := range writes {
-		select {
-		case <-w.done:
-			if w.err != nil {
-				return nil, fmt.Errorf("%w: %v", store.ErrUnavailable, w.err)
-			}
-		case <-ctx.Done():
-			return nil, fmt.Errorf("%w: %v", store.ErrUnavailable, ctx.Err())
-		}
-	}
-	var recorded []idempotency.Entry
-	for k, f := range futures {
-		var ack *jetstream.PubAck
-		select {
-		case ack = <-f.Ok():
-		case err := <-f.Err():
-			return nil, fmt.Errorf("%w: %v", store.ErrUnavailable, err)
-		case <-ctx.Done():
-			return nil, fmt.Errorf("%w: %v", store.ErrUnavailable, ctx.Err())
-		}
-		if i := withID[k]; i >= 0 {
-			results[i].Duplicate = ack.Duplicate
-			results[i].Subscribers = len(d.opts.Registry.Subscribers(events[i].Namespace, events[i].Type))
-			if index != nil && !ack.Duplicate {
-				recorded = append(recorded, idempotency.Entry{Key: events[i].Namespace + "/" + events[i].ID, At: nowT})
-			}
-		}
-	}
-	// Stored: remember the ids before answering. Should this fail, the
-	// producer's retry is caught by the events stream's own window.
-	if index != nil {
-		if err := index.Record(recorded...); err != nil {
-			return nil, fmt.Errorf("%w: %v", store.ErrUnavailable, err)
-		}
-	}
-	d.want(keys...)
-	if d.opts.Metrics != nil {
-		d.opts.Metrics.accepted(events, results)
-	}
-	return results, nil
-}
 
 // Start runs the fan-out and the endpoint workers until ctx is done. It
 // waits for the registry to be rebuilt before fanning out the first event.
@@ -552,61 +424,111 @@ func (d *Dispatcher) scanDeliveries(ctx context.Context) {
 	d.want(keys...)
 }
 
-// syncWorkers starts a worker for every registered endpoint that has
-// deliveries waiting, restarts those whose consumer settings changed, and
-// stops those no longer registered or idle.
+// workerState is what the sync plan knows of a running worker.
+type workerState struct {
+	// ep is the configuration it delivers with.
+	ep *endpoint.Endpoint
+	// stopped: its consumption ended (stopped, or lost with its consumer).
+	stopped bool
+	// idle: it has had nothing to do for the idle timeout.
+	idle bool
+}
+
+// syncPlan is what one round of the sync loop does.
+type syncPlan struct {
+	// stop are the workers to stop: idle, reconfigured, or of endpoints no
+	// longer registered (disabled, deleted) or held by a 410.
+	stop []types.NamespacedName
+	// update are the endpoints whose running worker takes their new
+	// configuration (URL, keys, policy) for its next attempts.
+	update []*endpoint.Endpoint
+	// start are the endpoints whose worker starts.
+	start []*endpoint.Endpoint
+}
+
+// planSync decides a round of the sync loop from the registered endpoints,
+// the workers running, the endpoints with stored deliveries (wanted) and
+// held, which reports an endpoint held by a 410 Gone at its generation:
+//
+//   - an endpoint held by a 410 has no worker;
+//   - a running worker whose consumer settings still fit is stopped when it
+//     is idle and nothing new was stored for it, and otherwise takes the
+//     endpoint's configuration;
+//   - a worker whose consumer settings changed (maxInFlight, timeout, a new
+//     UID) or whose consumption ended is stopped, and started again at once;
+//   - an endpoint with stored deliveries and no worker gets one;
+//   - the workers of endpoints no longer registered are stopped.
+func planSync(eps []endpoint.Endpoint, running map[types.NamespacedName]workerState, wanted map[types.NamespacedName]time.Time, held func(types.UID, int64) bool) syncPlan {
+	var p syncPlan
+	registered := make(map[types.NamespacedName]bool, len(eps))
+	for i := range eps {
+		ep := &eps[i]
+		if held(ep.UID, ep.Generation) {
+			continue
+		}
+		key := ep.Key()
+		registered[key] = true
+		w, ok := running[key]
+		_, want := wanted[key]
+		switch {
+		case ok && !w.stopped && sameConsumer(w.ep, ep) && w.idle && !want:
+			p.stop = append(p.stop, key)
+			continue
+		case ok && !w.stopped && sameConsumer(w.ep, ep):
+			p.update = append(p.update, ep)
+			continue
+		case ok:
+			p.stop = append(p.stop, key)
+			want = true // a reconfigured worker comes back at once
+		}
+		if want {
+			p.start = append(p.start, ep)
+		}
+	}
+	for key := range running {
+		if !registered[key] {
+			p.stop = append(p.stop, key)
+		}
+	}
+	return p
+}
+
+// sameConsumer reports whether a worker delivering with cur can deliver
+// with ep without its consumer being recreated.
+func sameConsumer(cur, ep *endpoint.Endpoint) bool {
+	return cur.UID == ep.UID && cur.Policy.MaxInFlight == ep.Policy.MaxInFlight && cur.Policy.Timeout == ep.Policy.Timeout
+}
+
+// syncWorkers carries out a round of planSync: it starts a worker for every
+// registered endpoint that has deliveries waiting, restarts those whose
+// consumer settings changed, and stops those no longer registered or idle.
 func (d *Dispatcher) syncWorkers(ctx context.Context) {
 	defer d.syncs.Add(1)
 	eps := d.opts.Registry.List()
-	seen := make(map[types.NamespacedName]bool, len(eps))
-	var toStop []*endpointWorker
-	var toStart []*endpointWorker
 	idleSince := d.opts.Now().Add(-d.opts.IdleTimeout)
 
 	d.mu.Lock()
-	for i := range eps {
-		ep := eps[i]
-		key := ep.Key()
-		if g, ok := d.gone[ep.UID]; ok {
-			if g == ep.Generation {
-				continue // stopped by 410 Gone until the spec changes
-			}
-			delete(d.gone, ep.UID)
-		}
-		seen[key] = true
-		w := d.workers[key]
-		_, wanted := d.wanted[key]
-		delete(d.wanted, key)
-		switch {
-		case w != nil && !w.stopped() && w.compatible(&ep) && w.idle(idleSince) && !wanted:
-			toStop = append(toStop, w)
-			delete(d.workers, key)
-			continue
-		case w != nil && !w.stopped() && w.compatible(&ep):
-			w.update(&ep)
-			continue
-		case w != nil:
-			toStop = append(toStop, w)
-			delete(d.workers, key)
-			wanted = true // a reconfigured worker comes back at once
-		}
-		if !wanted {
-			continue
-		}
-		w = newEndpointWorker(d, &ep)
-		d.workers[key] = w
-		toStart = append(toStart, w)
-	}
+	running := make(map[types.NamespacedName]workerState, len(d.workers))
 	for key, w := range d.workers {
-		if !seen[key] {
-			toStop = append(toStop, w)
-			delete(d.workers, key)
-		}
+		running[key] = workerState{ep: w.ep.Load(), stopped: w.stopped(), idle: w.idle(idleSince)}
 	}
-	for key := range d.wanted {
-		if !seen[key] {
-			delete(d.wanted, key) // not registered (disabled, deleted): found again by the next scan
-		}
+	plan := planSync(eps, running, d.wanted, d.gone.check)
+	// Every wanted endpoint was either started or is not registered (found
+	// again by the next scan should it come back).
+	clear(d.wanted)
+	toStop := make([]*endpointWorker, 0, len(plan.stop))
+	for _, key := range plan.stop {
+		toStop = append(toStop, d.workers[key])
+		delete(d.workers, key)
+	}
+	for _, ep := range plan.update {
+		d.workers[ep.Key()].update(ep)
+	}
+	toStart := make([]*endpointWorker, 0, len(plan.start))
+	for _, ep := range plan.start {
+		w := newEndpointWorker(d.env, ep)
+		d.workers[ep.Key()] = w
+		toStart = append(toStart, w)
 	}
 	d.mu.Unlock()
 
@@ -692,32 +614,15 @@ func (d *Dispatcher) recordQueueDepth(ctx context.Context) {
 // retry queue of the embedded store.
 const queueRetries = "retry-queue"
 
-// markGone stops deliveries to an endpoint that answered 410 until its generation changes.
-func (d *Dispatcher) markGone(uid types.UID, generation int64) {
-	d.mu.Lock()
-	d.gone[uid] = generation
-	d.mu.Unlock()
-}
-
-// isGone reports whether the endpoint answered 410 Gone at this generation.
-func (d *Dispatcher) isGone(uid types.UID, generation int64) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	g, ok := d.gone[uid]
-	return ok && g == generation
-}
-
 // loadGone restores the 410 Gone marks from the stats bucket.
 func (d *Dispatcher) loadGone(ctx context.Context) error {
 	all, err := stats.LoadAll(ctx, d.opts.Store)
 	if err != nil {
 		return err
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
 	for _, st := range all {
 		if st.GoneGeneration > 0 {
-			d.gone[st.UID] = st.GoneGeneration
+			d.gone.mark(st.UID, st.GoneGeneration)
 		}
 	}
 	return nil

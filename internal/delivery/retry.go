@@ -1,12 +1,16 @@
 package delivery
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
+
+	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
+	"github.com/wablast/webhook-operator/internal/endpoint"
 )
 
 // Backoff returns the delay before attempt number attempt+1, after attempt
@@ -98,4 +102,81 @@ func RetryDelay(initial, maxDelay time.Duration, attempt int, retryAfter string,
 		return min(d, maxDelay)
 	}
 	return Backoff(initial, maxDelay, attempt, rnd)
+}
+
+// verdict is what becomes of a delivery after an attempt (or before one).
+type verdict int
+
+const (
+	// verdictSucceeded: the receiver answered 2xx; the delivery is done.
+	verdictSucceeded verdict = iota
+	// verdictGone: the receiver answered 410; the delivery failed for good
+	// and the endpoint is held until its spec changes.
+	verdictGone
+	// verdictGiveUp: the delivery failed for good (attempts or age used up).
+	verdictGiveUp
+	// verdictRetry: another attempt is due at decision.retryAt.
+	verdictRetry
+)
+
+// decision is the retry decision for one delivery: what becomes of it and
+// the reason and error text its outcome records.
+type decision struct {
+	verdict verdict
+	// reason is the Delivering condition's reason the outcome carries.
+	reason string
+	// errText says why an attempt failed or why the delivery was given up
+	// (empty on success).
+	errText string
+	// retryAt is when the next attempt is due (verdictRetry only).
+	retryAt time.Time
+}
+
+// expiredBeforeAttempt is the decision made before an attempt: a delivery
+// accepted more than maxAge before now is given up without one.
+func expiredBeforeAttempt(p endpoint.Policy, acceptedAt, now time.Time) (decision, bool) {
+	if now.Sub(acceptedAt) <= p.MaxAge {
+		return decision{}, false
+	}
+	return decision{
+		verdict: verdictGiveUp,
+		reason:  webhooksv1alpha1.ReasonDeliveryFailing,
+		errText: fmt.Sprintf("gave up: the event is older than maxAgeSeconds (%s)", p.MaxAge),
+	}, true
+}
+
+// decide is the retry decision after attempt number attempt (the first is
+// 1) of a delivery accepted at acceptedAt ended with res at now: done on a
+// 2xx, held on a 410, given up when maxAttempts is reached or the next
+// attempt would come after maxAge, and otherwise retried after RetryDelay
+// (the receiver's Retry-After, or the backoff drawn with rnd).
+func decide(p endpoint.Policy, attempt int, acceptedAt, now time.Time, res *attemptResult, rnd func() float64) decision {
+	switch {
+	case res.succeeded():
+		return decision{verdict: verdictSucceeded, reason: webhooksv1alpha1.ReasonDeliverySucceeded}
+	case res.err == nil && res.statusCode == http.StatusGone:
+		return decision{
+			verdict: verdictGone,
+			reason:  webhooksv1alpha1.ReasonEndpointGone,
+			errText: "receiver answered 410 Gone: deliveries to this endpoint are stopped until its spec changes",
+		}
+	}
+	dec := decision{reason: webhooksv1alpha1.ReasonDeliveryFailing, errText: res.errorText(p.Timeout)}
+	if res.refused {
+		dec.reason = webhooksv1alpha1.ReasonEgressRefused
+	}
+	if attempt >= p.MaxAttempts {
+		dec.verdict = verdictGiveUp
+		dec.errText += fmt.Sprintf("; gave up after %d attempts (maxAttempts)", attempt)
+		return dec
+	}
+	at := now.Add(RetryDelay(p.InitialBackoff, p.MaxBackoff, attempt, res.retryAfter, now, rnd))
+	if at.Sub(acceptedAt) > p.MaxAge {
+		dec.verdict = verdictGiveUp
+		dec.errText += "; gave up: the next attempt would be after maxAgeSeconds"
+		return dec
+	}
+	dec.verdict = verdictRetry
+	dec.retryAt = at
+	return dec
 }

@@ -96,7 +96,7 @@ func TestSendMakesOneSignedPost(t *testing.T) {
 	ep := sendEndpointWith(t, srv.URL+"/hooks/wa?tenant=7", secret)
 	d := sendDispatcher(t)
 
-	res := d.send(context.Background(), ep, ev.ID, body)
+	res := d.sender.send(context.Background(), ep, ev.ID, body)
 	if res.err != nil || res.statusCode != http.StatusTooManyRequests || res.retryAfter != "7" {
 		t.Fatalf("send = %+v, want 429 with Retry-After 7", res)
 	}
@@ -131,7 +131,7 @@ func TestSendErrorNamesNeitherTheQueryNorASecret(t *testing.T) {
 	srv.Close() // nothing listens there any more
 	ep := sendEndpoint(t, url+"/hook?token=s3cr3t")
 	ep.Policy.Timeout = 2 * time.Second
-	res := sendDispatcher(t).send(context.Background(), ep, "evt_1", []byte(`{}`))
+	res := sendDispatcher(t).sender.send(context.Background(), ep, "evt_1", []byte(`{}`))
 	if res.err == nil {
 		t.Fatalf("send to a closed port succeeded: %+v", res)
 	}
@@ -179,7 +179,7 @@ func TestSendWritesEachRequestInOneWrite(t *testing.T) {
 	ep := sendEndpointWith(t, srv.URL+"/hook", secret).WithParsedURL()
 	for i := range 3 {
 		before := writes.Load()
-		if res := d.send(context.Background(), ep, ev.ID, body); !res.succeeded() {
+		if res := d.sender.send(context.Background(), ep, ev.ID, body); !res.succeeded() {
 			t.Fatalf("send: %+v", res)
 		}
 		if n := writes.Load() - before; n != 1 {
@@ -212,7 +212,7 @@ func BenchmarkSend(b *testing.B) {
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if res := d.send(context.Background(), ep, "evt_1", body); !res.succeeded() {
+			if res := d.sender.send(context.Background(), ep, "evt_1", body); !res.succeeded() {
 				b.Fatalf("send: %+v", res)
 			}
 		}

@@ -1,35 +1,54 @@
 package delivery
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
-	"errors"
 	"fmt"
-	"io"
-	"net/http"
-	"net/url"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/nats-io/nats.go/jetstream"
 	"k8s.io/apimachinery/pkg/types"
 
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
 	"github.com/wablast/webhook-operator/internal/endpoint"
-	"github.com/wablast/webhook-operator/internal/signing"
+	"github.com/wablast/webhook-operator/internal/retryqueue"
 	"github.com/wablast/webhook-operator/internal/store"
 )
+
+// workerEnv is what the endpoint workers share: the store, the sender, the
+// 410 marks, the outcome recorder and the retry pump's bookkeeping. The
+// dispatcher builds it once (see New); a worker needs nothing else of it.
+type workerEnv struct {
+	js jetstream.JetStream
+	// retries is the on-disk retry queue (embedded store), or nil: retries
+	// are then JetStream message schedules.
+	retries *retryqueue.Queue
+	sender  *sender
+	gone    *goneMarks
+	// sequential attempts a message's deliveries one at a time: without the
+	// batcher several managers may share a consumer (see handleMsg).
+	sequential bool
+	// recordOutcomes stores finished deliveries' outcomes (outcomes.go).
+	recordOutcomes func([]*store.Outcome) error
+	// retryTaken tells the retry pump a retry it moved was taken (retrypump.go).
+	retryTaken func(types.UID, jetstream.Msg)
+	metrics    *Metrics
+	log        logr.Logger
+	now        func() time.Time
+	rand       func() float64
+}
 
 // endpointWorker delivers one endpoint's pending deliveries. Its durable
 // consumer's MaxAckPending is the endpoint's maxInFlight, so JetStream never
 // hands it more concurrent deliveries than that, and a slow endpoint holds up
 // only its own consumer.
 type endpointWorker struct {
-	d        *Dispatcher
+	env      *workerEnv
 	ns, name string
 	uid      types.UID
 	ep       atomic.Pointer[endpoint.Endpoint]
@@ -67,28 +86,21 @@ type endpointWorker struct {
 }
 
 // touch records activity now.
-func (w *endpointWorker) touch() { w.lastActive.Store(w.d.opts.Now().UnixNano()) }
+func (w *endpointWorker) touch() { w.lastActive.Store(w.env.now().UnixNano()) }
 
 // idle reports whether the worker has had nothing to do since the given time.
 func (w *endpointWorker) idle(since time.Time) bool {
 	return w.inFlight.Load() == 0 && w.lastActive.Load() < since.UnixNano()
 }
 
-func newEndpointWorker(d *Dispatcher, ep *endpoint.Endpoint) *endpointWorker {
-	w := &endpointWorker{d: d, ns: ep.Namespace, name: ep.Name, uid: ep.UID}
+func newEndpointWorker(env *workerEnv, ep *endpoint.Endpoint) *endpointWorker {
+	w := &endpointWorker{env: env, ns: ep.Namespace, name: ep.Name, uid: ep.UID}
 	w.ep.Store(ep.WithParsedURL())
 	return w
 }
 
 func (w *endpointWorker) key() types.NamespacedName {
 	return types.NamespacedName{Namespace: w.ns, Name: w.name}
-}
-
-// compatible reports whether ep can be served by this worker's consumer
-// without recreating it.
-func (w *endpointWorker) compatible(ep *endpoint.Endpoint) bool {
-	cur := w.ep.Load()
-	return cur.UID == ep.UID && cur.Policy.MaxInFlight == ep.Policy.MaxInFlight && cur.Policy.Timeout == ep.Policy.Timeout
 }
 
 // update swaps in a new configuration (URL, keys, policy) for the next attempts.
@@ -107,7 +119,7 @@ func (w *endpointWorker) start(parent context.Context) error {
 	w.jobs = make(chan attemptJob)
 	w.held = map[jetstream.Msg]struct{}{}
 	w.ctx, w.cancel = context.WithCancel(parent)
-	cons, err := w.d.js.CreateOrUpdateConsumer(w.ctx, store.StreamDeliveries, jetstream.ConsumerConfig{
+	cons, err := w.env.js.CreateOrUpdateConsumer(w.ctx, store.StreamDeliveries, jetstream.ConsumerConfig{
 		Durable:       store.ConsumerName(w.ns, w.name),
 		Description:   "Deliveries to WebhookConfig " + w.ns + "/" + w.name,
 		FilterSubject: store.DeliverSubject(w.ns, w.name),
@@ -144,7 +156,7 @@ func (w *endpointWorker) start(parent context.Context) error {
 			defer w.release(m)
 			w.handleMsg(w.ctx, m)
 		}()
-	}, jetstream.PullMaxMessages(ep.Policy.MaxInFlight), store.ConsumeErrors(w.d.opts.Logger, "endpoint", "namespace", w.ns, "name", w.name))
+	}, jetstream.PullMaxMessages(ep.Policy.MaxInFlight), store.ConsumeErrors(w.env.log, "endpoint", "namespace", w.ns, "name", w.name))
 	if err != nil {
 		w.cancel()
 		w.done.Store(true)
@@ -273,90 +285,6 @@ func (w *endpointWorker) stop() {
 	})
 }
 
-// attemptResult is what one HTTP attempt produced.
-type attemptResult struct {
-	statusCode int
-	retryAfter string
-	duration   time.Duration
-	err        error
-	refused    bool
-}
-
-func (r *attemptResult) succeeded() bool {
-	return r.err == nil && r.statusCode >= 200 && r.statusCode < 300
-}
-
-// errorText describes a failed attempt for status and logs; it never
-// contains the URL's query or any secret.
-func (r *attemptResult) errorText(timeout time.Duration) string {
-	switch {
-	case r.err == nil && r.statusCode >= 300 && r.statusCode < 400:
-		return fmt.Sprintf("receiver answered %d %s; redirects are not followed", r.statusCode, http.StatusText(r.statusCode))
-	case r.err == nil:
-		return fmt.Sprintf("receiver answered %d %s", r.statusCode, http.StatusText(r.statusCode))
-	case r.refused:
-		var refused *EgressRefusedError
-		if errors.As(r.err, &refused) {
-			return refused.Error()
-		}
-		return r.err.Error()
-	case errors.Is(r.err, context.DeadlineExceeded):
-		return fmt.Sprintf("no response within timeoutSeconds (%s)", timeout)
-	default:
-		var ue interface{ Unwrap() error }
-		if errors.As(r.err, &ue) && ue.Unwrap() != nil {
-			return "request failed: " + ue.Unwrap().Error()
-		}
-		return "request failed: " + r.err.Error()
-	}
-}
-
-// send makes one signed POST of body to the endpoint. The request goes
-// straight to the client's Transport: http.Client would add nothing used
-// here but a copy of the headers and URL per request, kept for redirects,
-// which are never followed (see NewHTTPClient), and Basic auth from a URL's
-// user-info, which the API refuses.
-func (d *Dispatcher) send(ctx context.Context, ep *endpoint.Endpoint, eventID string, body []byte) attemptResult {
-	u, err := ep.RequestURL()
-	if err != nil {
-		return attemptResult{err: fmt.Errorf("building request: %w", err)}
-	}
-	ctx, cancel := context.WithTimeout(ctx, ep.Policy.Timeout)
-	defer cancel()
-	h := make(http.Header, 5)
-	h["Content-Type"] = contentTypeJSON
-	h["User-Agent"] = d.userAgent
-	signing.SetHeaders(h, ep.Keys, eventID, d.opts.Now(), body)
-	req := (&http.Request{
-		Method: http.MethodPost, URL: u, Host: u.Host,
-		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
-		// A body the transport knows to be in memory (a *bytes.Reader in a
-		// NopCloser) is written with the headers, in one write.
-		Header: h, Body: io.NopCloser(bytes.NewReader(body)), ContentLength: int64(len(body)),
-		// A connection the receiver closed while idle is retried by the
-		// transport only if it can read the body again.
-		GetBody: func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil },
-	}).WithContext(ctx)
-	start := time.Now()
-	resp, err := d.transport.RoundTrip(req)
-	if err != nil {
-		// As http.Client reports it (any password redacted); errorText
-		// leaves the URL out of status.
-		err = &url.Error{Op: "Post", URL: u.Redacted(), Err: err}
-		_, refused := IsEgressRefused(err)
-		return attemptResult{err: err, refused: refused, duration: time.Since(start)}
-	}
-	if resp.ContentLength != 0 {
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, d.opts.MaxResponseBytes))
-	}
-	_ = resp.Body.Close()
-	return attemptResult{statusCode: resp.StatusCode, retryAfter: resp.Header.Get("Retry-After"), duration: time.Since(start)}
-}
-
-// contentTypeJSON is every delivery's Content-Type header value; requests
-// share it, and the transport only reads it.
-var contentTypeJSON = []string{"application/json"}
-
 // settlement is what became of one delivery of a message: done (nothing
 // more to do once its outcome oc is recorded) or to be delivered again after
 // delay.
@@ -382,10 +310,10 @@ func (w *endpointWorker) handleMsg(ctx context.Context, m jetstream.Msg) {
 		_ = m.Ack()
 		return
 	}
-	w.d.retryTaken(ep.UID, m)
+	w.env.retryTaken(ep.UID, m)
 	ds, err := store.DeliveriesOf(m.Headers(), m.Data())
 	if err != nil {
-		w.d.opts.Logger.Error(err, "Dropping a stored message that carries no readable delivery", "namespace", w.ns, "name", w.name, "subject", m.Subject())
+		w.env.log.Error(err, "Dropping a stored message that carries no readable delivery", "namespace", w.ns, "name", w.name, "subject", m.Subject())
 		_ = m.Term()
 		return
 	}
@@ -393,7 +321,7 @@ func (w *endpointWorker) handleMsg(ctx context.Context, m jetstream.Msg) {
 	// MaxAckPending bounds the attempts of all of them only if a message in
 	// flight is at most one request: a batch message, should one be there,
 	// is then attempted one delivery at a time.
-	sequential := w.d.batcher == nil
+	sequential := w.env.sequential
 	if !sequential && len(ds) > 1 {
 		// One message's deliveries are handed out before the next message's,
 		// so at most a couple of messages are part done at any time: a crash
@@ -434,8 +362,8 @@ func (w *endpointWorker) recordOutcomes(res []settlement) {
 			ocs = append(ocs, r.oc)
 		}
 	}
-	if err := w.d.recordOutcomes(ocs); err != nil {
-		w.d.opts.Logger.Error(err, "Recording outcomes failed; their deliveries will be attempted again", "namespace", w.ns, "name", w.name, "outcomes", len(ocs))
+	if err := w.env.recordOutcomes(ocs); err != nil {
+		w.env.log.Error(err, "Recording outcomes failed; their deliveries will be attempted again", "namespace", w.ns, "name", w.name, "outcomes", len(ocs))
 		for i := range res {
 			if res[i].done && res[i].oc != nil {
 				res[i] = againAfter(time.Second)
@@ -468,7 +396,7 @@ func (w *endpointWorker) settle(m jetstream.Msg, ds []store.Delivery, res []sett
 		redeliver()
 	default:
 		if err := w.storeAgain(m, ds, left); err != nil {
-			w.d.opts.Logger.Error(err, "Storing unfinished deliveries of a batch failed; the whole batch will be attempted again", "namespace", w.ns, "name", w.name)
+			w.env.log.Error(err, "Storing unfinished deliveries of a batch failed; the whole batch will be attempted again", "namespace", w.ns, "name", w.name)
 			redeliver()
 			return
 		}
@@ -489,7 +417,7 @@ func (w *endpointWorker) storeAgain(m jetstream.Msg, ds []store.Delivery, left [
 	defer cancel()
 	futures := make([]jetstream.PubAckFuture, 0, len(left))
 	for _, i := range left {
-		f, err := w.d.js.PublishMsgAsync(store.DeliveryMsg(w.ns, w.name, w.uid, &ds[i]),
+		f, err := w.env.js.PublishMsgAsync(store.DeliveryMsg(w.ns, w.name, w.uid, &ds[i]),
 			jetstream.WithMsgID(fmt.Sprintf("split.%d.%d", meta.Sequence.Stream, i)))
 		if err != nil {
 			return err
@@ -500,35 +428,34 @@ func (w *endpointWorker) storeAgain(m jetstream.Msg, ds []store.Delivery, left [
 }
 
 // handle makes one attempt of one delivery and returns its outcome, to be
-// recorded with the rest of the message's. Every durable write the outcome
-// needs (a scheduled retry, the failed store here, the outcome record in
-// handleMsg) is acknowledged by JetStream before the delivery counts as
-// done, so a crash at any point leads to a redelivery, never to a loss.
+// recorded with the rest of the message's. What becomes of the delivery is
+// decide's (retry.go); handle carries it out. Every durable write the
+// outcome needs (a queued retry, the failed store here, the outcome record
+// in handleMsg) is acknowledged before the delivery counts as done, so a
+// crash at any point leads to a redelivery, never to a loss.
 func (w *endpointWorker) handle(ctx context.Context, ep *endpoint.Endpoint, dl *store.Delivery) settlement {
-	if w.d.isGone(ep.UID, ep.Generation) {
+	env := w.env
+	if env.gone.holds(ep.UID, ep.Generation) {
 		// The endpoint answered 410 Gone: hold the delivery until its spec changes.
 		return againAfter(time.Second)
 	}
-	prior := dl.Attempt
-	attempt := prior + 1
+	attempt := dl.Attempt + 1
+	now := env.now()
 	acceptedAt, err := time.Parse(time.RFC3339Nano, dl.AcceptedAt)
 	if err != nil {
-		acceptedAt = w.d.opts.Now()
+		acceptedAt = now
 	}
 	oc := store.Outcome{
 		UID: ep.UID, Namespace: ep.Namespace, Name: ep.Name, Generation: ep.Generation,
 		EventID: dl.EventID, EventType: dl.EventType, Attempt: int32(attempt), AcceptedAt: dl.AcceptedAt,
 	}
-
-	if age := w.d.opts.Now().Sub(acceptedAt); age > ep.Policy.MaxAge {
-		oc.Attempt = int32(prior)
-		oc.Result = webhooksv1alpha1.ResultFailed
-		oc.Reason = webhooksv1alpha1.ReasonDeliveryFailing
-		oc.Error = fmt.Sprintf("gave up: the event is older than maxAgeSeconds (%s)", ep.Policy.MaxAge)
+	if dec, expired := expiredBeforeAttempt(ep.Policy, acceptedAt, now); expired {
+		oc.Attempt = int32(dl.Attempt)
+		oc.Result, oc.Reason, oc.Error = webhooksv1alpha1.ResultFailed, dec.reason, dec.errText
 		return w.finish(ctx, dl, &oc, true)
 	}
 
-	res := w.d.send(ctx, ep, dl.EventID, dl.Body)
+	res := env.sender.send(ctx, ep, dl.EventID, dl.Body)
 	if ctx.Err() != nil {
 		// Shutting down or reconfiguring: not an attempt; deliver it again later.
 		return again
@@ -536,50 +463,34 @@ func (w *endpointWorker) handle(ctx context.Context, ep *endpoint.Endpoint, dl *
 	oc.Attempted = true
 	oc.StatusCode = int32(res.statusCode)
 	oc.DurationMS = res.duration.Milliseconds()
-	if w.d.opts.Metrics != nil {
-		w.d.opts.Metrics.attempt(ep, dl.EventType, &res)
+	if env.metrics != nil {
+		env.metrics.attempt(ep, dl.EventType, &res)
 	}
-
-	switch {
-	case res.succeeded():
+	now = env.now()
+	dec := decide(ep.Policy, attempt, acceptedAt, now, &res, env.rand)
+	oc.Reason, oc.Error = dec.reason, dec.errText
+	switch dec.verdict {
+	case verdictSucceeded:
 		oc.Result = webhooksv1alpha1.ResultSucceeded
-		oc.Reason = webhooksv1alpha1.ReasonDeliverySucceeded
 		return w.finish(ctx, dl, &oc, false)
-	case res.err == nil && res.statusCode == http.StatusGone:
+	case verdictGone:
 		oc.Result = webhooksv1alpha1.ResultFailed
-		oc.Reason = webhooksv1alpha1.ReasonEndpointGone
-		oc.Error = "receiver answered 410 Gone: deliveries to this endpoint are stopped until its spec changes"
 		oc.Gone = true
-		w.d.markGone(ep.UID, ep.Generation)
+		env.gone.mark(ep.UID, ep.Generation)
 		return w.finish(ctx, dl, &oc, true)
-	}
-
-	oc.Error = res.errorText(ep.Policy.Timeout)
-	oc.Reason = webhooksv1alpha1.ReasonDeliveryFailing
-	if res.refused {
-		oc.Reason = webhooksv1alpha1.ReasonEgressRefused
-	}
-	if attempt >= ep.Policy.MaxAttempts {
+	case verdictGiveUp:
 		oc.Result = webhooksv1alpha1.ResultFailed
-		oc.Error += fmt.Sprintf("; gave up after %d attempts (maxAttempts)", attempt)
 		return w.finish(ctx, dl, &oc, true)
 	}
-	now := w.d.opts.Now()
-	delay := RetryDelay(ep.Policy.InitialBackoff, ep.Policy.MaxBackoff, attempt, res.retryAfter, now, w.d.opts.Rand)
-	if now.Add(delay).Sub(acceptedAt) > ep.Policy.MaxAge {
-		oc.Result = webhooksv1alpha1.ResultFailed
-		oc.Error += "; gave up: the next attempt would be after maxAgeSeconds"
-		return w.finish(ctx, dl, &oc, true)
+	if err := w.scheduleRetry(ctx, dl, attempt, dec.retryAt); err != nil {
+		env.log.Error(err, "Scheduling a retry failed; the delivery will be attempted again", "namespace", ep.Namespace, "name", ep.Name)
+		return againAfter(dec.retryAt.Sub(now))
 	}
-	if err := w.scheduleRetry(ctx, dl, attempt, now.Add(delay)); err != nil {
-		w.d.opts.Logger.Error(err, "Scheduling a retry failed; the delivery will be attempted again", "namespace", ep.Namespace, "name", ep.Name)
-		return againAfter(delay)
-	}
-	if w.d.opts.Metrics != nil {
-		w.d.opts.Metrics.Retries.WithLabelValues(ep.Namespace, ep.Name).Inc()
+	if env.metrics != nil {
+		env.metrics.Retries.WithLabelValues(ep.Namespace, ep.Name).Inc()
 	}
 	oc.Result = webhooksv1alpha1.ResultRetrying
-	oc.NextAttempt = now.Add(delay)
+	oc.NextAttempt = dec.retryAt
 	return w.finish(ctx, dl, &oc, false)
 }
 
@@ -587,7 +498,7 @@ func (w *endpointWorker) handle(ctx context.Context, ep *endpoint.Endpoint, dl *
 // on-disk retry queue with the embedded store (see retrypump.go), or else
 // as a JetStream message schedule that fires into the endpoint's subject.
 func (w *endpointWorker) scheduleRetry(ctx context.Context, dl *store.Delivery, attempt int, at time.Time) error {
-	if q := w.d.opts.Store.Retries(); q != nil {
+	if q := w.env.retries; q != nil {
 		return w.queueRetry(q, dl, attempt, at)
 	}
 	subj := fmt.Sprintf("%s.%s.%s.%s", store.SubjRetry, w.ns, store.Token(w.name), retryToken(string(w.uid), dl.EventID, attempt))
@@ -605,7 +516,7 @@ func (w *endpointWorker) scheduleRetry(ctx context.Context, dl *store.Delivery, 
 	// acknowledgement schedules the attempt once. A message ID would also
 	// keep an entry in the stream's duplicate map, in memory, for 5 minutes
 	// per retry.
-	_, err := w.d.js.PublishMsg(ctx, msg,
+	_, err := w.env.js.PublishMsg(ctx, msg,
 		jetstream.WithScheduleAt(at.UTC()),
 		jetstream.WithScheduleTarget(store.DeliverSubject(w.ns, w.name)))
 	return err
@@ -614,10 +525,10 @@ func (w *endpointWorker) scheduleRetry(ctx context.Context, dl *store.Delivery, 
 // finish stores the failed store entry when the delivery failed for good;
 // the delivery is then done once its outcome oc is recorded.
 func (w *endpointWorker) finish(ctx context.Context, dl *store.Delivery, oc *store.Outcome, failed bool) settlement {
-	oc.Time = w.d.opts.Now().UTC()
+	oc.Time = w.env.now().UTC()
 	if failed {
 		if err := w.storeFailed(ctx, dl, oc); err != nil {
-			w.d.opts.Logger.Error(err, "Storing a failed delivery failed; it will be attempted again", "namespace", w.ns, "name", w.name)
+			w.env.log.Error(err, "Storing a failed delivery failed; it will be attempted again", "namespace", w.ns, "name", w.name)
 			return againAfter(time.Second)
 		}
 	}
@@ -633,7 +544,7 @@ func (w *endpointWorker) storeFailed(ctx context.Context, dl *store.Delivery, oc
 	msg.Subject = store.FailedSubject(w.ns, w.name)
 	msg.Header.Set(store.HdrFailedAt, oc.Time.Format(time.RFC3339Nano))
 	msg.Header.Set(store.HdrError, oc.Error)
-	_, err := w.d.js.PublishMsg(ctx, msg)
+	_, err := w.env.js.PublishMsg(ctx, msg)
 	return err
 }
 
