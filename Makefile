@@ -6,11 +6,13 @@ SHELL := /usr/bin/env bash -o pipefail
 # Tool versions, pinned. Everything is built from Go modules into bin/.
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 HELM_VERSION ?= v3.22.0
+GOLANGCI_LINT_VERSION ?= v2.15.0
 ENVTEST_K8S_VERSION ?= 1.37.2
 
 LOCALBIN ?= $(CURDIR)/bin
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 HELM ?= $(LOCALBIN)/helm-$(HELM_VERSION)
+GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 ENVTEST_ASSETS ?= $(LOCALBIN)/k8s/$(ENVTEST_K8S_VERSION)
 KUBEBUILDER_ASSETS ?= $(ENVTEST_ASSETS)
 export KUBEBUILDER_ASSETS
@@ -100,8 +102,12 @@ soak: build envtest-bin ## Soak bin/manager: SOAK_RATE events/s for SOAK_DURATIO
 	SOAK_FAIL=$(SOAK_FAIL) SOAK_OUTAGE=$(SOAK_OUTAGE) SOAK_POLICY=$(SOAK_POLICY) SOAK_HEALTHY=$(SOAK_HEALTHY) SOAK_OUT=$(abspath $(SOAK_OUT)) \
 	$(GO) test -tags soak -count=1 -timeout $(SOAK_TIMEOUT) -run '^TestSoak$$' -v ./test/soak/
 
+.PHONY: lint
+lint: $(GOLANGCI_LINT) ## Run golangci-lint with the linters chosen in .golangci.yml.
+	$(GOLANGCI_LINT) run ./...
+
 .PHONY: verify
-verify: ## Regenerate everything and fail if any generated file is stale or the code is not gofmt-clean.
+verify: lint ## Lint, regenerate everything and fail if any generated file is stale or the code is not gofmt-clean.
 	@$(MAKE) --no-print-directory manifests generate
 	@test -z "$$(gofmt -s -l $$(git ls-files '*.go' | grep -v '^hack/envtest/'))" || { echo "gofmt: these files need 'make fmt':"; gofmt -s -l $$(git ls-files '*.go' | grep -v '^hack/envtest/'); exit 1; }
 	@$(GO) mod tidy -diff >/dev/null || { echo "go.mod/go.sum are not tidy: run 'go mod tidy'"; exit 1; }
@@ -186,6 +192,11 @@ $(HELM):
 	@mkdir -p $(LOCALBIN)
 	GOBIN=$(LOCALBIN) $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 	mv $(LOCALBIN)/helm $@
+
+$(GOLANGCI_LINT):
+	@mkdir -p $(LOCALBIN)
+	GOBIN=$(LOCALBIN) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+	mv $(LOCALBIN)/golangci-lint $@
 
 $(CONTROLLER_GEN):
 	@mkdir -p $(LOCALBIN)
