@@ -59,7 +59,7 @@ func run() error {
 	flag.StringVar(&cfg.DataDir, "data-dir", "/var/lib/webhook-operator", "The embedded NATS JetStream file store directory.")
 	flag.StringVar(&cfg.NATSURL, "nats-url", "", "The URL of an external NATS cluster with JetStream; empty runs an embedded server.")
 	flag.IntVar(&cfg.NATSReplicas, "nats-replicas", 1, "The replication factor of streams and buckets on an external NATS cluster.")
-	flag.Var(&allow, "egress-allow-cidrs", "Comma-separated CIDRs deliveries may reach even though the default egress policy refuses them (e.g. 127.0.0.0/8).")
+	flag.Var(&allow, "egress-allow-cidrs", "Comma-separated CIDRs deliveries may reach even though the default egress policy refuses them (it refuses everything but the public internet: metadata, loopback, link-local, private and CGNAT ranges), e.g. an in-cluster receiver's 10.96.12.34/32. Anyone who may create a WebhookConfig can reach what is allowed here.")
 	flag.Var(&deny, "egress-deny-cidrs", "Comma-separated CIDRs deliveries may never reach; wins over --egress-allow-cidrs.")
 	flag.DurationVar(&cfg.StatusFlushInterval, "status-flush-interval", 5*time.Second, "How often delivery counters are written into status, at most once per resource.")
 	flag.DurationVar(&cfg.FailedRetention, "failed-retention", 7*24*time.Hour, "How long deliveries that failed for good are kept for replay.")

@@ -91,6 +91,10 @@ func run() error {
 	fmt.Printf(`
 WA Blast webhook operator is running locally.
 
+  Egress: loopback is allowed (--egress-allow-cidrs 127.0.0.0/8,::1/128) so
+  deliveries reach the demo receiver; a real install refuses loopback and
+  private networks (docs/architecture.md#egress-policy).
+
   kubeconfig:      %[1]s
   manager log:     %[2]s
   receiver output: %[3]s   (tail -f it to watch deliveries arrive)

@@ -643,7 +643,7 @@ func TestExhaustedAttemptsLandInTheFailedStore(t *testing.T) {
 	}
 }
 
-func TestEgressPolicyRefusesLoopbackByDefault(t *testing.T) {
+func TestEgressPolicyRefusesLoopbackAndPrivateNetworksByDefault(t *testing.T) {
 	rc := newReceiver(t, nil)
 	def, err := NewEgressPolicy(nil, nil)
 	if err != nil {
@@ -653,15 +653,18 @@ func TestEgressPolicyRefusesLoopbackByDefault(t *testing.T) {
 	port := rc.URL[strings.LastIndex(rc.URL, ":"):]
 	h.reg.Upsert(testEndpoint("ip", rc.URL, func(e *endpoint.Endpoint) { e.Policy.MaxAttempts = 1 }))
 	h.reg.Upsert(testEndpoint("name", "http://localhost"+port, func(e *endpoint.Endpoint) { e.Policy.MaxAttempts = 1 }))
+	// A Service address in the cluster: refused before any packet leaves.
+	h.reg.Upsert(testEndpoint("private", "http://10.96.0.1:443/", func(e *endpoint.Endpoint) { e.Policy.MaxAttempts = 1 }))
 	h.enqueue(testEvent(1))
-	for _, uid := range []types.UID{"uid-ip", "uid-name"} {
+	for _, uid := range []types.UID{"uid-ip", "uid-name", "uid-private"} {
 		st := h.waitStats(uid, func(st stats.EndpointStats) error {
 			if st.EventsFailed != 1 {
 				return fmt.Errorf("failed %d", st.EventsFailed)
 			}
 			return nil
 		})
-		if st.DeliveringReason != webhooksv1alpha1.ReasonEgressRefused || !strings.Contains(st.LastDelivery.Error, "refused by the egress policy") {
+		// Only that: no address, no rule, nothing a port scan could use.
+		if st.DeliveringReason != webhooksv1alpha1.ReasonEgressRefused || st.LastDelivery.Error != "refused by the egress policy; gave up after 1 attempts (maxAttempts)" {
 			t.Errorf("%s: reason %s, error %q", uid, st.DeliveringReason, st.LastDelivery.Error)
 		}
 	}

@@ -13,35 +13,50 @@ import (
 )
 
 // Reasons an EgressPolicy gives for refusing a destination. They appear in
-// EgressRefusedError.Reason and so in the error text shown on the resource.
+// EgressRefusedError.Reason, the manager's log and its metrics; status says
+// only "refused by the egress policy".
 const (
 	egressReasonLoopback    = "loopback"
 	egressReasonLinkLocal   = "link-local"
 	egressReasonMetadata    = "cloud metadata"
+	egressReasonPrivate     = "private network"
+	egressReasonShared      = "shared address space (CGNAT)"
 	egressReasonUnspecified = "unspecified"
 	egressReasonMulticast   = "multicast"
 	egressReasonBroadcast   = "broadcast"
+	egressReasonReserved    = "reserved"
 	egressReasonDenied      = "denied by --egress-deny-cidrs"
 	egressReasonInvalid     = "invalid address"
 )
 
 // defaultRefused lists the destinations the default policy refuses, in the
-// order they are checked: the metadata addresses come before link-local so
-// that 169.254.169.254 is reported as what it is.
+// order they are checked: the metadata addresses come before the ranges
+// that hold them, so that each is reported as what it is.
 var defaultRefused = []struct {
 	prefix netip.Prefix
 	reason string
 }{
-	// AWS, GCP, Azure, OpenStack and others serve instance metadata (and
-	// often credentials) here.
+	// Instance metadata (and often credentials): AWS, GCP, Azure,
+	// OpenStack and others at 169.254.169.254; Alibaba Cloud at
+	// 100.100.100.200; Azure's wire server at 168.63.129.16; AWS's IPv6
+	// endpoint fd00:ec2::254 and GCP's fd20:ce::254.
 	{netip.MustParsePrefix("169.254.169.254/32"), egressReasonMetadata},
-	// AWS's IPv6 metadata endpoint: a unique local address, not link-local,
-	// so it needs its own rule.
+	{netip.MustParsePrefix("100.100.100.200/32"), egressReasonMetadata},
+	{netip.MustParsePrefix("168.63.129.16/32"), egressReasonMetadata},
 	{netip.MustParsePrefix("fd00:ec2::254/128"), egressReasonMetadata},
+	{netip.MustParsePrefix("fd20:ce::254/128"), egressReasonMetadata},
 	{netip.MustParsePrefix("127.0.0.0/8"), egressReasonLoopback},
 	{netip.MustParsePrefix("::1/128"), egressReasonLoopback},
 	{netip.MustParsePrefix("169.254.0.0/16"), egressReasonLinkLocal},
 	{netip.MustParsePrefix("fe80::/10"), egressReasonLinkLocal},
+	// Private networks (RFC 1918, IPv6 unique local addresses) hold a
+	// cluster's Pod and Service ranges and the networks around it.
+	{netip.MustParsePrefix("10.0.0.0/8"), egressReasonPrivate},
+	{netip.MustParsePrefix("172.16.0.0/12"), egressReasonPrivate},
+	{netip.MustParsePrefix("192.168.0.0/16"), egressReasonPrivate},
+	{netip.MustParsePrefix("fc00::/7"), egressReasonPrivate},
+	// Carrier-grade NAT space, which some clusters use for Pods.
+	{netip.MustParsePrefix("100.64.0.0/10"), egressReasonShared},
 	// "This network": a destination of 0.0.0.0 reaches the local host on
 	// Linux, and the rest of 0.0.0.0/8 is never a valid destination.
 	{netip.MustParsePrefix("0.0.0.0/8"), egressReasonUnspecified},
@@ -49,6 +64,10 @@ var defaultRefused = []struct {
 	{netip.MustParsePrefix("224.0.0.0/4"), egressReasonMulticast},
 	{netip.MustParsePrefix("ff00::/8"), egressReasonMulticast},
 	{netip.MustParsePrefix("255.255.255.255/32"), egressReasonBroadcast},
+	// The IPv4-compatible form (::a.b.c.d, deprecated) never reaches the
+	// network as such; an address of it that unmapIPv4 leaves (below
+	// ::1.0.0.0) is refused here.
+	{netip.MustParsePrefix("::/96"), egressReasonReserved},
 }
 
 // EgressPolicy decides which destination IP addresses deliveries may connect
@@ -57,18 +76,24 @@ var defaultRefused = []struct {
 //
 // The default policy, NewEgressPolicy(nil, nil), refuses:
 //
+//   - cloud metadata: 169.254.169.254, 100.100.100.200 (Alibaba),
+//     168.63.129.16 (Azure), fd00:ec2::254 (AWS) and fd20:ce::254 (GCP);
 //   - loopback: 127.0.0.0/8 and ::1;
-//   - cloud metadata: 169.254.169.254 and fd00:ec2::254;
 //   - link-local: 169.254.0.0/16 and fe80::/10;
+//   - private networks: 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16 (RFC 1918)
+//     and fc00::/7 (unique local), where a cluster's Pods and Services live;
+//   - shared address space: 100.64.0.0/10 (CGNAT);
 //   - unspecified: 0.0.0.0 (with the rest of 0.0.0.0/8, "this network") and ::;
 //   - multicast: 224.0.0.0/4 and ff00::/8;
-//   - broadcast: 255.255.255.255;
+//   - broadcast: 255.255.255.255.
 //
-// and the IPv4-mapped IPv6 form (::ffff:a.b.c.d) of each of those. Everything
-// else is allowed, including the private ranges of RFC 1918 (10.0.0.0/8,
-// 172.16.0.0/12, 192.168.0.0/16) and IPv6 unique local addresses: receivers
-// running in the same cluster or network are common. Narrow the policy with
-// deny CIDRs to keep deliveries off those ranges.
+// IPv6 forms that carry an IPv4 address are judged as that address: the
+// IPv4-mapped (::ffff:a.b.c.d) and IPv4-compatible (::a.b.c.d) forms, NAT64
+// (64:ff9b::a.b.c.d, RFC 6052) and 6to4 (2002:aabb:ccdd::/48). Otherwise
+// anyone who may create a WebhookConfig could make the manager POST to
+// services inside the cluster, and read in status whether a port answered.
+// Receivers in the cluster or a private network are allowed with
+// --egress-allow-cidrs.
 //
 // Allow CIDRs widen the policy: an address in an allow CIDR is permitted even
 // if a default rule refuses it. Deny CIDRs narrow it: an address in a deny
@@ -126,7 +151,7 @@ func (p *EgressPolicy) Check(ip netip.Addr) error {
 		return &EgressRefusedError{IP: ip, Reason: egressReasonInvalid}
 	}
 	// Prefix.Contains never matches an address with a zone, so drop it.
-	a := ip.WithZone("").Unmap()
+	a := unmapIPv4(ip.WithZone(""))
 	var allow, deny []netip.Prefix
 	if p != nil {
 		allow, deny = p.allow, p.deny
@@ -147,6 +172,37 @@ func (p *EgressPolicy) Check(ip netip.Addr) error {
 		}
 	}
 	return nil
+}
+
+// nat64 is the well-known NAT64 prefix (RFC 6052): 64:ff9b::a.b.c.d reaches
+// a.b.c.d through a NAT64 gateway.
+var nat64 = netip.MustParsePrefix("64:ff9b::/96")
+
+// sixToFour is the 6to4 prefix (RFC 3056): 2002:aabb:ccdd::/48 is routed to
+// the IPv4 address aa.bb.cc.dd.
+var sixToFour = netip.MustParsePrefix("2002::/16")
+
+// unmapIPv4 returns the IPv4 address an IPv6 address carries, in the
+// IPv4-mapped, IPv4-compatible, NAT64 and 6to4 forms, and a unchanged
+// otherwise. An IPv4-compatible address is ::a.b.c.d with a.b.c.d at least
+// 1.0.0.0 (so :: and ::1 stay themselves).
+func unmapIPv4(a netip.Addr) netip.Addr {
+	if !a.Is6() {
+		return a
+	}
+	if a.Is4In6() {
+		return a.Unmap()
+	}
+	b := a.As16()
+	switch {
+	case nat64.Contains(a):
+		return netip.AddrFrom4([4]byte(b[12:16]))
+	case sixToFour.Contains(a):
+		return netip.AddrFrom4([4]byte(b[2:6]))
+	case b[0]|b[1]|b[2]|b[3]|b[4]|b[5]|b[6]|b[7]|b[8]|b[9]|b[10]|b[11] == 0 && b[12] != 0:
+		return netip.AddrFrom4([4]byte(b[12:16]))
+	}
+	return a
 }
 
 // Control returns a function for net.Dialer.ControlContext that refuses
@@ -171,7 +227,8 @@ type EgressRefusedError struct {
 	// IP is the refused address, as it was dialled.
 	IP netip.Addr
 	// Reason names the rule that refused it: "loopback", "link-local",
-	// "cloud metadata", "unspecified", "multicast", "broadcast",
+	// "cloud metadata", "private network", "shared address space (CGNAT)",
+	// "unspecified", "multicast", "broadcast", "reserved",
 	// "denied by --egress-deny-cidrs" or "invalid address".
 	Reason string
 }

@@ -48,11 +48,10 @@ func (r *attemptResult) errorText(timeout time.Duration) string {
 	case r.err == nil:
 		return fmt.Sprintf("receiver answered %d %s", r.statusCode, http.StatusText(r.statusCode))
 	case r.refused:
-		var refused *EgressRefusedError
-		if errors.As(r.err, &refused) {
-			return refused.Error()
-		}
-		return r.err.Error()
+		// Which address and rule refused it is for the manager's log and
+		// metrics only: status must not tell whoever may create a
+		// WebhookConfig what a name resolves to inside the cluster.
+		return egressRefusedText
 	case errors.Is(r.err, context.DeadlineExceeded):
 		return fmt.Sprintf("no response within timeoutSeconds (%s)", timeout)
 	default:
@@ -105,6 +104,9 @@ func (s *sender) send(ctx context.Context, ep *endpoint.Endpoint, eventID string
 	_ = resp.Body.Close()
 	return attemptResult{statusCode: resp.StatusCode, retryAfter: resp.Header.Get("Retry-After"), duration: time.Since(start)}
 }
+
+// egressRefusedText is all status says of an attempt the egress policy refused.
+const egressRefusedText = "refused by the egress policy"
 
 // contentTypeJSON is every delivery's Content-Type header value; requests
 // share it, and the transport only reads it.

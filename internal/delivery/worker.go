@@ -466,6 +466,9 @@ func (w *endpointWorker) handle(ctx context.Context, ep *endpoint.Endpoint, dl *
 	if env.metrics != nil {
 		env.metrics.attempt(ep, dl.EventType, &res)
 	}
+	if refused, ok := IsEgressRefused(res.err); ok {
+		env.log.V(1).Info("The egress policy refused a delivery", "namespace", ep.Namespace, "name", ep.Name, "address", refused.IP.String(), "rule", refused.Reason)
+	}
 	now = env.now()
 	dec := decide(ep.Policy, attempt, acceptedAt, now, &res, env.rand)
 	oc.Reason, oc.Error = dec.reason, dec.errText
