@@ -63,6 +63,9 @@ func (r *WebhookConfigReconciler) leader() bool { return r.IsLeader == nil || r.
 type Actions interface {
 	RequestTest(delivery.TestRequest)
 	RequestReplay(delivery.ReplayRequest)
+	// Forget drops the pending, scheduled and failed deliveries kept for a
+	// deleted resource.
+	Forget(types.NamespacedName)
 }
 
 // +kubebuilder:rbac:groups=webhooks.wablast.io,resources=webhookconfigs,verbs=get;list;watch
@@ -127,6 +130,10 @@ func (r *WebhookConfigReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	if err := r.Get(ctx, req.NamespacedName, &whc); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.Registry.Remove(req.NamespacedName)
+			if r.Actions != nil && r.leader() {
+				// Deleted: what was kept for it can never be delivered.
+				r.Actions.Forget(req.NamespacedName)
+			}
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, err

@@ -109,6 +109,9 @@ type Dispatcher struct {
 	// endpoint's worker (retrypump.go).
 	pump pumpState
 
+	// forgotten are the WebhookConfigs deleted lately (Forget).
+	forgotten forgottenSet
+
 	// syncs counts the sync loop's rounds (syncWorkers), so tests can wait
 	// for decisions instead of sleeping.
 	syncs atomic.Int64

@@ -164,6 +164,10 @@ func (d *Dispatcher) publishRetries(ctx context.Context, entries []retryqueue.En
 			d.opts.Logger.Error(err, "Dropping an unreadable entry of the retry queue", "id", e.ID)
 			continue
 		}
+		key := types.NamespacedName{Namespace: ns, Name: name}
+		if d.forgotten.stale(key, dl.AcceptedAt) {
+			continue // its WebhookConfig was deleted (Forget)
+		}
 		msg := store.DeliveryMsg(ns, name, uid, &dl)
 		msg.Header.Set(hdrPumped, "1")
 		f, err := d.js.PublishMsgAsync(msg)
@@ -171,7 +175,6 @@ func (d *Dispatcher) publishRetries(ctx context.Context, entries []retryqueue.En
 			return err
 		}
 		futures = append(futures, f)
-		key := types.NamespacedName{Namespace: ns, Name: name}
 		if len(keys) == 0 || keys[len(keys)-1] != key {
 			keys = append(keys, key)
 		}

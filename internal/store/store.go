@@ -476,6 +476,9 @@ func EventSubject(ns string) string { return SubjEvents + "." + ns }
 
 func DeliverSubject(ns, name string) string { return SubjDeliver + "." + ns + "." + Token(name) }
 
+// RetrySubjects matches the scheduled retries (an external NATS) of one endpoint.
+func RetrySubjects(ns, name string) string { return SubjRetry + "." + ns + "." + Token(name) + ".>" }
+
 func FailedSubject(ns, name string) string { return SubjFailed + "." + ns + "." + Token(name) }
 
 func OutcomeSubject(ns, name string) string { return SubjOutcomes + "." + ns + "." + Token(name) }
