@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -19,6 +20,7 @@ import (
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
 	"github.com/wablast/webhook-operator/internal/delivery"
 	"github.com/wablast/webhook-operator/internal/operator"
+	"github.com/wablast/webhook-operator/internal/store"
 )
 
 func main() {
@@ -67,6 +69,9 @@ func run() error {
 	flag.StringVar(&cfg.IngestAddr, "ingest-bind-address", ":8082", "The address the ingestion API binds to.")
 	flag.Int64Var(&cfg.MaxEventBytes, "max-event-bytes", 262144, "The size limit of one event posted to the ingestion API.")
 	flag.DurationVar(&cfg.AuthCacheTTL, "ingest-auth-cache-ttl", 10*time.Second, "How long ingestion authentication and authorization decisions are cached.")
+	var storeMaxBytes, storeSync string
+	flag.StringVar(&storeMaxBytes, "store-max-bytes", "0", "What the embedded store may keep on disk (JetStream, the idempotency index and the retry queue), as bytes or a quantity such as 800Mi: from 90% of it new events are answered 503 and /readyz fails until deliveries bring it under 80%. 0: 85% of the file system holding --data-dir.")
+	flag.StringVar(&storeSync, "store-sync", "2m", "How the embedded store makes acknowledged events durable against a machine crash: \"always\" (a flush to disk before every acknowledgement) or an interval (a power loss can lose what was acknowledged within it). A process crash loses nothing either way.")
 	var groupCommitDelay time.Duration
 	flag.DurationVar(&groupCommitDelay, "group-commit-delay", delivery.DefaultGroupCommitDelay, "With the embedded NATS server: how long a write of deliveries to a busy endpoint waits for more to join it (a write after a single delivery never waits); 0 turns it off.")
 	flag.IntVar(&cfg.MaxConcurrentReconciles, "max-concurrent-reconciles", 4, "How many WebhookConfigs are reconciled in parallel.")
@@ -74,6 +79,14 @@ func run() error {
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	cfg.GroupCommitDelay = groupCommitDelay
+	q, err := resource.ParseQuantity(storeMaxBytes)
+	if err != nil {
+		return fmt.Errorf("invalid --store-max-bytes %q: %w", storeMaxBytes, err)
+	}
+	cfg.StoreMaxBytes = q.Value()
+	if cfg.StoreSync, err = store.ParseSync(storeSync); err != nil {
+		return err
+	}
 	if groupCommitDelay <= 0 {
 		cfg.GroupCommitDelay = -1 // off
 	}

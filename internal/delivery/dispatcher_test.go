@@ -162,9 +162,17 @@ type harness struct {
 	egress  *EgressPolicy
 	// tune adjusts the dispatcher's options before each start.
 	tune func(*Options)
+	// storeOpts are the store's options (DataDir is the harness's).
+	storeOpts store.Options
 }
 
 func newHarness(t *testing.T, dataDir string, egress *EgressPolicy) *harness {
+	t.Helper()
+	return newHarnessWithStore(t, dataDir, egress, store.Options{})
+}
+
+// newHarnessWithStore is newHarness with the store's options.
+func newHarnessWithStore(t *testing.T, dataDir string, egress *EgressPolicy, so store.Options) *harness {
 	t.Helper()
 	if dataDir == "" {
 		dataDir = t.TempDir()
@@ -175,7 +183,7 @@ func newHarness(t *testing.T, dataDir string, egress *EgressPolicy) *harness {
 			t.Fatal(err)
 		}
 	}
-	h := &harness{t: t, dataDir: dataDir, reg: endpoint.NewMemoryRegistry(), egress: egress}
+	h := &harness{t: t, dataDir: dataDir, reg: endpoint.NewMemoryRegistry(), egress: egress, storeOpts: so}
 	h.reg.MarkSynced()
 	h.start()
 	t.Cleanup(h.stop)
@@ -186,7 +194,9 @@ func (h *harness) start() {
 	h.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
-	st, err := store.Open(ctx, store.Options{DataDir: h.dataDir})
+	so := h.storeOpts
+	so.DataDir = h.dataDir
+	st, err := store.Open(ctx, so)
 	if err != nil {
 		h.t.Fatal(err)
 	}

@@ -89,6 +89,9 @@ func (d *Dispatcher) Enqueue(ctx context.Context, events []Event) ([]EnqueueResu
 		// Before the registry is rebuilt, subscribers are unknown.
 		return nil, fmt.Errorf("%w: the endpoint registry is still loading", store.ErrUnavailable)
 	}
+	if err := d.opts.Store.Writable(); err != nil {
+		return nil, err // full: refused until deliveries drain it
+	}
 	nowT := d.opts.Now().UTC()
 	plan, err := planEnqueue(events, nowT.Format(time.RFC3339Nano), d.opts.Registry.Subscribers)
 	if err != nil {
@@ -142,9 +145,17 @@ func (d *Dispatcher) Enqueue(ctx context.Context, events []Event) ([]EnqueueResu
 		}
 	}
 	keys := make([]types.NamespacedName, len(plan.direct))
+	var wrote int64
 	for i, g := range plan.direct {
 		keys[i] = g.ep.Key()
+		for j := range g.ds {
+			wrote += int64(len(g.ds[j].Body))
+		}
 	}
+	for _, e := range plan.withID {
+		wrote += int64(len(e.body)) // its deliveries come with the fan-out
+	}
+	d.opts.Store.Wrote(wrote)
 	d.want(keys...)
 	if d.opts.Metrics != nil {
 		d.opts.Metrics.accepted(events, results)

@@ -53,6 +53,9 @@ const (
 	// CodeStoreUnavailable (503): the event store did not acknowledge the
 	// events; nothing may be assumed stored. Retry with the same ids.
 	CodeStoreUnavailable = "store_unavailable"
+	// CodeStoreFull (503): the event store holds as much as its bound allows;
+	// retry once deliveries have drained it.
+	CodeStoreFull = "store_full"
 	// CodeAuthUnavailable (503): the token could not be checked because the
 	// Kubernetes API did not answer. Retry.
 	CodeAuthUnavailable = "auth_unavailable"

@@ -18,6 +18,7 @@ import (
 
 	"github.com/wablast/webhook-operator/internal/catalog"
 	"github.com/wablast/webhook-operator/internal/delivery"
+	"github.com/wablast/webhook-operator/internal/store"
 	"github.com/wablast/webhook-operator/internal/textutil"
 )
 
@@ -353,6 +354,10 @@ func (s *Server) enqueueError(ctx context.Context, events []delivery.Event, resu
 	log := logr.FromContextOrDiscard(ctx)
 	if len(events) > 0 {
 		log = log.WithValues("namespace", events[0].Namespace)
+	}
+	if errors.Is(err, store.ErrFull) {
+		return newError(http.StatusServiceUnavailable, CodeStoreFull,
+			"the event store is full: none of these events was accepted; retry later (deliveries are draining it)")
 	}
 	if err != nil {
 		log.Error(err, "Enqueueing events failed", "events", len(events))

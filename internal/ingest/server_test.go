@@ -393,6 +393,11 @@ func TestErrorsNameTheProblem(t *testing.T) {
 			enqErr: fmt.Errorf("publishing: %w", store.ErrUnavailable),
 			status: 503, code: CodeStoreUnavailable, message: "the event store did not acknowledge the events", enqueued: true,
 		},
+		"a full store is a 503 that says so": {
+			req:    request{contentType: "application/json", body: validEvent},
+			enqErr: store.ErrFull,
+			status: 503, code: CodeStoreFull, message: "the event store is full", enqueued: true,
+		},
 		"an enqueue failure of a batch is a 503, never a 202": {
 			req:    request{contentType: "application/x-ndjson", body: validEvent + "\n" + validEvent + "\n"},
 			enqErr: errors.New("timeout"),

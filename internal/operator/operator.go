@@ -54,6 +54,11 @@ type Config struct {
 	MaxEventBytes int64
 	// AuthCacheTTL is how long ingestion authorization decisions are cached.
 	AuthCacheTTL time.Duration
+	// StoreMaxBytes is store.Options.MaxBytes (0: 85% of the data
+	// directory's file system with the embedded server).
+	StoreMaxBytes int64
+	// StoreSync is store.Options.Sync (0: every 2 minutes).
+	StoreSync time.Duration
 	// GroupCommitDelay is delivery.Options.GroupCommitDelay: 0 takes the
 	// default, negative turns it off.
 	GroupCommitDelay time.Duration
@@ -77,7 +82,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) (*Operator, error)
 	}
 	store, err := store.Open(ctx, store.Options{
 		DataDir: cfg.DataDir, URL: cfg.NATSURL, Replicas: cfg.NATSReplicas, FailedRetention: cfg.FailedRetention,
-		IdempotencyWindow: cfg.IdempotencyWindow,
+		IdempotencyWindow: cfg.IdempotencyWindow, MaxBytes: cfg.StoreMaxBytes, Sync: cfg.StoreSync,
 		Logger:            mgr.GetLogger().WithName("store"),
 	})
 	if err != nil {

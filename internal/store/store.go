@@ -81,6 +81,37 @@ type Options struct {
 	IdempotencyWindow time.Duration
 	// Logger says when Open waits for a JetStream cluster still forming.
 	Logger logr.Logger
+	// MaxBytes bounds what the store keeps: JetStream's file store, and
+	// with the embedded server the idempotency index and the retry queue
+	// together. From 90% of it new events are refused (Writable returns
+	// ErrFull) until deliveries bring it under 80%; the embedded server's
+	// JetStream is capped at it. 0: with the embedded server, 85% of the
+	// file system that holds DataDir; with an external NATS, unbounded
+	// here (the account's limits apply). Negative: unbounded.
+	MaxBytes int64
+	// Sync is how the embedded server makes writes durable against a
+	// machine crash (a process crash loses nothing acknowledged either way):
+	// SyncAlways flushes every write to disk before it is acknowledged; a
+	// positive interval flushes every interval, so a power loss or kernel
+	// crash can lose what was acknowledged within the last interval. Zero
+	// is NATS's default, 2 minutes. Ignored with an external NATS (its
+	// servers' sync_interval applies).
+	Sync time.Duration
+}
+
+// SyncAlways is Options.Sync's value for a flush before every acknowledgement.
+const SyncAlways time.Duration = -1
+
+// ParseSync parses --store-sync: "always", or a positive Go duration.
+func ParseSync(v string) (time.Duration, error) {
+	if v == "always" {
+		return SyncAlways, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("invalid --store-sync %q: want \"always\" or a positive duration such as 2m", v)
+	}
+	return d, nil
 }
 
 // Store is the connection to JetStream, and the embedded server when there is one.
@@ -100,6 +131,11 @@ type Store struct {
 	// with the embedded server; nil with an external NATS, where they are
 	// JetStream message schedules.
 	retries *retryqueue.Queue
+
+	// capacity is the store's bound and usage (capacity.go).
+	capacity     capacity
+	stopCapacity chan struct{}
+	capacityDone chan struct{}
 }
 
 // DedupeGuard is the events stream's own duplicate window with the
@@ -146,6 +182,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		opts.Logger = logr.Discard()
 	}
 	s := &Store{opts: opts}
+	s.capacity.limit.Store(resolveLimit(opts))
 	connOpts := []nats.Option{
 		nats.Name("webhook-operator"),
 		nats.MaxReconnects(-1),
@@ -159,14 +196,23 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		if opts.DataDir == "" {
 			return nil, errors.New("a data directory is required for the embedded NATS server")
 		}
-		srv, err := server.NewServer(&server.Options{
+		sopts := &server.Options{
 			ServerName: "webhook-operator",
 			DontListen: true,
 			JetStream:  true,
 			StoreDir:   opts.DataDir,
-			NoSigs:     true,
-			NoLog:      true,
-		})
+			// The hard cap: the store refuses new events (ErrFull) before it.
+			JetStreamMaxStore: max(s.capacity.limit.Load(), 0),
+			NoSigs:            true,
+			NoLog:             true,
+		}
+		switch {
+		case opts.Sync == SyncAlways:
+			sopts.SyncAlways = true
+		case opts.Sync > 0:
+			sopts.SyncInterval = opts.Sync
+		}
+		srv, err := server.NewServer(sopts)
 		if err != nil {
 			return nil, fmt.Errorf("creating embedded NATS server: %w", err)
 		}
@@ -210,6 +256,12 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		s.Close()
 		return nil, err
 	}
+	if err := s.checkCapacity(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("reading the store's usage: %w", err)
+	}
+	s.stopCapacity, s.capacityDone = make(chan struct{}), make(chan struct{})
+	go s.watchCapacity(s.stopCapacity, s.capacityDone)
 	if s.index != nil {
 		if err := s.reindex(ctx); err != nil {
 			s.Close()
@@ -429,6 +481,11 @@ func (s *Store) StatsBucket() jetstream.KeyValue { return s.kv }
 // Close drains nothing: it closes the connection and shuts the embedded
 // server down. Unacknowledged messages stay in the store for the next start.
 func (s *Store) Close() {
+	if s.stopCapacity != nil {
+		close(s.stopCapacity)
+		<-s.capacityDone
+		s.stopCapacity = nil
+	}
 	if s.nc != nil {
 		s.nc.Close()
 	}
@@ -459,12 +516,13 @@ func (s *Store) Retries() *retryqueue.Queue { return s.retries }
 // stream's duplicate window keeps the ids (an external NATS).
 func (s *Store) Index() *idempotency.Index { return s.index }
 
-// Healthy returns nil when the store can acknowledge writes.
+// Healthy returns nil when the store can acknowledge writes: it is
+// connected, and not full (ErrFull).
 func (s *Store) Healthy() error {
 	if s.nc == nil || !s.nc.IsConnected() {
 		return fmt.Errorf("%w: not connected to NATS", ErrUnavailable)
 	}
-	return nil
+	return s.Writable()
 }
 
 // Token makes a Kubernetes name usable as one NATS subject token: names may
