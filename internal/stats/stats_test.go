@@ -19,23 +19,23 @@ import (
 
 func TestDedupeSetRemembersKeysForTheWindow(t *testing.T) {
 	clk := clocktesting.NewFakeClock(time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC))
-	d := newDedupeSet(2*time.Minute, clk.Now)
-	d.add(1)
+	d := newDedupeSet(2 * time.Minute)
+	d.add(1, clk.Now())
 	clk.Step(30 * time.Second)
-	d.add(2)
+	d.add(2, clk.Now())
 	if !d.has(1) || !d.has(2) || d.has(3) {
 		t.Fatal("keys added within the window must be found, others not")
 	}
 	// Just under the window after key 1: still there, whatever the pruning.
 	clk.Step(89 * time.Second)
-	d.prune()
+	d.prune(clk.Now())
 	if !d.has(1) {
 		t.Fatal("key 1 forgotten before its window passed")
 	}
 	// Well past the window of key 1 (and of its bucket) it goes; key 2 stays.
 	clk.Step(31 * time.Second)
-	d.add(4)
-	d.prune()
+	d.add(4, clk.Now())
+	d.prune(clk.Now())
 	if d.has(1) {
 		t.Fatal("key 1 kept past its window")
 	}
@@ -43,8 +43,8 @@ func TestDedupeSetRemembersKeysForTheWindow(t *testing.T) {
 		t.Fatal("keys inside their window were dropped")
 	}
 	clk.Step(10 * time.Minute)
-	d.add(5)
-	d.prune()
+	d.add(5, clk.Now())
+	d.prune(clk.Now())
 	if d.size() != 1 || !d.has(5) {
 		t.Fatalf("after a long gap only the newest key stays, have %d keys", d.size())
 	}
