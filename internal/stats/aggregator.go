@@ -143,16 +143,16 @@ func (a *Aggregator) applyMsg(m jetstream.Msg) {
 		_ = m.Term()
 		return
 	}
+	seq := meta.Sequence.Stream
+	if a.handled != nil {
+		defer a.handled(seq)
+	}
 	ocs, err := store.DecodeOutcomes(m.Data())
 	if err != nil || len(ocs) == 0 {
 		_ = m.Term()
 		return
 	}
-	seq := meta.Sequence.Stream
 	a.fold(m, seq, ocs)
-	if a.handled != nil {
-		a.handled(seq)
-	}
 }
 
 // fold folds in the outcomes ocs of the message m at stream sequence seq.
