@@ -1,6 +1,13 @@
 // Package stats folds the outcomes of delivery attempts into each
 // endpoint's counters (EndpointStats), once each however often an outcome
 // is recorded, and keeps them in the store's stats bucket: the Aggregator.
+//
+// What changes and what counts is decided apart from the code that acts on
+// it: EndpointStats.apply is made of plain functions of the stats and the
+// outcome (stats.go), and a ledger decides which outcomes are folded in and
+// when their messages are acknowledged (ledger.go, dedupe.go), reading no
+// clock. The Aggregator (aggregator.go) consumes, folds, stores and
+// acknowledges as they decide.
 package stats
 
 import (
