@@ -167,7 +167,7 @@ func (a *Aggregator) fold(m acker, seq uint64, ocs []store.Outcome) {
 		a.stats[uid] = st
 	}
 	verdict := a.ledger.receive(seq, now)
-	if verdict == msgHeld {
+	if verdict == msgAgain {
 		return
 	}
 	for i := range ocs {

@@ -69,9 +69,10 @@ func newLedger() *ledger {
 type msgVerdict uint8
 
 const (
-	// msgHeld: this run received the message already and has not
-	// acknowledged it yet (a redelivery while held). Nothing to do.
-	msgHeld msgVerdict = iota
+	// msgAgain: this run received the message already, within twice the
+	// ack wait: a redelivery while it is held (or after an acknowledgement
+	// that was lost). Nothing to do.
+	msgAgain msgVerdict = iota
 	// msgFold: a new message. Fold in each of its outcomes that is a first
 	// record, then hold it.
 	msgFold
@@ -93,7 +94,7 @@ func (l *ledger) alreadyCounted(seqs []uint64) {
 // received at now, and remembers it as received.
 func (l *ledger) receive(seq uint64, now time.Time) msgVerdict {
 	if _, done := l.applied[seq]; done {
-		return msgHeld
+		return msgAgain
 	}
 	l.applied[seq] = now
 	if l.skip[seq] {

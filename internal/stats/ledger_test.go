@@ -45,7 +45,7 @@ func TestLedgerReceive(t *testing.T) {
 		name:   "a message received again while held is already held",
 		before: func(l *ledger, t0 time.Time) { l.receive(1, t0) },
 		at:     time.Second,
-		want:   msgHeld,
+		want:   msgAgain,
 	}, {
 		name:    "a message an earlier run folded in gives its keys only",
 		earlier: []uint64{1},
@@ -54,7 +54,7 @@ func TestLedgerReceive(t *testing.T) {
 		name:    "a message an earlier run folded in, received again, is already held",
 		earlier: []uint64{1},
 		before:  func(l *ledger, t0 time.Time) { l.receive(1, t0) },
-		want:    msgHeld,
+		want:    msgAgain,
 	}, {
 		name: "a message is remembered for twice the ack wait",
 		before: func(l *ledger, t0 time.Time) {
@@ -62,7 +62,7 @@ func TestLedgerReceive(t *testing.T) {
 			l.prune(t0.Add(2 * statsAckWait))
 		},
 		at:   2 * statsAckWait,
-		want: msgHeld,
+		want: msgAgain,
 	}, {
 		name: "a message received after it was forgotten is new again",
 		before: func(l *ledger, t0 time.Time) {
