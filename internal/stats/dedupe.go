@@ -10,9 +10,9 @@ import (
 )
 
 // dedupeSet remembers 64-bit keys for at least a window, in time buckets so
-// that forgetting old keys costs one map drop per bucket, not a scan.
+// that forgetting old keys costs one map drop per bucket, not a scan. It
+// reads no clock: the caller gives the time to add and prune.
 type dedupeSet struct {
-	now     func() time.Time
 	width   time.Duration
 	buckets []map[uint64]struct{}
 	starts  []time.Time
@@ -21,8 +21,8 @@ type dedupeSet struct {
 // dedupeBuckets is how many buckets cover the window.
 const dedupeBuckets = 12
 
-func newDedupeSet(window time.Duration, now func() time.Time) *dedupeSet {
-	return &dedupeSet{now: now, width: window / dedupeBuckets}
+func newDedupeSet(window time.Duration) *dedupeSet {
+	return &dedupeSet{width: window / dedupeBuckets}
 }
 
 func (d *dedupeSet) has(key uint64) bool {
@@ -34,8 +34,8 @@ func (d *dedupeSet) has(key uint64) bool {
 	return false
 }
 
-func (d *dedupeSet) add(key uint64) {
-	now := d.now()
+// add remembers key as added at now.
+func (d *dedupeSet) add(key uint64, now time.Time) {
 	n := len(d.buckets)
 	if n == 0 || now.Sub(d.starts[n-1]) >= d.width {
 		d.buckets = append(d.buckets, map[uint64]struct{}{})
@@ -48,8 +48,8 @@ func (d *dedupeSet) add(key uint64) {
 // prune drops the buckets whose every key is older than the window. A
 // bucket holds the keys added from its start until the next bucket's start
 // and for no longer than its width.
-func (d *dedupeSet) prune() {
-	cutoff := d.now().Add(-d.width * dedupeBuckets)
+func (d *dedupeSet) prune(now time.Time) {
+	cutoff := now.Add(-d.width * dedupeBuckets)
 	i := 0
 	for i < len(d.starts)-1 {
 		end := d.starts[i].Add(d.width)
