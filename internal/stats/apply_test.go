@@ -97,6 +97,11 @@ func TestCountersAfterAnOutcome(t *testing.T) {
 		oc:     gaveUp("e1", 2),
 		want:   counters{sent: 1, failed: 1, consecutiveFailures: 2},
 	}, {
+		name:   "a give-up of a retry that aged out after its first attempt ends the wait",
+		before: counters{sent: 1, pending: 1, consecutiveFailures: 1},
+		oc:     gaveUp("e1", 1),
+		want:   counters{sent: 1, failed: 1, consecutiveFailures: 1},
+	}, {
 		name:   "a give-up before any attempt sends nothing and fails the event",
 		before: counters{consecutiveFailures: 4},
 		oc:     gaveUp("e1", 0),

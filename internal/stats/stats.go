@@ -93,15 +93,18 @@ func (s *EndpointStats) setCounters(c counters) {
 }
 
 // after returns the counts once oc is folded in. An event is sent when its
-// first attempt is made. An outcome of a later attempt ends the wait of one
-// pending event (the count never goes below zero), and a retrying outcome
+// first attempt is made. An outcome of a later attempt, or of a give-up
+// after attempts were made, ends the wait of one pending event (the count
+// never goes below zero), and a retrying outcome
 // starts one. A success ends a run of failures; an attempt that failed or
 // is to be retried extends it, a give-up without an attempt does not.
 func (c counters) after(oc *store.Outcome) counters {
 	if oc.Attempted && oc.Attempt == 1 {
 		c.sent++
 	}
-	if oc.Attempt > 1 && c.pending > 0 {
+	// A later attempt, or a give-up without an attempt after some were
+	// made (the retry aged out), is of an event that was pending.
+	if (oc.Attempt > 1 || !oc.Attempted && oc.Attempt >= 1) && c.pending > 0 {
 		c.pending--
 	}
 	switch oc.Result {
