@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/wablast/webhook-operator/internal/store"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 )
@@ -68,6 +69,10 @@ func run() error {
 	out := flag.String("out", "", "Write the Markdown report to this file (for example docs/benchmarks.md).")
 	only := flag.String("only", "", "Run only these measurements, comma-separated: "+names()+".")
 	flag.StringVar(&cpuProfilePrefix, "cpuprofile", "", "Write CPU profiles to <value>.<measurement>.pprof (throughput and fan-out profile their timed windows: <value>.throughput-<pass>.pprof, <value>.fanout-bulk.pprof); summarised in the report; beside each, allocation profiles <name>.allocs-before.pprof and <name>.allocs.pprof (compare with go tool pprof -base).")
+	flag.Func("store-sync", `The embedded store's --store-sync in the in-process measurements: "always" or an interval (default 2m); for measuring what a flush before every acknowledgement costs.`, func(v string) (err error) {
+		storeSync, err = store.ParseSync(v)
+		return err
+	})
 	concurrency := flag.Int("c", 32, "Concurrent posters in the throughput measurements.")
 	events := flag.Int("n", 0, "Events per throughput pass (default 20000, 2000 with -quick).")
 	flag.IntVar(&maxInFlight, "max-in-flight", 16, "maxInFlight of the endpoints in the standalone measurements (16 is the CRD default); for exploring what limits throughput.")

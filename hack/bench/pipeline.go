@@ -66,6 +66,9 @@ func defaultPolicy() endpoint.Policy {
 // the CRD default unless -max-in-flight says otherwise.
 var maxInFlight = 16
 
+// storeSync is the pipelines' store.Options.Sync (-store-sync).
+var storeSync time.Duration
+
 // benchEndpoint is an enabled endpoint of benchNS subscribed to every type.
 func benchEndpoint(name, url string, keys [][]byte) endpoint.Endpoint {
 	return endpoint.Endpoint{
@@ -112,7 +115,7 @@ func startPipelineWith(ctx context.Context, eps []endpoint.Endpoint, opts pipeli
 			p.stop()
 		}
 	}()
-	if p.Store, err = store.Open(ctx, store.Options{DataDir: dir, URL: opts.NATSURL}); err != nil {
+	if p.Store, err = store.Open(ctx, store.Options{DataDir: dir, URL: opts.NATSURL, Sync: storeSync}); err != nil {
 		return nil, err
 	}
 	egress, err := delivery.NewEgressPolicy([]string{"127.0.0.0/8"}, nil)
