@@ -3,6 +3,7 @@ package delivery
 import (
 	"fmt"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,10 +22,16 @@ import (
 func TestRetriesWaitOnDiskAcrossACrash(t *testing.T) {
 	var down atomic.Bool
 	down.Store(true)
-	rc := newReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) {
+	var mu sync.Mutex
+	delivered := map[string]int{} // answered 2xx, by webhook-id
+	rc := newReceiver(t, func(_ int, w http.ResponseWriter, r *http.Request) {
 		if down.Load() {
 			w.WriteHeader(http.StatusServiceUnavailable)
+			return
 		}
+		mu.Lock()
+		delivered[r.Header.Get("webhook-id")]++
+		mu.Unlock()
 	})
 	dir := t.TempDir()
 	h := newHarness(t, dir, nil)
@@ -58,8 +65,11 @@ func TestRetriesWaitOnDiskAcrossACrash(t *testing.T) {
 	down.Store(false)
 	h.start()
 	testutil.EventuallyEvery(t, 60*time.Second, 20*time.Millisecond, func() error {
-		if n := len(rc.uniqueIDs()); n != total {
-			return fmt.Errorf("%d of %d arrived", n, total)
+		mu.Lock()
+		n := len(delivered)
+		mu.Unlock()
+		if n != total {
+			return fmt.Errorf("%d of %d delivered", n, total)
 		}
 		if n := h.store.Retries().Len(); n != 0 {
 			return fmt.Errorf("%d retries still queued", n)

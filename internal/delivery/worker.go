@@ -12,6 +12,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/semaphore"
 	"k8s.io/apimachinery/pkg/types"
 
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
@@ -65,14 +66,9 @@ type endpointWorker struct {
 	closing  bool
 	stopOnce sync.Once
 
-	// Attempts run on the worker's attempt goroutines, at most maxInFlight
-	// of them (a batch message carries many deliveries): slots holds one
-	// token per goroutine alive, jobs hands an attempt to an idle one. They
-	// end after attempterIdle without work, so an endpoint that is quiet
-	// costs no goroutines, while a busy one reuses them (and their grown
-	// stacks) instead of starting one per attempt.
-	slots chan struct{}
-	jobs  chan attemptJob
+	// attempts bounds the attempts in flight at maxInFlight (a batch
+	// message carries many deliveries); each runs on a goroutine of its own.
+	attempts *semaphore.Weighted
 	// dispatchMu lets one batch message at a time hand out its deliveries.
 	dispatchMu sync.Mutex
 
@@ -115,8 +111,7 @@ func (w *endpointWorker) stopped() bool { return w.done.Load() }
 func (w *endpointWorker) start(parent context.Context) error {
 	ep := w.ep.Load()
 	w.touch()
-	w.slots = make(chan struct{}, max(ep.Policy.MaxInFlight, 1))
-	w.jobs = make(chan attemptJob)
+	w.attempts = semaphore.NewWeighted(int64(max(ep.Policy.MaxInFlight, 1)))
 	w.held = map[jetstream.Msg]struct{}{}
 	w.ctx, w.cancel = context.WithCancel(parent)
 	cons, err := w.env.js.CreateOrUpdateConsumer(w.ctx, store.StreamDeliveries, jetstream.ConsumerConfig{
@@ -223,46 +218,19 @@ type attemptJob struct {
 	done func(settlement)
 }
 
-// attemptIdle is how long an attempt goroutine waits for work before it ends.
-const attemptIdle = 2 * time.Second
-
-// attempt hands job to an idle attempt goroutine, or starts one when fewer
-// than maxInFlight run, or waits for one to be free. It returns false, and
-// job is not run, when ctx ends first.
+// attempt runs job on a goroutine of its own once fewer than maxInFlight
+// attempts are in flight. It returns false, and job is not run, when ctx
+// ends first. (Goroutines kept for reuse, tried before, measured within
+// the noise of this: docs/benchmarks.md's history.)
 func (w *endpointWorker) attempt(ctx context.Context, job attemptJob) bool {
-	select {
-	case w.jobs <- job:
-		return true
-	default:
-	}
-	select {
-	case w.jobs <- job:
-		return true
-	case w.slots <- struct{}{}:
-		go w.attempter(job)
-		return true
-	case <-ctx.Done():
+	if err := w.attempts.Acquire(ctx, 1); err != nil {
 		return false
 	}
-}
-
-// attempter runs job, then the jobs it is handed, until it has been idle
-// for attemptIdle or the worker stops.
-func (w *endpointWorker) attempter(job attemptJob) {
-	defer func() { <-w.slots }()
-	idle := time.NewTimer(attemptIdle)
-	defer idle.Stop()
-	for {
+	go func() {
+		defer w.attempts.Release(1)
 		job.done(w.handle(w.ctx, job.ep, job.dl))
-		idle.Reset(attemptIdle)
-		select {
-		case job = <-w.jobs:
-		case <-idle.C:
-			return
-		case <-w.ctx.Done():
-			return
-		}
-	}
+	}()
+	return true
 }
 
 // stop stops taking deliveries, cancels attempts in flight (they are
