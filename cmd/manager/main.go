@@ -71,7 +71,7 @@ func run() error {
 	flag.DurationVar(&cfg.AuthCacheTTL, "ingest-auth-cache-ttl", 10*time.Second, "How long ingestion authentication and authorization decisions are cached.")
 	var storeMaxBytes, storeSync string
 	flag.StringVar(&storeMaxBytes, "store-max-bytes", "0", "What the embedded store may keep on disk (JetStream, the idempotency index and the retry queue), as bytes or a quantity such as 800Mi: from 90% of it new events are answered 503 and /readyz fails until deliveries bring it under 80%. 0: 85% of the file system holding --data-dir.")
-	flag.StringVar(&storeSync, "store-sync", "2m", "How the embedded store makes acknowledged events durable against a machine crash: \"always\" (a flush to disk before every acknowledgement) or an interval (a power loss can lose what was acknowledged within it). A process crash loses nothing either way.")
+	flag.StringVar(&storeSync, "store-sync", "1s", "How the embedded store makes acknowledged events durable against a machine crash: \"always\" (a flush to disk before every acknowledgement) or an interval (a power loss can lose what was acknowledged within it). A process crash loses nothing either way.")
 	var groupCommitDelay time.Duration
 	flag.DurationVar(&groupCommitDelay, "group-commit-delay", delivery.DefaultGroupCommitDelay, "With the embedded NATS server: how long a write of deliveries to a busy endpoint waits for more to join it (a write after a single delivery never waits); 0 turns it off.")
 	flag.IntVar(&cfg.MaxConcurrentReconciles, "max-concurrent-reconciles", 4, "How many WebhookConfigs are reconciled in parallel.")

@@ -94,7 +94,8 @@ type Options struct {
 	// SyncAlways flushes every write to disk before it is acknowledged; a
 	// positive interval flushes every interval, so a power loss or kernel
 	// crash can lose what was acknowledged within the last interval. Zero
-	// is NATS's default, 2 minutes. Ignored with an external NATS (its
+	// is NATS's default, 2 minutes (the manager's --store-sync defaults to
+	// 1s: BenchmarkStoreSync). Ignored with an external NATS (its
 	// servers' sync_interval applies).
 	Sync time.Duration
 }
