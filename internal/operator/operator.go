@@ -83,7 +83,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) (*Operator, error)
 	store, err := store.Open(ctx, store.Options{
 		DataDir: cfg.DataDir, URL: cfg.NATSURL, Replicas: cfg.NATSReplicas, FailedRetention: cfg.FailedRetention,
 		IdempotencyWindow: cfg.IdempotencyWindow, MaxBytes: cfg.StoreMaxBytes, Sync: cfg.StoreSync,
-		Logger:            mgr.GetLogger().WithName("store"),
+		Logger: mgr.GetLogger().WithName("store"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("opening the event store: %w", err)
