@@ -85,7 +85,7 @@ type authFixture struct {
 	auth    *KubeAuthenticator
 }
 
-func newAuthFixture(t *testing.T, objs ...client.Object) *authFixture {
+func newAuthFixture(t testing.TB, objs ...client.Object) *authFixture {
 	t.Helper()
 	f := &authFixture{
 		cluster: &fakeCluster{
