@@ -363,26 +363,9 @@ func (s *Server) enqueueError(ctx context.Context, events []delivery.Event, resu
 	return newError(http.StatusInternalServerError, CodeInternal, "the event store answered inconsistently; retry later with the same ids")
 }
 
-// eventTypeBody is one entry of GET /v1/event-types.
-type eventTypeBody struct {
-	Type        string          `json:"type"`
-	Description string          `json:"description"`
-	Schema      json.RawMessage `json:"schema"`
-	Example     json.RawMessage `json:"example"`
-	// Reserved is true for webhook.test, which cannot be posted.
-	Reserved bool `json:"reserved,omitempty"`
-}
-
+// renderEventTypes renders the body of GET /v1/event-types.
 func renderEventTypes() ([]byte, error) {
-	var body struct {
-		EventTypes []eventTypeBody `json:"eventTypes"`
-	}
-	for _, t := range catalog.Types() {
-		body.EventTypes = append(body.EventTypes, eventTypeBody{
-			Type: t.Name, Description: t.Description, Schema: t.Schema, Example: t.Example, Reserved: t.Reserved,
-		})
-	}
-	return json.Marshal(body)
+	return json.Marshal(catalog.NewList(catalog.Types()))
 }
 
 // handleEventTypes serves GET /v1/event-types: the catalog, no auth.

@@ -10,13 +10,17 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/singleflight"
+
 	"github.com/go-logr/logr"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/cache"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -50,6 +54,10 @@ const (
 	// minIndexRebuildInterval limits rebuilds of the static token index
 	// triggered by unknown tokens.
 	minIndexRebuildInterval = time.Second
+	// decideTimeout bounds one decision. The decision is shared by every
+	// request for the same token and namespace, so it does not end when
+	// the request that started it does.
+	decideTimeout = 10 * time.Second
 )
 
 type tokenHash = [sha256.Size]byte
@@ -59,16 +67,15 @@ type decisionKey struct {
 	namespace string
 }
 
-type decision struct {
-	err     error // nil (allowed), or wrapping ErrUnauthenticated or ErrForbidden
-	expires time.Time
+// flightKey is the key of the decision's singleflight call: the hash and
+// the namespace (the hash has a fixed length, so no separator is needed).
+func (k decisionKey) flightKey() string {
+	return string(k.token[:]) + k.namespace
 }
 
-// call is one decision being made, which concurrent requests for the same
-// key wait for instead of asking the API server again.
-type call struct {
-	done chan struct{}
-	err  error
+// decision is a cached decision.
+type decision struct {
+	err error // nil (allowed), or wrapping ErrUnauthenticated or ErrForbidden
 }
 
 // KubeAuthenticator authorizes bearer tokens against the cluster (CONTRACT
@@ -84,7 +91,9 @@ type call struct {
 //     namespace (else ErrForbidden).
 //
 // Decisions, allow and deny, are cached per (SHA-256 of the token,
-// namespace) for the TTL, so a revoked token or a removed RoleBinding can
+// namespace) for the TTL in an LRU cache of at most 10,000 decisions, and
+// concurrent requests for the same uncached decision share one review
+// (singleflight), so a revoked token or a removed RoleBinding can
 // still post for up to one TTL, and a new RoleBinding takes up to one TTL to
 // apply to a token that was just denied. Errors talking to the API server
 // are not cached. Tokens are kept only as SHA-256 hashes and never logged.
@@ -94,13 +103,12 @@ type KubeAuthenticator struct {
 	clientset kubernetes.Interface
 	secrets   client.Reader
 	ttl       time.Duration
-	now       func() time.Time
-	// maxEntries caps the decision cache.
-	maxEntries int
+	clock     clock.PassiveClock
 
-	mu        sync.Mutex
-	decisions map[decisionKey]decision
-	inflight  map[decisionKey]*call
+	// decisions maps a decisionKey to its decision.
+	decisions *cache.LRUExpireCache
+	// flights makes one decision of concurrent requests for the same key.
+	flights singleflight.Group
 
 	indexMu    sync.Mutex
 	index      map[tokenHash][]string // static token hash -> namespaces
@@ -115,17 +123,21 @@ var _ Authenticator = (*KubeAuthenticator)(nil)
 // ttl is how long decisions are cached, DefaultAuthCacheTTL when <= 0; it
 // is also the longest a static token index is used before it is rebuilt.
 func NewKubeAuthenticator(cs kubernetes.Interface, secrets client.Reader, ttl time.Duration) *KubeAuthenticator {
+	return newKubeAuthenticator(cs, secrets, ttl, clock.RealClock{}, maxCachedDecisions)
+}
+
+// newKubeAuthenticator is NewKubeAuthenticator with a clock and a cap of
+// the decision cache, for tests.
+func newKubeAuthenticator(cs kubernetes.Interface, secrets client.Reader, ttl time.Duration, clk clock.PassiveClock, maxDecisions int) *KubeAuthenticator {
 	if ttl <= 0 {
 		ttl = DefaultAuthCacheTTL
 	}
 	return &KubeAuthenticator{
-		clientset:  cs,
-		secrets:    secrets,
-		ttl:        ttl,
-		now:        time.Now,
-		maxEntries: maxCachedDecisions,
-		decisions:  make(map[decisionKey]decision),
-		inflight:   make(map[decisionKey]*call),
+		clientset: cs,
+		secrets:   secrets,
+		ttl:       ttl,
+		clock:     clk,
+		decisions: cache.NewLRUExpireCacheWithClock(maxDecisions, clk),
 	}
 }
 
@@ -135,59 +147,32 @@ func (a *KubeAuthenticator) Authorize(ctx context.Context, token, namespace stri
 		return fmt.Errorf("%w: no token", ErrUnauthenticated)
 	}
 	key := decisionKey{token: sha256.Sum256([]byte(token)), namespace: namespace}
-
-	a.mu.Lock()
-	if d, ok := a.decisions[key]; ok {
-		if a.now().Before(d.expires) {
-			a.mu.Unlock()
-			return d.err
-		}
-		delete(a.decisions, key)
+	if d, ok := a.decisions.Get(key); ok {
+		return d.(decision).err
 	}
-	if c, ok := a.inflight[key]; ok {
-		a.mu.Unlock()
-		select {
-		case <-c.done:
-			return c.err
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for an authorization decision: %w", ctx.Err())
+	// The decision runs on a context of its own, which keeps ctx's values
+	// (the logger): a request that gives up does not fail the others
+	// waiting for the same decision.
+	flight := a.flights.DoChan(key.flightKey(), func() (any, error) {
+		// A call for this key may have finished between the Get above and
+		// this one starting.
+		if d, ok := a.decisions.Get(key); ok {
+			return nil, d.(decision).err
 		}
-	}
-	c := &call{done: make(chan struct{})}
-	a.inflight[key] = c
-	a.mu.Unlock()
-
-	c.err = a.decide(ctx, token, key)
-
-	a.mu.Lock()
-	delete(a.inflight, key)
-	if errors.Is(c.err, ErrUnauthenticated) || errors.Is(c.err, ErrForbidden) || c.err == nil {
-		a.store(key, c.err)
-	}
-	a.mu.Unlock()
-	close(c.done)
-	return c.err
-}
-
-// store caches a decision; a.mu must be held.
-func (a *KubeAuthenticator) store(key decisionKey, err error) {
-	now := a.now()
-	if len(a.decisions) >= a.maxEntries {
-		for k, d := range a.decisions {
-			if !now.Before(d.expires) {
-				delete(a.decisions, k)
-			}
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), decideTimeout)
+		defer cancel()
+		err := a.decide(ctx, token, key)
+		if err == nil || errors.Is(err, ErrUnauthenticated) || errors.Is(err, ErrForbidden) {
+			a.decisions.Add(key, decision{err: err}, a.ttl)
 		}
-		// Still full of live entries: drop arbitrary ones (map order is
-		// random) to make room for a tenth of the cap.
-		for k := range a.decisions {
-			if len(a.decisions) < a.maxEntries*9/10 {
-				break
-			}
-			delete(a.decisions, k)
-		}
+		return nil, err
+	})
+	select {
+	case res := <-flight:
+		return res.Err
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for an authorization decision: %w", ctx.Err())
 	}
-	a.decisions[key] = decision{err: err, expires: now.Add(a.ttl)}
 }
 
 // decide makes an uncached decision.
@@ -254,7 +239,7 @@ func (a *KubeAuthenticator) review(ctx context.Context, token, namespace string)
 func (a *KubeAuthenticator) staticNamespaces(ctx context.Context, hash tokenHash) ([]string, error) {
 	a.indexMu.Lock()
 	defer a.indexMu.Unlock()
-	age := a.now().Sub(a.indexBuilt)
+	age := a.clock.Now().Sub(a.indexBuilt)
 	namespaces := a.lookup(hash)
 	if a.index == nil || age >= a.ttl || (namespaces == nil && age >= minIndexRebuildInterval) {
 		if err := a.rebuildIndex(ctx); err != nil {
@@ -301,6 +286,6 @@ func (a *KubeAuthenticator) rebuildIndex(ctx context.Context) error {
 		}
 	}
 	a.index = index
-	a.indexBuilt = a.now()
+	a.indexBuilt = a.clock.Now()
 	return nil
 }

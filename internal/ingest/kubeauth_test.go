@@ -17,9 +17,12 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/utils/clock"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlfake "sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	"github.com/wablast/webhook-operator/internal/testutil"
 )
 
 const (
@@ -100,8 +103,7 @@ func newAuthFixture(t testing.TB, objs ...client.Object) *authFixture {
 		secrets: ctrlfake.NewClientBuilder().WithObjects(objs...).Build(),
 		clock:   clocktesting.NewFakeClock(time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)),
 	}
-	f.auth = NewKubeAuthenticator(f.cluster.clientset(), f.secrets, 10*time.Second)
-	f.auth.now = f.clock.Now
+	f.auth = newKubeAuthenticator(f.cluster.clientset(), f.secrets, 10*time.Second, f.clock, maxCachedDecisions)
 	return f
 }
 
@@ -214,7 +216,7 @@ func TestKubeAuthenticatorCache(t *testing.T) {
 		t.Fatalf("%d TokenReviews, want 3", got)
 	}
 	// After the TTL the decision is made again.
-	f.clock.Step(10 * time.Second)
+	f.clock.Step(10*time.Second + time.Millisecond)
 	if err := f.auth.Authorize(ctx, saToken, "a"); err != nil {
 		t.Fatal(err)
 	}
@@ -282,7 +284,7 @@ func TestKubeAuthenticatorSeesNewAndDeletedStaticTokens(t *testing.T) {
 	if err := f.auth.Authorize(ctx, staticTokenA, "b"); !errors.Is(err, ErrForbidden) {
 		t.Fatalf("Authorize in another namespace = %v, want forbidden (a second after the index)", err)
 	}
-	f.clock.Step(5 * time.Second)
+	f.clock.Step(5*time.Second + time.Millisecond)
 	if err := f.auth.Authorize(ctx, staticTokenA, "a"); err != nil {
 		t.Fatalf("Authorize after the TTL = %v", err)
 	}
@@ -290,29 +292,66 @@ func TestKubeAuthenticatorSeesNewAndDeletedStaticTokens(t *testing.T) {
 	if err := f.secrets.Delete(ctx, secret); err != nil {
 		t.Fatal(err)
 	}
-	f.clock.Step(10 * time.Second)
+	f.clock.Step(10*time.Second + time.Millisecond)
 	if err := f.auth.Authorize(ctx, staticTokenA, "a"); !errors.Is(err, ErrUnauthenticated) {
 		t.Fatalf("Authorize after deletion = %v", err)
 	}
 }
 
 func TestKubeAuthenticatorCacheIsCapped(t *testing.T) {
+	ctx := context.Background()
 	f := newAuthFixture(t)
-	f.auth.maxEntries = 10
+	f.auth = newKubeAuthenticator(f.cluster.clientset(), f.secrets, 10*time.Second, f.clock, 10)
 	for i := range 25 {
-		_ = f.auth.Authorize(context.Background(), fmt.Sprintf("garbage-%d", i), "a")
-		f.auth.mu.Lock()
-		n := len(f.auth.decisions)
-		f.auth.mu.Unlock()
-		if n > 10 {
+		_ = f.auth.Authorize(ctx, fmt.Sprintf("garbage-%d", i), "a")
+		if n := len(f.auth.decisions.Keys()); n > 10 {
 			t.Fatalf("%d cached decisions, cap 10", n)
 		}
 	}
+	// The least recently used decisions went: the last 10 tokens are still
+	// decided from the cache, the first is reviewed again.
+	before := f.cluster.tokenReviews.Load()
+	for i := 15; i < 25; i++ {
+		_ = f.auth.Authorize(ctx, fmt.Sprintf("garbage-%d", i), "a")
+	}
+	if got := f.cluster.tokenReviews.Load() - before; got != 0 {
+		t.Fatalf("%d TokenReviews for the 10 most recent tokens, want 0 (cached)", got)
+	}
+	_ = f.auth.Authorize(ctx, "garbage-0", "a")
+	if got := f.cluster.tokenReviews.Load() - before; got != 1 {
+		t.Fatalf("%d TokenReviews for the evicted token, want 1", got)
+	}
 }
 
-func TestKubeAuthenticatorRefusesAnEmptyToken(t *testing.T) {
-	f := newAuthFixture(t)
-	if err := f.auth.Authorize(context.Background(), "", "a"); !errors.Is(err, ErrUnauthenticated) {
-		t.Fatalf("Authorize = %v", err)
+func TestKubeAuthenticatorDecisionOutlivesTheRequestThatStartedIt(t *testing.T) {
+	api := newFakeAPIServer(t)
+	api.users[saToken] = authenticationv1.UserInfo{Username: "system:serviceaccount:a:app"}
+	api.allowed["system:serviceaccount:a:app/a"] = true
+	api.gate = make(chan struct{})
+	auth := newKubeAuthenticator(api.clientset(t, 0, 0), ctrlfake.NewClientBuilder().Build(), 10*time.Second, clock.RealClock{}, maxCachedDecisions)
+
+	first, cancel := context.WithCancel(context.Background())
+	firstDone := make(chan error, 1)
+	go func() { firstDone <- auth.Authorize(first, saToken, "a") }()
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if api.tokenReviews.Load() == 0 {
+			return errors.New("no TokenReview yet")
+		}
+		return nil
+	})
+	// A second request for the same decision waits for the first's review;
+	// then the first request gives up.
+	secondDone := make(chan error, 1)
+	go func() { secondDone <- auth.Authorize(context.Background(), saToken, "a") }()
+	cancel()
+	if err := <-firstDone; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the cancelled request got %v, want context.Canceled", err)
+	}
+	close(api.gate)
+	if err := <-secondDone; err != nil {
+		t.Fatalf("the waiting request got %v, want the shared decision (allowed)", err)
+	}
+	if got := api.tokenReviews.Load(); got != 1 {
+		t.Fatalf("%d TokenReviews, want 1", got)
 	}
 }
