@@ -18,6 +18,7 @@ import (
 
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
 	"github.com/wablast/webhook-operator/internal/delivery"
+	"github.com/wablast/webhook-operator/internal/ingest"
 	"github.com/wablast/webhook-operator/internal/operator"
 )
 
@@ -67,6 +68,14 @@ func run() error {
 	flag.StringVar(&cfg.IngestAddr, "ingest-bind-address", ":8082", "The address the ingestion API binds to.")
 	flag.Int64Var(&cfg.MaxEventBytes, "max-event-bytes", 262144, "The size limit of one event posted to the ingestion API.")
 	flag.DurationVar(&cfg.AuthCacheTTL, "ingest-auth-cache-ttl", 10*time.Second, "How long ingestion authentication and authorization decisions are cached.")
+	flag.IntVar(&cfg.ReviewLimits.MaxConcurrentReviews, "ingest-max-concurrent-reviews", ingest.DefaultMaxConcurrentReviews, "How many TokenReviews of tokens not yet known may run at once; more get 429. Negative: no limit.")
+	flag.Float64Var(&cfg.ReviewLimits.ReviewRate, "ingest-review-rate", ingest.DefaultReviewRate, "TokenReviews a second of tokens not yet known, from all clients (a token bucket); more get 429 with Retry-After. Negative: no limit.")
+	flag.IntVar(&cfg.ReviewLimits.ReviewBurst, "ingest-review-burst", ingest.DefaultReviewBurst, "The burst of --ingest-review-rate.")
+	flag.Float64Var(&cfg.ReviewLimits.ClientReviewRate, "ingest-review-rate-per-client", ingest.DefaultClientReviewRate, "TokenReviews a second of tokens not yet known, from one client address (an IPv6 /64); more get 429 with Retry-After. Negative: no limit.")
+	flag.IntVar(&cfg.ReviewLimits.ClientReviewBurst, "ingest-review-burst-per-client", ingest.DefaultClientReviewBurst, "The burst of --ingest-review-rate-per-client.")
+	var reviewAPIQPS float64
+	flag.Float64Var(&reviewAPIQPS, "ingest-review-api-qps", operator.DefaultReviewAPIQPS, "The client-side rate limit (requests a second) of the Kubernetes client that sends TokenReviews and SubjectAccessReviews, apart from the controller's.")
+	flag.IntVar(&cfg.ReviewAPIBurst, "ingest-review-api-burst", operator.DefaultReviewAPIBurst, "The burst of --ingest-review-api-qps.")
 	var groupCommitDelay time.Duration
 	flag.DurationVar(&groupCommitDelay, "group-commit-delay", delivery.DefaultGroupCommitDelay, "With the embedded NATS server: how long a write of deliveries to a busy endpoint waits for more to join it (a write after a single delivery never waits); 0 turns it off.")
 	flag.IntVar(&cfg.MaxConcurrentReconciles, "max-concurrent-reconciles", 4, "How many WebhookConfigs are reconciled in parallel.")
@@ -74,6 +83,7 @@ func run() error {
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	cfg.GroupCommitDelay = groupCommitDelay
+	cfg.ReviewAPIQPS = float32(reviewAPIQPS)
 	if groupCommitDelay <= 0 {
 		cfg.GroupCommitDelay = -1 // off
 	}

@@ -48,6 +48,10 @@ const (
 	// is not an object, names a member twice in one object, or violates the
 	// schema; the message names the JSON Pointer of the violation.
 	CodeSchemaViolation = "schema_violation"
+	// CodeTooManyRequests (429): the token is not known yet and checking it
+	// would exceed the limits on token reviews (per client address, overall,
+	// or at once). Retry after Retry-After seconds.
+	CodeTooManyRequests = "too_many_requests"
 	// CodeInternal (500): a bug; nothing was accepted.
 	CodeInternal = "internal_error"
 	// CodeStoreUnavailable (503): the event store did not acknowledge the
@@ -65,6 +69,9 @@ type apiError struct {
 	status  int
 	code    string
 	message string
+	// retryAfter, when > 0, is the Retry-After header in seconds; 503
+	// answers without one get defaultRetryAfter.
+	retryAfter int
 	// lines and details are set for CodeInvalidBatch only.
 	lines   []int
 	details []lineError
@@ -90,6 +97,9 @@ type errorDetail struct {
 	Lines   []int       `json:"lines,omitempty"`
 	Details []lineError `json:"details,omitempty"`
 }
+
+// defaultRetryAfter is the Retry-After of a 503, in seconds.
+const defaultRetryAfter = 5
 
 func newError(status int, code, message string) *apiError {
 	return &apiError{status: status, code: code, message: message}

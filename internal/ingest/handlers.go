@@ -99,8 +99,11 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 			}
 			w.Header().Set("WWW-Authenticate", challenge)
 		}
-		if apiErr.status == http.StatusServiceUnavailable {
-			w.Header().Set("Retry-After", "5")
+		switch {
+		case apiErr.retryAfter > 0:
+			w.Header().Set("Retry-After", strconv.Itoa(apiErr.retryAfter))
+		case apiErr.status == http.StatusServiceUnavailable:
+			w.Header().Set("Retry-After", strconv.Itoa(defaultRetryAfter))
 		}
 		s.log.V(1).Info("Refused events", "namespace", namespace, "status", apiErr.status, "code", apiErr.code)
 		writeError(w, apiErr)
@@ -179,6 +182,13 @@ func (s *Server) authError(ctx context.Context, err error, namespace string) *ap
 		return newError(http.StatusUnauthorized, CodeUnauthenticated, err.Error())
 	case errors.Is(err, ErrForbidden):
 		return newError(http.StatusForbidden, CodeForbidden, err.Error())
+	case errors.Is(err, ErrTooManyReviews):
+		e := newError(http.StatusTooManyRequests, CodeTooManyRequests, err.Error())
+		e.retryAfter = defaultRetryAfter
+		if rl, ok := errors.AsType[*RateLimitError](err); ok {
+			e.retryAfter = retryAfterSeconds(rl.RetryAfter)
+		}
+		return e
 	default:
 		logr.FromContextOrDiscard(ctx).Error(err, "Authorization check failed", "namespace", namespace)
 		return newError(http.StatusServiceUnavailable, CodeAuthUnavailable,

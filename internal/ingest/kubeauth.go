@@ -85,10 +85,17 @@ type decision struct {
 //     webhooks.wablast.io/ingest-token: "true" (surrounding whitespace is
 //     ignored; tokens shorter than MinStaticTokenBytes are ignored). It is
 //     allowed in its Secret's namespace and forbidden in every other one.
-//   - Any other token is a Kubernetes token: a TokenReview must
-//     authenticate it (else ErrUnauthenticated), then a SubjectAccessReview
-//     must allow its user to create webhookevents.webhooks.wablast.io in the
-//     namespace (else ErrForbidden).
+//   - A token shaped like a JWT (three segments of base64url) is a
+//     Kubernetes token: a TokenReview must authenticate it (else
+//     ErrUnauthenticated), then a SubjectAccessReview must allow its user
+//     to create webhookevents.webhooks.wablast.io in the namespace (else
+//     ErrForbidden).
+//   - Any other token is refused (ErrUnauthenticated) without a review.
+//
+// Reviews are limited (KubeAuthOptions): a token bucket per client address
+// (from the context, as the Server puts it there), one overall and a
+// number running at once; over them Authorize returns a *RateLimitError
+// and makes no review.
 //
 // Decisions, allow and deny, are cached per (SHA-256 of the token,
 // namespace) for the TTL in an LRU cache of at most 10,000 decisions, and
@@ -109,6 +116,8 @@ type KubeAuthenticator struct {
 	decisions *cache.LRUExpireCache
 	// flights makes one decision of concurrent requests for the same key.
 	flights singleflight.Group
+	// limiter bounds the reviews of tokens not yet decided.
+	limiter *reviewLimiter
 
 	indexMu    sync.Mutex
 	index      map[tokenHash][]string // static token hash -> namespaces
@@ -117,18 +126,41 @@ type KubeAuthenticator struct {
 
 var _ Authenticator = (*KubeAuthenticator)(nil)
 
+// KubeAuthOptions configure a KubeAuthenticator. Zero values take the
+// defaults.
+type KubeAuthOptions struct {
+	// CacheTTL is how long decisions are cached, DefaultAuthCacheTTL when
+	// <= 0; it is also the longest a static token index is used before it
+	// is rebuilt.
+	CacheTTL time.Duration
+	// MaxConcurrentReviews is how many token reviews may run at once
+	// (DefaultMaxConcurrentReviews when 0, no limit when negative).
+	MaxConcurrentReviews int
+	// ReviewRate and ReviewBurst are the token bucket of all reviews:
+	// reviews a second and the burst (DefaultReviewRate and
+	// DefaultReviewBurst when 0; a negative rate is no limit).
+	ReviewRate  float64
+	ReviewBurst int
+	// ClientReviewRate and ClientReviewBurst are the token bucket of each
+	// client address, an IPv6 client's /64 (DefaultClientReviewRate and
+	// DefaultClientReviewBurst when 0; a negative rate is no limit).
+	ClientReviewRate  float64
+	ClientReviewBurst int
+}
+
 // NewKubeAuthenticator returns an authenticator that reviews tokens with cs
 // and reads static token Secrets, across all namespaces, through secrets
 // (in the manager, its cached client, so that a lookup costs no API call).
-// ttl is how long decisions are cached, DefaultAuthCacheTTL when <= 0; it
-// is also the longest a static token index is used before it is rebuilt.
-func NewKubeAuthenticator(cs kubernetes.Interface, secrets client.Reader, ttl time.Duration) *KubeAuthenticator {
-	return newKubeAuthenticator(cs, secrets, ttl, clock.RealClock{}, maxCachedDecisions)
+// Give cs a client rate limit of its own: the reviews of unknown tokens
+// should not starve the controller's requests.
+func NewKubeAuthenticator(cs kubernetes.Interface, secrets client.Reader, opts KubeAuthOptions) *KubeAuthenticator {
+	return newKubeAuthenticator(cs, secrets, opts, clock.RealClock{}, maxCachedDecisions)
 }
 
 // newKubeAuthenticator is NewKubeAuthenticator with a clock and a cap of
 // the decision cache, for tests.
-func newKubeAuthenticator(cs kubernetes.Interface, secrets client.Reader, ttl time.Duration, clk clock.PassiveClock, maxDecisions int) *KubeAuthenticator {
+func newKubeAuthenticator(cs kubernetes.Interface, secrets client.Reader, opts KubeAuthOptions, clk clock.PassiveClock, maxDecisions int) *KubeAuthenticator {
+	ttl := opts.CacheTTL
 	if ttl <= 0 {
 		ttl = DefaultAuthCacheTTL
 	}
@@ -138,6 +170,7 @@ func newKubeAuthenticator(cs kubernetes.Interface, secrets client.Reader, ttl ti
 		ttl:       ttl,
 		clock:     clk,
 		decisions: cache.NewLRUExpireCacheWithClock(maxDecisions, clk),
+		limiter:   newReviewLimiter(opts, clk),
 	}
 }
 
@@ -161,8 +194,8 @@ func (a *KubeAuthenticator) Authorize(ctx context.Context, token, namespace stri
 		}
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), decideTimeout)
 		defer cancel()
-		err := a.decide(ctx, token, key)
-		if err == nil || errors.Is(err, ErrUnauthenticated) || errors.Is(err, ErrForbidden) {
+		err, final := a.decide(ctx, token, key)
+		if final {
 			a.decisions.Add(key, decision{err: err}, a.ttl)
 		}
 		return nil, err
@@ -175,20 +208,38 @@ func (a *KubeAuthenticator) Authorize(ctx context.Context, token, namespace stri
 	}
 }
 
-// decide makes an uncached decision.
-func (a *KubeAuthenticator) decide(ctx context.Context, token string, key decisionKey) error {
+// decide makes an uncached decision. final is true when the decision may
+// be cached: it is an allow or a deny that a review of the token made.
+// Tokens refused for their shape are not cached (refusing them again costs
+// nothing, and caching them would let a flood of garbage evict the
+// decisions of real tokens), nor are failures and refusals by the limits.
+func (a *KubeAuthenticator) decide(ctx context.Context, token string, key decisionKey) (err error, final bool) {
 	namespaces, err := a.staticNamespaces(ctx, key.token)
 	if err != nil {
-		return err
+		return err, false
 	}
 	if namespaces != nil {
 		if slices.Contains(namespaces, key.namespace) {
-			return nil
+			return nil, true
 		}
-		return fmt.Errorf("%w: this static ingest token belongs to another namespace and may not post events in namespace %q", ErrForbidden, key.namespace)
+		return fmt.Errorf("%w: this static ingest token belongs to another namespace and may not post events in namespace %q", ErrForbidden, key.namespace), true
 	}
-	return a.review(ctx, token, key.namespace)
+	if !jwtShaped(token) {
+		return errInvalidToken, false
+	}
+	release, err := a.limiter.acquire(ctx)
+	if err != nil {
+		return err, false
+	}
+	defer release()
+	err = a.review(ctx, token, key.namespace)
+	return err, err == nil || errors.Is(err, ErrUnauthenticated) || errors.Is(err, ErrForbidden)
 }
+
+// errInvalidToken is the answer to every token that is not valid: one
+// message, whatever the reason, so that the answer tells nothing about the
+// token.
+var errInvalidToken = fmt.Errorf("%w: the token is neither a valid Kubernetes token nor a static ingest token", ErrUnauthenticated)
 
 // review checks a Kubernetes token with a TokenReview and a
 // SubjectAccessReview.
@@ -200,7 +251,7 @@ func (a *KubeAuthenticator) review(ctx context.Context, token, namespace string)
 		return fmt.Errorf("reviewing the token: %w", err)
 	}
 	if !tr.Status.Authenticated {
-		return fmt.Errorf("%w: the token is neither a valid Kubernetes token nor a static ingest token", ErrUnauthenticated)
+		return errInvalidToken
 	}
 	user := tr.Status.User
 	extra := make(map[string]authorizationv1.ExtraValue, len(user.Extra))

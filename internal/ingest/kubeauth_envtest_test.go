@@ -124,7 +124,7 @@ func TestKubeAuthenticatorWithAnAPIServer(t *testing.T) {
 	})
 	reviews.Store(0)
 
-	auth := NewKubeAuthenticator(cs, env.Client, 10*time.Second)
+	auth := NewKubeAuthenticator(cs, env.Client, KubeAuthOptions{CacheTTL: 10 * time.Second})
 	ts := newTestServer(t, func(o *Options) { o.Auth = auth })
 
 	tests := []struct {

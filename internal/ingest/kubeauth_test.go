@@ -81,6 +81,13 @@ func tokenSecret(ns, name, token string) *corev1.Secret {
 	}
 }
 
+// unlimitedReviews are the options of tests that are not about the limits
+// on reviews: a TTL of 10 s and no limits.
+var unlimitedReviews = KubeAuthOptions{CacheTTL: 10 * time.Second, MaxConcurrentReviews: -1, ReviewRate: -1, ClientReviewRate: -1}
+
+// unknownJWT is a token shaped like a JWT that no API server knows.
+const unknownJWT = "eyJhbGciOiJSUzI1NiJ9.unknown-token.sig"
+
 type authFixture struct {
 	cluster *fakeCluster
 	secrets client.Client
@@ -103,7 +110,7 @@ func newAuthFixture(t testing.TB, objs ...client.Object) *authFixture {
 		secrets: ctrlfake.NewClientBuilder().WithObjects(objs...).Build(),
 		clock:   clocktesting.NewFakeClock(time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)),
 	}
-	f.auth = newKubeAuthenticator(f.cluster.clientset(), f.secrets, 10*time.Second, f.clock, maxCachedDecisions)
+	f.auth = newKubeAuthenticator(f.cluster.clientset(), f.secrets, unlimitedReviews, f.clock, maxCachedDecisions)
 	return f
 }
 
@@ -121,8 +128,11 @@ func TestKubeAuthenticatorDecisions(t *testing.T) {
 		"a ServiceAccount token is forbidden where it is not bound": {
 			token: saToken, namespace: "b", want: ErrForbidden, reviews: 1,
 		},
-		"a garbage token is unauthenticated": {
-			token: "garbage", namespace: "a", want: ErrUnauthenticated, reviews: 1,
+		"a garbage token is unauthenticated without a TokenReview": {
+			token: "garbage", namespace: "a", want: ErrUnauthenticated, reviews: 0,
+		},
+		"an unknown token shaped like a JWT is unauthenticated by a TokenReview": {
+			token: unknownJWT, namespace: "a", want: ErrUnauthenticated, reviews: 1,
 		},
 		"a static token is allowed in its Secret's namespace without a TokenReview": {
 			token: staticTokenA, namespace: "a", want: nil, reviews: 0,
@@ -134,10 +144,10 @@ func TestKubeAuthenticatorDecisions(t *testing.T) {
 			token: "static-token-with-a-newline-000", namespace: "c", want: nil, reviews: 0,
 		},
 		"a static token shorter than 16 bytes is ignored": {
-			token: "short", namespace: "a", want: ErrUnauthenticated, reviews: 1,
+			token: "short", namespace: "a", want: ErrUnauthenticated, reviews: 0,
 		},
 		"a static token in a Secret without the label is not a static token": {
-			token: "unlabelled-token-0123456789", namespace: "a", want: ErrUnauthenticated, reviews: 1,
+			token: "unlabelled-token-0123456789", namespace: "a", want: ErrUnauthenticated, reviews: 0,
 		},
 		"a static token shared by two namespaces is allowed in both": {
 			token: "shared-token-0123456789", namespace: "b", want: nil, reviews: 0,
@@ -201,7 +211,7 @@ func TestKubeAuthenticatorCache(t *testing.T) {
 		if err := f.auth.Authorize(ctx, saToken, "a"); err != nil {
 			t.Fatal(err)
 		}
-		if err := f.auth.Authorize(ctx, "garbage", "a"); !errors.Is(err, ErrUnauthenticated) {
+		if err := f.auth.Authorize(ctx, unknownJWT, "a"); !errors.Is(err, ErrUnauthenticated) {
 			t.Fatal(err)
 		}
 	}
@@ -275,18 +285,20 @@ func TestKubeAuthenticatorSeesNewAndDeletedStaticTokens(t *testing.T) {
 	if err := f.secrets.Create(ctx, secret); err != nil {
 		t.Fatal(err)
 	}
-	// The deny is cached for the TTL; a new token is found as soon as the
-	// decision expires, even though the index is younger than the TTL.
-	f.clock.Step(5 * time.Second)
+	// A token that is not shaped like a JWT is refused without a review,
+	// and that refusal is not cached: the new token is found as soon as the
+	// index may be rebuilt (a second), though the index is younger than
+	// the TTL.
+	f.clock.Step(500 * time.Millisecond)
 	if err := f.auth.Authorize(ctx, staticTokenA, "a"); !errors.Is(err, ErrUnauthenticated) {
-		t.Fatalf("Authorize within the TTL of the deny = %v", err)
+		t.Fatalf("Authorize within a second of the index = %v", err)
+	}
+	f.clock.Step(500 * time.Millisecond)
+	if err := f.auth.Authorize(ctx, staticTokenA, "a"); err != nil {
+		t.Fatalf("Authorize a second after the index = %v", err)
 	}
 	if err := f.auth.Authorize(ctx, staticTokenA, "b"); !errors.Is(err, ErrForbidden) {
-		t.Fatalf("Authorize in another namespace = %v, want forbidden (a second after the index)", err)
-	}
-	f.clock.Step(5*time.Second + time.Millisecond)
-	if err := f.auth.Authorize(ctx, staticTokenA, "a"); err != nil {
-		t.Fatalf("Authorize after the TTL = %v", err)
+		t.Fatalf("Authorize in another namespace = %v, want forbidden", err)
 	}
 	// A deleted Secret stops working once the decision and the index expire.
 	if err := f.secrets.Delete(ctx, secret); err != nil {
@@ -301,9 +313,9 @@ func TestKubeAuthenticatorSeesNewAndDeletedStaticTokens(t *testing.T) {
 func TestKubeAuthenticatorCacheIsCapped(t *testing.T) {
 	ctx := context.Background()
 	f := newAuthFixture(t)
-	f.auth = newKubeAuthenticator(f.cluster.clientset(), f.secrets, 10*time.Second, f.clock, 10)
+	f.auth = newKubeAuthenticator(f.cluster.clientset(), f.secrets, unlimitedReviews, f.clock, 10)
 	for i := range 25 {
-		_ = f.auth.Authorize(ctx, fmt.Sprintf("garbage-%d", i), "a")
+		_ = f.auth.Authorize(ctx, fmt.Sprintf("eyJ.garbage-%d.sig", i), "a")
 		if n := len(f.auth.decisions.Keys()); n > 10 {
 			t.Fatalf("%d cached decisions, cap 10", n)
 		}
@@ -312,12 +324,12 @@ func TestKubeAuthenticatorCacheIsCapped(t *testing.T) {
 	// decided from the cache, the first is reviewed again.
 	before := f.cluster.tokenReviews.Load()
 	for i := 15; i < 25; i++ {
-		_ = f.auth.Authorize(ctx, fmt.Sprintf("garbage-%d", i), "a")
+		_ = f.auth.Authorize(ctx, fmt.Sprintf("eyJ.garbage-%d.sig", i), "a")
 	}
 	if got := f.cluster.tokenReviews.Load() - before; got != 0 {
 		t.Fatalf("%d TokenReviews for the 10 most recent tokens, want 0 (cached)", got)
 	}
-	_ = f.auth.Authorize(ctx, "garbage-0", "a")
+	_ = f.auth.Authorize(ctx, "eyJ.garbage-0.sig", "a")
 	if got := f.cluster.tokenReviews.Load() - before; got != 1 {
 		t.Fatalf("%d TokenReviews for the evicted token, want 1", got)
 	}
@@ -328,7 +340,7 @@ func TestKubeAuthenticatorDecisionOutlivesTheRequestThatStartedIt(t *testing.T) 
 	api.users[saToken] = authenticationv1.UserInfo{Username: "system:serviceaccount:a:app"}
 	api.allowed["system:serviceaccount:a:app/a"] = true
 	api.gate = make(chan struct{})
-	auth := newKubeAuthenticator(api.clientset(t, 0, 0), ctrlfake.NewClientBuilder().Build(), 10*time.Second, clock.RealClock{}, maxCachedDecisions)
+	auth := newKubeAuthenticator(api.clientset(t, 0, 0), ctrlfake.NewClientBuilder().Build(), unlimitedReviews, clock.RealClock{}, maxCachedDecisions)
 
 	first, cancel := context.WithCancel(context.Background())
 	firstDone := make(chan error, 1)

@@ -137,10 +137,12 @@ func New(opts Options) (*Server, error) {
 
 // Handler returns the server's HTTP handler, for tests and for serving it
 // from another http.Server. It puts the server's logger in each request's
-// context, as Start does once for all of them through BaseContext.
+// context, and the client's address for the Authenticator's rate limits, as
+// Start does once for all of them through BaseContext and ConnContext.
 func (s *Server) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.handler.ServeHTTP(w, r.WithContext(logr.NewContext(r.Context(), s.log)))
+		ctx := withClientAddr(logr.NewContext(r.Context(), s.log), r.RemoteAddr)
+		s.handler.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
 
@@ -189,7 +191,11 @@ func (s *Server) Start(ctx context.Context) error {
 		// cancelled when ctx is. It carries the logger, for the handlers
 		// and the Authenticator.
 		BaseContext: func(net.Listener) context.Context { return logr.NewContext(context.WithoutCancel(ctx), s.log) },
-		ErrorLog:    slog.NewLogLogger(logr.ToSlogHandler(s.log), slog.LevelError),
+		// The client's address, once per connection rather than per request.
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return withClientAddr(ctx, c.RemoteAddr().String())
+		},
+		ErrorLog: slog.NewLogLogger(logr.ToSlogHandler(s.log), slog.LevelError),
 	}
 	s.log.Info("Serving the ingestion API", "address", s.addr)
 	served := make(chan error, 1)
