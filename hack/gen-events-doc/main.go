@@ -94,6 +94,7 @@ var errorCodes = []apiErrorCode{
 	{422, ingest.CodeUnknownEventType, "`type` is not one of the event types below."},
 	{422, ingest.CodeReservedEventType, "`type` is `webhook.test`, which only the operator sends."},
 	{422, ingest.CodeSchemaViolation, "`data` does not match the type's schema: it is not a JSON object, it names the same member twice in one object (parsers disagree on which value counts, so the schema could have checked the other one; the message names the member and the object's JSON Pointer), or it violates the schema (the message names the JSON Pointer of the first violation, such as `/to`)."},
+	{429, ingest.CodeTooManyRequests, "The token is not known yet and checking it would exceed the limits on `TokenReview`s (per client address, overall, or at once). Nothing was checked; retry after `Retry-After` seconds."},
 	{500, ingest.CodeInternal, "A bug in the dispatcher. Nothing is known to be accepted; retry with the same ids."},
 	{503, ingest.CodeStoreUnavailable, "The event store did not acknowledge the events. Nothing is known to be accepted; retry (after `Retry-After` seconds) with the same ids."},
 	{503, ingest.CodeAuthUnavailable, "The token could not be checked because the Kubernetes API did not answer. Retry."},
