@@ -41,6 +41,11 @@ const (
 	// shorter tokens are ignored (and logged, without their value).
 	MinStaticTokenBytes = 16
 
+	// TokenAudience is the audience of the ServiceAccount tokens the
+	// ingestion API accepts: a projected token requested for it is valid for
+	// this API and for no other.
+	TokenAudience = "webhooks.wablast.io"
+
 	// The resource attributes a Kubernetes token's user must be allowed.
 	authzVerb     = "create"
 	authzGroup    = "webhooks.wablast.io"
@@ -85,11 +90,14 @@ type decision struct {
 //     webhooks.wablast.io/ingest-token: "true" (surrounding whitespace is
 //     ignored; tokens shorter than MinStaticTokenBytes are ignored). It is
 //     allowed in its Secret's namespace and forbidden in every other one.
-//   - A token shaped like a JWT (three segments of base64url) is a
-//     Kubernetes token: a TokenReview must authenticate it (else
+//   - A token shaped like a JWT (three segments of base64url) whose
+//     payload claims the audience TokenAudience is a Kubernetes token: a
+//     TokenReview for that audience must authenticate it (else
 //     ErrUnauthenticated), then a SubjectAccessReview must allow its user
 //     to create webhookevents.webhooks.wablast.io in the namespace (else
 //     ErrForbidden).
+//     With AcceptAPIServerTokens, a JWT that does not claim TokenAudience
+//     is reviewed for the API server's own audiences instead.
 //   - Any other token is refused (ErrUnauthenticated) without a review.
 //
 // Reviews are limited (KubeAuthOptions): a token bucket per client address
@@ -118,6 +126,8 @@ type KubeAuthenticator struct {
 	flights singleflight.Group
 	// limiter bounds the reviews of tokens not yet decided.
 	limiter *reviewLimiter
+	// acceptAPIServerTokens is KubeAuthOptions.AcceptAPIServerTokens.
+	acceptAPIServerTokens bool
 
 	indexMu    sync.Mutex
 	index      map[tokenHash][]string // static token hash -> namespaces
@@ -146,6 +156,12 @@ type KubeAuthOptions struct {
 	// DefaultClientReviewBurst when 0; a negative rate is no limit).
 	ClientReviewRate  float64
 	ClientReviewBurst int
+	// AcceptAPIServerTokens accepts ServiceAccount tokens issued for the API
+	// server's own audience besides those for TokenAudience, for producers
+	// that cannot request a projected token yet. Such a token is also a
+	// credential for the whole API server, so the ingestion API (and anyone
+	// who can read its traffic) holds more than it needs. Off by default.
+	AcceptAPIServerTokens bool
 }
 
 // NewKubeAuthenticator returns an authenticator that reviews tokens with cs
@@ -171,6 +187,8 @@ func newKubeAuthenticator(cs kubernetes.Interface, secrets client.Reader, opts K
 		clock:     clk,
 		decisions: cache.NewLRUExpireCacheWithClock(maxDecisions, clk),
 		limiter:   newReviewLimiter(opts, clk),
+
+		acceptAPIServerTokens: opts.AcceptAPIServerTokens,
 	}
 }
 
@@ -227,12 +245,24 @@ func (a *KubeAuthenticator) decide(ctx context.Context, token string, key decisi
 	if !jwtShaped(token) {
 		return errInvalidToken, false
 	}
+	// The audiences the token claims choose the review; the API server
+	// checks the claim. A token for the API server itself is refused
+	// without a review unless such tokens are accepted.
+	var audiences []string
+	switch {
+	case claimsAudience(token, TokenAudience):
+		audiences = []string{TokenAudience}
+	case a.acceptAPIServerTokens:
+		// nil: the API server's own audiences.
+	default:
+		return errInvalidToken, false
+	}
 	release, err := a.limiter.acquire(ctx)
 	if err != nil {
 		return err, false
 	}
 	defer release()
-	err = a.review(ctx, token, key.namespace)
+	err = a.review(ctx, token, audiences, key.namespace)
 	return err, err == nil || errors.Is(err, ErrUnauthenticated) || errors.Is(err, ErrForbidden)
 }
 
@@ -241,17 +271,25 @@ func (a *KubeAuthenticator) decide(ctx context.Context, token string, key decisi
 // token.
 var errInvalidToken = fmt.Errorf("%w: the token is neither a valid Kubernetes token nor a static ingest token", ErrUnauthenticated)
 
-// review checks a Kubernetes token with a TokenReview and a
-// SubjectAccessReview.
-func (a *KubeAuthenticator) review(ctx context.Context, token, namespace string) error {
+// review checks a Kubernetes token with a TokenReview for these audiences
+// (nil: the API server's) and a SubjectAccessReview.
+func (a *KubeAuthenticator) review(ctx context.Context, token string, audiences []string, namespace string) error {
 	tr, err := a.clientset.AuthenticationV1().TokenReviews().Create(ctx, &authenticationv1.TokenReview{
-		Spec: authenticationv1.TokenReviewSpec{Token: token},
+		Spec: authenticationv1.TokenReviewSpec{Token: token, Audiences: audiences},
 	}, metav1.CreateOptions{})
 	if err != nil {
 		return fmt.Errorf("reviewing the token: %w", err)
 	}
 	if !tr.Status.Authenticated {
 		return errInvalidToken
+	}
+	// An authenticator that does not know audiences may authenticate the
+	// token without checking them; the API server then leaves them out of
+	// the status, and the token is not known to be meant for this API.
+	for _, want := range audiences {
+		if !slices.Contains(tr.Status.Audiences, want) {
+			return errInvalidToken
+		}
 	}
 	user := tr.Status.User
 	extra := make(map[string]authorizationv1.ExtraValue, len(user.Extra))

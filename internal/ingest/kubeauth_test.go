@@ -26,8 +26,13 @@ import (
 )
 
 const (
-	saToken      = "eyJhbGciOiJSUzI1NiJ9.service-account-token.sig"
-	staticTokenA = "static-token-of-namespace-a-0123456789"
+	// saToken is shaped like a ServiceAccount token for TokenAudience:
+	// {"aud":["webhooks.wablast.io"],"sub":"system:serviceaccount:a:app"}.
+	saToken = "eyJhbGciOiJSUzI1NiJ9.eyJhdWQiOlsid2ViaG9va3Mud2FibGFzdC5pbyJdLCJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6YTphcHAifQ.c2ln"
+	// apiServerToken is the same for the API server's audience:
+	// {"aud":["https://kubernetes.default.svc"],...}.
+	apiServerToken = "eyJhbGciOiJSUzI1NiJ9.eyJhdWQiOlsiaHR0cHM6Ly9rdWJlcm5ldGVzLmRlZmF1bHQuc3ZjIl0sInN1YiI6InN5c3RlbTpzZXJ2aWNlYWNjb3VudDphOmFwcCJ9.c2ln"
+	staticTokenA   = "static-token-of-namespace-a-0123456789"
 )
 
 // fakeCluster answers TokenReviews and SubjectAccessReviews from tables and
@@ -42,6 +47,9 @@ type fakeCluster struct {
 	reviewErr error
 	// delay slows every TokenReview down.
 	delay time.Duration
+	// audienceUnaware answers as an authenticator that ignores audiences:
+	// authenticated without status.audiences.
+	audienceUnaware bool
 
 	tokenReviews atomic.Int32
 	sars         []authorizationv1.SubjectAccessReviewSpec
@@ -59,7 +67,10 @@ func (c *fakeCluster) clientset() *fake.Clientset {
 		}
 		tr := action.(k8stesting.CreateAction).GetObject().(*authenticationv1.TokenReview).DeepCopy()
 		if user, ok := c.users[tr.Spec.Token]; ok {
-			tr.Status = authenticationv1.TokenReviewStatus{Authenticated: true, User: user}
+			tr.Status = authenticationv1.TokenReviewStatus{Authenticated: true, User: user, Audiences: tr.Spec.Audiences}
+			if c.audienceUnaware {
+				tr.Status.Audiences = nil
+			}
 		}
 		return true, tr, nil
 	})
@@ -85,8 +96,9 @@ func tokenSecret(ns, name, token string) *corev1.Secret {
 // on reviews: a TTL of 10 s and no limits.
 var unlimitedReviews = KubeAuthOptions{CacheTTL: 10 * time.Second, MaxConcurrentReviews: -1, ReviewRate: -1, ClientReviewRate: -1}
 
-// unknownJWT is a token shaped like a JWT that no API server knows.
-const unknownJWT = "eyJhbGciOiJSUzI1NiJ9.unknown-token.sig"
+// unknownJWT is a token shaped like a JWT for TokenAudience that no API
+// server knows.
+const unknownJWT = "eyJhbGciOiJSUzI1NiJ9.eyJhdWQiOlsid2ViaG9va3Mud2FibGFzdC5pbyJdLCJzdWIiOiJ1bmtub3duIn0.c2ln"
 
 type authFixture struct {
 	cluster *fakeCluster
@@ -315,7 +327,7 @@ func TestKubeAuthenticatorCacheIsCapped(t *testing.T) {
 	f := newAuthFixture(t)
 	f.auth = newKubeAuthenticator(f.cluster.clientset(), f.secrets, unlimitedReviews, f.clock, 10)
 	for i := range 25 {
-		_ = f.auth.Authorize(ctx, fmt.Sprintf("eyJ.garbage-%d.sig", i), "a")
+		_ = f.auth.Authorize(ctx, fmt.Sprintf("%s%d", unknownJWT, i), "a")
 		if n := len(f.auth.decisions.Keys()); n > 10 {
 			t.Fatalf("%d cached decisions, cap 10", n)
 		}
@@ -324,12 +336,12 @@ func TestKubeAuthenticatorCacheIsCapped(t *testing.T) {
 	// decided from the cache, the first is reviewed again.
 	before := f.cluster.tokenReviews.Load()
 	for i := 15; i < 25; i++ {
-		_ = f.auth.Authorize(ctx, fmt.Sprintf("eyJ.garbage-%d.sig", i), "a")
+		_ = f.auth.Authorize(ctx, fmt.Sprintf("%s%d", unknownJWT, i), "a")
 	}
 	if got := f.cluster.tokenReviews.Load() - before; got != 0 {
 		t.Fatalf("%d TokenReviews for the 10 most recent tokens, want 0 (cached)", got)
 	}
-	_ = f.auth.Authorize(ctx, "eyJ.garbage-0.sig", "a")
+	_ = f.auth.Authorize(ctx, unknownJWT+"0", "a")
 	if got := f.cluster.tokenReviews.Load() - before; got != 1 {
 		t.Fatalf("%d TokenReviews for the evicted token, want 1", got)
 	}
@@ -338,6 +350,7 @@ func TestKubeAuthenticatorCacheIsCapped(t *testing.T) {
 func TestKubeAuthenticatorDecisionOutlivesTheRequestThatStartedIt(t *testing.T) {
 	api := newFakeAPIServer(t)
 	api.users[saToken] = authenticationv1.UserInfo{Username: "system:serviceaccount:a:app"}
+	api.audiences[saToken] = []string{TokenAudience}
 	api.allowed["system:serviceaccount:a:app/a"] = true
 	api.gate = make(chan struct{})
 	auth := newKubeAuthenticator(api.clientset(t, 0, 0), ctrlfake.NewClientBuilder().Build(), unlimitedReviews, clock.RealClock{}, maxCachedDecisions)
@@ -365,5 +378,13 @@ func TestKubeAuthenticatorDecisionOutlivesTheRequestThatStartedIt(t *testing.T) 
 	}
 	if got := api.tokenReviews.Load(); got != 1 {
 		t.Fatalf("%d TokenReviews, want 1", got)
+	}
+}
+
+func TestKubeAuthenticatorRefusesATokenNotReviewedForItsAudience(t *testing.T) {
+	f := newAuthFixture(t)
+	f.cluster.audienceUnaware = true
+	if err := f.auth.Authorize(context.Background(), saToken, "a"); !errors.Is(err, ErrUnauthenticated) {
+		t.Fatalf("Authorize = %v, want unauthenticated: the review did not confirm the audience", err)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"math"
 	"net"
 	"net/netip"
-	"strings"
 	"sync"
 	"time"
 
@@ -209,26 +208,4 @@ func (l *reviewLimiter) clientBucket(client string) *rate.Limiter {
 	b := rate.NewLimiter(l.clientRate, l.clientBurst)
 	l.clients.Add(client, b, clientBucketIdle)
 	return b
-}
-
-// jwtShaped reports whether token looks like a JSON Web Token in compact
-// serialization, the form of every Kubernetes ServiceAccount token: three
-// non-empty segments of unpadded base64url separated by dots. It reads
-// nothing else, so it costs next to nothing; only such tokens are sent to
-// a TokenReview.
-func jwtShaped(token string) bool {
-	if strings.Count(token, ".") != 2 {
-		return false
-	}
-	for seg := range strings.SplitSeq(token, ".") {
-		if seg == "" {
-			return false
-		}
-		for i := 0; i < len(seg); i++ {
-			if c := seg[i]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-				return false
-			}
-		}
-	}
-	return true
 }

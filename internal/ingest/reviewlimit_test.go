@@ -39,6 +39,7 @@ func startLiveServer(t *testing.T, opts KubeAuthOptions, mutate ...func(*Options
 	t.Helper()
 	api := newFakeAPIServer(t)
 	api.users[saToken] = authenticationv1.UserInfo{Username: "system:serviceaccount:a:app"}
+	api.audiences[saToken] = []string{TokenAudience}
 	api.allowed["system:serviceaccount:a:app/a"] = true
 	clk := clocktesting.NewFakeClock(time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC))
 	auth := newKubeAuthenticator(api.clientset(t, 1000, 1000), ctrlfake.NewClientBuilder().Build(), opts, clk, maxCachedDecisions)
@@ -159,7 +160,7 @@ func TestGarbageTokensCauseNoTokenReview(t *testing.T) {
 	}
 	// Garbage used none of the client's budget: a token shaped like a JWT
 	// is still reviewed, and refused with the same answer.
-	if a := s.post(t, c, fakeJWT(), "a"); a.status != http.StatusUnauthorized || a.message != first.message {
+	if a := s.post(t, c, fakeJWT(TokenAudience), "a"); a.status != http.StatusUnauthorized || a.message != first.message {
 		t.Fatalf("an unknown JWT after the garbage: %+v, want 401 with %q", a, first.message)
 	}
 	if got := s.api.tokenReviews.Load(); got != 1 {
@@ -179,7 +180,7 @@ func TestUnknownTokensAreRateLimitedPerClient(t *testing.T) {
 	}
 	var unauthorized, limited int
 	for range 100 {
-		a := s.post(t, one, fakeJWT(), "a")
+		a := s.post(t, one, fakeJWT(TokenAudience), "a")
 		switch a.status {
 		case http.StatusUnauthorized:
 			unauthorized++
@@ -207,15 +208,15 @@ func TestUnknownTokensAreRateLimitedPerClient(t *testing.T) {
 		t.Fatalf("the cached ServiceAccount token over the limit: %+v, want 202", a)
 	}
 	// Another client address has a bucket of its own.
-	if a := s.post(t, two, fakeJWT(), "a"); a.status != http.StatusUnauthorized {
+	if a := s.post(t, two, fakeJWT(TokenAudience), "a"); a.status != http.StatusUnauthorized {
 		t.Fatalf("another client: %+v, want 401", a)
 	}
 	// The bucket refills at the client rate.
 	s.clock.Step(time.Second / DefaultClientReviewRate)
-	if a := s.post(t, one, fakeJWT(), "a"); a.status != http.StatusUnauthorized {
+	if a := s.post(t, one, fakeJWT(TokenAudience), "a"); a.status != http.StatusUnauthorized {
 		t.Fatalf("after the refill of one review: %+v, want 401", a)
 	}
-	if a := s.post(t, one, fakeJWT(), "a"); a.status != http.StatusTooManyRequests {
+	if a := s.post(t, one, fakeJWT(TokenAudience), "a"); a.status != http.StatusTooManyRequests {
 		t.Fatalf("after that one review: %+v, want 429", a)
 	}
 }
@@ -225,7 +226,7 @@ func TestUnknownTokensAreRateLimitedOverall(t *testing.T) {
 	one, two := clientFrom(t, "127.0.0.1"), clientFrom(t, "127.0.0.2")
 	var got []int
 	for _, c := range []*http.Client{one, two, one, two, one} {
-		got = append(got, s.post(t, c, fakeJWT(), "a").status)
+		got = append(got, s.post(t, c, fakeJWT(TokenAudience), "a").status)
 	}
 	want := []int{401, 401, 401, 429, 429}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
@@ -243,7 +244,7 @@ func TestConcurrentTokenReviewsAreBounded(t *testing.T) {
 	answers := make(chan answer, 6)
 	var wg sync.WaitGroup
 	for range 6 {
-		wg.Go(func() { answers <- s.post(t, c, fakeJWT(), "a") })
+		wg.Go(func() { answers <- s.post(t, c, fakeJWT(TokenAudience), "a") })
 	}
 	// Two reviews wait at the gate; the other four are refused at once.
 	var limited []answer

@@ -55,10 +55,11 @@ type Config struct {
 	MaxEventBytes int64
 	// AuthCacheTTL is how long ingestion authorization decisions are cached.
 	AuthCacheTTL time.Duration
-	// ReviewLimits bound the TokenReviews of tokens the ingestion API does
-	// not know yet (its CacheTTL is ignored: AuthCacheTTL is used). Zero
-	// values take the defaults.
-	ReviewLimits ingest.KubeAuthOptions
+	// IngestAuth configures the ingestion API's authenticator: the limits
+	// on TokenReviews of tokens not known yet, and whether tokens for the
+	// API server's audience are accepted (its CacheTTL is ignored:
+	// AuthCacheTTL is used). Zero values take the defaults.
+	IngestAuth ingest.KubeAuthOptions
 	// ReviewAPIQPS and ReviewAPIBurst are the client rate limit of the
 	// Kubernetes client that makes TokenReviews and SubjectAccessReviews,
 	// apart from the controller's (DefaultReviewAPIQPS and
@@ -161,7 +162,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) (*Operator, error)
 	if err != nil {
 		return nil, err
 	}
-	authOpts := cfg.ReviewLimits
+	authOpts := cfg.IngestAuth
 	authOpts.CacheTTL = cfg.AuthCacheTTL
 	op.Ingest, err = ingest.New(ingest.Options{
 		Addr:          cfg.IngestAddr,
