@@ -21,9 +21,11 @@ const (
 	// namespace name.
 	CodeInvalidNamespace = "invalid_namespace"
 	// CodeUnauthenticated (401): no bearer token, or a token that is neither
-	// a valid Kubernetes token nor a static ingest token.
+	// a valid Kubernetes token nor a static ingest token of the namespace
+	// (a static token of another namespace gets the same answer).
 	CodeUnauthenticated = "unauthenticated"
-	// CodeForbidden (403): the token may not post events in this namespace.
+	// CodeForbidden (403): the Kubernetes token is valid but its user may
+	// not post events in this namespace.
 	CodeForbidden = "forbidden"
 	// CodeNotFound (404): no such path.
 	CodeNotFound = "not_found"

@@ -89,7 +89,9 @@ type decision struct {
 //   - A static token is the "token" key of a Secret labelled
 //     webhooks.wablast.io/ingest-token: "true" (surrounding whitespace is
 //     ignored; tokens shorter than MinStaticTokenBytes are ignored). It is
-//     allowed in its Secret's namespace and forbidden in every other one.
+//     allowed in its Secret's namespace; in every other one it is refused
+//     exactly as an unknown token is (ErrUnauthenticated, same message),
+//     so the answer does not tell that it is valid elsewhere.
 //   - A token shaped like a JWT (three segments of base64url) whose
 //     payload claims the audience TokenAudience is a Kubernetes token: a
 //     TokenReview for that audience must authenticate it (else
@@ -240,7 +242,9 @@ func (a *KubeAuthenticator) decide(ctx context.Context, token string, key decisi
 		if slices.Contains(namespaces, key.namespace) {
 			return nil, true
 		}
-		return fmt.Errorf("%w: this static ingest token belongs to another namespace and may not post events in namespace %q", ErrForbidden, key.namespace), true
+		// Refused as a token that is not valid at all: a 403 would confirm
+		// to whoever holds it that the token is valid somewhere.
+		return errInvalidToken, true
 	}
 	if !jwtShaped(token) {
 		return errInvalidToken, false

@@ -147,7 +147,7 @@ func TestKubeAuthenticatorWithAnAPIServer(t *testing.T) {
 		{"a request without a token is unauthenticated", "-", nsA, http.StatusUnauthorized, CodeUnauthenticated},
 		{"a garbage token is unauthenticated", "Bearer garbage-token", nsA, http.StatusUnauthorized, CodeUnauthenticated},
 		{"a static token posts in its namespace", "Bearer " + staticToken, nsA, http.StatusAccepted, ""},
-		{"a static token cannot post in another namespace", "Bearer " + staticToken, nsB, http.StatusForbidden, CodeForbidden},
+		{"a static token cannot post in another namespace, and is told it is not valid", "Bearer " + staticToken, nsB, http.StatusUnauthorized, CodeUnauthenticated},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

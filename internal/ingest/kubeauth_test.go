@@ -149,8 +149,8 @@ func TestKubeAuthenticatorDecisions(t *testing.T) {
 		"a static token is allowed in its Secret's namespace without a TokenReview": {
 			token: staticTokenA, namespace: "a", want: nil, reviews: 0,
 		},
-		"a static token is forbidden in another namespace": {
-			token: staticTokenA, namespace: "b", want: ErrForbidden, reviews: 0,
+		"a static token is unauthenticated in another namespace, as an unknown token is": {
+			token: staticTokenA, namespace: "b", want: ErrUnauthenticated, reviews: 0,
 		},
 		"a static token with surrounding whitespace in the Secret matches": {
 			token: "static-token-with-a-newline-000", namespace: "c", want: nil, reviews: 0,
@@ -309,8 +309,8 @@ func TestKubeAuthenticatorSeesNewAndDeletedStaticTokens(t *testing.T) {
 	if err := f.auth.Authorize(ctx, staticTokenA, "a"); err != nil {
 		t.Fatalf("Authorize a second after the index = %v", err)
 	}
-	if err := f.auth.Authorize(ctx, staticTokenA, "b"); !errors.Is(err, ErrForbidden) {
-		t.Fatalf("Authorize in another namespace = %v, want forbidden", err)
+	if err := f.auth.Authorize(ctx, staticTokenA, "b"); !errors.Is(err, ErrUnauthenticated) {
+		t.Fatalf("Authorize in another namespace = %v, want unauthenticated", err)
 	}
 	// A deleted Secret stops working once the decision and the index expire.
 	if err := f.secrets.Delete(ctx, secret); err != nil {
