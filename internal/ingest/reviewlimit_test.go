@@ -261,6 +261,13 @@ func TestConcurrentTokenReviewsAreBounded(t *testing.T) {
 			t.Fatalf("answer while 2 reviews run: %+v, want 429 with Retry-After", a)
 		}
 	}
+	// Both admitted reviews reach the API server before they are let go.
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if n := s.api.inflight.Load(); n != 2 {
+			return fmt.Errorf("%d TokenReviews held, want 2", n)
+		}
+		return nil
+	})
 	close(s.api.gate)
 	wg.Wait()
 	close(answers)
