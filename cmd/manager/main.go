@@ -67,6 +67,8 @@ func run() error {
 	flag.DurationVar(&cfg.IdempotencyWindow, "idempotency-window", 24*time.Hour, "How long an event id posted by a producer is remembered: the same id posted again within it is accepted once and delivered once.")
 	flag.StringVar(&cfg.IngestAddr, "ingest-bind-address", ":8082", "The address the ingestion API binds to.")
 	flag.Int64Var(&cfg.MaxEventBytes, "max-event-bytes", 262144, "The size limit of one event posted to the ingestion API.")
+	flag.Int64Var(&cfg.MaxBatchBytes, "max-batch-bytes", ingest.DefaultMaxBatchBytes, "The size limit of an NDJSON batch body posted to the ingestion API; over it the answer is 413.")
+	flag.Int64Var(&cfg.MaxDecodingBytes, "max-decoding-bytes", ingest.DefaultMaxDecodingBytes, "The request body bytes the ingestion API holds at once (read, decoded or waiting to be stored); a post that does not fit is answered 503 with Retry-After. At least --max-batch-bytes. Decoding takes a few times the body's size, so keep it well under the memory limit.")
 	flag.DurationVar(&cfg.AuthCacheTTL, "ingest-auth-cache-ttl", 10*time.Second, "How long ingestion authentication and authorization decisions are cached.")
 	flag.IntVar(&cfg.IngestAuth.MaxConcurrentReviews, "ingest-max-concurrent-reviews", ingest.DefaultMaxConcurrentReviews, "How many TokenReviews of tokens not yet known may run at once; more get 429. Negative: no limit.")
 	flag.Float64Var(&cfg.IngestAuth.ReviewRate, "ingest-review-rate", ingest.DefaultReviewRate, "TokenReviews a second of tokens not yet known, from all clients (a token bucket); more get 429 with Retry-After. Negative: no limit.")

@@ -89,7 +89,7 @@ var errorCodes = []apiErrorCode{
 	{404, ingest.CodeNotFound, "No such path."},
 	{405, ingest.CodeMethodNotAllowed, "The path exists but not for this method; see the `Allow` header."},
 	{413, ingest.CodeEventTooLarge, "The event is over the per-event size limit (or, in a batch, the line named in `details`)."},
-	{413, ingest.CodeBatchTooLarge, "The batch is over the batch size limit or holds more than 1000 events."},
+	{413, ingest.CodeBatchTooLarge, "The batch body is over the batch size limit (8 MiB by default, `--max-batch-bytes`) or holds more than 1000 events: split it."},
 	{415, ingest.CodeUnsupportedMediaType, "`Content-Type` is neither `application/json` nor `application/x-ndjson`, or names a charset other than UTF-8."},
 	{422, ingest.CodeUnknownEventType, "`type` is not one of the event types below."},
 	{422, ingest.CodeReservedEventType, "`type` is `webhook.test`, which only the operator sends."},
@@ -97,6 +97,7 @@ var errorCodes = []apiErrorCode{
 	{429, ingest.CodeTooManyRequests, "The token is not known yet and checking it would exceed the limits on `TokenReview`s (per client address, overall, or at once). Nothing was checked; retry after `Retry-After` seconds."},
 	{500, ingest.CodeInternal, "A bug in the dispatcher. Nothing is known to be accepted; retry with the same ids."},
 	{503, ingest.CodeStoreUnavailable, "The event store did not acknowledge the events. Nothing is known to be accepted; retry (after `Retry-After` seconds) with the same ids."},
+	{503, ingest.CodeOverloaded, "The bodies of the posts being read, decoded or stored at once already take the manager's bound (`--max-decoding-bytes`, 32 MiB by default). Nothing was read; retry after `Retry-After` seconds."},
 	{503, ingest.CodeAuthUnavailable, "The token could not be checked because the Kubernetes API did not answer. Retry."},
 }
 
@@ -157,6 +158,8 @@ func render() ([]byte, error) {
 		"NodeReceiver":   strings.TrimSpace(nodeReceiver),
 		"MaxEventBytes":  ingest.DefaultMaxEventBytes,
 		"MaxBatchEvents": ingest.MaxBatchEvents,
+		"MaxBatchBytes":  ingest.DefaultMaxBatchBytes,
+		"MaxDecoding":    ingest.DefaultMaxDecodingBytes,
 		"MaxIDLength":    ingest.MaxIDLength,
 		"Errors":         errorCodes,
 		"TokenLabel":     ingest.LabelIngestToken,

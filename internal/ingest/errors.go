@@ -34,8 +34,8 @@ const (
 	// CodeEventTooLarge (413): an event (a JSON body, or a batch line) is
 	// over the per-event size limit.
 	CodeEventTooLarge = "event_too_large"
-	// CodeBatchTooLarge (413): a batch body is over the batch size limit or
-	// holds more than MaxBatchEvents events.
+	// CodeBatchTooLarge (413): a batch body is over the batch size limit
+	// (Options.MaxBatchBytes) or holds more than MaxBatchEvents events.
 	CodeBatchTooLarge = "batch_too_large"
 	// CodeUnsupportedMediaType (415): the Content-Type is neither
 	// application/json nor application/x-ndjson (or names a charset other
@@ -62,6 +62,10 @@ const (
 	// CodeAuthUnavailable (503): the token could not be checked because the
 	// Kubernetes API did not answer. Retry.
 	CodeAuthUnavailable = "auth_unavailable"
+	// CodeOverloaded (503): the request bodies being read, decoded or stored
+	// at once already take the manager's limit (--max-decoding-bytes);
+	// nothing was read. Retry after Retry-After seconds.
+	CodeOverloaded = "overloaded"
 	// CodeNotReady (503): the readiness check failed.
 	CodeNotReady = "not_ready"
 )

@@ -145,6 +145,16 @@ func (s *Server) serveEvents(ctx context.Context, w http.ResponseWriter, r *http
 	if err != nil {
 		return newError(http.StatusUnsupportedMediaType, CodeUnsupportedMediaType, err.Error())
 	}
+	limit := s.opts.MaxBatchBytes
+	if mediaType == mediaTypeJSON {
+		limit = s.opts.MaxEventBytes
+	}
+	budget, apiErr := s.reserveBody(r, limit)
+	if apiErr != nil {
+		return apiErr
+	}
+	defer budget.release()
+
 	var events []delivery.Event
 	switch mediaType {
 	case mediaTypeJSON:
@@ -237,6 +247,9 @@ func (s *Server) readEvent(w http.ResponseWriter, r *http.Request) (delivery.Eve
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
 			return delivery.Event{}, tooLarge()
 		}
+		if errors.Is(err, errOverloaded) {
+			return delivery.Event{}, s.overloaded()
+		}
 		return delivery.Event{}, newError(http.StatusBadRequest, CodeMalformedJSON, fmt.Sprintf("reading the body: %v", err))
 	}
 	return s.decoder.decode(body)
@@ -270,9 +283,9 @@ func readAll(r io.Reader, contentLength int64) ([]byte, error) {
 // every bad line.
 func (s *Server) readBatch(w http.ResponseWriter, r *http.Request) ([]delivery.Event, *apiError) {
 	lineLimit := s.opts.MaxEventBytes
-	limit := lineLimit * MaxBatchEvents
+	limit := s.opts.MaxBatchBytes
 	tooLarge := newError(http.StatusRequestEntityTooLarge, CodeBatchTooLarge,
-		fmt.Sprintf("the batch is larger than the limit of %d bytes (%d events of at most %d bytes)", limit, MaxBatchEvents, lineLimit))
+		fmt.Sprintf("the batch is larger than the limit of %d bytes for a batch body: split it into smaller batches", limit))
 	if r.ContentLength > limit {
 		return nil, tooLarge
 	}
@@ -291,6 +304,9 @@ func (s *Server) readBatch(w http.ResponseWriter, r *http.Request) ([]delivery.E
 		if err != nil {
 			if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
 				return nil, tooLarge
+			}
+			if errors.Is(err, errOverloaded) {
+				return nil, s.overloaded()
 			}
 			return nil, newError(http.StatusBadRequest, CodeMalformedJSON, fmt.Sprintf("reading the body: %v", err))
 		}

@@ -53,6 +53,12 @@ type Config struct {
 	IngestAddr string
 	// MaxEventBytes is the per-event size limit of the ingestion API.
 	MaxEventBytes int64
+	// MaxBatchBytes is the batch body size limit of the ingestion API
+	// (ingest.DefaultMaxBatchBytes when 0).
+	MaxBatchBytes int64
+	// MaxDecodingBytes bounds the request bodies the ingestion API holds at
+	// once (ingest.DefaultMaxDecodingBytes when 0).
+	MaxDecodingBytes int64
 	// AuthCacheTTL is how long ingestion authorization decisions are cached.
 	AuthCacheTTL time.Duration
 	// IngestAuth configures the ingestion API's authenticator: the limits
@@ -165,12 +171,14 @@ func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) (*Operator, error)
 	authOpts := cfg.IngestAuth
 	authOpts.CacheTTL = cfg.AuthCacheTTL
 	op.Ingest, err = ingest.New(ingest.Options{
-		Addr:          cfg.IngestAddr,
-		Enqueuer:      op.Dispatcher,
-		Auth:          ingest.NewKubeAuthenticator(cs, mgr.GetCache(), authOpts),
-		MaxEventBytes: cfg.MaxEventBytes,
-		Ready:         op.Ready,
-		Logger:        ctrl.Log.WithName("ingest"),
+		Addr:             cfg.IngestAddr,
+		Enqueuer:         op.Dispatcher,
+		Auth:             ingest.NewKubeAuthenticator(cs, mgr.GetCache(), authOpts),
+		MaxEventBytes:    cfg.MaxEventBytes,
+		MaxBatchBytes:    cfg.MaxBatchBytes,
+		MaxDecodingBytes: cfg.MaxDecodingBytes,
+		Ready:            op.Ready,
+		Logger:           ctrl.Log.WithName("ingest"),
 	})
 	if err != nil {
 		return nil, err
