@@ -169,6 +169,8 @@ chart-lint: $(HELM) ## Lint the Helm chart and render it with good and bad value
 	$(HELM) template webhook-operator charts/webhook-operator --set groupCommitDelay=0 | grep -q -- '--group-commit-delay=0$$'
 	$(HELM) template webhook-operator charts/webhook-operator --set groupCommitDelay=2ms | grep -q -- '--group-commit-delay=2ms$$'
 	! $(HELM) template webhook-operator charts/webhook-operator --set groupCommitDelay=fast >/dev/null 2>&1
+	$(HELM) template webhook-operator charts/webhook-operator --set ingest.acceptAPIServerTokens=true | grep -q -- '--ingest-accept-apiserver-tokens$$'
+	! $(HELM) template webhook-operator charts/webhook-operator | grep -q -- '--ingest-accept-apiserver-tokens'
 
 ##@ Tools
 

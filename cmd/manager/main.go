@@ -19,6 +19,7 @@ import (
 
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
 	"github.com/wablast/webhook-operator/internal/delivery"
+	"github.com/wablast/webhook-operator/internal/ingest"
 	"github.com/wablast/webhook-operator/internal/operator"
 	"github.com/wablast/webhook-operator/internal/store"
 )
@@ -68,10 +69,21 @@ func run() error {
 	flag.DurationVar(&cfg.IdempotencyWindow, "idempotency-window", 24*time.Hour, "How long an event id posted by a producer is remembered: the same id posted again within it is accepted once and delivered once.")
 	flag.StringVar(&cfg.IngestAddr, "ingest-bind-address", ":8082", "The address the ingestion API binds to.")
 	flag.Int64Var(&cfg.MaxEventBytes, "max-event-bytes", 262144, "The size limit of one event posted to the ingestion API.")
+	flag.Int64Var(&cfg.MaxBatchBytes, "max-batch-bytes", ingest.DefaultMaxBatchBytes, "The size limit of an NDJSON batch body posted to the ingestion API; over it the answer is 413.")
+	flag.Int64Var(&cfg.MaxDecodingBytes, "max-decoding-bytes", ingest.DefaultMaxDecodingBytes, "The request body bytes the ingestion API holds at once (read, decoded or waiting to be stored); a post that does not fit is answered 503 with Retry-After. At least --max-batch-bytes. Decoding takes a few times the body's size, so keep it well under the memory limit.")
 	flag.DurationVar(&cfg.AuthCacheTTL, "ingest-auth-cache-ttl", 10*time.Second, "How long ingestion authentication and authorization decisions are cached.")
 	var storeMaxBytes, storeSync string
 	flag.StringVar(&storeMaxBytes, "store-max-bytes", "0", "What the embedded store may keep on disk (JetStream, the idempotency index and the retry queue), as bytes or a quantity such as 800Mi: from 90% of it new events are answered 503 and /readyz fails until deliveries bring it under 80%. 0: 85% of the file system holding --data-dir.")
 	flag.StringVar(&storeSync, "store-sync", "1s", "How the embedded store makes acknowledged events durable against a machine crash: \"always\" (a flush to disk before every acknowledgement) or an interval (a power loss can lose what was acknowledged within it). A process crash loses nothing either way.")
+	flag.IntVar(&cfg.IngestAuth.MaxConcurrentReviews, "ingest-max-concurrent-reviews", ingest.DefaultMaxConcurrentReviews, "How many TokenReviews of tokens not yet known may run at once; more get 429. Negative: no limit.")
+	flag.Float64Var(&cfg.IngestAuth.ReviewRate, "ingest-review-rate", ingest.DefaultReviewRate, "TokenReviews a second of tokens not yet known, from all clients (a token bucket); more get 429 with Retry-After. Negative: no limit.")
+	flag.IntVar(&cfg.IngestAuth.ReviewBurst, "ingest-review-burst", ingest.DefaultReviewBurst, "The burst of --ingest-review-rate.")
+	flag.Float64Var(&cfg.IngestAuth.ClientReviewRate, "ingest-review-rate-per-client", ingest.DefaultClientReviewRate, "TokenReviews a second of tokens not yet known, from one client address (an IPv6 /64); more get 429 with Retry-After. Negative: no limit.")
+	flag.IntVar(&cfg.IngestAuth.ClientReviewBurst, "ingest-review-burst-per-client", ingest.DefaultClientReviewBurst, "The burst of --ingest-review-rate-per-client.")
+	flag.BoolVar(&cfg.IngestAuth.AcceptAPIServerTokens, "ingest-accept-apiserver-tokens", false, "Also accept ServiceAccount tokens issued for the API server's own audience, not only those for the audience \""+ingest.TokenAudience+"\" (compatibility: such a token is a credential for the whole API server).")
+	var reviewAPIQPS float64
+	flag.Float64Var(&reviewAPIQPS, "ingest-review-api-qps", operator.DefaultReviewAPIQPS, "The client-side rate limit (requests a second) of the Kubernetes client that sends TokenReviews and SubjectAccessReviews, apart from the controller's.")
+	flag.IntVar(&cfg.ReviewAPIBurst, "ingest-review-api-burst", operator.DefaultReviewAPIBurst, "The burst of --ingest-review-api-qps.")
 	var groupCommitDelay time.Duration
 	flag.DurationVar(&groupCommitDelay, "group-commit-delay", delivery.DefaultGroupCommitDelay, "With the embedded NATS server: how long a write of deliveries to a busy endpoint waits for more to join it (a write after a single delivery never waits); 0 turns it off.")
 	flag.IntVar(&cfg.MaxConcurrentReconciles, "max-concurrent-reconciles", 4, "How many WebhookConfigs are reconciled in parallel.")
@@ -87,6 +99,7 @@ func run() error {
 	if cfg.StoreSync, err = store.ParseSync(storeSync); err != nil {
 		return err
 	}
+	cfg.ReviewAPIQPS = float32(reviewAPIQPS)
 	if groupCommitDelay <= 0 {
 		cfg.GroupCommitDelay = -1 // off
 	}

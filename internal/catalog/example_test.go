@@ -26,3 +26,29 @@ func ExampleType_Validate() {
 	// /to
 	// data does not match the message.sent schema at /to: "0812345" is not an E.164 phone number ("+", country code and number, digits only, such as "+6281234567890")
 }
+
+func ExampleNewList() {
+	typ, _ := catalog.Lookup(catalog.WebhookTest)
+	list := catalog.NewList([]catalog.Type{typ})
+	body, err := json.Marshal(list)
+	if err != nil {
+		panic(err)
+	}
+	var doc struct {
+		EventTypes []map[string]json.RawMessage `json:"eventTypes"`
+	}
+	if err := json.Unmarshal(body, &doc); err != nil {
+		panic(err)
+	}
+	for _, field := range []string{"type", "description", "schema", "example", "reserved"} {
+		fmt.Printf("%s: %t\n", field, doc.EventTypes[0][field] != nil)
+	}
+	fmt.Println(string(doc.EventTypes[0]["type"]), string(doc.EventTypes[0]["reserved"]))
+	// Output:
+	// type: true
+	// description: true
+	// schema: true
+	// example: true
+	// reserved: true
+	// "webhook.test" true
+}

@@ -21,9 +21,11 @@ const (
 	// namespace name.
 	CodeInvalidNamespace = "invalid_namespace"
 	// CodeUnauthenticated (401): no bearer token, or a token that is neither
-	// a valid Kubernetes token nor a static ingest token.
+	// a valid Kubernetes token nor a static ingest token of the namespace
+	// (a static token of another namespace gets the same answer).
 	CodeUnauthenticated = "unauthenticated"
-	// CodeForbidden (403): the token may not post events in this namespace.
+	// CodeForbidden (403): the Kubernetes token is valid but its user may
+	// not post events in this namespace.
 	CodeForbidden = "forbidden"
 	// CodeNotFound (404): no such path.
 	CodeNotFound = "not_found"
@@ -32,8 +34,8 @@ const (
 	// CodeEventTooLarge (413): an event (a JSON body, or a batch line) is
 	// over the per-event size limit.
 	CodeEventTooLarge = "event_too_large"
-	// CodeBatchTooLarge (413): a batch body is over the batch size limit or
-	// holds more than MaxBatchEvents events.
+	// CodeBatchTooLarge (413): a batch body is over the batch size limit
+	// (Options.MaxBatchBytes) or holds more than MaxBatchEvents events.
 	CodeBatchTooLarge = "batch_too_large"
 	// CodeUnsupportedMediaType (415): the Content-Type is neither
 	// application/json nor application/x-ndjson (or names a charset other
@@ -48,6 +50,10 @@ const (
 	// is not an object, names a member twice in one object, or violates the
 	// schema; the message names the JSON Pointer of the violation.
 	CodeSchemaViolation = "schema_violation"
+	// CodeTooManyRequests (429): the token is not known yet and checking it
+	// would exceed the limits on token reviews (per client address, overall,
+	// or at once). Retry after Retry-After seconds.
+	CodeTooManyRequests = "too_many_requests"
 	// CodeInternal (500): a bug; nothing was accepted.
 	CodeInternal = "internal_error"
 	// CodeStoreUnavailable (503): the event store did not acknowledge the
@@ -59,6 +65,10 @@ const (
 	// CodeAuthUnavailable (503): the token could not be checked because the
 	// Kubernetes API did not answer. Retry.
 	CodeAuthUnavailable = "auth_unavailable"
+	// CodeOverloaded (503): the request bodies being read, decoded or stored
+	// at once already take the manager's limit (--max-decoding-bytes);
+	// nothing was read. Retry after Retry-After seconds.
+	CodeOverloaded = "overloaded"
 	// CodeNotReady (503): the readiness check failed.
 	CodeNotReady = "not_ready"
 )
@@ -68,6 +78,9 @@ type apiError struct {
 	status  int
 	code    string
 	message string
+	// retryAfter, when > 0, is the Retry-After header in seconds; 503
+	// answers without one get defaultRetryAfter.
+	retryAfter int
 	// lines and details are set for CodeInvalidBatch only.
 	lines   []int
 	details []lineError
@@ -93,6 +106,9 @@ type errorDetail struct {
 	Lines   []int       `json:"lines,omitempty"`
 	Details []lineError `json:"details,omitempty"`
 }
+
+// defaultRetryAfter is the Retry-After of a 503, in seconds.
+const defaultRetryAfter = 5
 
 func newError(status int, code, message string) *apiError {
 	return &apiError{status: status, code: code, message: message}

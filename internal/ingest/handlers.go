@@ -100,8 +100,11 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 			}
 			w.Header().Set("WWW-Authenticate", challenge)
 		}
-		if apiErr.status == http.StatusServiceUnavailable {
-			w.Header().Set("Retry-After", "5")
+		switch {
+		case apiErr.retryAfter > 0:
+			w.Header().Set("Retry-After", strconv.Itoa(apiErr.retryAfter))
+		case apiErr.status == http.StatusServiceUnavailable:
+			w.Header().Set("Retry-After", strconv.Itoa(defaultRetryAfter))
 		}
 		s.log.V(1).Info("Refused events", "namespace", namespace, "status", apiErr.status, "code", apiErr.code)
 		writeError(w, apiErr)
@@ -143,6 +146,16 @@ func (s *Server) serveEvents(ctx context.Context, w http.ResponseWriter, r *http
 	if err != nil {
 		return newError(http.StatusUnsupportedMediaType, CodeUnsupportedMediaType, err.Error())
 	}
+	limit := s.opts.MaxBatchBytes
+	if mediaType == mediaTypeJSON {
+		limit = s.opts.MaxEventBytes
+	}
+	budget, apiErr := s.reserveBody(r, limit)
+	if apiErr != nil {
+		return apiErr
+	}
+	defer budget.release()
+
 	var events []delivery.Event
 	switch mediaType {
 	case mediaTypeJSON:
@@ -180,6 +193,13 @@ func (s *Server) authError(ctx context.Context, err error, namespace string) *ap
 		return newError(http.StatusUnauthorized, CodeUnauthenticated, err.Error())
 	case errors.Is(err, ErrForbidden):
 		return newError(http.StatusForbidden, CodeForbidden, err.Error())
+	case errors.Is(err, ErrTooManyReviews):
+		e := newError(http.StatusTooManyRequests, CodeTooManyRequests, err.Error())
+		e.retryAfter = defaultRetryAfter
+		if rl, ok := errors.AsType[*RateLimitError](err); ok {
+			e.retryAfter = retryAfterSeconds(rl.RetryAfter)
+		}
+		return e
 	default:
 		logr.FromContextOrDiscard(ctx).Error(err, "Authorization check failed", "namespace", namespace)
 		return newError(http.StatusServiceUnavailable, CodeAuthUnavailable,
@@ -228,6 +248,9 @@ func (s *Server) readEvent(w http.ResponseWriter, r *http.Request) (delivery.Eve
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
 			return delivery.Event{}, tooLarge()
 		}
+		if errors.Is(err, errOverloaded) {
+			return delivery.Event{}, s.overloaded()
+		}
 		return delivery.Event{}, newError(http.StatusBadRequest, CodeMalformedJSON, fmt.Sprintf("reading the body: %v", err))
 	}
 	return s.decoder.decode(body)
@@ -261,9 +284,9 @@ func readAll(r io.Reader, contentLength int64) ([]byte, error) {
 // every bad line.
 func (s *Server) readBatch(w http.ResponseWriter, r *http.Request) ([]delivery.Event, *apiError) {
 	lineLimit := s.opts.MaxEventBytes
-	limit := lineLimit * MaxBatchEvents
+	limit := s.opts.MaxBatchBytes
 	tooLarge := newError(http.StatusRequestEntityTooLarge, CodeBatchTooLarge,
-		fmt.Sprintf("the batch is larger than the limit of %d bytes (%d events of at most %d bytes)", limit, MaxBatchEvents, lineLimit))
+		fmt.Sprintf("the batch is larger than the limit of %d bytes for a batch body: split it into smaller batches", limit))
 	if r.ContentLength > limit {
 		return nil, tooLarge
 	}
@@ -282,6 +305,9 @@ func (s *Server) readBatch(w http.ResponseWriter, r *http.Request) ([]delivery.E
 		if err != nil {
 			if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
 				return nil, tooLarge
+			}
+			if errors.Is(err, errOverloaded) {
+				return nil, s.overloaded()
 			}
 			return nil, newError(http.StatusBadRequest, CodeMalformedJSON, fmt.Sprintf("reading the body: %v", err))
 		}
@@ -368,26 +394,9 @@ func (s *Server) enqueueError(ctx context.Context, events []delivery.Event, resu
 	return newError(http.StatusInternalServerError, CodeInternal, "the event store answered inconsistently; retry later with the same ids")
 }
 
-// eventTypeBody is one entry of GET /v1/event-types.
-type eventTypeBody struct {
-	Type        string          `json:"type"`
-	Description string          `json:"description"`
-	Schema      json.RawMessage `json:"schema"`
-	Example     json.RawMessage `json:"example"`
-	// Reserved is true for webhook.test, which cannot be posted.
-	Reserved bool `json:"reserved,omitempty"`
-}
-
+// renderEventTypes renders the body of GET /v1/event-types.
 func renderEventTypes() ([]byte, error) {
-	var body struct {
-		EventTypes []eventTypeBody `json:"eventTypes"`
-	}
-	for _, t := range catalog.Types() {
-		body.EventTypes = append(body.EventTypes, eventTypeBody{
-			Type: t.Name, Description: t.Description, Schema: t.Schema, Example: t.Example, Reserved: t.Reserved,
-		})
-	}
-	return json.Marshal(body)
+	return json.Marshal(catalog.NewList(catalog.Types()))
 }
 
 // handleEventTypes serves GET /v1/event-types: the catalog, no auth.

@@ -10,13 +10,17 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/singleflight"
+
 	"github.com/go-logr/logr"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/cache"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -37,6 +41,11 @@ const (
 	// shorter tokens are ignored (and logged, without their value).
 	MinStaticTokenBytes = 16
 
+	// TokenAudience is the audience of the ServiceAccount tokens the
+	// ingestion API accepts: a projected token requested for it is valid for
+	// this API and for no other.
+	TokenAudience = "webhooks.wablast.io"
+
 	// The resource attributes a Kubernetes token's user must be allowed.
 	authzVerb     = "create"
 	authzGroup    = "webhooks.wablast.io"
@@ -50,6 +59,10 @@ const (
 	// minIndexRebuildInterval limits rebuilds of the static token index
 	// triggered by unknown tokens.
 	minIndexRebuildInterval = time.Second
+	// decideTimeout bounds one decision. The decision is shared by every
+	// request for the same token and namespace, so it does not end when
+	// the request that started it does.
+	decideTimeout = 10 * time.Second
 )
 
 type tokenHash = [sha256.Size]byte
@@ -59,16 +72,15 @@ type decisionKey struct {
 	namespace string
 }
 
-type decision struct {
-	err     error // nil (allowed), or wrapping ErrUnauthenticated or ErrForbidden
-	expires time.Time
+// flightKey is the key of the decision's singleflight call: the hash and
+// the namespace (the hash has a fixed length, so no separator is needed).
+func (k decisionKey) flightKey() string {
+	return string(k.token[:]) + k.namespace
 }
 
-// call is one decision being made, which concurrent requests for the same
-// key wait for instead of asking the API server again.
-type call struct {
-	done chan struct{}
-	err  error
+// decision is a cached decision.
+type decision struct {
+	err error // nil (allowed), or wrapping ErrUnauthenticated or ErrForbidden
 }
 
 // KubeAuthenticator authorizes bearer tokens against the cluster (CONTRACT
@@ -77,14 +89,28 @@ type call struct {
 //   - A static token is the "token" key of a Secret labelled
 //     webhooks.wablast.io/ingest-token: "true" (surrounding whitespace is
 //     ignored; tokens shorter than MinStaticTokenBytes are ignored). It is
-//     allowed in its Secret's namespace and forbidden in every other one.
-//   - Any other token is a Kubernetes token: a TokenReview must
-//     authenticate it (else ErrUnauthenticated), then a SubjectAccessReview
-//     must allow its user to create webhookevents.webhooks.wablast.io in the
-//     namespace (else ErrForbidden).
+//     allowed in its Secret's namespace; in every other one it is refused
+//     exactly as an unknown token is (ErrUnauthenticated, same message),
+//     so the answer does not tell that it is valid elsewhere.
+//   - A token shaped like a JWT (three segments of base64url) whose
+//     payload claims the audience TokenAudience is a Kubernetes token: a
+//     TokenReview for that audience must authenticate it (else
+//     ErrUnauthenticated), then a SubjectAccessReview must allow its user
+//     to create webhookevents.webhooks.wablast.io in the namespace (else
+//     ErrForbidden).
+//     With AcceptAPIServerTokens, a JWT that does not claim TokenAudience
+//     is reviewed for the API server's own audiences instead.
+//   - Any other token is refused (ErrUnauthenticated) without a review.
+//
+// Reviews are limited (KubeAuthOptions): a token bucket per client address
+// (from the context, as the Server puts it there), one overall and a
+// number running at once; over them Authorize returns a *RateLimitError
+// and makes no review.
 //
 // Decisions, allow and deny, are cached per (SHA-256 of the token,
-// namespace) for the TTL, so a revoked token or a removed RoleBinding can
+// namespace) for the TTL in an LRU cache of at most 10,000 decisions, and
+// concurrent requests for the same uncached decision share one review
+// (singleflight), so a revoked token or a removed RoleBinding can
 // still post for up to one TTL, and a new RoleBinding takes up to one TTL to
 // apply to a token that was just denied. Errors talking to the API server
 // are not cached. Tokens are kept only as SHA-256 hashes and never logged.
@@ -94,13 +120,16 @@ type KubeAuthenticator struct {
 	clientset kubernetes.Interface
 	secrets   client.Reader
 	ttl       time.Duration
-	now       func() time.Time
-	// maxEntries caps the decision cache.
-	maxEntries int
+	clock     clock.PassiveClock
 
-	mu        sync.Mutex
-	decisions map[decisionKey]decision
-	inflight  map[decisionKey]*call
+	// decisions maps a decisionKey to its decision.
+	decisions *cache.LRUExpireCache
+	// flights makes one decision of concurrent requests for the same key.
+	flights singleflight.Group
+	// limiter bounds the reviews of tokens not yet decided.
+	limiter *reviewLimiter
+	// acceptAPIServerTokens is KubeAuthOptions.AcceptAPIServerTokens.
+	acceptAPIServerTokens bool
 
 	indexMu    sync.Mutex
 	index      map[tokenHash][]string // static token hash -> namespaces
@@ -109,23 +138,59 @@ type KubeAuthenticator struct {
 
 var _ Authenticator = (*KubeAuthenticator)(nil)
 
+// KubeAuthOptions configure a KubeAuthenticator. Zero values take the
+// defaults.
+type KubeAuthOptions struct {
+	// CacheTTL is how long decisions are cached, DefaultAuthCacheTTL when
+	// <= 0; it is also the longest a static token index is used before it
+	// is rebuilt.
+	CacheTTL time.Duration
+	// MaxConcurrentReviews is how many token reviews may run at once
+	// (DefaultMaxConcurrentReviews when 0, no limit when negative).
+	MaxConcurrentReviews int
+	// ReviewRate and ReviewBurst are the token bucket of all reviews:
+	// reviews a second and the burst (DefaultReviewRate and
+	// DefaultReviewBurst when 0; a negative rate is no limit).
+	ReviewRate  float64
+	ReviewBurst int
+	// ClientReviewRate and ClientReviewBurst are the token bucket of each
+	// client address, an IPv6 client's /64 (DefaultClientReviewRate and
+	// DefaultClientReviewBurst when 0; a negative rate is no limit).
+	ClientReviewRate  float64
+	ClientReviewBurst int
+	// AcceptAPIServerTokens accepts ServiceAccount tokens issued for the API
+	// server's own audience besides those for TokenAudience, for producers
+	// that cannot request a projected token yet. Such a token is also a
+	// credential for the whole API server, so the ingestion API (and anyone
+	// who can read its traffic) holds more than it needs. Off by default.
+	AcceptAPIServerTokens bool
+}
+
 // NewKubeAuthenticator returns an authenticator that reviews tokens with cs
 // and reads static token Secrets, across all namespaces, through secrets
 // (in the manager, its cached client, so that a lookup costs no API call).
-// ttl is how long decisions are cached, DefaultAuthCacheTTL when <= 0; it
-// is also the longest a static token index is used before it is rebuilt.
-func NewKubeAuthenticator(cs kubernetes.Interface, secrets client.Reader, ttl time.Duration) *KubeAuthenticator {
+// Give cs a client rate limit of its own: the reviews of unknown tokens
+// should not starve the controller's requests.
+func NewKubeAuthenticator(cs kubernetes.Interface, secrets client.Reader, opts KubeAuthOptions) *KubeAuthenticator {
+	return newKubeAuthenticator(cs, secrets, opts, clock.RealClock{}, maxCachedDecisions)
+}
+
+// newKubeAuthenticator is NewKubeAuthenticator with a clock and a cap of
+// the decision cache, for tests.
+func newKubeAuthenticator(cs kubernetes.Interface, secrets client.Reader, opts KubeAuthOptions, clk clock.PassiveClock, maxDecisions int) *KubeAuthenticator {
+	ttl := opts.CacheTTL
 	if ttl <= 0 {
 		ttl = DefaultAuthCacheTTL
 	}
 	return &KubeAuthenticator{
-		clientset:  cs,
-		secrets:    secrets,
-		ttl:        ttl,
-		now:        time.Now,
-		maxEntries: maxCachedDecisions,
-		decisions:  make(map[decisionKey]decision),
-		inflight:   make(map[decisionKey]*call),
+		clientset: cs,
+		secrets:   secrets,
+		ttl:       ttl,
+		clock:     clk,
+		decisions: cache.NewLRUExpireCacheWithClock(maxDecisions, clk),
+		limiter:   newReviewLimiter(opts, clk),
+
+		acceptAPIServerTokens: opts.AcceptAPIServerTokens,
 	}
 }
 
@@ -135,87 +200,100 @@ func (a *KubeAuthenticator) Authorize(ctx context.Context, token, namespace stri
 		return fmt.Errorf("%w: no token", ErrUnauthenticated)
 	}
 	key := decisionKey{token: sha256.Sum256([]byte(token)), namespace: namespace}
-
-	a.mu.Lock()
-	if d, ok := a.decisions[key]; ok {
-		if a.now().Before(d.expires) {
-			a.mu.Unlock()
-			return d.err
+	if d, ok := a.decisions.Get(key); ok {
+		return d.(decision).err
+	}
+	// The decision runs on a context of its own, which keeps ctx's values
+	// (the logger): a request that gives up does not fail the others
+	// waiting for the same decision.
+	flight := a.flights.DoChan(key.flightKey(), func() (any, error) {
+		// A call for this key may have finished between the Get above and
+		// this one starting.
+		if d, ok := a.decisions.Get(key); ok {
+			return nil, d.(decision).err
 		}
-		delete(a.decisions, key)
-	}
-	if c, ok := a.inflight[key]; ok {
-		a.mu.Unlock()
-		select {
-		case <-c.done:
-			return c.err
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for an authorization decision: %w", ctx.Err())
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), decideTimeout)
+		defer cancel()
+		err, final := a.decide(ctx, token, key)
+		if final {
+			a.decisions.Add(key, decision{err: err}, a.ttl)
 		}
+		return nil, err
+	})
+	select {
+	case res := <-flight:
+		return res.Err
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for an authorization decision: %w", ctx.Err())
 	}
-	c := &call{done: make(chan struct{})}
-	a.inflight[key] = c
-	a.mu.Unlock()
-
-	c.err = a.decide(ctx, token, key)
-
-	a.mu.Lock()
-	delete(a.inflight, key)
-	if errors.Is(c.err, ErrUnauthenticated) || errors.Is(c.err, ErrForbidden) || c.err == nil {
-		a.store(key, c.err)
-	}
-	a.mu.Unlock()
-	close(c.done)
-	return c.err
 }
 
-// store caches a decision; a.mu must be held.
-func (a *KubeAuthenticator) store(key decisionKey, err error) {
-	now := a.now()
-	if len(a.decisions) >= a.maxEntries {
-		for k, d := range a.decisions {
-			if !now.Before(d.expires) {
-				delete(a.decisions, k)
-			}
-		}
-		// Still full of live entries: drop arbitrary ones (map order is
-		// random) to make room for a tenth of the cap.
-		for k := range a.decisions {
-			if len(a.decisions) < a.maxEntries*9/10 {
-				break
-			}
-			delete(a.decisions, k)
-		}
-	}
-	a.decisions[key] = decision{err: err, expires: now.Add(a.ttl)}
-}
-
-// decide makes an uncached decision.
-func (a *KubeAuthenticator) decide(ctx context.Context, token string, key decisionKey) error {
+// decide makes an uncached decision. final is true when the decision may
+// be cached: it is an allow or a deny that a review of the token made.
+// Tokens refused for their shape are not cached (refusing them again costs
+// nothing, and caching them would let a flood of garbage evict the
+// decisions of real tokens), nor are failures and refusals by the limits.
+func (a *KubeAuthenticator) decide(ctx context.Context, token string, key decisionKey) (err error, final bool) {
 	namespaces, err := a.staticNamespaces(ctx, key.token)
 	if err != nil {
-		return err
+		return err, false
 	}
 	if namespaces != nil {
 		if slices.Contains(namespaces, key.namespace) {
-			return nil
+			return nil, true
 		}
-		return fmt.Errorf("%w: this static ingest token belongs to another namespace and may not post events in namespace %q", ErrForbidden, key.namespace)
+		// Refused as a token that is not valid at all: a 403 would confirm
+		// to whoever holds it that the token is valid somewhere.
+		return errInvalidToken, true
 	}
-	return a.review(ctx, token, key.namespace)
+	if !jwtShaped(token) {
+		return errInvalidToken, false
+	}
+	// The audiences the token claims choose the review; the API server
+	// checks the claim. A token for the API server itself is refused
+	// without a review unless such tokens are accepted.
+	var audiences []string
+	switch {
+	case claimsAudience(token, TokenAudience):
+		audiences = []string{TokenAudience}
+	case a.acceptAPIServerTokens:
+		// nil: the API server's own audiences.
+	default:
+		return errInvalidToken, false
+	}
+	release, err := a.limiter.acquire(ctx)
+	if err != nil {
+		return err, false
+	}
+	defer release()
+	err = a.review(ctx, token, audiences, key.namespace)
+	return err, err == nil || errors.Is(err, ErrUnauthenticated) || errors.Is(err, ErrForbidden)
 }
 
-// review checks a Kubernetes token with a TokenReview and a
-// SubjectAccessReview.
-func (a *KubeAuthenticator) review(ctx context.Context, token, namespace string) error {
+// errInvalidToken is the answer to every token that is not valid: one
+// message, whatever the reason, so that the answer tells nothing about the
+// token.
+var errInvalidToken = fmt.Errorf("%w: the token is neither a valid Kubernetes token nor a static ingest token", ErrUnauthenticated)
+
+// review checks a Kubernetes token with a TokenReview for these audiences
+// (nil: the API server's) and a SubjectAccessReview.
+func (a *KubeAuthenticator) review(ctx context.Context, token string, audiences []string, namespace string) error {
 	tr, err := a.clientset.AuthenticationV1().TokenReviews().Create(ctx, &authenticationv1.TokenReview{
-		Spec: authenticationv1.TokenReviewSpec{Token: token},
+		Spec: authenticationv1.TokenReviewSpec{Token: token, Audiences: audiences},
 	}, metav1.CreateOptions{})
 	if err != nil {
 		return fmt.Errorf("reviewing the token: %w", err)
 	}
 	if !tr.Status.Authenticated {
-		return fmt.Errorf("%w: the token is neither a valid Kubernetes token nor a static ingest token", ErrUnauthenticated)
+		return errInvalidToken
+	}
+	// An authenticator that does not know audiences may authenticate the
+	// token without checking them; the API server then leaves them out of
+	// the status, and the token is not known to be meant for this API.
+	for _, want := range audiences {
+		if !slices.Contains(tr.Status.Audiences, want) {
+			return errInvalidToken
+		}
 	}
 	user := tr.Status.User
 	extra := make(map[string]authorizationv1.ExtraValue, len(user.Extra))
@@ -254,7 +332,7 @@ func (a *KubeAuthenticator) review(ctx context.Context, token, namespace string)
 func (a *KubeAuthenticator) staticNamespaces(ctx context.Context, hash tokenHash) ([]string, error) {
 	a.indexMu.Lock()
 	defer a.indexMu.Unlock()
-	age := a.now().Sub(a.indexBuilt)
+	age := a.clock.Now().Sub(a.indexBuilt)
 	namespaces := a.lookup(hash)
 	if a.index == nil || age >= a.ttl || (namespaces == nil && age >= minIndexRebuildInterval) {
 		if err := a.rebuildIndex(ctx); err != nil {
@@ -301,6 +379,6 @@ func (a *KubeAuthenticator) rebuildIndex(ctx context.Context) error {
 		}
 	}
 	a.index = index
-	a.indexBuilt = a.now()
+	a.indexBuilt = a.clock.Now()
 	return nil
 }

@@ -92,14 +92,21 @@ func TestKubeAuthenticatorWithAnAPIServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	expiry := int64(600)
-	tr, err := cs.CoreV1().ServiceAccounts(nsA).CreateToken(ctx, sa.Name, &authenticationv1.TokenRequest{
-		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &expiry},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatalf("requesting a ServiceAccount token: %v", err)
+	// A token for the ingestion API, as a projected token volume with
+	// audience webhooks.wablast.io gets it, and one for the API server.
+	requestToken := func(audiences ...string) string {
+		t.Helper()
+		expiry := int64(600)
+		tr, err := cs.CoreV1().ServiceAccounts(nsA).CreateToken(ctx, sa.Name, &authenticationv1.TokenRequest{
+			Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &expiry, Audiences: audiences},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatalf("requesting a ServiceAccount token for %q: %v", audiences, err)
+		}
+		return tr.Status.Token
 	}
-	saToken := tr.Status.Token
+	saToken := requestToken(TokenAudience)
+	apiServerToken := requestToken()
 
 	// The RBAC authorizer learns of the RoleBinding through an informer:
 	// wait until it allows the ServiceAccount, so that the authenticator
@@ -124,7 +131,7 @@ func TestKubeAuthenticatorWithAnAPIServer(t *testing.T) {
 	})
 	reviews.Store(0)
 
-	auth := NewKubeAuthenticator(cs, env.Client, 10*time.Second)
+	auth := NewKubeAuthenticator(cs, env.Client, KubeAuthOptions{CacheTTL: 10 * time.Second})
 	ts := newTestServer(t, func(o *Options) { o.Auth = auth })
 
 	tests := []struct {
@@ -135,11 +142,12 @@ func TestKubeAuthenticatorWithAnAPIServer(t *testing.T) {
 		code      string
 	}{
 		{"a ServiceAccount token bound in its namespace posts", "Bearer " + saToken, nsA, http.StatusAccepted, ""},
+		{"a ServiceAccount token for the API server's audience is refused", "Bearer " + apiServerToken, nsA, http.StatusUnauthorized, CodeUnauthenticated},
 		{"a ServiceAccount token cannot post in another namespace", "Bearer " + saToken, nsB, http.StatusForbidden, CodeForbidden},
 		{"a request without a token is unauthenticated", "-", nsA, http.StatusUnauthorized, CodeUnauthenticated},
 		{"a garbage token is unauthenticated", "Bearer garbage-token", nsA, http.StatusUnauthorized, CodeUnauthenticated},
 		{"a static token posts in its namespace", "Bearer " + staticToken, nsA, http.StatusAccepted, ""},
-		{"a static token cannot post in another namespace", "Bearer " + staticToken, nsB, http.StatusForbidden, CodeForbidden},
+		{"a static token cannot post in another namespace, and is told it is not valid", "Bearer " + staticToken, nsB, http.StatusUnauthorized, CodeUnauthenticated},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -155,7 +163,7 @@ func TestKubeAuthenticatorWithAnAPIServer(t *testing.T) {
 					t.Errorf("code = %q, want %q", body.Error.Code, tc.code)
 				}
 			}
-			if strings.Contains(w.Body.String(), saToken) || strings.Contains(w.Body.String(), staticToken) {
+			if strings.Contains(w.Body.String(), saToken) || strings.Contains(w.Body.String(), apiServerToken) || strings.Contains(w.Body.String(), staticToken) {
 				t.Error("the response contains a token")
 			}
 		})
@@ -174,6 +182,18 @@ func TestKubeAuthenticatorWithAnAPIServer(t *testing.T) {
 		}
 		if after := reviews.Load(); after != before {
 			t.Fatalf("%d more TokenReviews for cached requests", after-before)
+		}
+	})
+
+	t.Run("with --ingest-accept-apiserver-tokens a token for the API server's audience posts", func(t *testing.T) {
+		compat := newTestServer(t, func(o *Options) {
+			o.Auth = NewKubeAuthenticator(cs, env.Client, KubeAuthOptions{CacheTTL: 10 * time.Second, AcceptAPIServerTokens: true})
+		})
+		for _, token := range []string{apiServerToken, saToken} {
+			w := compat.do(t, request{path: "/v1/namespaces/" + nsA + "/events", contentType: "application/json", body: validEvent, auth: "Bearer " + token})
+			if w.Code != http.StatusAccepted {
+				t.Fatalf("status = %d, want 202; body %s", w.Code, w.Body)
+			}
 		}
 	})
 

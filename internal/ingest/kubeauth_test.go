@@ -17,14 +17,22 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/utils/clock"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlfake "sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	"github.com/wablast/webhook-operator/internal/testutil"
 )
 
 const (
-	saToken      = "eyJhbGciOiJSUzI1NiJ9.service-account-token.sig"
-	staticTokenA = "static-token-of-namespace-a-0123456789"
+	// saToken is shaped like a ServiceAccount token for TokenAudience:
+	// {"aud":["webhooks.wablast.io"],"sub":"system:serviceaccount:a:app"}.
+	saToken = "eyJhbGciOiJSUzI1NiJ9.eyJhdWQiOlsid2ViaG9va3Mud2FibGFzdC5pbyJdLCJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6YTphcHAifQ.c2ln"
+	// apiServerToken is the same for the API server's audience:
+	// {"aud":["https://kubernetes.default.svc"],...}.
+	apiServerToken = "eyJhbGciOiJSUzI1NiJ9.eyJhdWQiOlsiaHR0cHM6Ly9rdWJlcm5ldGVzLmRlZmF1bHQuc3ZjIl0sInN1YiI6InN5c3RlbTpzZXJ2aWNlYWNjb3VudDphOmFwcCJ9.c2ln"
+	staticTokenA   = "static-token-of-namespace-a-0123456789"
 )
 
 // fakeCluster answers TokenReviews and SubjectAccessReviews from tables and
@@ -39,6 +47,9 @@ type fakeCluster struct {
 	reviewErr error
 	// delay slows every TokenReview down.
 	delay time.Duration
+	// audienceUnaware answers as an authenticator that ignores audiences:
+	// authenticated without status.audiences.
+	audienceUnaware bool
 
 	tokenReviews atomic.Int32
 	sars         []authorizationv1.SubjectAccessReviewSpec
@@ -56,7 +67,10 @@ func (c *fakeCluster) clientset() *fake.Clientset {
 		}
 		tr := action.(k8stesting.CreateAction).GetObject().(*authenticationv1.TokenReview).DeepCopy()
 		if user, ok := c.users[tr.Spec.Token]; ok {
-			tr.Status = authenticationv1.TokenReviewStatus{Authenticated: true, User: user}
+			tr.Status = authenticationv1.TokenReviewStatus{Authenticated: true, User: user, Audiences: tr.Spec.Audiences}
+			if c.audienceUnaware {
+				tr.Status.Audiences = nil
+			}
 		}
 		return true, tr, nil
 	})
@@ -78,6 +92,14 @@ func tokenSecret(ns, name, token string) *corev1.Secret {
 	}
 }
 
+// unlimitedReviews are the options of tests that are not about the limits
+// on reviews: a TTL of 10 s and no limits.
+var unlimitedReviews = KubeAuthOptions{CacheTTL: 10 * time.Second, MaxConcurrentReviews: -1, ReviewRate: -1, ClientReviewRate: -1}
+
+// unknownJWT is a token shaped like a JWT for TokenAudience that no API
+// server knows.
+const unknownJWT = "eyJhbGciOiJSUzI1NiJ9.eyJhdWQiOlsid2ViaG9va3Mud2FibGFzdC5pbyJdLCJzdWIiOiJ1bmtub3duIn0.c2ln"
+
 type authFixture struct {
 	cluster *fakeCluster
 	secrets client.Client
@@ -85,7 +107,7 @@ type authFixture struct {
 	auth    *KubeAuthenticator
 }
 
-func newAuthFixture(t *testing.T, objs ...client.Object) *authFixture {
+func newAuthFixture(t testing.TB, objs ...client.Object) *authFixture {
 	t.Helper()
 	f := &authFixture{
 		cluster: &fakeCluster{
@@ -100,8 +122,7 @@ func newAuthFixture(t *testing.T, objs ...client.Object) *authFixture {
 		secrets: ctrlfake.NewClientBuilder().WithObjects(objs...).Build(),
 		clock:   clocktesting.NewFakeClock(time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)),
 	}
-	f.auth = NewKubeAuthenticator(f.cluster.clientset(), f.secrets, 10*time.Second)
-	f.auth.now = f.clock.Now
+	f.auth = newKubeAuthenticator(f.cluster.clientset(), f.secrets, unlimitedReviews, f.clock, maxCachedDecisions)
 	return f
 }
 
@@ -119,23 +140,26 @@ func TestKubeAuthenticatorDecisions(t *testing.T) {
 		"a ServiceAccount token is forbidden where it is not bound": {
 			token: saToken, namespace: "b", want: ErrForbidden, reviews: 1,
 		},
-		"a garbage token is unauthenticated": {
-			token: "garbage", namespace: "a", want: ErrUnauthenticated, reviews: 1,
+		"a garbage token is unauthenticated without a TokenReview": {
+			token: "garbage", namespace: "a", want: ErrUnauthenticated, reviews: 0,
+		},
+		"an unknown token shaped like a JWT is unauthenticated by a TokenReview": {
+			token: unknownJWT, namespace: "a", want: ErrUnauthenticated, reviews: 1,
 		},
 		"a static token is allowed in its Secret's namespace without a TokenReview": {
 			token: staticTokenA, namespace: "a", want: nil, reviews: 0,
 		},
-		"a static token is forbidden in another namespace": {
-			token: staticTokenA, namespace: "b", want: ErrForbidden, reviews: 0,
+		"a static token is unauthenticated in another namespace, as an unknown token is": {
+			token: staticTokenA, namespace: "b", want: ErrUnauthenticated, reviews: 0,
 		},
 		"a static token with surrounding whitespace in the Secret matches": {
 			token: "static-token-with-a-newline-000", namespace: "c", want: nil, reviews: 0,
 		},
 		"a static token shorter than 16 bytes is ignored": {
-			token: "short", namespace: "a", want: ErrUnauthenticated, reviews: 1,
+			token: "short", namespace: "a", want: ErrUnauthenticated, reviews: 0,
 		},
 		"a static token in a Secret without the label is not a static token": {
-			token: "unlabelled-token-0123456789", namespace: "a", want: ErrUnauthenticated, reviews: 1,
+			token: "unlabelled-token-0123456789", namespace: "a", want: ErrUnauthenticated, reviews: 0,
 		},
 		"a static token shared by two namespaces is allowed in both": {
 			token: "shared-token-0123456789", namespace: "b", want: nil, reviews: 0,
@@ -199,7 +223,7 @@ func TestKubeAuthenticatorCache(t *testing.T) {
 		if err := f.auth.Authorize(ctx, saToken, "a"); err != nil {
 			t.Fatal(err)
 		}
-		if err := f.auth.Authorize(ctx, "garbage", "a"); !errors.Is(err, ErrUnauthenticated) {
+		if err := f.auth.Authorize(ctx, unknownJWT, "a"); !errors.Is(err, ErrUnauthenticated) {
 			t.Fatal(err)
 		}
 	}
@@ -214,7 +238,7 @@ func TestKubeAuthenticatorCache(t *testing.T) {
 		t.Fatalf("%d TokenReviews, want 3", got)
 	}
 	// After the TTL the decision is made again.
-	f.clock.Step(10 * time.Second)
+	f.clock.Step(10*time.Second + time.Millisecond)
 	if err := f.auth.Authorize(ctx, saToken, "a"); err != nil {
 		t.Fatal(err)
 	}
@@ -273,46 +297,94 @@ func TestKubeAuthenticatorSeesNewAndDeletedStaticTokens(t *testing.T) {
 	if err := f.secrets.Create(ctx, secret); err != nil {
 		t.Fatal(err)
 	}
-	// The deny is cached for the TTL; a new token is found as soon as the
-	// decision expires, even though the index is younger than the TTL.
-	f.clock.Step(5 * time.Second)
+	// A token that is not shaped like a JWT is refused without a review,
+	// and that refusal is not cached: the new token is found as soon as the
+	// index may be rebuilt (a second), though the index is younger than
+	// the TTL.
+	f.clock.Step(500 * time.Millisecond)
 	if err := f.auth.Authorize(ctx, staticTokenA, "a"); !errors.Is(err, ErrUnauthenticated) {
-		t.Fatalf("Authorize within the TTL of the deny = %v", err)
+		t.Fatalf("Authorize within a second of the index = %v", err)
 	}
-	if err := f.auth.Authorize(ctx, staticTokenA, "b"); !errors.Is(err, ErrForbidden) {
-		t.Fatalf("Authorize in another namespace = %v, want forbidden (a second after the index)", err)
-	}
-	f.clock.Step(5 * time.Second)
+	f.clock.Step(500 * time.Millisecond)
 	if err := f.auth.Authorize(ctx, staticTokenA, "a"); err != nil {
-		t.Fatalf("Authorize after the TTL = %v", err)
+		t.Fatalf("Authorize a second after the index = %v", err)
+	}
+	if err := f.auth.Authorize(ctx, staticTokenA, "b"); !errors.Is(err, ErrUnauthenticated) {
+		t.Fatalf("Authorize in another namespace = %v, want unauthenticated", err)
 	}
 	// A deleted Secret stops working once the decision and the index expire.
 	if err := f.secrets.Delete(ctx, secret); err != nil {
 		t.Fatal(err)
 	}
-	f.clock.Step(10 * time.Second)
+	f.clock.Step(10*time.Second + time.Millisecond)
 	if err := f.auth.Authorize(ctx, staticTokenA, "a"); !errors.Is(err, ErrUnauthenticated) {
 		t.Fatalf("Authorize after deletion = %v", err)
 	}
 }
 
 func TestKubeAuthenticatorCacheIsCapped(t *testing.T) {
+	ctx := context.Background()
 	f := newAuthFixture(t)
-	f.auth.maxEntries = 10
+	f.auth = newKubeAuthenticator(f.cluster.clientset(), f.secrets, unlimitedReviews, f.clock, 10)
 	for i := range 25 {
-		_ = f.auth.Authorize(context.Background(), fmt.Sprintf("garbage-%d", i), "a")
-		f.auth.mu.Lock()
-		n := len(f.auth.decisions)
-		f.auth.mu.Unlock()
-		if n > 10 {
+		_ = f.auth.Authorize(ctx, fmt.Sprintf("%s%d", unknownJWT, i), "a")
+		if n := len(f.auth.decisions.Keys()); n > 10 {
 			t.Fatalf("%d cached decisions, cap 10", n)
 		}
 	}
+	// The least recently used decisions went: the last 10 tokens are still
+	// decided from the cache, the first is reviewed again.
+	before := f.cluster.tokenReviews.Load()
+	for i := 15; i < 25; i++ {
+		_ = f.auth.Authorize(ctx, fmt.Sprintf("%s%d", unknownJWT, i), "a")
+	}
+	if got := f.cluster.tokenReviews.Load() - before; got != 0 {
+		t.Fatalf("%d TokenReviews for the 10 most recent tokens, want 0 (cached)", got)
+	}
+	_ = f.auth.Authorize(ctx, unknownJWT+"0", "a")
+	if got := f.cluster.tokenReviews.Load() - before; got != 1 {
+		t.Fatalf("%d TokenReviews for the evicted token, want 1", got)
+	}
 }
 
-func TestKubeAuthenticatorRefusesAnEmptyToken(t *testing.T) {
+func TestKubeAuthenticatorDecisionOutlivesTheRequestThatStartedIt(t *testing.T) {
+	api := newFakeAPIServer(t)
+	api.users[saToken] = authenticationv1.UserInfo{Username: "system:serviceaccount:a:app"}
+	api.audiences[saToken] = []string{TokenAudience}
+	api.allowed["system:serviceaccount:a:app/a"] = true
+	api.gate = make(chan struct{})
+	auth := newKubeAuthenticator(api.clientset(t, 0, 0), ctrlfake.NewClientBuilder().Build(), unlimitedReviews, clock.RealClock{}, maxCachedDecisions)
+
+	first, cancel := context.WithCancel(context.Background())
+	firstDone := make(chan error, 1)
+	go func() { firstDone <- auth.Authorize(first, saToken, "a") }()
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if api.tokenReviews.Load() == 0 {
+			return errors.New("no TokenReview yet")
+		}
+		return nil
+	})
+	// A second request for the same decision waits for the first's review;
+	// then the first request gives up.
+	secondDone := make(chan error, 1)
+	go func() { secondDone <- auth.Authorize(context.Background(), saToken, "a") }()
+	cancel()
+	if err := <-firstDone; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the cancelled request got %v, want context.Canceled", err)
+	}
+	close(api.gate)
+	if err := <-secondDone; err != nil {
+		t.Fatalf("the waiting request got %v, want the shared decision (allowed)", err)
+	}
+	if got := api.tokenReviews.Load(); got != 1 {
+		t.Fatalf("%d TokenReviews, want 1", got)
+	}
+}
+
+func TestKubeAuthenticatorRefusesATokenNotReviewedForItsAudience(t *testing.T) {
 	f := newAuthFixture(t)
-	if err := f.auth.Authorize(context.Background(), "", "a"); !errors.Is(err, ErrUnauthenticated) {
-		t.Fatalf("Authorize = %v", err)
+	f.cluster.audienceUnaware = true
+	if err := f.auth.Authorize(context.Background(), saToken, "a"); !errors.Is(err, ErrUnauthenticated) {
+		t.Fatalf("Authorize = %v, want unauthenticated: the review did not confirm the audience", err)
 	}
 }

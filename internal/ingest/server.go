@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"golang.org/x/sync/semaphore"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	"github.com/wablast/webhook-operator/internal/delivery"
@@ -24,10 +25,21 @@ const (
 	DefaultMaxEventBytes = 256 << 10
 	// MaxBatchEvents is the most events one NDJSON batch may hold.
 	MaxBatchEvents = 1000
+	// DefaultMaxBatchBytes is the size limit of an NDJSON batch body when
+	// Options.MaxBatchBytes is 0 (8 MiB), or MaxEventBytes if that is larger.
+	DefaultMaxBatchBytes = 8 << 20
+	// DefaultMaxDecodingBytes is Options.MaxDecodingBytes when 0 (32 MiB),
+	// or MaxBatchBytes if that is larger.
+	DefaultMaxDecodingBytes = 32 << 20
+	// overloadRetryAfter is the Retry-After, in seconds, of a request
+	// refused because MaxDecodingBytes are in use.
+	overloadRetryAfter = 1
 
-	// maxMaxEventBytes bounds Options.MaxEventBytes (64 MiB), so that a
-	// batch limit of MaxBatchEvents events stays meaningful.
+	// maxMaxEventBytes bounds Options.MaxEventBytes (64 MiB).
 	maxMaxEventBytes = 64 << 20
+	// maxMaxBatchBytes bounds Options.MaxBatchBytes and MaxDecodingBytes
+	// (1 GiB).
+	maxMaxBatchBytes = 1 << 30
 
 	readHeaderTimeout = 10 * time.Second
 	readTimeout       = 30 * time.Second
@@ -51,9 +63,20 @@ type Options struct {
 	// Auth authorizes bearer tokens per namespace. Required.
 	Auth Authenticator
 	// MaxEventBytes is the size limit of one event: of a JSON body, and of
-	// each line of an NDJSON batch, whose whole body may be MaxBatchEvents
-	// times as large. DefaultMaxEventBytes (262144) when 0.
+	// each line of an NDJSON batch. DefaultMaxEventBytes (262144) when 0.
 	MaxEventBytes int64
+	// MaxBatchBytes is the size limit of an NDJSON batch body: over it the
+	// answer is 413. DefaultMaxBatchBytes (8 MiB) when 0, or MaxEventBytes
+	// if that is larger.
+	MaxBatchBytes int64
+	// MaxDecodingBytes bounds the request bodies held at once: read,
+	// decoded or waiting to be stored. A request whose body does not fit
+	// beside the others is answered 503 with Retry-After (at once when its
+	// Content-Length says so, else as soon as its body outgrows the room),
+	// so concurrent large posts cannot take the manager past its memory
+	// limit. DefaultMaxDecodingBytes (32 MiB) when 0, or MaxBatchBytes if
+	// that is larger; it may not be smaller than MaxBatchBytes.
+	MaxDecodingBytes int64
 	// Ready reports whether the server can accept events, for GET /readyz:
 	// nil when ready, otherwise an error saying why not. Always ready when
 	// nil.
@@ -78,6 +101,9 @@ type Server struct {
 	log     logr.Logger
 	// eventTypes is the pre-rendered body of GET /v1/event-types.
 	eventTypes []byte
+	// decoding holds one unit per byte of the request bodies being read,
+	// decoded or stored (Options.MaxDecodingBytes).
+	decoding *semaphore.Weighted
 
 	shutdownTimeout time.Duration
 	// readHeaderTimeout and readTimeout drop clients that send too slowly;
@@ -109,6 +135,22 @@ func New(opts Options) (*Server, error) {
 	if opts.MaxEventBytes == 0 {
 		opts.MaxEventBytes = DefaultMaxEventBytes
 	}
+	if opts.MaxBatchBytes < 0 || opts.MaxBatchBytes > maxMaxBatchBytes {
+		return nil, fmt.Errorf("ingest: Options.MaxBatchBytes must be between 0 and %d, got %d", maxMaxBatchBytes, opts.MaxBatchBytes)
+	}
+	if opts.MaxBatchBytes == 0 {
+		opts.MaxBatchBytes = max(DefaultMaxBatchBytes, opts.MaxEventBytes)
+	}
+	if opts.MaxDecodingBytes < 0 || opts.MaxDecodingBytes > maxMaxBatchBytes {
+		return nil, fmt.Errorf("ingest: Options.MaxDecodingBytes must be between 0 and %d, got %d", maxMaxBatchBytes, opts.MaxDecodingBytes)
+	}
+	if opts.MaxDecodingBytes == 0 {
+		opts.MaxDecodingBytes = max(DefaultMaxDecodingBytes, opts.MaxBatchBytes)
+	}
+	if opts.MaxDecodingBytes < max(opts.MaxBatchBytes, opts.MaxEventBytes) {
+		return nil, fmt.Errorf("ingest: Options.MaxDecodingBytes (%d) must be at least MaxBatchBytes (%d) and MaxEventBytes (%d), or no batch could ever be read",
+			opts.MaxDecodingBytes, opts.MaxBatchBytes, opts.MaxEventBytes)
+	}
 	if opts.Addr == "" {
 		opts.Addr = DefaultAddr
 	}
@@ -127,6 +169,7 @@ func New(opts Options) (*Server, error) {
 		decoder:           decoder{now: opts.Now, newID: opts.NewID},
 		log:               opts.Logger,
 		eventTypes:        eventTypes,
+		decoding:          semaphore.NewWeighted(opts.MaxDecodingBytes),
 		shutdownTimeout:   defaultShutdownTimeout,
 		readHeaderTimeout: readHeaderTimeout,
 		readTimeout:       readTimeout,
@@ -137,10 +180,12 @@ func New(opts Options) (*Server, error) {
 
 // Handler returns the server's HTTP handler, for tests and for serving it
 // from another http.Server. It puts the server's logger in each request's
-// context, as Start does once for all of them through BaseContext.
+// context, and the client's address for the Authenticator's rate limits, as
+// Start does once for all of them through BaseContext and ConnContext.
 func (s *Server) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.handler.ServeHTTP(w, r.WithContext(logr.NewContext(r.Context(), s.log)))
+		ctx := withClientAddr(logr.NewContext(r.Context(), s.log), r.RemoteAddr)
+		s.handler.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
 
@@ -189,7 +234,11 @@ func (s *Server) Start(ctx context.Context) error {
 		// cancelled when ctx is. It carries the logger, for the handlers
 		// and the Authenticator.
 		BaseContext: func(net.Listener) context.Context { return logr.NewContext(context.WithoutCancel(ctx), s.log) },
-		ErrorLog:    slog.NewLogLogger(logr.ToSlogHandler(s.log), slog.LevelError),
+		// The client's address, once per connection rather than per request.
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return withClientAddr(ctx, c.RemoteAddr().String())
+		},
+		ErrorLog: slog.NewLogLogger(logr.ToSlogHandler(s.log), slog.LevelError),
 	}
 	s.log.Info("Serving the ingestion API", "address", s.addr)
 	served := make(chan error, 1)

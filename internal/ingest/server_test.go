@@ -356,7 +356,7 @@ func TestErrorsNameTheProblem(t *testing.T) {
 		},
 		"a batch with a huge Content-Length is refused before reading": {
 			req:    request{contentType: "application/x-ndjson", bodyReader: &failingReader{}, contentLength: 1 << 40},
-			status: 413, code: CodeBatchTooLarge, message: "the batch is larger than the limit of 4096000 bytes",
+			status: 413, code: CodeBatchTooLarge, message: "the batch is larger than the limit of 8388608 bytes for a batch body: split it",
 		},
 		"no Authorization header is a 401": {
 			req:    request{contentType: "application/json", body: validEvent, auth: "-"},
@@ -736,8 +736,8 @@ func TestBatchErrorIsBounded(t *testing.T) {
 }
 
 func TestBatchBodyOverTheLimitIsRefused(t *testing.T) {
-	ts := newTestServer(t, func(o *Options) { o.MaxEventBytes = 100 })
-	// 1000 blank-padded lines of 100 bytes each exceed 100*1000 bytes with
+	ts := newTestServer(t, func(o *Options) { o.MaxEventBytes, o.MaxBatchBytes = 100, 100*1000 })
+	// 1001 blank-padded lines of 100 bytes each exceed MaxBatchBytes with
 	// their newlines; the limit is hit while reading.
 	w := ts.do(t, request{contentType: "application/x-ndjson", body: strings.Repeat(strings.Repeat(" ", 100)+"\n", 1001), contentLength: -1})
 	if w.Code != http.StatusRequestEntityTooLarge {

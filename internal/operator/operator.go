@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	ctrlcontroller "sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -52,6 +53,12 @@ type Config struct {
 	IngestAddr string
 	// MaxEventBytes is the per-event size limit of the ingestion API.
 	MaxEventBytes int64
+	// MaxBatchBytes is the batch body size limit of the ingestion API
+	// (ingest.DefaultMaxBatchBytes when 0).
+	MaxBatchBytes int64
+	// MaxDecodingBytes bounds the request bodies the ingestion API holds at
+	// once (ingest.DefaultMaxDecodingBytes when 0).
+	MaxDecodingBytes int64
 	// AuthCacheTTL is how long ingestion authorization decisions are cached.
 	AuthCacheTTL time.Duration
 	// StoreMaxBytes is store.Options.MaxBytes (0: 85% of the data
@@ -59,10 +66,29 @@ type Config struct {
 	StoreMaxBytes int64
 	// StoreSync is store.Options.Sync (0: every 2 minutes).
 	StoreSync time.Duration
+	// IngestAuth configures the ingestion API's authenticator: the limits
+	// on TokenReviews of tokens not known yet, and whether tokens for the
+	// API server's audience are accepted (its CacheTTL is ignored:
+	// AuthCacheTTL is used). Zero values take the defaults.
+	IngestAuth ingest.KubeAuthOptions
+	// ReviewAPIQPS and ReviewAPIBurst are the client rate limit of the
+	// Kubernetes client that makes TokenReviews and SubjectAccessReviews,
+	// apart from the controller's (DefaultReviewAPIQPS and
+	// DefaultReviewAPIBurst when 0).
+	ReviewAPIQPS   float32
+	ReviewAPIBurst int
 	// GroupCommitDelay is delivery.Options.GroupCommitDelay: 0 takes the
 	// default, negative turns it off.
 	GroupCommitDelay time.Duration
 }
+
+// The defaults of Config.ReviewAPIQPS and ReviewAPIBurst: a review is two
+// requests (TokenReview, SubjectAccessReview), so this is a little more than
+// ingest.DefaultReviewRate and DefaultReviewBurst need.
+const (
+	DefaultReviewAPIQPS   = 50
+	DefaultReviewAPIBurst = 100
+)
 
 // Operator is everything Setup added to the manager.
 type Operator struct {
@@ -133,17 +159,31 @@ func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) (*Operator, error)
 		return nil, err
 	}
 
-	cs, err := kubernetes.NewForConfig(mgr.GetConfig())
+	// The reviews get a client, and so a client-side rate limit, of their
+	// own: unknown tokens cannot use up the controller's.
+	reviewCfg := rest.CopyConfig(mgr.GetConfig())
+	reviewCfg.QPS, reviewCfg.Burst, reviewCfg.RateLimiter = cfg.ReviewAPIQPS, cfg.ReviewAPIBurst, nil
+	if reviewCfg.QPS <= 0 {
+		reviewCfg.QPS = DefaultReviewAPIQPS
+	}
+	if reviewCfg.Burst <= 0 {
+		reviewCfg.Burst = DefaultReviewAPIBurst
+	}
+	cs, err := kubernetes.NewForConfig(reviewCfg)
 	if err != nil {
 		return nil, err
 	}
+	authOpts := cfg.IngestAuth
+	authOpts.CacheTTL = cfg.AuthCacheTTL
 	op.Ingest, err = ingest.New(ingest.Options{
-		Addr:          cfg.IngestAddr,
-		Enqueuer:      op.Dispatcher,
-		Auth:          ingest.NewKubeAuthenticator(cs, mgr.GetCache(), cfg.AuthCacheTTL),
-		MaxEventBytes: cfg.MaxEventBytes,
-		Ready:         op.Ready,
-		Logger:        ctrl.Log.WithName("ingest"),
+		Addr:             cfg.IngestAddr,
+		Enqueuer:         op.Dispatcher,
+		Auth:             ingest.NewKubeAuthenticator(cs, mgr.GetCache(), authOpts),
+		MaxEventBytes:    cfg.MaxEventBytes,
+		MaxBatchBytes:    cfg.MaxBatchBytes,
+		MaxDecodingBytes: cfg.MaxDecodingBytes,
+		Ready:            op.Ready,
+		Logger:           ctrl.Log.WithName("ingest"),
 	})
 	if err != nil {
 		return nil, err

@@ -98,28 +98,12 @@ func printEventTypes(out io.Writer, types []catalog.Type, withSchema bool) error
 	return err
 }
 
-// eventTypeJSON is one entry of -o json, the shape of GET /v1/event-types.
-type eventTypeJSON struct {
-	Type        string          `json:"type"`
-	Description string          `json:"description"`
-	Schema      json.RawMessage `json:"schema"`
-	Example     json.RawMessage `json:"example"`
-	Reserved    bool            `json:"reserved,omitempty"`
-}
-
-// printEventTypesJSON writes types as {"eventTypes": [...]}, indented.
+// printEventTypesJSON writes types as the catalog.List of GET
+// /v1/event-types, indented.
 func printEventTypesJSON(out io.Writer, types []catalog.Type) error {
-	body := struct {
-		EventTypes []eventTypeJSON `json:"eventTypes"`
-	}{EventTypes: make([]eventTypeJSON, 0, len(types))}
-	for _, t := range types {
-		body.EventTypes = append(body.EventTypes, eventTypeJSON{
-			Type: t.Name, Description: t.Description, Schema: t.Schema, Example: t.Example, Reserved: t.Reserved,
-		})
-	}
 	enc := json.NewEncoder(out)
 	enc.SetIndent("", "  ")
-	if err := enc.Encode(body); err != nil {
+	if err := enc.Encode(catalog.NewList(types)); err != nil {
 		return fmt.Errorf("writing the catalog: %w", err)
 	}
 	return nil

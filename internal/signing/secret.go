@@ -50,7 +50,7 @@ var (
 //
 // The error is nil on success, otherwise it wraps ErrNoSecret (empty or
 // whitespace only), ErrSecretInvalid or ErrSecretTooShort. Error messages
-// never contain the secret.
+// never contain the secret, nor its length (they end up in status).
 func ParseSecret(s string) ([]byte, error) {
 	if strings.TrimSpace(s) == "" {
 		return nil, ErrNoSecret
@@ -58,7 +58,9 @@ func ParseSecret(s string) ([]byte, error) {
 	encoded, ok := strings.CutPrefix(s, SecretPrefix)
 	if !ok {
 		if len(s) < MinRawSecretBytes {
-			return nil, fmt.Errorf("%w: raw secret is %d bytes, need at least %d", ErrSecretTooShort, len(s), MinRawSecretBytes)
+			// The message gives the rule, not the secret's length, which
+			// would tell whoever reads the status something about it.
+			return nil, fmt.Errorf("%w: a secret without the %q prefix needs at least %d bytes", ErrSecretTooShort, SecretPrefix, MinRawSecretBytes)
 		}
 		return []byte(s), nil
 	}
@@ -77,7 +79,7 @@ func ParseSecret(s string) ([]byte, error) {
 		return nil, fmt.Errorf("%w: bad base64: %w", ErrSecretInvalid, err)
 	}
 	if len(key) < minEncodedKeyBytes || len(key) > maxEncodedKeyBytes {
-		return nil, fmt.Errorf("%w: decodes to %d bytes, want %d..%d", ErrSecretInvalid, len(key), minEncodedKeyBytes, maxEncodedKeyBytes)
+		return nil, fmt.Errorf("%w: does not decode to %d..%d bytes", ErrSecretInvalid, minEncodedKeyBytes, maxEncodedKeyBytes)
 	}
 	return key, nil
 }

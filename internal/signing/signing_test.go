@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -163,6 +164,13 @@ func TestParseSecret(t *testing.T) {
 					t.Errorf("key = %x, want nil on error", got)
 				}
 				assertNoLeak(t, err, tc.in)
+				// Nor its length: the message ends up in status.
+				for _, n := range []int{len(tc.in), len(tc.in) - len(SecretPrefix), decodedLen(tc.in)} {
+					limit := n == MinRawSecretBytes || n == minEncodedKeyBytes || n == maxEncodedKeyBytes
+					if n > 0 && !limit && regexp.MustCompile(`\b`+strconv.Itoa(n)+`\b`).MatchString(err.Error()) {
+						t.Errorf("the error %q gives the secret's length %d", err, n)
+					}
+				}
 				return
 			}
 			if err != nil {
@@ -515,4 +523,17 @@ func TestSignWithReusedStatesConcurrently(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// decodedLen is the length a whsec_ secret decodes to, or 0.
+func decodedLen(s string) int {
+	enc, ok := strings.CutPrefix(s, SecretPrefix)
+	if !ok {
+		return 0
+	}
+	b, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(enc, "="))
+	if err != nil {
+		return 0
+	}
+	return len(b)
 }
