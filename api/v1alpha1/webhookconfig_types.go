@@ -341,10 +341,6 @@ type WebhookConfigList struct {
 	Items           []WebhookConfig `json:"items"`
 }
 
-func init() {
-	SchemeBuilder.Register(&WebhookConfig{}, &WebhookConfigList{})
-}
-
 // IsEnabled reports whether deliveries are enabled (spec.enabled defaults to true).
 func (w *WebhookConfig) IsEnabled() bool {
 	return w.Spec.Enabled == nil || *w.Spec.Enabled

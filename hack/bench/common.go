@@ -106,11 +106,11 @@ func (r *result) info(figure, value string) {
 	r.rows = append(r.rows, row{figure: figure, value: value, status: "-"})
 }
 
-func (r *result) note(format string, args ...any) {
+func (r *result) notef(format string, args ...any) {
 	r.notes = append(r.notes, fmt.Sprintf(format, args...))
 }
 
-func (r *result) finding(format string, args ...any) {
+func (r *result) findingf(format string, args ...any) {
 	r.findings = append(r.findings, fmt.Sprintf(format, args...))
 }
 
@@ -196,14 +196,14 @@ func post(ctx context.Context, c *http.Client, url, contentType string, body []b
 	if err != nil {
 		return 0, nil, err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }() // read-only: what was read is the answer
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	return resp.StatusCode, b, err
 }
 
 // ingestHeader carries the static bearer token.
-func ingestHeader(token string) http.Header {
-	return http.Header{"Authorization": {"Bearer " + token}}
+func ingestHeader() http.Header {
+	return http.Header{"Authorization": {"Bearer " + staticToken}}
 }
 
 // runPosters calls fn(i) for i in [0, n) from c goroutines and returns the
@@ -333,10 +333,9 @@ func loadAvg() string {
 func dirSize(dir string) int64 {
 	var total int64
 	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return nil
-		}
-		if d.Type().IsRegular() {
+		// A file or directory that cannot be read (or vanished) is skipped
+		// and the walk goes on.
+		if err == nil && d.Type().IsRegular() {
 			if info, err := d.Info(); err == nil {
 				total += info.Size()
 			}
@@ -352,7 +351,7 @@ func freePort() (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	defer ln.Close()
+	defer func() { _ = ln.Close() }() // only held to learn a free port
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 

@@ -35,7 +35,7 @@ func measureFanout(ctx context.Context, sz sizes) *result {
 	defer p.stop()
 	c := newPostClient(sz.C)
 	defer c.CloseIdleConnections()
-	url, hdr := p.EventsURL(), ingestHeader(staticToken)
+	url, hdr := p.EventsURL(), ingestHeader()
 	// postOne posts event i (bodies[i] when prepared) and returns the id
 	// the 202 gave it; the caller records it in the Ledger.
 	var bodies [][]byte
@@ -157,11 +157,11 @@ func measureFanout(ctx context.Context, sz sizes) *result {
 
 	res.info(fmt.Sprintf("4. one event to %d endpoints: 202 to the %dth receipt (median of %d)", len(eps), len(eps), len(one)), ms(percentile(one, 50)))
 	res.info(fmt.Sprintf("4. %d events x %d endpoints", sz.FanoutEvents, len(eps)), fmtRate(perSec(total, elapsed), "deliveries/s"))
-	res.note("%d registry entries in one namespace point at the same receiver with different paths (/ep-000 ...), each with its own worker and durable consumer (%s). Single-event runs (after 3 warm-up events): %v. The bulk run posts %d events from %d posters and times the first post to the %dth unique (path, webhook-id) receipt: %s, duplicates %d, this process's CPU %.0f µs per delivery.",
+	res.notef("%d registry entries in one namespace point at the same receiver with different paths (/ep-000 ...), each with its own worker and durable consumer (%s). Single-event runs (after 3 warm-up events): %v. The bulk run posts %d events from %d posters and times the first post to the %dth unique (path, webhook-id) receipt: %s, duplicates %d, this process's CPU %.0f µs per delivery.",
 		len(eps), inFlightText(), roundAll(one), sz.FanoutEvents, sz.C, total, elapsed.Round(time.Millisecond), dups, us(cpu)/float64(total))
-	res.note("All %d endpoints share one host:port here, so up to %d deliveries are in flight to one host while the shared client keeps at most 256 idle connections per host: connections beyond that are closed and dialled again, which real endpoints on different hosts would not do.", len(eps), len(eps)*maxInFlight)
-	res.note("The events: %s. After each run, not timed, every delivered body was compared with what was posted (type, data, timestamp) and every endpoint's copy with the first, byte for byte.", payloadText)
-	res.note("The brief sets no target for fan-out; the figures are informational.")
+	res.notef("All %d endpoints share one host:port here, so up to %d deliveries are in flight to one host while the shared client keeps at most 256 idle connections per host: connections beyond that are closed and dialled again, which real endpoints on different hosts would not do.", len(eps), len(eps)*maxInFlight)
+	res.notef("The events: %s. After each run, not timed, every delivered body was compared with what was posted (type, data, timestamp) and every endpoint's copy with the first, byte for byte.", payloadText)
+	res.notef("The brief sets no target for fan-out; the figures are informational.")
 	if prof != "" {
 		table, costs, err := breakdownTable(pipelineKinds, []string{fmt.Sprintf("%d events x %d endpoints", sz.FanoutEvents, len(eps))}, []string{prof}, []int{total})
 		if err == nil {
@@ -172,7 +172,7 @@ func measureFanout(ctx context.Context, sz sizes) *result {
 			}
 			i := slices.IndexFunc(pipelineKinds, func(k cpuKind) bool { return strings.Contains(k.name, "consumer state files") })
 			if sum > 0 && i >= 0 && costs[0][i]*4 > sum {
-				res.finding("With %d endpoints active at once, %.0f%% of the CPU (%.0f µs per delivery) goes to the embedded JetStream server writing each durable consumer's state file (nats-server's consumerFileStore.flushLoop writes a temporary file and renames it, up to about 10 times a second per consumer while its acknowledged position moves). The cost grows with the number of endpoints receiving at the same time, since each has its own durable consumer, rather than with the number of deliveries.",
+				res.findingf("With %d endpoints active at once, %.0f%% of the CPU (%.0f µs per delivery) goes to the embedded JetStream server writing each durable consumer's state file (nats-server's consumerFileStore.flushLoop writes a temporary file and renames it, up to about 10 times a second per consumer while its acknowledged position moves). The cost grows with the number of endpoints receiving at the same time, since each has its own durable consumer, rather than with the number of deliveries.",
 					len(eps), 100*float64(costs[0][i])/float64(sum), us(costs[0][i]))
 			}
 		}

@@ -91,7 +91,7 @@ func measureLatency(ctx context.Context, sz sizes) *result {
 	const posters = 64
 	c := newPostClient(posters)
 	defer c.CloseIdleConnections()
-	url, hdr := p.EventsURL(), ingestHeader(staticToken)
+	url, hdr := p.EventsURL(), ingestHeader()
 
 	if err := warmUp(ctx, rcv, posters, func(i int) error {
 		ev := benchEvent(1_000_000 + i)
@@ -184,19 +184,19 @@ func measureLatency(ctx context.Context, sz sizes) *result {
 	res.info(fmt.Sprintf("offered rate (%d events over %s, paced)", n, sz.LatencyFor), fmtRate(offered, "events/s"))
 	res.info("added latency p50 (receipt minus 202)", ms(p50))
 	res.add("3. added latency p99 (receipt minus 202)", ms(p99), "< 10 ms", p99 < 10*time.Millisecond)
-	res.note("The events: %s. After the window every delivered body was compared with what was posted (type, data, timestamp), and every event found delivered.", payloadText)
-	res.note("Paced posters (%d goroutines, keep-alive) post event i at start + i/%d s; a request started p50 %s (p99 %s) after it was due. Ingest response time (post to 202) p50 %s, p99 %s.",
+	res.notef("The events: %s. After the window every delivered body was compared with what was posted (type, data, timestamp), and every event found delivered.", payloadText)
+	res.notef("Paced posters (%d goroutines, keep-alive) post event i at start + i/%d s; a request started p50 %s (p99 %s) after it was due. Ingest response time (post to 202) p50 %s, p99 %s.",
 		posters, sz.LatencyRate, ms(percentile(late, 50)), ms(percentile(late, 99)), ms(percentile(resp, 50)), ms(percentile(resp, 99)))
-	res.note("End to end, from the start of the post to the receipt: p50 %s, p99 %s. This process used %.2f cores on average during the window (%.0f µs of CPU per event).",
+	res.notef("End to end, from the start of the post to the receipt: p50 %s, p99 %s. This process used %.2f cores on average during the window (%.0f µs of CPU per event).",
 		ms(percentile(e2e, 50)), ms(percentile(e2e, 99)), cpu.Seconds()/window.Seconds(), us(cpu)/float64(n))
-	res.note("Latency is the receiver's clock at the first verified receipt of the event's webhook-id minus the poster's clock when the 202 came back (same process, monotonic clock). The delivery can arrive before the 202 is read: %d of %d latencies were negative and are kept as they are. Max %s.",
+	res.notef("Latency is the receiver's clock at the first verified receipt of the event's webhook-id minus the poster's clock when the 202 came back (same process, monotonic clock). The delivery can arrive before the 202 is read: %d of %d latencies were negative and are kept as they are. Max %s.",
 		negative, n, ms(lat[len(lat)-1]))
 	if p99 >= 10*time.Millisecond {
 		shape := "scattered: no stretch of consecutive events over 10 ms lasted 100 ms, so single deliveries were slow rather than the pipeline falling behind"
 		if longest >= 100*time.Millisecond {
 			shape = fmt.Sprintf("in %d stretches of consecutive events, the longest %s: queueing, the pipeline fell behind the offered rate for a while and drained the backlog afterwards, rather than single deliveries being slow", stretches, longest.Round(time.Millisecond))
 		}
-		res.finding("Added latency p99 %s is over 10 ms (p50 %s). The events over 10 ms came %s. At %d events/s this process (pipeline, posters and receiver) kept %.2f cores busy; the posters themselves started p99 %s after they were due, a direct measure of scheduling delay on this machine during the window (load average before the run: see the header).",
+		res.findingf("Added latency p99 %s is over 10 ms (p50 %s). The events over 10 ms came %s. At %d events/s this process (pipeline, posters and receiver) kept %.2f cores busy; the posters themselves started p99 %s after they were due, a direct measure of scheduling delay on this machine during the window (load average before the run: see the header).",
 			ms(p99), ms(p50), shape, sz.LatencyRate, cpu.Seconds()/window.Seconds(), ms(percentile(late, 99)))
 	}
 	return res

@@ -80,13 +80,13 @@ func measurePending(ctx context.Context, sz sizes) *result {
 	perHeap := float64(int64(heap1)-int64(heap0)) / float64(n)
 	res.info(fmt.Sprintf("7. data dir growth per pending event (%d pending)", n), fmt.Sprintf("%.0f bytes", perDisk))
 	res.info("7. heap growth per pending event (HeapAlloc after GC)", fmt.Sprintf("%.0f bytes", perHeap))
-	res.note("One endpoint points at a closed loopback port with maxAttempts 20 and initialBackoffSeconds 3600: every delivery's first attempt is refused and it waits for its retry (about an hour away) in the embedded store's on-disk retry queue. %d events were enqueued with Dispatcher.Enqueue in batches of 1000; all were attempted once after %s (stats: sent %d, pending %d, consecutive failures %d).",
+	res.notef("One endpoint points at a closed loopback port with maxAttempts 20 and initialBackoffSeconds 3600: every delivery's first attempt is refused and it waits for its retry (about an hour away) in the embedded store's on-disk retry queue. %d events were enqueued with Dispatcher.Enqueue in batches of 1000; all were attempted once after %s (stats: sent %d, pending %d, consecutive failures %d).",
 		n, attempted.Round(100*time.Millisecond), st.TotalEventsSent, st.EventsPending, st.ConsecutiveFailures)
-	res.note("Disk: the sum of file sizes under the store's data dir grew from %s to %s. Stream contents (JetStream's own byte count, all streams) grew by %.0f bytes per pending event; the rest is file store overhead (indexes, block slack, removed work-queue messages not yet compacted).",
+	res.notef("Disk: the sum of file sizes under the store's data dir grew from %s to %s. Stream contents (JetStream's own byte count, all streams) grew by %.0f bytes per pending event; the rest is file store overhead (indexes, block slack, removed work-queue messages not yet compacted).",
 		mib(disk0), mib(disk1), float64(int64(stored1)-int64(stored0))/float64(n))
-	res.note("Memory: runtime.ReadMemStats HeapAlloc after two GCs, in the process that hosts the embedded NATS server, the dispatcher and the aggregator: %s before, %s after. The process RSS is not used because the Go runtime does not return freed memory at once. The growth includes JetStream's duplicate-window entries for the retry schedules' message IDs (kept for 5 minutes) and the aggregator's dedupe keys of recent outcomes (kept for 2 minutes), whether or not the delivery is still pending.",
+	res.notef("Memory: runtime.ReadMemStats HeapAlloc after two GCs, in the process that hosts the embedded NATS server, the dispatcher and the aggregator: %s before, %s after. The process RSS is not used because the Go runtime does not return freed memory at once. The growth includes JetStream's duplicate-window entries for the retry schedules' message IDs (kept for 5 minutes) and the aggregator's dedupe keys of recent outcomes (kept for 2 minutes), whether or not the delivery is still pending.",
 		mib(int64(heap0)), mib(int64(heap1)))
-	res.note("The brief sets no target for these; they are informational.")
+	res.notef("The brief sets no target for these; they are informational.")
 	return res
 }
 

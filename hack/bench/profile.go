@@ -55,8 +55,10 @@ func writeAllocs(path string) {
 		fmt.Fprintln(os.Stderr, "   allocation profile:", err)
 		return
 	}
-	defer f.Close()
 	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		fmt.Fprintln(os.Stderr, "   allocation profile:", err)
+	}
+	if err := f.Close(); err != nil {
 		fmt.Fprintln(os.Stderr, "   allocation profile:", err)
 	}
 }

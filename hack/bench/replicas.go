@@ -36,12 +36,12 @@ func measureReplicas(ctx context.Context, sz sizes) *result {
 		res.info(fmt.Sprintf("8. %d replica(s) on one NATS server, single JSON events, C=%d", i+1, sz.C),
 			fmt.Sprintf("%s (x%.2f)", fmtRate(r.rate(), "events/s"), r.rate()/runs[0].rate()))
 	}
-	res.note("Each pass starts a fresh nats-server (JetStream, file store, R1) listening on 127.0.0.1 and 1, 2 or 3 replicas connected to it over TCP, each with its own ingestion API, dispatcher and registry holding the same endpoint (%s). Posters send single JSON events round-robin over the replicas' ingestion APIs; one replica runs the status writer and aggregator. Timing and checks are those of the throughput passes, the content check after each pass included.", inFlightText())
+	res.notef("Each pass starts a fresh nats-server (JetStream, file store, R1) listening on 127.0.0.1 and 1, 2 or 3 replicas connected to it over TCP, each with its own ingestion API, dispatcher and registry holding the same endpoint (%s). Posters send single JSON events round-robin over the replicas' ingestion APIs; one replica runs the status writer and aggregator. Timing and checks are those of the throughput passes, the content check after each pass included.", inFlightText())
 	for i, r := range runs {
-		res.note("%d replica(s): %d events in %s = %.0f events/s; this process's CPU %.0f µs/event, %.1f of %d cores busy; response time p50 %s, p99 %s; duplicates %d.",
+		res.notef("%d replica(s): %d events in %s = %.0f events/s; this process's CPU %.0f µs/event, %.1f of %d cores busy; response time p50 %s, p99 %s; duplicates %d.",
 			i+1, r.events, r.elapsed.Round(time.Millisecond), r.rate(), us(r.cpuPerEvent()), cores(r), runtime.NumCPU(), ms(r.ackP50), ms(r.ackP99), r.dups)
 	}
-	res.note("Every replica here shares this machine's %d cores with the NATS server, the posters and the receiver, so more replicas add no CPU: the figures show what sharing the work costs (more connections, pull requests and acknowledgements), not the gain on separate machines. docs/architecture.md (\"Scaling past one machine\") explains where the limits are when replicas have their own cores.", runtime.NumCPU())
+	res.notef("Every replica here shares this machine's %d cores with the NATS server, the posters and the receiver, so more replicas add no CPU: the figures show what sharing the work costs (more connections, pull requests and acknowledgements), not the gain on separate machines. docs/architecture.md (\"Scaling past one machine\") explains where the limits are when replicas have their own cores.", runtime.NumCPU())
 	return res
 }
 
@@ -51,7 +51,7 @@ func replicaThroughput(ctx context.Context, sz sizes, keys benchSecret, n int) (
 	if err != nil {
 		return throughputRun{}, err
 	}
-	defer os.RemoveAll(dir)
+	defer func() { _ = os.RemoveAll(dir) }() // best effort: a temporary directory
 	ns, err := server.NewServer(&server.Options{
 		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: dir,
 		NoSigs: true, NoLog: true, MaxPayload: 8 << 20,
@@ -72,17 +72,23 @@ func replicaThroughput(ctx context.Context, sz sizes, keys benchSecret, n int) (
 	defer rcv.close()
 	ep := benchEndpoint("crm", rcv.URL+"/hook", keys.keys)
 	var urls []string
+	var pipes []*pipeline
+	defer func() {
+		for i := len(pipes) - 1; i >= 0; i-- {
+			pipes[i].stop()
+		}
+	}()
 	for i := range n {
 		p, err := startPipelineWith(ctx, []endpoint.Endpoint{ep}, pipelineOptions{NATSURL: ns.ClientURL(), Leader: i == 0})
 		if err != nil {
 			return throughputRun{}, err
 		}
-		defer p.stop()
+		pipes = append(pipes, p)
 		urls = append(urls, p.EventsURL())
 	}
 	c := newPostClient(sz.C)
 	defer c.CloseIdleConnections()
-	hdr := ingestHeader(staticToken)
+	hdr := ingestHeader()
 	send := func(i int, body []byte) ([]byte, error) {
 		return postEvents(ctx, c, urls[i%len(urls)], hdr, false, body)
 	}

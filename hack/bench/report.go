@@ -144,7 +144,7 @@ func (r *report) writeMarkdown(path string) error {
 	}
 
 	fmt.Fprintf(&b, "## Findings\n\n")
-	any := false
+	listed := false
 	for _, res := range r.results {
 		missed := res.err != nil
 		for _, rw := range res.rows {
@@ -153,7 +153,7 @@ func (r *report) writeMarkdown(path string) error {
 		if !missed && len(res.findings) == 0 {
 			continue
 		}
-		any = true
+		listed = true
 		fmt.Fprintf(&b, "### %s\n\n", res.title)
 		if res.err != nil {
 			fmt.Fprintf(&b, "- Not measured: %s\n", oneLine(res.err.Error()))
@@ -170,7 +170,7 @@ func (r *report) writeMarkdown(path string) error {
 		}
 		fmt.Fprintln(&b)
 	}
-	if !any {
+	if !listed {
 		fmt.Fprintf(&b, "Every target was met.\n")
 	}
 	fmt.Fprintf(&b, "\n%s", history)

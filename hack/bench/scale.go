@@ -35,7 +35,7 @@ func measureScale(ctx context.Context, sz sizes) *result {
 	if err != nil {
 		return res.fail(err)
 	}
-	defer os.RemoveAll(tmp)
+	defer func() { _ = os.RemoveAll(tmp) }() // best effort: a temporary directory
 	bin, how, err := managerBinary(ctx, tmp)
 	if err != nil {
 		return res.fail(err)
@@ -60,7 +60,7 @@ func measureScale(ctx context.Context, sz sizes) *result {
 	if err != nil {
 		return res.fail(err)
 	}
-	defer logFile.Close()
+	defer func() { _ = logFile.Close() }() // the manager wrote it through its own descriptor
 	cmd := exec.Command(bin,
 		"--data-dir", dataDir,
 		"--metrics-bind-address", "0",
@@ -73,8 +73,15 @@ func measureScale(ctx context.Context, sz sizes) *result {
 		return res.fail(err)
 	}
 	pid := cmd.Process.Pid
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	// exited is closed once the manager has exited, with exitErr set: every
+	// check below sees it, so the stop at the end cannot wait forever for an
+	// exit a readiness check consumed.
+	exited := make(chan struct{})
+	var exitErr error
+	go func() {
+		exitErr = cmd.Wait()
+		close(exited)
+	}()
 	defer func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
@@ -103,9 +110,14 @@ func measureScale(ctx context.Context, sz sizes) *result {
 		if err != nil {
 			return false
 		}
-		resp.Body.Close()
+		_ = resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	}) {
+		select {
+		case <-exited:
+			return managerFailed(fmt.Errorf("the manager exited before it was ready: %w", exitErr))
+		default:
+		}
 		return managerFailed(errors.New("the manager was not ready within 60s"))
 	}
 	rssIdle := procStatusKB(pid, "VmRSS")
@@ -244,21 +256,21 @@ func measureScale(ctx context.Context, sz sizes) *result {
 	}
 	res.add(fmt.Sprintf("6. %d WebhookConfigs in %d namespaces: create to all Ready", total, sz.ScaleNamespaces), readyValue, "< 60 s", allReady && readyAfter < 60*time.Second)
 	res.add("6. manager peak RSS (VmHWM)", mib(hwm*1024), "< 400 MiB", hwm*1024 < 400<<20)
-	res.note("The manager binary (%s) runs as a subprocess against a real kube-apiserver and etcd (testutil.StartEnv), with --data-dir in a temporary directory, --metrics-bind-address 0 and loopback probe and ingest ports; the embedded NATS server lives in its process.", how)
-	res.note("The harness creates %d namespaces, one signing Secret in each and %d WebhookConfigs (secretRef to it) from 32 goroutines through a client limited to QPS 200 / burst 400: creation took %s. Readiness is observed through one watch (an informer) rather than polling Lists, which on two shared cores would compete with the manager for the API server; a final cluster-wide List found %d of %d Ready.",
+	res.notef("The manager binary (%s) runs as a subprocess against a real kube-apiserver and etcd (testutil.StartEnv), with --data-dir in a temporary directory, --metrics-bind-address 0 and loopback probe and ingest ports; the embedded NATS server lives in its process.", how)
+	res.notef("The harness creates %d namespaces, one signing Secret in each and %d WebhookConfigs (secretRef to it) from 32 goroutines through a client limited to QPS 200 / burst 400: creation took %s. Readiness is observed through one watch (an informer) rather than polling Lists, which on two shared cores would compete with the manager for the API server; a final cluster-wide List found %d of %d Ready.",
 		sz.ScaleNamespaces, total, created.Round(100*time.Millisecond), listed, total)
 	consumersValue := fmt.Sprintf("all %d after %s", total, consumersAfter.Round(100*time.Millisecond))
 	if !allConsumers {
 		consumersValue = fmt.Sprintf("%d of %d after %s", consumers(), total, consumersAfter.Round(time.Second))
 	}
-	res.note("Durable JetStream delivery consumers (one per endpoint) existing: %s from the first create. Manager RSS idle before the creates %s, when all were Ready %s, at the end (consumers created) %s, sampled peak %s, VmHWM %s; manager CPU from the first create to the end %s.",
+	res.notef("Durable JetStream delivery consumers (one per endpoint) existing: %s from the first create. Manager RSS idle before the creates %s, when all were Ready %s, at the end (consumers created) %s, sampled peak %s, VmHWM %s; manager CPU from the first create to the end %s.",
 		consumersValue, mib(rssIdle*1024), mib(rssReady*1024), mib(rss*1024), mib(peakRSS.Load()*1024), mib(hwm*1024), cpu.Round(100*time.Millisecond))
 	if !allReady || readyAfter >= 60*time.Second {
-		res.finding("Reaching Ready for %d WebhookConfigs took %s (target 60 s); creating them alone at QPS 200 took %s. The manager used %s of CPU in that time (see its log for the reconcile rate); the controller runs --max-concurrent-reconciles 4 and writes one status apply per resource.",
+		res.findingf("Reaching Ready for %d WebhookConfigs took %s (target 60 s); creating them alone at QPS 200 took %s. The manager used %s of CPU in that time (see its log for the reconcile rate); the controller runs --max-concurrent-reconciles 4 and writes one status apply per resource.",
 			total, readyAfter.Round(time.Second), created.Round(time.Second), cpu.Round(time.Second))
 	}
 	if hwm*1024 >= 400<<20 {
-		res.finding("The manager's peak RSS %s is over 400 MiB with %d endpoints. It was %s idle, %s when every WebhookConfig was Ready (informer caches, registry, status writes) and %s once the dispatcher had created one durable JetStream consumer per endpoint in the embedded server.",
+		res.findingf("The manager's peak RSS %s is over 400 MiB with %d endpoints. It was %s idle, %s when every WebhookConfig was Ready (informer caches, registry, status writes) and %s once the dispatcher had created one durable JetStream consumer per endpoint in the embedded server.",
 			mib(hwm*1024), total, mib(rssIdle*1024), mib(rssReady*1024), mib(rss*1024))
 	}
 	return res

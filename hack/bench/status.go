@@ -77,7 +77,7 @@ func measureStatus(ctx context.Context, sz sizes) *result {
 	if err != nil {
 		return res.fail(err)
 	}
-	defer os.RemoveAll(dataDir)
+	defer func() { _ = os.RemoveAll(dataDir) }() // best effort: a temporary directory
 	ocfg := operatortest.Config(dataDir)
 	ocfg.StatusFlushInterval = sz.StatusFlush
 	inst, err := operatortest.Start(env.Config, ns, ocfg, 60*time.Second)
@@ -109,7 +109,7 @@ func measureStatus(ctx context.Context, sz sizes) *result {
 	c := newPostClient(16)
 	defer c.CloseIdleConnections()
 	url := "http://" + op.Ingest.Addr() + "/v1/namespaces/" + ns + "/events"
-	hdr := ingestHeader(staticToken)
+	hdr := ingestHeader()
 	// Warm-up: one event to every endpoint (the static token is looked up
 	// once, the connections open, the endpoint consumers exist).
 	rcv.reset(sz.StatusEndpoints)
@@ -232,15 +232,15 @@ func measureStatus(ctx context.Context, sz sizes) *result {
 	if minGap != time.Duration(math.MaxInt64) {
 		gap = minGap.Round(time.Millisecond).String()
 	}
-	res.note("A real kube-apiserver and etcd (testutil.StartEnv), %d WebhookConfigs and a Secret in one namespace, and operator.Setup in a controller-runtime manager as test/integration runs it, with --status-flush-interval %s. The ingest token is a static token Secret labelled %s; the manager's KubeAuthenticator checks it (cached). The harness posts NDJSON batches of %d at %d batches/s from 8 paced posters, so the posters cost little next to the operator.",
+	res.notef("A real kube-apiserver and etcd (testutil.StartEnv), %d WebhookConfigs and a Secret in one namespace, and operator.Setup in a controller-runtime manager as test/integration runs it, with --status-flush-interval %s. The ingest token is a static token Secret labelled %s; the manager's KubeAuthenticator checks it (cached). The harness posts NDJSON batches of %d at %d batches/s from 8 paced posters, so the posters cost little next to the operator.",
 		sz.StatusEndpoints, sz.StatusFlush, ingest.LabelIngestToken, batch, batchesPerSec)
-	res.note("Status writes are the dispatcher's server-side apply PATCHes of /status under field manager %s, counted in the manager's rest.Config transport. The status.Writer writes the changed resources of a flush one after another in UID order, which marks where each flush starts. %d flushes started in the %s window; the rate is the writes of all but the last (%d) over the %s from the first flush's start to the last's, so no flush is cut by the window's edges (2%% allowed for timer jitter). Over the whole run %d writes; the shortest gap between two writes of one resource was %s (a flush that ran long delays its writes, so single gaps can be shorter than the interval; the rate cannot exceed the bound). The receiver verified %d deliveries in the window; the rest of the offered load was still queued in JetStream when the window closed (it is not drained). Every body that had arrived when the window closed was compared with what was posted (type, data, timestamp; the events: %s).",
+	res.notef("Status writes are the dispatcher's server-side apply PATCHes of /status under field manager %s, counted in the manager's rest.Config transport. The status.Writer writes the changed resources of a flush one after another in UID order, which marks where each flush starts. %d flushes started in the %s window; the rate is the writes of all but the last (%d) over the %s from the first flush's start to the last's, so no flush is cut by the window's edges (2%% allowed for timer jitter). Over the whole run %d writes; the shortest gap between two writes of one resource was %s (a flush that ran long delays its writes, so single gaps can be shorter than the interval; the rate cannot exceed the bound). The receiver verified %d deliveries in the window; the rest of the offered load was still queued in JetStream when the window closed (it is not drained). Every body that had arrived when the window closed was compared with what was posted (type, data, timestamp; the events: %s).",
 		status.DeliveryFieldManager, len(window), sz.StatusFor, counted, span.Round(time.Millisecond), len(all), gap, delivered, payloadText)
 	if !pass {
-		res.finding("Status writes %.2f/s exceed the bound %.2f/s (%d writes in %d flushes over %s): the status.Writer should write each resource at most once per flush interval.", rate, bound, counted, len(window)-1, span.Round(time.Millisecond))
+		res.findingf("Status writes %.2f/s exceed the bound %.2f/s (%d writes in %d flushes over %s): the status.Writer should write each resource at most once per flush interval.", rate, bound, counted, len(window)-1, span.Round(time.Millisecond))
 	}
 	if offered := sz.StatusRate * sz.StatusEndpoints; perSec(delivered, sz.StatusFor) < 0.9*float64(offered) {
-		res.finding("The pipeline delivered %.0f of the %d deliveries/s offered in the status measurement (%d events/s x %d endpoints); the status write count does not depend on that, since every endpoint changed in every flush.",
+		res.findingf("The pipeline delivered %.0f of the %d deliveries/s offered in the status measurement (%d events/s x %d endpoints); the status write count does not depend on that, since every endpoint changed in every flush.",
 			perSec(delivered, sz.StatusFor), offered, sz.StatusRate, sz.StatusEndpoints)
 	}
 	return res

@@ -131,12 +131,12 @@ func measureThroughput(ctx context.Context, sz sizes) *result {
 	res.add(fmt.Sprintf("2. ratio operator (batches of %d) / baseline", sz.Batch), fmt.Sprintf("%.2f", rb), ">= 0.40 (ceiling ~0.5)", rb >= target)
 	res.info("operator, single JSON events with producer ids (idempotency keys)", fmt.Sprintf("%s (ratio %.2f)", fmtRate(withIDs.rate(), "events/s"), withIDs.rate()/idsBase.rate()))
 
-	res.note("The four passes ran side by side in %d rounds; each ratio above is the median round's (for each figure its own median round, against that round's baseline). Every round: %s.", len(rounds), strings.Join(spread, "; "))
-	res.note("Each pass times the first post to the last unique webhook-id the receiver verified; every delivery's signature is checked with the official Standard Webhooks library (none failed), its body kept, and duplicates are counted, not counted twice. The baseline's receiver is the same, so both sides of each ratio do the same work per request.")
-	res.note("The events: %s. After each pass, not timed, every delivered body was compared with what was posted (type, data as a JSON value, timestamp) and every event accepted was found delivered; a pass with any difference fails the run instead of reporting a rate.", payloadText)
-	res.note("Before each pass %d warm-up requests open the keep-alive connections (poster to ingest, dispatcher to receiver, poster to receiver), and a full garbage collection clears what the previous pass left, so no pass pays for collecting another's garbage; neither is timed.", sz.C)
-	res.note("The operator path is the real ingest.Server (schema validation included), delivery.Dispatcher.Enqueue into the JetStream file store (202 after the store's ack; events without an id are stored as deliveries at once, skipping the events stream and the fan-out), the endpoint's worker (%s), delivery.NewHTTPClient with egress allowing 127.0.0.0/8, and the outcome published and folded by the real Aggregator, run by the real status.Writer whose client is a fake that counts and discards applies. The ingestion API authenticates with an ingest.AuthenticatorFunc that checks one static token: in the manager the KubeAuthenticator caches decisions (10 s), so TokenReview/SubjectAccessReview calls are out of the hot path.", inFlightText())
-	res.note("The single and batch passes post events without a producer id, so the 24 h duplicate window (Nats-Msg-Id), the events stream and the fan-out are not exercised; that is the cheaper path. The pass with ids posts single events with a unique \"id\" each: they go through WEBHOOK_EVENTS (with their Nats-Msg-Id) and the fan-out consumer, which is the price of idempotency.")
+	res.notef("The four passes ran side by side in %d rounds; each ratio above is the median round's (for each figure its own median round, against that round's baseline). Every round: %s.", len(rounds), strings.Join(spread, "; "))
+	res.notef("Each pass times the first post to the last unique webhook-id the receiver verified; every delivery's signature is checked with the official Standard Webhooks library (none failed), its body kept, and duplicates are counted, not counted twice. The baseline's receiver is the same, so both sides of each ratio do the same work per request.")
+	res.notef("The events: %s. After each pass, not timed, every delivered body was compared with what was posted (type, data as a JSON value, timestamp) and every event accepted was found delivered; a pass with any difference fails the run instead of reporting a rate.", payloadText)
+	res.notef("Before each pass %d warm-up requests open the keep-alive connections (poster to ingest, dispatcher to receiver, poster to receiver), and a full garbage collection clears what the previous pass left, so no pass pays for collecting another's garbage; neither is timed.", sz.C)
+	res.notef("The operator path is the real ingest.Server (schema validation included), delivery.Dispatcher.Enqueue into the JetStream file store (202 after the store's ack; events without an id are stored as deliveries at once, skipping the events stream and the fan-out), the endpoint's worker (%s), delivery.NewHTTPClient with egress allowing 127.0.0.0/8, and the outcome published and folded by the real Aggregator, run by the real status.Writer whose client is a fake that counts and discards applies. The ingestion API authenticates with an ingest.AuthenticatorFunc that checks one static token: in the manager the KubeAuthenticator caches decisions (10 s), so TokenReview/SubjectAccessReview calls are out of the hot path.", inFlightText())
+	res.notef("The single and batch passes post events without a producer id, so the 24 h duplicate window (Nats-Msg-Id), the events stream and the fan-out are not exercised; that is the cheaper path. The pass with ids posts single events with a unique \"id\" each: they go through WEBHOOK_EVENTS (with their Nats-Msg-Id) and the fan-out consumer, which is the price of idempotency.")
 	for _, p := range []struct {
 		name string
 		r    throughputRun
@@ -146,7 +146,7 @@ func measureThroughput(ctx context.Context, sz sizes) *result {
 			stored = fmt.Sprintf("; %d messages stored in WEBHOOK_DELIVERIES, %.1f deliveries each, and %d in WEBHOOK_OUTCOMES, %.1f outcomes each", p.r.messages, float64(p.r.events)/float64(p.r.messages),
 				p.r.outcomeMessages, float64(p.r.events)/float64(max(p.r.outcomeMessages, 1)))
 		}
-		res.note("%s: %d events in %s = %.0f events/s; this process's CPU %.0f µs/event and heap allocations %.0f objects (%.1f KiB) per event (posters, servers, store and receiver all live in it); response time p50 %s, p99 %s; duplicates %d%s.",
+		res.notef("%s: %d events in %s = %.0f events/s; this process's CPU %.0f µs/event and heap allocations %.0f objects (%.1f KiB) per event (posters, servers, store and receiver all live in it); response time p50 %s, p99 %s; duplicates %d%s.",
 			p.name, p.r.events, p.r.elapsed.Round(time.Millisecond), p.r.rate(), float64(p.r.cpuPerEvent())/float64(time.Microsecond),
 			float64(p.r.allocs)/float64(max(p.r.events, 1)), float64(p.r.allocBytes)/1024/float64(max(p.r.events, 1)),
 			ms(p.r.ackP50), ms(p.r.ackP99), p.r.dups, stored)
@@ -158,11 +158,11 @@ func measureThroughput(ctx context.Context, sz sizes) *result {
 		if min(cores(base), cores(single), cores(batched)) < 0.8*float64(runtime.NumCPU()) {
 			busy = "Some pass kept fewer cores busy than the machine has, because other processes held the CPU (see the load average in the header) or the path waited on pull requests and acknowledgements; when every pass is CPU-bound the rate ratio approaches the inverse of the CPU ratio."
 		}
-		res.finding("The throughput ratio is below %.2f. CPU per event: the baseline %.0f µs, the operator path %.0f µs with single events (%.1fx the baseline, so at best a ratio of %.2f) and %.0f µs with batches (%.1fx, at best %.2f). The passes kept %.1f, %.1f and %.1f of %d cores busy. %s Per event the baseline makes one HTTP exchange; the operator path makes two (ingest and delivery) and, in the embedded JetStream server, stores, hands out and acknowledges the delivery in WEBHOOK_DELIVERIES (events without an id skip WEBHOOK_EVENTS; deliveries to the endpoint accepted together share one message, so each costs a share of a message, see the deliveries per message above), plus a share of one WEBHOOK_OUTCOMES message (outcomes recorded together are stored together), which the aggregator decodes and folds in.",
+		res.findingf("The throughput ratio is below %.2f. CPU per event: the baseline %.0f µs, the operator path %.0f µs with single events (%.1fx the baseline, so at best a ratio of %.2f) and %.0f µs with batches (%.1fx, at best %.2f). The passes kept %.1f, %.1f and %.1f of %d cores busy. %s Per event the baseline makes one HTTP exchange; the operator path makes two (ingest and delivery) and, in the embedded JetStream server, stores, hands out and acknowledges the delivery in WEBHOOK_DELIVERIES (events without an id skip WEBHOOK_EVENTS; deliveries to the endpoint accepted together share one message, so each costs a share of a message, see the deliveries per message above), plus a share of one WEBHOOK_OUTCOMES message (outcomes recorded together are stored together), which the aggregator decodes and folds in.",
 			target, us(base.cpuPerEvent()), us(single.cpuPerEvent()), xs, 1/xs, us(batched.cpuPerEvent()), xb, 1/xb,
 			cores(base), cores(single), cores(batched), runtime.NumCPU(), busy)
 		if first.base.profile == "" || first.single.profile == "" || first.batched.profile == "" {
-			res.finding("Run with `-cpuprofile /tmp/cpu -only throughput` for the CPU profile of each pass and a breakdown by goroutine.")
+			res.findingf("Run with `-cpuprofile /tmp/cpu -only throughput` for the CPU profile of each pass and a breakdown by goroutine.")
 		}
 	}
 	if first.base.profile != "" && first.single.profile != "" && first.batched.profile != "" && first.withIDs.profile != "" {
@@ -172,10 +172,10 @@ func measureThroughput(ctx context.Context, sz sizes) *result {
 			res.extra = "Where each pass's CPU went in the first round, from its CPU profile (" + first.single.profile + " and its siblings cover exactly the timed windows; each sample goes to the first row whose functions are on its stack, so the rows add up):\n\n" + table
 			res.profile = first.single.profile
 			if rs < target || rb < target {
-				res.finding("From the profiles (the table under Method), the single-event path's extra CPU over the baseline is mostly: %s.", biggestDifferences(costs[1], costs[0], 4))
+				res.findingf("From the profiles (the table under Method), the single-event path's extra CPU over the baseline is mostly: %s.", biggestDifferences(costs[1], costs[0], 4))
 			}
 		} else {
-			res.finding("The CPU profiles could not be summarised: %v", err)
+			res.findingf("The CPU profiles could not be summarised: %v", err)
 		}
 	}
 	return res
@@ -338,7 +338,7 @@ func operatorThroughput(ctx context.Context, sz sizes, keys benchSecret, batch i
 	defer p.stop()
 	c := newPostClient(sz.C)
 	defer c.CloseIdleConnections()
-	url, hdr := p.EventsURL(), ingestHeader(staticToken)
+	url, hdr := p.EventsURL(), ingestHeader()
 
 	if err := warmUp(ctx, rcv, sz.C, func(i int) error {
 		ev := benchEvent(sz.N + i)

@@ -48,7 +48,7 @@ func run() error {
 		return err
 	}
 	if !*keep {
-		defer os.RemoveAll(dir)
+		defer func() { _ = os.RemoveAll(dir) }() // best effort: a temporary directory
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -123,7 +123,7 @@ Ctrl-C stops everything and removes %[6]s.
 		fmt.Println("\nStopping...")
 		return nil
 	case err := <-exited:
-		return fmt.Errorf("a process exited unexpectedly: %v (logs in %s)", err, dir)
+		return fmt.Errorf("a process exited unexpectedly: %w (logs in %s)", err, dir)
 	}
 }
 

@@ -55,7 +55,7 @@ func compileFast(schema any) (*fastObject, bool) {
 		switch {
 		case annotations[k], k == "type", k == "properties", k == "required":
 		case k == "additionalProperties":
-			if v != true {
+			if b, isBool := v.(bool); !isBool || !b {
 				return nil, false
 			}
 		default:

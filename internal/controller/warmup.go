@@ -33,7 +33,7 @@ func (w *registryWarmer) Start(ctx context.Context) error {
 	logger := log.FromContext(ctx).WithName("registry-warmup")
 	if !w.cache.WaitForCacheSync(ctx) {
 		if ctx.Err() != nil {
-			return nil
+			return nil //nolint:nilerr // the manager is stopping, which is no failure of this runnable
 		}
 		return errors.New("waiting for the cache to sync")
 	}
@@ -50,7 +50,7 @@ func (w *registryWarmer) Start(ctx context.Context) error {
 		ep, _, cfgErr, err := w.reconciler.resolve(ctx, whc, false)
 		if err != nil {
 			if ctx.Err() != nil {
-				return nil
+				return nil //nolint:nilerr // the manager is stopping, which is no failure of this runnable
 			}
 			logger.Error(err, "Resolving WebhookConfig", "webhookconfig", klog.KObj(whc))
 			continue

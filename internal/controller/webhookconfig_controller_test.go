@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -53,10 +54,11 @@ func withSecretRef(name string) func(*webhooksv1alpha1.WebhookConfig) {
 	}
 }
 
-func newSecret(ns, name, key, value string) *corev1.Secret {
+// newSecret is a Secret holding value under the default key, "secret".
+func newSecret(ns, name, value string) *corev1.Secret {
 	return &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Data:       map[string][]byte{key: []byte(value)},
+		Data:       map[string][]byte{"secret": []byte(value)},
 	}
 }
 
@@ -121,12 +123,14 @@ func keysOf(t *testing.T, value string) [][]byte {
 	return k
 }
 
-func waitRegistered(t *testing.T, reg endpoint.Registry, ns, name string, check func(endpoint.Endpoint) error) endpoint.Endpoint {
+// waitRegistered waits for the registry to hold the endpoint ns/crm and,
+// when check is not nil, for it to pass check.
+func waitRegistered(t *testing.T, reg endpoint.Registry, ns string, check func(endpoint.Endpoint) error) endpoint.Endpoint {
 	t.Helper()
 	var ep endpoint.Endpoint
 	testutil.Eventually(t, 20*time.Second, func() error {
 		var ok bool
-		ep, ok = reg.Get(types.NamespacedName{Namespace: ns, Name: name})
+		ep, ok = reg.Get(types.NamespacedName{Namespace: ns, Name: "crm"})
 		if !ok {
 			return errors.New("not in the registry")
 		}
@@ -279,7 +283,7 @@ func TestAPIServerAppliesDefaults(t *testing.T) {
 func TestReadyResourceIsRegistered(t *testing.T) {
 	ns := env.Namespace(t)
 	m := startManager(t, ns)
-	mustCreate(t, newSecret(ns, "crm-secret", "secret", whsecA),
+	mustCreate(t, newSecret(ns, "crm-secret", whsecA),
 		newWHC(ns, "crm", withSecretRef("crm-secret"), func(w *webhooksv1alpha1.WebhookConfig) {
 			w.Spec.Delivery = &webhooksv1alpha1.DeliveryPolicy{TimeoutSeconds: 3, MaxInFlight: 2}
 		}))
@@ -298,7 +302,7 @@ func TestReadyResourceIsRegistered(t *testing.T) {
 		t.Errorf("status.secretRef = %+v", w.Status.SecretRef)
 	}
 
-	got := waitRegistered(t, m.registry, ns, "crm", nil)
+	got := waitRegistered(t, m.registry, ns, nil)
 	want := endpoint.Endpoint{
 		Namespace: ns, Name: "crm", UID: w.UID, Generation: w.Generation,
 		URL: "https://crm.example.com/hooks/wa", Keys: keysOf(t, whsecA),
@@ -320,7 +324,7 @@ func TestReadyResourceIsRegistered(t *testing.T) {
 	if err := env.Client.Update(context.Background(), w); err != nil {
 		t.Fatal(err)
 	}
-	waitRegistered(t, m.registry, ns, "crm", func(ep endpoint.Endpoint) error {
+	waitRegistered(t, m.registry, ns, func(ep endpoint.Endpoint) error {
 		if ep.URL != "https://crm.example.com/v2" {
 			return fmt.Errorf("url %s", ep.URL)
 		}
@@ -366,7 +370,7 @@ func TestSecretProblemsStallAndRecover(t *testing.T) {
 	generation, rv := w.Generation, w.ResourceVersion
 
 	// Creating the Secret heals the resource without touching it.
-	sec := newSecret(ns, "later", "secret", whsecA)
+	sec := newSecret(ns, "later", whsecA)
 	mustCreate(t, sec)
 	w = waitCondition(t, ns, "crm", webhooksv1alpha1.ConditionReady, metav1.ConditionTrue, webhooksv1alpha1.ReasonSucceeded)
 	if w.Generation != generation {
@@ -381,8 +385,8 @@ func TestSecretProblemsStallAndRecover(t *testing.T) {
 	if got := kstatus(t, w); got != status.CurrentStatus {
 		t.Errorf("kstatus = %s, want Current", got)
 	}
-	waitRegistered(t, m.registry, ns, "crm", func(ep endpoint.Endpoint) error {
-		if string(ep.Keys[0]) != string(keysOf(t, whsecA)[0]) {
+	waitRegistered(t, m.registry, ns, func(ep endpoint.Endpoint) error {
+		if !bytes.Equal(ep.Keys[0], keysOf(t, whsecA)[0]) {
 			return errors.New("wrong key")
 		}
 		return nil
@@ -393,7 +397,7 @@ func TestSecretProblemsStallAndRecover(t *testing.T) {
 	if err := env.Client.Update(context.Background(), sec); err != nil {
 		t.Fatal(err)
 	}
-	waitRegistered(t, m.registry, ns, "crm", func(ep endpoint.Endpoint) error {
+	waitRegistered(t, m.registry, ns, func(ep endpoint.Endpoint) error {
 		if len(ep.Keys) != 2 || string(ep.Keys[0]) != rawB {
 			return fmt.Errorf("%d keys", len(ep.Keys))
 		}
@@ -428,9 +432,9 @@ func TestSecretProblemsStallAndRecover(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitCondition(t, ns, "crm", webhooksv1alpha1.ConditionReady, metav1.ConditionFalse, webhooksv1alpha1.ReasonSecretNotFound)
-	mustCreate(t, newSecret(ns, "later", "secret", rawB))
+	mustCreate(t, newSecret(ns, "later", rawB))
 	waitCondition(t, ns, "crm", webhooksv1alpha1.ConditionReady, metav1.ConditionTrue, webhooksv1alpha1.ReasonSucceeded)
-	waitRegistered(t, m.registry, ns, "crm", func(ep endpoint.Endpoint) error {
+	waitRegistered(t, m.registry, ns, func(ep endpoint.Endpoint) error {
 		if string(ep.Keys[0]) != rawB {
 			return errors.New("old key")
 		}
@@ -462,22 +466,22 @@ func TestGeneratedSecret(t *testing.T) {
 	if err != nil || len(key) != 32 {
 		t.Fatalf("generated secret: %d bytes, %v", len(key), err)
 	}
-	waitRegistered(t, m.registry, ns, "crm", func(ep endpoint.Endpoint) error {
-		if string(ep.Keys[0]) != string(key) {
+	waitRegistered(t, m.registry, ns, func(ep endpoint.Endpoint) error {
+		if !bytes.Equal(ep.Keys[0], key) {
 			return errors.New("registry key differs from the generated Secret")
 		}
 		return nil
 	})
 
 	// A Secret of that name owned by someone else is not adopted.
-	mustCreate(t, newSecret(ns, "other-signing", "secret", whsecA), newWHC(ns, "other"))
+	mustCreate(t, newSecret(ns, "other-signing", whsecA), newWHC(ns, "other"))
 	waitCondition(t, ns, "other", webhooksv1alpha1.ConditionStalled, metav1.ConditionTrue, webhooksv1alpha1.ReasonSecretConflict)
 }
 
 func TestDisabledAndDeleted(t *testing.T) {
 	ns := env.Namespace(t)
 	m := startManager(t, ns)
-	mustCreate(t, newSecret(ns, "s", "secret", whsecA),
+	mustCreate(t, newSecret(ns, "s", whsecA),
 		newWHC(ns, "crm", withSecretRef("s"), func(w *webhooksv1alpha1.WebhookConfig) { w.Spec.Enabled = ptr.To(false) }))
 
 	w := waitCondition(t, ns, "crm", webhooksv1alpha1.ConditionReady, metav1.ConditionTrue, webhooksv1alpha1.ReasonSucceeded)
@@ -495,7 +499,7 @@ func TestDisabledAndDeleted(t *testing.T) {
 	if err := env.Client.Update(context.Background(), w); err != nil {
 		t.Fatal(err)
 	}
-	waitRegistered(t, m.registry, ns, "crm", nil)
+	waitRegistered(t, m.registry, ns, nil)
 	testutil.Eventually(t, 20*time.Second, func() error {
 		if !get(t, ns, "crm").Status.Active {
 			return errors.New("not active")
@@ -518,7 +522,7 @@ func TestDisabledAndDeleted(t *testing.T) {
 	if err := env.Client.Update(context.Background(), w); err != nil {
 		t.Fatal(err)
 	}
-	waitRegistered(t, m.registry, ns, "crm", nil)
+	waitRegistered(t, m.registry, ns, nil)
 	if err := env.Client.Delete(context.Background(), w); err != nil {
 		t.Fatal(err)
 	}
@@ -527,7 +531,7 @@ func TestDisabledAndDeleted(t *testing.T) {
 
 func TestKstatusBeforeFirstReconcile(t *testing.T) {
 	ns := env.Namespace(t)
-	mustCreate(t, newSecret(ns, "s", "secret", whsecA), newWHC(ns, "crm", withSecretRef("s")))
+	mustCreate(t, newSecret(ns, "s", whsecA), newWHC(ns, "crm", withSecretRef("s")))
 	if got := kstatus(t, get(t, ns, "crm")); got != status.InProgressStatus {
 		t.Fatalf("kstatus before the first reconcile = %s, want InProgress", got)
 	}
@@ -542,7 +546,7 @@ func TestRestartRebuildsRegistry(t *testing.T) {
 	ns := env.Namespace(t)
 	first := startManager(t, ns)
 	mustCreate(t,
-		newSecret(ns, "s", "secret", whsecA),
+		newSecret(ns, "s", whsecA),
 		newWHC(ns, "a", withSecretRef("s")),
 		newWHC(ns, "b", func(w *webhooksv1alpha1.WebhookConfig) {
 			w.Spec.Events = []webhooksv1alpha1.EventType{webhooksv1alpha1.EventTypeAll}
@@ -575,7 +579,7 @@ func TestRestartRebuildsRegistry(t *testing.T) {
 func TestKubectlShowsContractColumns(t *testing.T) {
 	ns := env.Namespace(t)
 	startManager(t, ns)
-	mustCreate(t, newSecret(ns, "s", "secret", whsecA), newWHC(ns, "crm", withSecretRef("s")))
+	mustCreate(t, newSecret(ns, "s", whsecA), newWHC(ns, "crm", withSecretRef("s")))
 	waitCondition(t, ns, "crm", webhooksv1alpha1.ConditionReady, metav1.ConditionTrue, "")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

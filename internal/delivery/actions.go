@@ -79,13 +79,17 @@ func (d *Dispatcher) runTest(req TestRequest) {
 			Type:      string(webhooksv1alpha1.EventWebhookTest),
 			Timestamp: d.opts.Now(),
 		}
-		ev.Data, _ = json.Marshal(map[string]string{
+		var body []byte
+		data, err := json.Marshal(map[string]string{
 			"message":       "This is a test delivery from the WA Blast webhook operator.",
 			"webhookConfig": req.Name,
 			"namespace":     req.Namespace,
 			"requestedAt":   req.Token,
 		})
-		body, err := ev.Envelope()
+		if err == nil {
+			ev.Data = data
+			body, err = ev.Envelope()
+		}
 		if err != nil {
 			rec.Error = err.Error()
 		} else {

@@ -1,6 +1,7 @@
 package delivery
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"slices"
@@ -61,7 +62,7 @@ func TestDecide(t *testing.T) {
 			if c.verdict == verdictSucceeded && got.errText != "" {
 				t.Errorf("a success carries error text %q", got.errText)
 			}
-			if !got.retryAt.Equal(c.retryAt) && !(c.retryAt.IsZero() && c.verdict != verdictRetry) {
+			if !got.retryAt.Equal(c.retryAt) && (!c.retryAt.IsZero() || c.verdict == verdictRetry) {
 				t.Errorf("retry at %v, want %v", got.retryAt, c.retryAt)
 			}
 			if c.verdict != verdictRetry && !got.retryAt.IsZero() {
@@ -187,7 +188,7 @@ func TestPlanEnqueue(t *testing.T) {
 	if len(p.withID) != 1 || p.withID[0].index != 1 {
 		t.Fatalf("events with an id: %+v, want event 1 only", p.withID)
 	}
-	if body, _ := events[1].Envelope(); string(p.withID[0].body) != string(body) {
+	if body, _ := events[1].Envelope(); !bytes.Equal(p.withID[0].body, body) {
 		t.Errorf("event 1 is written with body %s, want %s", p.withID[0].body, body)
 	}
 	wantSubs := []int{2, 0, 1, 0} // event 1's subscribers are counted when the stream answers
@@ -207,7 +208,7 @@ func TestPlanEnqueue(t *testing.T) {
 				}
 			}
 			body, _ := ev.Envelope()
-			if string(dl.Body) != string(body) || dl.EventType != ev.Type || dl.AcceptedAt != "2026-12-07T10:00:00Z" {
+			if !bytes.Equal(dl.Body, body) || dl.EventType != ev.Type || dl.AcceptedAt != "2026-12-07T10:00:00Z" {
 				t.Errorf("delivery of %s to %s carries %s %s %s, want its own event's", dl.EventID, g.ep.Name, dl.EventType, dl.AcceptedAt, dl.Body)
 			}
 		}

@@ -373,7 +373,7 @@ func TestDeliveryIsSignedAndCounted(t *testing.T) {
 	if st.TotalEventsSent != 1 || st.EventsFailed != 0 || st.EventsPending != 0 || st.SuccessRate(time.Now()) != "100.0%" {
 		t.Errorf("stats %+v rate %s", st, st.SuccessRate(time.Now()))
 	}
-	if st.LastDelivery == nil || st.LastDelivery.Result != webhooksv1alpha1.ResultSucceeded || st.LastDelivery.StatusCode != 200 || st.LastDelivery.EventID != "msg_000001" {
+	if st.LastDelivery == nil || st.LastDelivery.Result != webhooksv1alpha1.ResultSucceeded || st.LastDelivery.StatusCode != http.StatusOK || st.LastDelivery.EventID != "msg_000001" {
 		t.Errorf("lastDelivery %+v", st.LastDelivery)
 	}
 	if _, ok := h.agg.Get("uid-other-type"); ok {
@@ -408,15 +408,15 @@ func TestRetriesWithGrowingDelays(t *testing.T) {
 	}
 	rc.checkAll(t, testEvent(1)) // every attempt the same body, the one enqueued
 	// Equal jitter: the delay after attempt n lies in [b*2^(n-1)/2, b*2^(n-1)].
-	for i, min := range []time.Duration{150 * time.Millisecond, 300 * time.Millisecond, 600 * time.Millisecond} {
-		if gap := reqs[i+1].at.Sub(reqs[i].at); gap < min {
-			t.Errorf("delay before attempt %d was %s, want at least %s", i+2, gap, min)
+	for i, least := range []time.Duration{150 * time.Millisecond, 300 * time.Millisecond, 600 * time.Millisecond} {
+		if gap := reqs[i+1].at.Sub(reqs[i].at); gap < least {
+			t.Errorf("delay before attempt %d was %s, want at least %s", i+2, gap, least)
 		}
 	}
 	if st.TotalEventsSent != 1 || st.EventsPending != 0 || st.ConsecutiveFailures != 0 || st.LastDelivery.Attempt != 4 {
 		t.Errorf("stats %+v", st)
 	}
-	if len(st.Recent) != 4 || st.Recent[0].Result != webhooksv1alpha1.ResultSucceeded || st.Recent[1].Result != webhooksv1alpha1.ResultRetrying || st.Recent[1].StatusCode != 500 {
+	if len(st.Recent) != 4 || st.Recent[0].Result != webhooksv1alpha1.ResultSucceeded || st.Recent[1].Result != webhooksv1alpha1.ResultRetrying || st.Recent[1].StatusCode != http.StatusInternalServerError {
 		t.Errorf("recent deliveries %+v", st.Recent)
 	}
 }
@@ -540,7 +540,7 @@ func TestRedirectIsNotFollowed(t *testing.T) {
 	if targetHits.Load() != 0 {
 		t.Error("the redirect was followed")
 	}
-	if st.LastDelivery.StatusCode != 302 || !strings.Contains(st.LastDelivery.Error, "redirects are not followed") {
+	if st.LastDelivery.StatusCode != http.StatusFound || !strings.Contains(st.LastDelivery.Error, "redirects are not followed") {
 		t.Errorf("lastDelivery %+v", st.LastDelivery)
 	}
 }

@@ -112,10 +112,10 @@ func (d *Dispatcher) Enqueue(ctx context.Context, events []Event) ([]EnqueueResu
 		select {
 		case <-w.done:
 			if w.err != nil {
-				return nil, fmt.Errorf("%w: %v", store.ErrUnavailable, w.err)
+				return nil, fmt.Errorf("%w: %w", store.ErrUnavailable, w.err)
 			}
 		case <-ctx.Done():
-			return nil, fmt.Errorf("%w: %v", store.ErrUnavailable, ctx.Err())
+			return nil, fmt.Errorf("%w: %w", store.ErrUnavailable, ctx.Err())
 		}
 	}
 	index := d.opts.Store.Index()
@@ -125,9 +125,9 @@ func (d *Dispatcher) Enqueue(ctx context.Context, events []Event) ([]EnqueueResu
 		select {
 		case ack = <-f.Ok():
 		case err := <-f.Err():
-			return nil, fmt.Errorf("%w: %v", store.ErrUnavailable, err)
+			return nil, fmt.Errorf("%w: %w", store.ErrUnavailable, err)
 		case <-ctx.Done():
-			return nil, fmt.Errorf("%w: %v", store.ErrUnavailable, ctx.Err())
+			return nil, fmt.Errorf("%w: %w", store.ErrUnavailable, ctx.Err())
 		}
 		if i := withID[k]; i >= 0 {
 			results[i].Duplicate = ack.Duplicate
@@ -141,7 +141,7 @@ func (d *Dispatcher) Enqueue(ctx context.Context, events []Event) ([]EnqueueResu
 	// producer's retry is caught by the events stream's own window.
 	if index != nil {
 		if err := index.Record(recorded...); err != nil {
-			return nil, fmt.Errorf("%w: %v", store.ErrUnavailable, err)
+			return nil, fmt.Errorf("%w: %w", store.ErrUnavailable, err)
 		}
 	}
 	keys := make([]types.NamespacedName, len(plan.direct))
@@ -182,7 +182,7 @@ func (d *Dispatcher) publishEvents(events []Event, plan *enqueuePlan, now time.T
 			// stream's own window is only dedupeGuard long).
 			seen, err := index.Seen(ev.Namespace+"/"+ev.ID, now)
 			if err != nil {
-				return nil, nil, fmt.Errorf("%w: %v", store.ErrUnavailable, err)
+				return nil, nil, fmt.Errorf("%w: %w", store.ErrUnavailable, err)
 			}
 			if seen {
 				plan.results[e.index].Duplicate = true
@@ -197,7 +197,7 @@ func (d *Dispatcher) publishEvents(events []Event, plan *enqueuePlan, now time.T
 		msg.Header.Set(store.HdrAcceptedAt, accepted)
 		f, err := d.js.PublishMsgAsync(msg, jetstream.WithMsgID(ev.Namespace+"/"+ev.ID))
 		if err != nil {
-			return nil, nil, fmt.Errorf("%w: %v", store.ErrUnavailable, err)
+			return nil, nil, fmt.Errorf("%w: %w", store.ErrUnavailable, err)
 		}
 		futures = append(futures, f)
 		withID = append(withID, e.index)
@@ -219,7 +219,7 @@ func (d *Dispatcher) storeDeliveries(direct []endpointDeliveries, futures *[]jet
 		for i := range g.ds {
 			f, err := d.js.PublishMsgAsync(store.DeliveryMsg(g.ep.Namespace, g.ep.Name, g.ep.UID, &g.ds[i]))
 			if err != nil {
-				return nil, fmt.Errorf("%w: %v", store.ErrUnavailable, err)
+				return nil, fmt.Errorf("%w: %w", store.ErrUnavailable, err)
 			}
 			*futures = append(*futures, f)
 			*withID = append(*withID, -1)

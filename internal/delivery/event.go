@@ -59,8 +59,8 @@ func (e *Event) Envelope() ([]byte, error) {
 // plainName reports whether s needs no escaping in a JSON string (event
 // type names are lower-case words and dots).
 func plainName(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+	for i := range len(s) {
+		if c := s[i]; (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '.' && c != '_' && c != '-' {
 			return false
 		}
 	}

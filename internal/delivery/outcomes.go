@@ -77,15 +77,15 @@ func (d *Dispatcher) runOutcomeRecorder(quit <-chan struct{}) {
 		// delay for the next message's, so one write carries both. The
 		// deliveries are done; only their acknowledgement waits.
 		if d.recorderDelay > 0 && n > 1 && n < maxOutcomeBatch {
-			batch, n = d.lingerOutcomes(batch, n, quit)
+			batch = d.lingerOutcomes(batch, n, quit)
 		}
 		d.storeOutcomes(batch)
 	}
 }
 
-// lingerOutcomes adds to batch what arrives within d.recorderDelay, until
-// it holds maxOutcomeBatch outcomes or quit is closed.
-func (d *Dispatcher) lingerOutcomes(batch []pendingOutcome, n int, quit <-chan struct{}) ([]pendingOutcome, int) {
+// lingerOutcomes adds to batch, which holds n outcomes, what arrives within
+// d.recorderDelay, until it holds maxOutcomeBatch outcomes or quit is closed.
+func (d *Dispatcher) lingerOutcomes(batch []pendingOutcome, n int, quit <-chan struct{}) []pendingOutcome {
 	timer := time.NewTimer(d.recorderDelay)
 	defer timer.Stop()
 	for n < maxOutcomeBatch {
@@ -94,12 +94,12 @@ func (d *Dispatcher) lingerOutcomes(batch []pendingOutcome, n int, quit <-chan s
 			batch = append(batch, p)
 			n += len(p.ocs)
 		case <-timer.C:
-			return batch, n
+			return batch
 		case <-quit:
-			return batch, n
+			return batch
 		}
 	}
-	return batch, n
+	return batch
 }
 
 // storeOutcomes publishes the batch as one message per endpoint (more when

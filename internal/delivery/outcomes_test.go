@@ -122,8 +122,8 @@ func TestOutcomeRecorderWaitsOnlyUnderLoad(t *testing.T) {
 	wait("a single outcome", record(0, 1))
 	two := record(10, 2)
 	select {
-	case <-two:
-		t.Fatal("the outcomes of a message of two were stored without waiting for more")
+	case err := <-two:
+		t.Fatalf("the outcomes of a message of two were stored without waiting for more (err %v)", err)
 	case <-time.After(300 * time.Millisecond):
 	}
 	full := record(20, maxOutcomeBatch-2) // fills the write: the wait ends

@@ -81,7 +81,7 @@ func ParseRetryAfter(v string, now time.Time) (time.Duration, bool) {
 }
 
 func isDigits(s string) bool {
-	for i := 0; i < len(s); i++ {
+	for i := range len(s) {
 		if s[i] < '0' || s[i] > '9' {
 			return false
 		}

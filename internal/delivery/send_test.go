@@ -66,7 +66,7 @@ func sendOracle(t *testing.T, secret string, ev Event) (*testutil.Receiver, []by
 
 func sendDispatcher(t testing.TB) *Dispatcher {
 	t.Helper()
-	d, err := New(Options{Registry: endpoint.NewMemoryRegistry(), Store: &store.Store{}, HTTPClient: NewHTTPClient(mustEgressPolicy(t, []string{"127.0.0.0/8"}, nil))})
+	d, err := New(Options{Registry: endpoint.NewMemoryRegistry(), Store: &store.Store{}, HTTPClient: NewHTTPClient(mustEgressPolicy(t, []string{"127.0.0.0/8"}))})
 	if err != nil {
 		t.Fatal(err)
 	}

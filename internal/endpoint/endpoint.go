@@ -4,6 +4,7 @@
 package endpoint
 
 import (
+	"bytes"
 	"net/url"
 	"slices"
 	"sort"
@@ -94,7 +95,7 @@ func (e *Endpoint) Equal(o *Endpoint) bool {
 	return e.Namespace == o.Namespace && e.Name == o.Name && e.UID == o.UID &&
 		e.Generation == o.Generation && e.URL == o.URL && e.Enabled == o.Enabled &&
 		e.Policy == o.Policy && slices.Equal(e.Events, o.Events) &&
-		slices.EqualFunc(e.Keys, o.Keys, func(a, b []byte) bool { return string(a) == string(b) })
+		slices.EqualFunc(e.Keys, o.Keys, bytes.Equal)
 }
 
 // Registry is the dispatcher's live configuration: the resolved endpoints of

@@ -1,6 +1,7 @@
 package idempotency
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -8,13 +9,20 @@ import (
 
 var t0 = time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
 
-func open(t *testing.T, dir string, window time.Duration) *Index {
+func open(t *testing.T, dir string) *Index {
 	t.Helper()
-	x, err := Open(Options{Dir: dir, Window: window})
+	x, err := Open(Options{Dir: dir, Window: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return x
+}
+
+func mustClose(t *testing.T, x *Index) {
+	t.Helper()
+	if err := x.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
 }
 
 func seen(t *testing.T, x *Index, key string, now time.Time) bool {
@@ -27,8 +35,8 @@ func seen(t *testing.T, x *Index, key string, now time.Time) bool {
 }
 
 func TestSeenWithinTheWindowOnly(t *testing.T) {
-	x := open(t, t.TempDir(), time.Hour)
-	defer x.Close()
+	x := open(t, t.TempDir())
+	defer mustClose(t, x)
 	if seen(t, x, "shop/a", t0) {
 		t.Fatal("an unknown key is seen")
 	}
@@ -48,7 +56,7 @@ func TestSeenWithinTheWindowOnly(t *testing.T) {
 
 func TestSurvivesReopening(t *testing.T) {
 	dir := t.TempDir()
-	x := open(t, dir, time.Hour)
+	x := open(t, dir)
 	var entries []Entry
 	for i := range 1000 {
 		entries = append(entries, Entry{fmt.Sprintf("shop/e-%d", i), t0.Add(time.Duration(i) * time.Millisecond)})
@@ -59,8 +67,8 @@ func TestSurvivesReopening(t *testing.T) {
 	if err := x.Close(); err != nil {
 		t.Fatal(err)
 	}
-	x = open(t, dir, time.Hour)
-	defer x.Close()
+	x = open(t, dir)
+	defer mustClose(t, x)
 	for _, e := range entries {
 		if !seen(t, x, e.Key, t0.Add(time.Minute)) {
 			t.Fatalf("%s is forgotten after reopening", e.Key)
@@ -72,8 +80,8 @@ func TestSurvivesReopening(t *testing.T) {
 }
 
 func TestExpireForgetsOnlyWhatIsOld(t *testing.T) {
-	x := open(t, t.TempDir(), time.Hour)
-	defer x.Close()
+	x := open(t, t.TempDir())
+	defer mustClose(t, x)
 	must := func(err error) {
 		t.Helper()
 		if err != nil {
@@ -103,17 +111,17 @@ func TestExpireForgetsOnlyWhatIsOld(t *testing.T) {
 }
 
 func TestAClosedIndexAnswersErrClosed(t *testing.T) {
-	x := open(t, t.TempDir(), time.Hour)
+	x := open(t, t.TempDir())
 	if err := x.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := x.Seen("ns/a", t0); err != ErrClosed {
+	if _, err := x.Seen("ns/a", t0); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Seen after Close: %v, want ErrClosed", err)
 	}
-	if err := x.Record(Entry{"ns/a", t0}); err != ErrClosed {
+	if err := x.Record(Entry{"ns/a", t0}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Record after Close: %v, want ErrClosed", err)
 	}
-	if _, err := x.Expire(t0); err != ErrClosed {
+	if _, err := x.Expire(t0); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Expire after Close: %v, want ErrClosed", err)
 	}
 	if err := x.Close(); err != nil {

@@ -212,7 +212,7 @@ func validateID(id string) error {
 	if len(id) > MaxIDLength {
 		return fmt.Errorf("id is %d characters long, the limit is %d", len(id), MaxIDLength)
 	}
-	for i := 0; i < len(id); i++ {
+	for i := range len(id) {
 		if !idByte(id[i]) {
 			return fmt.Errorf("id has a forbidden character at position %d: ids use only A-Z, a-z, 0-9, '_', '.', ':' and '-'", i+1)
 		}

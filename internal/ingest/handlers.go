@@ -68,12 +68,12 @@ type acceptedBatch struct {
 	Accepted int                      `json:"accepted"`
 }
 
-// acceptedBody is json.Marshal(acceptedEvent(r)), built without reflection
-// for the ids the API accepts or generates, which need no escaping.
-func acceptedBody(r delivery.EnqueueResult) []byte {
+// acceptedBody is json.Marshal(r), built without reflection for the ids
+// the API accepts or generates, which need no escaping; for other ids it
+// returns false.
+func acceptedBody(r acceptedEvent) ([]byte, bool) {
 	if validateID(r.ID) != nil {
-		body, _ := json.Marshal(acceptedEvent(r))
-		return body
+		return nil, false
 	}
 	body := make([]byte, 0, len(`{"id":"","subscribers":,"duplicate":true}`)+len(r.ID)+20)
 	body = append(body, `{"id":"`...)
@@ -83,7 +83,7 @@ func acceptedBody(r delivery.EnqueueResult) []byte {
 	if r.Duplicate {
 		body = append(body, `,"duplicate":true`...)
 	}
-	return append(body, '}')
+	return append(body, '}'), true
 }
 
 // handleEvents serves POST /v1/namespaces/{namespace}/events.
@@ -118,8 +118,8 @@ func isDNS1123Label(s string) bool {
 	if len(s) == 0 || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
 		return false
 	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+	for i := range len(s) {
+		if c := s[i]; (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' {
 			return false
 		}
 	}
@@ -179,7 +179,11 @@ func (s *Server) serveEvents(ctx context.Context, w http.ResponseWriter, r *http
 	}
 	logr.FromContextOrDiscard(ctx).V(1).Info("Accepted events", "namespace", namespace, "events", len(events))
 	if mediaType == mediaTypeJSON {
-		writeBody(w, http.StatusAccepted, acceptedBody(results[0]))
+		if body, ok := acceptedBody(results[0]); ok {
+			writeBody(w, http.StatusAccepted, body)
+		} else {
+			writeJSON(w, http.StatusAccepted, results[0])
+		}
 	} else {
 		writeJSON(w, http.StatusAccepted, acceptedBatch{Events: results, Accepted: len(results)})
 	}
@@ -299,7 +303,7 @@ func (s *Server) readBatch(w http.ResponseWriter, r *http.Request) ([]delivery.E
 	)
 	for {
 		line, oversize, err := lines.next()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
@@ -468,9 +472,9 @@ func (l *lineReader) next() (line []byte, oversize bool, err error) {
 			}
 		}
 		switch {
-		case err == bufio.ErrBufferFull:
+		case errors.Is(err, bufio.ErrBufferFull):
 			continue
-		case err == io.EOF:
+		case errors.Is(err, io.EOF):
 			if !read {
 				return nil, false, io.EOF
 			}

@@ -252,11 +252,17 @@ func (s *Server) Start(ctx context.Context) error {
 	s.log.Info("Shutting down the ingestion API", "timeout", s.shutdownTimeout)
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.shutdownTimeout)
 	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil {
+	shutdownErr := srv.Shutdown(shutdownCtx)
+	if shutdownErr != nil {
 		_ = srv.Close()
-		<-served
-		return fmt.Errorf("shutting down the ingestion API: %w", err)
 	}
-	<-served
+	// Once shut down (or closed), Serve returns http.ErrServerClosed.
+	serveErr := <-served
+	if shutdownErr != nil {
+		return fmt.Errorf("shutting down the ingestion API: %w", shutdownErr)
+	}
+	if !errors.Is(serveErr, http.ErrServerClosed) {
+		return fmt.Errorf("serving the ingestion API: %w", serveErr)
+	}
 	return nil
 }

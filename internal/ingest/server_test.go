@@ -899,7 +899,8 @@ func TestStartServesAndShutsDownGracefully(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Start did not return after shutdown")
 	}
-	if _, err := http.Get(base + "/healthz"); err == nil {
+	if resp, err := http.Get(base + "/healthz"); err == nil {
+		_ = resp.Body.Close()
 		t.Error("still serving after shutdown")
 	}
 	if err := ts.Start(context.Background()); err == nil {
@@ -912,7 +913,12 @@ func TestStartFailsOnABusyAddress(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- first.Start(ctx) }()
-	defer func() { cancel(); <-done }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Start = %v", err)
+		}
+	}()
 	for first.Addr() == "" {
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -942,7 +948,7 @@ func TestSlowClientsAreTimedOut(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer conn.Close()
+			defer func() { _ = conn.Close() }()
 			if _, err := conn.Write([]byte(partial)); err != nil {
 				t.Fatal(err)
 			}
@@ -974,7 +980,12 @@ func TestRequestLogsNameTheNamespace(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- ts.Start(ctx) }()
-	defer func() { cancel(); <-done }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Start = %v", err)
+		}
+	}()
 	for deadline := time.Now().Add(10 * time.Second); ts.Addr() == ""; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("not listening after 10s")

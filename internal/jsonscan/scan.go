@@ -72,11 +72,11 @@ func (s *Scanner) Peek() byte {
 
 // Value reads any JSON value.
 func (s *Scanner) Value() bool {
-	switch c := s.Peek(); {
-	case c == '"':
+	switch s.Peek() {
+	case '"':
 		_, _, ok := s.Str()
 		return ok
-	case c == '{':
+	case '{':
 		s.I++
 		if !s.Enter() {
 			return false
@@ -99,7 +99,7 @@ func (s *Scanner) Value() bool {
 			}
 			return s.Next('}')
 		}
-	case c == '[':
+	case '[':
 		s.I++
 		if !s.Enter() {
 			return false
@@ -118,11 +118,11 @@ func (s *Scanner) Value() bool {
 			}
 			return s.Next(']')
 		}
-	case c == 't':
+	case 't':
 		return s.Literal("true")
-	case c == 'f':
+	case 'f':
 		return s.Literal("false")
-	case c == 'n':
+	case 'n':
 		return s.Literal("null")
 	default:
 		_, ok := s.Number()

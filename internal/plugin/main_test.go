@@ -28,7 +28,7 @@ func runTests(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer os.RemoveAll(pluginDir)
+	defer func() { _ = os.RemoveAll(pluginDir) }() // best effort: a temporary directory
 	build := exec.Command("go", "build", "-o", filepath.Join(pluginDir, "kubectl-webhook"), "./cmd/kubectl-webhook")
 	build.Dir = testutil.RepoRoot()
 	if out, err := build.CombinedOutput(); err != nil {

@@ -198,7 +198,7 @@ func (q *Queue) Put(entries ...Entry) error {
 	}
 	defer done()
 	b := q.db.NewBatch()
-	defer b.Close()
+	defer func() { _ = b.Close() }() // fails only when closed twice
 	for _, e := range entries {
 		if err := b.Set(key(e.Part, e.Due, e.ID), e.Data, nil); err != nil {
 			return err
@@ -310,9 +310,9 @@ func (q *Queue) Next(skip func(uint64) bool) time.Time {
 	return next
 }
 
-// Due returns up to max of partition pk's entries due at or before now,
+// Due returns up to limit of partition pk's entries due at or before now,
 // earliest first.
-func (q *Queue) Due(pk uint64, now time.Time, max int) ([]Entry, error) {
+func (q *Queue) Due(pk uint64, now time.Time, limit int) ([]Entry, error) {
 	done, err := q.use()
 	if err != nil {
 		return nil, err
@@ -335,7 +335,7 @@ func (q *Queue) Due(pk uint64, now time.Time, max int) ([]Entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer it.Close()
+	defer func() { _ = it.Close() }() // a failed read is it.Error(), checked below
 	var entries []Entry
 	var after time.Time
 	for ok := it.First(); ok; ok = it.Next() {
@@ -344,7 +344,7 @@ func (q *Queue) Due(pk uint64, now time.Time, max int) ([]Entry, error) {
 		if !valid {
 			continue
 		}
-		if due.After(now) || len(entries) == max {
+		if due.After(now) || len(entries) == limit {
 			after = due
 			break
 		}
@@ -383,7 +383,7 @@ func (q *Queue) Delete(pk uint64, entries []Entry) error {
 	}
 	defer done()
 	b := q.db.NewBatch()
-	defer b.Close()
+	defer func() { _ = b.Close() }() // fails only when closed twice
 	latest := entries[0].Due
 	for _, e := range entries {
 		k := e.key
@@ -447,9 +447,9 @@ func earliest(a, b time.Time) time.Time {
 }
 
 // Wait blocks until an entry may be due: until next (when not zero), an
-// entry put due before it, Kick, stop being closed, or at most max.
-func (q *Queue) Wait(stop <-chan struct{}, next time.Time, now time.Time, max time.Duration) {
-	d := max
+// entry put due before it, Kick, stop being closed, or at most longest.
+func (q *Queue) Wait(stop <-chan struct{}, next time.Time, now time.Time, longest time.Duration) {
+	d := longest
 	if !next.IsZero() {
 		if until := next.Sub(now); until < d {
 			d = until

@@ -1,6 +1,7 @@
 package retryqueue
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -102,7 +103,7 @@ func TestEntriesSurviveReopen(t *testing.T) {
 	if err := q.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := q.Put(Entry{Part: 1, Due: base, ID: "x"}); err != ErrClosed {
+	if err := q.Put(Entry{Part: 1, Due: base, ID: "x"}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Put on a closed queue = %v, want ErrClosed", err)
 	}
 	q = open(t, dir)
@@ -273,7 +274,11 @@ func BenchmarkPut(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer q.Close()
+	defer func() {
+		if err := q.Close(); err != nil {
+			b.Error(err)
+		}
+	}()
 	data := make([]byte, 700)
 	base := time.Now()
 	b.RunParallel(func(pb *testing.PB) {

@@ -52,6 +52,8 @@ func EncodeBatch(ds []Delivery) []byte {
 	return buf
 }
 
+// ErrBadBatch is wrapped by the errors of data that is not a well-formed
+// batch (or retry) of deliveries.
 var ErrBadBatch = errors.New("malformed batch of deliveries")
 
 // DecodeBatch decodes what EncodeBatch encoded; count is the HdrBatch value.

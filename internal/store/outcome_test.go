@@ -32,11 +32,17 @@ func TestOutcomesEncodingRoundTripsAndReadsOlderMessages(t *testing.T) {
 		t.Errorf("round trip:\n got %+v\nwant %+v", got, want)
 	}
 
-	old, _ := json.Marshal([]*Outcome{&full, &bare})
+	old, err := json.Marshal([]*Outcome{&full, &bare})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if got, err := DecodeOutcomes(old); err != nil || len(got) != 2 || !got[0].Time.Equal(full.Time) || got[1].Result != webhooksv1alpha1.ResultFailed {
 		t.Errorf("JSON array: %+v, %v", got, err)
 	}
-	single, _ := json.Marshal(&full)
+	single, err := json.Marshal(&full)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if got, err := DecodeOutcomes(single); err != nil || len(got) != 1 || got[0].EventID != "msg_1" {
 		t.Errorf("JSON object: %+v, %v", got, err)
 	}

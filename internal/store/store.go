@@ -531,15 +531,22 @@ func (s *Store) Healthy() error {
 // Kubernetes names, so the mapping is one to one.
 func Token(name string) string { return strings.ReplaceAll(name, ".", "_") }
 
+// EventSubject is the subject the events accepted in namespace ns are
+// stored under.
 func EventSubject(ns string) string { return SubjEvents + "." + ns }
 
+// DeliverSubject is the subject of the deliveries to endpoint ns/name.
 func DeliverSubject(ns, name string) string { return SubjDeliver + "." + ns + "." + Token(name) }
 
 // RetrySubjects matches the scheduled retries (an external NATS) of one endpoint.
 func RetrySubjects(ns, name string) string { return SubjRetry + "." + ns + "." + Token(name) + ".>" }
 
+// FailedSubject is the subject of the deliveries to endpoint ns/name that
+// failed for good.
 func FailedSubject(ns, name string) string { return SubjFailed + "." + ns + "." + Token(name) }
 
+// OutcomeSubject is the subject of the attempts' outcomes of endpoint
+// ns/name.
 func OutcomeSubject(ns, name string) string { return SubjOutcomes + "." + ns + "." + Token(name) }
 
 // EndpointOfSubject parses a delivery subject back into the endpoint's key.

@@ -30,7 +30,10 @@ const EnvtestK8sVersion = "1.37.2"
 
 // RepoRoot returns the repository's root directory.
 func RepoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		panic("testutil: no caller information to find the repository root")
+	}
 	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
 }
 

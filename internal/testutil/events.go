@@ -145,11 +145,9 @@ func reverseMembers(m map[string]any) []byte {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		kb, _ := json.Marshal(k)
-		vb, _ := json.Marshal(m[k])
-		b.Write(kb)
+		b.Write(mustMarshal(k))
 		b.WriteByte(':')
-		b.Write(vb)
+		b.Write(mustMarshal(m[k]))
 	}
 	b.WriteByte('}')
 	return b.Bytes()

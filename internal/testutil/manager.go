@@ -28,7 +28,7 @@ func FreePort(t testing.TB) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	defer func() { _ = ln.Close() }() // only held to learn a free port
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
@@ -126,13 +126,13 @@ func (m *ManagerProcess) Start() {
 	// not delivered to it twice.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		f.Close()
+		_ = f.Close()
 		m.t.Fatal(err)
 	}
 	done := make(chan struct{})
 	go func() {
 		_ = cmd.Wait()
-		f.Close()
+		_ = f.Close() // the child wrote the log through its own descriptor
 		close(done)
 	}()
 	m.mu.Lock()
@@ -177,7 +177,7 @@ func (m *ManagerProcess) WaitReady(timeout time.Duration) {
 			if err != nil {
 				return err
 			}
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			if resp.StatusCode != http.StatusOK {
 				return fmt.Errorf("%s: %d", u, resp.StatusCode)
 			}

@@ -245,7 +245,7 @@ func TestEndToEnd(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		resp.Body.Close()
+		_ = resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
 			return fmt.Errorf("readyz %d", resp.StatusCode)
 		}
@@ -293,7 +293,7 @@ spec:
 			t.Fatal(err)
 		}
 		answer, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		_ = resp.Body.Close()
 		if resp.StatusCode != http.StatusAccepted {
 			t.Fatalf("post: %d %s", resp.StatusCode, answer)
 		}
@@ -336,7 +336,7 @@ spec:
 		if err != nil {
 			return err
 		}
-		defer resp.Body.Close()
+		defer func() { _ = resp.Body.Close() }()
 		var st struct{ Verified, Rejected, Unique int }
 		if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
 			return err

@@ -127,12 +127,15 @@ func expectTests(rc *recordingReceiver, ns, name string, token *atomic.Value) {
 		if !ok || !strings.HasPrefix(id, "msg_test_") {
 			return testutil.Posted{}, false
 		}
-		data, _ := json.Marshal(map[string]string{
+		data, err := json.Marshal(map[string]string{
 			"message":       "This is a test delivery from the WA Blast webhook operator.",
 			"webhookConfig": name,
 			"namespace":     ns,
 			"requestedAt":   tok,
 		})
+		if err != nil {
+			panic(err) // strings always encode
+		}
 		return testutil.Posted{ID: id, Type: "webhook.test", Data: data}, true
 	}
 }
@@ -150,7 +153,7 @@ func TestTestDeliveries(t *testing.T) {
 	token.Store("t1")
 	annotate(t, ns, "crm", webhooksv1alpha1.AnnotationTestRequestedAt, "t1")
 	rec := waitLastTest(t, ns, "crm", "t1")
-	if rec.Result != webhooksv1alpha1.ResultSucceeded || rec.StatusCode != 200 || rec.Time == nil {
+	if rec.Result != webhooksv1alpha1.ResultSucceeded || rec.StatusCode != http.StatusOK || rec.Time == nil {
 		t.Errorf("lastTest %+v, want Succeeded/200", rec)
 	}
 	if n := rc.count(isTest); n != 1 {
@@ -161,7 +164,7 @@ func TestTestDeliveries(t *testing.T) {
 	token.Store("t2")
 	annotate(t, ns, "crm", webhooksv1alpha1.AnnotationTestRequestedAt, "t2")
 	rec = waitLastTest(t, ns, "crm", "t2")
-	if rec.Result != webhooksv1alpha1.ResultFailed || rec.StatusCode != 500 || rec.Error == "" {
+	if rec.Result != webhooksv1alpha1.ResultFailed || rec.StatusCode != http.StatusInternalServerError || rec.Error == "" {
 		t.Errorf("lastTest %+v, want Failed/500", rec)
 	}
 	if n := rc.count(isTest); n != 2 {
@@ -193,7 +196,7 @@ func TestTestDeliveries(t *testing.T) {
 	rc.code.Store(http.StatusNoContent)
 	token.Store("t3")
 	annotate(t, ns, "crm", webhooksv1alpha1.AnnotationTestRequestedAt, "t3")
-	if rec := waitLastTest(t, ns, "crm", "t3"); rec.Result != webhooksv1alpha1.ResultSucceeded || rec.StatusCode != 204 {
+	if rec := waitLastTest(t, ns, "crm", "t3"); rec.Result != webhooksv1alpha1.ResultSucceeded || rec.StatusCode != http.StatusNoContent {
 		t.Errorf("disabled endpoint's test %+v", rec)
 	}
 	if getWHC(t, ns, "crm").Status.Active {

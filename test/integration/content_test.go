@@ -63,7 +63,7 @@ func (rq request) send(addr, ns string, ledger *testutil.Ledger) ([]string, erro
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	answer, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusAccepted {
 		return nil, fmt.Errorf("%d events: %d %.300s", len(posted), resp.StatusCode, answer)
@@ -92,7 +92,10 @@ func requireDistinctData(t *testing.T, ledger *testutil.Ledger) {
 		if err := json.Unmarshal(ev.Data, &v); err != nil {
 			t.Fatalf("%s: %v", id, err)
 		}
-		canon, _ := json.Marshal(v)
+		canon, err := json.Marshal(v)
+		if err != nil {
+			t.Fatalf("%s: %v", id, err)
+		}
 		key := ev.Type + " " + string(canon)
 		if other, ok := seen[key]; ok {
 			t.Fatalf("events %s and %s have the same type and data: the content check could not tell them apart", other, id)

@@ -52,26 +52,26 @@ func post(t *testing.T, r *running, ns, contentType, body string) (int, string) 
 	if err != nil {
 		return 0, err.Error()
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
 }
 
-// event is one event of type typ with data of its own (testutil.VariedEvent,
-// distinct for every id), posted with id unless id is "" (then the prefix
-// "anon" makes the data).
-func event(id, typ string, i int) testutil.Posted {
+// event is one message.sent event with data of its own
+// (testutil.VariedEvent, distinct for every id), posted with id unless id
+// is "" (then the prefix "anon" makes the data).
+func event(id string, i int) testutil.Posted {
 	prefix := id
 	if prefix == "" {
 		prefix = "anon"
 	}
-	p := testutil.VariedEvent(prefix, i, typ)
+	p := testutil.VariedEvent(prefix, i, "message.sent")
 	p.ID = id
 	return p
 }
 
-// eventJSON is event's request body.
-func eventJSON(id, typ string) string { return string(event(id, typ, 0).JSON(id != "")) }
+// eventJSON is the request body of a message.sent event.
+func eventJSON(id string) string { return string(event(id, 0).JSON(id != "")) }
 
 func TestIngestedEventsReachOnlyTheirNamespacesSubscribers(t *testing.T) {
 	nsA, nsB := env.Namespace(t), env.Namespace(t)
@@ -96,8 +96,8 @@ func TestIngestedEventsReachOnlyTheirNamespacesSubscribers(t *testing.T) {
 	}
 	_ = rB
 
-	ledger.Add(event("dup-1", "message.sent", 0))
-	code, body := post(t, rA, nsA, "application/json", eventJSON("dup-1", "message.sent"))
+	ledger.Add(event("dup-1", 0))
+	code, body := post(t, rA, nsA, "application/json", eventJSON("dup-1"))
 	if code != http.StatusAccepted {
 		t.Fatalf("post: %d %s", code, body)
 	}
@@ -109,7 +109,7 @@ func TestIngestedEventsReachOnlyTheirNamespacesSubscribers(t *testing.T) {
 		t.Errorf("202 body %s: want id dup-1 and 1 subscriber", body)
 	}
 	// The same id again is accepted and not delivered twice.
-	if code, body := post(t, rA, nsA, "application/json", eventJSON("dup-1", "message.sent")); code != http.StatusAccepted {
+	if code, body := post(t, rA, nsA, "application/json", eventJSON("dup-1")); code != http.StatusAccepted {
 		t.Fatalf("second post: %d %s", code, body)
 	}
 
@@ -147,7 +147,7 @@ func TestIngestedEventsReachOnlyTheirNamespacesSubscribers(t *testing.T) {
 
 	// A static token of A cannot post into B, and is answered as an unknown
 	// token is.
-	if code, body := post(t, rA, nsB, "application/json", eventJSON("", "message.sent")); code != http.StatusUnauthorized {
+	if code, body := post(t, rA, nsB, "application/json", eventJSON("")); code != http.StatusUnauthorized {
 		t.Errorf("A's token in B: %d %s", code, body)
 	}
 }
@@ -173,7 +173,7 @@ func TestStoreUnavailableAnswers503AndLosesNothingAcknowledged(t *testing.T) {
 		wg.Go(func() {
 			for i := range 150 {
 				id := fmt.Sprintf("g%d-%d", g, i)
-				ev := event(id, "message.sent", i)
+				ev := event(id, i)
 				ledger.Add(ev)
 				code, _ := post(t, r, ns, "application/json", string(ev.JSON(true)))
 				mu.Lock()
@@ -197,8 +197,8 @@ func TestStoreUnavailableAnswers503AndLosesNothingAcknowledged(t *testing.T) {
 			t.Errorf("unexpected status %d (%d times)", code, codes[code])
 		}
 	}
-	ledger.Add(event("after", "message.sent", 0))
-	code, body := post(t, r, ns, "application/json", eventJSON("after", "message.sent"))
+	ledger.Add(event("after", 0))
+	code, body := post(t, r, ns, "application/json", eventJSON("after"))
 	if code != http.StatusServiceUnavailable || !strings.Contains(body, `"code"`) {
 		t.Errorf("with the store down: %d %s", code, body)
 	}

@@ -152,7 +152,7 @@ func TestStatusReflectsDeliveries(t *testing.T) {
 	if w.Status.SuccessRate != "100.0%" || w.Status.EventsFailed != 0 || w.Status.EventsPending != 0 {
 		t.Errorf("crm status %+v", w.Status)
 	}
-	if ld := w.Status.LastDelivery; ld == nil || ld.Result != webhooksv1alpha1.ResultSucceeded || ld.StatusCode != 200 || ld.Attempt != 1 || ld.EventType != "message.delivered" {
+	if ld := w.Status.LastDelivery; ld == nil || ld.Result != webhooksv1alpha1.ResultSucceeded || ld.StatusCode != http.StatusOK || ld.Attempt != 1 || ld.EventType != "message.delivered" {
 		t.Errorf("lastDelivery %+v", w.Status.LastDelivery)
 	}
 	if len(w.Status.RecentDeliveries) != 10 {

@@ -32,12 +32,9 @@ func (r *running) stop() {
 }
 
 // startOperator runs the operator's wiring for namespace ns on dataDir.
-func startOperator(t *testing.T, ns, dataDir string, mutate ...func(*operator.Config)) *running {
+func startOperator(t *testing.T, ns, dataDir string) *running {
 	t.Helper()
 	cfg := operatortest.Config(dataDir)
-	for _, m := range mutate {
-		m(&cfg)
-	}
 	in, err := operatortest.Start(env.Config, ns, cfg, 30*time.Second)
 	if err != nil {
 		t.Fatal(err)

@@ -76,14 +76,14 @@ func (p *tcpProxy) restore() error {
 func (p *tcpProxy) forward(c net.Conn) {
 	up, err := net.DialTimeout("tcp", p.target, 5*time.Second)
 	if err != nil {
-		c.Close()
+		_ = c.Close()
 		return
 	}
 	p.mu.Lock()
 	if p.ln == nil { // cut meanwhile
 		p.mu.Unlock()
-		c.Close()
-		up.Close()
+		_ = c.Close()
+		_ = up.Close()
 		return
 	}
 	p.conns[c], p.conns[up] = struct{}{}, struct{}{}
@@ -91,8 +91,8 @@ func (p *tcpProxy) forward(c net.Conn) {
 	var once sync.Once
 	closeBoth := func() {
 		once.Do(func() {
-			c.Close()
-			up.Close()
+			_ = c.Close()
+			_ = up.Close()
 			p.mu.Lock()
 			delete(p.conns, c)
 			delete(p.conns, up)
@@ -116,13 +116,13 @@ func (p *tcpProxy) cut() {
 	}
 	p.mu.Unlock()
 	if ln != nil {
-		ln.Close()
+		_ = ln.Close()
 	}
 	for _, c := range conns {
 		if tc, ok := c.(*net.TCPConn); ok {
 			_ = tc.SetLinger(0)
 		}
-		c.Close()
+		_ = c.Close()
 	}
 }
 
@@ -227,7 +227,7 @@ func TestAPIServerOutage(t *testing.T) {
 	})
 	var slowest time.Duration
 	for _, id := range during {
-		at, _ := rc.firstOKAt(id)
+		at := rc.firstOKAt(id)
 		slowest = max(slowest, at.Sub(cutAt))
 	}
 	if !m.Running() {

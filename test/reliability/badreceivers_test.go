@@ -289,7 +289,7 @@ func measureLatency(t *testing.T, addr, ns, token string, rc *receiver, label st
 	})
 	lat := make([]time.Duration, 0, n)
 	for _, id := range ids {
-		at, _ := rc.firstOKAt(id)
+		at := rc.firstOKAt(id)
 		lat = append(lat, at.Sub(sent[id]))
 	}
 	close(stop)

@@ -252,11 +252,11 @@ func (rc *receiver) requestCounts() map[string]int {
 	return maps.Clone(rc.requests)
 }
 
-func (rc *receiver) firstOKAt(id string) (time.Time, bool) {
+// firstOKAt is when id was first answered with success, zero if never.
+func (rc *receiver) firstOKAt(id string) time.Time {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
-	at, ok := rc.firstOK[id]
-	return at, ok
+	return rc.firstOK[id]
 }
 
 func (rc *receiver) statusCounts() map[int]int {
@@ -408,7 +408,7 @@ func post(addr, ns, token, contentType string, body []byte) (int, string, error)
 	if err != nil {
 		return 0, "", err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b), nil
 }
@@ -556,7 +556,7 @@ func (p *producer) postBatch(evs []testutil.Posted) (int, error) {
 		sentAt := time.Now()
 		_, code, respBody, err := postEvents(p.addr, p.ns, p.token, p.ledger, evs, true, false)
 		if code == http.StatusAccepted && err != nil {
-			return attempt + 1, fmt.Errorf("batch %s..: %v", ids[0], err)
+			return attempt + 1, fmt.Errorf("batch %s..: %w", ids[0], err)
 		}
 		if took := time.Since(sentAt); took > slowPostThreshold {
 			p.mu.Lock()
@@ -723,7 +723,10 @@ func TestContentCheckCatchesAnotherEventsData(t *testing.T) {
 		t.Fatal(err)
 	}
 	m["seq"] = -1
-	changed.Data, _ = json.Marshal(m)
+	var err error
+	if changed.Data, err = json.Marshal(m); err != nil {
+		t.Fatal(err)
+	}
 	send(rc2, "gen-3", changed)
 	if err := rc2.oracle.Check(); err == nil {
 		t.Fatal("changed data of an unanswered event passed the check")

@@ -108,7 +108,7 @@ func TestKill9LosesNothingAcknowledged(t *testing.T) {
 	var lateFirst, lateLast time.Duration
 	p.mu.Lock()
 	for _, id := range ids {
-		at, _ := rc.firstOKAt(id)
+		at := rc.firstOKAt(id)
 		if at.Sub(p.accepted[id]) > 5*time.Second {
 			d := at.Sub(killAt)
 			if late == 0 || d < lateFirst {

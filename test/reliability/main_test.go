@@ -44,7 +44,7 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer os.RemoveAll(tmp)
+	defer func() { _ = os.RemoveAll(tmp) }() // best effort: a temporary directory
 
 	if managerBin = os.Getenv("RELIABILITY_MANAGER_BIN"); managerBin == "" {
 		managerBin = filepath.Join(tmp, "manager")

@@ -126,7 +126,7 @@ func TestExternalNATSRestart(t *testing.T) {
 	go func() {
 		for time.Since(upAt) < 2*time.Minute {
 			if resp, err := http.Get("http://" + m.ProbeAddr + "/readyz"); err == nil {
-				resp.Body.Close()
+				_ = resp.Body.Close()
 				if resp.StatusCode == http.StatusOK {
 					readyAgain <- time.Since(upAt)
 					return

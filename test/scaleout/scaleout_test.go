@@ -177,7 +177,7 @@ func attempts(r *testutil.ManagerProcess) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	data, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return 0, err
@@ -294,7 +294,7 @@ func TestThreeReplicasOnANATSCluster(t *testing.T) {
 			resp, err := http.DefaultClient.Do(req)
 			if err == nil {
 				answer, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
+				_ = resp.Body.Close()
 				if resp.StatusCode == http.StatusAccepted {
 					if _, err := ledger.Accepted(evs, answer); err != nil {
 						return fmt.Errorf("batch %d: %w", batch, err)

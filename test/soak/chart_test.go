@@ -56,7 +56,7 @@ func (c chart) svg() []byte {
 	xMax = math.Max(xStep, math.Ceil(xMax/xStep-1e-9)*xStep)
 	yStep := niceStep(yMax*1.05, 6)
 	yMax = math.Max(yStep, math.Ceil(yMax*1.05/yStep-1e-9)*yStep)
-	px := func(min float64) float64 { return plotL + (plotR-plotL)*min/xMax }
+	px := func(minutes float64) float64 { return plotL + (plotR-plotL)*minutes/xMax }
 	py := func(v float64) float64 { return plotB - (plotB-plotT)*v/yMax }
 
 	w(`<?xml version="1.0" encoding="UTF-8"?>` + "\n")
@@ -171,7 +171,7 @@ func esc(s string) string { return html.EscapeString(s) }
 // outage; the rendering is written to $SOAK_CHART_OUT when set, for a look.
 func TestChartSVG(t *testing.T) {
 	var samples []sample
-	for i := 0; i <= 14; i++ {
+	for i := range 15 {
 		samples = append(samples, sample{At: time.Duration(i) * 30 * time.Second, RSS: int64(60+i%3) << 20, DataDir: int64(i*i) << 18})
 	}
 	c := chart{Title: "soak <test> & chart", Subtitle: "made-up samples", Samples: samples, Outage: 3 * time.Minute, PostingEnd: 5 * time.Minute}

@@ -147,13 +147,13 @@ func loadConfig() (config, error) {
 	return c, nil
 }
 
-// backoff returns the policy's initial and maximum retry delays and its
-// attempts, as the CRD defaults them for "default".
-func (c config) backoff() (initial, maxDelay time.Duration, attempts int) {
+// backoff returns the policy's initial and maximum retry delays, as the
+// CRD defaults them for "default" (both policies allow 10 attempts).
+func (c config) backoff() (initial, maxDelay time.Duration) {
 	if c.Policy == policyFast {
-		return time.Second, 10 * time.Second, 10
+		return time.Second, 10 * time.Second
 	}
-	return 5 * time.Second, 21600 * time.Second, 10
+	return 5 * time.Second, 21600 * time.Second
 }
 
 // drainBound is how long the run waits, after posting stops, for every
@@ -168,7 +168,7 @@ func (c config) drainBound() time.Duration {
 	if c.Drain > 0 {
 		return c.Drain
 	}
-	initial, maxDelay, _ := c.backoff()
+	initial, maxDelay := c.backoff()
 	b := 5 * time.Minute
 	d := initial
 	for range 7 {

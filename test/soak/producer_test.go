@@ -187,7 +187,7 @@ func (p *producer) send(body []byte) (code int, respBody []byte, retryAfter time
 	if err != nil {
 		return 0, nil, 0, err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	respBody, err = io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if err != nil {
 		return 0, nil, 0, err

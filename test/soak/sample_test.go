@@ -85,7 +85,7 @@ func readStatus(pid int, s *sample) error {
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read-only
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		name, rest, ok := strings.Cut(sc.Text(), ":")
@@ -144,7 +144,7 @@ func (p *probe) readMetrics(s *sample) error {
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("%s: %s", p.metricsURL, resp.Status)
 	}
@@ -183,7 +183,7 @@ func (p *probe) readMetrics(s *sample) error {
 		}
 		v, err := strconv.ParseFloat(value, 64)
 		if err != nil {
-			return fmt.Errorf("metrics: %q: %v", line, err)
+			return fmt.Errorf("metrics: %q: %w", line, err)
 		}
 		*dst = int64(v)
 	}
@@ -199,10 +199,9 @@ func (p *probe) readMetrics(s *sample) error {
 func dirSize(dir string) int64 {
 	var n int64
 	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return nil
-		}
-		if d.Type().IsRegular() {
+		// A file or directory that cannot be read (or vanished) is skipped
+		// and the walk goes on.
+		if err == nil && d.Type().IsRegular() {
 			if info, err := d.Info(); err == nil {
 				n += info.Size()
 			}

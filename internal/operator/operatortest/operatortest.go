@@ -78,13 +78,16 @@ func Start(restCfg *rest.Config, ns string, cfg operator.Config, ready time.Dura
 		select {
 		case merr := <-in.done:
 			in.done <- merr
-			in.Stop()
-			return nil, fmt.Errorf("the manager stopped before it was ready: %v", merr)
+			_ = in.Stop() // returns merr
+			return nil, fmt.Errorf("the manager stopped before it was ready: %w", merr)
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			in.Stop()
-			return nil, fmt.Errorf("not ready within %s: %w", ready, err)
+			err = fmt.Errorf("not ready within %s: %w", ready, err)
+			if serr := in.Stop(); serr != nil {
+				err = fmt.Errorf("%w; stopping: %w", err, serr)
+			}
+			return nil, err
 		}
 	}
 }
