@@ -31,9 +31,10 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/wablast/webhook-operator/internal/store"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
+
+	"github.com/wablast/webhook-operator/internal/store"
 )
 
 // measurement is one benchmark: its own fresh store, directories and

@@ -31,7 +31,7 @@ func TestAFullStoreRefusesNewEventsAndLosesNothing(t *testing.T) {
 	pad := strings.Repeat("x", 4000)
 	var accepted []Event
 	var refused error
-	for round := 0; refused == nil && round < 400; round++ {
+	for round := range 400 {
 		batch := make([]Event, 20)
 		for i := range batch {
 			batch[i] = testEvent(round*20 + i)

@@ -124,7 +124,7 @@ func (s *fakeAPIServer) tokenReview(w http.ResponseWriter, r *http.Request) {
 	}
 	tr.APIVersion, tr.Kind = "authentication.k8s.io/v1", "TokenReview"
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(&tr)
+	_ = json.NewEncoder(w).Encode(&tr) //nolint:errchkjson // a test server: a failed write fails the client's request
 }
 
 func (s *fakeAPIServer) subjectAccessReview(w http.ResponseWriter, r *http.Request) {
@@ -138,5 +138,5 @@ func (s *fakeAPIServer) subjectAccessReview(w http.ResponseWriter, r *http.Reque
 	s.mu.Unlock()
 	sar.APIVersion, sar.Kind = "authorization.k8s.io/v1", "SubjectAccessReview"
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(&sar)
+	_ = json.NewEncoder(w).Encode(&sar) //nolint:errchkjson // a test server: a failed write fails the client's request
 }

@@ -214,7 +214,7 @@ func (a *KubeAuthenticator) Authorize(ctx context.Context, token, namespace stri
 		}
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), decideTimeout)
 		defer cancel()
-		err, final := a.decide(ctx, token, key)
+		final, err := a.decide(ctx, token, key)
 		if final {
 			a.decisions.Add(key, decision{err: err}, a.ttl)
 		}
@@ -233,21 +233,21 @@ func (a *KubeAuthenticator) Authorize(ctx context.Context, token, namespace stri
 // Tokens refused for their shape are not cached (refusing them again costs
 // nothing, and caching them would let a flood of garbage evict the
 // decisions of real tokens), nor are failures and refusals by the limits.
-func (a *KubeAuthenticator) decide(ctx context.Context, token string, key decisionKey) (err error, final bool) {
+func (a *KubeAuthenticator) decide(ctx context.Context, token string, key decisionKey) (final bool, err error) {
 	namespaces, err := a.staticNamespaces(ctx, key.token)
 	if err != nil {
-		return err, false
+		return false, err
 	}
 	if namespaces != nil {
 		if slices.Contains(namespaces, key.namespace) {
-			return nil, true
+			return true, nil
 		}
 		// Refused as a token that is not valid at all: a 403 would confirm
 		// to whoever holds it that the token is valid somewhere.
-		return errInvalidToken, true
+		return true, errInvalidToken
 	}
 	if !jwtShaped(token) {
-		return errInvalidToken, false
+		return false, errInvalidToken
 	}
 	// The audiences the token claims choose the review; the API server
 	// checks the claim. A token for the API server itself is refused
@@ -259,15 +259,15 @@ func (a *KubeAuthenticator) decide(ctx context.Context, token string, key decisi
 	case a.acceptAPIServerTokens:
 		// nil: the API server's own audiences.
 	default:
-		return errInvalidToken, false
+		return false, errInvalidToken
 	}
 	release, err := a.limiter.acquire(ctx)
 	if err != nil {
-		return err, false
+		return false, err
 	}
 	defer release()
 	err = a.review(ctx, token, audiences, key.namespace)
-	return err, err == nil || errors.Is(err, ErrUnauthenticated) || errors.Is(err, ErrForbidden)
+	return err == nil || errors.Is(err, ErrUnauthenticated) || errors.Is(err, ErrForbidden), err
 }
 
 // errInvalidToken is the answer to every token that is not valid: one

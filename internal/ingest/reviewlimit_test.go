@@ -119,7 +119,14 @@ func (s *liveServer) postBody(t *testing.T, c *http.Client, token, namespace, co
 func fakeJWT(audiences ...string) string {
 	id := make([]byte, 8)
 	_, _ = rand.Read(id)
-	payload, _ := json.Marshal(map[string]any{"aud": audiences, "jti": hex.EncodeToString(id), "sub": "system:serviceaccount:x:y"})
+	payload, err := json.Marshal(struct {
+		Aud []string `json:"aud"`
+		JTI string   `json:"jti"`
+		Sub string   `json:"sub"`
+	}{audiences, hex.EncodeToString(id), "system:serviceaccount:x:y"})
+	if err != nil {
+		panic(err)
+	}
 	enc := base64.RawURLEncoding
 	return enc.EncodeToString([]byte(`{"alg":"RS256","kid":"k"}`)) + "." + enc.EncodeToString(payload) + "." + enc.EncodeToString(id)
 }

@@ -20,8 +20,8 @@ func jwtShaped(token string) bool {
 		if seg == "" {
 			return false
 		}
-		for i := 0; i < len(seg); i++ {
-			if c := seg[i]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+		for i := range len(seg) {
+			if c := seg[i]; (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') && (c < '0' || c > '9') && c != '-' && c != '_' {
 				return false
 			}
 		}

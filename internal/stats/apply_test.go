@@ -38,13 +38,13 @@ func failed(id string, n int32) store.Outcome {
 
 // gaveUp is event id given up after `made` attempts without another one
 // (older than maxAgeSeconds).
-func gaveUp(id string, made int32) store.Outcome {
+func gaveUp(id string, made int32) store.Outcome { //nolint:unparam // the id is part of what a case reads
 	return store.Outcome{EventID: id, Generation: 1, Attempt: made,
 		Result: webhooksv1alpha1.ResultFailed, Reason: webhooksv1alpha1.ReasonDeliveryFailing, Error: "gave up: the event is older than maxAgeSeconds (72h0m0s)", Time: t0}
 }
 
 // gone is attempt n of event id answered 410 at the given generation.
-func gone(id string, n int32, generation int64) store.Outcome {
+func gone(id string, n int32, generation int64) store.Outcome { //nolint:unparam // the attempt is part of what a case reads
 	return store.Outcome{EventID: id, Generation: generation, Attempt: n, Attempted: true, StatusCode: 410, Gone: true,
 		Result: webhooksv1alpha1.ResultFailed, Reason: webhooksv1alpha1.ReasonEndpointGone, Error: "receiver answered 410 Gone", Time: t0}
 }
