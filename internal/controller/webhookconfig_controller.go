@@ -40,7 +40,12 @@ const secretNameIndex = "webhooks.wablast.io/secret-name"
 // never delivers anything itself.
 type WebhookConfigReconciler struct {
 	client.Client
-	Registry endpoint.Registry
+	// SecretReader reads signing Secrets. It must not be backed by the
+	// manager's cache, so that no Secret value is kept in memory beyond one
+	// reconcile: the controller watches Secrets as metadata only. nil means
+	// the manager's API reader (mgr.GetAPIReader()).
+	SecretReader client.Reader
+	Registry     endpoint.Registry
 	Recorder events.EventRecorder
 	// GenerateSecret makes the value of a generated signing Secret.
 	// Defaults to signing.GenerateSecret.
@@ -67,6 +72,10 @@ type Actions interface {
 
 // +kubebuilder:rbac:groups=webhooks.wablast.io,resources=webhookconfigs,verbs=get;list;watch
 // +kubebuilder:rbac:groups=webhooks.wablast.io,resources=webhookconfigs/status,verbs=get;update;patch
+// Secrets: get (uncached reads of the signing Secrets WebhookConfigs name),
+// list and watch (their metadata only, to notice changes), create (generated
+// signing Secrets).
+//
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
@@ -75,6 +84,9 @@ type Actions interface {
 func (r *WebhookConfigReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts controller.Options) error {
 	if r.GenerateSecret == nil {
 		r.GenerateSecret = signing.GenerateSecret
+	}
+	if r.SecretReader == nil {
+		r.SecretReader = mgr.GetAPIReader()
 	}
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &webhooksv1alpha1.WebhookConfig{}, secretNameIndex,
 		func(o client.Object) []string {
@@ -94,7 +106,9 @@ func (r *WebhookConfigReconciler) SetupWithManager(ctx context.Context, mgr ctrl
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&webhooksv1alpha1.WebhookConfig{}, builder.WithPredicates(
 			predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.requestsForSecret)).
+		// Metadata only: the cache holds the names of the cluster's Secrets,
+		// never their values; resolve reads the one it needs.
+		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.requestsForSecret)).
 		WithOptions(opts).
 		Named("webhookconfig").
 		Complete(r)
@@ -261,7 +275,7 @@ func (r *WebhookConfigReconciler) resolve(ctx context.Context, whc *webhooksv1al
 	key := types.NamespacedName{Namespace: whc.Namespace, Name: ref.Name}
 
 	var secret corev1.Secret
-	err := r.Get(ctx, key, &secret)
+	err := r.SecretReader.Get(ctx, key, &secret)
 	switch {
 	case apierrors.IsNotFound(err) && generated && mayCreate:
 		created, cerr := r.createGeneratedSecret(ctx, whc, ref)
@@ -359,7 +373,7 @@ func (r *WebhookConfigReconciler) createGeneratedSecret(ctx context.Context, whc
 		return nil, fmt.Errorf("setting owner of generated Secret: %w", err)
 	}
 	if err := r.Create(ctx, secret); err != nil {
-		// AlreadyExists means the cache was behind: retry and read it.
+		// AlreadyExists means another writer was first: retry and read it.
 		return nil, fmt.Errorf("creating generated Secret %s: %w", ref.Name, err)
 	}
 	if r.Recorder != nil {

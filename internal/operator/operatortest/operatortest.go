@@ -47,14 +47,21 @@ type Instance struct {
 	err    error
 }
 
-// Start runs the operator for namespace ns with cfg against the API server
-// at restCfg, and returns once it is ready (registry rebuilt, store
+// Start runs the operator for namespace ns (cfg.WatchNamespaces, when set,
+// instead) with cfg against the API server at restCfg, and returns once it is ready (registry rebuilt, store
 // connected, ingestion API listening), or an error after ready wait.
 func Start(restCfg *rest.Config, ns string, cfg operator.Config, ready time.Duration) (*Instance, error) {
 	writes := &StatusWrites{}
 	rc := rest.CopyConfig(restCfg)
 	rc.Wrap(writes.wrap)
-	mgr, err := ctrl.NewManager(rc, testutil.InProcessManagerOptions(ns))
+	if len(cfg.WatchNamespaces) == 0 {
+		cfg.WatchNamespaces = []string{ns}
+	}
+	// The cache and client options cmd/manager uses, for cfg.WatchNamespaces.
+	opts := testutil.InProcessManagerOptions(ns)
+	opts.Cache = operator.CacheOptions(cfg.WatchNamespaces)
+	opts.Client = operator.ClientOptions()
+	mgr, err := ctrl.NewManager(rc, opts)
 	if err != nil {
 		return nil, err
 	}
