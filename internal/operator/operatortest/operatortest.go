@@ -16,6 +16,7 @@ import (
 
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 
 	"github.com/wablast/webhook-operator/internal/operator"
 	"github.com/wablast/webhook-operator/internal/status"
@@ -40,6 +41,8 @@ type Instance struct {
 	Op *operator.Operator
 	// Writes are the dispatcher's status writes, as sent to the API server.
 	Writes *StatusWrites
+	// Cache is the manager's cache, to look at what it holds.
+	Cache cache.Cache
 
 	cancel context.CancelFunc
 	done   chan error
@@ -71,7 +74,7 @@ func Start(restCfg *rest.Config, ns string, cfg operator.Config, ready time.Dura
 		cancel()
 		return nil, err
 	}
-	in := &Instance{Op: op, Writes: writes, cancel: cancel, done: make(chan error, 1)}
+	in := &Instance{Op: op, Writes: writes, Cache: mgr.GetCache(), cancel: cancel, done: make(chan error, 1)}
 	go func() { in.done <- mgr.Start(ctx) }()
 	deadline := time.Now().Add(ready)
 	for {
