@@ -46,7 +46,7 @@ type WebhookConfigReconciler struct {
 	// the manager's API reader (mgr.GetAPIReader()).
 	SecretReader client.Reader
 	Registry     endpoint.Registry
-	Recorder events.EventRecorder
+	Recorder     events.EventRecorder
 	// GenerateSecret makes the value of a generated signing Secret.
 	// Defaults to signing.GenerateSecret.
 	GenerateSecret func() (string, error)
