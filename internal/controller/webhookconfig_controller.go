@@ -41,12 +41,17 @@ const secretNameIndex = "webhooks.wablast.io/secret-name"
 type WebhookConfigReconciler struct {
 	client.Client
 	// SecretReader reads signing Secrets. It must not be backed by the
-	// manager's cache, so that no Secret value is kept in memory beyond one
-	// reconcile: the controller watches Secrets as metadata only. nil means
-	// the manager's API reader (mgr.GetAPIReader()).
+	// manager's cache, which would then hold the values of every Secret: the
+	// controller watches Secrets as metadata only and keeps just the keys
+	// WebhookConfigs name (secretValues). nil means the manager's API reader
+	// (mgr.GetAPIReader()).
 	SecretReader client.Reader
-	Registry     endpoint.Registry
-	Recorder     events.EventRecorder
+	// SecretMetadata reads Secrets' metadata (PartialObjectMetadata): a
+	// Secret whose resourceVersion there is the one last read is not read
+	// again. nil means the manager's cache, which the Secret watch fills.
+	SecretMetadata client.Reader
+	Registry       endpoint.Registry
+	Recorder       events.EventRecorder
 	// GenerateSecret makes the value of a generated signing Secret.
 	// Defaults to signing.GenerateSecret.
 	GenerateSecret func() (string, error)
@@ -58,6 +63,8 @@ type WebhookConfigReconciler struct {
 	// status, creates Secrets, records Events and runs actions. nil means
 	// always the leader.
 	IsLeader func() bool
+
+	secrets secretValues
 }
 
 func (r *WebhookConfigReconciler) leader() bool { return r.IsLeader == nil || r.IsLeader() }
@@ -87,6 +94,9 @@ func (r *WebhookConfigReconciler) SetupWithManager(ctx context.Context, mgr ctrl
 	}
 	if r.SecretReader == nil {
 		r.SecretReader = mgr.GetAPIReader()
+	}
+	if r.SecretMetadata == nil {
+		r.SecretMetadata = mgr.GetCache()
 	}
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &webhooksv1alpha1.WebhookConfig{}, secretNameIndex,
 		func(o client.Object) []string {
@@ -274,15 +284,15 @@ func (r *WebhookConfigReconciler) resolve(ctx context.Context, whc *webhooksv1al
 	generated := whc.Spec.SecretRef == nil
 	key := types.NamespacedName{Namespace: whc.Namespace, Name: ref.Name}
 
-	var secret corev1.Secret
-	err := r.SecretReader.Get(ctx, key, &secret)
+	secret, err := r.secrets.get(ctx, r.SecretMetadata, r.SecretReader, key, ref.Key)
 	switch {
 	case apierrors.IsNotFound(err) && generated && mayCreate:
 		created, cerr := r.createGeneratedSecret(ctx, whc, ref)
 		if cerr != nil {
 			return endpoint.Endpoint{}, ref, nil, cerr
 		}
-		secret = *created
+		r.secrets.remember(key, created, ref.Key)
+		secret = created
 	case apierrors.IsNotFound(err):
 		return endpoint.Endpoint{}, ref, &configError{webhooksv1alpha1.ReasonSecretNotFound,
 			fmt.Sprintf("Secret %q not found in namespace %q", ref.Name, whc.Namespace)}, nil
@@ -290,7 +300,7 @@ func (r *WebhookConfigReconciler) resolve(ctx context.Context, whc *webhooksv1al
 		return endpoint.Endpoint{}, ref, nil, fmt.Errorf("reading Secret %s: %w", key, err)
 	}
 
-	if generated && !metav1.IsControlledBy(&secret, whc) {
+	if generated && !metav1.IsControlledBy(secret, whc) {
 		return endpoint.Endpoint{}, ref, &configError{webhooksv1alpha1.ReasonSecretConflict,
 			fmt.Sprintf("Secret %q exists and is not owned by this WebhookConfig; set spec.secretRef to use it, or delete it to have one generated", ref.Name)}, nil
 	}
