@@ -54,8 +54,8 @@ vet: ## Run go vet (end-to-end tests included).
 	$(GO) vet -tags e2e,scaleout,reliability,soak ./...
 
 .PHONY: test
-test: manifests generate fmt vet envtest-bin ## Run every unit and envtest integration test (builds the envtest binaries the first time).
-	$(GO) test $(GOTEST_FLAGS) -timeout $(TEST_TIMEOUT) ./...
+test: manifests generate fmt vet envtest-bin $(HELM) ## Run every unit and envtest integration test (builds the envtest binaries and helm the first time).
+	HELM=$(HELM) $(GO) test $(GOTEST_FLAGS) -timeout $(TEST_TIMEOUT) ./...
 
 .PHONY: bench
 bench: build envtest-bin ## Run the benchmarks (about 5 minutes; use a quiet machine) and write docs/benchmarks.md.
@@ -171,6 +171,14 @@ chart-lint: $(HELM) ## Lint the Helm chart and render it with good and bad value
 	! $(HELM) template webhook-operator charts/webhook-operator --set groupCommitDelay=fast >/dev/null 2>&1
 	$(HELM) template webhook-operator charts/webhook-operator --set ingest.acceptAPIServerTokens=true | grep -q -- '--ingest-accept-apiserver-tokens$$'
 	! $(HELM) template webhook-operator charts/webhook-operator | grep -q -- '--ingest-accept-apiserver-tokens'
+	$(HELM) lint --strict charts/webhook-operator --set 'watchNamespaces={shop,billing}'
+	$(HELM) template webhook-operator charts/webhook-operator --set 'watchNamespaces={shop,billing}' | grep -q -- '--watch-namespaces=shop,billing$$'
+	test "$$($(HELM) template webhook-operator charts/webhook-operator --set 'watchNamespaces={shop,billing}' | grep -c '^kind: Role$$')" = 3
+	! $(HELM) template webhook-operator charts/webhook-operator --set 'watchNamespaces={shop}' --set rbac.eventProducer.create=false,rbac.aggregateToDefaultRoles=false | grep -q '^kind: ClusterRole$$'
+	! $(HELM) template webhook-operator charts/webhook-operator --set 'watchNamespaces={Not_A_Namespace}' >/dev/null 2>&1
+	$(HELM) template webhook-operator charts/webhook-operator --kube-version 1.30.0 | grep -q '^kind: ValidatingAdmissionPolicy$$'
+	! $(HELM) template webhook-operator charts/webhook-operator --kube-version 1.30.0 --set secretPolicy.enabled=false | grep -q '^kind: ValidatingAdmissionPolicy$$'
+	! $(HELM) template webhook-operator charts/webhook-operator --kube-version 1.29.0 | grep -q '^kind: ValidatingAdmissionPolicy$$'
 
 ##@ Tools
 

@@ -31,11 +31,11 @@ func main() {
 	}
 }
 
-// cidrList is a comma-separated flag value.
-type cidrList []string
+// commaList is a comma-separated flag value (CIDRs, namespaces).
+type commaList []string
 
-func (c *cidrList) String() string { return strings.Join(*c, ",") }
-func (c *cidrList) Set(v string) error {
+func (c *commaList) String() string { return strings.Join(*c, ",") }
+func (c *commaList) Set(v string) error {
 	for _, s := range strings.Split(v, ",") {
 		if s = strings.TrimSpace(s); s != "" {
 			*c = append(*c, s)
@@ -52,7 +52,8 @@ func run() error {
 		leaderElect          bool
 		leaderElectNamespace string
 		cfg                  operator.Config
-		allow, deny          cidrList
+		allow, deny          commaList
+		watchNamespaces      commaList
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "The address the metrics endpoint binds to; \"0\" disables it.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "The address the health and readiness probes bind to.")
@@ -86,6 +87,7 @@ func run() error {
 	flag.IntVar(&cfg.ReviewAPIBurst, "ingest-review-api-burst", operator.DefaultReviewAPIBurst, "The burst of --ingest-review-api-qps.")
 	var groupCommitDelay time.Duration
 	flag.DurationVar(&groupCommitDelay, "group-commit-delay", delivery.DefaultGroupCommitDelay, "With the embedded NATS server: how long a write of deliveries to a busy endpoint waits for more to join it (a write after a single delivery never waits); 0 turns it off.")
+	flag.Var(&watchNamespaces, "watch-namespaces", "Comma-separated namespaces the operator serves: it caches, reconciles and accepts events only there, and needs RBAC only there (plus TokenReview and SubjectAccessReview creation). Empty (the default) serves every namespace.")
 	flag.IntVar(&cfg.MaxConcurrentReconciles, "max-concurrent-reconciles", 4, "How many WebhookConfigs are reconciled in parallel.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
@@ -104,6 +106,7 @@ func run() error {
 		cfg.GroupCommitDelay = -1 // off
 	}
 	cfg.EgressAllowCIDRs, cfg.EgressDenyCIDRs = allow, deny
+	cfg.WatchNamespaces = watchNamespaces
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	setupLog := ctrl.Log.WithName("setup")
 	if soft := setMemoryLimit(); soft > 0 {
@@ -120,6 +123,8 @@ func run() error {
 	}
 	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
 		Scheme:                  scheme,
+		Cache:                   operator.CacheOptions(cfg.WatchNamespaces),
+		Client:                  operator.ClientOptions(),
 		Metrics:                 metricsserver.Options{BindAddress: metricsAddr},
 		HealthProbeBindAddress:  probeAddr,
 		PprofBindAddress:        pprofAddr,
@@ -140,6 +145,6 @@ func run() error {
 	}
 	defer op.Close()
 
-	setupLog.Info("Starting manager", "version", operator.Version, "embeddedNATS", cfg.NATSURL == "")
+	setupLog.Info("Starting manager", "version", operator.Version, "embeddedNATS", cfg.NATSURL == "", "watchNamespaces", cfg.WatchNamespaces)
 	return mgr.Start(ctx)
 }

@@ -40,8 +40,18 @@ const secretNameIndex = "webhooks.wablast.io/secret-name"
 // never delivers anything itself.
 type WebhookConfigReconciler struct {
 	client.Client
-	Registry endpoint.Registry
-	Recorder events.EventRecorder
+	// SecretReader reads signing Secrets. It must not be backed by the
+	// manager's cache, which would then hold the values of every Secret: the
+	// controller watches Secrets as metadata only and keeps just the keys
+	// WebhookConfigs name (secretValues). nil means the manager's API reader
+	// (mgr.GetAPIReader()).
+	SecretReader client.Reader
+	// SecretMetadata reads Secrets' metadata (PartialObjectMetadata): a
+	// Secret whose resourceVersion there is the one last read is not read
+	// again. nil means the manager's cache, which the Secret watch fills.
+	SecretMetadata client.Reader
+	Registry       endpoint.Registry
+	Recorder       events.EventRecorder
 	// GenerateSecret makes the value of a generated signing Secret.
 	// Defaults to signing.GenerateSecret.
 	GenerateSecret func() (string, error)
@@ -53,6 +63,8 @@ type WebhookConfigReconciler struct {
 	// status, creates Secrets, records Events and runs actions. nil means
 	// always the leader.
 	IsLeader func() bool
+
+	secrets secretValues
 }
 
 func (r *WebhookConfigReconciler) leader() bool { return r.IsLeader == nil || r.IsLeader() }
@@ -70,6 +82,10 @@ type Actions interface {
 
 // +kubebuilder:rbac:groups=webhooks.wablast.io,resources=webhookconfigs,verbs=get;list;watch
 // +kubebuilder:rbac:groups=webhooks.wablast.io,resources=webhookconfigs/status,verbs=get;update;patch
+// Secrets: get (uncached reads of the signing Secrets WebhookConfigs name),
+// list and watch (their metadata only, to notice changes), create (generated
+// signing Secrets).
+//
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
@@ -78,6 +94,12 @@ type Actions interface {
 func (r *WebhookConfigReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts controller.Options) error {
 	if r.GenerateSecret == nil {
 		r.GenerateSecret = signing.GenerateSecret
+	}
+	if r.SecretReader == nil {
+		r.SecretReader = mgr.GetAPIReader()
+	}
+	if r.SecretMetadata == nil {
+		r.SecretMetadata = mgr.GetCache()
 	}
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &webhooksv1alpha1.WebhookConfig{}, secretNameIndex,
 		func(o client.Object) []string {
@@ -97,7 +119,9 @@ func (r *WebhookConfigReconciler) SetupWithManager(ctx context.Context, mgr ctrl
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&webhooksv1alpha1.WebhookConfig{}, builder.WithPredicates(
 			predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.requestsForSecret)).
+		// Metadata only: the cache holds the names of the cluster's Secrets,
+		// never their values; resolve reads the one it needs.
+		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.requestsForSecret)).
 		WithOptions(opts).
 		Named("webhookconfig").
 		Complete(r)
@@ -267,15 +291,15 @@ func (r *WebhookConfigReconciler) resolve(ctx context.Context, whc *webhooksv1al
 	generated := whc.Spec.SecretRef == nil
 	key := types.NamespacedName{Namespace: whc.Namespace, Name: ref.Name}
 
-	var secret corev1.Secret
-	err := r.Get(ctx, key, &secret)
+	secret, err := r.secrets.get(ctx, r.SecretMetadata, r.SecretReader, key, ref.Key)
 	switch {
 	case apierrors.IsNotFound(err) && generated && mayCreate:
 		created, cerr := r.createGeneratedSecret(ctx, whc, ref)
 		if cerr != nil {
 			return endpoint.Endpoint{}, ref, nil, cerr
 		}
-		secret = *created
+		r.secrets.remember(key, created, ref.Key)
+		secret = created
 	case apierrors.IsNotFound(err):
 		return endpoint.Endpoint{}, ref, &configError{webhooksv1alpha1.ReasonSecretNotFound,
 			fmt.Sprintf("Secret %q not found in namespace %q", ref.Name, whc.Namespace)}, nil
@@ -283,7 +307,7 @@ func (r *WebhookConfigReconciler) resolve(ctx context.Context, whc *webhooksv1al
 		return endpoint.Endpoint{}, ref, nil, fmt.Errorf("reading Secret %s: %w", key, err)
 	}
 
-	if generated && !metav1.IsControlledBy(&secret, whc) {
+	if generated && !metav1.IsControlledBy(secret, whc) {
 		return endpoint.Endpoint{}, ref, &configError{webhooksv1alpha1.ReasonSecretConflict,
 			fmt.Sprintf("Secret %q exists and is not owned by this WebhookConfig; set spec.secretRef to use it, or delete it to have one generated", ref.Name)}, nil
 	}
@@ -366,7 +390,7 @@ func (r *WebhookConfigReconciler) createGeneratedSecret(ctx context.Context, whc
 		return nil, fmt.Errorf("setting owner of generated Secret: %w", err)
 	}
 	if err := r.Create(ctx, secret); err != nil {
-		// AlreadyExists means the cache was behind: retry and read it.
+		// AlreadyExists means another writer was first: retry and read it.
 		return nil, fmt.Errorf("creating generated Secret %s: %w", ref.Name, err)
 	}
 	if r.Recorder != nil {

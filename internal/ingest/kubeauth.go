@@ -25,7 +25,8 @@ import (
 )
 
 // The manager needs these to check Kubernetes tokens and to read static
-// ingest tokens from Secrets in every namespace.
+// ingest tokens from Secrets (list, by their label, uncached) in every
+// namespace it serves.
 //
 // +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
 // +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
@@ -119,8 +120,10 @@ type decision struct {
 type KubeAuthenticator struct {
 	clientset kubernetes.Interface
 	secrets   client.Reader
-	ttl       time.Duration
-	clock     clock.PassiveClock
+	// namespaces limits the authenticator to these namespaces; nil means all.
+	namespaces []string
+	ttl        time.Duration
+	clock      clock.PassiveClock
 
 	// decisions maps a decisionKey to its decision.
 	decisions *cache.LRUExpireCache
@@ -167,8 +170,11 @@ type KubeAuthOptions struct {
 }
 
 // NewKubeAuthenticator returns an authenticator that reviews tokens with cs
-// and reads static token Secrets, across all namespaces, through secrets
-// (in the manager, its cached client, so that a lookup costs no API call).
+// and lists static token Secrets, by their label, across all namespaces,
+// through secrets. In the manager that is its API reader, not its cache: the
+// cache would keep the value of every Secret in the cluster in memory, while
+// the index keeps only SHA-256 hashes of the ingest tokens (rebuilt with one
+// List at most every cache TTL).
 // Give cs a client rate limit of its own: the reviews of unknown tokens
 // should not starve the controller's requests.
 func NewKubeAuthenticator(cs kubernetes.Interface, secrets client.Reader, opts KubeAuthOptions) *KubeAuthenticator {
@@ -194,10 +200,23 @@ func newKubeAuthenticator(cs kubernetes.Interface, secrets client.Reader, opts K
 	}
 }
 
+// LimitToNamespaces makes a serve only these namespaces (a namespace-scoped
+// install, --watch-namespaces): static token Secrets are listed in each of
+// them, and a request for any other namespace is forbidden before any token
+// is looked at. Empty means every namespace. It must be called before the
+// first Authorize; it returns a.
+func (a *KubeAuthenticator) LimitToNamespaces(namespaces []string) *KubeAuthenticator {
+	a.namespaces = slices.Clone(namespaces)
+	return a
+}
+
 // Authorize implements Authenticator. See KubeAuthenticator for the rules.
 func (a *KubeAuthenticator) Authorize(ctx context.Context, token, namespace string) error {
 	if token == "" {
 		return fmt.Errorf("%w: no token", ErrUnauthenticated)
+	}
+	if len(a.namespaces) > 0 && !slices.Contains(a.namespaces, namespace) {
+		return fmt.Errorf("%w: this operator does not serve namespace %q", ErrForbidden, namespace)
 	}
 	key := decisionKey{token: sha256.Sum256([]byte(token)), namespace: namespace}
 	if d, ok := a.decisions.Get(key); ok {
@@ -356,17 +375,38 @@ func (a *KubeAuthenticator) lookup(hash tokenHash) []string {
 	return a.index[hash]
 }
 
-// rebuildIndex lists the labelled Secrets of every namespace. a.indexMu
+// listTokenSecrets lists the labelled Secrets of every namespace served.
+func (a *KubeAuthenticator) listTokenSecrets(ctx context.Context) ([]corev1.Secret, error) {
+	sel := client.MatchingLabels{LabelIngestToken: "true"}
+	if len(a.namespaces) == 0 {
+		var list corev1.SecretList
+		if err := a.secrets.List(ctx, &list, sel); err != nil {
+			return nil, fmt.Errorf("listing ingest token Secrets: %w", err)
+		}
+		return list.Items, nil
+	}
+	var items []corev1.Secret
+	for _, ns := range a.namespaces {
+		var list corev1.SecretList
+		if err := a.secrets.List(ctx, &list, sel, client.InNamespace(ns)); err != nil {
+			return nil, fmt.Errorf("listing ingest token Secrets in namespace %q: %w", ns, err)
+		}
+		items = append(items, list.Items...)
+	}
+	return items, nil
+}
+
+// rebuildIndex lists the labelled Secrets of every namespace served. a.indexMu
 // must be held.
 func (a *KubeAuthenticator) rebuildIndex(ctx context.Context) error {
-	var list corev1.SecretList
-	if err := a.secrets.List(ctx, &list, client.MatchingLabels{LabelIngestToken: "true"}); err != nil {
-		return fmt.Errorf("listing ingest token Secrets: %w", err)
+	items, err := a.listTokenSecrets(ctx)
+	if err != nil {
+		return err
 	}
 	log := logr.FromContextOrDiscard(ctx)
-	index := make(map[tokenHash][]string, len(list.Items))
-	for i := range list.Items {
-		s := &list.Items[i]
+	index := make(map[tokenHash][]string, len(items))
+	for i := range items {
+		s := &items[i]
 		token := strings.TrimSpace(string(s.Data[IngestTokenKey]))
 		if len(token) < MinStaticTokenBytes {
 			log.V(1).Info("Ignoring ingest token Secret without a usable token", "secret", klog.KObj(s),

@@ -388,3 +388,57 @@ func TestKubeAuthenticatorRefusesATokenNotReviewedForItsAudience(t *testing.T) {
 		t.Fatalf("Authorize = %v, want unauthenticated: the review did not confirm the audience", err)
 	}
 }
+
+// namespaceRecorder records the namespaces static token Secrets are listed in
+// ("" for all of them).
+type namespaceRecorder struct {
+	client.Reader
+	mu         sync.Mutex
+	namespaces []string
+}
+
+func (r *namespaceRecorder) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
+	lo := (&client.ListOptions{}).ApplyOptions(opts)
+	r.mu.Lock()
+	r.namespaces = append(r.namespaces, lo.Namespace)
+	r.mu.Unlock()
+	return r.Reader.List(ctx, list, opts...)
+}
+
+func TestKubeAuthenticatorLimitedToNamespaces(t *testing.T) {
+	ctx := context.Background()
+	f := newAuthFixture(t,
+		tokenSecret("a", "ingest", staticTokenA),
+		tokenSecret("c", "ingest", "static-token-of-namespace-c-0123456789"))
+	rec := &namespaceRecorder{Reader: f.secrets}
+	f.auth = newKubeAuthenticator(f.cluster.clientset(), rec, unlimitedReviews, f.clock, maxCachedDecisions).LimitToNamespaces([]string{"a", "b"})
+
+	if err := f.auth.Authorize(ctx, staticTokenA, "a"); err != nil {
+		t.Fatalf("static token in a served namespace: %v", err)
+	}
+	// A namespace not served is forbidden before any lookup or review, for
+	// every token, valid ones included.
+	reviews := f.cluster.tokenReviews.Load()
+	for _, tok := range []string{staticTokenA, "static-token-of-namespace-c-0123456789", saToken} {
+		if err := f.auth.Authorize(ctx, tok, "c"); !errors.Is(err, ErrForbidden) {
+			t.Errorf("token for namespace c (not served) = %v, want forbidden", err)
+		}
+	}
+	if got := f.cluster.tokenReviews.Load(); got != reviews {
+		t.Errorf("%d TokenReviews for a namespace not served, want none", got-reviews)
+	}
+	// The token of namespace c is not known: the lists ran only in a and b.
+	if err := f.auth.Authorize(ctx, "static-token-of-namespace-c-0123456789", "b"); !errors.Is(err, ErrUnauthenticated) {
+		t.Errorf("token of an unserved namespace in b = %v, want unauthenticated (not found)", err)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	for _, ns := range rec.namespaces {
+		if ns != "a" && ns != "b" {
+			t.Errorf("static token Secrets listed in namespace %q, want only a and b", ns)
+		}
+	}
+	if len(rec.namespaces) == 0 {
+		t.Error("no List of static token Secrets")
+	}
+}

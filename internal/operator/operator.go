@@ -10,9 +10,13 @@ import (
 	"net/http"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlcontroller "sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -80,6 +84,51 @@ type Config struct {
 	// GroupCommitDelay is delivery.Options.GroupCommitDelay: 0 takes the
 	// default, negative turns it off.
 	GroupCommitDelay time.Duration
+	// WatchNamespaces limits the operator to these namespaces
+	// (--watch-namespaces); empty means every namespace. The manager's cache
+	// must be limited the same way: see CacheOptions.
+	WatchNamespaces []string
+}
+
+// CacheOptions are the manager's cache options for an operator that serves
+// watchNamespaces (every namespace when empty). Secrets are cached as
+// metadata only (the controller's watch asks for no more), and of that
+// metadata only what maps a Secret to the WebhookConfigs reading it is kept:
+// annotations (kubectl's last-applied-configuration holds a Secret's data)
+// and managedFields are dropped.
+func CacheOptions(watchNamespaces []string) cache.Options {
+	opts := cache.Options{
+		ByObject: map[client.Object]cache.ByObject{
+			&corev1.Secret{}: {Transform: stripSecretMetadata},
+		},
+	}
+	if len(watchNamespaces) > 0 {
+		opts.DefaultNamespaces = make(map[string]cache.Config, len(watchNamespaces))
+		for _, ns := range watchNamespaces {
+			opts.DefaultNamespaces[ns] = cache.Config{}
+		}
+	}
+	return opts
+}
+
+// ClientOptions are the manager's client options: Secrets are never read
+// from the cache, so that no code path can make the manager start an
+// informer holding the values of every Secret it may list.
+func ClientOptions() client.Options {
+	return client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}}
+}
+
+// stripSecretMetadata drops what the cache does not need of a Secret: its
+// annotations and managedFields (and, should a full Secret ever reach the
+// cache, its data).
+func stripSecretMetadata(in any) (any, error) {
+	switch o := in.(type) {
+	case *metav1.PartialObjectMetadata:
+		o.Annotations, o.ManagedFields = nil, nil
+	case *corev1.Secret:
+		o.Annotations, o.ManagedFields, o.Data, o.StringData = nil, nil, nil, nil
+	}
+	return in, nil
 }
 
 // The defaults of Config.ReviewAPIQPS and ReviewAPIBurst: a review is two
@@ -137,11 +186,12 @@ func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) (*Operator, error)
 		return nil, err
 	}
 	if err := (&controller.WebhookConfigReconciler{
-		Client:   mgr.GetClient(),
-		Registry: op.Registry,
-		Recorder: recorder,
-		Actions:  op.Dispatcher,
-		IsLeader: isLeader(mgr),
+		Client:       mgr.GetClient(),
+		SecretReader: mgr.GetAPIReader(),
+		Registry:     op.Registry,
+		Recorder:     recorder,
+		Actions:      op.Dispatcher,
+		IsLeader:     isLeader(mgr),
 	}).SetupWithManager(ctx, mgr, ctrlcontroller.Options{MaxConcurrentReconciles: cfg.MaxConcurrentReconciles}); err != nil {
 		return nil, fmt.Errorf("setting up the WebhookConfig controller: %w", err)
 	}
@@ -178,7 +228,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) (*Operator, error)
 	op.Ingest, err = ingest.New(ingest.Options{
 		Addr:             cfg.IngestAddr,
 		Enqueuer:         op.Dispatcher,
-		Auth:             ingest.NewKubeAuthenticator(cs, mgr.GetCache(), authOpts),
+		Auth:             ingest.NewKubeAuthenticator(cs, mgr.GetAPIReader(), authOpts).LimitToNamespaces(cfg.WatchNamespaces),
 		MaxEventBytes:    cfg.MaxEventBytes,
 		MaxBatchBytes:    cfg.MaxBatchBytes,
 		MaxDecodingBytes: cfg.MaxDecodingBytes,

@@ -222,6 +222,13 @@ func TestEndToEnd(t *testing.T) {
 	if sa == "" {
 		t.Fatal("the chart installed no ServiceAccount")
 	}
+	// The API server serves ValidatingAdmissionPolicy (1.30+), so helm
+	// installed the policy on the manager's Secrets; the manager, below,
+	// creates the signing Secret of WebhookConfig "generated" through it.
+	if out := strings.TrimSpace(r.kubectl("get", "validatingadmissionpolicies,validatingadmissionpolicybindings",
+		"-l", "app.kubernetes.io/instance="+release, "-o", "name")); strings.Count(out, "\n") != 1 {
+		t.Errorf("the chart installed %q, want the Secret policy and its binding", out)
+	}
 
 	// 2. The manager, out of the cluster, as the chart's ServiceAccount.
 	managerKubeconfig := impersonatingKubeconfig(t, env.Kubeconfig, "system:serviceaccount:"+releaseNS+":"+sa)
@@ -271,13 +278,24 @@ spec:
   secretRef:
     name: crm-webhook-secret
   events: ["*"]
-`, oracleSrv.URL)), 0o644); err != nil {
+---
+# No secretRef: the manager generates generated-signing, through the
+# chart's admission policy on its Secrets. Disabled: it receives nothing.
+apiVersion: webhooks.wablast.io/v1alpha1
+kind: WebhookConfig
+metadata:
+  name: generated
+spec:
+  url: %s/hooks/generated
+  events: ["*"]
+  enabled: false
+`, oracleSrv.URL, oracleSrv.URL)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	r.kubectl("create", "namespace", appNS)
 	r.kubectl("apply", "-n", appNS, "-f", "config/samples/")
 	r.kubectl("apply", "-n", appNS, "-f", oracleManifest)
-	r.kubectl("wait", "-n", appNS, "--for=condition=Ready", "whc/crm", "whc/oracle", "--timeout=90s")
+	r.kubectl("wait", "-n", appNS, "--for=condition=Ready", "whc/crm", "whc/oracle", "whc/generated", "--timeout=90s")
 
 	// 4. Post events with the sample token: 20 single events and a batch
 	// of 30, every other one without an id, each with data of its own, of
@@ -398,7 +416,7 @@ spec:
 			t.Errorf("left behind in %s:\n%s", releaseNS, out)
 		}
 	}
-	if out := strings.TrimSpace(r.kubectl("get", "clusterroles,clusterrolebindings", "-l", "app.kubernetes.io/instance="+release, "-o", "name")); out != "" {
+	if out := strings.TrimSpace(r.kubectl("get", "clusterroles,clusterrolebindings,validatingadmissionpolicies,validatingadmissionpolicybindings", "-l", "app.kubernetes.io/instance="+release, "-o", "name")); out != "" {
 		t.Errorf("cluster-scoped objects left behind:\n%s", out)
 	}
 	r.kubectl("get", "crd", "webhookconfigs.webhooks.wablast.io")

@@ -16,6 +16,7 @@ import (
 
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 
 	"github.com/wablast/webhook-operator/internal/operator"
 	"github.com/wablast/webhook-operator/internal/status"
@@ -40,6 +41,8 @@ type Instance struct {
 	Op *operator.Operator
 	// Writes are the dispatcher's status writes, as sent to the API server.
 	Writes *StatusWrites
+	// Cache is the manager's cache, to look at what it holds.
+	Cache cache.Cache
 
 	cancel context.CancelFunc
 	done   chan error
@@ -47,14 +50,21 @@ type Instance struct {
 	err    error
 }
 
-// Start runs the operator for namespace ns with cfg against the API server
-// at restCfg, and returns once it is ready (registry rebuilt, store
+// Start runs the operator for namespace ns (cfg.WatchNamespaces, when set,
+// instead) with cfg against the API server at restCfg, and returns once it is ready (registry rebuilt, store
 // connected, ingestion API listening), or an error after ready wait.
 func Start(restCfg *rest.Config, ns string, cfg operator.Config, ready time.Duration) (*Instance, error) {
 	writes := &StatusWrites{}
 	rc := rest.CopyConfig(restCfg)
 	rc.Wrap(writes.wrap)
-	mgr, err := ctrl.NewManager(rc, testutil.InProcessManagerOptions(ns))
+	if len(cfg.WatchNamespaces) == 0 {
+		cfg.WatchNamespaces = []string{ns}
+	}
+	// The cache and client options cmd/manager uses, for cfg.WatchNamespaces.
+	opts := testutil.InProcessManagerOptions(ns)
+	opts.Cache = operator.CacheOptions(cfg.WatchNamespaces)
+	opts.Client = operator.ClientOptions()
+	mgr, err := ctrl.NewManager(rc, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -64,7 +74,7 @@ func Start(restCfg *rest.Config, ns string, cfg operator.Config, ready time.Dura
 		cancel()
 		return nil, err
 	}
-	in := &Instance{Op: op, Writes: writes, cancel: cancel, done: make(chan error, 1)}
+	in := &Instance{Op: op, Writes: writes, Cache: mgr.GetCache(), cancel: cancel, done: make(chan error, 1)}
 	go func() { in.done <- mgr.Start(ctx) }()
 	deadline := time.Now().Add(ready)
 	for {
