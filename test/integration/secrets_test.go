@@ -164,7 +164,7 @@ func TestManagerCachesNoSecretValues(t *testing.T) {
 	waitKeys(secondKeys)
 
 	// Ingest tokens are still found, by their label.
-	if code, body := post(t, r, ns, "application/json", eventJSON("evt_secrets_1", "message.sent")); code != http.StatusAccepted {
+	if code, body := post(t, r, ns, "application/json", eventJSON("evt_secrets_1")); code != http.StatusAccepted {
 		t.Fatalf("POST with the ingest token: %d %s", code, body)
 	}
 
@@ -435,10 +435,10 @@ func TestNamespaceScopedInstall(t *testing.T) {
 		t.Error("no Ready condition in the watched namespace")
 	}
 
-	if code, body := post(t, r, nsA, "application/json", eventJSON("evt_ns_1", "message.sent")); code != http.StatusAccepted {
+	if code, body := post(t, r, nsA, "application/json", eventJSON("evt_ns_1")); code != http.StatusAccepted {
 		t.Errorf("POST to the watched namespace: %d %s", code, body)
 	}
-	if code, body := post(t, r, nsB, "application/json", eventJSON("evt_ns_2", "message.sent")); code != http.StatusForbidden {
+	if code, body := post(t, r, nsB, "application/json", eventJSON("evt_ns_2")); code != http.StatusForbidden {
 		t.Errorf("POST to a namespace not watched: %d %s, want 403", code, body)
 	}
 }
