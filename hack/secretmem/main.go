@@ -185,7 +185,7 @@ func measure(ctx context.Context, env *testutil.Env, label, bin, probe string, s
 	if err != nil {
 		return s, err
 	}
-	defer os.RemoveAll(tmp)
+	defer func() { _ = os.RemoveAll(tmp) }()
 	ports := make([]int, 3)
 	for i := range ports {
 		if ports[i], err = freePort(); err != nil {
@@ -196,7 +196,7 @@ func measure(ctx context.Context, env *testutil.Env, label, bin, probe string, s
 	if err != nil {
 		return s, err
 	}
-	defer logFile.Close()
+	defer func() { _ = logFile.Close() }()
 	cmd := exec.Command(bin,
 		"--data-dir", filepath.Join(tmp, "data"),
 		"--metrics-bind-address", "0",
@@ -215,10 +215,13 @@ func measure(ctx context.Context, env *testutil.Env, label, bin, probe string, s
 	defer func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case <-exited:
+		case err := <-exited:
+			_ = err // it was stopped
 		case <-time.After(30 * time.Second):
 			_ = cmd.Process.Kill()
-			<-exited
+			if err := <-exited; err != nil {
+				fmt.Fprintf(os.Stderr, "the manager, killed: %v\n", err)
+			}
 		}
 	}()
 	fail := func(err error) (sample, error) {
@@ -232,7 +235,7 @@ func measure(ctx context.Context, env *testutil.Env, label, bin, probe string, s
 		select {
 		case err := <-exited:
 			exited <- err
-			return fmt.Errorf("the manager exited: %v", err)
+			return fmt.Errorf("the manager exited: %w", err)
 		default:
 			return nil
 		}
@@ -247,7 +250,7 @@ func measure(ctx context.Context, env *testutil.Env, label, bin, probe string, s
 		if err != nil {
 			return err
 		}
-		resp.Body.Close()
+		_ = resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
 			return fmt.Errorf("/readyz: %d", resp.StatusCode)
 		}
@@ -316,7 +319,7 @@ func heapInuse(url string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
@@ -349,7 +352,7 @@ func freePort() (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	defer ln.Close()
+	defer func() { _ = ln.Close() }()
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 

@@ -145,7 +145,9 @@ type Operator struct {
 	Store      *store.Store
 	Dispatcher *delivery.Dispatcher
 	Aggregator *stats.Aggregator
-	Ingest     *ingest.Server
+	// StatusWriter writes the delivery status (on the leader only).
+	StatusWriter *status.Writer
+	Ingest       *ingest.Server
 }
 
 // Setup opens the store and adds the controller, the dispatcher and the
@@ -199,13 +201,14 @@ func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) (*Operator, error)
 		return nil, err
 	}
 	op.Aggregator = stats.NewAggregator(store, nil)
-	if err := mgr.Add(&status.Writer{
+	op.StatusWriter = &status.Writer{
 		Aggregator:    op.Aggregator,
 		Client:        mgr.GetClient(),
 		Recorder:      recorder,
 		FlushInterval: cfg.StatusFlushInterval,
 		Logger:        ctrl.Log.WithName("status-writer"),
-	}); err != nil {
+	}
+	if err := mgr.Add(op.StatusWriter); err != nil {
 		return nil, err
 	}
 

@@ -2,6 +2,7 @@ package status
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -26,7 +27,12 @@ type Writer struct {
 	Logger        logr.Logger
 
 	written map[types.UID]writtenState
+	flushes atomic.Uint64
 }
+
+// Flushes is how many flushes have completed: a test that checks nothing
+// is written while nothing changes waits for flushes, not for time.
+func (w *Writer) Flushes() uint64 { return w.flushes.Load() }
 
 type writtenState struct {
 	version     uint64
@@ -73,6 +79,7 @@ func (w *Writer) Start(ctx context.Context) error {
 // flush writes the status of every endpoint whose stats changed since the
 // last write, or whose success rate moved with time.
 func (w *Writer) flush(ctx context.Context) {
+	defer w.flushes.Add(1)
 	now := w.Now()
 	for _, st := range w.Aggregator.Snapshot() {
 		rate := st.SuccessRate(now)

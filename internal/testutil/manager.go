@@ -1,12 +1,15 @@
 package testutil
 
 import (
+	"bufio"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -233,4 +236,44 @@ func Tail(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// MetricSum scrapes the manager's metrics (ManagerOptions.Metrics must be
+// set) and returns the sum of every series of the metric name, whatever
+// its labels. A counter restarts at zero with each generation.
+func (m *ManagerProcess) MetricSum(name string) (float64, error) {
+	if m.MetricsAddr == "" {
+		return 0, errors.New("the manager was started without metrics (ManagerOptions.Metrics)")
+	}
+	resp, err := http.Get("http://" + m.MetricsAddr + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("/metrics: %s", resp.Status)
+	}
+	var sum float64
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		series, value := line[:i], line[i+1:]
+		if base, _, _ := strings.Cut(series, "{"); base != name {
+			continue
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+		if err != nil {
+			return 0, fmt.Errorf("/metrics: %q: %w", line, err)
+		}
+		sum += v
+	}
+	return sum, sc.Err()
 }

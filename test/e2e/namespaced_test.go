@@ -80,7 +80,7 @@ func TestEndToEndNamespaceScoped(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		resp.Body.Close()
+		_ = resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
 			return fmt.Errorf("readyz %d", resp.StatusCode)
 		}
@@ -130,7 +130,7 @@ spec:
 		if err != nil {
 			t.Fatal(err)
 		}
-		resp.Body.Close()
+		_ = resp.Body.Close()
 		return resp.StatusCode
 	}
 	if code := post(watched); code != http.StatusAccepted {

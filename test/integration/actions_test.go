@@ -203,17 +203,24 @@ func TestTestDeliveries(t *testing.T) {
 		t.Error("disabled endpoint is active")
 	}
 
-	// After a restart, the handled token is not sent again.
+	// After a restart, the handled token is not sent again. A new token,
+	// requested after the restart, is handled by a reconcile that comes
+	// after the first one (the one that would re-send t3): once its result
+	// is in status, exactly one more test request has arrived.
 	before := rc.count(isTest)
 	r.stop()
 	startOperator(t, ns, dataDir)
-	time.Sleep(3 * time.Second)
-	if after := rc.count(isTest); after != before {
-		t.Errorf("the restart re-sent a handled test: %d -> %d requests", before, after)
+	token.Store("t4")
+	annotate(t, ns, "crm", webhooksv1alpha1.AnnotationTestRequestedAt, "t4")
+	if rec := waitLastTest(t, ns, "crm", "t4"); rec.Result != webhooksv1alpha1.ResultSucceeded {
+		t.Errorf("test after the restart %+v", rec)
+	}
+	if after := rc.count(isTest); after != before+1 {
+		t.Errorf("the restart re-sent a handled test: %d requests before it, %d after one new test, want %d", before, after, before+1)
 	}
 	// Each test delivery carried the data written for its token.
-	if n := rc.oracle.Unique(); n != 3 {
-		t.Errorf("%d distinct test deliveries, want 3", n)
+	if n := rc.oracle.Unique(); n != 4 {
+		t.Errorf("%d distinct test deliveries, want 4", n)
 	}
 	rc.checkContent(t, nil)
 }
@@ -245,18 +252,16 @@ func TestReplayRequeuesFailedEvents(t *testing.T) {
 	waitReady(t, ns, "crm")
 	since := time.Now().Add(-time.Second).UTC().Format(time.RFC3339)
 	enqueue(t, r, ledger, ns, 0, 5)
+	// Failed for good and nothing pending: nothing is left that could be
+	// delivered again before a replay.
 	testutil.Eventually(t, 20*time.Second, func() error {
-		if st := getWHC(t, ns, "crm").Status; st.EventsFailed != 5 {
-			return fmt.Errorf("failed %d", st.EventsFailed)
+		if st := getWHC(t, ns, "crm").Status; st.EventsFailed != 5 || st.EventsPending != 0 {
+			return fmt.Errorf("failed %d pending %d, want 5 and 0", st.EventsFailed, st.EventsPending)
 		}
 		return nil
 	})
 	if n := rc.count(func(string, string) bool { return true }); n != 5 {
 		t.Fatalf("%d attempts before the replay, want 5", n)
-	}
-	time.Sleep(time.Second)
-	if n := rc.count(func(string, string) bool { return true }); n != 5 {
-		t.Fatalf("failed events were delivered again before any replay: %d attempts", n)
 	}
 
 	rc.code.Store(http.StatusOK)
@@ -281,11 +286,15 @@ func TestReplayRequeuesFailedEvents(t *testing.T) {
 		return nil
 	})
 	testutil.Eventually(t, 20*time.Second, func() error {
-		if st := getWHC(t, ns, "crm").Status; st.EventsDelivered != 5 {
-			return fmt.Errorf("delivered %d after replay", st.EventsDelivered)
+		if st := getWHC(t, ns, "crm").Status; st.EventsDelivered != 5 || st.EventsPending != 0 {
+			return fmt.Errorf("delivered %d pending %d after replay", st.EventsDelivered, st.EventsPending)
 		}
 		return nil
 	})
+	// Quiescent: each event failed once and was replayed once, no more.
+	if n := rc.count(func(string, string) bool { return true }); n != 10 {
+		t.Errorf("%d attempts, want 10 (5 failed, 5 replayed)", n)
+	}
 	// The replay carried the original content (and the same body as the
 	// failed attempt).
 	rc.checkContent(t, ledger.IDs())

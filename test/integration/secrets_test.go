@@ -328,7 +328,7 @@ func TestSecretPolicyLimitsTheManagersSecrets(t *testing.T) {
 		case apierrors.IsForbidden(err) && strings.Contains(err.Error(), "only Opaque Secrets"):
 			return nil
 		default:
-			return fmt.Errorf("creating a token Secret as the manager: %v", err)
+			return fmt.Errorf("creating a token Secret as the manager: %w", err)
 		}
 	})
 	// Also with the label.

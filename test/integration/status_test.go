@@ -186,9 +186,14 @@ func TestStatusReflectsDeliveries(t *testing.T) {
 	if got := r.writes.MaxPerResource(); got > bound || got == 0 {
 		t.Errorf("%d status writes for one resource in %s, bound %d", got, time.Since(start).Round(time.Second), bound)
 	}
-	// Nothing changes: nothing is written.
-	before := r.writes.Total()
-	time.Sleep(2500 * time.Millisecond)
+	// Nothing changes: nothing is written, through three whole flushes.
+	before, flushes := r.writes.Total(), r.op.StatusWriter.Flushes()
+	testutil.Eventually(t, 30*time.Second, func() error {
+		if f := r.op.StatusWriter.Flushes(); f < flushes+3 {
+			return fmt.Errorf("%d flushes since, want 3", f-flushes)
+		}
+		return nil
+	})
 	if after := r.writes.Total(); after != before {
 		t.Errorf("%d status writes while nothing changed", after-before)
 	}

@@ -34,8 +34,15 @@ func (r *running) stop() {
 // startOperator runs the operator's wiring for namespace ns on dataDir.
 func startOperator(t *testing.T, ns, dataDir string) *running {
 	t.Helper()
+	return startOperatorFor(t, []string{ns}, dataDir)
+}
+
+// startOperatorFor runs one operator serving every namespace of nss.
+func startOperatorFor(t *testing.T, nss []string, dataDir string) *running {
+	t.Helper()
 	cfg := operatortest.Config(dataDir)
-	in, err := operatortest.Start(env.Config, ns, cfg, 30*time.Second)
+	cfg.WatchNamespaces = nss
+	in, err := operatortest.Start(env.Config, nss[0], cfg, 30*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

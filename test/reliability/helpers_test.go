@@ -90,6 +90,7 @@ func startManager(t *testing.T, opts managerOptions) *testutil.ManagerProcess {
 	return testutil.StartManager(t, testutil.ManagerOptions{
 		Bin:          managerBin,
 		Args:         append(args, opts.extra...),
+		Metrics:      true,
 		ShowLogs:     os.Getenv("RELIABILITY_SHOW_LOGS") != "",
 		ArtifactsDir: os.Getenv("RELIABILITY_ARTIFACTS"),
 	})
@@ -731,4 +732,15 @@ func TestContentCheckCatchesAnotherEventsData(t *testing.T) {
 	if err := rc2.oracle.Check(); err == nil {
 		t.Fatal("changed data of an unanswered event passed the check")
 	}
+}
+
+// accepted returns how many events the manager's current generation has
+// accepted and stored (duplicates not counted), from its metrics.
+func accepted(t *testing.T, m *testutil.ManagerProcess) int {
+	t.Helper()
+	v, err := m.MetricSum("wablast_webhook_events_accepted_total")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return int(v)
 }

@@ -232,6 +232,6 @@ func TestExternalNATSRestart(t *testing.T) {
 	}
 
 	t.Run("an id accepted before the NATS restart and posted again after it is not delivered again", func(t *testing.T) {
-		checkRepostNotRedelivered(t, rc, m.IngestAddr, ns, token, idRange("nats", 0, batchSize), "nats restart")
+		checkRepostNotRedelivered(t, rc, m, ns, token, idRange("nats", 0, batchSize), "nats restart")
 	})
 }
