@@ -41,6 +41,8 @@ type ManagerOptions struct {
 	Bin string
 	// Args are the flags besides the bind addresses, which StartManager sets.
 	Args []string
+	// Env is added to the test's environment (KEY=value), e.g. GOMEMLIMIT.
+	Env []string
 	// Metrics serves metrics on a loopback port (MetricsAddr); off otherwise.
 	Metrics bool
 	// LogPath is the log file every generation appends to; default
@@ -125,6 +127,9 @@ func (m *ManagerProcess) Start() {
 	fmt.Fprintf(f, "==== generation %d started %s ====\n", m.generations, time.Now().Format(time.RFC3339Nano))
 	cmd := exec.Command(m.opts.Bin, args...)
 	cmd.Stdout, cmd.Stderr = f, f
+	if len(m.opts.Env) > 0 {
+		cmd.Env = append(os.Environ(), m.opts.Env...)
+	}
 	// Its own process group, so a signal to the test's group (Ctrl-C) is
 	// not delivered to it twice.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -276,4 +281,23 @@ func (m *ManagerProcess) MetricSum(name string) (float64, error) {
 		sum += v
 	}
 	return sum, sc.Err()
+}
+
+// PeakRSS returns the current generation's peak resident set size
+// (VmHWM in /proc/<pid>/status), in bytes.
+func (m *ManagerProcess) PeakRSS() (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", m.Pid()))
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(b)) {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("VmHWM %q: %w", rest, err)
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, errors.New("no VmHWM in /proc/<pid>/status")
 }

@@ -49,6 +49,7 @@ type managerOptions struct {
 	kubeconfig string // env.Kubeconfig when empty
 	dataDir    string
 	extra      []string
+	env        []string // added to the environment
 }
 
 // setupCRM creates a namespace with an ingest token and a WebhookConfig
@@ -91,6 +92,7 @@ func startManager(t *testing.T, opts managerOptions) *testutil.ManagerProcess {
 		Bin:          managerBin,
 		Args:         append(args, opts.extra...),
 		Metrics:      true,
+		Env:          opts.env,
 		ShowLogs:     os.Getenv("RELIABILITY_SHOW_LOGS") != "",
 		ArtifactsDir: os.Getenv("RELIABILITY_ARTIFACTS"),
 	})
