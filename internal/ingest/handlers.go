@@ -41,6 +41,8 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("/v1/namespaces/{namespace}/events", methodNotAllowed("POST"))
 	mux.HandleFunc("GET /v1/event-types", s.handleEventTypes)
 	mux.HandleFunc("/v1/event-types", methodNotAllowed("GET, HEAD"))
+	mux.HandleFunc("GET "+OpenAPIPath, s.handleOpenAPI)
+	mux.HandleFunc(OpenAPIPath, methodNotAllowed("GET, HEAD"))
 	mux.HandleFunc("GET /healthz", s.handleHealthz)
 	mux.HandleFunc("/healthz", methodNotAllowed("GET, HEAD"))
 	mux.HandleFunc("GET /readyz", s.handleReadyz)

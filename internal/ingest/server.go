@@ -101,6 +101,8 @@ type Server struct {
 	log     logr.Logger
 	// eventTypes is the pre-rendered body of GET /v1/event-types.
 	eventTypes []byte
+	// openAPI is the pre-rendered body of GET /v1/openapi.json.
+	openAPI []byte
 	// decoding holds one unit per byte of the request bodies being read,
 	// decoded or stored (Options.MaxDecodingBytes).
 	decoding *semaphore.Weighted
@@ -164,11 +166,16 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ingest: rendering the event types: %w", err)
 	}
+	openAPI, err := OpenAPI()
+	if err != nil {
+		return nil, fmt.Errorf("ingest: rendering the OpenAPI document: %w", err)
+	}
 	s := &Server{
 		opts:              opts,
 		decoder:           decoder{now: opts.Now, newID: opts.NewID},
 		log:               opts.Logger,
 		eventTypes:        eventTypes,
+		openAPI:           openAPI,
 		decoding:          semaphore.NewWeighted(opts.MaxDecodingBytes),
 		shutdownTimeout:   defaultShutdownTimeout,
 		readHeaderTimeout: readHeaderTimeout,
