@@ -54,8 +54,16 @@ fmt: ## Run gofmt on the code.
 vet: ## Run go vet (end-to-end tests included).
 	$(GO) vet -tags e2e,scaleout,reliability,soak ./...
 
+.PHONY: php-cli
+php-cli: ## Install php-cli (Debian package) when php is missing: the PHP client's test runs it.
+	@command -v php >/dev/null 2>&1 || { \
+		echo "installing php-cli (the PHP client in clients/php is tested against a running manager)"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq php-cli >/dev/null; }
+	@php --version | head -1
+
 .PHONY: test
-test: manifests generate fmt vet envtest-bin $(HELM) ## Run every unit and envtest integration test (builds the envtest binaries and helm the first time).
+test: manifests generate fmt vet envtest-bin $(HELM) php-cli ## Run every unit and envtest integration test (builds the envtest binaries and helm, and installs php-cli, the first time).
 	HELM=$(HELM) $(GO) test $(GOTEST_FLAGS) -timeout $(TEST_TIMEOUT) ./...
 
 .PHONY: bench

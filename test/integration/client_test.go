@@ -9,11 +9,8 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httputil"
-	"net/url"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -201,27 +198,8 @@ func TestTheGoClientAgainstTheIngestionAPI(t *testing.T) {
 	// A 503 with Retry-After (from a proxy in front of the API, as a load
 	// balancer in front of a manager that restarts would answer) is waited
 	// out and posted again.
-	target, _ := url.Parse("http://" + addr)
-	var refused atomic.Int32
-	proxy := httputil.NewSingleHostReverseProxy(target)
-	front := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if refused.Add(1) == 1 {
-			w.Header().Set("Retry-After", "1")
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = io.WriteString(w, `{"error":{"code":"store_unavailable","message":"the store is unavailable; nothing was stored"}}`)
-			return
-		}
-		proxy.ServeHTTP(w, req)
-	})}
-	frontAddr := testutil.FreeAddr(t)
-	ln, err := netListen(frontAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = front.Serve(ln) }()
-	t.Cleanup(func() { _ = front.Close() })
-	viaProxy := client.New("http://"+frontAddr, ingestToken)
+	proxyURL, refused := refuseOnceProxy(t, addr)
+	viaProxy := client.New(proxyURL, ingestToken)
 	viaProxy.HTTPClient = c.HTTPClient
 	retried := testutil.VariedEvent("go-client-retried", 7)
 	re := toEvent(retried)
