@@ -109,7 +109,7 @@ func TestAClientErrorIsTypedAndNotRetried(t *testing.T) {
 	c, waits := newClient(srv.URL)
 	_, err := c.Post(context.Background(), "shop", ev)
 	var apiErr *Error
-	if !errors.As(err, &apiErr) || apiErr.StatusCode != 422 || apiErr.Code != CodeSchemaViolation || !strings.Contains(apiErr.Message, "/to") || apiErr.Retryable() {
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusUnprocessableEntity || apiErr.Code != CodeSchemaViolation || !strings.Contains(apiErr.Message, "/to") || apiErr.Retryable() {
 		t.Fatalf("error %#v", err)
 	}
 	if len(s.bodies) != 1 || len(*waits) != 0 {
