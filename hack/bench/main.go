@@ -56,6 +56,7 @@ var measurements = []measurement{
 	{"scale", "6. Scale: WebhookConfigs to Ready", measureScale, false},
 	{"pending", "7. Memory and disk per pending event", measurePending, false},
 	{"replicas", "8. Throughput with 1, 2 and 3 replicas", measureReplicas, false},
+	{"process", "9. The manager binary as a process, single events with ids", measureProcess, false},
 }
 
 func main() {

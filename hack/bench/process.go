@@ -1,0 +1,239 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
+	"github.com/wablast/webhook-operator/internal/ingest"
+	"github.com/wablast/webhook-operator/internal/testutil"
+)
+
+// processPosters is how many producers post at once in the process
+// measurement: a Laravel app's queue workers, say.
+const processPosters = 16
+
+// measureProcess runs what users run: the manager binary as its own
+// process (embedded store, static ingest token, a WebhookConfig created
+// through the API server), posted to over loopback by 16 producers sending
+// single events with ids, delivering to a receiver that verifies every
+// signature with the official library; beside it, in the same rounds, the
+// same receiver posted to directly (one HTTP hop).
+func measureProcess(ctx context.Context, sz sizes) *result {
+	res := &result{}
+	keys, err := newBenchSecret()
+	if err != nil {
+		return res.fail(err)
+	}
+	tmp, err := os.MkdirTemp("", "wablast-bench-process-")
+	if err != nil {
+		return res.fail(err)
+	}
+	defer func() { _ = os.RemoveAll(tmp) }() // best effort: a temporary directory
+	bin, how, err := managerBinary(ctx, tmp)
+	if err != nil {
+		return res.fail(err)
+	}
+	env, err := testutil.StartEnv()
+	if err != nil {
+		return res.fail(err)
+	}
+	defer env.Stop()
+	rcv, err := newReceiver(keys.secret)
+	if err != nil {
+		return res.fail(err)
+	}
+	defer rcv.close()
+
+	const ns, name = "bench", "crm"
+	inFlight := int32(maxInFlight)
+	for _, o := range []client.Object{
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "ingest", Labels: map[string]string{ingest.LabelIngestToken: "true"}},
+			StringData: map[string]string{ingest.IngestTokenKey: staticToken}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "crm-secret"}, StringData: map[string]string{"secret": keys.secret}},
+		&webhooksv1alpha1.WebhookConfig{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: webhooksv1alpha1.WebhookConfigSpec{
+			URL:       rcv.URL + "/hook",
+			SecretRef: &webhooksv1alpha1.SecretKeyReference{Name: "crm-secret"},
+			Events:    []webhooksv1alpha1.EventType{webhooksv1alpha1.EventTypeAll},
+			Delivery:  &webhooksv1alpha1.DeliveryPolicy{MaxInFlight: inFlight},
+		}},
+	} {
+		if err := env.Client.Create(ctx, o); err != nil {
+			return res.fail(err)
+		}
+	}
+
+	probePort, err := freePort()
+	if err != nil {
+		return res.fail(err)
+	}
+	ingestPort, err := freePort()
+	if err != nil {
+		return res.fail(err)
+	}
+	logPath := filepath.Join(tmp, "manager.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return res.fail(err)
+	}
+	defer func() { _ = logFile.Close() }() // the manager wrote it through its own descriptor
+	cmd := exec.Command(bin,
+		"--data-dir", filepath.Join(tmp, "data"),
+		"--metrics-bind-address", "0",
+		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", probePort),
+		"--ingest-bind-address", fmt.Sprintf("127.0.0.1:%d", ingestPort),
+		"--egress-allow-cidrs", "127.0.0.0/8",
+	)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+env.Kubeconfig)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		return res.fail(err)
+	}
+	pid := cmd.Process.Pid
+	exited := make(chan struct{})
+	var exitErr error
+	go func() {
+		exitErr = cmd.Wait()
+		close(exited)
+	}()
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	}()
+	managerFailed := func(err error) *result {
+		tail, _ := os.ReadFile(logPath)
+		if len(tail) > 2000 {
+			tail = tail[len(tail)-2000:]
+		}
+		return res.fail(fmt.Errorf("%w; manager log tail:\n%s", err, tail))
+	}
+	ready := func() bool {
+		select {
+		case <-exited:
+			return false
+		default:
+		}
+		var w webhooksv1alpha1.WebhookConfig
+		if err := env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, &w); err != nil || !meta.IsStatusConditionTrue(w.Status.Conditions, "Ready") {
+			return false
+		}
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", ingestPort))
+		if err != nil {
+			return false
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}
+	if !waitFor(ctx, 90*time.Second, 200*time.Millisecond, ready) {
+		select {
+		case <-exited:
+			return managerFailed(fmt.Errorf("the manager exited before it was ready: %w", exitErr))
+		default:
+		}
+		return managerFailed(errors.New("the manager and its WebhookConfig were not ready within 90s"))
+	}
+
+	psz := sz
+	psz.C = processPosters
+	c := newPostClient(processPosters)
+	defer c.CloseIdleConnections()
+	url, hdr := fmt.Sprintf("http://127.0.0.1:%d/v1/namespaces/%s/events", ingestPort, ns), ingestHeader()
+	next := 0 // event numbers never repeat across rounds: every post is a new id
+	send := func(first int) func(i int) error {
+		return func(i int) error {
+			ev := withProducerID(benchEvent(first+i), first+i)
+			answer, err := postEvents(ctx, c, url, hdr, false, ev.JSON(true))
+			if err != nil {
+				return err
+			}
+			_, err = rcv.Ledger.Accepted([]testutil.Posted{ev}, answer)
+			return err
+		}
+	}
+	idsOf := func(first, n int) []string {
+		ids := make([]string, n)
+		for i := range ids {
+			ids[i] = withProducerID(testutil.Posted{}, first+i).ID
+		}
+		return ids
+	}
+	if err := warmUp(ctx, rcv, processPosters, send(next)); err != nil {
+		return managerFailed(err)
+	}
+	next += processPosters
+
+	type round struct {
+		base, proc throughputRun
+		procCPU    time.Duration // the manager process's CPU over the pass
+	}
+	var rounds []round
+	for r := range max(sz.Rounds, 1) {
+		var rd round
+		if rd.base, err = baselineThroughput(ctx, psz, keys); err != nil {
+			return res.fail(fmt.Errorf("round %d, baseline: %w", r+1, err))
+		}
+		first := next
+		next += sz.N
+		rcv.reset(sz.N)
+		cpu0 := pidCPU(pid)
+		if rd.proc, err = timedPass(ctx, rcv, processPosters, sz.N, sz.N, "", send(first)); err != nil {
+			return managerFailed(fmt.Errorf("round %d, manager process: %w", r+1, err))
+		}
+		rd.procCPU = pidCPU(pid) - cpu0
+		if err := rcv.check(fmt.Sprintf("manager process, round %d", r+1), idsOf(first, sz.N)); err != nil {
+			return res.fail(err)
+		}
+		rounds = append(rounds, rd)
+	}
+	ratio := func(rd round) float64 { return rd.proc.rate() / rd.base.rate() }
+	var spread []string
+	for i, rd := range rounds {
+		spread = append(spread, fmt.Sprintf("round %d: %.2f (%.0f against %.0f events/s)", i+1, ratio(rd), rd.proc.rate(), rd.base.rate()))
+	}
+	sorted := slices.Clone(rounds)
+	slices.SortFunc(sorted, func(a, b round) int { return cmp.Compare(ratio(a), ratio(b)) })
+	m := sorted[len(sorted)/2]
+	perEvent := func(d time.Duration, n int) float64 { return float64(d) / float64(time.Microsecond) / float64(max(n, 1)) }
+
+	res.info(fmt.Sprintf("baseline: plain http.Client to the receiver, C=%d, N=%d", processPosters, sz.N), fmtRate(m.base.rate(), "events/s"))
+	res.info(fmt.Sprintf("manager binary as a process, single JSON events with ids, C=%d", processPosters), fmtRate(m.proc.rate(), "events/s"))
+	res.info("9. ratio manager process (single events with ids) / baseline", fmt.Sprintf("%.2f", ratio(m)))
+	res.info("9. manager process CPU per event", fmt.Sprintf("%.0f µs", perEvent(m.procCPU, m.proc.events)))
+	res.notef("The manager: %s, run with --data-dir (embedded NATS, --store-sync at its default), --egress-allow-cidrs 127.0.0.0/8 and the kubeconfig of a local kube-apiserver and etcd; a static ingest token Secret and one WebhookConfig (every type, maxInFlight %d) created through the API server. It authenticates every post through its KubeAuthenticator (the decision cached), stores each event in WEBHOOK_EVENTS under its id, fans it out and delivers it, and writes status to the API server, as in a cluster.", how, inFlight)
+	res.notef("%d producers post single events, each with a new id, over loopback keep-alive connections; the receiver verifies every signature with the official Standard Webhooks library, and after each pass every delivered body is compared with what was posted (a difference fails the run). The baseline posts the same events' envelopes, signed, to the same kind of receiver from the same number of posters: one HTTP hop. Each pass is timed from the first post to the last unique receipt.", processPosters)
+	res.notef("%d rounds side by side; the median round's ratio is reported. Every round: %s. The manager process's CPU per event in each round: %s.", len(rounds), strings.Join(spread, "; "), cpuSpread(rounds, func(rd round) string {
+		return fmt.Sprintf("%.0f µs", perEvent(rd.procCPU, rd.proc.events))
+	}))
+	res.notef("This is the figure a user gets; the in-process passes of 1-2 leave out the process boundary, the KubeAuthenticator, the status writes to a real API server and the manager's other work, and so overstate it.")
+	return res
+}
+
+func cpuSpread[T any](rounds []T, f func(T) string) string {
+	parts := make([]string, len(rounds))
+	for i, r := range rounds {
+		parts[i] = f(r)
+	}
+	return strings.Join(parts, ", ")
+}
