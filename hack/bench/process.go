@@ -215,7 +215,9 @@ func measureProcess(ctx context.Context, sz sizes) *result {
 	sorted := slices.Clone(rounds)
 	slices.SortFunc(sorted, func(a, b round) int { return cmp.Compare(ratio(a), ratio(b)) })
 	m := sorted[len(sorted)/2]
-	perEvent := func(d time.Duration, n int) float64 { return float64(d) / float64(time.Microsecond) / float64(max(n, 1)) }
+	perEvent := func(d time.Duration, n int) float64 {
+		return float64(d) / float64(time.Microsecond) / float64(max(n, 1))
+	}
 
 	res.info(fmt.Sprintf("baseline: plain http.Client to the receiver, C=%d, N=%d", processPosters, sz.N), fmtRate(m.base.rate(), "events/s"))
 	res.info(fmt.Sprintf("manager binary as a process, single JSON events with ids, C=%d", processPosters), fmtRate(m.proc.rate(), "events/s"))
