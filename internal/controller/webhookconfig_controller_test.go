@@ -589,7 +589,7 @@ func TestKubectlShowsContractColumns(t *testing.T) {
 		t.Fatalf("kubectl get: %v\n%s", err, out)
 	}
 	header := strings.Fields(strings.SplitN(out, "\n", 2)[0])
-	if got, want := strings.Join(header, " "), "NAME ACTIVE READY SUCCESS RATE SENT LAST DELIVERY AGE"; got != want {
+	if got, want := strings.Join(header, " "), "NAME ACTIVE READY DELIVERING SUCCESS RATE SENT LAST DELIVERY AGE"; got != want {
 		t.Errorf("columns %q, want %q", got, want)
 	}
 	row := strings.Fields(strings.Split(out, "\n")[1])
@@ -602,7 +602,7 @@ func TestKubectlShowsContractColumns(t *testing.T) {
 		t.Fatalf("kubectl get -o wide: %v\n%s", err, out)
 	}
 	header = strings.Fields(strings.SplitN(out, "\n", 2)[0])
-	if got, want := strings.Join(header, " "), "NAME ACTIVE READY SUCCESS RATE SENT LAST DELIVERY AGE URL EVENTS"; got != want {
+	if got, want := strings.Join(header, " "), "NAME ACTIVE READY DELIVERING SUCCESS RATE SENT LAST DELIVERY AGE URL EVENTS"; got != want {
 		t.Errorf("wide columns %q, want %q", got, want)
 	}
 	if !strings.Contains(out, "https://crm.example.com/hooks/wa") || !strings.Contains(out, "message.sent") {

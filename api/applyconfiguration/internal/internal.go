@@ -236,6 +236,7 @@ var schemaYAML = typed.YAMLObject(`types:
     - name: successRate
       type:
         scalar: string
+      default: '-'
     - name: totalEventsSent
       type:
         scalar: numeric
