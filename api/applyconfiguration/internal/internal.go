@@ -240,6 +240,7 @@ var schemaYAML = typed.YAMLObject(`types:
     - name: totalEventsSent
       type:
         scalar: numeric
+      default: 0
 - name: io.k8s.apimachinery.pkg.apis.meta.v1.Condition
   map:
     fields:
