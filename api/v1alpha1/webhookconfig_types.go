@@ -4,9 +4,16 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// EventType names a kind of WA Blast event.
+// EventType names a kind of WA Blast event: message.sent, message.delivered,
+// message.failed, session.connected, session.disconnected, campaign.started,
+// campaign.completed, or "*" for every type.
 //
-// +kubebuilder:validation:Enum=message.sent;message.delivered;message.failed;session.connected;session.disconnected;campaign.started;campaign.completed;"*"
+// The allowed values are checked by a CEL rule rather than an enum: the API
+// server skips every CEL rule of the object once an enum fails, and adds
+// "some validation rules were not checked because the object was invalid"
+// to the answer; a rule reports only the real problem.
+//
+// +kubebuilder:validation:XValidation:rule="self in ['message.sent', 'message.delivered', 'message.failed', 'session.connected', 'session.disconnected', 'campaign.started', 'campaign.completed', '*']",messageExpression="self == 'webhook.test' ? 'webhook.test is sent only by test deliveries and cannot be subscribed to' : 'unknown event type: the types are message.sent, message.delivered, message.failed, session.connected, session.disconnected, campaign.started, campaign.completed, or \"*\" for every type'"
 type EventType string
 
 // The event types an endpoint can subscribe to. EventTypeAll subscribes to every type.

@@ -310,7 +310,10 @@ func defaultOf(markers, _ []string) string {
 	return ""
 }
 
-var xvalidationMessage = regexp.MustCompile(`message="((?:[^"\\]|\\.)*)"`)
+var (
+	xvalidationMessage = regexp.MustCompile(`(?:^|[:,])message="((?:[^"\\]|\\.)*)"`)
+	xvalidationRule    = regexp.MustCompile(`rule="((?:[^"\\]|\\.)*)"`)
+)
 
 // validationOf summarises the validation markers of a field.
 func validationOf(markers []string, list bool) string {
@@ -362,6 +365,8 @@ func validationOf(markers []string, list bool) string {
 				msg = sm[1]
 			}
 			parts = append(parts, "rule: "+escape(msg))
+		} else if sm := xvalidationRule.FindStringSubmatch(m); sm != nil {
+			parts = append(parts, "rule: `"+escape(sm[1])+"`")
 		}
 	}
 	return strings.Join(parts, "; ")
