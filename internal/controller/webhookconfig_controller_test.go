@@ -185,7 +185,9 @@ func TestAPIServerRejectsInvalidManifests(t *testing.T) {
 			func(w *webhooksv1alpha1.WebhookConfig) { w.Spec.Events = []webhooksv1alpha1.EventType{"webhook.test"} },
 			`webhook.test is sent only by test deliveries and cannot be subscribed to`},
 		"an unknown event type beside a wildcard: both problems, every rule checked": {
-			func(w *webhooksv1alpha1.WebhookConfig) { w.Spec.Events = []webhooksv1alpha1.EventType{"*", "message.read"} },
+			func(w *webhooksv1alpha1.WebhookConfig) {
+				w.Spec.Events = []webhooksv1alpha1.EventType{"*", "message.read"}
+			},
 			`spec.events[1]: Invalid value: "message.read": unknown event type`},
 		"an empty events list is rejected": {
 			func(w *webhooksv1alpha1.WebhookConfig) { w.Spec.Events = []webhooksv1alpha1.EventType{} },
