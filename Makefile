@@ -39,12 +39,13 @@ manifests: $(CONTROLLER_GEN) ## Generate the CRD and RBAC manifests from the API
 	hack/sync-chart-crd.sh
 
 .PHONY: generate
-generate: $(CONTROLLER_GEN) ## Generate the DeepCopy methods, the typed apply configurations, docs/events.md and docs/openapi.json.
+generate: $(CONTROLLER_GEN) ## Generate the DeepCopy methods, the typed apply configurations, docs/events.md, docs/openapi.json and the field reference in docs/api.md.
 	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./api/..."
 	rm -rf api/applyconfiguration
 	$(CONTROLLER_GEN) applyconfiguration:headerFile="hack/boilerplate.go.txt" paths="./api/v1alpha1/..."
 	$(GO) run ./hack/gen-events-doc
 	$(GO) run ./hack/gen-openapi
+	$(GO) run ./hack/gen-api-doc
 
 .PHONY: fmt
 fmt: ## Run gofmt on the code.

@@ -4,9 +4,16 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// EventType names a kind of WA Blast event.
+// EventType names a kind of WA Blast event: message.sent, message.delivered,
+// message.failed, session.connected, session.disconnected, campaign.started,
+// campaign.completed, or "*" for every type.
 //
-// +kubebuilder:validation:Enum=message.sent;message.delivered;message.failed;session.connected;session.disconnected;campaign.started;campaign.completed;"*"
+// The allowed values are checked by a CEL rule rather than an enum: the API
+// server skips every CEL rule of the object once an enum fails, and adds
+// "some validation rules were not checked because the object was invalid"
+// to the answer; a rule reports only the real problem.
+//
+// +kubebuilder:validation:XValidation:rule="self in ['message.sent', 'message.delivered', 'message.failed', 'session.connected', 'session.disconnected', 'campaign.started', 'campaign.completed', '*']",messageExpression="self == 'webhook.test' ? 'webhook.test is sent only by test deliveries and cannot be subscribed to' : 'unknown event type: the types are message.sent, message.delivered, message.failed, session.connected, session.disconnected, campaign.started, campaign.completed, or \"*\" for every type'"
 type EventType string
 
 // The event types an endpoint can subscribe to. EventTypeAll subscribes to every type.
@@ -237,7 +244,8 @@ type ReplayRecord struct {
 	// time the events were re-queued.
 	// +optional
 	Time *metav1.Time `json:"time,omitempty"`
-	// eventsRequeued is how many failed events were queued again.
+	// eventsRequeued is how many failed events were queued again: those still
+	// failed (a replay does not send again what a replay delivered).
 	EventsRequeued int64 `json:"eventsRequeued"`
 }
 
@@ -269,23 +277,33 @@ type WebhookConfigStatus struct {
 	// +optional
 	SecretRef *SecretKeyReference `json:"secretRef,omitempty"`
 
-	// totalEventsSent counts events given a first attempt, over the resource's lifetime.
+	// totalEventsSent counts events given a first attempt, over the resource's
+	// lifetime; a replay sends no new event.
 	// +optional
+	// +kubebuilder:default=0
 	TotalEventsSent int64 `json:"totalEventsSent,omitempty"`
-	// eventsDelivered counts events the receiver accepted with a 2xx.
+	// eventsDelivered counts events the receiver accepted with a 2xx, each once,
+	// including failed events a replay delivered.
 	// +optional
 	EventsDelivered int64 `json:"eventsDelivered,omitempty"`
-	// eventsFailed counts events that failed for good (retries exhausted, too old, or refused).
+	// eventsFailed counts events that failed for good (retries exhausted, too old,
+	// or 410 Gone) and are still failed: a replay takes an event out of it, and
+	// its outcome counts it again as delivered or failed.
 	// +optional
 	EventsFailed int64 `json:"eventsFailed,omitempty"`
 	// eventsPending counts events waiting for their next attempt.
 	// +optional
 	EventsPending int64 `json:"eventsPending,omitempty"`
 	// successRate is delivered / (delivered + failed) over events finished in the
-	// last 24 hours, as a percentage such as "99.8%", or "-" when none finished.
+	// last 24 hours, each event counted once by its final outcome (a failed event
+	// a replay delivered counts as delivered), as a percentage such as "99.8%",
+	// or "-" when none finished (also before the first delivery).
 	// +optional
+	// +kubebuilder:default="-"
 	SuccessRate string `json:"successRate,omitempty"`
-	// consecutiveFailures counts failed attempts since the last success.
+	// consecutiveFailures counts events, not attempts: the events that failed
+	// for good since the last event delivered; 0 after a success. An attempt
+	// to be retried does not change it (see the Delivering condition).
 	// +optional
 	ConsecutiveFailures int64 `json:"consecutiveFailures,omitempty"`
 	// lastDelivery is the most recent attempt.
@@ -312,6 +330,7 @@ type WebhookConfigStatus struct {
 // +kubebuilder:resource:shortName=whc,categories=wablast
 // +kubebuilder:printcolumn:name="Active",type=boolean,JSONPath=`.status.active`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Delivering",type=string,JSONPath=`.status.conditions[?(@.type=="Delivering")].status`
 // +kubebuilder:printcolumn:name="Success Rate",type=string,JSONPath=`.status.successRate`
 // +kubebuilder:printcolumn:name="Sent",type=integer,JSONPath=`.status.totalEventsSent`
 // +kubebuilder:printcolumn:name="Last Delivery",type=date,JSONPath=`.status.lastDelivery.time`

@@ -154,38 +154,68 @@ func Names() []string {
 // ErrInvalidData is wrapped by every error Validate returns.
 var ErrInvalidData = errors.New("invalid event data")
 
+// MaxListedViolations bounds the violations a ValidationError lists (and
+// its message names); the total is still counted.
+const MaxListedViolations = 10
+
+// Violation is one place where data does not match its schema.
+type Violation struct {
+	// Pointer is the JSON Pointer (RFC 6901) into the data object, such as
+	// "/to" or "/error/code"; "" is the data object itself. For a missing
+	// required property it is the property's path.
+	Pointer string `json:"pointer"`
+	// Reason says what is wrong there, such as "required property is
+	// missing" or "got string, want integer".
+	Reason string `json:"reason"`
+}
+
 // ValidationError is the error Validate returns when data is not JSON or
-// does not match the type's schema. Its message names the JSON Pointer of
-// the first violation and never exceeds a few hundred bytes.
+// does not match the type's schema. It lists every violation found, up to
+// MaxListedViolations, each with its JSON Pointer, in pointer order; its
+// message names them all (a few KiB at most).
 type ValidationError struct {
 	// Type is the event type whose schema was applied.
 	Type string
-	// Path is the JSON Pointer (RFC 6901) into the data object of the first
-	// violation, such as "/to" or "/error/code"; "" is the data object
-	// itself. For a missing required property it is the property's path.
-	Path string
-	// Reason says what is wrong at Path, such as "required property is
-	// missing" or "got string, want integer".
-	Reason string
+	// Path and Reason are those of the first violation listed.
+	Path, Reason string
+	// List holds the violations, at most MaxListedViolations of them,
+	// sorted by pointer.
+	List []Violation
 	// Violations is the total number of violations found, at least 1.
 	Violations int
 }
 
-// Error returns "data does not match the <type> schema at <path>: <reason>",
-// with "/" standing for the data object itself, followed by the number of
-// further violations if any.
+// Error returns "data does not match the <type> schema at <path>: <reason>"
+// for one violation (with "/" standing for the data object itself), and for
+// several "data does not match the <type> schema: N violations: <path>:
+// <reason>; <path>: <reason>..." naming every one listed, and how many more
+// were found beyond MaxListedViolations.
 func (e *ValidationError) Error() string {
-	path := e.Path
-	if path == "" {
-		path = "/"
+	list := e.List
+	if len(list) == 0 {
+		list = []Violation{{Pointer: e.Path, Reason: e.Reason}}
 	}
-	msg := fmt.Sprintf("data does not match the %s schema at %s: %s", e.Type, path, e.Reason)
-	if more := e.Violations - 1; more == 1 {
-		msg += " (and 1 more violation)"
-	} else if more > 1 {
-		msg += fmt.Sprintf(" (and %d more violations)", more)
+	at := func(v Violation) string {
+		if v.Pointer == "" {
+			return "/"
+		}
+		return v.Pointer
 	}
-	return msg
+	if e.Violations <= 1 {
+		return fmt.Sprintf("data does not match the %s schema at %s: %s", e.Type, at(list[0]), list[0].Reason)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "data does not match the %s schema: %d violations: ", e.Type, e.Violations)
+	for i, v := range list {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "%s: %s", at(v), v.Reason)
+	}
+	if more := e.Violations - len(list); more > 0 {
+		fmt.Fprintf(&b, "; and %d more not listed", more)
+	}
+	return b.String()
 }
 
 // Unwrap returns ErrInvalidData.
@@ -196,9 +226,9 @@ const maxReasonBytes = 200
 
 // Validate checks data against the type's schema. It returns nil when data
 // is a JSON object matching the schema whose numbers all fit a float64.
-// Otherwise it returns a *ValidationError (wrapping ErrInvalidData) naming
-// the first violation; when several are found, the one with the lexically
-// smallest path is reported, so the result does not depend on map order.
+// Otherwise it returns a *ValidationError (wrapping ErrInvalidData) listing
+// the violations (up to MaxListedViolations) sorted by path, so the result
+// does not depend on map order.
 // On a Type that does not come from the catalog (the zero Type) it returns
 // a plain error.
 func (t Type) Validate(data json.RawMessage) error {
@@ -230,13 +260,21 @@ func (t Type) Validate(data json.RawMessage) error {
 		// Cannot happen: a failed validation has at least one leaf.
 		leaves = append(leaves, violation{path: pointer(verr.InstanceLocation), reason: reason(verr.ErrorKind)})
 	}
-	sort.SliceStable(leaves, func(i, j int) bool { return leaves[i].path < leaves[j].path })
-	first := leaves[0]
-	reason := first.reason
-	if len(reason) > maxReasonBytes {
-		reason = strings.ToValidUTF8(reason[:maxReasonBytes], "") + "..."
+	sort.SliceStable(leaves, func(i, j int) bool {
+		if leaves[i].path != leaves[j].path {
+			return leaves[i].path < leaves[j].path
+		}
+		return leaves[i].reason < leaves[j].reason
+	})
+	list := make([]Violation, 0, min(len(leaves), MaxListedViolations))
+	for _, l := range leaves[:min(len(leaves), MaxListedViolations)] {
+		reason := l.reason
+		if len(reason) > maxReasonBytes {
+			reason = strings.ToValidUTF8(reason[:maxReasonBytes], "") + "..."
+		}
+		list = append(list, Violation{Pointer: l.path, Reason: reason})
 	}
-	return &ValidationError{Type: t.Name, Path: first.path, Reason: reason, Violations: len(leaves)}
+	return &ValidationError{Type: t.Name, Path: list[0].Pointer, Reason: list[0].Reason, List: list, Violations: len(leaves)}
 }
 
 // anyOutOfRange reports whether v holds a number that does not fit a

@@ -3,6 +3,7 @@ package catalog
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"path"
 	"slices"
@@ -200,8 +201,54 @@ func TestValidateReportsTheSamePathEveryTime(t *testing.T) {
 			t.Fatalf("message changed between runs: %q then %q", first, err.Error())
 		}
 	}
-	if !strings.Contains(first, "/delivered") || !strings.Contains(first, "(and 3 more violations)") {
-		t.Fatalf("message = %q", first)
+	want := "data does not match the campaign.completed schema: 4 violations: " +
+		"/delivered: got string, want integer; /failed: got string, want integer; /sent: got string, want integer; /total: got string, want integer"
+	if first != want {
+		t.Fatalf("message = %q\nwant      %q", first, want)
+	}
+}
+
+// Every violation is listed with its JSON Pointer, a missing property at
+// its own path, in pointer order.
+func TestValidateListsEveryViolation(t *testing.T) {
+	typ, _ := Lookup("campaign.completed")
+	err := typ.Validate(json.RawMessage(`{"campaignId":"","total":-1,"sent":"x","delivered":1.5,"failed":0,"sessionId":7,"completedAt":"yesterday"}`))
+	verr, ok := errors.AsType[*ValidationError](err)
+	if !ok {
+		t.Fatalf("Validate = %v", err)
+	}
+	var pointers []string
+	for _, v := range verr.List {
+		if v.Reason == "" {
+			t.Errorf("%s has no reason", v.Pointer)
+		}
+		pointers = append(pointers, v.Pointer)
+		if !strings.Contains(err.Error(), v.Pointer+": "+v.Reason) {
+			t.Errorf("the message does not name %s: %s", v.Pointer, v.Reason)
+		}
+	}
+	want := []string{"/campaignId", "/completedAt", "/delivered", "/name", "/sent", "/sessionId", "/total"}
+	if strings.Join(pointers, " ") != strings.Join(want, " ") || verr.Violations != len(want) {
+		t.Errorf("violations %v (%d), want %v", pointers, verr.Violations, want)
+	}
+	if strings.Contains(err.Error(), "more") {
+		t.Errorf("nothing is left out: %q", err)
+	}
+}
+
+// Past MaxListedViolations the message says how many were not listed.
+func TestValidationErrorNamesWhatItLeftOut(t *testing.T) {
+	e := &ValidationError{Type: "message.sent", Violations: MaxListedViolations + 3}
+	for i := range MaxListedViolations {
+		e.List = append(e.List, Violation{Pointer: fmt.Sprintf("/f%02d", i), Reason: "wrong"})
+	}
+	msg := e.Error()
+	if !strings.HasSuffix(msg, "/f09: wrong; and 3 more not listed") || !strings.Contains(msg, ": 13 violations: /f00: wrong; /f01: wrong;") {
+		t.Errorf("message %q", msg)
+	}
+	one := &ValidationError{Type: "message.sent", Path: "", Reason: "got array, want object", Violations: 1}
+	if got := one.Error(); got != "data does not match the message.sent schema at /: got array, want object" {
+		t.Errorf("one violation: %q", got)
 	}
 }
 

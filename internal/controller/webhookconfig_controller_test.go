@@ -180,10 +180,15 @@ func TestAPIServerRejectsInvalidManifests(t *testing.T) {
 			"Too long"},
 		"an unknown event type is rejected": {
 			func(w *webhooksv1alpha1.WebhookConfig) { w.Spec.Events = []webhooksv1alpha1.EventType{"message.read"} },
-			`Unsupported value: "message.read"`},
+			`spec.events[0]: Invalid value: "message.read": unknown event type: the types are message.sent, message.delivered, message.failed, session.connected, session.disconnected, campaign.started, campaign.completed, or "*" for every type`},
 		"webhook.test cannot be subscribed to": {
 			func(w *webhooksv1alpha1.WebhookConfig) { w.Spec.Events = []webhooksv1alpha1.EventType{"webhook.test"} },
-			`Unsupported value: "webhook.test"`},
+			`webhook.test is sent only by test deliveries and cannot be subscribed to`},
+		"an unknown event type beside a wildcard: both problems, every rule checked": {
+			func(w *webhooksv1alpha1.WebhookConfig) {
+				w.Spec.Events = []webhooksv1alpha1.EventType{"*", "message.read"}
+			},
+			`spec.events[1]: Invalid value: "message.read": unknown event type`},
 		"an empty events list is rejected": {
 			func(w *webhooksv1alpha1.WebhookConfig) { w.Spec.Events = []webhooksv1alpha1.EventType{} },
 			"spec.events: Invalid value"},
@@ -246,6 +251,14 @@ func TestAPIServerRejectsInvalidManifests(t *testing.T) {
 			}
 			if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %q does not contain %q", err, tc.want)
+			}
+			// A problem with the event types is reported alone: no CEL rule
+			// was skipped for it (an enum would have had every rule skipped).
+			if strings.Contains(name, "event type") && strings.Contains(err.Error(), "were not checked") {
+				t.Errorf("error %q carries the API server's skipped-rules noise", err)
+			}
+			if strings.Contains(name, "beside a wildcard") && !strings.Contains(err.Error(), "cannot be combined") {
+				t.Errorf("error %q does not report the wildcard rule too", err)
 			}
 		})
 	}
@@ -589,7 +602,7 @@ func TestKubectlShowsContractColumns(t *testing.T) {
 		t.Fatalf("kubectl get: %v\n%s", err, out)
 	}
 	header := strings.Fields(strings.SplitN(out, "\n", 2)[0])
-	if got, want := strings.Join(header, " "), "NAME ACTIVE READY SUCCESS RATE SENT LAST DELIVERY AGE"; got != want {
+	if got, want := strings.Join(header, " "), "NAME ACTIVE READY DELIVERING SUCCESS RATE SENT LAST DELIVERY AGE"; got != want {
 		t.Errorf("columns %q, want %q", got, want)
 	}
 	row := strings.Fields(strings.Split(out, "\n")[1])
@@ -602,7 +615,7 @@ func TestKubectlShowsContractColumns(t *testing.T) {
 		t.Fatalf("kubectl get -o wide: %v\n%s", err, out)
 	}
 	header = strings.Fields(strings.SplitN(out, "\n", 2)[0])
-	if got, want := strings.Join(header, " "), "NAME ACTIVE READY SUCCESS RATE SENT LAST DELIVERY AGE URL EVENTS"; got != want {
+	if got, want := strings.Join(header, " "), "NAME ACTIVE READY DELIVERING SUCCESS RATE SENT LAST DELIVERY AGE URL EVENTS"; got != want {
 		t.Errorf("wide columns %q, want %q", got, want)
 	}
 	if !strings.Contains(out, "https://crm.example.com/hooks/wa") || !strings.Contains(out, "message.sent") {

@@ -164,21 +164,36 @@ func (d *Dispatcher) runReplay(req ReplayRequest) {
 		fmt.Sprintf("Requeued %d events that failed since %s", n, req.Since.UTC().Format(time.RFC3339)))
 }
 
-// replay reads the endpoint's failed deliveries since req.Since and publishes
-// each event once more into its delivery subject. The message IDs make a
-// replay that is run again after a crash requeue nothing twice.
+// replay reads the endpoint's failed deliveries since req.Since and moves
+// each event back into its delivery subject, once, with its original
+// webhook-id: it publishes the delivery, then deletes the failed copies of
+// the event it read. So an event stays in the failed store only while it
+// is failed: a later replay of the same window does not send again what a
+// replay delivered (an event that fails again is stored again, and is
+// replayed again). The delivery carries the time of the failure it
+// replaces, so the stats count the event once, by its final outcome. The
+// message IDs make a replay that is run again after a crash requeue nothing
+// twice within the deliveries stream's duplicate window; replays run one at
+// a time.
 func (d *Dispatcher) replay(ctx context.Context, req ReplayRequest) (int64, error) {
+	d.replayMu.Lock()
+	defer d.replayMu.Unlock()
 	subject := store.FailedSubject(req.Namespace, req.Name)
 	stream, err := d.js.Stream(ctx, store.StreamFailed)
 	if err != nil {
 		return 0, err
 	}
-	if _, err := stream.GetLastMsgForSubject(ctx, subject); err != nil {
+	// The replay covers the failures stored before it started: a replayed
+	// event that fails again while it runs is stored again, and is left
+	// for the next replay.
+	lastMsg, err := stream.GetLastMsgForSubject(ctx, subject)
+	if err != nil {
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			return 0, nil
 		}
 		return 0, err
 	}
+	end := lastMsg.Sequence
 	since := req.Since
 	cons, err := d.js.OrderedConsumer(ctx, store.StreamFailed, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{subject},
@@ -206,18 +221,32 @@ func (d *Dispatcher) replay(ctx context.Context, req ReplayRequest) (int64, erro
 				continue
 			}
 			last = meta.NumPending
+			if meta.Sequence.Stream > end {
+				return n, nil
+			}
 			h := m.Headers()
+			if h.Get(store.HdrEndpointUID) != string(req.UID) {
+				continue // an earlier resource of the same name
+			}
 			id := h.Get(store.HdrEventID)
-			if seen[id] {
-				continue
+			if !seen[id] {
+				// A replay starts a new life: maxAgeSeconds counts from now.
+				dl := &store.Delivery{EventID: id, EventType: h.Get(store.HdrEventType), AcceptedAt: now, ReplacesFailure: h.Get(store.HdrFailedAt), Body: m.Data()}
+				msg := store.DeliveryMsg(req.Namespace, req.Name, req.UID, dl)
+				if _, err := d.js.PublishMsg(ctx, msg, jetstream.WithMsgID("replay."+replayID+"."+strconv.FormatUint(meta.Sequence.Stream, 10))); err != nil {
+					return n, err
+				}
+				seen[id] = true
+				n++
 			}
-			seen[id] = true
-			// A replay starts a new life: maxAgeSeconds counts from now.
-			msg := store.DeliveryMsg(req.Namespace, req.Name, req.UID, &store.Delivery{EventID: id, EventType: h.Get(store.HdrEventType), AcceptedAt: now, Body: m.Data()})
-			if _, err := d.js.PublishMsg(ctx, msg, jetstream.WithMsgID("replay."+replayID+"."+strconv.FormatUint(meta.Sequence.Stream, 10))); err != nil {
-				return n, err
+			// The event is queued again: this copy (or a duplicate of it,
+			// stored twice after a crash) no longer stands for a failure.
+			if err := stream.DeleteMsg(ctx, meta.Sequence.Stream); err != nil {
+				// Gone already (aged out, or removed with its resource) is fine.
+				if _, gerr := stream.GetMsg(ctx, meta.Sequence.Stream); !errors.Is(gerr, jetstream.ErrMsgNotFound) {
+					return n, fmt.Errorf("removing a replayed event from the failed store: %w", err)
+				}
 			}
-			n++
 		}
 		if batch.Error() != nil && !errors.Is(batch.Error(), nats.ErrTimeout) {
 			return n, batch.Error()

@@ -105,6 +105,10 @@ type Dispatcher struct {
 	// baseCtx bounds background work (tests, replays); set by Start.
 	baseCtx context.Context
 
+	// replayMu runs replays one at a time, so two replays never both queue
+	// the same failed copy before either removed it.
+	replayMu sync.Mutex
+
 	// pump is the retry pump's count of retries moved ahead of each
 	// endpoint's worker (retrypump.go).
 	pump pumpState

@@ -417,6 +417,13 @@ func (w *endpointWorker) handle(ctx context.Context, ep *endpoint.Endpoint, dl *
 		UID: ep.UID, Namespace: ep.Namespace, Name: ep.Name, Generation: ep.Generation,
 		EventID: dl.EventID, EventType: dl.EventType, Attempt: int32(attempt), AcceptedAt: dl.AcceptedAt,
 	}
+	if dl.Attempt == 0 && dl.ReplacesFailure != "" {
+		// The first outcome of a replay takes back the failure it replaces
+		// (in the stats); later attempts are of the new life only.
+		if at, err := time.Parse(time.RFC3339Nano, dl.ReplacesFailure); err == nil {
+			oc.ReplacesFailure = at
+		}
+	}
 	if dec, expired := expiredBeforeAttempt(ep.Policy, acceptedAt, now); expired {
 		oc.Attempt = int32(dl.Attempt)
 		oc.Result, oc.Reason, oc.Error = webhooksv1alpha1.ResultFailed, dec.reason, dec.errText
@@ -475,6 +482,7 @@ func (w *endpointWorker) scheduleRetry(ctx context.Context, dl *store.Delivery, 
 	subj := fmt.Sprintf("%s.%s.%s.%s", store.SubjRetry, w.ns, store.Token(w.name), retryToken(string(w.uid), dl.EventID, attempt))
 	next := *dl
 	next.Attempt = attempt
+	next.ReplacesFailure = "" // only the first attempt of a replay takes its failure back
 	msg := store.DeliveryMsg(w.ns, w.name, w.uid, &next)
 	msg.Subject = subj
 	// Schedules have whole-second precision: round up, never fire early.

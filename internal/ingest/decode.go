@@ -128,7 +128,11 @@ func (d decoder) decode(body []byte) (delivery.Event, *apiError) {
 				strconv.Quote(textutil.Truncate(key, 64)), path))
 	}
 	if err := typ.Validate(data); err != nil {
-		return delivery.Event{}, newError(http.StatusUnprocessableEntity, CodeSchemaViolation, err.Error())
+		e := newError(http.StatusUnprocessableEntity, CodeSchemaViolation, err.Error())
+		if verr, ok := errors.AsType[*catalog.ValidationError](err); ok {
+			e.violations = verr.List
+		}
+		return delivery.Event{}, e
 	}
 	canonical, err := delivery.CanonicalData(data)
 	if err != nil {

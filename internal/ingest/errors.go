@@ -3,6 +3,8 @@ package ingest
 import (
 	"encoding/json"
 	"net/http"
+
+	"github.com/wablast/webhook-operator/internal/catalog"
 )
 
 // The error codes of the ingestion API, the "code" of every error body.
@@ -48,7 +50,8 @@ const (
 	CodeReservedEventType = "reserved_event_type"
 	// CodeSchemaViolation (422): data does not match its type's schema: it
 	// is not an object, names a member twice in one object, or violates the
-	// schema; the message names the JSON Pointer of the violation.
+	// schema; the message names every violation (up to a cap) with its JSON
+	// Pointer, and "violations" lists them as {pointer, reason}.
 	CodeSchemaViolation = "schema_violation"
 	// CodeTooManyRequests (429): the token is not known yet and checking it
 	// would exceed the limits on token reviews (per client address, overall,
@@ -84,6 +87,8 @@ type apiError struct {
 	// lines and details are set for CodeInvalidBatch only.
 	lines   []int
 	details []lineError
+	// violations are set for a CodeSchemaViolation of the schema.
+	violations []catalog.Violation
 }
 
 // lineError is one bad line of a batch.
@@ -105,6 +110,9 @@ type errorDetail struct {
 	Message string      `json:"message"`
 	Lines   []int       `json:"lines,omitempty"`
 	Details []lineError `json:"details,omitempty"`
+	// Violations lists a schema_violation's violations (up to
+	// catalog.MaxListedViolations), each with its JSON Pointer.
+	Violations []catalog.Violation `json:"violations,omitempty"`
 }
 
 // defaultRetryAfter is the Retry-After of a 503, in seconds.
@@ -144,6 +152,6 @@ func writeBody(w http.ResponseWriter, status int, body []byte) {
 // writeError writes e as a JSON error body.
 func writeError(w http.ResponseWriter, e *apiError) {
 	writeJSON(w, e.status, errorBody{Error: errorDetail{
-		Code: e.code, Message: e.message, Lines: e.lines, Details: e.details,
+		Code: e.code, Message: e.message, Lines: e.lines, Details: e.details, Violations: e.violations,
 	}})
 }

@@ -196,11 +196,11 @@ func (s *Server) serveEvents(ctx context.Context, w http.ResponseWriter, r *http
 func (s *Server) authError(ctx context.Context, err error, namespace string) *apiError {
 	switch {
 	case errors.Is(err, ErrUnauthenticated):
-		return newError(http.StatusUnauthorized, CodeUnauthenticated, err.Error())
+		return newError(http.StatusUnauthorized, CodeUnauthenticated, messageOf(err, ErrUnauthenticated))
 	case errors.Is(err, ErrForbidden):
-		return newError(http.StatusForbidden, CodeForbidden, err.Error())
+		return newError(http.StatusForbidden, CodeForbidden, messageOf(err, ErrForbidden))
 	case errors.Is(err, ErrTooManyReviews):
-		e := newError(http.StatusTooManyRequests, CodeTooManyRequests, err.Error())
+		e := newError(http.StatusTooManyRequests, CodeTooManyRequests, messageOf(err, ErrTooManyReviews))
 		e.retryAfter = defaultRetryAfter
 		if rl, ok := errors.AsType[*RateLimitError](err); ok {
 			e.retryAfter = retryAfterSeconds(rl.RetryAfter)
@@ -211,6 +211,12 @@ func (s *Server) authError(ctx context.Context, err error, namespace string) *ap
 		return newError(http.StatusServiceUnavailable, CodeAuthUnavailable,
 			fmt.Sprintf("the token could not be checked for namespace %q right now; retry later", namespace))
 	}
+}
+
+// messageOf is err's text without the "<sentinel>: " that wrapping the
+// sentinel put in front of it: the answer's code already says that.
+func messageOf(err, sentinel error) string {
+	return strings.TrimPrefix(err.Error(), sentinel.Error()+": ")
 }
 
 // parseContentType returns the media type of a POST, mediaTypeJSON or
@@ -424,7 +430,7 @@ func (s *Server) handleHealthz(w http.ResponseWriter, _ *http.Request) {
 func (s *Server) handleReadyz(w http.ResponseWriter, _ *http.Request) {
 	if s.opts.Ready != nil {
 		if err := s.opts.Ready(); err != nil {
-			writeError(w, newError(http.StatusServiceUnavailable, CodeNotReady, "not ready: "+err.Error()))
+			writeError(w, newError(http.StatusServiceUnavailable, CodeNotReady, err.Error()))
 			return
 		}
 	}

@@ -54,6 +54,20 @@ func OpenAPI() ([]byte, error) {
 						"code":    obj{"type": "string", "enum": errorCodes(), "description": "What went wrong, for programs; stable."},
 						"message": obj{"type": "string", "description": "What went wrong and how to fix it, for people."},
 						"lines":   obj{"type": "array", "items": obj{"type": "integer", "minimum": 1}, "description": "The bad lines of a batch, 1-based."},
+						"violations": obj{
+							"type":        "array",
+							"maxItems":    catalog.MaxListedViolations,
+							"description": "A schema_violation's violations of the type's schema, each where it is in data.",
+							"items": obj{
+								"type":     "object",
+								"required": []string{"pointer", "reason"},
+								"properties": obj{
+									"pointer": obj{"type": "string", "description": "The JSON Pointer (RFC 6901) into data; \"\" is data itself."},
+									"reason":  obj{"type": "string"},
+								},
+								"additionalProperties": false,
+							},
+						},
 						"details": obj{
 							"type":        "array",
 							"description": "The error of each bad line of a batch.",

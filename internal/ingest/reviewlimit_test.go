@@ -196,8 +196,8 @@ func TestUnknownTokensAreRateLimitedPerClient(t *testing.T) {
 			}
 		case http.StatusTooManyRequests:
 			limited++
-			if a.code != CodeTooManyRequests || a.retryAfter != "1" || !strings.Contains(a.message, "retry after 1 seconds") {
-				t.Fatalf("429 answer %+v, want code %s, Retry-After 1", a, CodeTooManyRequests)
+			if a.code != CodeTooManyRequests || a.retryAfter != "1" || !strings.Contains(a.message, "retry after 1 seconds") || repeatsCode(a.code, a.message) {
+				t.Fatalf("429 answer %+v, want code %s, Retry-After 1, a message that does not repeat the code", a, CodeTooManyRequests)
 			}
 		default:
 			t.Fatalf("unknown token: %+v", a)

@@ -169,11 +169,26 @@ func (ts *testServer) do(t *testing.T, req request) *httptest.ResponseRecorder {
 // apiErrorBody is the decoded JSON error body.
 type apiErrorBody struct {
 	Error struct {
-		Code    string      `json:"code"`
-		Message string      `json:"message"`
-		Lines   []int       `json:"lines"`
-		Details []lineError `json:"details"`
+		Code       string              `json:"code"`
+		Message    string              `json:"message"`
+		Lines      []int               `json:"lines"`
+		Details    []lineError         `json:"details"`
+		Violations []catalog.Violation `json:"violations"`
 	} `json:"error"`
+}
+
+// repeatsCode reports whether message starts by saying its code again
+// before a colon: the code in words ("unauthenticated: ...", "not ready:
+// ..."), or the text of the error the code was chosen by ("too many
+// authentication attempts: ...").
+func repeatsCode(code, message string) bool {
+	lower := strings.ToLower(message)
+	for _, prefix := range []string{strings.ReplaceAll(code, "_", " "), ErrUnauthenticated.Error(), ErrForbidden.Error(), ErrTooManyReviews.Error()} {
+		if strings.HasPrefix(lower, prefix+":") {
+			return true
+		}
+	}
+	return false
 }
 
 func decodeError(t *testing.T, w *httptest.ResponseRecorder) apiErrorBody {
@@ -372,12 +387,12 @@ func TestErrorsNameTheProblem(t *testing.T) {
 		},
 		"a token the authenticator does not know is a 401": {
 			req:    request{contentType: "application/json", body: validEvent, auth: "Bearer garbage"},
-			status: 401, code: CodeUnauthenticated, message: "unauthenticated: unknown token",
+			status: 401, code: CodeUnauthenticated, message: "unknown token",
 		},
 		"a token not allowed in the namespace is a 403": {
 			req:     request{contentType: "application/json", body: validEvent},
 			authErr: fmt.Errorf("%w: not in namespace %q", ErrForbidden, "shop"),
-			status:  403, code: CodeForbidden, message: `forbidden: not in namespace "shop"`,
+			status:  403, code: CodeForbidden, message: `not in namespace "shop"`,
 		},
 		"an authenticator that cannot decide is a 503": {
 			req:     request{contentType: "application/json", body: validEvent},
@@ -430,6 +445,9 @@ func TestErrorsNameTheProblem(t *testing.T) {
 			if body.Error.Code != tc.code || !strings.Contains(body.Error.Message, tc.message) {
 				t.Errorf("error = %+v, want code %q and a message containing %q", body.Error, tc.code, tc.message)
 			}
+			if repeatsCode(body.Error.Code, body.Error.Message) {
+				t.Errorf("the message %q repeats its code %q", body.Error.Message, body.Error.Code)
+			}
 			if got := len(ts.enq.enqueued()) > 0; got != tc.enqueued {
 				t.Errorf("Enqueue called = %v, want %v", got, tc.enqueued)
 			}
@@ -454,6 +472,38 @@ func TestErrorsNameTheProblem(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A schema violation's answer names every violation with its JSON Pointer,
+// in the message and in "violations".
+func TestSchemaViolationListsEveryViolation(t *testing.T) {
+	ts := newTestServer(t)
+	w := ts.do(t, request{contentType: "application/json",
+		body: `{"type":"message.failed","data":{"messageId":"","sessionId":"s1","to":"0812","error":{"code":7}}}`})
+	if w.Code != http.StatusUnprocessableEntity {
+		t.Fatalf("status %d, body %s", w.Code, w.Body)
+	}
+	body := decodeError(t, w)
+	var got []string
+	for _, v := range body.Error.Violations {
+		got = append(got, v.Pointer)
+		if !strings.Contains(body.Error.Message, v.Pointer+": "+v.Reason) {
+			t.Errorf("the message does not name %s: %s\n%s", v.Pointer, v.Reason, body.Error.Message)
+		}
+	}
+	want := []string{"/error/code", "/error/message", "/messageId", "/to"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("violations %v, want %v (message %q)", got, want, body.Error.Message)
+	}
+	if !strings.Contains(body.Error.Message, "4 violations") || strings.Contains(body.Error.Message, "more") {
+		t.Errorf("message %q", body.Error.Message)
+	}
+	// One violation: the pointer and reason, and the same in violations.
+	w = ts.do(t, request{contentType: "application/json", body: `{"type":"message.sent","data":{"messageId":"m1","sessionId":"s1","to":"0812"}}`})
+	body = decodeError(t, w)
+	if len(body.Error.Violations) != 1 || body.Error.Violations[0].Pointer != "/to" {
+		t.Errorf("violations %+v", body.Error.Violations)
 	}
 }
 
@@ -806,7 +856,7 @@ func TestProbes(t *testing.T) {
 	if w.Code != http.StatusServiceUnavailable {
 		t.Fatalf("GET /readyz = %d while not ready", w.Code)
 	}
-	if body := decodeError(t, w); body.Error.Code != CodeNotReady || !strings.Contains(body.Error.Message, "event store not connected") {
+	if body := decodeError(t, w); body.Error.Code != CodeNotReady || body.Error.Message != "event store not connected" {
 		t.Errorf("error = %+v", body.Error)
 	}
 }

@@ -299,7 +299,7 @@ func TestErrorsSayWhatToDo(t *testing.T) {
 
 func TestSecretCommand(t *testing.T) {
 	secret := func(name, value string) *corev1.Secret {
-		return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop"}, Data: map[string][]byte{"secret": []byte(value), "other": []byte("not this one")}}
+		return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop"}, Data: map[string][]byte{"secret": []byte(value), "other": []byte("not-this-one")}}
 	}
 	withRef := crm()
 	withRef.Spec.SecretRef = &webhooksv1alpha1.SecretKeyReference{Name: "crm-webhook-secret"}
@@ -311,6 +311,7 @@ func TestSecretCommand(t *testing.T) {
 	tests := []struct {
 		name string
 		objs []client.Object
+		all  bool
 		want string
 	}{
 		{
@@ -321,7 +322,7 @@ func TestSecretCommand(t *testing.T) {
 		{
 			name: "status.secretRef wins over the default name and key",
 			objs: []client.Object{moved, secret("crm-signing", "wrong-secret-value"), secret("elsewhere", "x")},
-			want: "not this one\n",
+			want: "not-this-one\n",
 		},
 		{
 			name: "without status.secretRef, spec.secretRef with the default key is read",
@@ -339,14 +340,35 @@ func TestSecretCommand(t *testing.T) {
 			want: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n",
 		},
 		{
-			name: "every secret of a rotation is printed, current first",
+			name: "during a rotation only the newest is printed, so $(kubectl webhook secret) is one secret",
 			objs: []client.Object{crm(), secret("crm-signing", "whsec_new0000000000000000000000000000 whsec_old0000000000000000000000000000")},
-			want: "whsec_new0000000000000000000000000000 whsec_old0000000000000000000000000000\n",
+			want: "whsec_new0000000000000000000000000000\n",
+		},
+		{
+			name: "during a rotation written one a line, too",
+			objs: []client.Object{crm(), secret("crm-signing", "whsec_new0000000000000000000000000000\nwhsec_old0000000000000000000000000000\n")},
+			want: "whsec_new0000000000000000000000000000\n",
+		},
+		{
+			name: "--all prints every secret of a rotation, newest first, one a line",
+			objs: []client.Object{crm(), secret("crm-signing", "whsec_new0000000000000000000000000000  whsec_old0000000000000000000000000000\n")},
+			all:  true,
+			want: "whsec_new0000000000000000000000000000\nwhsec_old0000000000000000000000000000\n",
+		},
+		{
+			name: "--all outside a rotation prints the one secret",
+			objs: []client.Object{crm(), secret("crm-signing", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")},
+			all:  true,
+			want: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n",
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := runPlugin(t, fakeClient(t, nil, interceptor.Funcs{}, tt.objs...), "secret", "crm")
+			args := []string{"secret", "crm"}
+			if tt.all {
+				args = append(args, "--all")
+			}
+			got := runPlugin(t, fakeClient(t, nil, interceptor.Funcs{}, tt.objs...), args...)
 			if got.code != 0 || got.stdout != tt.want || got.stderr != "" {
 				t.Fatalf("got code %d, stdout %q, stderr %q; want 0, %q, nothing", got.code, got.stdout, got.stderr, tt.want)
 			}

@@ -14,8 +14,9 @@ import (
 )
 
 func newSecretCommand(o *options) *cobra.Command {
-	return &cobra.Command{
-		Use:   "secret NAME",
+	var all bool
+	cmd := &cobra.Command{
+		Use:   "secret NAME [--all]",
 		Short: "Print the signing secret of a WebhookConfig",
 		Long: `Print the signing secret a WebhookConfig's deliveries are signed with, followed
 by a newline, and nothing else, so that $(kubectl webhook secret NAME) is the
@@ -23,25 +24,33 @@ secret. Configure your receiver with it to verify the webhook-signature header.
 
 The secret is read from the Secret key in status.secretRef: spec.secretRef, or
 the "<name>-signing" Secret the operator generates when spec.secretRef is
-omitted. During a rotation the value holds several secrets separated by
-whitespace, the current one first, and all of them are printed.
+omitted. During a rotation the key holds several secrets separated by
+whitespace, the newest first, and every delivery carries a signature for each.
+Without --all only the newest is printed, which is what a receiver should
+verify with; --all prints every one, newest first, one a line.
 
 You need get on the WebhookConfig and on the Secret.`,
 		Example: `  # Print the signing secret of WebhookConfig "crm"
   kubectl webhook secret crm
 
   # Hand it to a receiver
-  WEBHOOK_SECRET="$(kubectl webhook secret crm -n shop)" ./my-receiver`,
+  WEBHOOK_SECRET="$(kubectl webhook secret crm -n shop)" ./my-receiver
+
+  # During a rotation: every secret that still signs, newest first
+  kubectl webhook secret crm --all`,
 		Args:              nameArg,
 		ValidArgsFunction: o.completeNames,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return o.runSecret(cmd.Context(), args[0])
+			return o.runSecret(cmd.Context(), args[0], all)
 		},
 	}
+	cmd.Flags().BoolVar(&all, "all", false, "print every secret that signs deliveries (during a rotation), newest first, one a line")
+	return cmd
 }
 
-// runSecret prints the signing secret of WebhookConfig name.
-func (o *options) runSecret(ctx context.Context, name string) error {
+// runSecret prints the signing secret of WebhookConfig name: the newest,
+// or with all every one, newest first, one a line.
+func (o *options) runSecret(ctx context.Context, name string, all bool) error {
 	c, ns, whc, err := o.getWebhookConfig(ctx, name)
 	if err != nil {
 		return err
@@ -61,13 +70,17 @@ func (o *options) runSecret(ctx context.Context, name string) error {
 		}
 		return explainAccessError(err, "get", "secrets", ns, fmt.Sprintf("secret %q", ref.Name))
 	}
-	value, ok := secret.Data[ref.Key]
-	if !ok || strings.TrimSpace(string(value)) == "" {
+	// The secrets are separated by whitespace, the newest first; surrounding
+	// whitespace, such as a trailing newline, is not part of a secret.
+	secrets := strings.Fields(string(secret.Data[ref.Key]))
+	if len(secrets) == 0 {
 		return fmt.Errorf("secret %q in namespace %q has no value under key %q, the key webhookconfig/%s signs with",
 			ref.Name, ns, ref.Key, name)
 	}
-	// Surrounding whitespace, such as a trailing newline, is not part of a secret.
-	_, err = fmt.Fprintln(o.streams.Out, strings.TrimSpace(string(value)))
+	if !all {
+		secrets = secrets[:1]
+	}
+	_, err = fmt.Fprintln(o.streams.Out, strings.Join(secrets, "\n"))
 	return err
 }
 

@@ -49,6 +49,13 @@ func gone(id string, n int32, generation int64) store.Outcome { //nolint:unparam
 		Result: webhooksv1alpha1.ResultFailed, Reason: webhooksv1alpha1.ReasonEndpointGone, Error: "receiver answered 410 Gone", Time: t0}
 }
 
+// replayed is outcome oc as the first of a replay of its event, which had
+// failed for good at failedAt.
+func replayed(oc store.Outcome, failedAt time.Time) store.Outcome {
+	oc.ReplacesFailure = failedAt
+	return oc
+}
+
 func TestCountersAfterAnOutcome(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -60,29 +67,29 @@ func TestCountersAfterAnOutcome(t *testing.T) {
 		oc:   succeeded("e1", 1),
 		want: counters{sent: 1, delivered: 1},
 	}, {
-		name:   "a success ends a run of failures",
+		name:   "a success ends a run of failed events",
 		before: counters{sent: 3, failed: 2, consecutiveFailures: 2},
 		oc:     succeeded("e3", 1),
 		want:   counters{sent: 4, delivered: 1, failed: 2},
 	}, {
-		name: "a first attempt to be retried sends an event that is pending",
+		name: "a first attempt to be retried sends an event that is pending; no event failed",
 		oc:   retrying("e1", 1),
-		want: counters{sent: 1, pending: 1, consecutiveFailures: 1},
+		want: counters{sent: 1, pending: 1},
 	}, {
 		name:   "the retry that succeeds is no longer pending and is delivered",
 		before: counters{sent: 1, pending: 1, consecutiveFailures: 1},
 		oc:     succeeded("e1", 2),
 		want:   counters{sent: 1, delivered: 1},
 	}, {
-		name:   "a retry to be retried again stays pending and extends the failures",
-		before: counters{sent: 1, pending: 1, consecutiveFailures: 1},
+		name:   "a retry to be retried again stays pending and fails no event",
+		before: counters{sent: 2, failed: 1, pending: 1, consecutiveFailures: 1},
 		oc:     retrying("e1", 2),
-		want:   counters{sent: 1, pending: 1, consecutiveFailures: 2},
+		want:   counters{sent: 2, failed: 1, pending: 1, consecutiveFailures: 1},
 	}, {
-		name:   "the last attempt that fails ends the wait and fails the event",
-		before: counters{sent: 1, pending: 1, consecutiveFailures: 2},
+		name:   "the last attempt that fails ends the wait, fails the event and adds one event to the run",
+		before: counters{sent: 2, failed: 1, pending: 1, consecutiveFailures: 1},
 		oc:     failed("e1", 3),
-		want:   counters{sent: 1, failed: 1, consecutiveFailures: 3},
+		want:   counters{sent: 2, failed: 2, consecutiveFailures: 2},
 	}, {
 		name: "a first attempt that fails for good sends and fails the event",
 		oc:   failed("e1", 1),
@@ -92,25 +99,40 @@ func TestCountersAfterAnOutcome(t *testing.T) {
 		oc:   gone("e1", 1, 3),
 		want: counters{sent: 1, failed: 1, consecutiveFailures: 1},
 	}, {
-		name:   "a give-up after retries ends the wait and fails the event, but is no attempt",
-		before: counters{sent: 1, pending: 1, consecutiveFailures: 2},
+		name:   "a give-up after retries ends the wait and fails the event",
+		before: counters{sent: 1, pending: 1},
 		oc:     gaveUp("e1", 2),
-		want:   counters{sent: 1, failed: 1, consecutiveFailures: 2},
+		want:   counters{sent: 1, failed: 1, consecutiveFailures: 1},
 	}, {
 		name:   "a give-up of a retry that aged out after its first attempt ends the wait",
-		before: counters{sent: 1, pending: 1, consecutiveFailures: 1},
+		before: counters{sent: 1, pending: 1},
 		oc:     gaveUp("e1", 1),
 		want:   counters{sent: 1, failed: 1, consecutiveFailures: 1},
 	}, {
 		name:   "a give-up before any attempt sends nothing and fails the event",
-		before: counters{consecutiveFailures: 4},
+		before: counters{sent: 4, failed: 4, consecutiveFailures: 4},
 		oc:     gaveUp("e1", 0),
-		want:   counters{failed: 1, consecutiveFailures: 4},
+		want:   counters{sent: 4, failed: 5, consecutiveFailures: 5},
 	}, {
-		name:   "a replay of a failed event is sent again, and delivered; its failure stays counted",
+		name:   "a replay that delivers a failed event: delivered, no longer failed, not sent again",
 		before: counters{sent: 1, failed: 1, consecutiveFailures: 1},
-		oc:     succeeded("e1", 1),
-		want:   counters{sent: 2, delivered: 1, failed: 1},
+		oc:     replayed(succeeded("e1", 1), t0.Add(-time.Hour)),
+		want:   counters{sent: 1, delivered: 1},
+	}, {
+		name:   "a replay that fails again: still one failed event, and one more in the run",
+		before: counters{sent: 1, failed: 1, consecutiveFailures: 1},
+		oc:     replayed(failed("e1", 1), t0.Add(-time.Hour)),
+		want:   counters{sent: 1, failed: 1, consecutiveFailures: 2},
+	}, {
+		name:   "a replay to be retried: pending, no longer failed",
+		before: counters{sent: 1, failed: 1, consecutiveFailures: 1},
+		oc:     replayed(retrying("e1", 1), t0.Add(-time.Hour)),
+		want:   counters{sent: 1, pending: 1, consecutiveFailures: 1},
+	}, {
+		name:   "a replay of a failure the counters never saw (counted before an upgrade) never makes failed negative",
+		before: counters{sent: 1, delivered: 1},
+		oc:     replayed(succeeded("e1", 1), t0.Add(-time.Hour)),
+		want:   counters{sent: 1, delivered: 2},
 	}, {
 		name: "a later attempt's outcome without a pending retry never makes pending negative",
 		oc:   succeeded("e1", 2),
@@ -275,26 +297,47 @@ func TestApplyFoldsAnEventsOutcomes(t *testing.T) {
 		recent:   []string{"e1/3", "e1/2", "e1/1"},
 		status:   metav1.ConditionTrue, reason: webhooksv1alpha1.ReasonDeliverySucceeded,
 	}, {
-		name:     "retried, then failed for good",
+		name:     "retried, then failed for good: one event failed",
 		outcomes: []store.Outcome{retrying("e1", 1), retrying("e1", 2), failed("e1", 3)},
-		want:     counters{sent: 1, failed: 1, consecutiveFailures: 3},
+		want:     counters{sent: 1, failed: 1, consecutiveFailures: 1},
 		rate:     [2]int64{0, 1},
 		recent:   []string{"e1/3", "e1/2", "e1/1"},
 		status:   metav1.ConditionFalse, reason: webhooksv1alpha1.ReasonDeliveryFailing,
 	}, {
 		name:     "retried, then given up as too old",
 		outcomes: []store.Outcome{retrying("e1", 1), retrying("e1", 2), gaveUp("e1", 2)},
-		want:     counters{sent: 1, failed: 1, consecutiveFailures: 2},
+		want:     counters{sent: 1, failed: 1, consecutiveFailures: 1},
 		rate:     [2]int64{0, 1},
 		recent:   []string{"e1/2", "e1/2", "e1/1"},
 		status:   metav1.ConditionFalse, reason: webhooksv1alpha1.ReasonDeliveryFailing,
 	}, {
-		name:     "failed for good, then replayed and delivered",
-		outcomes: []store.Outcome{failed("e1", 1), succeeded("e1", 1)},
-		want:     counters{sent: 2, delivered: 1, failed: 1},
-		rate:     [2]int64{1, 1},
+		name:     "failed for good, then replayed and delivered: counted once, by the replay's outcome",
+		outcomes: []store.Outcome{failed("e1", 1), replayed(succeeded("e1", 1), t0)},
+		want:     counters{sent: 1, delivered: 1},
+		rate:     [2]int64{1, 0},
 		recent:   []string{"e1/1", "e1/1"},
 		status:   metav1.ConditionTrue, reason: webhooksv1alpha1.ReasonDeliverySucceeded,
+	}, {
+		name:     "failed for good, replayed, retried, failed again: one failed event",
+		outcomes: []store.Outcome{failed("e1", 1), replayed(retrying("e1", 1), t0), failed("e1", 2)},
+		want:     counters{sent: 1, failed: 1, consecutiveFailures: 2},
+		rate:     [2]int64{0, 1},
+		recent:   []string{"e1/2", "e1/1", "e1/1"},
+		status:   metav1.ConditionFalse, reason: webhooksv1alpha1.ReasonDeliveryFailing,
+	}, {
+		name:     "three events of five attempts each failed for good: three consecutive failures",
+		outcomes: fiveAttemptsEach("e1", "e2", "e3"),
+		want:     counters{sent: 3, failed: 3, consecutiveFailures: 3},
+		rate:     [2]int64{0, 3},
+		recent:   []string{"e3/5", "e3/4", "e3/3", "e3/2", "e3/1", "e2/5", "e2/4", "e2/3", "e2/2", "e2/1"},
+		status:   metav1.ConditionFalse, reason: webhooksv1alpha1.ReasonDeliveryFailing,
+	}, {
+		name:     "a failure replayed and delivered, then another failure",
+		outcomes: []store.Outcome{failed("e1", 1), replayed(succeeded("e1", 1), t0), failed("e2", 1)},
+		want:     counters{sent: 2, delivered: 1, failed: 1, consecutiveFailures: 1},
+		rate:     [2]int64{1, 1},
+		recent:   []string{"e2/1", "e1/1", "e1/1"},
+		status:   metav1.ConditionFalse, reason: webhooksv1alpha1.ReasonDeliveryFailing,
 	}, {
 		name:     "410 Gone, then delivered after the spec changed",
 		outcomes: []store.Outcome{gone("e1", 1, 1), func() store.Outcome { oc := succeeded("e2", 1); oc.Generation = 2; return oc }()},
@@ -305,7 +348,7 @@ func TestApplyFoldsAnEventsOutcomes(t *testing.T) {
 	}, {
 		name:     "410 Gone stays marked while the spec does not change",
 		outcomes: []store.Outcome{retrying("e1", 1), gone("e2", 1, 1)},
-		want:     counters{sent: 2, failed: 1, pending: 1, consecutiveFailures: 2},
+		want:     counters{sent: 2, failed: 1, pending: 1, consecutiveFailures: 1},
 		rate:     [2]int64{0, 1},
 		recent:   []string{"e2/1", "e1/1"},
 		gone:     1,
@@ -313,7 +356,7 @@ func TestApplyFoldsAnEventsOutcomes(t *testing.T) {
 	}, {
 		name:     "only retries: nothing finished, the bucket is marked",
 		outcomes: []store.Outcome{retrying("e1", 1)},
-		want:     counters{sent: 1, pending: 1, consecutiveFailures: 1},
+		want:     counters{sent: 1, pending: 1},
 		rate:     [2]int64{0, 0},
 		recent:   []string{"e1/1"},
 		status:   metav1.ConditionFalse, reason: webhooksv1alpha1.ReasonDeliveryFailing,
@@ -349,6 +392,64 @@ func TestApplyFoldsAnEventsOutcomes(t *testing.T) {
 				t.Errorf("version %d, want one per outcome (%d)", s.Version, len(tc.outcomes))
 			}
 		})
+	}
+}
+
+// fiveAttemptsEach is, for each event, four retried attempts and a fifth
+// that fails for good.
+func fiveAttemptsEach(ids ...string) []store.Outcome {
+	var ocs []store.Outcome
+	for _, id := range ids {
+		for n := int32(1); n < 5; n++ {
+			ocs = append(ocs, retrying(id, n))
+		}
+		ocs = append(ocs, failed(id, 5))
+	}
+	return ocs
+}
+
+// A replay's outcome takes the failure it replaces out of the success rate
+// (from that failure's bucket, when it is within the day) and counts its
+// own: the rate counts each event once, by its final outcome.
+func TestSuccessRateCountsAReplayedEventOnce(t *testing.T) {
+	var s EndpointStats
+	earlier := t0.Add(-2 * time.Hour)
+	for i := range 6 {
+		oc := succeeded(fmt.Sprintf("ok%d", i), 1)
+		oc.Time = earlier
+		s.apply(&oc)
+	}
+	var failures []time.Time
+	for i := range 3 {
+		oc := failed(fmt.Sprintf("e%d", i), 1)
+		oc.Time = earlier.Add(time.Duration(i) * 10 * time.Minute) // three buckets
+		failures = append(failures, oc.Time)
+		s.apply(&oc)
+	}
+	if got := s.SuccessRate(t0); got != "66.7%" {
+		t.Fatalf("before the replay %s, want 66.7%%", got)
+	}
+	for i, at := range failures {
+		oc := replayed(succeeded(fmt.Sprintf("e%d", i), 1), at)
+		s.apply(&oc)
+	}
+	if got := s.SuccessRate(t0); got != "100.0%" {
+		t.Errorf("every event arrived: %s, want 100.0%%", got)
+	}
+	if c := s.counters(); c != (counters{sent: 9, delivered: 9}) {
+		t.Errorf("counters %+v, want 9 sent and delivered", c)
+	}
+	// A failure older than the day is no longer in the rate: its replay
+	// adds its success and takes nothing away.
+	var old EndpointStats
+	oc := failed("e9", 1)
+	oc.Time = t0.Add(-25 * time.Hour)
+	old.apply(&oc)
+	old.prune(t0)
+	r := replayed(succeeded("e9", 1), oc.Time)
+	old.apply(&r)
+	if got := old.SuccessRate(t0); got != "100.0%" {
+		t.Errorf("replay of a failure older than the day: %s, want 100.0%%", got)
 	}
 }
 

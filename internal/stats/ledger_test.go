@@ -25,9 +25,12 @@ func keyed(oc store.Outcome) store.Outcome {
 	return oc
 }
 
-func replayed(oc store.Outcome) store.Outcome {
+// keyedReplay is oc at endpoint u1 as the first outcome of a replay (the
+// life accepted at acceptedB) of an event that had failed for good at t0.
+func keyedReplay(oc store.Outcome) store.Outcome {
 	oc = keyed(oc)
 	oc.AcceptedAt = acceptedB
+	oc.ReplacesFailure = t0
 	return oc
 }
 
@@ -127,8 +130,8 @@ func TestLedgerFirstRecord(t *testing.T) {
 		name: "a replay of a failed event is a new life",
 		steps: []step{
 			{0, keyed(failed("e1", 3)), true},
-			{time.Second, replayed(succeeded("e1", 1)), true},
-			{time.Second, replayed(succeeded("e1", 1)), false},
+			{time.Second, keyedReplay(succeeded("e1", 1)), true},
+			{time.Second, keyedReplay(succeeded("e1", 1)), false},
 		},
 	}, {
 		name: "other events and endpoints are apart",
@@ -275,13 +278,18 @@ func TestAggregatorFoldsEachOutcomeOnce(t *testing.T) {
 	}, {
 		name:    "retrying, then failed for good",
 		msgs:    []msg{m(1, keyed(retrying("e1", 1))), m(2, keyed(failed("e1", 2)))},
-		want:    counters{sent: 1, failed: 1, consecutiveFailures: 2},
+		want:    counters{sent: 1, failed: 1, consecutiveFailures: 1},
 		unacked: []uint64{1, 2},
 	}, {
-		name:    "failed for good, then replayed and delivered",
-		msgs:    []msg{m(1, keyed(failed("e1", 1))), m(2, replayed(succeeded("e1", 1)))},
-		want:    counters{sent: 2, delivered: 1, failed: 1},
+		name:    "failed for good, then replayed and delivered: counted once, delivered",
+		msgs:    []msg{m(1, keyed(failed("e1", 1))), m(2, keyedReplay(succeeded("e1", 1)))},
+		want:    counters{sent: 1, delivered: 1},
 		unacked: []uint64{1, 2},
+	}, {
+		name:    "a replay's outcome recorded twice takes the failure back once",
+		msgs:    []msg{m(1, keyed(failed("e1", 1)), keyed(failed("e2", 1))), m(2, keyedReplay(succeeded("e1", 1))), m(3, keyedReplay(succeeded("e1", 1)))},
+		want:    counters{sent: 2, delivered: 1, failed: 1},
+		unacked: []uint64{1, 2, 3},
 	}, {
 		name:    "the same final outcome again in a later message, beside a new one",
 		msgs:    []msg{m(1, keyed(succeeded("e1", 1)), keyed(succeeded("e2", 1))), m(2, keyed(succeeded("e2", 1)), keyed(succeeded("e3", 1)))},

@@ -95,11 +95,24 @@ func (s *EndpointStats) setCounters(c counters) {
 // after returns the counts once oc is folded in. An event is sent when its
 // first attempt is made. An outcome of a later attempt, or of a give-up
 // after attempts were made, ends the wait of one pending event (the count
-// never goes below zero), and a retrying outcome
-// starts one. A success ends a run of failures; an attempt that failed or
-// is to be retried extends it, a give-up without an attempt does not.
+// never goes below zero), and a retrying outcome starts one.
+//
+// A replay's first outcome (oc.ReplacesFailure set) is of an event that
+// failed for good before and was counted so: it is no longer failed (it is
+// given another go), and it is not sent again. Its final outcome then
+// counts as any other, so each event is counted once, delivered or failed,
+// by its last outcome.
+//
+// consecutiveFailures counts events, not attempts: those that failed for
+// good (whatever attempt ended them) since the last event delivered. An
+// attempt to be retried changes it not; a success ends the run.
 func (c counters) after(oc *store.Outcome) counters {
-	if oc.Attempted && oc.Attempt == 1 {
+	switch {
+	case !oc.ReplacesFailure.IsZero():
+		if c.failed > 0 {
+			c.failed--
+		}
+	case oc.Attempted && oc.Attempt == 1:
 		c.sent++
 	}
 	// A later attempt, or a give-up without an attempt after some were
@@ -113,24 +126,30 @@ func (c counters) after(oc *store.Outcome) counters {
 		c.consecutiveFailures = 0
 	case webhooksv1alpha1.ResultFailed:
 		c.failed++
-		if oc.Attempted {
-			c.consecutiveFailures++
-		}
+		c.consecutiveFailures++
 	case webhooksv1alpha1.ResultRetrying:
 		c.pending++
-		c.consecutiveFailures++
 	}
 	return c
 }
 
 // addToRate counts a finished event in the success rate's bucket of the
 // outcome's time: delivered or failed. A retrying outcome finishes nothing
-// but still marks its bucket.
+// but still marks its bucket. A replay's first outcome takes back the
+// failure it replaces from that failure's bucket (when it is still within
+// the day), so the rate counts each event once, by its final outcome.
 func (s *EndpointStats) addToRate(oc *store.Outcome) {
-	bucket := oc.Time.Truncate(rateBucket).Unix()
 	if s.Buckets == nil {
 		s.Buckets = map[int64][2]int64{}
 	}
+	if !oc.ReplacesFailure.IsZero() {
+		start := oc.ReplacesFailure.Truncate(rateBucket).Unix()
+		if b, ok := s.Buckets[start]; ok && b[1] > 0 {
+			b[1]--
+			s.Buckets[start] = b
+		}
+	}
+	bucket := oc.Time.Truncate(rateBucket).Unix()
 	b := s.Buckets[bucket]
 	switch oc.Result {
 	case webhooksv1alpha1.ResultSucceeded:

@@ -18,6 +18,12 @@ type Delivery struct {
 	AcceptedAt string
 	// Attempt is how many attempts were made before this one.
 	Attempt int
+	// ReplacesFailure, on a replayed delivery's first attempt only, is
+	// when (RFC 3339) the event had failed for good at this endpoint: the
+	// stats take that failure back when the replay's first outcome is
+	// folded in. Empty otherwise; a replay is stored as a message of its
+	// own (never in a batch), and its retries do not carry it.
+	ReplacesFailure string
 	// Body is the exact body delivered: the event's envelope.
 	Body []byte
 }
@@ -110,7 +116,7 @@ func DeliveriesOf(h nats.Header, data []byte) ([]Delivery, error) {
 	attempt, _ := strconv.Atoi(h.Get(HdrAttempt))
 	return []Delivery{{
 		EventID: h.Get(HdrEventID), EventType: h.Get(HdrEventType), AcceptedAt: h.Get(HdrAcceptedAt),
-		Attempt: attempt, Body: data,
+		Attempt: attempt, ReplacesFailure: h.Get(HdrReplacesFailure), Body: data,
 	}}, nil
 }
 
@@ -124,6 +130,9 @@ func DeliveryMsg(ns, name string, uid types.UID, d *Delivery) *nats.Msg {
 	msg.Header.Set(HdrEndpoint, name)
 	msg.Header.Set(HdrEndpointUID, string(uid))
 	msg.Header.Set(HdrAttempt, strconv.Itoa(d.Attempt))
+	if d.ReplacesFailure != "" {
+		msg.Header.Set(HdrReplacesFailure, d.ReplacesFailure)
+	}
 	return msg
 }
 

@@ -16,7 +16,12 @@ import (
 // outcomesFormat is the first byte of an outcomes message in the binary
 // encoding of EncodeOutcomes. Messages written by earlier versions are JSON:
 // an array (first byte '['), or before batching a single object ('{').
-const outcomesFormat = 2
+// Format 3 adds, after an outcome flagged ocReplacesFailure, one more
+// varint (Outcome.ReplacesFailure); format 2 has no such flag.
+const (
+	outcomesFormat   = 3
+	outcomesFormatV2 = 2
+)
 
 // Flags of an encoded outcome.
 const (
@@ -24,6 +29,7 @@ const (
 	ocGone
 	ocHasTime
 	ocHasNextAttempt
+	ocReplacesFailure
 )
 
 // EncodeOutcomes encodes one endpoint's outcomes for the outcomes stream: a
@@ -33,7 +39,7 @@ const (
 func EncodeOutcomes(ocs []*Outcome) []byte {
 	n := 1 + binary.MaxVarintLen32
 	for _, oc := range ocs {
-		n += 1 + 9*binary.MaxVarintLen32 + 6*binary.MaxVarintLen64 + len(oc.UID) + len(oc.Namespace) + len(oc.Name) +
+		n += 1 + 9*binary.MaxVarintLen32 + 7*binary.MaxVarintLen64 + len(oc.UID) + len(oc.Namespace) + len(oc.Name) +
 			len(oc.EventID) + len(oc.EventType) + len(oc.Result) + len(oc.Reason) + len(oc.Error) + len(oc.AcceptedAt)
 	}
 	buf := make([]byte, 0, n)
@@ -53,6 +59,9 @@ func EncodeOutcomes(ocs []*Outcome) []byte {
 		if !oc.NextAttempt.IsZero() {
 			flags |= ocHasNextAttempt
 		}
+		if !oc.ReplacesFailure.IsZero() {
+			flags |= ocReplacesFailure
+		}
 		buf = append(buf, flags)
 		for _, s := range [...]string{string(oc.UID), oc.Namespace, oc.Name, oc.EventID, oc.EventType, string(oc.Result), oc.Reason, oc.Error, oc.AcceptedAt} {
 			buf = binary.AppendUvarint(buf, uint64(len(s)))
@@ -68,6 +77,9 @@ func EncodeOutcomes(ocs []*Outcome) []byte {
 		for _, v := range [...]int64{oc.Generation, int64(oc.Attempt), int64(oc.StatusCode), oc.DurationMS, t, next} {
 			buf = binary.AppendVarint(buf, v)
 		}
+		if flags&ocReplacesFailure != 0 {
+			buf = binary.AppendVarint(buf, oc.ReplacesFailure.UnixNano())
+		}
 	}
 	return buf
 }
@@ -76,8 +88,8 @@ var errBadOutcomes = errors.New("malformed outcomes message")
 
 // DecodeOutcomes reads an outcomes message in any format ever written.
 func DecodeOutcomes(data []byte) ([]Outcome, error) {
-	if len(data) > 0 && data[0] == outcomesFormat {
-		return decodeBinaryOutcomes(data[1:])
+	if len(data) > 0 && (data[0] == outcomesFormat || data[0] == outcomesFormatV2) {
+		return decodeBinaryOutcomes(data[1:], data[0])
 	}
 	data = bytes.TrimLeft(data, " \t\r\n")
 	if len(data) > 0 && data[0] == '[' {
@@ -92,7 +104,7 @@ func DecodeOutcomes(data []byte) ([]Outcome, error) {
 	return []Outcome{oc}, nil
 }
 
-func decodeBinaryOutcomes(data []byte) ([]Outcome, error) {
+func decodeBinaryOutcomes(data []byte, format byte) ([]Outcome, error) {
 	count, n := binary.Uvarint(data)
 	// Every outcome takes at least 16 bytes.
 	if n <= 0 || count == 0 || count > uint64(len(data)/16+1) {
@@ -106,6 +118,9 @@ func decodeBinaryOutcomes(data []byte) ([]Outcome, error) {
 		}
 		flags := data[0]
 		data = data[1:]
+		if format == outcomesFormatV2 && flags&ocReplacesFailure != 0 {
+			return nil, fmt.Errorf("%w: flags %#x", errBadOutcomes, flags)
+		}
 		var strs [9]string
 		for j := range strs {
 			l, n := binary.Uvarint(data)
@@ -135,6 +150,14 @@ func decodeBinaryOutcomes(data []byte) ([]Outcome, error) {
 		}
 		if flags&ocHasNextAttempt != 0 {
 			oc.NextAttempt = time.Unix(0, ints[5]).UTC()
+		}
+		if flags&ocReplacesFailure != 0 {
+			v, n := binary.Varint(data)
+			if n <= 0 {
+				return nil, fmt.Errorf("%w: truncated", errBadOutcomes)
+			}
+			data = data[n:]
+			oc.ReplacesFailure = time.Unix(0, v).UTC()
 		}
 	}
 	if len(data) != 0 {
@@ -166,4 +189,9 @@ type Outcome struct {
 	// ID it names one life of one event at one endpoint (a replay starts a new
 	// one), which is what the aggregator deduplicates on.
 	AcceptedAt string `json:"acceptedAt,omitempty"`
+	// ReplacesFailure is set on the first outcome of a replayed delivery
+	// only: when the event had failed for good at this endpoint before. The
+	// stats take that failure back (the event is given another go) and count
+	// the replay's final outcome instead; the event is not sent again.
+	ReplacesFailure time.Time `json:"replacesFailure,omitzero"`
 }

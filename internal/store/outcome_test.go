@@ -60,3 +60,34 @@ func TestOutcomesEncodingRoundTripsAndReadsOlderMessages(t *testing.T) {
 		}
 	}
 }
+
+// A replay's first outcome keeps the time of the failure it replaces
+// through the encoding; a format 2 message (written before replays were
+// marked) still decodes, and one claiming the mark is malformed.
+func TestOutcomesEncodingKeepsTheReplacedFailure(t *testing.T) {
+	replay := Outcome{
+		UID: "uid-crm", Namespace: "shop", Name: "crm", EventID: "msg_1", Attempt: 1, Attempted: true,
+		Result: webhooksv1alpha1.ResultSucceeded, Time: time.Date(2026, 11, 29, 2, 0, 0, 0, time.UTC),
+		AcceptedAt: "2026-11-29T02:00:00Z", ReplacesFailure: time.Date(2026, 11, 29, 1, 0, 0, 5, time.UTC),
+	}
+	plain := replay
+	plain.ReplacesFailure = time.Time{}
+	got, err := DecodeOutcomes(EncodeOutcomes([]*Outcome{&replay, &plain}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, []Outcome{replay, plain}) {
+		t.Errorf("round trip:\n got %+v\nwant %+v", got, []Outcome{replay, plain})
+	}
+
+	v2 := EncodeOutcomes([]*Outcome{&plain})
+	v2[0] = outcomesFormatV2
+	if got, err := DecodeOutcomes(v2); err != nil || len(got) != 1 || !reflect.DeepEqual(got[0], plain) {
+		t.Errorf("format 2: %+v, %v", got, err)
+	}
+	bad := EncodeOutcomes([]*Outcome{&replay})
+	bad[0] = outcomesFormatV2
+	if _, err := DecodeOutcomes(bad); !errors.Is(err, errBadOutcomes) {
+		t.Errorf("format 2 with the replay flag: %v, want errBadOutcomes", err)
+	}
+}

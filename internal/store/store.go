@@ -57,6 +57,9 @@ const (
 	HdrAttempt     = "Wh-Attempt"
 	HdrFailedAt    = "Wh-Failed-At"
 	HdrError       = "Wh-Error"
+	// HdrReplacesFailure marks a replayed delivery with the time its event
+	// had failed for good (Delivery.ReplacesFailure).
+	HdrReplacesFailure = "Wh-Replaces-Failure"
 )
 
 // PublishAckTimeout bounds the wait for JetStream's acknowledgement of an

@@ -108,8 +108,18 @@ type Error struct {
 	// Lines are the bad lines of a batch (1-based), and Details their errors.
 	Lines   []int
 	Details []LineError
+	// Violations are a schema_violation's violations, each with its JSON
+	// Pointer into data.
+	Violations []Violation
 	// RetryAfter is the answer's Retry-After (0 when absent).
 	RetryAfter time.Duration
+}
+
+// Violation is one violation of an event type's schema.
+type Violation struct {
+	// Pointer is the JSON Pointer into data, such as "/to".
+	Pointer string `json:"pointer"`
+	Reason  string `json:"reason"`
 }
 
 // LineError is the error of one line of a batch.
@@ -259,14 +269,15 @@ func (c *Client) once(ctx context.Context, u, contentType string, body []byte, o
 	apiErr := &Error{StatusCode: resp.StatusCode, Code: "unknown", Message: strings.TrimSpace(string(b))}
 	var eb struct {
 		Error struct {
-			Code    string      `json:"code"`
-			Message string      `json:"message"`
-			Lines   []int       `json:"lines"`
-			Details []LineError `json:"details"`
+			Code       string      `json:"code"`
+			Message    string      `json:"message"`
+			Lines      []int       `json:"lines"`
+			Details    []LineError `json:"details"`
+			Violations []Violation `json:"violations"`
 		} `json:"error"`
 	}
 	if json.Unmarshal(b, &eb) == nil && eb.Error.Code != "" {
-		apiErr.Code, apiErr.Message, apiErr.Lines, apiErr.Details = eb.Error.Code, eb.Error.Message, eb.Error.Lines, eb.Error.Details
+		apiErr.Code, apiErr.Message, apiErr.Lines, apiErr.Details, apiErr.Violations = eb.Error.Code, eb.Error.Message, eb.Error.Lines, eb.Error.Details, eb.Error.Violations
 	}
 	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s >= 0 {
 		apiErr.RetryAfter = time.Duration(s) * time.Second

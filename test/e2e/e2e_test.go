@@ -387,7 +387,7 @@ spec:
 	r.eventually(30*time.Second, func() error {
 		out := r.kubectl("get", "whc", "-n", appNS)
 		lines := strings.Split(strings.TrimSpace(out), "\n")
-		if got := strings.Join(strings.Fields(lines[0]), " "); got != "NAME ACTIVE READY SUCCESS RATE SENT LAST DELIVERY AGE" {
+		if got := strings.Join(strings.Fields(lines[0]), " "); got != "NAME ACTIVE READY DELIVERING SUCCESS RATE SENT LAST DELIVERY AGE" {
 			t.Fatalf("columns %q", got)
 		}
 		var row []string
@@ -396,7 +396,7 @@ spec:
 				row = f
 			}
 		}
-		if len(row) < 5 || row[1] != "true" || row[2] != "True" || row[3] != "100.0%" || row[4] != fmt.Sprint(n) {
+		if len(row) < 6 || row[1] != "true" || row[2] != "True" || row[3] != "True" || row[4] != "100.0%" || row[5] != fmt.Sprint(n) {
 			return fmt.Errorf("row %q", row)
 		}
 		return nil

@@ -243,11 +243,29 @@ func TestTestOfAStalledResourceFails(t *testing.T) {
 	}
 }
 
+// A replay delivers the events that failed for good since a time, with
+// their original webhook-ids; each one it delivers counts as delivered and
+// no longer as failed (and is not sent again), the success rate counts each
+// event once by its final outcome, and a later replay of the same window
+// sends only what is still failed.
 func TestReplayRequeuesFailedEvents(t *testing.T) {
 	ns := env.Namespace(t)
 	r := startOperator(t, ns, t.TempDir())
 	ledger := testutil.NewLedger()
 	rc := newRecordingReceiver(t, ledger, http.StatusServiceUnavailable)
+	// msg_4 keeps failing while stillFailing is set, whatever rc.code says.
+	var stillFailing atomic.Bool
+	respond := rc.oracle.Respond
+	rc.oracle.Respond = func(w http.ResponseWriter, req *http.Request, d testutil.Delivery) int {
+		if d.ID == "msg_4" && stillFailing.Load() {
+			rc.mu.Lock()
+			rc.ids, rc.types = append(rc.ids, d.ID), append(rc.types, "message.delivered")
+			rc.mu.Unlock()
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return http.StatusServiceUnavailable
+		}
+		return respond(w, req, d)
+	}
 	createEndpoint(t, ns, "crm", rc.URL, 1)
 	waitReady(t, ns, "crm")
 	since := time.Now().Add(-time.Second).UTC().Format(time.RFC3339)
@@ -263,39 +281,77 @@ func TestReplayRequeuesFailedEvents(t *testing.T) {
 	if n := rc.count(func(string, string) bool { return true }); n != 5 {
 		t.Fatalf("%d attempts before the replay, want 5", n)
 	}
+	seen := func(id string) int { return rc.count(func(got, _ string) bool { return got == id }) }
+	// replay annotates token and waits for lastReplay to echo it with want requeued.
+	replay := func(token string, want int64) {
+		t.Helper()
+		annotate(t, ns, "crm", webhooksv1alpha1.AnnotationReplaySince, token)
+		testutil.Eventually(t, 20*time.Second, func() error {
+			lr := getWHC(t, ns, "crm").Status.LastReplay
+			if lr == nil || lr.RequestedAt != token {
+				return fmt.Errorf("lastReplay %+v", lr)
+			}
+			if lr.EventsRequeued != want {
+				return fmt.Errorf("requeued %d, want %d", lr.EventsRequeued, want)
+			}
+			return nil
+		})
+	}
+	// waitStatus waits until status has delivered and failed events, and
+	// nothing pending.
+	waitStatus := func(delivered, failed int64, rate string) {
+		t.Helper()
+		testutil.Eventually(t, 20*time.Second, func() error {
+			st := getWHC(t, ns, "crm").Status
+			if st.EventsDelivered != delivered || st.EventsFailed != failed || st.EventsPending != 0 || st.SuccessRate != rate {
+				return fmt.Errorf("delivered %d failed %d pending %d rate %s, want %d, %d, 0, %s",
+					st.EventsDelivered, st.EventsFailed, st.EventsPending, st.SuccessRate, delivered, failed, rate)
+			}
+			if st.TotalEventsSent != 5 {
+				return fmt.Errorf("sent %d, want 5: a replay sends no new event", st.TotalEventsSent)
+			}
+			return nil
+		})
+	}
 
+	// The receiver is back, except for msg_4.
 	rc.code.Store(http.StatusOK)
-	annotate(t, ns, "crm", webhooksv1alpha1.AnnotationReplaySince, since)
-	testutil.Eventually(t, 20*time.Second, func() error {
-		lr := getWHC(t, ns, "crm").Status.LastReplay
-		if lr == nil || lr.RequestedAt != since {
-			return fmt.Errorf("lastReplay %+v", lr)
-		}
-		if lr.EventsRequeued != 5 {
-			return fmt.Errorf("requeued %d, want 5", lr.EventsRequeued)
-		}
-		return nil
-	})
+	stillFailing.Store(true)
+	replay(since, 5)
 	testutil.Eventually(t, 20*time.Second, func() error {
 		for i := range 5 {
 			id := fmt.Sprintf("msg_%d", i)
-			if n := rc.count(func(got, _ string) bool { return got == id }); n != 2 {
+			if n := seen(id); n != 2 {
 				return fmt.Errorf("%s seen %d times, want 2 (failed, then replayed with the same webhook-id)", id, n)
 			}
 		}
 		return nil
 	})
+	waitStatus(4, 1, "80.0%")
+
+	// The same window again: only msg_4, still failed, is sent; the four
+	// delivered by the first replay are not.
+	stillFailing.Store(false)
+	again := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339) // covers the same events
+	replay(again, 1)
 	testutil.Eventually(t, 20*time.Second, func() error {
-		if st := getWHC(t, ns, "crm").Status; st.EventsDelivered != 5 || st.EventsPending != 0 {
-			return fmt.Errorf("delivered %d pending %d after replay", st.EventsDelivered, st.EventsPending)
+		if n := seen("msg_4"); n != 3 {
+			return fmt.Errorf("msg_4 seen %d times, want 3", n)
 		}
 		return nil
 	})
-	// Quiescent: each event failed once and was replayed once, no more.
-	if n := rc.count(func(string, string) bool { return true }); n != 10 {
-		t.Errorf("%d attempts, want 10 (5 failed, 5 replayed)", n)
+	waitStatus(5, 0, "100.0%")
+	if c := getWHC(t, ns, "crm").Status.ConsecutiveFailures; c != 0 {
+		t.Errorf("consecutiveFailures %d after every event was delivered", c)
 	}
-	// The replay carried the original content (and the same body as the
-	// failed attempt).
+
+	// And once more: nothing is failed, nothing is sent. The replay queues
+	// what it sends before it records lastReplay, so the count is final.
+	replay(time.Now().Add(-2*time.Hour).UTC().Format(time.RFC3339), 0)
+	if n := rc.count(func(string, string) bool { return true }); n != 11 {
+		t.Errorf("%d attempts, want 11 (5 failed, 5 replayed, msg_4 once more)", n)
+	}
+	// The replays carried the original content (and the same body as the
+	// failed attempts).
 	rc.checkContent(t, ledger.IDs())
 }

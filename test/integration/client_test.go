@@ -182,7 +182,7 @@ func TestTheGoClientAgainstTheIngestionAPI(t *testing.T) {
 	bad := client.Event{ID: "go-bad", Type: "message.sent", Data: json.RawMessage(`{"messageId":"m-1","sessionId":"s-1","to":"0812"}`)}
 	var apiErr *client.Error
 	checker.invalidRequests = true
-	if _, err := c.Post(ctx, ns, bad); !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusUnprocessableEntity || apiErr.Code != client.CodeSchemaViolation || !strings.Contains(apiErr.Message, "/to") {
+	if _, err := c.Post(ctx, ns, bad); !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusUnprocessableEntity || apiErr.Code != client.CodeSchemaViolation || !strings.Contains(apiErr.Message, "/to") || len(apiErr.Violations) != 1 || apiErr.Violations[0].Pointer != "/to" {
 		t.Errorf("a schema violation: %v", err)
 	}
 	if _, err := c.PostBatch(ctx, ns, []client.Event{batch[0], {ID: "go-x", Type: "message.read", Data: json.RawMessage(`{}`)}}); !errors.As(err, &apiErr) || apiErr.Code != client.CodeInvalidBatch || len(apiErr.Lines) != 1 || apiErr.Lines[0] != 2 {

@@ -204,8 +204,8 @@ func TestStatusReflectsDeliveries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err, out)
 	}
-	if row := strings.Fields(strings.Split(out, "\n")[1]); row[3] != "100.0%" || row[4] != "50" {
-		t.Errorf("kubectl get whc row %q", row)
+	if row := strings.Fields(strings.Split(out, "\n")[1]); row[3] != "True" || row[4] != "100.0%" || row[5] != "50" {
+		t.Errorf("kubectl get whc row %q, want DELIVERING True, SUCCESS RATE 100.0%%, SENT 50", row)
 	}
 
 	// Counters survive a restart on the same data directory, and go on.
@@ -222,4 +222,53 @@ func TestStatusReflectsDeliveries(t *testing.T) {
 	if err := good.oracle.CheckAll(ledger.IDs()); err != nil {
 		t.Errorf("crm: content: %v", err)
 	}
+}
+
+// Before its first delivery a resource's SUCCESS RATE is "-" (the contract's
+// "none finished"), not blank, in status and in kubectl's columns, which are
+// the contract's: NAME, ACTIVE, READY, DELIVERING, SUCCESS RATE, SENT, LAST
+// DELIVERY, AGE.
+func TestSuccessRateIsADashBeforeTheFirstDelivery(t *testing.T) {
+	ns := env.Namespace(t)
+	startOperator(t, ns, t.TempDir())
+	createEndpoint(t, ns, "quiet", "http://127.0.0.1:1/hooks", 1)
+	waitReady(t, ns, "quiet")
+	if rate := getWHC(t, ns, "quiet").Status.SuccessRate; rate != "-" {
+		t.Errorf("status.successRate %q before any delivery, want -", rate)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := env.Kubectl(ctx, "get", "whc", "quiet", "-n", ns)
+	if err != nil {
+		t.Fatal(err, out)
+	}
+	lines := strings.Split(out, "\n")
+	if header := strings.Join(strings.Fields(lines[0]), " "); header != "NAME ACTIVE READY DELIVERING SUCCESS RATE SENT LAST DELIVERY AGE" {
+		t.Errorf("kubectl get whc columns %q", header)
+	}
+	// DELIVERING is empty until a delivery was made; SUCCESS RATE is "-" and SENT 0.
+	if got := columns(lines[0], lines[1]); got["NAME"] != "quiet" || got["DELIVERING"] != "" || got["SUCCESS RATE"] != "-" || got["SENT"] != "0" {
+		t.Errorf("kubectl get whc row %q", got)
+	}
+}
+
+// columns splits a row of kubectl's table output at the header's column
+// starts and returns each cell, trimmed, by column name.
+func columns(header, row string) map[string]string {
+	names := []string{"NAME", "ACTIVE", "READY", "DELIVERING", "SUCCESS RATE", "SENT", "LAST DELIVERY", "AGE"}
+	out := map[string]string{}
+	for i, name := range names {
+		start := strings.Index(header, name)
+		if start < 0 || start > len(row) {
+			continue
+		}
+		end := len(row)
+		if i+1 < len(names) {
+			if next := strings.Index(header, names[i+1]); next >= 0 && next < end {
+				end = next
+			}
+		}
+		out[name] = strings.TrimSpace(row[start:end])
+	}
+	return out
 }

@@ -57,7 +57,7 @@ func TestBadInputIsRefusedClearlyAndHarmsNothing(t *testing.T) {
 				"url must not contain user-info"},
 			{"an unknown event type is rejected", "bad-event",
 				"  url: https://example.com/hooks\n  events: [message.read]\n",
-				`Unsupported value: "message.read"`},
+				`Invalid value: "message.read": unknown event type: the types are message.sent`},
 			{"an empty event list is rejected", "no-events",
 				"  url: https://example.com/hooks\n  events: []\n",
 				"should have at least 1 items"},

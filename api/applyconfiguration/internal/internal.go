@@ -236,9 +236,11 @@ var schemaYAML = typed.YAMLObject(`types:
     - name: successRate
       type:
         scalar: string
+      default: '-'
     - name: totalEventsSent
       type:
         scalar: numeric
+      default: 0
 - name: io.k8s.apimachinery.pkg.apis.meta.v1.Condition
   map:
     fields:

@@ -14,6 +14,7 @@ final class ApiException extends \RuntimeException
     /**
      * @param list<int> $lines
      * @param list<array{line:int,code:string,message:string}> $details
+     * @param list<array{pointer:string,reason:string}> $violations a schema_violation's violations, each with its JSON Pointer into data
      */
     public function __construct(
         public readonly int $statusCode,
@@ -22,6 +23,7 @@ final class ApiException extends \RuntimeException
         public readonly array $lines = [],
         public readonly array $details = [],
         public readonly ?int $retryAfter = null,
+        public readonly array $violations = [],
     ) {
         parent::__construct(sprintf('ingestion API: %d %s: %s', $statusCode, $errorCode, $message), $statusCode);
     }

@@ -188,6 +188,7 @@ final class Client
             $error['lines'] ?? [],
             $error['details'] ?? [],
             $retryAfter,
+            $error['violations'] ?? [],
         );
     }
 }

@@ -82,7 +82,8 @@ try {
     $client->post($ns, ['id' => 'php-bad', 'type' => 'message.sent', 'data' => ['messageId' => 'm-1', 'sessionId' => 's-1', 'to' => '0812']]);
     check(false, 'a schema violation is an ApiException');
 } catch (ApiException $e) {
-    check($e->statusCode === 422 && $e->errorCode === 'schema_violation' && str_contains($e->getMessage(), '/to') && !$e->isRetryable(),
+    check($e->statusCode === 422 && $e->errorCode === 'schema_violation' && str_contains($e->getMessage(), '/to') && !$e->isRetryable()
+        && count($e->violations) === 1 && $e->violations[0]['pointer'] === '/to',
         'a schema violation is a typed ApiException', $e->getMessage());
 }
 try {

@@ -31,7 +31,8 @@ type ReplayRecordApplyConfiguration struct {
 	RequestedAt *string `json:"requestedAt,omitempty"`
 	// time the events were re-queued.
 	Time *v1.Time `json:"time,omitempty"`
-	// eventsRequeued is how many failed events were queued again.
+	// eventsRequeued is how many failed events were queued again: those still
+	// failed (a replay does not send again what a replay delivered).
 	EventsRequeued *int64 `json:"eventsRequeued,omitempty"`
 }
 

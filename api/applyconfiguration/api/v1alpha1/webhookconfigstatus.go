@@ -38,18 +38,26 @@ type WebhookConfigStatusApplyConfiguration struct {
 	// secretRef is the Secret key the signing secret is read from: spec.secretRef
 	// or the generated "<name>-signing" Secret.
 	SecretRef *SecretKeyReferenceApplyConfiguration `json:"secretRef,omitempty"`
-	// totalEventsSent counts events given a first attempt, over the resource's lifetime.
+	// totalEventsSent counts events given a first attempt, over the resource's
+	// lifetime; a replay sends no new event.
 	TotalEventsSent *int64 `json:"totalEventsSent,omitempty"`
-	// eventsDelivered counts events the receiver accepted with a 2xx.
+	// eventsDelivered counts events the receiver accepted with a 2xx, each once,
+	// including failed events a replay delivered.
 	EventsDelivered *int64 `json:"eventsDelivered,omitempty"`
-	// eventsFailed counts events that failed for good (retries exhausted, too old, or refused).
+	// eventsFailed counts events that failed for good (retries exhausted, too old,
+	// or 410 Gone) and are still failed: a replay takes an event out of it, and
+	// its outcome counts it again as delivered or failed.
 	EventsFailed *int64 `json:"eventsFailed,omitempty"`
 	// eventsPending counts events waiting for their next attempt.
 	EventsPending *int64 `json:"eventsPending,omitempty"`
 	// successRate is delivered / (delivered + failed) over events finished in the
-	// last 24 hours, as a percentage such as "99.8%", or "-" when none finished.
+	// last 24 hours, each event counted once by its final outcome (a failed event
+	// a replay delivered counts as delivered), as a percentage such as "99.8%",
+	// or "-" when none finished (also before the first delivery).
 	SuccessRate *string `json:"successRate,omitempty"`
-	// consecutiveFailures counts failed attempts since the last success.
+	// consecutiveFailures counts events, not attempts: the events that failed
+	// for good since the last event delivered; 0 after a success. An attempt
+	// to be retried does not change it (see the Delivering condition).
 	ConsecutiveFailures *int64 `json:"consecutiveFailures,omitempty"`
 	// lastDelivery is the most recent attempt.
 	LastDelivery *DeliveryRecordApplyConfiguration `json:"lastDelivery,omitempty"`
