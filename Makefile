@@ -68,7 +68,7 @@ test: manifests generate fmt vet envtest-bin $(HELM) php-cli ## Run every unit a
 	HELM=$(HELM) $(GO) test $(GOTEST_FLAGS) -timeout $(TEST_TIMEOUT) ./...
 
 .PHONY: bench
-bench: build envtest-bin ## Run the benchmarks (about 5 minutes; use a quiet machine) and write docs/benchmarks.md.
+bench: build envtest-bin ## Run the benchmarks (about 6 minutes; use a quiet machine) and write docs/benchmarks.md and its charts in docs/benchmarks/.
 	$(GO) run ./hack/bench -cpuprofile bin/bench-cpu -out docs/benchmarks.md
 
 .PHONY: fuzz

@@ -84,6 +84,8 @@ type result struct {
 	// is missed; extra is Markdown shown after the notes.
 	profile string
 	extra   string
+	// charts are drawn as SVGs beside the report and shown under Results.
+	charts []chart
 }
 
 // row is one figure of the table.

@@ -184,6 +184,11 @@ func measureLatency(ctx context.Context, sz sizes) *result {
 	res.info(fmt.Sprintf("offered rate (%d events over %s, paced)", n, sz.LatencyFor), fmtRate(offered, "events/s"))
 	res.info("added latency p50 (receipt minus 202)", ms(p50))
 	res.add("3. added latency p99 (receipt minus 202)", ms(p99), "< 10 ms", p99 < 10*time.Millisecond)
+	res.charts = append(res.charts, chart{
+		file: "latency.svg", title: fmt.Sprintf("Latency at %d events/s, by percentile", sz.LatencyRate),
+		alt:    "Line chart: latency in milliseconds by percentile, added (receipt minus 202) and end to end (post to receipt)",
+		series: []series{{"added: receipt minus 202", lat}, {"end to end: post to receipt", e2e}},
+	})
 	res.notef("The events: %s. After the window every delivered body was compared with what was posted (type, data, timestamp), and every event found delivered.", payloadText)
 	res.notef("Paced posters (%d goroutines, keep-alive) post event i at start + i/%d s; a request started p50 %s (p99 %s) after it was due. Ingest response time (post to 202) p50 %s, p99 %s.",
 		posters, sz.LatencyRate, ms(percentile(late, 50)), ms(percentile(late, 99)), ms(percentile(resp, 50)), ms(percentile(resp, 99)))

@@ -223,6 +223,11 @@ func measureProcess(ctx context.Context, sz sizes) *result {
 	res.info(fmt.Sprintf("manager binary as a process, single JSON events with ids, C=%d", processPosters), fmtRate(m.proc.rate(), "events/s"))
 	res.info("9. ratio manager process (single events with ids) / baseline", fmt.Sprintf("%.2f", ratio(m)))
 	res.info("9. manager process CPU per event", fmt.Sprintf("%.0f µs", perEvent(m.procCPU, m.proc.events)))
+	res.charts = append(res.charts, chart{
+		file: "process.svg", title: fmt.Sprintf("The manager binary, %d producers, single events with ids (median round)", processPosters), unit: "events/s",
+		alt:  "Bar chart: events per second of one-hop HTTP and of the manager binary as a process",
+		bars: []bar{{"one hop (baseline)", m.base.rate()}, {"manager process", m.proc.rate()}},
+	})
 	res.notef("The manager: %s, run with --data-dir (embedded NATS, --store-sync at its default), --egress-allow-cidrs 127.0.0.0/8 and the kubeconfig of a local kube-apiserver and etcd; a static ingest token Secret and one WebhookConfig (every type, maxInFlight %d) created through the API server. It authenticates every post through its KubeAuthenticator (the decision cached), stores each event in WEBHOOK_EVENTS under its id, fans it out and delivers it, and writes status to the API server, as in a cluster.", how, inFlight)
 	res.notef("%d producers post single events, each with a new id, over loopback keep-alive connections; the receiver verifies every signature with the official Standard Webhooks library, and after each pass every delivered body is compared with what was posted (a difference fails the run). The baseline posts the same events' envelopes, signed, to the same kind of receiver from the same number of posters: one HTTP hop. Each pass is timed from the first post to the last unique receipt.", processPosters)
 	res.notef("%d rounds side by side; the median round's ratio is reported. Every round: %s. The manager process's CPU per event in each round: %s.", len(rounds), strings.Join(spread, "; "), cpuSpread(rounds, func(rd round) string {

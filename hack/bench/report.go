@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -129,6 +130,11 @@ func (r *report) writeMarkdown(path string) error {
 		fmt.Fprintf(&b, "| %s |\n", strings.Join(row, " | "))
 	}
 	fmt.Fprintf(&b, "\nPASS and MISS compare against the targets the operator is built to; \"-\" marks figures with no target, reported for context.\n\n")
+	charts, err := writeCharts(filepath.Join(filepath.Dir(path), "benchmarks"), "benchmarks", r.results)
+	if err != nil {
+		return err
+	}
+	b.WriteString(charts)
 
 	fmt.Fprintf(&b, "## Method\n\n")
 	fmt.Fprintf(&b, "All load stays on 127.0.0.1 and every count and wait is bounded. Each measurement starts its own store, directories, servers and (where used) control plane, and removes them before the next one starts. Posters, receivers and the embedded NATS server share the machine's cores with the operator, as they would on a small node; CPU figures are this harness process's user+system time (getrusage) unless they say otherwise.\n\n")

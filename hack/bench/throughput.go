@@ -130,6 +130,14 @@ func measureThroughput(ctx context.Context, sz sizes) *result {
 	rb := batched.rate() / batchBase.rate()
 	res.add(fmt.Sprintf("2. ratio operator (batches of %d) / baseline", sz.Batch), fmt.Sprintf("%.2f", rb), ">= 0.40 (ceiling ~0.5)", rb >= target)
 	res.info("operator, single JSON events with producer ids (idempotency keys)", fmt.Sprintf("%s (ratio %.2f)", fmtRate(withIDs.rate(), "events/s"), withIDs.rate()/idsBase.rate()))
+	res.charts = append(res.charts, chart{
+		file: "throughput.svg", title: "Throughput, in process (median rounds)", unit: "events/s",
+		alt: "Bar chart: events per second of the one-hop baseline and the operator with single events, batches and single events with ids",
+		bars: []bar{
+			{"one hop (baseline)", base.rate()}, {"single events", single.rate()},
+			{fmt.Sprintf("batches of %d", sz.Batch), batched.rate()}, {"single, with ids", withIDs.rate()},
+		},
+	})
 
 	res.notef("The four passes ran side by side in %d rounds; each ratio above is the median round's (for each figure its own median round, against that round's baseline). Every round: %s.", len(rounds), strings.Join(spread, "; "))
 	res.notef("Each pass times the first post to the last unique webhook-id the receiver verified; every delivery's signature is checked with the official Standard Webhooks library (none failed), its body kept, and duplicates are counted, not counted twice. The baseline's receiver is the same, so both sides of each ratio do the same work per request.")
