@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -176,17 +177,13 @@ func TestTheBackoffIsJittered(t *testing.T) {
 // A request that got no answer may have been stored: it is posted again
 // only when every event has an id.
 func TestNoAnswerIsRetriedOnlyWithIDs(t *testing.T) {
-	var mu sync.Mutex
-	hits := 0
+	var hits atomic.Int32
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := &http.Server{ReadHeaderTimeout: time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		hits++
-		n := hits
-		mu.Unlock()
+		n := hits.Add(1)
 		_, _ = io.ReadAll(r.Body)
 		if n%2 == 1 { // every other request: the connection is cut
 			conn, _, _ := w.(http.Hijacker).Hijack()
@@ -207,8 +204,8 @@ func TestNoAnswerIsRetriedOnlyWithIDs(t *testing.T) {
 	if _, err := c.Post(context.Background(), "shop", noID); err == nil || errors.As(err, &apiErr) {
 		t.Errorf("without an id, a cut connection returned %v, want the transport error", err)
 	}
-	if hits != 3 {
-		t.Errorf("%d requests, want 3 (cut, retried; cut, not retried)", hits)
+	if n := hits.Load(); n != 3 {
+		t.Errorf("%d requests, want 3 (cut, retried; cut, not retried)", n)
 	}
 }
 
