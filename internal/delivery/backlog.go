@@ -117,6 +117,7 @@ func (d *Dispatcher) recordBacklog(ctx context.Context) {
 	if m == nil {
 		return
 	}
+	defer d.backlogs.Add(1)
 	stream, err := d.js.Stream(ctx, store.StreamDeliveries)
 	if err != nil {
 		return

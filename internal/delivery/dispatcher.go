@@ -119,8 +119,9 @@ type Dispatcher struct {
 	batches *batchCounts
 
 	// syncs counts the sync loop's rounds (syncWorkers), so tests can wait
-	// for decisions instead of sleeping.
-	syncs atomic.Int64
+	// for decisions instead of sleeping; backlogs the backlog's (backlog.go).
+	syncs    atomic.Int64
+	backlogs atomic.Int64
 }
 
 // New returns a Dispatcher; Start runs it.

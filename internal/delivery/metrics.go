@@ -178,9 +178,8 @@ func (m *Metrics) forget(key types.NamespacedName) {
 	m.duration.drop(func(l [2]string) bool { return l[0] == key.Namespace && l[1] == key.Name })
 	m.latency.drop(func(l [2]string) bool { return l[0] == key.Namespace && l[1] == key.Name })
 	m.failed.drop(func(l [3]string) bool { return l[0] == key.Namespace && l[1] == key.Name })
-	m.backlogMu.Lock()
-	delete(m.backlogKeys, key)
-	m.backlogMu.Unlock()
+	// key stays in backlogKeys: should a backlog round that started before
+	// the deletion set its series again, the next round removes them.
 }
 
 // labelCache keeps the metrics of label sets already used: a vector's
