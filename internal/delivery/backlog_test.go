@@ -30,9 +30,10 @@ func newTunedHarness(t *testing.T, tune func(*Options)) *harness {
 	return h
 }
 
-// gauge returns the value of vec's series of endpoint ns/name, and whether
-// it exists (without making it, as WithLabelValues would).
-func gauge(t *testing.T, vec *prometheus.GaugeVec, ns, name string) (float64, bool) {
+// gauge returns the value of vec's series of endpoint shop/name (every
+// test endpoint is in namespace shop), and whether it exists (without
+// making it, as WithLabelValues would).
+func gauge(t *testing.T, vec *prometheus.GaugeVec, name string) (float64, bool) {
 	t.Helper()
 	ch := make(chan prometheus.Metric, 64)
 	vec.Collect(ch)
@@ -46,7 +47,7 @@ func gauge(t *testing.T, vec *prometheus.GaugeVec, ns, name string) (float64, bo
 		for _, l := range pb.Label {
 			got[l.GetName()] = l.GetValue()
 		}
-		if len(got) == 2 && got["namespace"] == ns && got["name"] == name {
+		if len(got) == 2 && got["namespace"] == "shop" && got["name"] == name {
 			return pb.GetGauge().GetValue(), true
 		}
 	}
@@ -103,18 +104,18 @@ func TestPendingDeliveriesAndLagPerEndpoint(t *testing.T) {
 	}
 	offset.Store(int64(3 * time.Minute))
 	testutil.EventuallyEvery(t, 10*time.Second, 10*time.Millisecond, func() error {
-		pending, _ := gauge(t, m.Pending, "shop", "crm")
-		lag, _ := gauge(t, m.Lag, "shop", "crm")
+		pending, _ := gauge(t, m.Pending, "crm")
+		lag, _ := gauge(t, m.Lag, "crm")
 		if pending != n || lag < 180 {
 			return fmt.Errorf("pending %v, lag %vs; want %d and at least the 3 minutes the clock moved", pending, lag, n)
 		}
 		return nil
 	})
-	if lag, _ := gauge(t, m.Lag, "shop", "crm"); lag > 180+60 {
+	if lag, _ := gauge(t, m.Lag, "crm"); lag > 180+60 {
 		t.Errorf("lag %vs: more than the 3 minutes the clock moved and the test's minute", lag)
 	}
 	offset.Store(0)
-	if pending, ok := gauge(t, m.Pending, "shop", "idle"); !ok || pending != 0 {
+	if pending, ok := gauge(t, m.Pending, "idle"); !ok || pending != 0 {
 		t.Errorf("an endpoint with nothing stored: pending %v (series exists: %v), want 0", pending, ok)
 	}
 
@@ -123,8 +124,8 @@ func TestPendingDeliveriesAndLagPerEndpoint(t *testing.T) {
 	answer.Store(http.StatusServiceUnavailable)
 	close(release)
 	testutil.EventuallyEvery(t, 20*time.Second, 10*time.Millisecond, func() error {
-		pending, _ := gauge(t, m.Pending, "shop", "crm")
-		lag, _ := gauge(t, m.Lag, "shop", "crm")
+		pending, _ := gauge(t, m.Pending, "crm")
+		lag, _ := gauge(t, m.Lag, "crm")
 		queued := h.store.Retries().PartLen(retryPart(crm.UID))
 		if pending != n || lag != 0 || queued != n {
 			return fmt.Errorf("pending %v, lag %vs, %d in the retry queue; want %d, 0, %d", pending, lag, queued, n, n)
@@ -137,8 +138,8 @@ func TestPendingDeliveriesAndLagPerEndpoint(t *testing.T) {
 	offset.Store(int64(4*time.Minute + 30*time.Second))
 	h.store.Retries().Kick()
 	testutil.EventuallyEvery(t, 30*time.Second, 20*time.Millisecond, func() error {
-		pending, _ := gauge(t, m.Pending, "shop", "crm")
-		lag, _ := gauge(t, m.Lag, "shop", "crm")
+		pending, _ := gauge(t, m.Pending, "crm")
+		lag, _ := gauge(t, m.Lag, "crm")
 		if pending != 0 || lag != 0 {
 			return fmt.Errorf("pending %v, lag %vs after every delivery succeeded; want 0 and 0", pending, lag)
 		}
@@ -240,7 +241,7 @@ func TestDeletedWebhookConfigLeavesNoSeries(t *testing.T) {
 			if got := promtest.ToFloat64(m.Deliveries.WithLabelValues("shop", name, "message.sent", "success")); got != 2 {
 				return fmt.Errorf("%s: %v successes, want 2", name, got)
 			}
-			if _, ok := gauge(t, m.Pending, "shop", name); !ok {
+			if _, ok := gauge(t, m.Pending, name); !ok {
 				return fmt.Errorf("%s: no pending series yet", name)
 			}
 		}
