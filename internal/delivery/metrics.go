@@ -137,6 +137,13 @@ func (m *Metrics) attempt(ep *endpoint.Endpoint, eventType string, r *attemptRes
 		result = "success"
 	}
 	m.deliveries.get([4]string{ep.Namespace, ep.Name, eventType, result}, func(l [4]string) prometheus.Counter {
+		// The first attempt of an endpoint and event type also makes their
+		// failed-for-good series, at 0 (once: only on a cache miss): an
+		// alert's increase() counts a first failure only from a sample
+		// before it.
+		m.failed.get([3]string{l[0], l[1], l[2]}, func(l [3]string) prometheus.Counter {
+			return m.Failed.WithLabelValues(l[0], l[1], l[2])
+		})
 		return m.Deliveries.WithLabelValues(l[0], l[1], l[2], l[3])
 	}).Inc()
 	m.duration.get([2]string{ep.Namespace, ep.Name}, func(l [2]string) prometheus.Observer {

@@ -38,6 +38,14 @@ func TestMetricsCountPerLabelSet(t *testing.T) {
 	if n := promtest.CollectAndCount(m.Duration); n != 2 {
 		t.Errorf("%d duration series, want 2", n)
 	}
+	// Every endpoint and event type attempted has its failed-for-good
+	// series, at 0 until a delivery fails for good.
+	if n := promtest.CollectAndCount(m.Failed); n != 2 {
+		t.Errorf("%d failed-for-good series, want 2 (crm message.sent, erp message.failed)", n)
+	}
+	if got := promtest.ToFloat64(m.Failed.WithLabelValues("shop", "crm", "message.sent")); got != 0 {
+		t.Errorf("failed for good at crm = %v before any failure", got)
+	}
 	events := []Event{{Namespace: "shop", Type: "message.sent"}, {Namespace: "shop", Type: "message.sent"}, {Namespace: "shop", Type: "message.sent"}}
 	m.accepted(events, []EnqueueResult{{}, {Duplicate: true}, {}})
 	if got := promtest.ToFloat64(m.Accepted.WithLabelValues("shop", "message.sent")); got != 2 {
