@@ -293,6 +293,7 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 	scan := time.NewTicker(d.opts.ScanInterval)
 	defer scan.Stop()
 	d.scanDeliveries(ctx)
+	d.recordQueueDepth(ctx) // the series exist from the first scrape
 	for {
 		d.syncWorkers(ctx)
 		select {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -231,4 +232,33 @@ func ExposedFamilies(exposition []byte) map[string]string {
 		}
 	}
 	return out
+}
+
+// DashboardRulesFile returns the dashboard's queries as a Prometheus rule
+// file of recording rules, with Grafana's variables replaced: `promtool
+// check rules` on it parses every query. It fails the test when a query
+// uses a variable the dashboard does not define.
+func DashboardRulesFile(t testing.TB) []byte {
+	t.Helper()
+	queries := DashboardQueries(t)
+	if len(queries) == 0 {
+		t.Fatal("no queries in the dashboard")
+	}
+	type rule struct {
+		Record string `json:"record"`
+		Expr   string `json:"expr"`
+	}
+	rules := make([]rule, 0, len(queries))
+	for i, q := range queries {
+		expr, ok := q.PromQL()
+		if !ok {
+			t.Fatalf("%s: a variable the dashboard does not define is left in %q", q.Where, expr)
+		}
+		rules = append(rules, rule{Record: "dashboard:query_" + strconv.Itoa(i), Expr: expr})
+	}
+	file, err := yaml.Marshal(map[string]any{"groups": []any{map[string]any{"name": "dashboard", "rules": rules}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return file
 }

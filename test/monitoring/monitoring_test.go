@@ -11,7 +11,6 @@
 package monitoring
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -124,29 +123,11 @@ func TestAlertRuleTestsCanFail(t *testing.T) {
 // replaced: promtool checks them as recording rules, which it parses.
 func TestDashboardQueriesParse(t *testing.T) {
 	promtool := testutil.Promtool(t)
-	queries := testutil.DashboardQueries(t)
-	if len(queries) < 10 {
-		t.Fatalf("only %d queries in the dashboard", len(queries))
-	}
-	type rule struct {
-		Record string `json:"record"`
-		Expr   string `json:"expr"`
-	}
-	var rules []rule
-	for i, q := range queries {
-		expr, ok := q.PromQL()
-		if !ok {
-			t.Errorf("%s: a variable the dashboard does not define is left in %q", q.Where, expr)
-			continue
-		}
-		rules = append(rules, rule{Record: fmt.Sprintf("dashboard:query_%d", i), Expr: expr})
-	}
-	file, err := yaml.Marshal(map[string]any{"groups": []any{map[string]any{"name": "dashboard", "rules": rules}}})
-	if err != nil {
-		t.Fatal(err)
+	if n := len(testutil.DashboardQueries(t)); n < 10 {
+		t.Fatalf("only %d queries in the dashboard", n)
 	}
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "dashboard.yaml"), file, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "dashboard.yaml"), testutil.DashboardRulesFile(t), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	testutil.Run(t, dir, promtool, "check", "rules", "dashboard.yaml")
