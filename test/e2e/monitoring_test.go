@@ -155,7 +155,7 @@ func TestMonitoredMetricsAreExported(t *testing.T) {
 
 	// Wait until every kind of outcome happened and was counted.
 	testutil.EventuallyEvery(t, 90*time.Second, 250*time.Millisecond, func() error {
-		for name, min := range map[string]float64{
+		for name, want := range map[string]float64{
 			"wablast_webhook_end_to_end_latency_seconds_count": events,
 			"wablast_webhook_events_failed_total":              2 * events, // failing and refused
 			"wablast_webhook_delivery_retries_total":           2 * events,
@@ -166,8 +166,8 @@ func TestMonitoredMetricsAreExported(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			if v < min {
-				return fmt.Errorf("%s = %v, want at least %v", name, v, min)
+			if v < want {
+				return fmt.Errorf("%s = %v, want at least %v", name, v, want)
 			}
 		}
 		return nil
