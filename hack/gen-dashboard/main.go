@@ -171,8 +171,9 @@ func build() *dashboard.DashboardBuilder { //nolint:staticcheck // the classic m
 			query(`histogram_quantile(0.99, sum by (le, namespace, name) (rate(wablast_webhook_delivery_attempt_duration_seconds_bucket{`+epSel+`}[`+rate+`])))`, "{{namespace}}/{{name}} p99"))).
 		WithPanel(series("Delivery lag", "Age, since acceptance, of the oldest delivery waiting for an attempt, by WebhookConfig (retries not yet due are pending, not lag).", "s",
 			query(`max by (namespace, name) (wablast_webhook_delivery_lag_seconds{`+epSel+`})`, "{{namespace}}/{{name}}"))).
+		// Every replica reads the backlog from the same store: max, not sum.
 		WithPanel(series("Pending deliveries", "Deliveries stored and not finished: waiting for an attempt, in flight or waiting for a retry, by WebhookConfig.", "short",
-			query(`sum by (namespace, name) (wablast_webhook_pending_deliveries{`+epSel+`})`, "{{namespace}}/{{name}}"))).
+			query(`max by (namespace, name) (wablast_webhook_pending_deliveries{`+epSel+`})`, "{{namespace}}/{{name}}"))).
 		WithPanel(series("Retries/s", "Failed attempts after which a retry was scheduled, a second, by WebhookConfig.", "ops",
 			query(`sum by (namespace, name) (rate(wablast_webhook_delivery_retries_total{`+epSel+`}[`+rate+`]))`, "{{namespace}}/{{name}}"))).
 		WithPanel(series("Egress refusals/s", "Attempts the egress policy refused before connecting (the URL resolves to a private, loopback or metadata address), by WebhookConfig.", "ops",
@@ -184,5 +185,5 @@ func build() *dashboard.DashboardBuilder { //nolint:staticcheck // the classic m
 			query(`sum by (field_manager) (rate(wablast_webhook_status_writes_total[`+rate+`]))`, "{{field_manager}}"),
 			query(`sum by (field_manager) (rate(wablast_webhook_status_write_errors_total[`+rate+`]))`, "{{field_manager}} errors"))).
 		WithPanel(series("Queue depth", "Messages waiting in the store, by stream: events not fanned out yet, pending deliveries, retries on disk, failed deliveries kept for replay.", "short",
-			query(`sum by (stream) (wablast_webhook_queue_depth)`, "{{stream}}")))
+			query(`max by (stream) (wablast_webhook_queue_depth)`, "{{stream}}")))
 }
