@@ -44,7 +44,16 @@ type batchCounts struct {
 	mu    sync.Mutex
 	bySeq map[uint64]batchCount
 	byKey map[types.NamespacedName]int
+	// early holds the messages that left the stream before the batcher
+	// heard its write acknowledged (the worker can be that quick), and when:
+	// stored must not count those. Entries of messages it never hears of
+	// (stored before a restart) are dropped after earlyFor.
+	early map[uint64]time.Time
 }
+
+// earlyFor bounds how long batchCounts waits for the acknowledgement of a
+// write whose message already left the stream.
+const earlyFor = time.Minute
 
 type batchCount struct {
 	key   types.NamespacedName
@@ -58,24 +67,40 @@ func (b *batchCounts) stored(key types.NamespacedName, seq uint64, n int) {
 		return
 	}
 	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, ok := b.early[seq]; ok {
+		delete(b.early, seq)
+		return
+	}
 	if b.bySeq == nil {
 		b.bySeq, b.byKey = map[uint64]batchCount{}, map[types.NamespacedName]int{}
 	}
 	b.bySeq[seq] = batchCount{key: key, extra: n - 1}
 	b.byKey[key] += n - 1
-	b.mu.Unlock()
 }
 
-// done records that the message at stream sequence seq left the stream.
-func (b *batchCounts) done(seq uint64) {
+// done records that the message at stream sequence seq, which carries
+// several deliveries, left the stream at now.
+func (b *batchCounts) done(seq uint64, now time.Time) {
 	b.mu.Lock()
-	if c, ok := b.bySeq[seq]; ok {
-		delete(b.bySeq, seq)
-		if b.byKey[c.key] -= c.extra; b.byKey[c.key] <= 0 {
-			delete(b.byKey, c.key)
+	defer b.mu.Unlock()
+	c, ok := b.bySeq[seq]
+	if !ok {
+		if b.early == nil {
+			b.early = map[uint64]time.Time{}
 		}
+		for s, at := range b.early {
+			if now.Sub(at) > earlyFor {
+				delete(b.early, s)
+			}
+		}
+		b.early[seq] = now
+		return
 	}
-	b.mu.Unlock()
+	delete(b.bySeq, seq)
+	if b.byKey[c.key] -= c.extra; b.byKey[c.key] <= 0 {
+		delete(b.byKey, c.key)
+	}
 }
 
 // extra returns how many deliveries key's messages carry beyond one each.
@@ -105,7 +130,7 @@ func (e *workerEnv) msgDone(m jetstream.Msg) {
 		return
 	}
 	if meta, err := m.Metadata(); err == nil {
-		e.batches.done(meta.Sequence.Stream)
+		e.batches.done(meta.Sequence.Stream, e.now())
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/wablast/webhook-operator/internal/endpoint"
 	"github.com/wablast/webhook-operator/internal/store"
@@ -265,4 +266,34 @@ func TestDeletedWebhookConfigLeavesNoSeries(t *testing.T) {
 		t.Errorf("the other WebhookConfig's series went from %v to %v", otherSeries, got)
 	}
 	rc.checkAll(t, events...)
+}
+
+// A worker may finish a group commit message before the batcher hears that
+// its write was acknowledged: the message is then not counted at all, and
+// a message the batcher never hears of (stored before a restart) is
+// forgotten after a while.
+func TestBatchCountsWhateverComesFirst(t *testing.T) {
+	crm := types.NamespacedName{Namespace: "shop", Name: "crm"}
+	at := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	var b batchCounts
+	b.stored(crm, 1, 64)
+	b.stored(crm, 2, 3)
+	if got := b.extra(crm); got != 63+2 {
+		t.Fatalf("extra %d, want 65", got)
+	}
+	b.done(1, at)
+	b.done(3, at) // before its write was acknowledged
+	b.stored(crm, 3, 10)
+	if got := b.extra(crm); got != 2 {
+		t.Errorf("extra %d after message 1 left and 3 left before it was counted, want 2", got)
+	}
+	b.done(2, at)
+	if got := b.extra(crm); got != 0 || len(b.bySeq) != 0 || len(b.early) != 0 {
+		t.Errorf("extra %d, %d messages and %d early ones kept after all left, want none", got, len(b.bySeq), len(b.early))
+	}
+	b.done(7, at) // stored before a restart: never heard of
+	b.done(8, at.Add(2*earlyFor))
+	if _, ok := b.early[7]; ok || len(b.early) != 1 {
+		t.Errorf("early = %v: the entry of a message never heard of is kept beyond %v", b.early, earlyFor)
+	}
 }
