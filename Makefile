@@ -39,13 +39,14 @@ manifests: $(CONTROLLER_GEN) ## Generate the CRD and RBAC manifests from the API
 	hack/sync-chart-crd.sh
 
 .PHONY: generate
-generate: $(CONTROLLER_GEN) ## Generate the DeepCopy methods, the typed apply configurations, docs/events.md, docs/openapi.json and the field reference in docs/api.md.
+generate: $(CONTROLLER_GEN) ## Generate the DeepCopy methods, the typed apply configurations, docs/events.md, docs/openapi.json, the field reference in docs/api.md and the chart's Grafana dashboard.
 	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./api/..."
 	rm -rf api/applyconfiguration
 	$(CONTROLLER_GEN) applyconfiguration:headerFile="hack/boilerplate.go.txt" paths="./api/v1alpha1/..."
 	$(GO) run ./hack/gen-events-doc
 	$(GO) run ./hack/gen-openapi
 	$(GO) run ./hack/gen-api-doc
+	$(GO) run ./hack/gen-dashboard
 
 .PHONY: fmt
 fmt: ## Run gofmt on the code.
@@ -64,8 +65,12 @@ php-cli: ## Install php-cli (Debian package) when php is missing: the PHP client
 	@php --version | head -1
 
 .PHONY: test
-test: manifests generate fmt vet envtest-bin $(HELM) php-cli ## Run every unit and envtest integration test (builds the envtest binaries and helm, and installs php-cli, the first time).
-	HELM=$(HELM) $(GO) test $(GOTEST_FLAGS) -timeout $(TEST_TIMEOUT) ./...
+test: manifests generate fmt vet envtest-bin $(HELM) promtool php-cli ## Run every unit and envtest integration test (builds the envtest binaries and helm, and installs promtool and php-cli, the first time).
+	HELM=$(HELM) PROMTOOL=$(PROMTOOL) $(GO) test $(GOTEST_FLAGS) -timeout $(TEST_TIMEOUT) ./...
+
+.PHONY: test-monitoring
+test-monitoring: $(HELM) promtool ## Unit-test the chart's alert rules with promtool and check that the dashboard's queries parse.
+	HELM=$(HELM) PROMTOOL=$(PROMTOOL) $(GO) test -count=1 -v ./test/monitoring/
 
 .PHONY: bench
 bench: build envtest-bin ## Run the benchmarks (about 6 minutes; use a quiet machine) and write docs/benchmarks.md and its charts in docs/benchmarks/.
@@ -84,8 +89,8 @@ fuzz: ## Fuzz the event decoder and the JSON fast paths it relies on, each for F
 	done
 
 .PHONY: test-e2e
-test-e2e: build envtest-bin $(HELM) ## End-to-end test: helm install into a local control plane, the built binaries, kubectl and its plugin.
-	HELM=$(HELM) $(GO) test -tags e2e -count=1 -timeout 15m -v ./test/e2e/
+test-e2e: build envtest-bin $(HELM) promtool ## End-to-end test: helm install into a local control plane, the built binaries, kubectl and its plugin; a scrape of a manager for the dashboard's and alerts' metrics.
+	HELM=$(HELM) PROMTOOL=$(PROMTOOL) $(GO) test -tags e2e -count=1 -timeout 15m -v ./test/e2e/
 
 .PHONY: test-reliability
 test-reliability: build envtest-bin ## Reliability tests: kill -9, bad receivers, API server and NATS outages, bad input (about 3 minutes).
@@ -189,6 +194,12 @@ chart-lint: $(HELM) ## Lint the Helm chart and render it with good and bad value
 	$(HELM) template webhook-operator charts/webhook-operator --kube-version 1.30.0 | grep -q '^kind: ValidatingAdmissionPolicy$$'
 	! $(HELM) template webhook-operator charts/webhook-operator --kube-version 1.30.0 --set secretPolicy.enabled=false | grep -q '^kind: ValidatingAdmissionPolicy$$'
 	! $(HELM) template webhook-operator charts/webhook-operator --kube-version 1.29.0 | grep -q '^kind: ValidatingAdmissionPolicy$$'
+	! $(HELM) template webhook-operator charts/webhook-operator | grep -e '^kind: PrometheusRule$$' -e 'grafana_dashboard' >/dev/null
+	$(HELM) lint --strict charts/webhook-operator --set metrics.prometheusRule.enabled=true,metrics.grafanaDashboard.enabled=true,metrics.serviceMonitor.enabled=true
+	$(HELM) template webhook-operator charts/webhook-operator --set metrics.prometheusRule.enabled=true | grep '^kind: PrometheusRule$$' >/dev/null
+	$(HELM) template webhook-operator charts/webhook-operator --set metrics.grafanaDashboard.enabled=true | grep '^    grafana_dashboard: "1"$$' >/dev/null
+	$(HELM) template webhook-operator charts/webhook-operator --set metrics.grafanaDashboard.enabled=true | grep '"uid": "wablast-webhook-operator"' >/dev/null
+	! $(HELM) template webhook-operator charts/webhook-operator --set metrics.prometheusRule.deliveryLagSeconds=0 >/dev/null 2>&1
 
 ##@ Tools
 
@@ -204,6 +215,16 @@ $(ENVTEST_ASSETS)/etcd: hack/envtest/etcd/go.mod hack/envtest/etcd/main.go
 	@mkdir -p $(ENVTEST_ASSETS)
 	@echo "building etcd from Go modules"
 	cd hack/envtest/etcd && $(GO) build -o $@ .
+
+# promtool is not a Go module one can build with `go install` at a pinned
+# version without pulling in all of Prometheus; Debian's prometheus package
+# ships it. Tests that need it fail (never skip) when it is missing.
+PROMTOOL ?= /usr/bin/promtool
+
+.PHONY: promtool
+promtool: ## Install promtool (Debian's prometheus package) when it is missing; needs root, as CI has.
+	@test -x $(PROMTOOL) || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; }
+	@$(PROMTOOL) --version 2>&1 | head -1
 
 .PHONY: helm
 helm: $(HELM) ## Build helm from Go modules into bin/.

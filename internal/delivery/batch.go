@@ -39,8 +39,10 @@ const (
 // CPU per event (docs/benchmarks.md has the figures). A write after one that
 // carried a single delivery never waits.
 type batcher struct {
-	js     jetstream.JetStream
-	delay  time.Duration
+	js    jetstream.JetStream
+	delay time.Duration
+	// counts learns the deliveries each message stored carries (backlog.go).
+	counts *batchCounts
 	mu     sync.Mutex
 	queues map[types.UID]*batchQueue
 }
@@ -68,8 +70,8 @@ type batchWrite struct {
 
 // newBatcher returns a batcher whose writes after a write of several
 // deliveries wait up to delay for more (0: never).
-func newBatcher(js jetstream.JetStream, delay time.Duration) *batcher {
-	return &batcher{js: js, delay: delay, queues: map[types.UID]*batchQueue{}}
+func newBatcher(js jetstream.JetStream, delay time.Duration, counts *batchCounts) *batcher {
+	return &batcher{js: js, delay: delay, counts: counts, queues: map[types.UID]*batchQueue{}}
 }
 
 // fullLocked reports whether the next write of q can take no more deliveries.
@@ -169,7 +171,10 @@ func (b *batcher) store(q *batchQueue, ds []store.Delivery) error {
 		return err
 	}
 	select {
-	case <-f.Ok():
+	case ack := <-f.Ok():
+		if len(ds) > 1 && b.counts != nil {
+			b.counts.stored(types.NamespacedName{Namespace: q.ns, Name: q.name}, ack.Sequence, len(ds))
+		}
 		return nil
 	case err := <-f.Err():
 		return err

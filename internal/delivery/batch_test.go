@@ -271,7 +271,7 @@ func TestGroupCommitDelayWaitsOnlyAfterAWriteOfSeveral(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	b := newBatcher(st.JetStream(), time.Hour)
+	b := newBatcher(st.JetStream(), time.Hour, nil)
 	ep := testEndpoint("crm", "http://127.0.0.1:1")
 	deliveries := func(from, n int) []store.Delivery {
 		ds := make([]store.Delivery, n)

@@ -61,6 +61,9 @@ type Options struct {
 	GroupCommitDelay time.Duration
 	// Metrics receives delivery metrics; nil disables them.
 	Metrics *Metrics
+	// BacklogInterval is how often each endpoint's pending deliveries and
+	// delivery lag are read from the store for Metrics (default 5s).
+	BacklogInterval time.Duration
 	// Now and Rand are seams for tests; default time.Now and math/rand/v2.
 	Now  func() time.Time
 	Rand func() float64
@@ -116,9 +119,13 @@ type Dispatcher struct {
 	// forgotten are the WebhookConfigs deleted lately (Forget).
 	forgotten forgottenSet
 
+	// batches counts the deliveries of group commit messages (backlog.go).
+	batches *batchCounts
+
 	// syncs counts the sync loop's rounds (syncWorkers), so tests can wait
-	// for decisions instead of sleeping.
-	syncs atomic.Int64
+	// for decisions instead of sleeping; backlogs the backlog's (backlog.go).
+	syncs    atomic.Int64
+	backlogs atomic.Int64
 }
 
 // New returns a Dispatcher; Start runs it.
@@ -147,6 +154,9 @@ func New(opts Options) (*Dispatcher, error) {
 	if opts.ScanInterval <= 0 {
 		opts.ScanInterval = 2 * time.Second
 	}
+	if opts.BacklogInterval <= 0 {
+		opts.BacklogInterval = backlogEvery
+	}
 	if opts.GroupCommitDelay == 0 {
 		opts.GroupCommitDelay = DefaultGroupCommitDelay
 	}
@@ -163,6 +173,7 @@ func New(opts Options) (*Dispatcher, error) {
 	if transport == nil {
 		transport = http.DefaultTransport
 	}
+	batches := &batchCounts{}
 	d := &Dispatcher{
 		opts:          opts,
 		sender:        &sender{transport: transport, userAgent: []string{opts.UserAgent}, maxResponseBytes: opts.MaxResponseBytes, now: opts.Now},
@@ -174,7 +185,8 @@ func New(opts Options) (*Dispatcher, error) {
 		wanted:        map[types.NamespacedName]time.Time{},
 		wake:          make(chan struct{}, 1),
 		pump:          pumpState{inStream: map[uint64]int{}},
-		batcher:       batcherFor(opts.Store, max(opts.GroupCommitDelay, 0)),
+		batcher:       batcherFor(opts.Store, max(opts.GroupCommitDelay, 0), batches),
+		batches:       batches,
 		outcomes:      make(chan pendingOutcome, 4*maxOutcomeBatch),
 		baseCtx:       context.Background(),
 	}
@@ -187,6 +199,7 @@ func New(opts Options) (*Dispatcher, error) {
 		recordOutcomes: d.recordOutcomes,
 		retryTaken:     d.retryTaken,
 		metrics:        opts.Metrics,
+		batches:        batches,
 		log:            opts.Logger,
 		now:            opts.Now,
 		rand:           opts.Rand,
@@ -202,11 +215,11 @@ func New(opts Options) (*Dispatcher, error) {
 // manager delivers everything, so its own bound is the endpoint's. With an
 // external NATS several replicas may share the endpoint's consumer, so each
 // message carries one delivery and MaxAckPending is the bound.
-func batcherFor(s *store.Store, delay time.Duration) *batcher {
+func batcherFor(s *store.Store, delay time.Duration, counts *batchCounts) *batcher {
 	if !s.Embedded() {
 		return nil
 	}
-	return newBatcher(s.JetStream(), delay)
+	return newBatcher(s.JetStream(), delay, counts)
 }
 
 // DefaultGroupCommitDelay is Options.GroupCommitDelay's default; what it
@@ -262,6 +275,7 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 	if q := d.opts.Store.Retries(); q != nil {
 		wg.Go(func() { d.pumpRetries(ctx, q) })
 	}
+	wg.Go(func() { d.runBacklog(ctx) })
 	for range d.opts.FanoutWorkers {
 		wg.Go(func() {
 			for {
@@ -283,6 +297,7 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 	scan := time.NewTicker(d.opts.ScanInterval)
 	defer scan.Stop()
 	d.scanDeliveries(ctx)
+	d.recordQueueDepth(ctx) // the series exist from the first scrape
 	for {
 		d.syncWorkers(ctx)
 		select {
@@ -541,6 +556,13 @@ func (d *Dispatcher) syncWorkers(ctx context.Context) {
 
 	for _, w := range toStop {
 		w.stop()
+		if d.opts.Metrics == nil || !d.forgotten.has(w.key()) {
+			continue
+		}
+		if _, ok := d.opts.Registry.Get(w.key()); !ok {
+			// Deleted: what its last attempts counted goes too (see Forget).
+			d.opts.Metrics.forget(w.key())
+		}
 	}
 	// Creating a durable consumer is a JetStream API round trip: start many
 	// at once, so thousands of endpoints come up in seconds after a restart.

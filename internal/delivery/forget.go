@@ -44,6 +44,10 @@ func (d *Dispatcher) Forget(key types.NamespacedName) {
 			log.Error(err, "Removing the deliveries of a deleted WebhookConfig failed", "subject", p.subject)
 		}
 	}
+	d.batches.forget(key)
+	if d.opts.Metrics != nil {
+		d.opts.Metrics.forget(key)
+	}
 	log.V(1).Info("Removed the deliveries kept for a deleted WebhookConfig")
 }
 
@@ -84,6 +88,14 @@ func (f *forgottenSet) add(key types.NamespacedName, now time.Time) {
 		}
 	}
 	f.m[key] = now
+}
+
+// has reports whether key was deleted within forgottenFor.
+func (f *forgottenSet) has(key types.NamespacedName) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, ok := f.m[key]
+	return ok
 }
 
 // stale reports whether a delivery to key accepted at acceptedAt (RFC 3339)

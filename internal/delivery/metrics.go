@@ -3,8 +3,10 @@ package delivery
 import (
 	"errors"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/wablast/webhook-operator/internal/endpoint"
 )
@@ -18,11 +20,32 @@ type Metrics struct {
 	Retries    *prometheus.CounterVec
 	Refused    *prometheus.CounterVec
 	QueueDepth *prometheus.GaugeVec
+	// Latency is the time from an event's acceptance to its first
+	// successful delivery, per endpoint.
+	Latency *prometheus.HistogramVec
+	// Failed counts the deliveries that failed for good (attempts or age
+	// used up, or 410 Gone), per endpoint and event type.
+	Failed *prometheus.CounterVec
+	// Pending and Lag are the deliveries not finished yet and the age of
+	// the oldest one waiting in the store, per endpoint (backlog.go).
+	Pending *prometheus.GaugeVec
+	Lag     *prometheus.GaugeVec
 
 	acceptedBy labelCache[[2]string, prometheus.Counter]
 	deliveries labelCache[[4]string, prometheus.Counter]
 	duration   labelCache[[2]string, prometheus.Observer]
+	latency    labelCache[[2]string, prometheus.Observer]
+	failed     labelCache[[3]string, prometheus.Counter]
+
+	// backlogMu guards backlogKeys, the endpoints whose Pending and Lag
+	// were last set (recordBacklog removes those of endpoints gone since).
+	backlogMu   sync.Mutex
+	backlogKeys map[types.NamespacedName]struct{}
 }
+
+// latencyBuckets span a receiver that answers at once (10 ms) to deliveries
+// that succeed after hours of retries (maxAgeSeconds defaults to 3 days).
+var latencyBuckets = []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86400, 3 * 86400}
 
 // NewMetrics creates the metrics and registers them with reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
@@ -52,6 +75,23 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "wablast_webhook_queue_depth",
 			Help: "Deliveries waiting in the store, by stream (events not yet fanned out, deliveries pending).",
 		}, []string{"stream"}),
+		Latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "wablast_webhook_end_to_end_latency_seconds",
+			Help:    "Time from an event's acceptance by the ingestion API to its first successful delivery to a WebhookConfig's endpoint.",
+			Buckets: latencyBuckets,
+		}, []string{"namespace", "name"}),
+		Failed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wablast_webhook_events_failed_total",
+			Help: "Deliveries given up for good (maxAttempts or maxAgeSeconds used up, or 410 Gone), kept for replay.",
+		}, []string{"namespace", "name", "event_type"}),
+		Pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "wablast_webhook_pending_deliveries",
+			Help: "Deliveries to a WebhookConfig's endpoint stored and not finished yet: waiting for their first attempt, in flight, or waiting for a retry.",
+		}, []string{"namespace", "name"}),
+		Lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "wablast_webhook_delivery_lag_seconds",
+			Help: "Age, since its event was accepted, of the oldest delivery waiting in the store for an attempt to a WebhookConfig's endpoint; 0 when none waits.",
+		}, []string{"namespace", "name"}),
 	}
 	m.Accepted = register(reg, m.Accepted)
 	m.Deliveries = register(reg, m.Deliveries)
@@ -59,6 +99,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.Retries = register(reg, m.Retries)
 	m.Refused = register(reg, m.Refused)
 	m.QueueDepth = register(reg, m.QueueDepth)
+	m.Latency = register(reg, m.Latency)
+	m.Failed = register(reg, m.Failed)
+	m.Pending = register(reg, m.Pending)
+	m.Lag = register(reg, m.Lag)
 	return m
 }
 
@@ -93,6 +137,13 @@ func (m *Metrics) attempt(ep *endpoint.Endpoint, eventType string, r *attemptRes
 		result = "success"
 	}
 	m.deliveries.get([4]string{ep.Namespace, ep.Name, eventType, result}, func(l [4]string) prometheus.Counter {
+		// The first attempt of an endpoint and event type also makes their
+		// failed-for-good series, at 0 (once: only on a cache miss): an
+		// alert's increase() counts a first failure only from a sample
+		// before it.
+		m.failed.get([3]string{l[0], l[1], l[2]}, func(l [3]string) prometheus.Counter {
+			return m.Failed.WithLabelValues(l[0], l[1], l[2])
+		})
 		return m.Deliveries.WithLabelValues(l[0], l[1], l[2], l[3])
 	}).Inc()
 	m.duration.get([2]string{ep.Namespace, ep.Name}, func(l [2]string) prometheus.Observer {
@@ -103,10 +154,46 @@ func (m *Metrics) attempt(ep *endpoint.Endpoint, eventType string, r *attemptRes
 	}
 }
 
+// delivered records the first successful delivery of an event accepted
+// after (the delivery's) latency.
+func (m *Metrics) delivered(ep *endpoint.Endpoint, latency time.Duration) {
+	m.latency.get([2]string{ep.Namespace, ep.Name}, func(l [2]string) prometheus.Observer {
+		return m.Latency.WithLabelValues(l[0], l[1])
+	}).Observe(latency.Seconds())
+}
+
+// failedForGood records a delivery given up for good.
+func (m *Metrics) failedForGood(ep *endpoint.Endpoint, eventType string) {
+	m.failed.get([3]string{ep.Namespace, ep.Name, eventType}, func(l [3]string) prometheus.Counter {
+		return m.Failed.WithLabelValues(l[0], l[1], l[2])
+	}).Inc()
+}
+
+// forget removes every series of the endpoint key, and the cached metrics
+// that would bring them back: a deleted WebhookConfig leaves nothing behind.
+func (m *Metrics) forget(key types.NamespacedName) {
+	labels := prometheus.Labels{"namespace": key.Namespace, "name": key.Name}
+	// The series first, then the cache: a metric cached in between is
+	// dropped with it. (An attempt still running may cache one afterwards;
+	// the dispatcher forgets the endpoint again once its worker stopped.)
+	for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{
+		m.Deliveries, m.Duration, m.Retries, m.Refused, m.Latency, m.Failed, m.Pending, m.Lag,
+	} {
+		v.DeletePartialMatch(labels)
+	}
+	m.deliveries.drop(func(l [4]string) bool { return l[0] == key.Namespace && l[1] == key.Name })
+	m.duration.drop(func(l [2]string) bool { return l[0] == key.Namespace && l[1] == key.Name })
+	m.latency.drop(func(l [2]string) bool { return l[0] == key.Namespace && l[1] == key.Name })
+	m.failed.drop(func(l [3]string) bool { return l[0] == key.Namespace && l[1] == key.Name })
+	// key stays in backlogKeys: should a backlog round that started before
+	// the deletion set its series again, the next round removes them.
+}
+
 // labelCache keeps the metrics of label sets already used: a vector's
 // WithLabelValues validates and hashes every label on every call, and the
-// hot ones are called for every event and every attempt. Nothing is ever
-// deleted from the vectors, so a kept metric stays the one exported.
+// hot ones are called for every event and every attempt. A series is
+// deleted from its vector only together with its cache entry (forget), so a
+// kept metric stays the one exported.
 type labelCache[K comparable, M any] struct {
 	mu sync.RWMutex
 	m  map[K]M
@@ -127,4 +214,15 @@ func (c *labelCache[K, M]) get(labels K, metric func(K) M) M {
 	c.m[labels] = v
 	c.mu.Unlock()
 	return v
+}
+
+// drop forgets the metrics of the label sets match selects.
+func (c *labelCache[K, M]) drop(match func(K) bool) {
+	c.mu.Lock()
+	for k := range c.m {
+		if match(k) {
+			delete(c.m, k)
+		}
+	}
+	c.mu.Unlock()
 }

@@ -39,9 +39,11 @@ type workerEnv struct {
 	// retryTaken tells the retry pump a retry it moved was taken (retrypump.go).
 	retryTaken func(types.UID, jetstream.Msg)
 	metrics    *Metrics
-	log        logr.Logger
-	now        func() time.Time
-	rand       func() float64
+	// batches learns which group commit messages left the stream (backlog.go).
+	batches *batchCounts
+	log     logr.Logger
+	now     func() time.Time
+	rand    func() float64
 }
 
 // endpointWorker delivers one endpoint's pending deliveries. Its durable
@@ -276,6 +278,7 @@ func (w *endpointWorker) handleMsg(ctx context.Context, m jetstream.Msg) {
 	if m.Headers().Get(store.HdrEndpointUID) != string(ep.UID) {
 		// Deliveries for an earlier resource of the same name.
 		_ = m.Ack()
+		w.env.msgDone(m)
 		return
 	}
 	w.env.retryTaken(ep.UID, m)
@@ -283,6 +286,7 @@ func (w *endpointWorker) handleMsg(ctx context.Context, m jetstream.Msg) {
 	if err != nil {
 		w.env.log.Error(err, "Dropping a stored message that carries no readable delivery", "namespace", w.ns, "name", w.name, "subject", m.Subject())
 		_ = m.Term()
+		w.env.msgDone(m)
 		return
 	}
 	// Without the batcher several managers may share the consumer, and
@@ -360,6 +364,7 @@ func (w *endpointWorker) settle(m jetstream.Msg, ds []store.Delivery, res []sett
 	switch {
 	case len(left) == 0:
 		_ = m.Ack()
+		w.env.msgDone(m)
 	case len(left) == len(ds):
 		redeliver()
 	default:
@@ -369,6 +374,7 @@ func (w *endpointWorker) settle(m jetstream.Msg, ds []store.Delivery, res []sett
 			return
 		}
 		_ = m.Ack()
+		w.env.msgDone(m)
 	}
 }
 
@@ -427,7 +433,7 @@ func (w *endpointWorker) handle(ctx context.Context, ep *endpoint.Endpoint, dl *
 	if dec, expired := expiredBeforeAttempt(ep.Policy, acceptedAt, now); expired {
 		oc.Attempt = int32(dl.Attempt)
 		oc.Result, oc.Reason, oc.Error = webhooksv1alpha1.ResultFailed, dec.reason, dec.errText
-		return w.finish(ctx, dl, &oc, true)
+		return w.giveUp(ctx, ep, dl, &oc)
 	}
 
 	res := env.sender.send(ctx, ep, dl.EventID, dl.Body)
@@ -450,15 +456,18 @@ func (w *endpointWorker) handle(ctx context.Context, ep *endpoint.Endpoint, dl *
 	switch dec.verdict {
 	case verdictSucceeded:
 		oc.Result = webhooksv1alpha1.ResultSucceeded
+		if env.metrics != nil {
+			env.metrics.delivered(ep, now.Sub(acceptedAt))
+		}
 		return w.finish(ctx, dl, &oc, false)
 	case verdictGone:
 		oc.Result = webhooksv1alpha1.ResultFailed
 		oc.Gone = true
 		env.gone.mark(ep.UID, ep.Generation)
-		return w.finish(ctx, dl, &oc, true)
+		return w.giveUp(ctx, ep, dl, &oc)
 	case verdictGiveUp:
 		oc.Result = webhooksv1alpha1.ResultFailed
-		return w.finish(ctx, dl, &oc, true)
+		return w.giveUp(ctx, ep, dl, &oc)
 	}
 	if err := w.scheduleRetry(ctx, dl, attempt, dec.retryAt); err != nil {
 		env.log.Error(err, "Scheduling a retry failed; the delivery will be attempted again", "namespace", ep.Namespace, "name", ep.Name)
@@ -512,6 +521,16 @@ func (w *endpointWorker) finish(ctx context.Context, dl *store.Delivery, oc *sto
 		}
 	}
 	return settlement{done: true, oc: oc}
+}
+
+// giveUp finishes a delivery that failed for good and counts it once its
+// failed copy is stored.
+func (w *endpointWorker) giveUp(ctx context.Context, ep *endpoint.Endpoint, dl *store.Delivery, oc *store.Outcome) settlement {
+	s := w.finish(ctx, dl, oc, true)
+	if s.done && w.env.metrics != nil {
+		w.env.metrics.failedForGood(ep, dl.EventType)
+	}
+	return s
 }
 
 // storeFailed keeps the delivery, with the attempts made and why it failed,

@@ -94,23 +94,27 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	// The request's context carries the logger (see Start and Handler). The
 	// namespace goes into each log call rather than through WithValues,
 	// which would cost every request a logger copy even when nothing is logged.
-	if apiErr := s.serveEvents(r.Context(), w, r, namespace); apiErr != nil {
-		if apiErr.status == http.StatusUnauthorized {
-			challenge := `Bearer realm="webhook-operator"`
-			if r.Header.Get("Authorization") != "" {
-				challenge += `, error="invalid_token"`
-			}
-			w.Header().Set("WWW-Authenticate", challenge)
-		}
-		switch {
-		case apiErr.retryAfter > 0:
-			w.Header().Set("Retry-After", strconv.Itoa(apiErr.retryAfter))
-		case apiErr.status == http.StatusServiceUnavailable:
-			w.Header().Set("Retry-After", strconv.Itoa(defaultRetryAfter))
-		}
-		s.log.V(1).Info("Refused events", "namespace", namespace, "status", apiErr.status, "code", apiErr.code)
-		writeError(w, apiErr)
+	apiErr := s.serveEvents(r.Context(), w, r, namespace)
+	if apiErr == nil {
+		s.opts.Metrics.answered(http.StatusAccepted)
+		return
 	}
+	s.opts.Metrics.answered(apiErr.status)
+	if apiErr.status == http.StatusUnauthorized {
+		challenge := `Bearer realm="webhook-operator"`
+		if r.Header.Get("Authorization") != "" {
+			challenge += `, error="invalid_token"`
+		}
+		w.Header().Set("WWW-Authenticate", challenge)
+	}
+	switch {
+	case apiErr.retryAfter > 0:
+		w.Header().Set("Retry-After", strconv.Itoa(apiErr.retryAfter))
+	case apiErr.status == http.StatusServiceUnavailable:
+		w.Header().Set("Retry-After", strconv.Itoa(defaultRetryAfter))
+	}
+	s.log.V(1).Info("Refused events", "namespace", namespace, "status", apiErr.status, "code", apiErr.code)
+	writeError(w, apiErr)
 }
 
 // isDNS1123Label is validation.IsDNS1123Label(s) == nil without its

@@ -87,6 +87,8 @@ type Options struct {
 	// NewID returns the id of an event posted without one. NewEventID when
 	// nil.
 	NewID func() string
+	// Metrics counts the answers to posted events; nil counts nothing.
+	Metrics *Metrics
 	// Logger receives the server's logs. Tokens, secrets and event data are
 	// never logged. Discards when zero.
 	Logger logr.Logger

@@ -236,6 +236,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) (*Operator, error)
 		MaxBatchBytes:    cfg.MaxBatchBytes,
 		MaxDecodingBytes: cfg.MaxDecodingBytes,
 		Ready:            op.Ready,
+		Metrics:          ingest.NewMetrics(metrics.Registry),
 		Logger:           ctrl.Log.WithName("ingest"),
 	})
 	if err != nil {

@@ -50,7 +50,9 @@ func Apply(ctx context.Context, c client.Client, a *ac.WebhookConfigApplyConfigu
 	if c == nil {
 		return errors.New("no Kubernetes client configured")
 	}
-	return c.Status().Apply(ctx, a, client.FieldOwner(manager), client.ForceOwnership)
+	err := c.Status().Apply(ctx, a, client.FieldOwner(manager), client.ForceOwnership)
+	countWrite(manager, err)
+	return err
 }
 
 // webhookConfig is the apply configuration of one WebhookConfig; a UID, when
