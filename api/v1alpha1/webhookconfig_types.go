@@ -87,6 +87,16 @@ type WebhookConfigSpec struct {
 	// +kubebuilder:default=true
 	Enabled *bool `json:"enabled,omitempty"`
 
+	// paused holds deliveries to this endpoint: events are still accepted and
+	// kept for it (each for at most delivery.maxAgeSeconds), nothing is sent,
+	// and setting it back to false delivers the backlog. status.active is
+	// false while paused. Unlike enabled: false, which drops the endpoint's
+	// events, nothing is lost. Test deliveries are still sent.
+	//
+	// +optional
+	// +kubebuilder:default=false
+	Paused bool `json:"paused,omitempty"`
+
 	// delivery tunes timeouts, retries and concurrency. Every field has a default.
 	//
 	// +optional
@@ -268,7 +278,7 @@ type WebhookConfigStatus struct {
 	// +patchMergeKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty" patchStrategy:"merge" patchMergeKey:"type"`
 
-	// active is true when the endpoint is enabled and Ready.
+	// active is true when the endpoint is enabled, not paused, and Ready.
 	// +optional
 	Active bool `json:"active,omitempty"`
 

@@ -195,10 +195,13 @@ func (r *WebhookConfigReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		} else {
 			r.Registry.Remove(req.NamespacedName)
 		}
-		desired.active = ep.Enabled
+		desired.active = ep.Enabled && !ep.Paused
 		msg := "The endpoint is live in the dispatcher"
-		if !ep.Enabled {
+		switch {
+		case !ep.Enabled:
 			msg = "The endpoint is accepted and disabled (spec.enabled is false)"
+		case ep.Paused:
+			msg = "The endpoint is live and paused (spec.paused is true): its events are kept, nothing is sent"
 		}
 		meta.SetStatusCondition(&desired.conditions, metav1.Condition{
 			Type: webhooksv1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: webhooksv1alpha1.ReasonSucceeded,
@@ -350,6 +353,7 @@ func EndpointFor(whc *webhooksv1alpha1.WebhookConfig, keys [][]byte) endpoint.En
 		Keys:       keys,
 		Events:     events,
 		Enabled:    whc.IsEnabled(),
+		Paused:     whc.Spec.Paused,
 		Policy: endpoint.Policy{
 			Timeout:        seconds(p.TimeoutSeconds, 10),
 			MaxAttempts:    int(orDefault(p.MaxAttempts, 10)),

@@ -33,7 +33,7 @@ type WebhookConfigStatusApplyConfiguration struct {
 	// conditions: Ready (accepted and live in the dispatcher), Reconciling and
 	// Stalled (kstatus), and Delivering (recent deliveries succeed).
 	Conditions []v1.ConditionApplyConfiguration `json:"conditions,omitempty"`
-	// active is true when the endpoint is enabled and Ready.
+	// active is true when the endpoint is enabled, not paused, and Ready.
 	Active *bool `json:"active,omitempty"`
 	// secretRef is the Secret key the signing secret is read from: spec.secretRef
 	// or the generated "<name>-signing" Secret.
