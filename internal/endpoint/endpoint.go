@@ -50,7 +50,7 @@ type Endpoint struct {
 	// Paused is spec.paused: the endpoint still subscribes (its deliveries
 	// are stored) but has no worker, so nothing is sent until it is false.
 	Paused bool
-	Policy  Policy
+	Policy Policy
 
 	// parsedURL is URL parsed, set by WithParsedURL on the copies workers
 	// hold (which nothing changes) so attempts do not parse it each time;
