@@ -39,6 +39,12 @@ const (
 	AnnotationReplaySince = "webhooks.wablast.io/replay-since"
 )
 
+// AnnotationRotationEndsAt, on a signing Secret, is the RFC 3339 time a
+// rotation's grace period ends (kubectl webhook rotate-secret writes it):
+// until then every secret in the key signs; from then on only the first,
+// the newest. Recorded on the Secret, so it holds across restarts.
+const AnnotationRotationEndsAt = "webhooks.wablast.io/rotation-ends-at"
+
 // DefaultSecretKey is the key read from the signing Secret when secretRef.key is omitted.
 const DefaultSecretKey = "secret"
 
@@ -286,6 +292,12 @@ type WebhookConfigStatus struct {
 	// or the generated "<name>-signing" Secret.
 	// +optional
 	SecretRef *SecretKeyReference `json:"secretRef,omitempty"`
+
+	// secretRotationEndsAt is set during a secret rotation: until this time the
+	// previous secrets in the signing Secret sign beside the newest one (see the
+	// webhooks.wablast.io/rotation-ends-at annotation on the Secret).
+	// +optional
+	SecretRotationEndsAt *metav1.Time `json:"secretRotationEndsAt,omitempty"`
 
 	// totalEventsSent counts events given a first attempt, over the resource's
 	// lifetime; a replay sends no new event.

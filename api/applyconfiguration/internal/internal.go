@@ -237,6 +237,9 @@ var schemaYAML = typed.YAMLObject(`types:
     - name: secretRef
       type:
         namedType: com.github.wablast.webhook-operator.api.v1alpha1.SecretKeyReference
+    - name: secretRotationEndsAt
+      type:
+        namedType: io.k8s.apimachinery.pkg.apis.meta.v1.Time
     - name: successRate
       type:
         scalar: string
