@@ -39,6 +39,12 @@ const (
 	AnnotationReplaySince = "webhooks.wablast.io/replay-since"
 )
 
+// AnnotationRotationEndsAt, on a signing Secret, is the RFC 3339 time a
+// rotation's grace period ends (kubectl webhook rotate-secret writes it):
+// until then every secret in the key signs; from then on only the first,
+// the newest. Recorded on the Secret, so it holds across restarts.
+const AnnotationRotationEndsAt = "webhooks.wablast.io/rotation-ends-at"
+
 // DefaultSecretKey is the key read from the signing Secret when secretRef.key is omitted.
 const DefaultSecretKey = "secret"
 
@@ -86,6 +92,16 @@ type WebhookConfigSpec struct {
 	// +optional
 	// +kubebuilder:default=true
 	Enabled *bool `json:"enabled,omitempty"`
+
+	// paused holds deliveries to this endpoint: events are still accepted and
+	// kept for it (each for at most delivery.maxAgeSeconds), nothing is sent,
+	// and setting it back to false delivers the backlog. status.active is
+	// false while paused. Unlike enabled: false, which drops the endpoint's
+	// events, nothing is lost. Test deliveries are still sent.
+	//
+	// +optional
+	// +kubebuilder:default=false
+	Paused bool `json:"paused,omitempty"`
 
 	// delivery tunes timeouts, retries and concurrency. Every field has a default.
 	//
@@ -268,7 +284,7 @@ type WebhookConfigStatus struct {
 	// +patchMergeKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty" patchStrategy:"merge" patchMergeKey:"type"`
 
-	// active is true when the endpoint is enabled and Ready.
+	// active is true when the endpoint is enabled, not paused, and Ready.
 	// +optional
 	Active bool `json:"active,omitempty"`
 
@@ -276,6 +292,12 @@ type WebhookConfigStatus struct {
 	// or the generated "<name>-signing" Secret.
 	// +optional
 	SecretRef *SecretKeyReference `json:"secretRef,omitempty"`
+
+	// secretRotationEndsAt is set during a secret rotation: until this time the
+	// previous secrets in the signing Secret sign beside the newest one (see the
+	// webhooks.wablast.io/rotation-ends-at annotation on the Secret).
+	// +optional
+	SecretRotationEndsAt *metav1.Time `json:"secretRotationEndsAt,omitempty"`
 
 	// totalEventsSent counts events given a first attempt, over the resource's
 	// lifetime; a replay sends no new event.

@@ -218,6 +218,10 @@ func (in *WebhookConfigStatus) DeepCopyInto(out *WebhookConfigStatus) {
 		*out = new(SecretKeyReference)
 		**out = **in
 	}
+	if in.SecretRotationEndsAt != nil {
+		in, out := &in.SecretRotationEndsAt, &out.SecretRotationEndsAt
+		*out = (*in).DeepCopy()
+	}
 	if in.LastDelivery != nil {
 		in, out := &in.LastDelivery, &out.LastDelivery
 		*out = new(DeliveryRecord)

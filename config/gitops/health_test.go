@@ -181,6 +181,7 @@ func TestArgoCDHealthCheckCoverage(t *testing.T) {
 		{"testdata/progressing_generation_ahead.yaml", "Progressing", "Waiting for the operator to reconcile"},
 		{"testdata/degraded.yaml", "Degraded", "SecretNotFound: "},
 		{"testdata/suspended.yaml", "Suspended", "Deliveries are disabled (spec.enabled is false)"},
+		{"testdata/suspended_paused.yaml", "Suspended", "Deliveries are paused (spec.paused is true)"},
 		{"testdata/healthy_deliveries_failing.yaml", "Healthy", "Ready; deliveries failing: DeliveryFailing"},
 	}
 	tests := loadHealthTests(t)
@@ -233,10 +234,12 @@ func TestTestdataAreWebhookConfigs(t *testing.T) {
 // test object: the kstatus column of the table in docs/gitops.md.
 func TestKstatus(t *testing.T) {
 	want := map[string]status.Status{
-		"testdata/healthy.yaml":                      status.CurrentStatus,
-		"testdata/healthy_deliveries_failing.yaml":   status.CurrentStatus,
-		"testdata/healthy_endpoint_gone.yaml":        status.CurrentStatus,
-		"testdata/suspended.yaml":                    status.CurrentStatus,
+		"testdata/healthy.yaml":                    status.CurrentStatus,
+		"testdata/healthy_deliveries_failing.yaml": status.CurrentStatus,
+		"testdata/healthy_endpoint_gone.yaml":      status.CurrentStatus,
+		"testdata/suspended.yaml":                  status.CurrentStatus,
+		// kstatus has no Suspended: a paused resource is Ready and Current.
+		"testdata/suspended_paused.yaml":             status.CurrentStatus,
 		"testdata/progressing.yaml":                  status.InProgressStatus,
 		"testdata/progressing_generation_ahead.yaml": status.InProgressStatus,
 		"testdata/progressing_reconciling.yaml":      status.InProgressStatus,

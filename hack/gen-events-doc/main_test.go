@@ -89,3 +89,31 @@ func TestDocDeliveryBodiesCarryTheirExamples(t *testing.T) {
 		}
 	}
 }
+
+// No paragraph says the same thing twice: the webhook.test section once
+// said it cannot be posted in its schema's description and again in the
+// template's sentence.
+func TestNoSentenceIsRepeatedInATypeSection(t *testing.T) {
+	doc, err := render()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, typ := range catalog.Types() {
+		_, section, ok := strings.Cut(string(doc), "\n### "+typ.Name+"\n")
+		if !ok {
+			t.Fatalf("no section for %s", typ.Name)
+		}
+		intro, _, _ := strings.Cut(strings.TrimSpace(section), "\n\n")
+		seen := map[string]bool{}
+		for _, sentence := range strings.Split(intro, ". ") {
+			s := strings.ToLower(strings.TrimSuffix(strings.TrimSpace(sentence), "."))
+			if seen[s] {
+				t.Errorf("%s: %q said twice", typ.Name, sentence)
+			}
+			seen[s] = true
+		}
+		if n := strings.Count(intro, "cannot be posted"); n > 1 {
+			t.Errorf("%s says %d times that it cannot be posted: %s", typ.Name, n, intro)
+		}
+	}
+}

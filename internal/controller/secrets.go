@@ -9,6 +9,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
 )
 
 // secretValues remembers, of each Secret a WebhookConfig named, the values of
@@ -28,13 +30,27 @@ type secretValues struct {
 type secretValue struct {
 	resourceVersion string
 	owners          []metav1.OwnerReference
-	data            map[string][]byte // only the keys asked for
+	// annotations are the Secret's annotations the controller acts on
+	// (the rotation's end), not the others.
+	annotations map[string]string
+	data        map[string][]byte // only the keys asked for
+}
+
+// keptAnnotations picks the annotations of a signing Secret the controller
+// reads: the end of a rotation's grace period.
+func keptAnnotations(all map[string]string) map[string]string {
+	v, ok := all[webhooksv1alpha1.AnnotationRotationEndsAt]
+	if !ok {
+		return nil
+	}
+	return map[string]string{webhooksv1alpha1.AnnotationRotationEndsAt: v}
 }
 
 // get reads key's field dataKey: from the remembered values when metadata
 // (a reader of the Secrets' metadata, the manager's cache) has the Secret at
 // the remembered resourceVersion, else from secrets (uncached), remembering
-// it. The returned Secret holds at most that one key.
+// it. The returned Secret holds at most that one key, and of its
+// annotations those keptAnnotations keeps.
 func (v *secretValues) get(ctx context.Context, metadata, secrets client.Reader, key types.NamespacedName, dataKey string) (*corev1.Secret, error) {
 	if metadata != nil {
 		var pom metav1.PartialObjectMetadata
@@ -55,7 +71,7 @@ func (v *secretValues) get(ctx context.Context, metadata, secrets client.Reader,
 	v.remember(key, &secret, dataKey)
 	out := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{
 		Namespace: secret.Namespace, Name: secret.Name, ResourceVersion: secret.ResourceVersion,
-		OwnerReferences: secret.OwnerReferences,
+		OwnerReferences: secret.OwnerReferences, Annotations: keptAnnotations(secret.Annotations),
 	}}
 	if value, ok := secret.Data[dataKey]; ok {
 		out.Data = map[string][]byte{dataKey: value}
@@ -75,7 +91,7 @@ func (v *secretValues) lookup(key types.NamespacedName, resourceVersion, dataKey
 		return nil, false
 	}
 	return &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name, ResourceVersion: resourceVersion, OwnerReferences: e.owners},
+		ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name, ResourceVersion: resourceVersion, OwnerReferences: e.owners, Annotations: e.annotations},
 		Data:       map[string][]byte{dataKey: value},
 	}, true
 }
@@ -91,7 +107,7 @@ func (v *secretValues) remember(key types.NamespacedName, secret *corev1.Secret,
 	}
 	e := v.m[key]
 	if e.resourceVersion != secret.ResourceVersion {
-		e = secretValue{resourceVersion: secret.ResourceVersion, owners: secret.OwnerReferences, data: map[string][]byte{}}
+		e = secretValue{resourceVersion: secret.ResourceVersion, owners: secret.OwnerReferences, annotations: keptAnnotations(secret.Annotations), data: map[string][]byte{}}
 	}
 	if ok {
 		e.data[dataKey] = value

@@ -47,7 +47,7 @@ func (w *registryWarmer) Start(ctx context.Context) error {
 		if !whc.DeletionTimestamp.IsZero() || !whc.IsEnabled() {
 			continue
 		}
-		ep, _, cfgErr, err := w.reconciler.resolve(ctx, whc, false)
+		ep, _, _, cfgErr, err := w.reconciler.resolve(ctx, whc, false)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil //nolint:nilerr // the manager is stopping, which is no failure of this runnable

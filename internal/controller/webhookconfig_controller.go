@@ -63,8 +63,37 @@ type WebhookConfigReconciler struct {
 	// status, creates Secrets, records Events and runs actions. nil means
 	// always the leader.
 	IsLeader func() bool
+	// Now is the clock rotations end by; nil means time.Now.
+	Now func() time.Time
 
 	secrets secretValues
+}
+
+func (r *WebhookConfigReconciler) now() time.Time {
+	if r.Now == nil {
+		return time.Now()
+	}
+	return r.Now()
+}
+
+// rotationKeys returns the keys that sign at now, given the signing
+// Secret's annotations: every key while a rotation's grace period runs
+// (until the time in AnnotationRotationEndsAt), the first (the newest) only
+// once it ended; and the end while it is ahead, zero otherwise. A value that
+// is not an RFC 3339 time is ignored: every key signs, as without it.
+func rotationKeys(keys [][]byte, annotations map[string]string, now time.Time) ([][]byte, time.Time) {
+	v, ok := annotations[webhooksv1alpha1.AnnotationRotationEndsAt]
+	if !ok || len(keys) < 2 {
+		return keys, time.Time{}
+	}
+	end, err := time.Parse(time.RFC3339, v)
+	if err != nil {
+		return keys, time.Time{}
+	}
+	if !now.Before(end) {
+		return keys[:1], time.Time{}
+	}
+	return keys, end
 }
 
 func (r *WebhookConfigReconciler) leader() bool { return r.IsLeader == nil || r.IsLeader() }
@@ -168,15 +197,21 @@ func (r *WebhookConfigReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	}
 
 	leader := r.leader()
-	ep, ref, cfgErr, err := r.resolve(ctx, &whc, leader)
+	ep, ref, rotationEnd, cfgErr, err := r.resolve(ctx, &whc, leader)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-
+	// During a rotation, reconcile again when it ends, to drop the old keys.
+	var result ctrl.Result
 	desired := controllerStatus{
 		observedGeneration: whc.Generation,
 		secretRef:          ref,
 		conditions:         ownConditions(whc.Status.Conditions),
+	}
+	if !rotationEnd.IsZero() && cfgErr == nil {
+		result.RequeueAfter = rotationEnd.Sub(r.now()) + 100*time.Millisecond
+		end := metav1.NewTime(rotationEnd)
+		desired.rotationEndsAt = &end
 	}
 	if cfgErr != nil {
 		r.Registry.Remove(req.NamespacedName)
@@ -195,10 +230,13 @@ func (r *WebhookConfigReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		} else {
 			r.Registry.Remove(req.NamespacedName)
 		}
-		desired.active = ep.Enabled
+		desired.active = ep.Enabled && !ep.Paused
 		msg := "The endpoint is live in the dispatcher"
-		if !ep.Enabled {
+		switch {
+		case !ep.Enabled:
 			msg = "The endpoint is accepted and disabled (spec.enabled is false)"
+		case ep.Paused:
+			msg = "The endpoint is live and paused (spec.paused is true): its events are kept, nothing is sent"
 		}
 		meta.SetStatusCondition(&desired.conditions, metav1.Condition{
 			Type: webhooksv1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: webhooksv1alpha1.ReasonSucceeded,
@@ -209,15 +247,15 @@ func (r *WebhookConfigReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	meta.RemoveStatusCondition(&desired.conditions, webhooksv1alpha1.ConditionReconciling)
 
 	if !leader {
-		return ctrl.Result{}, nil
+		return result, nil
 	}
 	r.recordTransition(&whc, desired.conditions)
 	r.requestActions(&whc, &ep, cfgErr)
 
 	if desired.equalTo(&whc.Status) {
-		return ctrl.Result{}, nil
+		return result, nil
 	}
-	if err := status.Apply(ctx, r.Client, status.Controller(&whc, desired.observedGeneration, desired.active, desired.secretRef, desired.conditions), status.ControllerFieldManager); err != nil {
+	if err := status.Apply(ctx, r.Client, status.Controller(&whc, desired.observedGeneration, desired.active, desired.secretRef, desired.rotationEndsAt, desired.conditions), status.ControllerFieldManager); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.Registry.Remove(req.NamespacedName)
 			return ctrl.Result{}, nil
@@ -225,7 +263,7 @@ func (r *WebhookConfigReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		return ctrl.Result{}, fmt.Errorf("applying status: %w", err)
 	}
 	logger.V(1).Info("Status updated", "ready", meta.IsStatusConditionTrue(desired.conditions, webhooksv1alpha1.ConditionReady), "active", desired.active)
-	return ctrl.Result{}, nil
+	return result, nil
 }
 
 // requestActions hands a new test-requested-at or replay-since annotation
@@ -286,7 +324,11 @@ func (e *configError) Error() string { return e.reason + ": " + e.message }
 // resolve turns the resource into a registry Endpoint. It returns a
 // configError for problems the user must fix and an error for transient
 // failures. With mayCreate, a missing generated Secret is created.
-func (r *WebhookConfigReconciler) resolve(ctx context.Context, whc *webhooksv1alpha1.WebhookConfig, mayCreate bool) (endpoint.Endpoint, webhooksv1alpha1.SecretKeyReference, *configError, error) {
+//
+// During a secret rotation it also returns when the rotation ends (zero
+// otherwise): until then every secret in the key signs, then the first.
+func (r *WebhookConfigReconciler) resolve(ctx context.Context, whc *webhooksv1alpha1.WebhookConfig, mayCreate bool) (endpoint.Endpoint, webhooksv1alpha1.SecretKeyReference, time.Time, *configError, error) {
+	var none time.Time
 	ref := whc.SigningSecretRef()
 	generated := whc.Spec.SecretRef == nil
 	key := types.NamespacedName{Namespace: whc.Namespace, Name: ref.Name}
@@ -296,24 +338,24 @@ func (r *WebhookConfigReconciler) resolve(ctx context.Context, whc *webhooksv1al
 	case apierrors.IsNotFound(err) && generated && mayCreate:
 		created, cerr := r.createGeneratedSecret(ctx, whc, ref)
 		if cerr != nil {
-			return endpoint.Endpoint{}, ref, nil, cerr
+			return endpoint.Endpoint{}, ref, none, nil, cerr
 		}
 		r.secrets.remember(key, created, ref.Key)
 		secret = created
 	case apierrors.IsNotFound(err):
-		return endpoint.Endpoint{}, ref, &configError{webhooksv1alpha1.ReasonSecretNotFound,
+		return endpoint.Endpoint{}, ref, none, &configError{webhooksv1alpha1.ReasonSecretNotFound,
 			fmt.Sprintf("Secret %q not found in namespace %q", ref.Name, whc.Namespace)}, nil
 	case err != nil:
-		return endpoint.Endpoint{}, ref, nil, fmt.Errorf("reading Secret %s: %w", key, err)
+		return endpoint.Endpoint{}, ref, none, nil, fmt.Errorf("reading Secret %s: %w", key, err)
 	}
 
 	if generated && !metav1.IsControlledBy(secret, whc) {
-		return endpoint.Endpoint{}, ref, &configError{webhooksv1alpha1.ReasonSecretConflict,
+		return endpoint.Endpoint{}, ref, none, &configError{webhooksv1alpha1.ReasonSecretConflict,
 			fmt.Sprintf("Secret %q exists and is not owned by this WebhookConfig; set spec.secretRef to use it, or delete it to have one generated", ref.Name)}, nil
 	}
 	value, ok := secret.Data[ref.Key]
 	if !ok {
-		return endpoint.Endpoint{}, ref, &configError{webhooksv1alpha1.ReasonSecretKeyMissing,
+		return endpoint.Endpoint{}, ref, none, &configError{webhooksv1alpha1.ReasonSecretKeyMissing,
 			fmt.Sprintf("Secret %q has no key %q", ref.Name, ref.Key)}, nil
 	}
 	keys, perr := signing.ParseSecrets(string(value))
@@ -325,10 +367,11 @@ func (r *WebhookConfigReconciler) resolve(ctx context.Context, whc *webhooksv1al
 		case errors.Is(perr, signing.ErrNoSecret):
 			reason = webhooksv1alpha1.ReasonSecretKeyMissing
 		}
-		return endpoint.Endpoint{}, ref, &configError{reason,
+		return endpoint.Endpoint{}, ref, none, &configError{reason,
 			fmt.Sprintf("key %q of Secret %q is not a usable signing secret: %v", ref.Key, ref.Name, perr)}, nil
 	}
-	return EndpointFor(whc, keys), ref, nil, nil
+	keys, rotationEnd := rotationKeys(keys, secret.Annotations, r.now())
+	return EndpointFor(whc, keys), ref, rotationEnd, nil, nil
 }
 
 // EndpointFor builds the registry entry of a resource whose keys are resolved.
@@ -350,6 +393,7 @@ func EndpointFor(whc *webhooksv1alpha1.WebhookConfig, keys [][]byte) endpoint.En
 		Keys:       keys,
 		Events:     events,
 		Enabled:    whc.IsEnabled(),
+		Paused:     whc.Spec.Paused,
 		Policy: endpoint.Policy{
 			Timeout:        seconds(p.TimeoutSeconds, 10),
 			MaxAttempts:    int(orDefault(p.MaxAttempts, 10)),
@@ -405,6 +449,7 @@ type controllerStatus struct {
 	observedGeneration int64
 	active             bool
 	secretRef          webhooksv1alpha1.SecretKeyReference
+	rotationEndsAt     *metav1.Time
 	conditions         []metav1.Condition
 }
 
@@ -427,5 +472,6 @@ func (s *controllerStatus) equalTo(cur *webhooksv1alpha1.WebhookConfigStatus) bo
 	return cur.ObservedGeneration == s.observedGeneration &&
 		cur.Active == s.active &&
 		cur.SecretRef != nil && *cur.SecretRef == s.secretRef &&
+		equality.Semantic.DeepEqual(cur.SecretRotationEndsAt, s.rotationEndsAt) &&
 		equality.Semantic.DeepEqual(ownConditions(cur.Conditions), s.conditions)
 }

@@ -80,12 +80,7 @@ func (d *Dispatcher) runTest(req TestRequest) {
 			Timestamp: d.opts.Now(),
 		}
 		var body []byte
-		data, err := json.Marshal(map[string]string{
-			"message":       "This is a test delivery from the WA Blast webhook operator.",
-			"webhookConfig": req.Name,
-			"namespace":     req.Namespace,
-			"requestedAt":   req.Token,
-		})
+		data, err := TestEventData(req.Namespace, req.Name, req.Token)
 		if err == nil {
 			ev.Data = data
 			body, err = ev.Envelope()
@@ -120,6 +115,22 @@ func (d *Dispatcher) runTest(req TestRequest) {
 		msg = fmt.Sprintf("Test delivery %s failed: %s", req.Token, rec.Error)
 	}
 	d.reporter().Event(req.Namespace, req.Name, req.UID, eventType, reason, "TestDelivery", msg)
+}
+
+// TestMessage is data.message of every webhook.test event, as
+// docs/events.md (from the catalog's example) shows it.
+const TestMessage = "This is a test delivery from the WA Blast webhook operator."
+
+// TestEventData is the data of the webhook.test event sent for the
+// test-requested-at token of WebhookConfig ns/name: the fields of the
+// catalog's webhook.test schema, all of them.
+func TestEventData(ns, name, token string) ([]byte, error) {
+	return json.Marshal(map[string]string{
+		"message":       TestMessage,
+		"webhookConfig": name,
+		"namespace":     ns,
+		"requestedAt":   token,
+	})
 }
 
 // RequestReplay queues again, in the background, every delivery of the

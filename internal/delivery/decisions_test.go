@@ -124,6 +124,12 @@ func TestPlanSync(t *testing.T) {
 		{name: "a 410 holds the endpoint: no worker, stored deliveries or not", eps: []endpoint.Endpoint{ep("a"), ep("b")}, wanted: []string{"a", "b"},
 			running: map[types.NamespacedName]workerState{key("a"): running(ep("a"), false, false)},
 			held:    func(uid types.UID, _ int64) bool { return uid == "uid-a" }, want: want{stop: []string{"a"}, start: []string{"b"}}},
+		{name: "a paused endpoint: its worker stops, none starts for its stored deliveries",
+			eps:    []endpoint.Endpoint{ep("a", func(e *endpoint.Endpoint) { e.Paused = true }), ep("b", func(e *endpoint.Endpoint) { e.Paused = true }), ep("c")},
+			wanted: []string{"a", "b", "c"}, running: map[types.NamespacedName]workerState{key("a"): running(ep("a"), false, false)},
+			want: want{stop: []string{"a"}, start: []string{"c"}}},
+		{name: "unpaused with deliveries stored: the worker starts", eps: []endpoint.Endpoint{ep("a")}, wanted: []string{"a"},
+			want: want{start: []string{"a"}}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -397,6 +397,10 @@ func fanoutMsgID(seq uint64, uid types.UID) string {
 	return string(b)
 }
 
+// Syncs returns how many rounds the sync loop (which starts and stops the
+// endpoint workers) has finished, for tests to wait on.
+func (d *Dispatcher) Syncs() int64 { return d.syncs.Load() }
+
 // want records that the endpoints have stored deliveries: an idle endpoint
 // gets its worker started by the sync loop, which is woken at once.
 func (d *Dispatcher) want(keys ...types.NamespacedName) {
@@ -459,7 +463,7 @@ type workerState struct {
 // syncPlan is what one round of the sync loop does.
 type syncPlan struct {
 	// stop are the workers to stop: idle, reconfigured, or of endpoints no
-	// longer registered (disabled, deleted) or held by a 410.
+	// longer registered (disabled, deleted), paused, or held by a 410.
 	stop []types.NamespacedName
 	// update are the endpoints whose running worker takes their new
 	// configuration (URL, keys, policy) for its next attempts.
@@ -472,7 +476,7 @@ type syncPlan struct {
 // the workers running, the endpoints with stored deliveries (wanted) and
 // held, which reports an endpoint held by a 410 Gone at its generation:
 //
-//   - an endpoint held by a 410 has no worker;
+//   - an endpoint paused (spec.paused) or held by a 410 has no worker;
 //   - a running worker whose consumer settings still fit is stopped when it
 //     is idle and nothing new was stored for it, and otherwise takes the
 //     endpoint's configuration;
@@ -485,8 +489,8 @@ func planSync(eps []endpoint.Endpoint, running map[types.NamespacedName]workerSt
 	registered := make(map[types.NamespacedName]bool, len(eps))
 	for i := range eps {
 		ep := &eps[i]
-		if held(ep.UID, ep.Generation) {
-			continue
+		if ep.Paused || held(ep.UID, ep.Generation) {
+			continue // its deliveries wait in the stream
 		}
 		key := ep.Key()
 		registered[key] = true

@@ -47,7 +47,10 @@ type Endpoint struct {
 	Events []string
 	// Enabled is spec.enabled. Disabled endpoints get only test deliveries.
 	Enabled bool
-	Policy  Policy
+	// Paused is spec.paused: the endpoint still subscribes (its deliveries
+	// are stored) but has no worker, so nothing is sent until it is false.
+	Paused bool
+	Policy Policy
 
 	// parsedURL is URL parsed, set by WithParsedURL on the copies workers
 	// hold (which nothing changes) so attempts do not parse it each time;
@@ -93,7 +96,7 @@ func (e *Endpoint) Subscribes(t string) bool {
 // Equal reports whether two endpoints carry the same configuration.
 func (e *Endpoint) Equal(o *Endpoint) bool {
 	return e.Namespace == o.Namespace && e.Name == o.Name && e.UID == o.UID &&
-		e.Generation == o.Generation && e.URL == o.URL && e.Enabled == o.Enabled &&
+		e.Generation == o.Generation && e.URL == o.URL && e.Enabled == o.Enabled && e.Paused == o.Paused &&
 		e.Policy == o.Policy && slices.Equal(e.Events, o.Events) &&
 		slices.EqualFunc(e.Keys, o.Keys, bytes.Equal)
 }

@@ -21,6 +21,7 @@ import (
 
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
 	"github.com/wablast/webhook-operator/internal/catalog"
+	"github.com/wablast/webhook-operator/internal/signing"
 )
 
 // These tests run the commands against controller-runtime's fake client;
@@ -544,5 +545,88 @@ func TestNameCompletion(t *testing.T) {
 				t.Fatalf("completion %q", got.stdout)
 			}
 		})
+	}
+}
+
+func TestRotateSecretCommand(t *testing.T) {
+	// endAfter is fakeNow plus d, rounded up to the whole second the annotation holds.
+	endAfter := func(d time.Duration) string {
+		at := fakeNow.Add(d).UTC()
+		if t := at.Truncate(time.Second); !t.Equal(at) {
+			at = t.Add(time.Second)
+		}
+		return at.Format(time.RFC3339)
+	}
+	const old = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	signingSecret := func(value string, annotations map[string]string) *corev1.Secret {
+		return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "crm-signing", Namespace: "shop", Annotations: annotations},
+			Data: map[string][]byte{"secret": []byte(value)}}
+	}
+	read := func(t *testing.T, c client.Client) *corev1.Secret {
+		t.Helper()
+		var s corev1.Secret
+		if err := c.Get(context.Background(), client.ObjectKey{Namespace: "shop", Name: "crm-signing"}, &s); err != nil {
+			t.Fatal(err)
+		}
+		return &s
+	}
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		before  string
+		wantEnd string // the annotation; "" for none
+	}{
+		{name: "the default grace is 24 hours", args: nil, before: old, wantEnd: endAfter(24 * time.Hour)},
+		{name: "--grace sets it", args: []string{"--grace", "90m"}, before: old, wantEnd: endAfter(90 * time.Minute)},
+		{name: "a second rotation keeps only the current secret beside the new one", args: nil, before: old + "\nwhsec_older000000000000000000000000000", wantEnd: endAfter(24 * time.Hour)},
+		{name: "--grace 0 replaces the secret at once", args: []string{"--grace", "0"}, before: old},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := fakeClient(t, nil, interceptor.Funcs{}, crm(), signingSecret(tc.before, map[string]string{"keep": "me"}))
+			got := runPlugin(t, c, append([]string{"rotate-secret", "crm"}, tc.args...)...)
+			if got.code != 0 || got.stderr != "" || !strings.HasPrefix(got.stdout, "secret/crm-signing rotated: ") {
+				t.Fatalf("code %d, stdout %q, stderr %q", got.code, got.stdout, got.stderr)
+			}
+			s := read(t, c)
+			secrets := strings.Fields(string(s.Data["secret"]))
+			if _, err := signing.ParseSecret(secrets[0]); err != nil || !strings.HasPrefix(secrets[0], "whsec_") || secrets[0] == old {
+				t.Errorf("the new secret %q is not a new whsec_ secret: %v", secrets[0], err)
+			}
+			want := 2
+			if tc.wantEnd == "" {
+				want = 1
+			}
+			if len(secrets) != want || want == 2 && secrets[1] != old {
+				t.Errorf("the Secret holds %d secrets %q, want the new one and %d of the current", len(secrets), secrets, want-1)
+			}
+			if end := s.Annotations[webhooksv1alpha1.AnnotationRotationEndsAt]; end != tc.wantEnd {
+				t.Errorf("rotation ends at %q, want %q", end, tc.wantEnd)
+			}
+			if s.Annotations["keep"] != "me" {
+				t.Error("other annotations were dropped")
+			}
+			if tc.wantEnd != "" && !strings.Contains(got.stdout, tc.wantEnd) {
+				t.Errorf("the output does not say when the grace ends: %q", got.stdout)
+			}
+			if strings.Contains(got.stdout, secrets[0]) {
+				t.Error("the output prints the secret")
+			}
+			// secret prints the new one; --all both while the grace runs.
+			if out := runPlugin(t, c, "secret", "crm"); out.stdout != secrets[0]+"\n" {
+				t.Errorf("secret after the rotation printed %q", out.stdout)
+			}
+			if out := runPlugin(t, c, "secret", "crm", "--all"); out.stdout != strings.Join(secrets, "\n")+"\n" {
+				t.Errorf("secret --all during the grace printed %q", out.stdout)
+			}
+		})
+	}
+	// Once the grace period ended, --all prints the newest alone: the only one that signs.
+	ended := signingSecret("whsec_new0000000000000000000000000000\n"+old,
+		map[string]string{webhooksv1alpha1.AnnotationRotationEndsAt: fakeNow.Add(-time.Second).UTC().Format(time.RFC3339)})
+	if out := runPlugin(t, fakeClient(t, nil, interceptor.Funcs{}, crm(), ended), "secret", "crm", "--all"); out.stdout != "whsec_new0000000000000000000000000000\n" {
+		t.Errorf("secret --all after the grace printed %q", out.stdout)
+	}
+	if out := runPlugin(t, fakeClient(t, nil, interceptor.Funcs{}, crm()), "rotate-secret", "crm", "--grace", "-1h"); out.code == 0 {
+		t.Error("a negative grace was accepted")
 	}
 }

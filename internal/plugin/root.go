@@ -86,6 +86,7 @@ kubectl flags such as -n, --context and --kubeconfig go after the plugin name:
 		newTestCommand(o),
 		newStatusCommand(o),
 		newSecretCommand(o),
+		newRotateSecretCommand(o),
 		newReplayCommand(o),
 		newEventTypesCommand(o),
 	)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
@@ -27,7 +28,8 @@ the "<name>-signing" Secret the operator generates when spec.secretRef is
 omitted. During a rotation the key holds several secrets separated by
 whitespace, the newest first, and every delivery carries a signature for each.
 Without --all only the newest is printed, which is what a receiver should
-verify with; --all prints every one, newest first, one a line.
+verify with; --all prints every one that still signs, newest first, one a
+line (after a rotate-secret grace period only the newest does).
 
 You need get on the WebhookConfig and on the Secret.`,
 		Example: `  # Print the signing secret of WebhookConfig "crm"
@@ -77,7 +79,8 @@ func (o *options) runSecret(ctx context.Context, name string, all bool) error {
 		return fmt.Errorf("secret %q in namespace %q has no value under key %q, the key webhookconfig/%s signs with",
 			ref.Name, ns, ref.Key, name)
 	}
-	if !all {
+	// Once a rotation's grace period ended, the previous secrets no longer sign.
+	if end, err := time.Parse(time.RFC3339, secret.Annotations[webhooksv1alpha1.AnnotationRotationEndsAt]); !all || err == nil && !o.now().Before(end) {
 		secrets = secrets[:1]
 	}
 	_, err = fmt.Fprintln(o.streams.Out, strings.Join(secrets, "\n"))

@@ -66,11 +66,15 @@ func webhookConfig(ns, name string, uid types.UID) *ac.WebhookConfigApplyConfigu
 }
 
 // Controller is the controller's status fields of whc.
-func Controller(whc *webhooksv1alpha1.WebhookConfig, observedGeneration int64, active bool, secretRef webhooksv1alpha1.SecretKeyReference, conditions []metav1.Condition) *ac.WebhookConfigApplyConfiguration {
+// rotationEndsAt is the end of a secret rotation in progress, or nil.
+func Controller(whc *webhooksv1alpha1.WebhookConfig, observedGeneration int64, active bool, secretRef webhooksv1alpha1.SecretKeyReference, rotationEndsAt *metav1.Time, conditions []metav1.Condition) *ac.WebhookConfigApplyConfiguration {
 	st := ac.WebhookConfigStatus().
 		WithObservedGeneration(observedGeneration).
 		WithActive(active).
 		WithSecretRef(ac.SecretKeyReference().WithName(secretRef.Name).WithKey(secretRef.Key))
+	if rotationEndsAt != nil {
+		st.WithSecretRotationEndsAt(*rotationEndsAt)
+	}
 	for i := range conditions {
 		c := conditions[i]
 		st.WithConditions(metav1ac.Condition().

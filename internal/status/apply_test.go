@@ -89,7 +89,7 @@ func TestControllerApplyBody(t *testing.T) {
 	whc := &webhooksv1alpha1.WebhookConfig{}
 	whc.Namespace, whc.Name, whc.UID = "shop", "crm", "uid-1"
 	at := metav1.NewTime(time.Date(2026, 12, 7, 4, 5, 6, 0, time.UTC))
-	got := jsonOf(t, Controller(whc, 4, true, webhooksv1alpha1.SecretKeyReference{Name: "crm-signing", Key: "secret"}, []metav1.Condition{
+	got := jsonOf(t, Controller(whc, 4, true, webhooksv1alpha1.SecretKeyReference{Name: "crm-signing", Key: "secret"}, nil, []metav1.Condition{
 		{Type: webhooksv1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: webhooksv1alpha1.ReasonSucceeded, Message: "live", ObservedGeneration: 4, LastTransitionTime: at},
 	}))
 	want := `{"kind":"WebhookConfig","apiVersion":"webhooks.wablast.io/v1alpha1","metadata":{"name":"crm","namespace":"shop"},"status":{"observedGeneration":4,` +
@@ -97,5 +97,11 @@ func TestControllerApplyBody(t *testing.T) {
 		`"active":true,"secretRef":{"name":"crm-signing","key":"secret"}}}`
 	if got != want {
 		t.Errorf("controller apply body:\n got %s\nwant %s", got, want)
+	}
+	// During a rotation the controller also applies when it ends.
+	end := metav1.NewTime(time.Date(2026, 12, 8, 4, 5, 6, 0, time.UTC))
+	got = jsonOf(t, Controller(whc, 4, true, webhooksv1alpha1.SecretKeyReference{Name: "crm-signing", Key: "secret"}, &end, nil))
+	if !strings.Contains(got, `"secretRotationEndsAt":"2026-12-08T04:05:06Z"`) {
+		t.Errorf("controller apply body during a rotation: %s", got)
 	}
 }

@@ -179,6 +179,10 @@ var schemaYAML = typed.YAMLObject(`types:
           elementType:
             namedType: com.github.wablast.webhook-operator.api.v1alpha1.EventType
           elementRelationship: associative
+    - name: paused
+      type:
+        scalar: boolean
+      default: false
     - name: secretRef
       type:
         namedType: com.github.wablast.webhook-operator.api.v1alpha1.SecretKeyReference
@@ -233,6 +237,9 @@ var schemaYAML = typed.YAMLObject(`types:
     - name: secretRef
       type:
         namedType: com.github.wablast.webhook-operator.api.v1alpha1.SecretKeyReference
+    - name: secretRotationEndsAt
+      type:
+        namedType: io.k8s.apimachinery.pkg.apis.meta.v1.Time
     - name: successRate
       type:
         scalar: string

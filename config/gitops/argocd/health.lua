@@ -11,6 +11,7 @@
 --   3. Ready=False                                  -> Degraded (reason: message)
 --   4. Reconciling=True                             -> Progressing
 --   5. Ready=True and spec.enabled is false         -> Suspended
+--      Ready=True and spec.paused is true           -> Suspended (events kept)
 --   6. Ready=True                                   -> Healthy, also when the
 --      Delivering condition is False: the configuration is correct and live;
 --      a failing receiver is reported in the message, not as Degraded
@@ -71,8 +72,12 @@ else
   local reconciling = findCondition(status.conditions, "Reconciling")
   local delivering = findCondition(status.conditions, "Delivering")
   local enabled = true
+  local paused = false
   if type(obj.spec) == "table" and obj.spec.enabled == false then
     enabled = false
+  end
+  if type(obj.spec) == "table" and obj.spec.paused == true then
+    paused = true
   end
 
   if stalled ~= nil and stalled.status == "True" then
@@ -87,6 +92,9 @@ else
   elseif ready ~= nil and ready.status == "True" and not enabled then
     hs.status = "Suspended"
     hs.message = "Deliveries are disabled (spec.enabled is false)"
+  elseif ready ~= nil and ready.status == "True" and paused then
+    hs.status = "Suspended"
+    hs.message = "Deliveries are paused (spec.paused is true); events are kept"
   elseif ready ~= nil and ready.status == "True" then
     hs.status = "Healthy"
     if delivering ~= nil and delivering.status == "False" then

@@ -44,6 +44,12 @@ type WebhookConfigSpecApplyConfiguration struct {
 	// enabled turns deliveries to this endpoint on or off. A disabled endpoint
 	// keeps its configuration and status and still receives test deliveries.
 	Enabled *bool `json:"enabled,omitempty"`
+	// paused holds deliveries to this endpoint: events are still accepted and
+	// kept for it (each for at most delivery.maxAgeSeconds), nothing is sent,
+	// and setting it back to false delivers the backlog. status.active is
+	// false while paused. Unlike enabled: false, which drops the endpoint's
+	// events, nothing is lost. Test deliveries are still sent.
+	Paused *bool `json:"paused,omitempty"`
 	// delivery tunes timeouts, retries and concurrency. Every field has a default.
 	Delivery *DeliveryPolicyApplyConfiguration `json:"delivery,omitempty"`
 }
@@ -85,6 +91,14 @@ func (b *WebhookConfigSpecApplyConfiguration) WithEvents(values ...apiv1alpha1.E
 // If called multiple times, the Enabled field is set to the value of the last call.
 func (b *WebhookConfigSpecApplyConfiguration) WithEnabled(value bool) *WebhookConfigSpecApplyConfiguration {
 	b.Enabled = &value
+	return b
+}
+
+// WithPaused sets the Paused field in the declarative configuration to the given value
+// and returns the receiver, so that objects can be built by chaining "With" function invocations.
+// If called multiple times, the Paused field is set to the value of the last call.
+func (b *WebhookConfigSpecApplyConfiguration) WithPaused(value bool) *WebhookConfigSpecApplyConfiguration {
+	b.Paused = &value
 	return b
 }
 

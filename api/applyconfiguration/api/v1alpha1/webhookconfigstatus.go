@@ -19,6 +19,7 @@ limitations under the License.
 package v1alpha1
 
 import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	v1 "k8s.io/client-go/applyconfigurations/meta/v1"
 )
 
@@ -33,11 +34,15 @@ type WebhookConfigStatusApplyConfiguration struct {
 	// conditions: Ready (accepted and live in the dispatcher), Reconciling and
 	// Stalled (kstatus), and Delivering (recent deliveries succeed).
 	Conditions []v1.ConditionApplyConfiguration `json:"conditions,omitempty"`
-	// active is true when the endpoint is enabled and Ready.
+	// active is true when the endpoint is enabled, not paused, and Ready.
 	Active *bool `json:"active,omitempty"`
 	// secretRef is the Secret key the signing secret is read from: spec.secretRef
 	// or the generated "<name>-signing" Secret.
 	SecretRef *SecretKeyReferenceApplyConfiguration `json:"secretRef,omitempty"`
+	// secretRotationEndsAt is set during a secret rotation: until this time the
+	// previous secrets in the signing Secret sign beside the newest one (see the
+	// webhooks.wablast.io/rotation-ends-at annotation on the Secret).
+	SecretRotationEndsAt *metav1.Time `json:"secretRotationEndsAt,omitempty"`
 	// totalEventsSent counts events given a first attempt, over the resource's
 	// lifetime; a replay sends no new event.
 	TotalEventsSent *int64 `json:"totalEventsSent,omitempty"`
@@ -109,6 +114,14 @@ func (b *WebhookConfigStatusApplyConfiguration) WithActive(value bool) *WebhookC
 // If called multiple times, the SecretRef field is set to the value of the last call.
 func (b *WebhookConfigStatusApplyConfiguration) WithSecretRef(value *SecretKeyReferenceApplyConfiguration) *WebhookConfigStatusApplyConfiguration {
 	b.SecretRef = value
+	return b
+}
+
+// WithSecretRotationEndsAt sets the SecretRotationEndsAt field in the declarative configuration to the given value
+// and returns the receiver, so that objects can be built by chaining "With" function invocations.
+// If called multiple times, the SecretRotationEndsAt field is set to the value of the last call.
+func (b *WebhookConfigStatusApplyConfiguration) WithSecretRotationEndsAt(value metav1.Time) *WebhookConfigStatusApplyConfiguration {
+	b.SecretRotationEndsAt = &value
 	return b
 }
 
