@@ -213,7 +213,9 @@ func (d *Dispatcher) replay(ctx context.Context, req ReplayRequest) (int64, erro
 			}
 			seen[id] = true
 			// A replay starts a new life: maxAgeSeconds counts from now.
-			msg := store.DeliveryMsg(req.Namespace, req.Name, req.UID, &store.Delivery{EventID: id, EventType: h.Get(store.HdrEventType), AcceptedAt: now, Body: m.Data()})
+			dl := store.Delivery{EventID: id, EventType: h.Get(store.HdrEventType), AcceptedAt: now, Body: m.Data()}
+			msg := store.DeliveryMsg(req.Namespace, req.Name, req.UID, &dl)
+			d.dlog.stored(req.Namespace, req.Name, req.UID, []store.Delivery{dl}, "Replay")
 			if _, err := d.js.PublishMsg(ctx, msg, jetstream.WithMsgID("replay."+replayID+"."+strconv.FormatUint(meta.Sequence.Stream, 10))); err != nil {
 				return n, err
 			}

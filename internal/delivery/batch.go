@@ -41,6 +41,7 @@ const (
 type batcher struct {
 	js     jetstream.JetStream
 	delay  time.Duration
+	dlog   *deliveryLog
 	mu     sync.Mutex
 	queues map[types.UID]*batchQueue
 }
@@ -164,6 +165,7 @@ func (b *batcher) linger(q *batchQueue) {
 }
 
 func (b *batcher) store(q *batchQueue, ds []store.Delivery) error {
+	b.dlog.stored(q.ns, q.name, q.uid, ds, "")
 	f, err := b.js.PublishMsgAsync(store.BatchMsg(q.ns, q.name, q.uid, ds))
 	if err != nil {
 		return err

@@ -166,4 +166,11 @@ type Outcome struct {
 	// ID it names one life of one event at one endpoint (a replay starts a new
 	// one), which is what the aggregator deduplicates on.
 	AcceptedAt string `json:"acceptedAt,omitempty"`
+
+	// For the delivery log only, not in the outcomes stream: the URL's
+	// host, and what the log keeps of the response (LogResponseHeaders,
+	// LogResponseBody).
+	Host            string            `json:"-"`
+	ResponseHeaders map[string]string `json:"-"`
+	ResponseBody    string            `json:"-"`
 }
