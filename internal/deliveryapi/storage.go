@@ -141,6 +141,7 @@ func (q *query) matches(o *deliveryv1alpha1.WebhookDelivery) bool {
 type continueToken struct {
 	RV    uint64 `json:"rv"`
 	Below uint64 `json:"below"`
+	Index int    `json:"index"`
 }
 
 func parseRV(rv string) (uint64, error) {
@@ -187,30 +188,23 @@ func (s *Storage) List(ctx context.Context, opts *metainternalversion.ListOption
 	if opts != nil {
 		limit = opts.Limit
 	}
+	var prev *deliverylog.Delivery
 	for _, d := range ds {
-		if tok.Below != 0 && d.FirstSeq >= tok.Below {
+		if tok.Below != 0 && !d.Before(tok.Below, tok.Index) {
 			continue
 		}
 		if !q.matches(d.Object) {
 			continue
 		}
 		if limit > 0 && int64(len(out.Items)) == limit {
-			raw, _ := json.Marshal(continueToken{RV: last, Below: ds[indexOf(ds, out.Items[len(out.Items)-1].Name)].FirstSeq})
+			raw, _ := json.Marshal(continueToken{RV: last, Below: prev.FirstSeq, Index: prev.FirstIndex})
 			out.Continue = base64.RawURLEncoding.EncodeToString(raw)
 			break
 		}
 		out.Items = append(out.Items, *d.Object)
+		prev = d
 	}
 	return out, nil
-}
-
-func indexOf(ds []*deliverylog.Delivery, name string) int {
-	for i, d := range ds {
-		if d.Object.Name == name {
-			return i
-		}
-	}
-	return 0
 }
 
 // Watch implements rest.Watcher: every change after the resource version

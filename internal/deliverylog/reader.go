@@ -60,9 +60,9 @@ func (r *Reader) Scan(ctx context.Context, ns, webhook string, upTo uint64) ([]*
 	}
 	slices.SortFunc(out, func(a, b *Delivery) int {
 		switch {
-		case a.FirstSeq > b.FirstSeq:
+		case b.Before(a.FirstSeq, a.FirstIndex):
 			return -1
-		case a.FirstSeq < b.FirstSeq:
+		case a.Before(b.FirstSeq, b.FirstIndex):
 			return 1
 		}
 		return 0
@@ -90,8 +90,10 @@ func (r *Reader) read(ctx context.Context, filter string, from, upTo uint64, f *
 	}()
 	remaining := cons.CachedInfo().NumPending
 	for remaining > 0 {
-		msgs, err := cons.Fetch(int(min(remaining, 1000)), jetstream.FetchMaxWait(10*time.Second), jetstream.FetchContext(ctx))
+		fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		msgs, err := cons.Fetch(int(min(remaining, 1000)), jetstream.FetchContext(fctx))
 		if err != nil {
+			cancel()
 			return fmt.Errorf("reading the delivery log: %w", err)
 		}
 		got := 0
@@ -108,6 +110,7 @@ func (r *Reader) read(ctx context.Context, filter string, from, upTo uint64, f *
 			}
 			foldMsg(f, m.Subject(), meta.Sequence.Stream, m.Data(), nil)
 		}
+		cancel()
 		if err := msgs.Error(); err != nil {
 			return fmt.Errorf("reading the delivery log: %w", err)
 		}
@@ -130,7 +133,7 @@ func foldMsg(f *Folder, subject string, seq uint64, data []byte, touched func(d 
 		return
 	}
 	for i := range rs {
-		d, created := f.apply(key.Namespace, key.Name, seq, &rs[i])
+		d, created := f.apply(key.Namespace, key.Name, seq, i, &rs[i])
 		if touched != nil {
 			touched(d, created)
 		}
