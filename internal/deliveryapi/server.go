@@ -37,6 +37,11 @@ type Options struct {
 	Kubernetes *restclient.Config
 	// Reader reads the delivery log.
 	Reader *deliverylog.Reader
+	// Resender stores a delivery again for webhookdeliveries/resend; nil
+	// serves no resend. NotRegistered is the error (wrapped) it returns for
+	// a WebhookConfig it does not know.
+	Resender      Resender
+	NotRegistered error
 }
 
 // Server is the aggregated API server, a manager.Runnable.
@@ -112,9 +117,12 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	info := genericapiserver.NewDefaultAPIGroupInfo(deliveryv1alpha1.GroupName, Scheme, metav1.ParameterCodec, Codecs)
-	info.VersionedResourcesStorageMap[deliveryv1alpha1.SchemeGroupVersion.Version] = map[string]rest.Storage{
-		"webhookdeliveries": NewStorage(opts.Reader),
+	deliveries := NewStorage(opts.Reader)
+	resources := map[string]rest.Storage{"webhookdeliveries": deliveries}
+	if opts.Resender != nil {
+		resources["webhookdeliveries/resend"] = &ResendStorage{deliveries: deliveries, resender: opts.Resender, notRegistered: opts.NotRegistered}
 	}
+	info.VersionedResourcesStorageMap[deliveryv1alpha1.SchemeGroupVersion.Version] = resources
 	if err := generic.InstallAPIGroup(&info); err != nil {
 		return nil, err
 	}

@@ -274,7 +274,8 @@ func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) (*Operator, error)
 		}
 		op.DeliveryAPI, err = deliveryapi.New(deliveryapi.Options{
 			Listener: ln, CertDir: cfg.DeliveryAPICertDir, Kubernetes: mgr.GetConfig(),
-			Reader: deliverylog.NewReader(store.JetStream()),
+			Reader:   deliverylog.NewReader(store.JetStream()),
+			Resender: op.Dispatcher, NotRegistered: delivery.ErrNotRegistered,
 		})
 		if err != nil {
 			_ = ln.Close()
