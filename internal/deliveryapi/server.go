@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	openapinamer "k8s.io/apiserver/pkg/endpoints/openapi"
 	"k8s.io/apiserver/pkg/registry/rest"
 	genericapiserver "k8s.io/apiserver/pkg/server"
 	genericoptions "k8s.io/apiserver/pkg/server/options"
@@ -17,6 +18,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	deliveryv1alpha1 "github.com/wablast/webhook-operator/api/delivery/v1alpha1"
+	"github.com/wablast/webhook-operator/internal/deliveryapi/openapi"
 	"github.com/wablast/webhook-operator/internal/deliverylog"
 )
 
@@ -103,6 +105,13 @@ func New(opts Options) (*Server, error) {
 	cfg.EffectiveVersion = utilcompatibility.DefaultBuildEffectiveVersion()
 	cfg.EnableMetrics = false
 	cfg.EnableProfiling = false
+	// The OpenAPI models: server-side apply's type converter needs them, and
+	// the kube-apiserver merges them into its own (kubectl explain).
+	namer := openapinamer.NewDefinitionNamer(Scheme)
+	cfg.OpenAPIConfig = genericapiserver.DefaultOpenAPIConfig(openapi.GetOpenAPIDefinitions, namer)
+	cfg.OpenAPIConfig.Info.Title, cfg.OpenAPIConfig.Info.Version = "WA Blast delivery log", "v1alpha1"
+	cfg.OpenAPIV3Config = genericapiserver.DefaultOpenAPIV3Config(openapi.GetOpenAPIDefinitions, namer)
+	cfg.OpenAPIV3Config.Info.Title, cfg.OpenAPIV3Config.Info.Version = "WA Blast delivery log", "v1alpha1"
 	if err := serving.ApplyTo(&cfg.SecureServing, &cfg.LoopbackClientConfig); err != nil {
 		return nil, err
 	}

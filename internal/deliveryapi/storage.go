@@ -197,7 +197,10 @@ func (s *Storage) List(ctx context.Context, opts *metainternalversion.ListOption
 			continue
 		}
 		if limit > 0 && int64(len(out.Items)) == limit {
-			raw, _ := json.Marshal(continueToken{RV: last, Below: prev.FirstSeq, Index: prev.FirstIndex})
+			raw, err := json.Marshal(continueToken{RV: last, Below: prev.FirstSeq, Index: prev.FirstIndex})
+			if err != nil {
+				return nil, apierrors.NewInternalError(err)
+			}
 			out.Continue = base64.RawURLEncoding.EncodeToString(raw)
 			break
 		}

@@ -35,6 +35,7 @@ type Folder struct {
 	byKey map[string]*Delivery
 }
 
+// NewFolder returns an empty Folder of namespace ns.
 func NewFolder(ns string) *Folder { return &Folder{ns: ns, byKey: map[string]*Delivery{}} }
 
 // apply folds the record r of WebhookConfig webhook, stored at sequence

@@ -18,7 +18,7 @@ func Name(webhook, eventID string) string {
 	b.WriteString(webhook)
 	b.WriteByte('.')
 	const hex = "0123456789abcdef"
-	for i := 0; i < len(eventID); i++ {
+	for i := range len(eventID) {
 		c := eventID[i]
 		if c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' {
 			b.WriteByte(c)

@@ -164,7 +164,7 @@ func (r *Reader) Follow(ctx context.Context, ns, webhook string, after uint64, f
 		m, err := it.Next()
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				return nil
+				return nil //nolint:nilerr // the watch was stopped: not an error of the log
 			}
 			return fmt.Errorf("following the delivery log: %w", err)
 		}

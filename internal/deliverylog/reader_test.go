@@ -3,6 +3,7 @@ package deliverylog
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -109,7 +110,7 @@ func TestFoldFollowsADeliveryThroughItsLife(t *testing.T) {
 		t.Errorf("a body over the cap: envelope %v, %d bytes, sha %q", e2.Envelope, e2.EnvelopeBytes, e2.EnvelopeSHA256)
 	}
 	a := ds[1].Object.Status.Attempts[0]
-	if a.Host != "crm.example.com" || a.StatusCode != 503 || a.ResponseBody != "nope" || a.ResponseHeaders["X-A"] != "b" {
+	if a.Host != "crm.example.com" || a.StatusCode != http.StatusServiceUnavailable || a.ResponseBody != "nope" || a.ResponseHeaders["X-A"] != "b" {
 		t.Errorf("attempt: %+v", a)
 	}
 

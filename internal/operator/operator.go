@@ -268,7 +268,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) (*Operator, error)
 	}
 
 	if cfg.DeliveryAPIAddr != "" && store.DeliveryLog() {
-		ln, err := net.Listen("tcp", cfg.DeliveryAPIAddr)
+		ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.DeliveryAPIAddr)
 		if err != nil {
 			return nil, fmt.Errorf("listening for the delivery API: %w", err)
 		}

@@ -138,7 +138,7 @@ func (o *options) runDeliveries(ctx context.Context, sel deliverySelection, foll
 				return nil
 			}
 			if ev.Type == watch.Error {
-				return fmt.Errorf("watching deliveries: %v", apierrors.FromObject(ev.Object))
+				return fmt.Errorf("watching deliveries: %w", apierrors.FromObject(ev.Object))
 			}
 			d, ok := ev.Object.(*deliveryv1alpha1.WebhookDelivery)
 			if !ok || ev.Type == watch.Deleted || !sel.keeps(d) {

@@ -2,6 +2,7 @@ package deliverylog
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -230,7 +232,7 @@ func TestKubectlGetListWatchThroughAggregation(t *testing.T) {
 	testutil.Eventually(t, 20*time.Second, func() error {
 		out, err := kubectl(t, "get", "whd", "-n", ns, "-l", "webhooks.wablast.io/state=Failed")
 		if err != nil {
-			return fmt.Errorf("%v: %s", err, out)
+			return fmt.Errorf("%w: %s", err, out)
 		}
 		if strings.Count(out, "broken.") != 2 {
 			return fmt.Errorf("want the 2 failed deliveries of broken, got:\n%s", out)
@@ -390,7 +392,7 @@ func checkDelivery(t *testing.T, o *deliveryv1alpha1.WebhookDelivery, webhook st
 	if !ok {
 		t.Fatalf("%s never arrived at %s", p.ID, webhook)
 	}
-	if o.Spec.Envelope == nil || string(o.Spec.Envelope.Raw) != string(arrived) {
+	if o.Spec.Envelope == nil || !bytes.Equal(o.Spec.Envelope.Raw, arrived) {
 		t.Errorf("%s: envelope in the log differs from what arrived:\nlog:     %s\narrived: %s", o.Name, rawOf(o), arrived)
 	}
 	var env envelope
@@ -442,7 +444,5 @@ func jsonEqual(a, b []byte) bool {
 	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
 		return false
 	}
-	xa, _ := json.Marshal(x)
-	ya, _ := json.Marshal(y)
-	return string(xa) == string(ya)
+	return reflect.DeepEqual(x, y)
 }
