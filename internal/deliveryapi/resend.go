@@ -50,11 +50,11 @@ func (r *ResendStorage) Create(ctx context.Context, name string, _ runtime.Objec
 		return nil, err
 	}
 	d := obj.(*deliveryv1alpha1.WebhookDelivery)
-	if d.Spec.Envelope == nil || len(d.Spec.Envelope.Raw) == 0 {
+	if d.Spec.Envelope == "" {
 		return nil, apierrors.NewConflict(resource, name,
 			errors.New("the delivery log does not hold this delivery's body (it was over the log's body cap, or aged out), so it cannot be resent"))
 	}
-	at, err := r.resender.Resend(ctx, d.Namespace, d.Spec.Webhook, d.Spec.WebhookUID, d.Spec.EventID, d.Spec.Type, d.Spec.Envelope.Raw)
+	at, err := r.resender.Resend(ctx, d.Namespace, d.Spec.Webhook, d.Spec.WebhookUID, d.Spec.EventID, d.Spec.Type, []byte(d.Spec.Envelope))
 	switch {
 	case r.notRegistered != nil && errors.Is(err, r.notRegistered):
 		return nil, apierrors.NewConflict(resource, name, fmt.Errorf("WebhookConfig %s is not registered (deleted, not ready, or made anew since)", d.Spec.Webhook))

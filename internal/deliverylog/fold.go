@@ -5,7 +5,6 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 
 	deliveryv1alpha1 "github.com/wablast/webhook-operator/api/delivery/v1alpha1"
 	"github.com/wablast/webhook-operator/internal/store"
@@ -79,9 +78,9 @@ func (f *Folder) apply(ns, webhook string, seq uint64, index int, r *store.LogRe
 	switch r.Kind {
 	case store.LogStored:
 		if len(r.Body) > 0 {
-			o.Spec.Envelope = &runtime.RawExtension{Raw: append([]byte(nil), r.Body...)}
+			o.Spec.Envelope = string(r.Body)
 		} else if r.Origin == "" {
-			o.Spec.Envelope = nil
+			o.Spec.Envelope = ""
 		}
 		o.Spec.EnvelopeBytes, o.Spec.EnvelopeSHA256 = int64(r.BodyBytes), r.BodySHA256
 		if !created {

@@ -2,7 +2,6 @@ package v1alpha1
 
 import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 )
 
@@ -59,11 +58,12 @@ type WebhookDeliverySpec struct {
 	// replay or resend starts the delivery's retry budget anew).
 	// +optional
 	AcceptedAt *metav1.Time `json:"acceptedAt,omitempty"`
-	// envelope is the body delivered, as sent, when it is at most the
-	// log's body cap (16 KiB by default); a larger one is described by
-	// envelopeBytes and envelopeSHA256 only.
+	// envelope is the body delivered, byte for byte as sent (a JSON
+	// document in a string, so that nothing on the way re-encodes it), when
+	// it is at most the log's body cap (16 KiB by default); a larger one is
+	// described by envelopeBytes and envelopeSHA256 only.
 	// +optional
-	Envelope *runtime.RawExtension `json:"envelope,omitempty"`
+	Envelope string `json:"envelope,omitempty"`
 	// envelopeBytes is the body's size.
 	// +optional
 	EnvelopeBytes int64 `json:"envelopeBytes,omitempty"`
