@@ -72,7 +72,6 @@ func TestViewReadsEditResends(t *testing.T) {
 	ctx := context.Background()
 	var view, resend string
 	for _, r := range chartClusterRoles(t) {
-		r := r
 		r.Name = ns + "-" + r.Name // one per test: ClusterRoles are cluster-wide
 		switch {
 		case r.Labels["rbac.authorization.k8s.io/aggregate-to-view"] == "true":
