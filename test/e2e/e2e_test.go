@@ -245,6 +245,7 @@ func TestEndToEnd(t *testing.T) {
 		"--data-dir", filepath.Join(t.TempDir(), "nats"),
 		"--leader-elect", "--leader-election-namespace", releaseNS,
 		"--ingest-bind-address", ingestAddr,
+		"--delivery-api-bind-address", "127.0.0.1:0",
 		"--health-probe-bind-address", probesAddr,
 		"--metrics-bind-address", "127.0.0.1:18080",
 		"--egress-allow-cidrs", "127.0.0.0/8",

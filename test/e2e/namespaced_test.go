@@ -71,6 +71,7 @@ func TestEndToEndNamespaceScoped(t *testing.T) {
 		"--data-dir", filepath.Join(t.TempDir(), "nats"),
 		"--leader-elect", "--leader-election-namespace", relNS,
 		"--ingest-bind-address", ingest,
+		"--delivery-api-bind-address", "127.0.0.1:0",
 		"--health-probe-bind-address", probes,
 		"--metrics-bind-address", "0",
 		flag)
