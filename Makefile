@@ -11,6 +11,9 @@ ENVTEST_K8S_VERSION ?= 1.37.2
 
 LOCALBIN ?= $(CURDIR)/bin
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
+# openapi-gen at the kube-openapi version in go.mod: the delivery API's OpenAPI models.
+OPENAPI_GEN_VERSION ?= v0.0.0-20260721132016-d427ff9ee9ad
+OPENAPI_GEN ?= $(LOCALBIN)/openapi-gen-$(OPENAPI_GEN_VERSION)
 HELM ?= $(LOCALBIN)/helm-$(HELM_VERSION)
 GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 ENVTEST_ASSETS ?= $(LOCALBIN)/k8s/$(ENVTEST_K8S_VERSION)
@@ -39,8 +42,12 @@ manifests: $(CONTROLLER_GEN) ## Generate the CRD and RBAC manifests from the API
 	hack/sync-chart-crd.sh
 
 .PHONY: generate
-generate: $(CONTROLLER_GEN) ## Generate the DeepCopy methods, the typed apply configurations, docs/events.md, docs/openapi.json, the field reference in docs/api.md and the chart's Grafana dashboard.
+generate: $(CONTROLLER_GEN) $(OPENAPI_GEN) ## Generate the DeepCopy methods, the typed apply configurations, the delivery API's OpenAPI models, docs/events.md, docs/openapi.json, the field reference in docs/api.md and the chart's Grafana dashboard.
 	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./api/..."
+	$(OPENAPI_GEN) --output-dir internal/deliveryapi/openapi --output-pkg github.com/wablast/webhook-operator/internal/deliveryapi/openapi \
+		--output-file zz_generated.openapi.go --go-header-file hack/boilerplate.go.txt --report-filename /dev/null \
+		k8s.io/apimachinery/pkg/apis/meta/v1 k8s.io/apimachinery/pkg/runtime k8s.io/apimachinery/pkg/version \
+		k8s.io/apimachinery/pkg/api/resource k8s.io/apimachinery/pkg/util/intstr ./api/delivery/v1alpha1
 	rm -rf api/applyconfiguration
 	$(CONTROLLER_GEN) applyconfiguration:headerFile="hack/boilerplate.go.txt" paths="./api/v1alpha1/..."
 	$(GO) run ./hack/gen-events-doc
@@ -238,6 +245,11 @@ $(GOLANGCI_LINT):
 	@mkdir -p $(LOCALBIN)
 	GOBIN=$(LOCALBIN) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 	mv $(LOCALBIN)/golangci-lint $@
+
+$(OPENAPI_GEN):
+	@mkdir -p $(LOCALBIN)
+	cd $$(mktemp -d) && GOBIN=$(LOCALBIN) GOFLAGS=-mod=mod $(GO) install k8s.io/kube-openapi/cmd/openapi-gen@$(OPENAPI_GEN_VERSION)
+	mv $(LOCALBIN)/openapi-gen $@
 
 $(CONTROLLER_GEN):
 	@mkdir -p $(LOCALBIN)

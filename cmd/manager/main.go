@@ -89,6 +89,12 @@ func run() error {
 	flag.DurationVar(&groupCommitDelay, "group-commit-delay", delivery.DefaultGroupCommitDelay, "With the embedded NATS server: how long a write of deliveries to a busy endpoint waits for more to join it (a write after a single delivery never waits); 0 turns it off.")
 	flag.Var(&watchNamespaces, "watch-namespaces", "Comma-separated namespaces the operator serves: it caches, reconciles and accepts events only there, and needs RBAC only there (plus TokenReview and SubjectAccessReview creation). Empty (the default) serves every namespace.")
 	flag.IntVar(&cfg.MaxConcurrentReconciles, "max-concurrent-reconciles", 4, "How many WebhookConfigs are reconciled in parallel.")
+	flag.DurationVar(&cfg.DeliveryLogRetention, "delivery-log-retention", store.DefaultDeliveryLogRetention, "How long the delivery log (every delivery and attempt, served as delivery.wablast.io webhookdeliveries) keeps a record; 0 turns the log and its API off.")
+	var logMaxBytes string
+	flag.StringVar(&logMaxBytes, "delivery-log-max-bytes", "1Gi", "The delivery log's size cap, as bytes or a quantity; the oldest records go first. Held to a quarter of --store-max-bytes.")
+	flag.IntVar(&cfg.DeliveryLogBodyBytes, "delivery-log-max-body-bytes", store.DefaultDeliveryLogBodyBytes, "Bodies up to this size are kept in the delivery log; a larger one is kept as its size and SHA-256.")
+	flag.StringVar(&cfg.DeliveryAPIAddr, "delivery-api-bind-address", ":8443", "The address the delivery.wablast.io aggregated API (HTTPS) binds to; \"0\" disables it.")
+	flag.StringVar(&cfg.DeliveryAPICertDir, "delivery-api-cert-dir", "", "A directory with the delivery API's serving certificate, tls.crt and tls.key; empty: a self-signed certificate (the APIService must then skip verification).")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -98,6 +104,14 @@ func run() error {
 		return fmt.Errorf("invalid --store-max-bytes %q: %w", storeMaxBytes, err)
 	}
 	cfg.StoreMaxBytes = q.Value()
+	lq, err := resource.ParseQuantity(logMaxBytes)
+	if err != nil {
+		return fmt.Errorf("invalid --delivery-log-max-bytes %q: %w", logMaxBytes, err)
+	}
+	cfg.DeliveryLogMaxBytes = lq.Value()
+	if cfg.DeliveryAPIAddr == "0" {
+		cfg.DeliveryAPIAddr = ""
+	}
 	if cfg.StoreSync, err = store.ParseSync(storeSync); err != nil {
 		return err
 	}

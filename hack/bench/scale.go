@@ -66,6 +66,7 @@ func measureScale(ctx context.Context, sz sizes) *result {
 		"--metrics-bind-address", "0",
 		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", probePort),
 		"--ingest-bind-address", fmt.Sprintf("127.0.0.1:%d", ingestPort),
+		"--delivery-api-bind-address", "0",
 	)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+env.Kubeconfig)
 	cmd.Stdout, cmd.Stderr = logFile, logFile

@@ -11,14 +11,19 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
 
 	"github.com/wablast/webhook-operator/internal/testutil"
@@ -35,6 +40,7 @@ func run() error {
 	bin := flag.String("bin", filepath.Join(testutil.RepoRoot(), "bin"), "Where manager and webhook-receiver are.")
 	ingestAddr := flag.String("ingest-address", "127.0.0.1:8082", "The manager's ingestion API address.")
 	receiverAddr := flag.String("receiver-address", "127.0.0.1:9000", "The demo receiver's address (config/samples points at 127.0.0.1:9000).")
+	deliveryAPIAddr := flag.String("delivery-api-address", "127.0.0.1:8443", "The manager's delivery API address (delivery.wablast.io, HTTPS).")
 	keep := flag.Bool("keep", false, "Keep the temporary folder (logs, store) on exit.")
 	flag.Parse()
 
@@ -55,7 +61,9 @@ func run() error {
 	defer stop()
 
 	fmt.Println("Starting the local control plane (etcd, kube-apiserver)...")
-	env, err := testutil.StartEnvWith(testutil.EnvOptions{InstallCRDs: true, Dir: dir})
+	// With the aggregation layer, so kubectl get webhookdeliveries reaches
+	// the manager through an APIService, as in a cluster.
+	env, err := testutil.StartEnvWith(testutil.EnvOptions{InstallCRDs: true, Dir: dir, Aggregation: true})
 	if err != nil {
 		return err
 	}
@@ -79,6 +87,7 @@ func run() error {
 		"--metrics-bind-address", "127.0.0.1:8080",
 		"--health-probe-bind-address", "127.0.0.1:8081",
 		"--status-flush-interval", "2s",
+		"--delivery-api-bind-address", *deliveryAPIAddr,
 		"--zap-devel")
 	if err != nil {
 		return err
@@ -86,6 +95,9 @@ func run() error {
 	procs = append(procs, mgr)
 	if err := waitReady(ctx, "http://127.0.0.1:8081/readyz", mgr); err != nil {
 		return fmt.Errorf("%w (see %s)", err, managerLog)
+	}
+	if err := routeDeliveryAPI(ctx, env, *deliveryAPIAddr); err != nil {
+		return fmt.Errorf("routing delivery.wablast.io to the manager: %w (see %s)", err, managerLog)
 	}
 
 	fmt.Printf(`
@@ -109,6 +121,7 @@ Try it (in another terminal):
     -d '{"type":"message.sent","data":{"messageId":"m-1","sessionId":"s-1","to":"+6281234567890"}}'
   tail -f %[3]s
   kubectl get whc crm -o wide
+  kubectl get webhookdeliveries     # or: kubectl get whd -w, kubectl webhook deliveries crm
   PATH=$PWD/bin:$PATH kubectl webhook test crm --wait
 
 Ctrl-C stops everything and removes %[6]s.
@@ -216,4 +229,41 @@ func waitReady(ctx context.Context, url string, p *exec.Cmd) error {
 		}
 	}
 	return errors.New("the manager did not become ready within 60s")
+}
+
+// routeDeliveryAPI makes the API server send delivery.wablast.io to the
+// manager on loopback: a Service of type ExternalName (localhost, the API's
+// port) and an APIService naming it. The manager's certificate is
+// self-signed, so the APIService skips verifying it (local use only; the
+// chart sets a caBundle).
+func routeDeliveryAPI(ctx context.Context, env *testutil.Env, addr string) error {
+	_, portText, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	port, err := strconv.Atoi(portText)
+	if err != nil {
+		return err
+	}
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "webhook-operator-delivery-api"},
+		Spec: corev1.ServiceSpec{
+			Type: corev1.ServiceTypeExternalName, ExternalName: "localhost",
+			Ports: []corev1.ServicePort{{Name: "https", Port: int32(port)}},
+		},
+	}
+	if err := env.Client.Create(ctx, svc); err != nil {
+		return err
+	}
+	apiSvc := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+		"metadata": map[string]any{"name": "v1alpha1.delivery.wablast.io"},
+		"spec": map[string]any{
+			"group": "delivery.wablast.io", "version": "v1alpha1",
+			"service":               map[string]any{"namespace": "default", "name": svc.Name, "port": int64(port)},
+			"insecureSkipTLSVerify": true,
+			"groupPriorityMinimum":  int64(1000), "versionPriority": int64(15),
+		},
+	}}
+	return env.Client.Create(ctx, apiSvc)
 }

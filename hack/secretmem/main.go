@@ -202,6 +202,7 @@ func measure(ctx context.Context, env *testutil.Env, label, bin, probe string, s
 		"--metrics-bind-address", "0",
 		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", ports[0]),
 		"--ingest-bind-address", fmt.Sprintf("127.0.0.1:%d", ports[1]),
+		"--delivery-api-bind-address", "0",
 		"--pprof-bind-address", fmt.Sprintf("127.0.0.1:%d", ports[2]),
 	)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+env.Kubeconfig)

@@ -244,6 +244,7 @@ func (d *Dispatcher) replay(ctx context.Context, req ReplayRequest) (int64, erro
 				// A replay starts a new life: maxAgeSeconds counts from now.
 				dl := &store.Delivery{EventID: id, EventType: h.Get(store.HdrEventType), AcceptedAt: now, ReplacesFailure: h.Get(store.HdrFailedAt), Body: m.Data()}
 				msg := store.DeliveryMsg(req.Namespace, req.Name, req.UID, dl)
+				d.dlog.stored(req.Namespace, req.Name, req.UID, []store.Delivery{*dl}, "Replay")
 				if _, err := d.js.PublishMsg(ctx, msg, jetstream.WithMsgID("replay."+replayID+"."+strconv.FormatUint(meta.Sequence.Stream, 10))); err != nil {
 					return n, err
 				}

@@ -43,6 +43,7 @@ type batcher struct {
 	delay time.Duration
 	// counts learns the deliveries each message stored carries (backlog.go).
 	counts *batchCounts
+	dlog   *deliveryLog
 	mu     sync.Mutex
 	queues map[types.UID]*batchQueue
 }
@@ -166,6 +167,7 @@ func (b *batcher) linger(q *batchQueue) {
 }
 
 func (b *batcher) store(q *batchQueue, ds []store.Delivery) error {
+	b.dlog.stored(q.ns, q.name, q.uid, ds, "")
 	f, err := b.js.PublishMsgAsync(store.BatchMsg(q.ns, q.name, q.uid, ds))
 	if err != nil {
 		return err

@@ -69,6 +69,11 @@ type Options struct {
 	Rand func() float64
 	// Logger defaults to a discarding logger.
 	Logger logr.Logger
+	// DeliveryLogBodyBytes caps the bodies the delivery log keeps (larger
+	// ones are kept as size and SHA-256); default
+	// store.DefaultDeliveryLogBodyBytes. The log is kept when the store
+	// keeps it (store.Options.DeliveryLogRetention).
+	DeliveryLogBodyBytes int
 	// Reporter records test deliveries and replays (status.lastTest,
 	// status.lastReplay, Kubernetes Events). Optional.
 	Reporter Reporter
@@ -101,6 +106,9 @@ type Dispatcher struct {
 	// batcher stores the deliveries of events without an id, together when
 	// they arrive together; nil with an external NATS (see New).
 	batcher *batcher
+
+	// dlog writes the delivery log; nil when it is off.
+	dlog *deliveryLog
 
 	// outcomes feeds the outcome recorder (see recordOutcome).
 	outcomes chan pendingOutcome
@@ -174,9 +182,12 @@ func New(opts Options) (*Dispatcher, error) {
 		transport = http.DefaultTransport
 	}
 	batches := &batchCounts{}
+	dlog := newDeliveryLog(opts.Store, opts.DeliveryLogBodyBytes, opts.Logger)
 	d := &Dispatcher{
-		opts:          opts,
-		sender:        &sender{transport: transport, userAgent: []string{opts.UserAgent}, maxResponseBytes: opts.MaxResponseBytes, now: opts.Now},
+		opts: opts,
+		sender: &sender{transport: transport, userAgent: []string{opts.UserAgent}, maxResponseBytes: opts.MaxResponseBytes, now: opts.Now,
+			keepResponse: dlog != nil},
+		dlog:          dlog,
 		recorderDelay: max(opts.GroupCommitDelay, 0),
 		js:            opts.Store.JetStream(),
 		workers:       map[types.NamespacedName]*endpointWorker{},
@@ -185,7 +196,7 @@ func New(opts Options) (*Dispatcher, error) {
 		wanted:        map[types.NamespacedName]time.Time{},
 		wake:          make(chan struct{}, 1),
 		pump:          pumpState{inStream: map[uint64]int{}},
-		batcher:       batcherFor(opts.Store, max(opts.GroupCommitDelay, 0), batches),
+		batcher:       batcherFor(opts.Store, max(opts.GroupCommitDelay, 0), batches, dlog),
 		batches:       batches,
 		outcomes:      make(chan pendingOutcome, 4*maxOutcomeBatch),
 		baseCtx:       context.Background(),
@@ -215,11 +226,13 @@ func New(opts Options) (*Dispatcher, error) {
 // manager delivers everything, so its own bound is the endpoint's. With an
 // external NATS several replicas may share the endpoint's consumer, so each
 // message carries one delivery and MaxAckPending is the bound.
-func batcherFor(s *store.Store, delay time.Duration, counts *batchCounts) *batcher {
+func batcherFor(s *store.Store, delay time.Duration, counts *batchCounts, dlog *deliveryLog) *batcher {
 	if !s.Embedded() {
 		return nil
 	}
-	return newBatcher(s.JetStream(), delay, counts)
+	b := newBatcher(s.JetStream(), delay, counts)
+	b.dlog = dlog
+	return b
 }
 
 // DefaultGroupCommitDelay is Options.GroupCommitDelay's default; what it
@@ -361,7 +374,9 @@ func (d *Dispatcher) fanout(ctx context.Context, m jetstream.Msg) {
 	futures := make([]jetstream.PubAckFuture, 0, len(subs))
 	for i := range subs {
 		ep := &subs[i]
-		msg := store.DeliveryMsg(ns, ep.Name, ep.UID, &store.Delivery{EventID: h.Get(store.HdrEventID), EventType: h.Get(store.HdrEventType), AcceptedAt: h.Get(store.HdrAcceptedAt), Body: m.Data()})
+		dl := store.Delivery{EventID: h.Get(store.HdrEventID), EventType: h.Get(store.HdrEventType), AcceptedAt: h.Get(store.HdrAcceptedAt), Body: m.Data()}
+		msg := store.DeliveryMsg(ns, ep.Name, ep.UID, &dl)
+		d.dlog.stored(ns, ep.Name, ep.UID, []store.Delivery{dl}, "")
 		f, err := d.js.PublishMsgAsync(msg, jetstream.WithMsgID(fanoutMsgID(meta.Sequence.Stream, ep.UID)))
 		if err != nil {
 			_ = m.NakWithDelay(time.Second)

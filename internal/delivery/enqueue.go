@@ -216,6 +216,7 @@ func (d *Dispatcher) storeDeliveries(direct []endpointDeliveries, futures *[]jet
 			writes = append(writes, d.batcher.add(g.ep.Namespace, g.ep, g.ds)...)
 			continue
 		}
+		d.dlog.stored(g.ep.Namespace, g.ep.Name, g.ep.UID, g.ds, "")
 		for i := range g.ds {
 			f, err := d.js.PublishMsgAsync(store.DeliveryMsg(g.ep.Namespace, g.ep.Name, g.ep.UID, &g.ds[i]))
 			if err != nil {

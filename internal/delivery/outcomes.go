@@ -134,6 +134,7 @@ func (d *Dispatcher) storeOutcomes(batch []pendingOutcome) {
 				break
 			}
 			g.futures = append(g.futures, f)
+			d.dlog.attempts(ocs)
 		}
 	}
 	for _, uid := range order {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/wablast/webhook-operator/internal/endpoint"
 	"github.com/wablast/webhook-operator/internal/signing"
+	"github.com/wablast/webhook-operator/internal/store"
 )
 
 // sender makes the signed POSTs: deliveries, test deliveries and replays.
@@ -24,6 +25,9 @@ type sender struct {
 	maxResponseBytes int64
 	// now stamps the signature.
 	now func() time.Time
+	// keepResponse keeps the response's headers and the first
+	// store.LogResponseBodyBytes of its body, for the delivery log.
+	keepResponse bool
 }
 
 // attemptResult is what one HTTP attempt produced.
@@ -33,6 +37,10 @@ type attemptResult struct {
 	duration   time.Duration
 	err        error
 	refused    bool
+	// header and bodyHead are the response's headers and the start of its
+	// body, kept only for the delivery log (sender.keepResponse).
+	header   http.Header
+	bodyHead []byte
 }
 
 func (r *attemptResult) succeeded() bool {
@@ -98,11 +106,22 @@ func (s *sender) send(ctx context.Context, ep *endpoint.Endpoint, eventID string
 		_, refused := IsEgressRefused(err)
 		return attemptResult{err: err, refused: refused, duration: time.Since(start)}
 	}
+	r := attemptResult{statusCode: resp.StatusCode, retryAfter: resp.Header.Get("Retry-After")}
 	if resp.ContentLength != 0 {
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, s.maxResponseBytes))
+		body := io.LimitReader(resp.Body, s.maxResponseBytes)
+		if s.keepResponse {
+			head := make([]byte, min(store.LogResponseBodyBytes, s.maxResponseBytes))
+			n, _ := io.ReadFull(body, head)
+			r.bodyHead = head[:n]
+		}
+		_, _ = io.Copy(io.Discard, body)
 	}
 	_ = resp.Body.Close()
-	return attemptResult{statusCode: resp.StatusCode, retryAfter: resp.Header.Get("Retry-After"), duration: time.Since(start)}
+	if s.keepResponse {
+		r.header = resp.Header
+	}
+	r.duration = time.Since(start)
+	return r
 }
 
 // egressRefusedText is all status says of an attempt the egress policy refused.

@@ -444,6 +444,15 @@ func (w *endpointWorker) handle(ctx context.Context, ep *endpoint.Endpoint, dl *
 	oc.Attempted = true
 	oc.StatusCode = int32(res.statusCode)
 	oc.DurationMS = res.duration.Milliseconds()
+	if env.sender.keepResponse {
+		if u, err := ep.RequestURL(); err == nil {
+			oc.Host = u.Host
+		}
+		oc.ResponseHeaders = store.LogResponseHeaders(res.header)
+		if len(res.bodyHead) > 0 {
+			oc.ResponseBody = store.LogResponseBody(res.bodyHead)
+		}
+	}
 	if env.metrics != nil {
 		env.metrics.attempt(ep, dl.EventType, &res)
 	}

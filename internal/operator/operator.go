@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"time"
 
@@ -23,6 +24,8 @@ import (
 
 	"github.com/wablast/webhook-operator/internal/controller"
 	"github.com/wablast/webhook-operator/internal/delivery"
+	"github.com/wablast/webhook-operator/internal/deliveryapi"
+	"github.com/wablast/webhook-operator/internal/deliverylog"
 	"github.com/wablast/webhook-operator/internal/endpoint"
 	"github.com/wablast/webhook-operator/internal/ingest"
 	"github.com/wablast/webhook-operator/internal/stats"
@@ -88,6 +91,19 @@ type Config struct {
 	// (--watch-namespaces); empty means every namespace. The manager's cache
 	// must be limited the same way: see CacheOptions.
 	WatchNamespaces []string
+	// DeliveryLogRetention is how long the delivery log keeps a record
+	// (--delivery-log-retention); 0 turns the log and its API off.
+	DeliveryLogRetention time.Duration
+	// DeliveryLogMaxBytes caps the delivery log (store.DefaultDeliveryLogMaxBytes when 0).
+	DeliveryLogMaxBytes int64
+	// DeliveryLogBodyBytes caps the bodies the log keeps (store.DefaultDeliveryLogBodyBytes when 0).
+	DeliveryLogBodyBytes int
+	// DeliveryAPIAddr is where the delivery.wablast.io API is served
+	// (HTTPS); empty serves none. "127.0.0.1:0" picks a port.
+	DeliveryAPIAddr string
+	// DeliveryAPICertDir holds the API's serving certificate (tls.crt,
+	// tls.key); empty or missing files: a self-signed one is made.
+	DeliveryAPICertDir string
 }
 
 // CacheOptions are the manager's cache options for an operator that serves
@@ -148,6 +164,10 @@ type Operator struct {
 	// StatusWriter writes the delivery status (on the leader only).
 	StatusWriter *status.Writer
 	Ingest       *ingest.Server
+	// DeliveryAPI serves delivery.wablast.io; nil when it is off.
+	DeliveryAPI *deliveryapi.Server
+	// DeliveryAPIAddr is the address it listens on.
+	DeliveryAPIAddr string
 }
 
 // Setup opens the store and adds the controller, the dispatcher and the
@@ -160,6 +180,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) (*Operator, error)
 	store, err := store.Open(ctx, store.Options{
 		DataDir: cfg.DataDir, URL: cfg.NATSURL, Replicas: cfg.NATSReplicas, FailedRetention: cfg.FailedRetention,
 		IdempotencyWindow: cfg.IdempotencyWindow, MaxBytes: cfg.StoreMaxBytes, Sync: cfg.StoreSync,
+		DeliveryLogRetention: cfg.DeliveryLogRetention, DeliveryLogMaxBytes: cfg.DeliveryLogMaxBytes,
 		Logger: mgr.GetLogger().WithName("store"),
 	})
 	if err != nil {
@@ -175,14 +196,15 @@ func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) (*Operator, error)
 
 	recorder := mgr.GetEventRecorder("webhook-operator")
 	op.Dispatcher, err = delivery.New(delivery.Options{
-		Registry:         op.Registry,
-		Store:            store,
-		HTTPClient:       delivery.NewHTTPClient(egress),
-		UserAgent:        "wablast-webhook-operator/" + Version,
-		GroupCommitDelay: cfg.GroupCommitDelay,
-		Metrics:          delivery.NewMetrics(metrics.Registry),
-		Logger:           ctrl.Log.WithName("dispatcher"),
-		Reporter:         &status.Reporter{Client: mgr.GetClient(), Recorder: recorder},
+		Registry:             op.Registry,
+		Store:                store,
+		HTTPClient:           delivery.NewHTTPClient(egress),
+		UserAgent:            "wablast-webhook-operator/" + Version,
+		GroupCommitDelay:     cfg.GroupCommitDelay,
+		DeliveryLogBodyBytes: cfg.DeliveryLogBodyBytes,
+		Metrics:              delivery.NewMetrics(metrics.Registry),
+		Logger:               ctrl.Log.WithName("dispatcher"),
+		Reporter:             &status.Reporter{Client: mgr.GetClient(), Recorder: recorder},
 	})
 	if err != nil {
 		return nil, err
@@ -244,6 +266,26 @@ func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) (*Operator, error)
 	}
 	if err := mgr.Add(op.Ingest); err != nil {
 		return nil, err
+	}
+
+	if cfg.DeliveryAPIAddr != "" && store.DeliveryLog() {
+		ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.DeliveryAPIAddr)
+		if err != nil {
+			return nil, fmt.Errorf("listening for the delivery API: %w", err)
+		}
+		op.DeliveryAPI, err = deliveryapi.New(deliveryapi.Options{
+			Listener: ln, CertDir: cfg.DeliveryAPICertDir, Kubernetes: mgr.GetConfig(),
+			Reader:   deliverylog.NewReader(store.JetStream()),
+			Resender: op.Dispatcher, NotRegistered: delivery.ErrNotRegistered,
+		})
+		if err != nil {
+			_ = ln.Close()
+			return nil, fmt.Errorf("setting up the delivery API: %w", err)
+		}
+		op.DeliveryAPIAddr = ln.Addr().String()
+		if err := mgr.Add(op.DeliveryAPI); err != nil {
+			return nil, err
+		}
 	}
 
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {

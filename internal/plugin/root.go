@@ -15,6 +15,7 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	deliveryv1alpha1 "github.com/wablast/webhook-operator/api/delivery/v1alpha1"
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
 )
 
@@ -88,6 +89,8 @@ kubectl flags such as -n, --context and --kubeconfig go after the plugin name:
 		newSecretCommand(o),
 		newRotateSecretCommand(o),
 		newReplayCommand(o),
+		newDeliveriesCommand(o),
+		newResendCommand(o),
 		newEventTypesCommand(o),
 	)
 	return cmd
@@ -124,6 +127,7 @@ func scheme() *runtime.Scheme {
 	s := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(s))
 	utilruntime.Must(webhooksv1alpha1.AddToScheme(s))
+	utilruntime.Must(deliveryv1alpha1.AddToScheme(s))
 	return s
 }
 
@@ -134,7 +138,7 @@ func (o *options) clientFromFlags() (client.Client, error) {
 		return nil, fmt.Errorf("loading the kubeconfig: %w", err)
 	}
 	cfg.UserAgent = "kubectl-webhook"
-	c, err := client.New(cfg, client.Options{Scheme: scheme()})
+	c, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme()})
 	if err != nil {
 		return nil, fmt.Errorf("creating the API client: %w", err)
 	}

@@ -194,4 +194,11 @@ type Outcome struct {
 	// stats take that failure back (the event is given another go) and count
 	// the replay's final outcome instead; the event is not sent again.
 	ReplacesFailure time.Time `json:"replacesFailure,omitzero"`
+
+	// For the delivery log only, not in the outcomes stream: the URL's
+	// host, and what the log keeps of the response (LogResponseHeaders,
+	// LogResponseBody).
+	Host            string            `json:"-"`
+	ResponseHeaders map[string]string `json:"-"`
+	ResponseBody    string            `json:"-"`
 }

@@ -101,6 +101,13 @@ type Options struct {
 	// 1s: BenchmarkStoreSync). Ignored with an external NATS (its
 	// servers' sync_interval applies).
 	Sync time.Duration
+	// DeliveryLogRetention is how long the delivery log keeps a record
+	// (--delivery-log-retention); 0 turns the log off.
+	DeliveryLogRetention time.Duration
+	// DeliveryLogMaxBytes caps the delivery log; the oldest records go
+	// first. 0: DefaultDeliveryLogMaxBytes. With a bounded store it is
+	// held to a quarter of MaxBytes, so the log never fills the store.
+	DeliveryLogMaxBytes int64
 }
 
 // SyncAlways is Options.Sync's value for a flush before every acknowledgement.
@@ -404,6 +411,19 @@ func (s *Store) ensure(ctx context.Context) error {
 		// No message IDs here: outcomes are stored in batches and the
 		// aggregator deduplicates them (see dedupeKey).
 	}}
+	if s.opts.DeliveryLogRetention > 0 {
+		streams = append(streams, jetstream.StreamConfig{
+			Name:        StreamDeliveryLog,
+			Description: "Every delivery and attempt, for the delivery.wablast.io API",
+			Subjects:    []string{SubjDeliveryLog + ".>"},
+			Retention:   jetstream.LimitsPolicy,
+			Discard:     jetstream.DiscardOld,
+			Storage:     jetstream.FileStorage,
+			Replicas:    s.opts.Replicas,
+			MaxAge:      s.opts.DeliveryLogRetention,
+			MaxBytes:    s.deliveryLogMaxBytes(),
+		})
+	}
 	give := time.Now().Add(formingWait) // for all of them together
 	for _, cfg := range streams {
 		if err := s.whileForming(ctx, give, func() error {
@@ -429,6 +449,21 @@ func (s *Store) ensure(ctx context.Context) error {
 	s.kv = kv
 	return nil
 }
+
+// deliveryLogMaxBytes is the delivery log stream's MaxBytes.
+func (s *Store) deliveryLogMaxBytes() int64 {
+	n := s.opts.DeliveryLogMaxBytes
+	if n <= 0 {
+		n = DefaultDeliveryLogMaxBytes
+	}
+	if limit := s.capacity.limit.Load(); limit > 0 {
+		n = min(n, limit/4)
+	}
+	return n
+}
+
+// DeliveryLog reports whether the delivery log is kept.
+func (s *Store) DeliveryLog() bool { return s.opts.DeliveryLogRetention > 0 }
 
 // formingWait bounds how long Open waits for a JetStream cluster that
 // is still forming (its servers starting together with the managers, as a

@@ -65,6 +65,9 @@ type EnvOptions struct {
 	InstallCRDs bool
 	// Dir holds the kubeconfig; a new temporary directory when empty.
 	Dir string
+	// Aggregation turns on the API server's aggregation layer (a
+	// front-proxy CA and client certificate in Dir), so APIServices work.
+	Aggregation bool
 }
 
 // StartEnvWith starts the control plane as StartEnv does, with options.
@@ -77,6 +80,19 @@ func StartEnvWith(opts EnvOptions) (*Env, error) {
 		return nil, fmt.Errorf("no kube-apiserver in %s: run 'make envtest-bin' (or 'make test', which builds it)", assets)
 	}
 	env := &envtest.Environment{BinaryAssetsDirectory: assets}
+	ownDir := opts.Dir == ""
+	if ownDir {
+		dir, err := os.MkdirTemp("", "webhook-operator-envtest-")
+		if err != nil {
+			return nil, err
+		}
+		opts.Dir = dir
+	}
+	if opts.Aggregation {
+		if err := configureAggregation(env, opts.Dir); err != nil {
+			return nil, fmt.Errorf("configuring the aggregation layer: %w", err)
+		}
+	}
 	if opts.InstallCRDs {
 		env.CRDDirectoryPaths = []string{filepath.Join(RepoRoot(), "config", "crd", "bases")}
 		env.ErrorIfCRDPathMissing = true
@@ -90,7 +106,7 @@ func StartEnvWith(opts EnvOptions) (*Env, error) {
 		_ = env.Stop()
 		return nil, err
 	}
-	e := &Env{Environment: env, Config: cfg, Client: c, ownDir: opts.Dir == ""}
+	e := &Env{Environment: env, Config: cfg, Client: c, ownDir: ownDir}
 	if e.Kubeconfig, err = e.writeKubeconfig(opts.Dir); err != nil {
 		_ = env.Stop()
 		return nil, err
@@ -107,11 +123,6 @@ func (e *Env) writeKubeconfig(dir string) (string, error) {
 	data, err := user.KubeConfig()
 	if err != nil {
 		return "", err
-	}
-	if dir == "" {
-		if dir, err = os.MkdirTemp("", "webhook-operator-envtest-"); err != nil {
-			return "", err
-		}
 	}
 	path := filepath.Join(dir, "kubeconfig")
 	return path, os.WriteFile(path, data, 0o600)

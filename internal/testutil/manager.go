@@ -116,6 +116,8 @@ func (m *ManagerProcess) Start() {
 	}
 	args := append([]string{
 		"--ingest-bind-address", m.IngestAddr,
+		// A port of its own: the default :8443 would collide between managers.
+		"--delivery-api-bind-address", "127.0.0.1:0",
 		"--health-probe-bind-address", m.ProbeAddr,
 		"--metrics-bind-address", metrics,
 	}, m.opts.Args...)

@@ -49,7 +49,9 @@ func TestEndToEndNamespaceScoped(t *testing.T) {
 	r.kubectl("create", "namespace", away)
 	r.must(helm, "install", rel, "charts/webhook-operator", "--namespace", relNS, "--create-namespace",
 		"--set", "watchNamespaces={"+watched+"}",
-		"--set", "rbac.eventProducer.create=false", "--set", "rbac.aggregateToDefaultRoles=false")
+		"--set", "rbac.eventProducer.create=false", "--set", "rbac.aggregateToDefaultRoles=false",
+		// No Service can reach a manager run out of the cluster (see e2e_test.go).
+		"--set", "deliveryAPI.enabled=false")
 	if out := strings.TrimSpace(r.kubectl("get", "clusterroles", "-l", "app.kubernetes.io/instance="+rel, "-o", "name")); out != "" {
 		t.Errorf("a namespace-scoped install created ClusterRoles:\n%s", out)
 	}
@@ -69,6 +71,7 @@ func TestEndToEndNamespaceScoped(t *testing.T) {
 		"--data-dir", filepath.Join(t.TempDir(), "nats"),
 		"--leader-elect", "--leader-election-namespace", relNS,
 		"--ingest-bind-address", ingest,
+		"--delivery-api-bind-address", "127.0.0.1:0",
 		"--health-probe-bind-address", probes,
 		"--metrics-bind-address", "0",
 		flag)
