@@ -39,7 +39,7 @@ const (
 	AnnotationReplaySince = "webhooks.wablast.io/replay-since"
 )
 
-// AnnotationRotationEndsAt, on a signing Secret, is the RFC 3339 time a
+// AnnotationRotationEndsAt is, on a signing Secret, the RFC 3339 time a
 // rotation's grace period ends (kubectl webhook rotate-secret writes it):
 // until then every secret in the key signs; from then on only the first,
 // the newest. Recorded on the Secret, so it holds across restarts.
