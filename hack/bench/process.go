@@ -100,6 +100,7 @@ func measureProcess(ctx context.Context, sz sizes) *result {
 		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", probePort),
 		"--ingest-bind-address", fmt.Sprintf("127.0.0.1:%d", ingestPort),
 		"--egress-allow-cidrs", "127.0.0.0/8",
+		"--delivery-api-bind-address", "0", // no aggregation layer here; the delivery log is still kept
 	)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+env.Kubeconfig)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
