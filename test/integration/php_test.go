@@ -2,7 +2,6 @@ package integration
 
 import (
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httputil"
@@ -119,17 +118,5 @@ func TestThePHPClientAgainstTheIngestionAPI(t *testing.T) {
 		t.Errorf("the proxy got %d requests, want 2 (refused, then posted again)", n)
 	}
 
-	want := ledger.IDs()
-	testutil.Eventually(t, 30*time.Second, func() error {
-		if st := getWHC(t, ns, "crm").Status; st.EventsDelivered != int64(len(want)) || st.EventsPending != 0 {
-			return fmt.Errorf("delivered %d pending %d, want %d", st.EventsDelivered, st.EventsPending, len(want))
-		}
-		return nil
-	})
-	for _, id := range want {
-		if n := rc.count(func(got, _ string) bool { return got == id }); n != 1 {
-			t.Errorf("%s delivered %d times", id, n)
-		}
-	}
-	rc.checkContent(t, want)
+	checkDeliveredOnce(t, ns, "crm", rc, ledger.IDs())
 }
