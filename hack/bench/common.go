@@ -7,7 +7,6 @@ import (
 	"io"
 	"io/fs"
 	"math"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -345,16 +344,6 @@ func dirSize(dir string) int64 {
 		return nil
 	})
 	return total
-}
-
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer func() { _ = ln.Close() }() // only held to learn a free port
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 // waitFor polls check every interval until it returns true or timeout passes.

@@ -10,6 +10,7 @@ import (
 	"github.com/wablast/webhook-operator/internal/delivery"
 	"github.com/wablast/webhook-operator/internal/endpoint"
 	"github.com/wablast/webhook-operator/internal/store"
+	"github.com/wablast/webhook-operator/internal/testutil"
 )
 
 func measurePending(ctx context.Context, sz sizes) *result {
@@ -18,7 +19,7 @@ func measurePending(ctx context.Context, sz sizes) *result {
 	if err != nil {
 		return res.fail(err)
 	}
-	port, err := freePort() // closed again: every connection is refused
+	port, err := testutil.FreeLoopbackPort() // closed again: every connection is refused
 	if err != nil {
 		return res.fail(err)
 	}

@@ -3,15 +3,11 @@ package main
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -80,67 +76,20 @@ func measureProcess(ctx context.Context, sz sizes) *result {
 		}
 	}
 
-	probePort, err := freePort()
+	mgr, err := startManagerProc(bin, tmp, env.Kubeconfig, "--egress-allow-cidrs", "127.0.0.0/8")
 	if err != nil {
 		return res.fail(err)
 	}
-	ingestPort, err := freePort()
-	if err != nil {
-		return res.fail(err)
-	}
-	logPath := filepath.Join(tmp, "manager.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		return res.fail(err)
-	}
-	defer func() { _ = logFile.Close() }() // the manager wrote it through its own descriptor
-	cmd := exec.Command(bin,
-		"--data-dir", filepath.Join(tmp, "data"),
-		"--metrics-bind-address", "0",
-		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", probePort),
-		"--ingest-bind-address", fmt.Sprintf("127.0.0.1:%d", ingestPort),
-		"--egress-allow-cidrs", "127.0.0.0/8",
-		"--delivery-api-bind-address", "0", // no aggregation layer here; the delivery log is still kept
-	)
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+env.Kubeconfig)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		return res.fail(err)
-	}
-	pid := cmd.Process.Pid
-	exited := make(chan struct{})
-	var exitErr error
-	go func() {
-		exitErr = cmd.Wait()
-		close(exited)
-	}()
-	defer func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	}()
-	managerFailed := func(err error) *result {
-		tail, _ := os.ReadFile(logPath)
-		if len(tail) > 2000 {
-			tail = tail[len(tail)-2000:]
-		}
-		return res.fail(fmt.Errorf("%w; manager log tail:\n%s", err, tail))
-	}
+	defer mgr.Stop()
 	ready := func() bool {
-		select {
-		case <-exited:
+		if mgr.Exited() {
 			return false
-		default:
 		}
 		var w webhooksv1alpha1.WebhookConfig
 		if err := env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, &w); err != nil || !meta.IsStatusConditionTrue(w.Status.Conditions, "Ready") {
 			return false
 		}
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", ingestPort))
+		resp, err := http.Get("http://" + mgr.IngestAddr + "/readyz")
 		if err != nil {
 			return false
 		}
@@ -148,19 +97,14 @@ func measureProcess(ctx context.Context, sz sizes) *result {
 		return resp.StatusCode == http.StatusOK
 	}
 	if !waitFor(ctx, 90*time.Second, 200*time.Millisecond, ready) {
-		select {
-		case <-exited:
-			return managerFailed(fmt.Errorf("the manager exited before it was ready: %w", exitErr))
-		default:
-		}
-		return managerFailed(errors.New("the manager and its WebhookConfig were not ready within 90s"))
+		return mgr.NotReady(res, 90*time.Second)
 	}
 
 	psz := sz
 	psz.C = processPosters
 	c := newPostClient(processPosters)
 	defer c.CloseIdleConnections()
-	url, hdr := fmt.Sprintf("http://127.0.0.1:%d/v1/namespaces/%s/events", ingestPort, ns), ingestHeader()
+	url, hdr := fmt.Sprintf("http://%s/v1/namespaces/%s/events", mgr.IngestAddr, ns), ingestHeader()
 	next := 0 // event numbers never repeat across rounds: every post is a new id
 	send := func(first int) func(i int) error {
 		return func(i int) error {
@@ -181,7 +125,7 @@ func measureProcess(ctx context.Context, sz sizes) *result {
 		return ids
 	}
 	if err := warmUp(ctx, rcv, processPosters, send(next)); err != nil {
-		return managerFailed(err)
+		return mgr.Failed(res, err)
 	}
 	next += processPosters
 
@@ -198,11 +142,11 @@ func measureProcess(ctx context.Context, sz sizes) *result {
 		first := next
 		next += sz.N
 		rcv.reset(sz.N)
-		cpu0 := pidCPU(pid)
+		cpu0 := pidCPU(mgr.Pid)
 		if rd.proc, err = timedPass(ctx, rcv, processPosters, sz.N, sz.N, "", send(first)); err != nil {
-			return managerFailed(fmt.Errorf("round %d, manager process: %w", r+1, err))
+			return mgr.Failed(res, fmt.Errorf("round %d, manager process: %w", r+1, err))
 		}
-		rd.procCPU = pidCPU(pid) - cpu0
+		rd.procCPU = pidCPU(mgr.Pid) - cpu0
 		if err := rcv.check(fmt.Sprintf("manager process, round %d", r+1), idsOf(first, sz.N)); err != nil {
 			return res.fail(err)
 		}

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -46,66 +45,17 @@ func measureScale(ctx context.Context, sz sizes) *result {
 	}
 	defer env.Stop()
 
-	probePort, err := freePort()
+	mgr, err := startManagerProc(bin, tmp, env.Kubeconfig)
 	if err != nil {
 		return res.fail(err)
 	}
-	ingestPort, err := freePort()
-	if err != nil {
-		return res.fail(err)
-	}
-	dataDir := filepath.Join(tmp, "data")
-	logPath := filepath.Join(tmp, "manager.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		return res.fail(err)
-	}
-	defer func() { _ = logFile.Close() }() // the manager wrote it through its own descriptor
-	cmd := exec.Command(bin,
-		"--data-dir", dataDir,
-		"--metrics-bind-address", "0",
-		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", probePort),
-		"--ingest-bind-address", fmt.Sprintf("127.0.0.1:%d", ingestPort),
-		"--delivery-api-bind-address", "0",
-	)
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+env.Kubeconfig)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		return res.fail(err)
-	}
-	pid := cmd.Process.Pid
-	// exited is closed once the manager has exited, with exitErr set: every
-	// check below sees it, so the stop at the end cannot wait forever for an
-	// exit a readiness check consumed.
-	exited := make(chan struct{})
-	var exitErr error
-	go func() {
-		exitErr = cmd.Wait()
-		close(exited)
-	}()
-	defer func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	}()
-	managerFailed := func(err error) *result {
-		tail, _ := os.ReadFile(logPath)
-		if len(tail) > 2000 {
-			tail = tail[len(tail)-2000:]
-		}
-		return res.fail(fmt.Errorf("%w; manager log tail:\n%s", err, tail))
-	}
+	defer mgr.Stop()
+	dataDir, pid := mgr.DataDir, mgr.Pid
 
-	readyz := fmt.Sprintf("http://127.0.0.1:%d/readyz", probePort)
+	readyz := "http://" + mgr.ProbeAddr + "/readyz"
 	if !waitFor(ctx, 60*time.Second, 200*time.Millisecond, func() bool {
-		select {
-		case <-exited:
+		if mgr.Exited() {
 			return false
-		default:
 		}
 		resp, err := http.Get(readyz)
 		if err != nil {
@@ -114,12 +64,7 @@ func measureScale(ctx context.Context, sz sizes) *result {
 		_ = resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	}) {
-		select {
-		case <-exited:
-			return managerFailed(fmt.Errorf("the manager exited before it was ready: %w", exitErr))
-		default:
-		}
-		return managerFailed(errors.New("the manager was not ready within 60s"))
+		return mgr.NotReady(res, 60*time.Second)
 	}
 	rssIdle := procStatusKB(pid, "VmRSS")
 	cpuIdle := pidCPU(pid)

@@ -22,7 +22,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -188,7 +187,7 @@ func measure(ctx context.Context, env *testutil.Env, label, bin, probe string, s
 	defer func() { _ = os.RemoveAll(tmp) }()
 	ports := make([]int, 3)
 	for i := range ports {
-		if ports[i], err = freePort(); err != nil {
+		if ports[i], err = testutil.FreeLoopbackPort(); err != nil {
 			return s, err
 		}
 	}
@@ -346,15 +345,6 @@ func procStatusKB(pid int, field string) int64 {
 		}
 	}
 	return 0
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer func() { _ = ln.Close() }()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 // poll calls check every 200 ms until it returns nil, or returns its last

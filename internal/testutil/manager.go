@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -24,15 +25,57 @@ func FreeAddr(t testing.TB) string {
 	return fmt.Sprintf("127.0.0.1:%d", FreePort(t))
 }
 
-// FreePort returns a loopback TCP port that was free a moment ago.
+// FreePort returns a loopback TCP port that was free a moment ago, chosen
+// below the kernel's ephemeral range (net.ipv4.ip_local_port_range). A port
+// from that range can be taken between this check and the child's bind by
+// any outgoing loopback connection (a test hammering the manager makes
+// thousands), which failed a CI run with "bind: address already in use";
+// ports below it are handed out only to whoever asks for them by number.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := FreeLoopbackPort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = ln.Close() }() // only held to learn a free port
-	return ln.Addr().(*net.TCPAddr).Port
+	return port
+}
+
+// FreeLoopbackPort is FreePort for programs without a testing.TB (the
+// benchmarks and hack tools).
+func FreeLoopbackPort() (int, error) {
+	low := ephemeralLow()
+	for range 100 {
+		port := low - 1 - rand.IntN(low-minPort)
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue // taken; try another
+		}
+		_ = ln.Close() // only held to learn the port is free
+		return port, nil
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = ln.Close() }()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// minPort is the lowest port FreePort hands out.
+const minPort = 10000
+
+// ephemeralLow is the first port of the kernel's ephemeral range, 32768
+// when it cannot be read.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil && n > minPort+1000 {
+				return n
+			}
+		}
+	}
+	return 32768
 }
 
 // ManagerOptions configures a manager run as a child process.
