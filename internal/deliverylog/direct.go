@@ -82,8 +82,11 @@ func parseDirect(resp *nats.Msg) (m rawMsg, found bool, err error) {
 }
 
 // scan calls each for the messages of the subjects matching filter with
-// sequences from from to upTo, in order, until each returns false.
-func (r *Reader) scan(ctx context.Context, filter string, from, upTo uint64, each func(rawMsg) bool) error {
+// sequences from from to upTo, in order, until each returns false. expect,
+// when above 0, is how many messages the caller expects there: the first
+// batch asks for no more (a batch does not stop at upTo, so a smaller one
+// wastes less), the later ones for readBatch.
+func (r *Reader) scan(ctx context.Context, filter string, from, upTo uint64, expect int, each func(rawMsg) bool) error {
 	inbox := r.nc.NewRespInbox()
 	sub, err := r.nc.SubscribeSync(inbox)
 	if err != nil {
@@ -91,8 +94,13 @@ func (r *Reader) scan(ctx context.Context, filter string, from, upTo uint64, eac
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 	seq := max(from, 1)
+	batch := readBatch
+	if expect > 0 {
+		batch = min(expect, readBatch)
+	}
 	for seq <= upTo {
-		req, err := json.Marshal(directGetRequest{Seq: seq, NextFor: filter, Batch: readBatch})
+		req, err := json.Marshal(directGetRequest{Seq: seq, NextFor: filter, Batch: batch})
+		batch = readBatch
 		if err != nil {
 			return err
 		}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/wablast/webhook-operator/internal/store"
 )
@@ -46,7 +47,7 @@ func (r *Reader) Bounds(ctx context.Context) (first, last uint64, err error) {
 func (r *Reader) Get(ctx context.Context, ns, webhook, eventID string, upTo uint64) (*Delivery, error) {
 	f := NewFolder(ns)
 	var d *Delivery
-	err := r.scan(ctx, store.DeliveryLogSubject(ns, webhook, eventID), 1, upTo, func(m rawMsg) bool {
+	err := r.scan(ctx, store.DeliveryLogSubject(ns, webhook, eventID), 1, upTo, 0, func(m rawMsg) bool {
 		if got := foldMsg(f, m.subject, m.seq, m.data, nil); got != nil {
 			d = got
 		}
@@ -111,7 +112,7 @@ func (r *Reader) Page(ctx context.Context, q Query) ([]*Delivery, bool, error) {
 	firstOf := map[string]uint64{}
 	held := map[string][]rawMsg{}
 	var out []*Delivery
-	top, window := hi, uint64(firstWindow)
+	top, window, prev := hi, uint64(firstWindow), -1
 	if q.Limit > 0 {
 		window = max(256, 4*uint64(q.Limit+1))
 	}
@@ -120,8 +121,13 @@ func (r *Reader) Page(ctx context.Context, q Query) ([]*Delivery, bool, error) {
 		if top >= first+window {
 			lo = top - window + 1
 		}
+		// A window is twice the one before it: expect twice what it held.
+		expect := 0
+		if prev >= 0 {
+			expect = 2*prev + 16
+		}
 		var chunk []rawMsg
-		if err := r.scan(ctx, filter, lo, top, func(m rawMsg) bool {
+		if err := r.scan(ctx, filter, lo, top, expect, func(m rawMsg) bool {
 			chunk = append(chunk, m)
 			return true
 		}); err != nil {
@@ -140,37 +146,57 @@ func (r *Reader) Page(ctx context.Context, q Query) ([]*Delivery, bool, error) {
 			bySubject[m.subject] = append(bySubject[m.subject], m)
 		}
 		slices.Reverse(subjects)
+		// The first record of each subject not seen before, looked up
+		// concurrently: the look-ups wait on the store, not on each other.
+		var unknown []string
 		for _, s := range subjects {
 			held[s] = append(bySubject[s], held[s]...)
-			f, ok := firstOf[s]
-			if !ok {
-				m, found, err := r.next(ctx, s, first)
-				if err != nil {
-					return nil, false, err
-				}
-				if !found {
-					// Aged out since the window was read.
-					delete(held, s)
-					continue
-				}
-				f = m.seq
-				firstOf[s] = f
+			if _, ok := firstOf[s]; !ok {
+				unknown = append(unknown, s)
 			}
-			if f < lo {
-				continue // it starts in an older window
+		}
+		firsts := make([]uint64, len(unknown))
+		if err := concurrently(ctx, len(unknown), func(ctx context.Context, i int) error {
+			m, found, err := r.next(ctx, unknown[i], first)
+			if found {
+				firsts[i] = m.seq
 			}
+			return err
+		}); err != nil {
+			return nil, false, err
+		}
+		for i, s := range unknown {
+			firstOf[s] = firsts[i] // 0: aged out since the window was read
+		}
+		var complete []string
+		for _, s := range subjects {
+			switch f := firstOf[s]; {
+			case f == 0:
+				delete(held, s)
+			case f >= lo:
+				complete = append(complete, s)
+			}
+			// Otherwise it starts in an older window.
+		}
+		if hi < q.UpTo {
+			// Records after the page's bound, up to the list's resource
+			// version, belong to the deliveries too.
+			tails := make([][]rawMsg, len(complete))
+			if err := concurrently(ctx, len(complete), func(ctx context.Context, i int) error {
+				var err error
+				tails[i], err = r.after(ctx, complete[i], hi, q.UpTo)
+				return err
+			}); err != nil {
+				return nil, false, err
+			}
+			for i, s := range complete {
+				held[s] = append(held[s], tails[i]...)
+			}
+		}
+		for _, s := range complete {
 			msgs := held[s]
 			delete(held, s)
-			if hi < q.UpTo {
-				// Records after the page's bound, up to the list's
-				// resource version, belong to it too.
-				tail, err := r.after(ctx, s, hi, q.UpTo)
-				if err != nil {
-					return nil, false, err
-				}
-				msgs = append(msgs, tail...)
-			}
-			d := fold(q.Namespace, msgs, f)
+			d := fold(q.Namespace, msgs, firstOf[s])
 			if d == nil || !q.Since.IsZero() && d.Object.CreationTimestamp.Time.Before(q.Since) {
 				continue
 			}
@@ -191,7 +217,22 @@ func (r *Reader) Page(ctx context.Context, q Query) ([]*Delivery, bool, error) {
 		}
 		top = lo - 1
 		window *= 2
+		prev = len(chunk)
 	}
+}
+
+// lookups is how many direct gets a Page has in flight at once.
+const lookups = 32
+
+// concurrently runs f for 0..n-1, at most lookups at a time, and returns
+// the first error.
+func concurrently(ctx context.Context, n int, f func(ctx context.Context, i int) error) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(lookups)
+	for i := range n {
+		g.Go(func() error { return f(ctx, i) })
+	}
+	return g.Wait()
 }
 
 // after returns the records of subject with sequences after from, up to upTo.
@@ -318,7 +359,7 @@ func (r *Reader) Follow(ctx context.Context, ns, webhook string, after uint64, f
 		seq := meta.Sequence.Stream
 		if name, ok := nameOfSubject(m.Subject()); ok && f.byKey[ns+"/"+name] == nil {
 			var d *Delivery
-			if err := r.scan(ctx, m.Subject(), 1, seq-1, func(p rawMsg) bool {
+			if err := r.scan(ctx, m.Subject(), 1, seq-1, 0, func(p rawMsg) bool {
 				if got := foldMsg(f, p.subject, p.seq, p.data, nil); got != nil {
 					d = got
 				}
