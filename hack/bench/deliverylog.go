@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"runtime"
 	"slices"
@@ -143,7 +144,7 @@ func measureDeliveryLog(ctx context.Context, sz sizes) *result {
 		for k, i := range idx {
 			d := &l.Items[k]
 			if webhook != "" && d.Spec.Webhook != webhook || d.Spec.EventID != idOf(i) || d.Spec.Envelope != string(bodyOf(i)) ||
-				d.Status.State != deliveryv1alpha1.StateSucceeded || len(d.Status.Attempts) != 1 || d.Status.Attempts[0].StatusCode != 200 {
+				d.Status.State != deliveryv1alpha1.StateSucceeded || len(d.Status.Attempts) != 1 || d.Status.Attempts[0].StatusCode != http.StatusOK {
 				return fmt.Errorf("%s: item %d is %s/%s %s with %d attempts and envelope %q; want %s/%s Succeeded with its attempt and body",
 					what, k, d.Spec.Webhook, d.Spec.EventID, d.Status.State, len(d.Status.Attempts), d.Spec.Envelope, webhookOf(i), idOf(i))
 			}
