@@ -261,7 +261,7 @@ type ReplayRecord struct {
 	// +optional
 	Time *metav1.Time `json:"time,omitempty"`
 	// eventsRequeued is how many failed events were queued again: those still
-	// failed (a replay does not send again what a replay delivered).
+	// failed (a replay does not send again what a replay or a resend delivered).
 	EventsRequeued int64 `json:"eventsRequeued"`
 }
 
@@ -305,12 +305,12 @@ type WebhookConfigStatus struct {
 	// +kubebuilder:default=0
 	TotalEventsSent int64 `json:"totalEventsSent,omitempty"`
 	// eventsDelivered counts events the receiver accepted with a 2xx, each once,
-	// including failed events a replay delivered.
+	// including failed events a replay or a resend delivered.
 	// +optional
 	EventsDelivered int64 `json:"eventsDelivered,omitempty"`
 	// eventsFailed counts events that failed for good (retries exhausted, too old,
-	// or 410 Gone) and are still failed: a replay takes an event out of it, and
-	// its outcome counts it again as delivered or failed.
+	// or 410 Gone) and are still failed: a replay or a resend takes an event out
+	// of it, and its outcome counts it again as delivered or failed.
 	// +optional
 	EventsFailed int64 `json:"eventsFailed,omitempty"`
 	// eventsPending counts events waiting for their next attempt.
@@ -318,7 +318,7 @@ type WebhookConfigStatus struct {
 	EventsPending int64 `json:"eventsPending,omitempty"`
 	// successRate is delivered / (delivered + failed) over events finished in the
 	// last 24 hours, each event counted once by its final outcome (a failed event
-	// a replay delivered counts as delivered), as a percentage such as "99.8%",
+	// a replay or a resend delivered counts as delivered), as a percentage such as "99.8%",
 	// or "-" when none finished (also before the first delivery).
 	// +optional
 	// +kubebuilder:default="-"

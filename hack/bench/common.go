@@ -44,6 +44,8 @@ type sizes struct {
 	ScaleConfigs, ScaleNamespaces int
 	// PendingEvents waiting for a retry (7).
 	PendingEvents int
+	// LogDeliveries kept in the delivery log, across LogWebhooks (10).
+	LogDeliveries, LogWebhooks int
 }
 
 func fullSizes() sizes {
@@ -54,6 +56,7 @@ func fullSizes() sizes {
 		StatusRate: 2000, StatusEndpoints: 10, StatusFor: 15 * time.Second, StatusFlush: 5 * time.Second,
 		ScaleConfigs: 5000, ScaleNamespaces: 100,
 		PendingEvents: 10000,
+		LogDeliveries: 1_000_000, LogWebhooks: 100,
 	}
 }
 
@@ -66,6 +69,7 @@ func quickSizes() sizes {
 	s.StatusFor, s.StatusFlush = 5*time.Second, time.Second
 	s.ScaleConfigs, s.ScaleNamespaces = 500, 10
 	s.PendingEvents = 2000
+	s.LogDeliveries = 100_000
 	return s
 }
 

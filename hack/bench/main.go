@@ -57,6 +57,7 @@ var measurements = []measurement{
 	{"pending", "7. Memory and disk per pending event", measurePending, false},
 	{"replicas", "8. Throughput with 1, 2 and 3 replicas", measureReplicas, false},
 	{"process", "9. The manager binary as a process, single events with ids", measureProcess, false},
+	{"deliverylog", "10. Delivery log: a page of one webhook's deliveries out of a full log", measureDeliveryLog, false},
 }
 
 func main() {

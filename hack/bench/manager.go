@@ -85,7 +85,7 @@ func (m *managerProc) Exited() bool {
 // and the tail of its log.
 func (m *managerProc) Failed(res *result, err error) *result {
 	if m.Exited() {
-		err = fmt.Errorf("%w (the manager exited: %v)", err, m.exitErr)
+		err = fmt.Errorf("%w (the manager exited: %w)", err, m.exitErr)
 	}
 	tail, _ := os.ReadFile(m.LogPath)
 	if len(tail) > 2000 {

@@ -30,7 +30,8 @@ const processPosters = 16
 // through the API server), posted to over loopback by 16 producers sending
 // single events with ids, delivering to a receiver that verifies every
 // signature with the official library; beside it, in the same rounds, the
-// same receiver posted to directly (one HTTP hop).
+// same receiver posted to directly (one HTTP hop), and a second manager
+// binary with the delivery log turned off (what keeping the log costs).
 func measureProcess(ctx context.Context, sz sizes) *result {
 	res := &result{}
 	keys, err := newBenchSecret()
@@ -57,59 +58,84 @@ func measureProcess(ctx context.Context, sz sizes) *result {
 	}
 	defer rcv.close()
 
-	const ns, name = "bench", "crm"
+	// Two managers side by side, each serving a namespace of its own: one
+	// with the delivery log at its defaults, one with it turned off
+	// (--delivery-log-retention 0). They deliver to the same receiver, and
+	// are posted to one at a time.
+	const name = "crm"
 	inFlight := int32(maxInFlight)
-	for _, o := range []client.Object{
-		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}},
-		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "ingest", Labels: map[string]string{ingest.LabelIngestToken: "true"}},
-			StringData: map[string]string{ingest.IngestTokenKey: staticToken}},
-		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "crm-secret"}, StringData: map[string]string{"secret": keys.secret}},
-		&webhooksv1alpha1.WebhookConfig{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: webhooksv1alpha1.WebhookConfigSpec{
-			URL:       rcv.URL + "/hook",
-			SecretRef: &webhooksv1alpha1.SecretKeyReference{Name: "crm-secret"},
-			Events:    []webhooksv1alpha1.EventType{webhooksv1alpha1.EventTypeAll},
-			Delivery:  &webhooksv1alpha1.DeliveryPolicy{MaxInFlight: inFlight},
-		}},
-	} {
-		if err := env.Client.Create(ctx, o); err != nil {
-			return res.fail(err)
-		}
+	type side struct {
+		ns  string
+		mgr *managerProc
+		url string
 	}
-
-	mgr, err := startManagerProc(bin, tmp, env.Kubeconfig, "--egress-allow-cidrs", "127.0.0.0/8")
-	if err != nil {
-		return res.fail(err)
-	}
-	defer mgr.Stop()
-	ready := func() bool {
-		if mgr.Exited() {
-			return false
+	start := func(ns string, extra ...string) (*side, *result) {
+		for _, o := range []client.Object{
+			&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}},
+			&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "ingest", Labels: map[string]string{ingest.LabelIngestToken: "true"}},
+				StringData: map[string]string{ingest.IngestTokenKey: staticToken}},
+			&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "crm-secret"}, StringData: map[string]string{"secret": keys.secret}},
+			&webhooksv1alpha1.WebhookConfig{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: webhooksv1alpha1.WebhookConfigSpec{
+				URL:       rcv.URL + "/hook",
+				SecretRef: &webhooksv1alpha1.SecretKeyReference{Name: "crm-secret"},
+				Events:    []webhooksv1alpha1.EventType{webhooksv1alpha1.EventTypeAll},
+				Delivery:  &webhooksv1alpha1.DeliveryPolicy{MaxInFlight: inFlight},
+			}},
+		} {
+			if err := env.Client.Create(ctx, o); err != nil {
+				return nil, res.fail(err)
+			}
 		}
-		var w webhooksv1alpha1.WebhookConfig
-		if err := env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, &w); err != nil || !meta.IsStatusConditionTrue(w.Status.Conditions, "Ready") {
-			return false
-		}
-		resp, err := http.Get("http://" + mgr.IngestAddr + "/readyz")
+		dir, err := os.MkdirTemp(tmp, ns+"-")
 		if err != nil {
-			return false
+			return nil, res.fail(err)
 		}
-		_ = resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
+		mgr, err := startManagerProc(bin, dir, env.Kubeconfig, append([]string{"--egress-allow-cidrs", "127.0.0.0/8", "--watch-namespaces", ns}, extra...)...)
+		if err != nil {
+			return nil, res.fail(err)
+		}
+		ready := func() bool {
+			if mgr.Exited() {
+				return false
+			}
+			var w webhooksv1alpha1.WebhookConfig
+			if err := env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, &w); err != nil || !meta.IsStatusConditionTrue(w.Status.Conditions, "Ready") {
+				return false
+			}
+			resp, err := http.Get("http://" + mgr.IngestAddr + "/readyz")
+			if err != nil {
+				return false
+			}
+			_ = resp.Body.Close()
+			return resp.StatusCode == http.StatusOK
+		}
+		if !waitFor(ctx, 90*time.Second, 200*time.Millisecond, ready) {
+			mgr.Stop()
+			return nil, mgr.NotReady(res, 90*time.Second)
+		}
+		return &side{ns: ns, mgr: mgr, url: fmt.Sprintf("http://%s/v1/namespaces/%s/events", mgr.IngestAddr, ns)}, nil
 	}
-	if !waitFor(ctx, 90*time.Second, 200*time.Millisecond, ready) {
-		return mgr.NotReady(res, 90*time.Second)
+	on, failed := start("bench")
+	if failed != nil {
+		return failed
 	}
+	defer on.mgr.Stop()
+	off, failed := start("bench-nolog", "--delivery-log-retention", "0")
+	if failed != nil {
+		return failed
+	}
+	defer off.mgr.Stop()
 
 	psz := sz
 	psz.C = processPosters
 	c := newPostClient(processPosters)
 	defer c.CloseIdleConnections()
-	url, hdr := fmt.Sprintf("http://%s/v1/namespaces/%s/events", mgr.IngestAddr, ns), ingestHeader()
+	hdr := ingestHeader()
 	next := 0 // event numbers never repeat across rounds: every post is a new id
-	send := func(first int) func(i int) error {
+	send := func(sd *side, first int) func(i int) error {
 		return func(i int) error {
 			ev := withProducerID(benchEvent(first+i), first+i)
-			answer, err := postEvents(ctx, c, url, hdr, false, ev.JSON(true))
+			answer, err := postEvents(ctx, c, sd.url, hdr, false, ev.JSON(true))
 			if err != nil {
 				return err
 			}
@@ -124,31 +150,54 @@ func measureProcess(ctx context.Context, sz sizes) *result {
 		}
 		return ids
 	}
-	if err := warmUp(ctx, rcv, processPosters, send(next)); err != nil {
-		return mgr.Failed(res, err)
+	for _, sd := range []*side{on, off} {
+		if err := warmUp(ctx, rcv, processPosters, send(sd, next)); err != nil {
+			return sd.mgr.Failed(res, err)
+		}
+		next += processPosters
 	}
-	next += processPosters
 
 	type round struct {
-		base, proc throughputRun
-		procCPU    time.Duration // the manager process's CPU over the pass
+		base, proc, noLog throughputRun
+		procCPU           time.Duration // the manager process's CPU over the pass (log on)
+	}
+	// pass posts N events to sd's manager and checks what arrived.
+	pass := func(r int, sd *side, what string) (throughputRun, time.Duration, *result) {
+		first := next
+		next += sz.N
+		rcv.reset(sz.N)
+		cpu0 := pidCPU(sd.mgr.Pid)
+		run, err := timedPass(ctx, rcv, processPosters, sz.N, sz.N, "", send(sd, first))
+		if err != nil {
+			return run, 0, sd.mgr.Failed(res, fmt.Errorf("round %d, %s: %w", r+1, what, err))
+		}
+		cpu := pidCPU(sd.mgr.Pid) - cpu0
+		if err := rcv.check(fmt.Sprintf("%s, round %d", what, r+1), idsOf(first, sz.N)); err != nil {
+			return run, 0, res.fail(err)
+		}
+		return run, cpu, nil
 	}
 	var rounds []round
 	for r := range max(sz.Rounds, 1) {
 		var rd round
+		var err error
 		if rd.base, err = baselineThroughput(ctx, psz, keys); err != nil {
 			return res.fail(fmt.Errorf("round %d, baseline: %w", r+1, err))
 		}
-		first := next
-		next += sz.N
-		rcv.reset(sz.N)
-		cpu0 := pidCPU(mgr.Pid)
-		if rd.proc, err = timedPass(ctx, rcv, processPosters, sz.N, sz.N, "", send(first)); err != nil {
-			return mgr.Failed(res, fmt.Errorf("round %d, manager process: %w", r+1, err))
+		// Log on and off alternate which goes first, so that a machine
+		// getting busier or quieter over a round favours neither.
+		var failed *result
+		if r%2 == 0 {
+			if rd.proc, rd.procCPU, failed = pass(r, on, "manager process"); failed == nil {
+				rd.noLog, _, failed = pass(r, off, "manager process, delivery log off")
+			}
+		} else {
+			if rd.noLog, _, failed = pass(r, off, "manager process, delivery log off"); failed == nil {
+				rd.proc, rd.procCPU, failed = pass(r, on, "manager process")
+			}
 		}
-		rd.procCPU = pidCPU(mgr.Pid) - cpu0
-		if err := rcv.check(fmt.Sprintf("manager process, round %d", r+1), idsOf(first, sz.N)); err != nil {
-			return res.fail(err)
+		if failed != nil {
+			return failed
 		}
 		rounds = append(rounds, rd)
 	}
@@ -168,6 +217,13 @@ func measureProcess(ctx context.Context, sz sizes) *result {
 	res.info(fmt.Sprintf("manager binary as a process, single JSON events with ids, C=%d", processPosters), fmtRate(m.proc.rate(), "events/s"))
 	res.info("9. ratio manager process (single events with ids) / baseline", fmt.Sprintf("%.2f", ratio(m)))
 	res.info("9. manager process CPU per event", fmt.Sprintf("%.0f µs", perEvent(m.procCPU, m.proc.events)))
+	logRatio := func(rd round) float64 { return rd.proc.rate() / rd.noLog.rate() }
+	byLog := slices.Clone(rounds)
+	slices.SortFunc(byLog, func(a, b round) int { return cmp.Compare(logRatio(a), logRatio(b)) })
+	ml := byLog[len(byLog)/2]
+	res.info(fmt.Sprintf("manager process with the delivery log off (--delivery-log-retention 0), C=%d", processPosters), fmtRate(ml.noLog.rate(), "events/s"))
+	res.info("manager process with the delivery log on (the same round)", fmtRate(ml.proc.rate(), "events/s"))
+	res.add("9. throughput with the delivery log on / off", fmt.Sprintf("%.2f", logRatio(ml)), ">= 0.90 (under 10% apart)", logRatio(ml) >= 0.9)
 	res.charts = append(res.charts, chart{
 		file: "process.svg", title: fmt.Sprintf("The manager binary, %d producers, single events with ids (median round)", processPosters), unit: "events/s",
 		alt:  "Bar chart: events per second of one-hop HTTP and of the manager binary as a process",
@@ -177,6 +233,9 @@ func measureProcess(ctx context.Context, sz sizes) *result {
 	res.notef("%d producers post single events, each with a new id, over loopback keep-alive connections; the receiver verifies every signature with the official Standard Webhooks library, and after each pass every delivered body is compared with what was posted (a difference fails the run). The baseline posts the same events' envelopes, signed, to the same kind of receiver from the same number of posters: one HTTP hop. Each pass is timed from the first post to the last unique receipt.", processPosters)
 	res.notef("%d rounds side by side; the median round's ratio is reported. Every round: %s. The manager process's CPU per event in each round: %s.", len(rounds), strings.Join(spread, "; "), cpuSpread(rounds, func(rd round) string {
 		return fmt.Sprintf("%.0f µs", perEvent(rd.procCPU, rd.proc.events))
+	}))
+	res.notef("The delivery log's cost: a second manager binary, in a namespace of its own (each manager runs with --watch-namespaces), started the same way but with --delivery-log-retention 0, is posted to in the same rounds, log on and log off alternating which goes first; both deliver to the same receiver, checked the same way. The median round's ratio of the two rates is reported (the goal: under 10%% apart). Every round, on / off: %s.", cpuSpread(rounds, func(rd round) string {
+		return fmt.Sprintf("%.2f (%.0f against %.0f events/s)", logRatio(rd), rd.proc.rate(), rd.noLog.rate())
 	}))
 	res.notef("This is the figure a user gets; the in-process passes of 1-2 leave out the process boundary, the KubeAuthenticator, the status writes to a real API server and the manager's other work, and so overstate it.")
 	return res

@@ -58,8 +58,11 @@ func (l *deliveryLog) attempts(ocs []*store.Outcome) {
 }
 
 func (l *deliveryLog) publish(ns, name string, rs []store.LogRecord) {
-	msg, err := store.DeliveryLogMsg(ns, name, rs)
-	if err == nil {
+	msgs, err := store.DeliveryLogMsgs(ns, name, rs)
+	for _, msg := range msgs {
+		if err != nil {
+			break
+		}
 		_, err = l.js.PublishMsgAsync(msg)
 	}
 	if err != nil {

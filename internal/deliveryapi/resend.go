@@ -17,7 +17,9 @@ import (
 
 // Resender stores a delivery again (delivery.Dispatcher.Resend).
 type Resender interface {
-	Resend(ctx context.Context, ns, name string, uid types.UID, eventID, eventType string, body []byte) (time.Time, error)
+	// Resend's failedAt, when not zero, is when the delivery failed for
+	// good: its failure is taken back once the resend is attempted.
+	Resend(ctx context.Context, ns, name string, uid types.UID, eventID, eventType string, body []byte, failedAt time.Time) (time.Time, error)
 }
 
 // ResendStorage serves webhookdeliveries/resend (create).
@@ -54,7 +56,11 @@ func (r *ResendStorage) Create(ctx context.Context, name string, _ runtime.Objec
 		return nil, apierrors.NewConflict(resource, name,
 			errors.New("the delivery log does not hold this delivery's body (it was over the log's body cap, or aged out), so it cannot be resent"))
 	}
-	at, err := r.resender.Resend(ctx, d.Namespace, d.Spec.Webhook, d.Spec.WebhookUID, d.Spec.EventID, d.Spec.Type, []byte(d.Spec.Envelope))
+	var failedAt time.Time
+	if n := len(d.Status.Attempts); d.Status.State == deliveryv1alpha1.StateFailed && n > 0 {
+		failedAt = d.Status.Attempts[n-1].Time.Time
+	}
+	at, err := r.resender.Resend(ctx, d.Namespace, d.Spec.Webhook, d.Spec.WebhookUID, d.Spec.EventID, d.Spec.Type, []byte(d.Spec.Envelope), failedAt)
 	switch {
 	case r.notRegistered != nil && errors.Is(err, r.notRegistered):
 		return nil, apierrors.NewConflict(resource, name, fmt.Errorf("WebhookConfig %s is not registered (deleted, not ready, or made anew since)", d.Spec.Webhook))

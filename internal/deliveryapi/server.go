@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 
@@ -105,6 +106,9 @@ func New(opts Options) (*Server, error) {
 	cfg.EffectiveVersion = utilcompatibility.DefaultBuildEffectiveVersion()
 	cfg.EnableMetrics = false
 	cfg.EnableProfiling = false
+	cfg.BuildHandlerChainFunc = func(h http.Handler, c *genericapiserver.Config) http.Handler {
+		return genericapiserver.DefaultBuildHandlerChain(withSince(h), c)
+	}
 	// The OpenAPI models: server-side apply's type converter needs them, and
 	// the kube-apiserver merges them into its own (kubectl explain).
 	namer := openapinamer.NewDefinitionNamer(Scheme)

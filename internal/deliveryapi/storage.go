@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"sync"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metainternalversion "k8s.io/apimachinery/pkg/apis/meta/internalversion"
@@ -71,34 +73,30 @@ func (s *Storage) Categories() []string { return []string{"wablast"} }
 // NewList implements rest.Lister.
 func (s *Storage) NewList() runtime.Object { return &deliveryv1alpha1.WebhookDeliveryList{} }
 
-// Get implements rest.Getter: it folds the log of the name's WebhookConfig.
+// Get implements rest.Getter: it reads the records of that one delivery.
 func (s *Storage) Get(ctx context.Context, name string, _ *metav1.GetOptions) (runtime.Object, error) {
 	ns := genericapirequest.NamespaceValue(ctx)
-	webhook, _, err := deliverylog.ParseName(name)
+	webhook, eventID, err := deliverylog.ParseName(name)
 	if err != nil {
 		return nil, apierrors.NewBadRequest(err.Error())
 	}
-	_, last, err := s.reader.Bounds(ctx)
+	d, err := s.reader.Get(ctx, ns, webhook, eventID, math.MaxUint64)
 	if err != nil {
 		return nil, apierrors.NewServiceUnavailable(err.Error())
 	}
-	ds, _, err := s.reader.Scan(ctx, ns, webhook, last)
-	if err != nil {
-		return nil, apierrors.NewServiceUnavailable(err.Error())
+	if d == nil {
+		return nil, apierrors.NewNotFound(resource, name)
 	}
-	for _, d := range ds {
-		if d.Object.Name == name {
-			return d.Object, nil
-		}
-	}
-	return nil, apierrors.NewNotFound(resource, name)
+	return d.Object, nil
 }
 
 // query is what a list or watch selects.
 type query struct {
-	webhook string // the one WebhookConfig the field selector names, or ""
-	labels  labels.Selector
-	fields  fields.Selector
+	// webhook and eventID are the one WebhookConfig and the one event the
+	// selectors name, or "": the log is read by their subjects.
+	webhook, eventID string
+	labels           labels.Selector
+	fields           fields.Selector
 }
 
 func newQuery(opts *metainternalversion.ListOptions) (query, error) {
@@ -108,6 +106,15 @@ func newQuery(opts *metainternalversion.ListOptions) (query, error) {
 	}
 	if opts.LabelSelector != nil {
 		q.labels = opts.LabelSelector
+		if reqs, ok := opts.LabelSelector.Requirements(); ok {
+			for _, r := range reqs {
+				v := r.Values()
+				if r.Key() == deliveryv1alpha1.LabelWebhook && v.Len() == 1 &&
+					(r.Operator() == selection.Equals || r.Operator() == selection.DoubleEquals || r.Operator() == selection.In) {
+					q.webhook = v.List()[0]
+				}
+			}
+		}
 	}
 	if opts.FieldSelector != nil {
 		q.fields = opts.FieldSelector
@@ -115,8 +122,18 @@ func newQuery(opts *metainternalversion.ListOptions) (query, error) {
 			if !fieldLabels[r.Field] {
 				return q, apierrors.NewBadRequest("field label not supported: " + r.Field)
 			}
-			if r.Field == "spec.webhook" && (r.Operator == selection.Equals || r.Operator == selection.DoubleEquals) {
+			if r.Operator != selection.Equals && r.Operator != selection.DoubleEquals {
+				continue
+			}
+			switch r.Field {
+			case "spec.webhook":
 				q.webhook = r.Value
+			case "spec.eventID":
+				q.eventID = r.Value
+			case "metadata.name":
+				if webhook, eventID, err := deliverylog.ParseName(r.Value); err == nil {
+					q.webhook, q.eventID = webhook, eventID
+				}
 			}
 		}
 	}
@@ -135,13 +152,13 @@ func (q *query) matches(o *deliveryv1alpha1.WebhookDelivery) bool {
 }
 
 // continueToken is a list page's continuation: the log sequence the list
-// was read at (its resource version) and the first sequence of the last
-// item returned; the next page holds the items older than that, as of the
-// same sequence.
+// was read at (its resource version), the first sequence of the last item
+// returned, and the list's since; the next page holds the items older than
+// that, as of the same sequence.
 type continueToken struct {
-	RV    uint64 `json:"rv"`
-	Below uint64 `json:"below"`
-	Index int    `json:"index"`
+	RV    uint64    `json:"rv"`
+	Below uint64    `json:"below"`
+	Since time.Time `json:"since,omitzero"`
 }
 
 func parseRV(rv string) (uint64, error) {
@@ -157,6 +174,9 @@ func parseRV(rv string) (uint64, error) {
 
 // List implements rest.Lister: newest first, paginated with limit and
 // continue; every page is read as of the first page's resource version.
+// With the webhook or the event named (spec.webhook, the webhook label,
+// spec.eventID, metadata.name) only their subjects of the log are read,
+// and a page reads about as many deliveries as it returns.
 func (s *Storage) List(ctx context.Context, opts *metainternalversion.ListOptions) (runtime.Object, error) {
 	ns := genericapirequest.NamespaceValue(ctx)
 	q, err := newQuery(opts)
@@ -167,6 +187,7 @@ func (s *Storage) List(ctx context.Context, opts *metainternalversion.ListOption
 	if err != nil {
 		return nil, apierrors.NewServiceUnavailable(err.Error())
 	}
+	since, _ := SinceFrom(ctx)
 	var tok continueToken
 	if opts != nil && opts.Continue != "" {
 		raw, derr := base64.RawURLEncoding.DecodeString(opts.Continue)
@@ -176,36 +197,31 @@ func (s *Storage) List(ctx context.Context, opts *metainternalversion.ListOption
 		if tok.RV+1 < first {
 			return nil, apierrors.NewResourceExpired("the delivery log no longer holds this list's resource version; list again without continue")
 		}
-		last = tok.RV
+		last, since = tok.RV, tok.Since
 	}
-	ds, _, err := s.reader.Scan(ctx, ns, q.webhook, last)
+	limit := 0
+	if opts != nil && opts.Limit > 0 {
+		limit = int(opts.Limit)
+	}
+	ds, more, err := s.reader.Page(ctx, deliverylog.Query{
+		Namespace: ns, Webhook: q.webhook, EventID: q.eventID,
+		First: first, UpTo: last, Below: tok.Below, Limit: limit, Since: since,
+		Match: func(d *deliverylog.Delivery) bool { return q.matches(d.Object) },
+	})
 	if err != nil {
 		return nil, apierrors.NewServiceUnavailable(err.Error())
 	}
-	out := &deliveryv1alpha1.WebhookDeliveryList{}
+	out := &deliveryv1alpha1.WebhookDeliveryList{Items: make([]deliveryv1alpha1.WebhookDelivery, 0, len(ds))}
 	out.ResourceVersion = strconv.FormatUint(last, 10)
-	limit := int64(0)
-	if opts != nil {
-		limit = opts.Limit
-	}
-	var prev *deliverylog.Delivery
 	for _, d := range ds {
-		if tok.Below != 0 && !d.Before(tok.Below, tok.Index) {
-			continue
-		}
-		if !q.matches(d.Object) {
-			continue
-		}
-		if limit > 0 && int64(len(out.Items)) == limit {
-			raw, err := json.Marshal(continueToken{RV: last, Below: prev.FirstSeq, Index: prev.FirstIndex})
-			if err != nil {
-				return nil, apierrors.NewInternalError(err)
-			}
-			out.Continue = base64.RawURLEncoding.EncodeToString(raw)
-			break
-		}
 		out.Items = append(out.Items, *d.Object)
-		prev = d
+	}
+	if more && len(ds) > 0 {
+		raw, err := json.Marshal(continueToken{RV: last, Below: ds[len(ds)-1].FirstSeq, Since: since})
+		if err != nil {
+			return nil, apierrors.NewInternalError(err)
+		}
+		out.Continue = base64.RawURLEncoding.EncodeToString(raw)
 	}
 	return out, nil
 }
@@ -237,23 +253,33 @@ func (s *Storage) Watch(ctx context.Context, opts *metainternalversion.ListOptio
 	} else if rv+1 < first {
 		return nil, apierrors.NewResourceExpired(fmt.Sprintf("too old resource version: %d (the delivery log starts at %d)", rv, first))
 	}
-	ds, folder, err := s.reader.Scan(ctx, ns, q.webhook, rv)
-	if err != nil {
-		return nil, apierrors.NewServiceUnavailable(err.Error())
+	folder := deliverylog.NewFolder(ns)
+	var ds []*deliverylog.Delivery
+	if initial {
+		// Every current delivery is sent first: the whole selection is read.
+		if ds, folder, err = s.reader.Scan(ctx, ns, q.webhook, rv); err != nil {
+			return nil, apierrors.NewServiceUnavailable(err.Error())
+		}
 	}
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	w := &watcher{ch: make(chan watch.Event, 100), cancel: cancel, matching: map[string]bool{}}
-	for _, d := range ds {
-		if q.matches(d.Object) {
-			w.matching[d.Object.Name] = true
-			if initial {
-				w.ch <- watch.Event{Type: watch.Added, Object: d.Object.DeepCopy()}
-			}
-		}
-	}
 	go func() {
 		defer close(w.ch)
-		err := s.reader.Follow(ctx, ns, q.webhook, rv, folder, func(d *deliverylog.Delivery, created bool) {
+		// Sent from here, not before Watch returns: the channel's buffer
+		// does not bound how many deliveries a watch starts with.
+		for _, d := range ds {
+			if !q.matches(d.Object) {
+				continue
+			}
+			w.matching[d.Object.Name] = true
+			select {
+			case w.ch <- watch.Event{Type: watch.Added, Object: d.Object.DeepCopy()}:
+			case <-ctx.Done():
+				return
+			}
+		}
+		loaded := func(d *deliverylog.Delivery) { w.matching[d.Object.Name] = q.matches(d.Object) }
+		err := s.reader.Follow(ctx, ns, q.webhook, rv, folder, loaded, func(d *deliverylog.Delivery, created bool) {
 			o := d.Object
 			was := w.matching[o.Name]
 			now := q.matches(o)

@@ -3,6 +3,9 @@ package deliveryapi
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -36,12 +39,19 @@ func storeDelivery(t *testing.T, s *store.Store, webhook, id string, result webh
 	if result != "" {
 		rs = append(rs, store.AttemptRecord(&store.Outcome{UID: k8stypes.UID("uid-" + webhook), EventID: id, EventType: "message.sent", Attempt: 1, Attempted: true, StatusCode: 500, Result: result, Time: time.Now()}))
 	}
-	msg, err := store.DeliveryLogMsg("shop", webhook, rs)
+	publishLog(t, s, webhook, rs...)
+}
+
+func publishLog(t *testing.T, s *store.Store, webhook string, rs ...store.LogRecord) {
+	t.Helper()
+	msgs, err := store.DeliveryLogMsgs("shop", webhook, rs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.JetStream().PublishMsg(context.Background(), msg); err != nil {
-		t.Fatal(err)
+	for _, msg := range msgs {
+		if _, err := s.JetStream().PublishMsg(context.Background(), msg); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
@@ -155,10 +165,7 @@ func TestWatchResumesAfterItsResourceVersion(t *testing.T) {
 	}
 	defer w.Stop()
 	storeDelivery(t, s, "crm", "new", "")
-	msg, _ := store.DeliveryLogMsg("shop", "crm", []store.LogRecord{store.AttemptRecord(&store.Outcome{UID: "uid-crm", EventID: "old", Attempt: 1, Attempted: true, StatusCode: 200, Result: webhooksv1alpha1.ResultSucceeded, Time: time.Now()})})
-	if _, err := s.JetStream().PublishMsg(context.Background(), msg); err != nil {
-		t.Fatal(err)
-	}
+	publishLog(t, s, "crm", store.AttemptRecord(&store.Outcome{UID: "uid-crm", EventID: "old", Attempt: 1, Attempted: true, StatusCode: 200, Result: webhooksv1alpha1.ResultSucceeded, Time: time.Now()}))
 	for _, want := range []struct {
 		typ watch.EventType
 		id  string
@@ -172,5 +179,130 @@ func TestWatchResumesAfterItsResourceVersion(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatalf("no event within 10s, want %s %s", want.typ, want.id)
 		}
+	}
+}
+
+// TestListSince: a list with since (from ?since=) keeps the deliveries
+// first accepted at or after it, in pages too.
+func TestListSince(t *testing.T) {
+	st, s := newStorage(t)
+	for i, age := range []time.Duration{3 * time.Hour, 2 * time.Minute, 2 * time.Hour, time.Minute, 0} {
+		id := fmt.Sprintf("e%d", i)
+		publishLog(t, s, "crm", store.StoredRecord("uid-crm", &store.Delivery{EventID: id, EventType: "message.sent", AcceptedAt: time.Now().Add(-age).UTC().Format(time.RFC3339Nano), Body: []byte(`{}`)}, 1024, ""))
+	}
+	ctx := WithSince(genericapirequest.WithNamespace(context.Background(), "shop"), time.Now().Add(-time.Hour))
+	var got []string
+	opts := &metainternalversion.ListOptions{Limit: 2}
+	for range 5 {
+		obj, err := st.List(ctx, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l := obj.(*deliveryv1alpha1.WebhookDeliveryList)
+		for _, d := range l.Items {
+			got = append(got, d.Spec.EventID)
+		}
+		if l.Continue == "" {
+			break
+		}
+		// The continue token carries since: a client that sends it only
+		// with the first page gets the same pages.
+		ctx = genericapirequest.WithNamespace(context.Background(), "shop")
+		opts = &metainternalversion.ListOptions{Limit: 2, Continue: l.Continue}
+	}
+	if fmt.Sprint(got) != "[e4 e3 e1]" {
+		t.Errorf("since an hour ago: %v, want [e4 e3 e1]", got)
+	}
+}
+
+// TestSinceParameter: ?since= of a list, an RFC 3339 time or a duration,
+// reaches List; a value that is neither is 400 with a Status naming it;
+// other verbs pass untouched.
+func TestSinceParameter(t *testing.T) {
+	var got time.Time
+	var had bool
+	h := withSince(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) { got, had = SinceFrom(r.Context()) }))
+	do := func(verb, query string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(http.MethodGet, "/apis/delivery.wablast.io/v1alpha1/namespaces/shop/webhookdeliveries?"+query, nil)
+		req = req.WithContext(genericapirequest.WithRequestInfo(req.Context(), &genericapirequest.RequestInfo{IsResourceRequest: true, Verb: verb}))
+		got, had = time.Time{}, false
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec
+	}
+	if rec := do("list", "since=2026-12-07T10:00:00Z&limit=5"); rec.Code != http.StatusOK || !had || !got.Equal(time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)) {
+		t.Errorf("RFC 3339: %d, %v %v", rec.Code, got, had)
+	}
+	for value, back := range map[string]time.Duration{"90m": 90 * time.Minute, "2d": 48 * time.Hour} {
+		before := time.Now()
+		rec := do("list", "since="+value)
+		after := time.Now()
+		if rec.Code != http.StatusOK || !had || got.Before(before.Add(-back)) || got.After(after.Add(-back)) {
+			t.Errorf("%s: %d, %v, want %s before now", value, rec.Code, got, back)
+		}
+	}
+	if rec := do("list", "limit=5"); rec.Code != http.StatusOK || had {
+		t.Errorf("no since: %d, %v %v", rec.Code, got, had)
+	}
+	if rec := do("watch", "since=1h"); rec.Code != http.StatusOK || had {
+		t.Errorf("a watch: %d, since %v %v", rec.Code, got, had)
+	}
+	for _, bad := range []string{"yesterday", "-1h", "0s"} {
+		rec := do("list", "since="+bad)
+		if rec.Code != http.StatusBadRequest || had || !strings.Contains(rec.Body.String(), `"kind":"Status"`) || !strings.Contains(rec.Body.String(), "since=") {
+			t.Errorf("since=%s: %d %s", bad, rec.Code, rec.Body)
+		}
+	}
+}
+
+// TestWatchStartsWithEveryDelivery: a watch without a resource version
+// first sends every delivery as ADDED, more than its channel holds, then
+// what follows.
+func TestWatchStartsWithEveryDelivery(t *testing.T) {
+	st, s := newStorage(t)
+	for i := range 250 {
+		storeDelivery(t, s, "crm", fmt.Sprintf("e%d", i), "")
+	}
+	ctx := genericapirequest.WithNamespace(context.Background(), "shop")
+	started := make(chan watch.Interface, 1)
+	go func() {
+		w, err := st.Watch(ctx, &metainternalversion.ListOptions{})
+		if err != nil {
+			t.Error(err)
+		}
+		started <- w
+	}()
+	var w watch.Interface
+	select {
+	case w = <-started:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Watch did not return within 30s")
+	}
+	if w == nil {
+		return
+	}
+	defer w.Stop()
+	added := map[string]bool{}
+	for len(added) < 250 {
+		select {
+		case ev := <-w.ResultChan():
+			d, ok := ev.Object.(*deliveryv1alpha1.WebhookDelivery)
+			if !ok || ev.Type != watch.Added || d.Spec.Envelope != `{"n":1}` {
+				t.Fatalf("got %s %+v", ev.Type, ev.Object)
+			}
+			added[d.Spec.EventID] = true
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%d ADDED within 30s, want 250", len(added))
+		}
+	}
+	storeDelivery(t, s, "crm", "late", webhooksv1alpha1.ResultFailed)
+	select {
+	case ev := <-w.ResultChan():
+		d, ok := ev.Object.(*deliveryv1alpha1.WebhookDelivery)
+		if !ok || ev.Type != watch.Added || d.Spec.EventID != "late" || d.Status.State != deliveryv1alpha1.StateFailed || len(d.Status.Attempts) != 1 {
+			t.Fatalf("got %s %+v, want ADDED late", ev.Type, ev.Object)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no event for a new delivery within 30s")
 	}
 }

@@ -16,16 +16,7 @@ import (
 type Delivery struct {
 	Object   *deliveryv1alpha1.WebhookDelivery
 	FirstSeq uint64
-	// FirstIndex is the first record's place in its message (a message
-	// carries the records of several deliveries).
-	FirstIndex int
-	LastSeq    uint64
-}
-
-// Before reports whether d was first stored before o: lists show the
-// newest first.
-func (d *Delivery) Before(seq uint64, index int) bool {
-	return d.FirstSeq < seq || d.FirstSeq == seq && d.FirstIndex < index
+	LastSeq  uint64
 }
 
 // Folder folds records into deliveries, by name.
@@ -39,15 +30,20 @@ func NewFolder(ns string) *Folder { return &Folder{ns: ns, byKey: map[string]*De
 
 // apply folds the record r of WebhookConfig webhook, stored at sequence
 // seq, and returns its delivery and whether r created it.
-func (f *Folder) apply(ns, webhook string, seq uint64, index int, r *store.LogRecord) (*Delivery, bool) {
+func (f *Folder) apply(ns, webhook string, seq uint64, r *store.LogRecord) (*Delivery, bool) {
 	name := Name(webhook, r.EventID)
 	key := ns + "/" + name
 	d := f.byKey[key]
 	created := false
 	if d == nil || d.Object.Spec.WebhookUID != r.UID && r.UID != "" {
 		// New, or a WebhookConfig of the same name made anew: its
-		// deliveries start over.
-		d = &Delivery{FirstSeq: seq, FirstIndex: index, Object: &deliveryv1alpha1.WebhookDelivery{
+		// deliveries start over (in the same place in lists: the
+		// delivery's subject's first record).
+		firstSeq := seq
+		if d != nil {
+			firstSeq = d.FirstSeq
+		}
+		d = &Delivery{FirstSeq: firstSeq, Object: &deliveryv1alpha1.WebhookDelivery{
 			TypeMeta: metav1.TypeMeta{APIVersion: deliveryv1alpha1.SchemeGroupVersion.String(), Kind: "WebhookDelivery"},
 			ObjectMeta: metav1.ObjectMeta{
 				Name: name, Namespace: ns,

@@ -3,6 +3,8 @@ package deliverylog
 import (
 	"fmt"
 	"strings"
+
+	"github.com/wablast/webhook-operator/internal/store"
 )
 
 // Name is the WebhookDelivery name of the delivery of event eventID to the
@@ -13,22 +15,7 @@ import (
 // A WebhookConfig's name has no "_" and the escaped id no ".", so the name
 // splits at its last ".".
 func Name(webhook, eventID string) string {
-	var b strings.Builder
-	b.Grow(len(webhook) + 1 + len(eventID))
-	b.WriteString(webhook)
-	b.WriteByte('.')
-	const hex = "0123456789abcdef"
-	for i := range len(eventID) {
-		c := eventID[i]
-		if c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' {
-			b.WriteByte(c)
-			continue
-		}
-		b.WriteByte('_')
-		b.WriteByte(hex[c>>4])
-		b.WriteByte(hex[c&0xf])
-	}
-	return b.String()
+	return webhook + "." + store.EscapeEventID(eventID)
 }
 
 // ParseName splits a WebhookDelivery name into the WebhookConfig's name and

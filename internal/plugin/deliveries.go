@@ -13,8 +13,11 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/util/duration"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	deliveryv1alpha1 "github.com/wablast/webhook-operator/api/delivery/v1alpha1"
@@ -40,7 +43,9 @@ It is "kubectl get webhookdeliveries" with the WebhookConfig, state and type
 selected for you and the event ids printed as they are.
 
 --state is pending, retrying, succeeded or failed. --since keeps the
-deliveries accepted within that long (1h, 30m, 2d) or since an RFC 3339 time.
+deliveries first accepted within that long (1h, 30m, 2d) or since an RFC 3339
+time; the API does the selecting (list parameter since) and reads no further
+back in the log.
 -w goes on printing each delivery as an attempt joins it.`,
 		Example: `  # What failed in the last hour
   kubectl webhook deliveries crm --state failed --since 1h -n shop
@@ -70,7 +75,7 @@ deliveries accepted within that long (1h, 30m, 2d) or since an RFC 3339 time.
 	}
 	cmd.Flags().StringVar(&state, "state", "", "only deliveries in this state: pending, retrying, succeeded or failed")
 	cmd.Flags().StringVar(&eventType, "type", "", "only events of this type, e.g. message.failed")
-	cmd.Flags().StringVar(&since, "since", "", "only deliveries accepted since this long ago (1h, 30m, 2d) or this RFC 3339 time")
+	cmd.Flags().StringVar(&since, "since", "", "only deliveries first accepted since this long ago (1h, 30m, 2d) or this RFC 3339 time")
 	cmd.Flags().BoolVarP(&watchFlag, "watch", "w", false, "after the list, print each delivery again as it changes")
 	return cmd
 }
@@ -81,19 +86,55 @@ type deliverySelection struct {
 	since              time.Time
 }
 
-func (s *deliverySelection) listOptions(ns string) []client.ListOption {
-	fields := client.MatchingFields{"spec.webhook": s.webhook}
+func (s *deliverySelection) fieldSelector() fields.Selector {
+	set := fields.Set{"spec.webhook": s.webhook}
 	if s.eventType != "" {
-		fields["spec.type"] = s.eventType
+		set["spec.type"] = s.eventType
 	}
 	if s.state != "" {
-		fields["status.state"] = string(s.state)
+		set["status.state"] = string(s.state)
 	}
-	return []client.ListOption{client.InNamespace(ns), fields}
+	return fields.SelectorFromSet(set)
 }
 
+func (s *deliverySelection) listOptions(ns string) []client.ListOption {
+	return []client.ListOption{client.InNamespace(ns), client.MatchingFieldsSelector{Selector: s.fieldSelector()}}
+}
+
+// keeps reports whether a delivery a watch sends is one the list selected:
+// the API's since is on creationTimestamp (when the event was first accepted).
 func (s *deliverySelection) keeps(d *deliveryv1alpha1.WebhookDelivery) bool {
-	return s.since.IsZero() || d.Spec.AcceptedAt != nil && !d.Spec.AcceptedAt.Time.Before(s.since)
+	return s.since.IsZero() || !d.CreationTimestamp.Time.Before(s.since)
+}
+
+// listDeliveries lists the selected deliveries with the API's since
+// parameter (deliveryapi.SinceParam; not imported, to keep the API server
+// out of the plugin), which Kubernetes' ListOptions (and so controller-runtime's
+// client) has no place for.
+func (o *options) listDeliveries(ctx context.Context, ns string, sel *deliverySelection) (*deliveryv1alpha1.WebhookDeliveryList, error) {
+	cfg, err := o.flags.ToRESTConfig()
+	if err != nil {
+		return nil, fmt.Errorf("loading the kubeconfig: %w", err)
+	}
+	cfg = rest.CopyConfig(cfg)
+	cfg.UserAgent = "kubectl-webhook"
+	cfg.APIPath = "/apis"
+	cfg.GroupVersion = &deliveryv1alpha1.SchemeGroupVersion
+	cfg.NegotiatedSerializer = serializer.NewCodecFactory(scheme()).WithoutConversion()
+	rc, err := rest.RESTClientFor(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("creating the API client: %w", err)
+	}
+	req := rc.Get().Namespace(ns).Resource("webhookdeliveries").
+		VersionedParams(&metav1.ListOptions{FieldSelector: sel.fieldSelector().String()}, metav1.ParameterCodec)
+	if !sel.since.IsZero() {
+		req = req.Param("since", sel.since.UTC().Format(time.RFC3339))
+	}
+	list := &deliveryv1alpha1.WebhookDeliveryList{}
+	if err := req.Do(ctx).Into(list); err != nil {
+		return nil, err
+	}
+	return list, nil
 }
 
 func (o *options) runDeliveries(ctx context.Context, sel deliverySelection, follow bool) error {
@@ -101,17 +142,15 @@ func (o *options) runDeliveries(ctx context.Context, sel deliverySelection, foll
 	if err != nil {
 		return err
 	}
-	var list deliveryv1alpha1.WebhookDeliveryList
-	if err := c.List(ctx, &list, sel.listOptions(ns)...); err != nil {
+	list, err := o.listDeliveries(ctx, ns, &sel)
+	if err != nil {
 		return explainDeliveriesError(err, ns)
 	}
 	w := tabwriter.NewWriter(o.streams.Out, 0, 4, 3, ' ', 0)
 	fmt.Fprintln(w, "EVENT ID\tTYPE\tSTATE\tATTEMPTS\tCODE\tLAST ATTEMPT\tNEXT ATTEMPT\tAGE")
 	now := o.now()
 	for i := range list.Items {
-		if sel.keeps(&list.Items[i]) {
-			writeDelivery(w, &list.Items[i], now)
-		}
+		writeDelivery(w, &list.Items[i], now)
 	}
 	if err := w.Flush(); err != nil {
 		return err

@@ -25,7 +25,8 @@ import (
 const (
 	// StreamDeliveryLog is the delivery log's stream.
 	StreamDeliveryLog = "WEBHOOK_DELIVERY_LOG"
-	// SubjDeliveryLog is its subjects' prefix: wh.lg.<namespace>.<endpoint token>.
+	// SubjDeliveryLog is its subjects' prefix:
+	// wh.lg.<namespace>.<endpoint token>.<escaped event id>.
 	SubjDeliveryLog = "wh.lg"
 )
 
@@ -45,18 +46,64 @@ const (
 	LogResponseHeaderBytes = 2 << 10
 )
 
-// DeliveryLogSubject is the delivery log subject of endpoint ns/name.
-func DeliveryLogSubject(ns, name string) string {
-	return SubjDeliveryLog + "." + ns + "." + Token(name)
+// DeliveryLogSubject is the delivery log subject of the delivery of event
+// eventID to endpoint ns/name: wh.lg.<namespace>.<endpoint token>.<escaped
+// event id>. One subject a delivery lets JetStream find one delivery's
+// records, and one endpoint's, without reading the rest of the log.
+func DeliveryLogSubject(ns, name, eventID string) string {
+	return SubjDeliveryLog + "." + ns + "." + Token(name) + "." + EscapeEventID(eventID)
 }
+
+// DeliveryLogFilter is the subject filter of the log records of namespace
+// ns, narrowed to the endpoint name and to the event eventID when they are
+// not empty.
+func DeliveryLogFilter(ns, name, eventID string) string {
+	e, id := "*", "*"
+	if name != "" {
+		e = Token(name)
+	}
+	if eventID != "" {
+		id = EscapeEventID(eventID)
+	}
+	return SubjDeliveryLog + "." + ns + "." + e + "." + id
+}
+
+// deliveryLogOldSubjects matches the subjects of the log's first format
+// (wh.lg.<namespace>.<endpoint token>, the records of many events in one
+// message), which Open drops.
+const deliveryLogOldSubjects = SubjDeliveryLog + ".*.*"
 
 // EndpointOfLogSubject parses a delivery log subject back into the endpoint's key.
 func EndpointOfLogSubject(subj string) (types.NamespacedName, bool) {
 	parts := strings.Split(subj, ".")
-	if len(parts) != 4 || parts[0]+"."+parts[1] != SubjDeliveryLog {
+	if len(parts) != 5 || parts[0]+"."+parts[1] != SubjDeliveryLog {
 		return types.NamespacedName{}, false
 	}
 	return types.NamespacedName{Namespace: parts[2], Name: strings.ReplaceAll(parts[3], "_", ".")}, true
+}
+
+// EscapeEventID escapes an event id into a NATS subject token that is also
+// a valid URL path segment, one to one: lowercase letters, digits and "-"
+// stay, every other byte becomes "_" and two lowercase hex digits ("." is
+// "_2e", "A" is "_41"). An empty id is "_".
+func EscapeEventID(id string) string {
+	if id == "" {
+		return "_"
+	}
+	var b strings.Builder
+	b.Grow(len(id))
+	const hex = "0123456789abcdef"
+	for i := range len(id) {
+		c := id[i]
+		if c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('_')
+		b.WriteByte(hex[c>>4])
+		b.WriteByte(hex[c&0xf])
+	}
+	return b.String()
 }
 
 // Kinds of delivery log records.
@@ -70,7 +117,7 @@ const (
 )
 
 // LogRecord is one entry of the delivery log. A message of the log stream
-// carries a JSON array of them, all of one endpoint.
+// carries a JSON array of them, all of one delivery (endpoint and event).
 type LogRecord struct {
 	Kind       string    `json:"kind"`
 	UID        types.UID `json:"uid"`
@@ -125,13 +172,39 @@ func AttemptRecord(oc *Outcome) LogRecord {
 	}
 }
 
-// DeliveryLogMsg is the log message of records, all of endpoint ns/name.
-func DeliveryLogMsg(ns, name string, records []LogRecord) (*nats.Msg, error) {
+// DeliveryLogMsgs are the log messages of records, all of endpoint
+// ns/name: one a delivery (event), holding its records in their order.
+func DeliveryLogMsgs(ns, name string, records []LogRecord) ([]*nats.Msg, error) {
+	if len(records) == 1 {
+		m, err := deliveryLogMsg(ns, name, records)
+		return []*nats.Msg{m}, err
+	}
+	var order []string
+	byEvent := map[string][]LogRecord{}
+	for _, r := range records {
+		if _, ok := byEvent[r.EventID]; !ok {
+			order = append(order, r.EventID)
+		}
+		byEvent[r.EventID] = append(byEvent[r.EventID], r)
+	}
+	msgs := make([]*nats.Msg, 0, len(order))
+	for _, id := range order {
+		m, err := deliveryLogMsg(ns, name, byEvent[id])
+		if err != nil {
+			return nil, err
+		}
+		msgs = append(msgs, m)
+	}
+	return msgs, nil
+}
+
+// deliveryLogMsg is the log message of records, all of one delivery.
+func deliveryLogMsg(ns, name string, records []LogRecord) (*nats.Msg, error) {
 	data, err := json.Marshal(records)
 	if err != nil {
 		return nil, fmt.Errorf("encoding delivery log records: %w", err)
 	}
-	return &nats.Msg{Subject: DeliveryLogSubject(ns, name), Data: data}, nil
+	return &nats.Msg{Subject: DeliveryLogSubject(ns, name, records[0].EventID), Data: data}, nil
 }
 
 // DecodeLogRecords decodes a delivery log message's data.

@@ -422,15 +422,30 @@ func (s *Store) ensure(ctx context.Context) error {
 			Replicas:    s.opts.Replicas,
 			MaxAge:      s.opts.DeliveryLogRetention,
 			MaxBytes:    s.deliveryLogMaxBytes(),
+			// Reads of one delivery or one endpoint get messages by subject
+			// (deliverylog.Reader), from any replica of the stream.
+			AllowDirect: true,
+			Metadata:    map[string]string{deliveryLogFormatKey: deliveryLogFormat},
 		})
 	}
 	give := time.Now().Add(formingWait) // for all of them together
+	oldLog := false
+	if s.opts.DeliveryLogRetention > 0 {
+		if info, err := s.js.Stream(ctx, StreamDeliveryLog); err == nil {
+			oldLog = info.CachedInfo().Config.Metadata[deliveryLogFormatKey] != deliveryLogFormat
+		}
+	}
 	for _, cfg := range streams {
 		if err := s.whileForming(ctx, give, func() error {
 			_, err := s.js.CreateOrUpdateStream(ctx, cfg)
 			return err
 		}); err != nil {
 			return fmt.Errorf("creating stream %s: %w", cfg.Name, err)
+		}
+	}
+	if oldLog {
+		if err := s.dropOldDeliveryLog(ctx); err != nil {
+			return err
 		}
 	}
 	var kv jetstream.KeyValue
@@ -447,6 +462,29 @@ func (s *Store) ensure(ctx context.Context) error {
 		return fmt.Errorf("creating bucket %s: %w", BucketStats, err)
 	}
 	s.kv = kv
+	return nil
+}
+
+// The delivery log stream's format, in its metadata: 2 is a subject a
+// delivery (DeliveryLogSubject). A log without it is of the first format.
+const (
+	deliveryLogFormatKey = "webhooks.wablast.io/delivery-log-format"
+	deliveryLogFormat    = "2"
+)
+
+// dropOldDeliveryLog removes the delivery log's records of its first
+// format (one subject an endpoint, several deliveries a message), which
+// the reader no longer reads, once: when the stream did not say it was of
+// format 2.
+func (s *Store) dropOldDeliveryLog(ctx context.Context) error {
+	stream, err := s.js.Stream(ctx, StreamDeliveryLog)
+	if err != nil {
+		return fmt.Errorf("reading stream %s: %w", StreamDeliveryLog, err)
+	}
+	if err := stream.Purge(ctx, jetstream.WithPurgeSubject(deliveryLogOldSubjects)); err != nil {
+		return fmt.Errorf("dropping the delivery log's records of the first format: %w", err)
+	}
+	s.opts.Logger.Info("Dropped the delivery log's records of its first format (one subject a WebhookConfig): the deliveries logged before this upgrade are no longer listed")
 	return nil
 }
 

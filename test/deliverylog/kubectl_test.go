@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -108,16 +109,21 @@ func startOperator(t *testing.T, ns string) *operator.Operator {
 // the delivery log must show.
 type receiver struct {
 	*httptest.Server
+	code   atomic.Int32 // what it answers
 	mu     sync.Mutex
-	bodies map[string][]byte // by webhook-id
+	bodies map[string][]byte // by webhook-id, the last that arrived
+	all    map[string][][]byte
 }
 
 func newReceiver(t *testing.T, code int) *receiver {
-	rc := &receiver{bodies: map[string][]byte{}}
+	rc := &receiver{bodies: map[string][]byte{}, all: map[string][][]byte{}}
+	rc.code.Store(int32(code))
 	rc.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
+		code := int(rc.code.Load())
 		rc.mu.Lock()
 		rc.bodies[r.Header.Get("webhook-id")] = body
+		rc.all[r.Header.Get("webhook-id")] = append(rc.all[r.Header.Get("webhook-id")], body)
 		rc.mu.Unlock()
 		w.Header().Set("X-Receiver", "test-receiver")
 		w.Header().Set("Set-Cookie", "session=must-not-be-logged")

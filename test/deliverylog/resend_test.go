@@ -13,7 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/types"
+
 	deliveryv1alpha1 "github.com/wablast/webhook-operator/api/delivery/v1alpha1"
+	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
 	"github.com/wablast/webhook-operator/internal/deliverylog"
 	"github.com/wablast/webhook-operator/internal/testutil"
 )
@@ -55,6 +58,37 @@ func TestResendAndPluginThroughAggregation(t *testing.T) {
 	out, err = run("deliveries", "flaky", "--state", "succeeded")
 	if err != nil || strings.Contains(out, "Resend.Me") {
 		t.Errorf("--state succeeded shows the failed delivery: %v:\n%s", err, out)
+	}
+	// --since is the API's since: within the hour it lists the delivery;
+	// the API itself, asked for deliveries since a later time, none.
+	out, err = run("deliveries", "flaky", "--since", "1h")
+	if err != nil || !strings.Contains(out, "Resend.Me") {
+		t.Errorf("kubectl webhook deliveries flaky --since 1h: %v:\n%s", err, out)
+	}
+	raw := func(since string) []string {
+		t.Helper()
+		out, err := kubectl(t, "get", "--raw", fmt.Sprintf("/apis/delivery.wablast.io/v1alpha1/namespaces/%s/webhookdeliveries?since=%s", ns, since))
+		if err != nil {
+			t.Fatalf("list with since=%s: %v: %s", since, err, out)
+		}
+		var l deliveryv1alpha1.WebhookDeliveryList
+		if err := json.Unmarshal([]byte(out), &l); err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, d := range l.Items {
+			ids = append(ids, d.Spec.EventID)
+		}
+		return ids
+	}
+	if ids := raw("2h"); fmt.Sprint(ids) != "[Resend.Me]" {
+		t.Errorf("since=2h: %v, want [Resend.Me]", ids)
+	}
+	if ids := raw(time.Now().Add(time.Hour).UTC().Format(time.RFC3339)); len(ids) != 0 {
+		t.Errorf("since an hour from now: %v, want none", ids)
+	}
+	if out, err := kubectl(t, "get", "--raw", fmt.Sprintf("/apis/delivery.wablast.io/v1alpha1/namespaces/%s/webhookdeliveries?since=yesterday", ns)); err == nil || !strings.Contains(out, "since=") {
+		t.Errorf("since=yesterday: %v: %s", err, out)
 	}
 	out, err = run("deliveries", "flaky", "--state", "bogus")
 	if err == nil || !strings.Contains(out, "invalid --state") {
@@ -115,5 +149,89 @@ func checkEnvelope(t *testing.T, d *deliveryv1alpha1.WebhookDelivery, p testutil
 	var e envelope
 	if err := json.Unmarshal(arrived, &e); err != nil || e.Type != p.Type || !jsonEqual(e.Data, p.Data) {
 		t.Errorf("%s: arrived %s, posted %s %s", d.Name, arrived, p.Type, p.Data)
+	}
+}
+
+// TestResendOfAFailedEventCountsItDelivered: an event that failed for
+// good and is resent through the API (webhookdeliveries/resend) and then
+// delivered counts as delivered and no longer as failed, as a replay's
+// would: eventsFailed goes back down, the success rate counts it once by
+// its final outcome, no new event is counted as sent; and a later replay
+// does not send it again, only the event still failed.
+func TestResendOfAFailedEventCountsItDelivered(t *testing.T) {
+	ns := env.Namespace(t)
+	op := startOperator(t, ns)
+	rc := newReceiver(t, http.StatusInternalServerError)
+	createEndpoint(t, ns, "crm", rc.URL+"/hooks", 1)
+	posted := enqueue(t, op, ns, "Fail.A", "Fail.B")
+	status := func(sent, delivered, failed int64, rate string) {
+		t.Helper()
+		testutil.Eventually(t, 30*time.Second, func() error {
+			var w webhooksv1alpha1.WebhookConfig
+			if err := env.Client.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "crm"}, &w); err != nil {
+				return err
+			}
+			st := w.Status
+			if st.TotalEventsSent != sent || st.EventsDelivered != delivered || st.EventsFailed != failed || st.EventsPending != 0 || st.SuccessRate != rate {
+				return fmt.Errorf("sent %d delivered %d failed %d pending %d rate %s; want %d, %d, %d, 0, %s",
+					st.TotalEventsSent, st.EventsDelivered, st.EventsFailed, st.EventsPending, st.SuccessRate, sent, delivered, failed, rate)
+			}
+			return nil
+		})
+	}
+	status(2, 0, 2, "0.0%")
+	waitAttempts(t, ns, deliverylog.Name("crm", "Fail.A"), 1)
+
+	rc.code.Store(http.StatusOK)
+	body := filepath.Join(t.TempDir(), "resend.json")
+	if err := os.WriteFile(body, []byte(`{"apiVersion":"delivery.wablast.io/v1alpha1","kind":"WebhookDeliveryResend"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	name := deliverylog.Name("crm", "Fail.A")
+	path := fmt.Sprintf("/apis/delivery.wablast.io/v1alpha1/namespaces/%s/webhookdeliveries/%s/resend", ns, name)
+	if out, err := kubectl(t, "create", "--raw", path, "-f", body); err != nil || !strings.Contains(out, "resentAt") {
+		t.Fatalf("resend: %v: %s", err, out)
+	}
+	d := waitAttempts(t, ns, name, 2)
+	if d.Status.State != deliveryv1alpha1.StateSucceeded || d.Status.Attempts[1].StatusCode != http.StatusOK {
+		t.Errorf("after the resend: %s, attempts %+v", d.Status.State, d.Status.Attempts)
+	}
+	// Delivered: no longer failed; sent stays 2 (a resend sends no new event).
+	status(2, 1, 1, "50.0%")
+
+	// A replay of everything sends only Fail.B, still failed.
+	annotation := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
+	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, webhooksv1alpha1.AnnotationReplaySince, annotation)
+	if out, err := kubectl(t, "patch", "whc", "crm", "-n", ns, "--type", "merge", "-p", patch); err != nil {
+		t.Fatalf("annotating the replay: %v: %s", err, out)
+	}
+	testutil.Eventually(t, 30*time.Second, func() error {
+		var w webhooksv1alpha1.WebhookConfig
+		if err := env.Client.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "crm"}, &w); err != nil {
+			return err
+		}
+		if lr := w.Status.LastReplay; lr == nil || lr.RequestedAt != annotation || lr.EventsRequeued != 1 {
+			return fmt.Errorf("lastReplay %+v, want %s with 1 event requeued (Fail.B only)", lr, annotation)
+		}
+		return nil
+	})
+	status(2, 2, 0, "100.0%")
+
+	// What arrived: each event failed once and was delivered once, with the
+	// body that was posted every time.
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	for _, id := range []string{"Fail.A", "Fail.B"} {
+		bodies := rc.all[id]
+		if len(bodies) != 2 {
+			t.Errorf("%s arrived %d times, want 2 (failed, then resent or replayed)", id, len(bodies))
+			continue
+		}
+		for _, b := range bodies {
+			var e envelope
+			if err := json.Unmarshal(b, &e); err != nil || e.Type != posted[id].Type || !jsonEqual(e.Data, posted[id].Data) {
+				t.Errorf("%s arrived %s, posted %s %s", id, b, posted[id].Type, posted[id].Data)
+			}
+		}
 	}
 }

@@ -32,7 +32,7 @@ type ReplayRecordApplyConfiguration struct {
 	// time the events were re-queued.
 	Time *v1.Time `json:"time,omitempty"`
 	// eventsRequeued is how many failed events were queued again: those still
-	// failed (a replay does not send again what a replay delivered).
+	// failed (a replay does not send again what a replay or a resend delivered).
 	EventsRequeued *int64 `json:"eventsRequeued,omitempty"`
 }
 

@@ -47,17 +47,17 @@ type WebhookConfigStatusApplyConfiguration struct {
 	// lifetime; a replay sends no new event.
 	TotalEventsSent *int64 `json:"totalEventsSent,omitempty"`
 	// eventsDelivered counts events the receiver accepted with a 2xx, each once,
-	// including failed events a replay delivered.
+	// including failed events a replay or a resend delivered.
 	EventsDelivered *int64 `json:"eventsDelivered,omitempty"`
 	// eventsFailed counts events that failed for good (retries exhausted, too old,
-	// or 410 Gone) and are still failed: a replay takes an event out of it, and
-	// its outcome counts it again as delivered or failed.
+	// or 410 Gone) and are still failed: a replay or a resend takes an event out
+	// of it, and its outcome counts it again as delivered or failed.
 	EventsFailed *int64 `json:"eventsFailed,omitempty"`
 	// eventsPending counts events waiting for their next attempt.
 	EventsPending *int64 `json:"eventsPending,omitempty"`
 	// successRate is delivered / (delivered + failed) over events finished in the
 	// last 24 hours, each event counted once by its final outcome (a failed event
-	// a replay delivered counts as delivered), as a percentage such as "99.8%",
+	// a replay or a resend delivered counts as delivered), as a percentage such as "99.8%",
 	// or "-" when none finished (also before the first delivery).
 	SuccessRate *string `json:"successRate,omitempty"`
 	// consecutiveFailures counts events, not attempts: the events that failed
