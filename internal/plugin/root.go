@@ -92,6 +92,7 @@ kubectl flags such as -n, --context and --kubeconfig go after the plugin name:
 		newDeliveriesCommand(o),
 		newResendCommand(o),
 		newEventTypesCommand(o),
+		newUICommand(o),
 	)
 	return cmd
 }
