@@ -6,7 +6,6 @@ import "github.com/wablast/webhook-operator/internal/actions"
 // internal/actions; these names keep the commands' code short.
 var (
 	explainWebhookConfigError = actions.ExplainWebhookConfigError
-	explainAccessError        = actions.ExplainAccessError
 	explained                 = actions.Explained
 	isPermanent               = actions.IsPermanent
 )

@@ -90,9 +90,14 @@ func formField(path, message string) string {
 
 // writeJSON answers code with v as JSON.
 func writeJSON(w http.ResponseWriter, code int, v any) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, "encoding the answer: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v) // the client went away: nowhere to report it
+	_, _ = w.Write(append(data, '\n')) // the client went away: nowhere to report it
 }
 
 // writeError answers with err: the API server's status code and message

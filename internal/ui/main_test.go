@@ -208,15 +208,14 @@ func getWHC(t *testing.T, ns, name string) (*webhooksv1alpha1.WebhookConfig, err
 }
 
 // createWHC creates WebhookConfig name in ns as the admin (not through the
-// page), with its events and, unless secretName is empty, spec.secretRef.
-func createWHC(t *testing.T, ns, name, secretName string, events ...webhooksv1alpha1.EventType) {
+// page), subscribed to message.sent, with spec.secretRef unless secretName
+// is empty.
+func createWHC(t *testing.T, ns, name, secretName string) {
 	t.Helper()
-	if len(events) == 0 {
-		events = []webhooksv1alpha1.EventType{webhooksv1alpha1.EventMessageSent}
-	}
 	whc := &webhooksv1alpha1.WebhookConfig{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec:       webhooksv1alpha1.WebhookConfigSpec{URL: "https://crm.example.com/hooks/wa", Events: events},
+		Spec: webhooksv1alpha1.WebhookConfigSpec{URL: "https://crm.example.com/hooks/wa",
+			Events: []webhooksv1alpha1.EventType{webhooksv1alpha1.EventMessageSent}},
 	}
 	if secretName != "" {
 		whc.Spec.SecretRef = &webhooksv1alpha1.SecretKeyReference{Name: secretName}
@@ -289,7 +288,7 @@ func (r *running) openStream() <-chan sseEvent {
 		r.t.Fatal(err)
 	}
 	// No client timeout: the stream stays open.
-	resp, err := (&http.Client{Jar: r.client.Jar}).Do(req)
+	resp, err := (&http.Client{Jar: r.client.Jar}).Do(req) //nolint:bodyclose // closed by the goroutine that reads it, or below
 	if err != nil {
 		cancel()
 		r.t.Fatal(err)
@@ -325,11 +324,14 @@ func (r *running) openStream() <-chan sseEvent {
 	return events
 }
 
+// eventTimeout bounds the wait for one event of the stream.
+const eventTimeout = 20 * time.Second
+
 // next returns the next event of events for which match is true, failing
-// the test after timeout.
-func next(t *testing.T, events <-chan sseEvent, timeout time.Duration, match func(sseEvent) bool) sseEvent {
+// the test after eventTimeout.
+func next(t *testing.T, events <-chan sseEvent, match func(sseEvent) bool) sseEvent {
 	t.Helper()
-	deadline := time.After(timeout)
+	deadline := time.After(eventTimeout)
 	for {
 		select {
 		case ev, ok := <-events:
@@ -340,7 +342,7 @@ func next(t *testing.T, events <-chan sseEvent, timeout time.Duration, match fun
 				return ev
 			}
 		case <-deadline:
-			t.Fatalf("no matching event within %s", timeout)
+			t.Fatalf("no matching event within %s", eventTimeout)
 		}
 	}
 }

@@ -532,14 +532,14 @@ func TestWatchStreamsChanges(t *testing.T) {
 	r.login()
 	events := r.openStream()
 
-	snap := next(t, events, 20*time.Second, func(e sseEvent) bool { return e.name == "snapshot" })
+	snap := next(t, events, func(e sseEvent) bool { return e.name == "snapshot" })
 	var views []webhookView
 	if err := json.Unmarshal([]byte(snap.data), &views); err != nil || len(views) != 1 || views[0].Name != "crm" {
 		t.Fatalf("snapshot %s: %v", snap.data, err)
 	}
 
 	createWHC(t, ns, "erp", "")
-	next(t, events, 20*time.Second, func(e sseEvent) bool { return e.name == "upsert" && strings.Contains(e.data, `"name":"erp"`) })
+	next(t, events, func(e sseEvent) bool { return e.name == "upsert" && strings.Contains(e.data, `"name":"erp"`) })
 
 	// The operator's status reaches the page.
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
@@ -556,7 +556,7 @@ func TestWatchStreamsChanges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	up := next(t, events, 20*time.Second, func(e sseEvent) bool { return e.name == "upsert" && strings.Contains(e.data, `"successRate":"97.5%"`) })
+	up := next(t, events, func(e sseEvent) bool { return e.name == "upsert" && strings.Contains(e.data, `"successRate":"97.5%"`) })
 	var v webhookView
 	if err := json.Unmarshal([]byte(up.data), &v); err != nil || !v.Active || v.Ready != "True" || v.Sent != 40 {
 		t.Fatalf("upsert %s: %v", up.data, err)
@@ -569,7 +569,7 @@ func TestWatchStreamsChanges(t *testing.T) {
 	if err := env.Client.Delete(context.Background(), whc); err != nil {
 		t.Fatal(err)
 	}
-	next(t, events, 20*time.Second, func(e sseEvent) bool { return e.name == "delete" && e.data == `{"name":"erp"}` })
+	next(t, events, func(e sseEvent) bool { return e.name == "delete" && e.data == `{"name":"erp"}` })
 }
 
 func TestEventTypesPageDocumentsTheCatalog(t *testing.T) {
