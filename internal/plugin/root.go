@@ -165,16 +165,16 @@ func (o *options) connect() (client.Client, string, error) {
 
 // getWebhookConfig connects and reads WebhookConfig name of the namespace in
 // use, with an error that says what to do when it cannot.
-func (o *options) getWebhookConfig(ctx context.Context, name string) (client.Client, *webhooksv1alpha1.WebhookConfig, error) {
+func (o *options) getWebhookConfig(ctx context.Context, name string) (client.Client, string, *webhooksv1alpha1.WebhookConfig, error) {
 	c, ns, err := o.connect()
 	if err != nil {
-		return nil, nil, err
+		return nil, "", nil, err
 	}
 	var whc webhooksv1alpha1.WebhookConfig
 	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &whc); err != nil {
-		return nil, nil, explainWebhookConfigError(err, "get", ns, name)
+		return nil, "", nil, explainWebhookConfigError(err, "get", ns, name)
 	}
-	return c, &whc, nil
+	return c, ns, &whc, nil
 }
 
 // completeNames completes the NAME argument with the WebhookConfigs of the

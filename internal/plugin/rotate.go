@@ -53,7 +53,7 @@ You need get and update on the Secret.`,
 }
 
 func (o *options) runRotateSecret(ctx context.Context, name string, grace time.Duration) error {
-	c, whc, err := o.getWebhookConfig(ctx, name)
+	c, _, whc, err := o.getWebhookConfig(ctx, name)
 	if err != nil {
 		return err
 	}

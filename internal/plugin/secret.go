@@ -49,7 +49,7 @@ You need get on the WebhookConfig and on the Secret.`,
 // runSecret prints the signing secret of WebhookConfig name: the newest,
 // or with all every one, newest first, one a line.
 func (o *options) runSecret(ctx context.Context, name string, all bool) error {
-	c, whc, err := o.getWebhookConfig(ctx, name)
+	c, _, whc, err := o.getWebhookConfig(ctx, name)
 	if err != nil {
 		return err
 	}

@@ -43,7 +43,7 @@ For the raw status use: kubectl get webhookconfig NAME -o yaml.`,
 
 // runStatus prints the summary of WebhookConfig name.
 func (o *options) runStatus(ctx context.Context, name string) error {
-	_, whc, err := o.getWebhookConfig(ctx, name)
+	_, _, whc, err := o.getWebhookConfig(ctx, name)
 	if err != nil {
 		return err
 	}
