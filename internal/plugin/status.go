@@ -43,15 +43,24 @@ For the raw status use: kubectl get webhookconfig NAME -o yaml.`,
 
 // runStatus prints the summary of WebhookConfig name.
 func (o *options) runStatus(ctx context.Context, name string) error {
-	_, _, whc, err := o.getWebhookConfig(ctx, name)
+	c, ns, whc, err := o.getWebhookConfig(ctx, name)
 	if err != nil {
 		return err
 	}
-	return renderStatus(o.streams.Out, whc, o.now())
+	now := o.now()
+	// The last hour comes from the delivery log; without it (not served,
+	// not allowed) the rest of the summary is still worth showing.
+	hour, hourErr := readLastHour(ctx, c, ns, name, now)
+	if hourErr != nil {
+		hourErr = explainDeliveriesError(hourErr, ns)
+	}
+	return renderStatus(o.streams.Out, whc, hour, hourErr, now)
 }
 
-// renderStatus writes the human summary of whc to out; ages are relative to now.
-func renderStatus(out io.Writer, whc *webhooksv1alpha1.WebhookConfig, now time.Time) error {
+// renderStatus writes the human summary of whc to out, with the last hour
+// of the delivery log (hour, or why it could not be read: hourErr; neither:
+// no such section); ages are relative to now.
+func renderStatus(out io.Writer, whc *webhooksv1alpha1.WebhookConfig, hour *lastHour, hourErr error, now time.Time) error {
 	st := &whc.Status
 	w := newTabWriter(out)
 
@@ -86,6 +95,12 @@ func renderStatus(out io.Writer, whc *webhooksv1alpha1.WebhookConfig, now time.T
 	fmt.Fprintf(w, "  Pending:\t%d\n", st.EventsPending)
 	fmt.Fprintf(w, "  Success rate (24h):\t%s\n", orDash(st.SuccessRate))
 	fmt.Fprintf(w, "  Consecutive failures:\t%d\n", st.ConsecutiveFailures)
+	switch {
+	case hourErr != nil:
+		fmt.Fprintf(w, "Last hour:\tunavailable: %s\n", oneLine(hourErr.Error()))
+	case hour != nil:
+		hour.render(w, now)
+	}
 
 	if t := st.LastTest; t != nil {
 		line := fmt.Sprintf("%s, HTTP %s, %dms", t.Result, orDash(codeString(t.StatusCode)), t.DurationMilliseconds)

@@ -84,7 +84,7 @@ Recent deliveries:
 
 func TestRenderStatusLayout(t *testing.T) {
 	var out bytes.Buffer
-	if err := renderStatus(&out, healthyWebhookConfig(), statusNow); err != nil {
+	if err := renderStatus(&out, healthyWebhookConfig(), nil, nil, statusNow); err != nil {
 		t.Fatalf("renderStatus: %v", err)
 	}
 	if got := out.String(); got != healthyStatusOutput {
@@ -187,7 +187,7 @@ func TestRenderStatus(t *testing.T) {
 				tt.mutate(whc)
 			}
 			var out bytes.Buffer
-			if err := renderStatus(&out, whc, statusNow); err != nil {
+			if err := renderStatus(&out, whc, nil, nil, statusNow); err != nil {
 				t.Fatalf("renderStatus: %v", err)
 			}
 			lines := strings.Split(out.String(), "\n")

@@ -235,6 +235,26 @@ func renderChart(t *testing.T, release, ns string, args ...string) []*unstructur
 	if err != nil {
 		t.Fatalf("helm template: %v: %s", err, stderr.String())
 	}
+	return decodeObjects(t, out)
+}
+
+// renderKustomize runs `kubectl kustomize` of config/<dir> and returns its
+// objects, as `kubectl apply -k config/<dir>` would create them.
+func renderKustomize(t *testing.T, dir string) []*unstructured.Unstructured {
+	t.Helper()
+	cmd := exec.Command("kubectl", "kustomize", filepath.Join(testutil.RepoRoot(), "config", dir))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("kubectl kustomize config/%s: %v: %s", dir, err, stderr.String())
+	}
+	return decodeObjects(t, out)
+}
+
+// decodeObjects decodes a stream of YAML documents.
+func decodeObjects(t *testing.T, out []byte) []*unstructured.Unstructured {
+	t.Helper()
 	var objs []*unstructured.Unstructured
 	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(out), 4096)
 	for {
@@ -243,7 +263,7 @@ func renderChart(t *testing.T, release, ns string, args ...string) []*unstructur
 			if errors.Is(err, io.EOF) {
 				return objs
 			}
-			t.Fatalf("decoding helm's output: %v", err)
+			t.Fatalf("decoding rendered manifests: %v", err)
 		}
 		if len(u.Object) > 0 {
 			objs = append(objs, &u)
@@ -286,25 +306,45 @@ func asServiceAccount(ns, name string) *rest.Config {
 	return rc
 }
 
-// TestSecretPolicyLimitsTheManagersSecrets applies the chart's
-// ValidatingAdmissionPolicy: the manager's ServiceAccount, which RBAC lets
-// create any Secret, may create an Opaque Secret with the managed-by label,
-// and nothing else; other users are not affected.
+// TestSecretPolicyLimitsTheManagersSecrets applies the ValidatingAdmissionPolicy
+// of the chart and of the kustomize install: the manager's ServiceAccount,
+// which RBAC lets create any Secret, may create an Opaque Secret with the
+// managed-by label, and nothing else; other users are not affected.
 func TestSecretPolicyLimitsTheManagersSecrets(t *testing.T) {
-	releaseNS, target := env.Namespace(t), env.Namespace(t)
-	release := releaseNS // cluster-scoped names unique per test
-	objs := renderChart(t, release, releaseNS, "--show-only", "templates/secretpolicy.yaml")
+	t.Run("chart", func(t *testing.T) {
+		releaseNS := env.Namespace(t)
+		release := releaseNS // cluster-scoped names unique per test
+		objs := renderChart(t, release, releaseNS, "--show-only", "templates/secretpolicy.yaml")
+		checkSecretPolicy(t, objs, releaseNS, release+"-webhook-operator")
+	})
+	t.Run("kustomize", func(t *testing.T) {
+		// The names kustomize gives (namespace and namePrefix of
+		// config/default) reach the CEL expression through replacements.
+		var policy []*unstructured.Unstructured
+		for _, o := range renderKustomize(t, "default") {
+			if strings.HasPrefix(o.GetKind(), "ValidatingAdmissionPolicy") {
+				policy = append(policy, o)
+			}
+		}
+		checkSecretPolicy(t, policy, "webhook-operator-system", "webhook-operator-controller-manager")
+	})
+}
+
+// checkSecretPolicy applies the policy and its binding in objs and checks
+// what they let the ServiceAccount saNS/sa create.
+func checkSecretPolicy(t *testing.T, objs []*unstructured.Unstructured, saNS, sa string) {
+	t.Helper()
+	target := env.Namespace(t)
 	if k := kindsOf(objs); len(k["ValidatingAdmissionPolicy"]) != 1 || len(k["ValidatingAdmissionPolicyBinding"]) != 1 {
 		t.Fatalf("rendered %v, want one ValidatingAdmissionPolicy and its binding", k)
 	}
 	applyKinds(t, objs, "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
 
-	sa := release + "-webhook-operator"
 	create(t, env.Client,
 		rbacRole{ns: target, name: "secret-creator"}.role(),
-		rbacRole{ns: target, name: "secret-creator"}.binding(releaseNS, sa),
+		rbacRole{ns: target, name: "secret-creator"}.binding(saNS, sa),
 	)
-	manager, err := client.New(asServiceAccount(releaseNS, sa), client.Options{Scheme: testutil.Scheme()})
+	manager, err := client.New(asServiceAccount(saNS, sa), client.Options{Scheme: testutil.Scheme()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -373,23 +413,64 @@ func (r rbacRole) binding(saNS, sa string) *unstructured.Unstructured {
 	}}
 }
 
-// TestNamespaceScopedInstall renders the chart with watchNamespaces, applies
-// its RBAC (Roles, no ClusterRole) and admission policy, and runs the
+// TestNamespaceScopedInstall renders the namespace-scoped install of the
+// chart (watchNamespaces) and of kustomize (config/namespaced), applies its
+// RBAC (no ClusterRoleBinding but system:auth-delegator's), and runs the
 // operator as its ServiceAccount with --watch-namespaces: WebhookConfigs in
 // the watched namespace are reconciled (one with a generated Secret too),
 // those elsewhere are not, and events for other namespaces are refused.
 func TestNamespaceScopedInstall(t *testing.T) {
-	releaseNS, nsA, nsB := env.Namespace(t), env.Namespace(t), env.Namespace(t)
-	release := releaseNS
-	objs := renderChart(t, release, releaseNS, "--set", "watchNamespaces={"+nsA+"}",
-		"--set", "rbac.eventProducer.create=false", "--set", "rbac.aggregateToDefaultRoles=false")
-	kinds := kindsOf(objs)
-	if len(kinds["ClusterRole"]) != 0 {
-		t.Errorf("with watchNamespaces the chart renders ClusterRoles %v, want none", kinds["ClusterRole"])
-	}
-	if !slices.Contains(kinds["Role"], nsA+"/"+release+"-webhook-operator-manager") {
-		t.Errorf("Roles %v, want %s-webhook-operator-manager in %s", kinds["Role"], release, nsA)
-	}
+	t.Run("chart", func(t *testing.T) {
+		releaseNS, nsA, nsB := env.Namespace(t), env.Namespace(t), env.Namespace(t)
+		release := releaseNS
+		objs := renderChart(t, release, releaseNS, "--set", "watchNamespaces={"+nsA+"}",
+			"--set", "rbac.eventProducer.create=false", "--set", "rbac.aggregateToDefaultRoles=false")
+		kinds := kindsOf(objs)
+		if len(kinds["ClusterRole"]) != 0 {
+			t.Errorf("with watchNamespaces the chart renders ClusterRoles %v, want none", kinds["ClusterRole"])
+		}
+		if !slices.Contains(kinds["Role"], nsA+"/"+release+"-webhook-operator-manager") {
+			t.Errorf("Roles %v, want %s-webhook-operator-manager in %s", kinds["Role"], release, nsA)
+		}
+		checkOnlyAuthDelegatorClusterWide(t, objs)
+		applyKinds(t, objs, "Role", "RoleBinding", "ClusterRoleBinding", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+		checkNamespaceScoped(t, releaseNS, release+"-webhook-operator", nsA, nsB)
+	})
+	t.Run("kustomize", func(t *testing.T) {
+		const saNS, sa = "webhook-operator-system", "webhook-operator-controller-manager"
+		nsA, nsB := env.Namespace(t), env.Namespace(t)
+		objs := renderKustomize(t, "namespaced")
+		checkOnlyAuthDelegatorClusterWide(t, objs)
+		var apply []*unstructured.Unstructured
+		for _, o := range objs {
+			switch {
+			case o.GetKind() == "StatefulSet":
+				c, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
+				args, _, _ := unstructured.NestedStringSlice(c[0].(map[string]any), "args")
+				if !slices.Contains(args, "--watch-namespaces=shop") {
+					t.Errorf("the manager's args %v lack --watch-namespaces=shop", args)
+				}
+			case o.GetKind() == "RoleBinding" && o.GetNamespace() == "shop":
+				// The overlay's example namespace, moved to this test's.
+				o.SetNamespace(nsA)
+				apply = append(apply, o)
+			case o.GetKind() == "ClusterRoleBinding",
+				o.GetKind() == "ClusterRole" && o.GetName() == "webhook-operator-manager-role":
+				apply = append(apply, o)
+			}
+		}
+		if k := kindsOf(apply); len(k["RoleBinding"]) != 1 || len(k["ClusterRole"]) != 1 || len(k["ClusterRoleBinding"]) != 1 {
+			t.Fatalf("config/namespaced renders %v, want the manager's ClusterRole, a RoleBinding of it in shop and one ClusterRoleBinding", k)
+		}
+		applyKinds(t, apply, "ClusterRole", "RoleBinding", "ClusterRoleBinding")
+		checkNamespaceScoped(t, saNS, sa, nsA, nsB)
+	})
+}
+
+// checkOnlyAuthDelegatorClusterWide fails unless every ClusterRoleBinding
+// in objs binds system:auth-delegator.
+func checkOnlyAuthDelegatorClusterWide(t *testing.T, objs []*unstructured.Unstructured) {
+	t.Helper()
 	for _, o := range objs {
 		if o.GetKind() == "ClusterRoleBinding" {
 			if ref, _, _ := unstructured.NestedString(o.Object, "roleRef", "name"); ref != "system:auth-delegator" {
@@ -397,8 +478,12 @@ func TestNamespaceScopedInstall(t *testing.T) {
 			}
 		}
 	}
-	applyKinds(t, objs, "Role", "RoleBinding", "ClusterRoleBinding", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+}
 
+// checkNamespaceScoped runs the operator as saNS/sa serving nsA only, with
+// the RBAC under test applied, and checks what it serves.
+func checkNamespaceScoped(t *testing.T, saNS, sa, nsA, nsB string) {
+	t.Helper()
 	value, keys := newSigningSecret(t)
 	create(t, env.Client,
 		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: nsA, Name: "crm-secret"}, StringData: map[string]string{"secret": value}},
@@ -411,7 +496,7 @@ func TestNamespaceScopedInstall(t *testing.T) {
 
 	cfg := operatortest.Config(t.TempDir())
 	cfg.WatchNamespaces = []string{nsA}
-	in, err := operatortest.Start(asServiceAccount(releaseNS, release+"-webhook-operator"), "", cfg, 30*time.Second)
+	in, err := operatortest.Start(asServiceAccount(saNS, sa), "", cfg, 30*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
