@@ -64,7 +64,7 @@ fmt: ## Run gofmt on the code.
 
 .PHONY: vet
 vet: ## Run go vet (end-to-end tests included).
-	$(GO) vet -tags e2e,scaleout,reliability,soak ./...
+	$(GO) vet -tags e2e,scaleout,reliability,soak,ui ./...
 
 .PHONY: php-cli
 php-cli: ## Install php-cli (Debian package) when php is missing: the PHP client's test runs it.
@@ -77,6 +77,10 @@ php-cli: ## Install php-cli (Debian package) when php is missing: the PHP client
 .PHONY: test
 test: manifests generate fmt vet envtest-bin $(HELM) promtool php-cli ## Run every unit and envtest integration test (builds the envtest binaries and helm, and installs promtool and php-cli, the first time).
 	HELM=$(HELM) PROMTOOL=$(PROMTOOL) $(GO) test $(GOTEST_FLAGS) -timeout $(TEST_TIMEOUT) ./...
+
+.PHONY: test-ui
+test-ui: envtest-bin chromium ## Drive the page of kubectl webhook ui in headless Chromium against a local control plane and the operator (about a minute); screenshots go to WABLAST_ARTIFACTS (default: a temporary directory).
+	CHROMIUM=$(CHROMIUM) $(GO) test -tags ui -count=1 -timeout 10m -v ./test/ui/
 
 .PHONY: test-monitoring
 test-monitoring: $(HELM) promtool ## Unit-test the chart's alert rules with promtool and check that the dashboard's queries parse.
@@ -241,6 +245,16 @@ PROMTOOL ?= /usr/bin/promtool
 promtool: ## Install promtool (Debian's prometheus package) when it is missing; needs root, as CI has.
 	@test -x $(PROMTOOL) || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; }
 	@$(PROMTOOL) --version 2>&1 | head -1
+
+# Chromium drives the page of "kubectl webhook ui" in test/ui (chromedp).
+# Debian's package, as for promtool: no browser is downloaded by the build.
+# The test fails (never skips) when it is missing.
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: chromium
+chromium: ## Install Chromium (Debian's chromium package) when it is missing; needs root, as CI has. make test-ui drives it.
+	@test -x $(CHROMIUM) || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; }
+	@$(CHROMIUM) --version 2>/dev/null | head -1
 
 .PHONY: helm
 helm: $(HELM) ## Build helm from Go modules into bin/.

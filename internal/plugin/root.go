@@ -65,6 +65,9 @@ Each command works on a WebhookConfig of the current namespace (or -n). Test
 deliveries and replays are requested through annotations on the resource and
 carried out by the operator, which records the outcome in the resource's status.
 
+"kubectl webhook ui" does the same, and edits WebhookConfigs, on a local web
+page that uses your kubeconfig's credentials.
+
 kubectl flags such as -n, --context and --kubeconfig go after the plugin name:
 "kubectl webhook status crm -n shop", not "kubectl -n shop webhook status crm".`,
 		Annotations:   map[string]string{cobra.CommandDisplayNameAnnotation: displayName},
@@ -92,6 +95,7 @@ kubectl flags such as -n, --context and --kubeconfig go after the plugin name:
 		newDeliveriesCommand(o),
 		newResendCommand(o),
 		newEventTypesCommand(o),
+		newUICommand(o),
 	)
 	return cmd
 }

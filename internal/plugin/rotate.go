@@ -4,21 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
-	"github.com/wablast/webhook-operator/internal/signing"
+	"github.com/wablast/webhook-operator/internal/actions"
 )
 
 // DefaultRotationGrace is how long the previous secret keeps signing after
 // rotate-secret, as Svix keeps it valid.
-const DefaultRotationGrace = 24 * time.Hour
+const DefaultRotationGrace = actions.DefaultRotationGrace
 
 func newRotateSecretCommand(o *options) *cobra.Command {
 	grace := DefaultRotationGrace
@@ -57,63 +52,19 @@ You need get and update on the Secret.`,
 	return cmd
 }
 
-// rotatedValue is the signing Secret's new value and annotations after a
-// rotation to newSecret at now with the given grace: the new secret, then
-// (during a grace period) the current, newest, one; the end of the grace
-// recorded, or removed when there is none.
-func rotatedValue(current string, annotations map[string]string, newSecret string, now time.Time, grace time.Duration) (string, map[string]string) {
-	out := make(map[string]string, len(annotations)+1)
-	for k, v := range annotations {
-		out[k] = v
-	}
-	delete(out, webhooksv1alpha1.AnnotationRotationEndsAt)
-	old := strings.Fields(current)
-	if grace == 0 || len(old) == 0 {
-		return newSecret, out
-	}
-	// Round up to whole seconds: the annotation holds RFC 3339 seconds.
-	end := now.Add(grace).UTC().Truncate(time.Second)
-	if end.Before(now.Add(grace)) {
-		end = end.Add(time.Second)
-	}
-	out[webhooksv1alpha1.AnnotationRotationEndsAt] = end.Format(time.RFC3339)
-	return newSecret + "\n" + old[0], out
-}
-
 func (o *options) runRotateSecret(ctx context.Context, name string, grace time.Duration) error {
-	c, ns, whc, err := o.getWebhookConfig(ctx, name)
+	c, _, whc, err := o.getWebhookConfig(ctx, name)
 	if err != nil {
 		return err
 	}
-	ref := signingSecretRef(whc)
-	var secret corev1.Secret
-	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: ref.Name}, &secret); err != nil {
-		if apierrors.IsNotFound(err) {
-			return explained(err, "secret %q of webhookconfig/%s not found in namespace %q: nothing to rotate", ref.Name, name, ns)
-		}
-		return explainAccessError(err, "get", "secrets", ns, fmt.Sprintf("secret %q", ref.Name))
-	}
-	newSecret, err := signing.GenerateSecret()
+	r, err := actions.RotateSecret(ctx, c, whc, grace, o.now())
 	if err != nil {
 		return err
 	}
-	value, annotations := rotatedValue(string(secret.Data[ref.Key]), secret.Annotations, newSecret, o.now(), grace)
-	if secret.Data == nil {
-		secret.Data = map[string][]byte{}
-	}
-	secret.Data[ref.Key] = []byte(value)
-	secret.Annotations = annotations
-	// The resourceVersion read above makes a concurrent change fail the update.
-	if err := c.Update(ctx, &secret); err != nil {
-		if apierrors.IsConflict(err) {
-			return explained(err, "secret %q changed while it was being rotated: run the command again", ref.Name)
-		}
-		return explainAccessError(err, "update", "secrets", ns, fmt.Sprintf("secret %q", ref.Name))
-	}
-	if end, ok := annotations[webhooksv1alpha1.AnnotationRotationEndsAt]; ok {
-		_, err = fmt.Fprintf(o.streams.Out, "secret/%s rotated: webhookconfig/%s signs with the new and the previous secret until %s, then with the new one alone\n", ref.Name, name, end)
+	if r.EndsAt != "" {
+		_, err = fmt.Fprintf(o.streams.Out, "secret/%s rotated: webhookconfig/%s signs with the new and the previous secret until %s, then with the new one alone\n", r.Secret, name, r.EndsAt)
 	} else {
-		_, err = fmt.Fprintf(o.streams.Out, "secret/%s rotated: webhookconfig/%s signs with the new secret alone\n", ref.Name, name)
+		_, err = fmt.Fprintf(o.streams.Out, "secret/%s rotated: webhookconfig/%s signs with the new secret alone\n", r.Secret, name)
 	}
 	return err
 }

@@ -4,14 +4,10 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
+	"github.com/wablast/webhook-operator/internal/actions"
 )
 
 func newSecretCommand(o *options) *cobra.Command {
@@ -53,49 +49,14 @@ You need get on the WebhookConfig and on the Secret.`,
 // runSecret prints the signing secret of WebhookConfig name: the newest,
 // or with all every one, newest first, one a line.
 func (o *options) runSecret(ctx context.Context, name string, all bool) error {
-	c, ns, whc, err := o.getWebhookConfig(ctx, name)
+	c, _, whc, err := o.getWebhookConfig(ctx, name)
 	if err != nil {
 		return err
 	}
-	ref := signingSecretRef(whc)
-	generated := whc.Spec.SecretRef == nil
-
-	var secret corev1.Secret
-	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: ref.Name}, &secret); err != nil {
-		if apierrors.IsNotFound(err) {
-			if generated {
-				return explained(err, "secret %q of webhookconfig/%s not found in namespace %q: the operator generates it, check that the manager is running (%s)",
-					ref.Name, name, ns, operatorPodsHint)
-			}
-			return explained(err, "secret %q, named by spec.secretRef of webhookconfig/%s, not found in namespace %q: create it with the signing secret under key %q",
-				ref.Name, name, ns, ref.Key)
-		}
-		return explainAccessError(err, "get", "secrets", ns, fmt.Sprintf("secret %q", ref.Name))
-	}
-	// The secrets are separated by whitespace, the newest first; surrounding
-	// whitespace, such as a trailing newline, is not part of a secret.
-	secrets := strings.Fields(string(secret.Data[ref.Key]))
-	if len(secrets) == 0 {
-		return fmt.Errorf("secret %q in namespace %q has no value under key %q, the key webhookconfig/%s signs with",
-			ref.Name, ns, ref.Key, name)
-	}
-	// Once a rotation's grace period ended, the previous secrets no longer sign.
-	if end, err := time.Parse(time.RFC3339, secret.Annotations[webhooksv1alpha1.AnnotationRotationEndsAt]); !all || err == nil && !o.now().Before(end) {
-		secrets = secrets[:1]
+	secrets, err := actions.SigningSecrets(ctx, c, whc, all, o.now())
+	if err != nil {
+		return err
 	}
 	_, err = fmt.Fprintln(o.streams.Out, strings.Join(secrets, "\n"))
 	return err
-}
-
-// signingSecretRef returns the Secret key whc is signed with: status.secretRef
-// as recorded by the operator, else what the operator would use.
-func signingSecretRef(whc *webhooksv1alpha1.WebhookConfig) webhooksv1alpha1.SecretKeyReference {
-	if ref := whc.Status.SecretRef; ref != nil && ref.Name != "" {
-		out := webhooksv1alpha1.SecretKeyReference{Name: ref.Name, Key: ref.Key}
-		if out.Key == "" {
-			out.Key = webhooksv1alpha1.DefaultSecretKey
-		}
-		return out
-	}
-	return whc.SigningSecretRef()
 }

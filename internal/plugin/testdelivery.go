@@ -10,11 +10,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
+	"github.com/wablast/webhook-operator/internal/actions"
 )
 
 // tokenLayout formats the test token: RFC 3339 in UTC with nanoseconds, all
 // nine digits kept so tokens sort and read alike.
-const tokenLayout = "2006-01-02T15:04:05.000000000Z07:00"
+const tokenLayout = actions.TestTokenLayout
 
 func newTestCommand(o *options) *cobra.Command {
 	var wait bool
@@ -62,9 +63,9 @@ func (o *options) runTest(ctx context.Context, name string, wait bool, timeout t
 		return err
 	}
 	key := client.ObjectKey{Namespace: ns, Name: name}
-	token := o.now().UTC().Format(tokenLayout)
-	if err := annotate(ctx, c, key, webhooksv1alpha1.AnnotationTestRequestedAt, token); err != nil {
-		return explainWebhookConfigError(err, "patch", ns, name)
+	token, err := actions.RequestTest(ctx, c, key, o.now())
+	if err != nil {
+		return err
 	}
 	fmt.Fprintf(o.streams.Out, "test delivery requested for webhookconfig/%s (token %s)\n", name, token)
 	if !wait {

@@ -2,36 +2,25 @@ package plugin
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
+	"github.com/wablast/webhook-operator/internal/actions"
 )
 
 // operatorPodsHint is the command that shows whether the operator runs.
-const operatorPodsHint = "kubectl get pods -A -l app.kubernetes.io/name=webhook-operator"
+const operatorPodsHint = actions.OperatorPodsHint
 
 // errWaitTimeout is the cause of a wait that ran out of time.
 var errWaitTimeout = errors.New("timed out waiting for the operator")
 
 // annotate sets one annotation of the WebhookConfig key with a JSON merge
 // patch, leaving every other annotation and field alone.
-func annotate(ctx context.Context, c client.Client, key client.ObjectKey, annotation, value string) error {
-	patch, err := json.Marshal(map[string]any{
-		"metadata": map[string]any{"annotations": map[string]string{annotation: value}},
-	})
-	if err != nil {
-		return fmt.Errorf("encoding the patch: %w", err)
-	}
-	obj := &webhooksv1alpha1.WebhookConfig{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}
-	return c.Patch(ctx, obj, client.RawPatch(types.MergePatchType, patch))
-}
+var annotate = actions.Annotate
 
 // waitFor reads the WebhookConfig key every o.pollInterval until done
 // returns true for it, and returns that version. It returns an error wrapping
