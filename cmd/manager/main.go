@@ -92,6 +92,7 @@ func run() error {
 	flag.DurationVar(&cfg.DeliveryLogRetention, "delivery-log-retention", store.DefaultDeliveryLogRetention, "How long the delivery log (every delivery and attempt, served as delivery.wablast.io webhookdeliveries) keeps a record; 0 turns the log and its API off.")
 	var logMaxBytes string
 	flag.StringVar(&logMaxBytes, "delivery-log-max-bytes", "1Gi", "The delivery log's size cap, as bytes or a quantity; the oldest records go first. Held to a quarter of --store-max-bytes.")
+	flag.Int64Var(&cfg.DeliveryLogMaxRecords, "delivery-log-max-records", store.DefaultDeliveryLogMaxRecords, "The delivery log's cap on records (a delivery is usually two: stored, then its attempt), the oldest going first. The store keeps an index entry a delivery in memory (about 200 bytes), so this bounds the log's memory whatever the bodies' size; negative: no cap.")
 	flag.IntVar(&cfg.DeliveryLogBodyBytes, "delivery-log-max-body-bytes", store.DefaultDeliveryLogBodyBytes, "Bodies up to this size are kept in the delivery log; a larger one is kept as its size and SHA-256.")
 	flag.StringVar(&cfg.DeliveryAPIAddr, "delivery-api-bind-address", ":8443", "The address the delivery.wablast.io aggregated API (HTTPS) binds to; \"0\" disables it.")
 	flag.StringVar(&cfg.DeliveryAPICertDir, "delivery-api-cert-dir", "", "A directory with the delivery API's serving certificate, tls.crt and tls.key; empty: a self-signed certificate (the APIService must then skip verification).")

@@ -42,7 +42,7 @@ func measureDeliveryLog(ctx context.Context, sz sizes) *result {
 		return res.fail(err)
 	}
 	defer func() { _ = os.RemoveAll(tmp) }() // best effort: a temporary directory
-	st, err := store.Open(ctx, store.Options{DataDir: tmp, MaxBytes: -1, DeliveryLogRetention: 72 * time.Hour, DeliveryLogMaxBytes: 8 << 30})
+	st, err := store.Open(ctx, store.Options{DataDir: tmp, MaxBytes: -1, DeliveryLogRetention: 72 * time.Hour, DeliveryLogMaxBytes: 8 << 30, DeliveryLogMaxRecords: -1})
 	if err != nil {
 		return res.fail(err)
 	}

@@ -96,6 +96,9 @@ type Config struct {
 	DeliveryLogRetention time.Duration
 	// DeliveryLogMaxBytes caps the delivery log (store.DefaultDeliveryLogMaxBytes when 0).
 	DeliveryLogMaxBytes int64
+	// DeliveryLogMaxRecords caps the delivery log's records
+	// (store.DefaultDeliveryLogMaxRecords when 0, none when negative).
+	DeliveryLogMaxRecords int64
 	// DeliveryLogBodyBytes caps the bodies the log keeps (store.DefaultDeliveryLogBodyBytes when 0).
 	DeliveryLogBodyBytes int
 	// DeliveryAPIAddr is where the delivery.wablast.io API is served
@@ -181,7 +184,8 @@ func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) (*Operator, error)
 		DataDir: cfg.DataDir, URL: cfg.NATSURL, Replicas: cfg.NATSReplicas, FailedRetention: cfg.FailedRetention,
 		IdempotencyWindow: cfg.IdempotencyWindow, MaxBytes: cfg.StoreMaxBytes, Sync: cfg.StoreSync,
 		DeliveryLogRetention: cfg.DeliveryLogRetention, DeliveryLogMaxBytes: cfg.DeliveryLogMaxBytes,
-		Logger: mgr.GetLogger().WithName("store"),
+		DeliveryLogMaxRecords: cfg.DeliveryLogMaxRecords,
+		Logger:                mgr.GetLogger().WithName("store"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("opening the event store: %w", err)

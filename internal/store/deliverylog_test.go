@@ -113,3 +113,47 @@ func TestOpenDropsTheFirstLogFormatOnce(t *testing.T) {
 		t.Errorf("after a second start: %d messages, want 2", n)
 	}
 }
+
+// TestDeliveryLogKeepsAtMostMaxRecords: the log's record cap drops the
+// oldest records (each delivery's subject is an index entry in memory, so
+// the count bounds the log's memory), and the default and "no cap" reach
+// the stream's configuration.
+func TestDeliveryLogKeepsAtMostMaxRecords(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		records, want int64
+	}{{0, DefaultDeliveryLogMaxRecords}, {-1, -1}, {10, 10}} {
+		s, err := Open(ctx, Options{DataDir: t.TempDir(), MaxBytes: -1, DeliveryLogRetention: time.Hour, DeliveryLogMaxRecords: tc.records})
+		if err != nil {
+			t.Fatal(err)
+		}
+		stream, err := s.js.Stream(ctx, StreamDeliveryLog)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := stream.CachedInfo().Config.MaxMsgs; got != tc.want {
+			t.Errorf("DeliveryLogMaxRecords %d: the stream's MaxMsgs is %d, want %d", tc.records, got, tc.want)
+		}
+		if tc.records == 10 {
+			for i := range 25 {
+				if _, err := s.js.PublishMsg(ctx, &nats.Msg{Subject: DeliveryLogSubject("shop", "crm", fmt.Sprintf("evt-%02d", i)), Data: []byte(`[]`)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			info, err := stream.Info(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if info.State.Msgs != 10 || info.State.FirstSeq != 16 {
+				t.Errorf("after 25 records with a cap of 10: %d kept from sequence %d, want 10 from 16", info.State.Msgs, info.State.FirstSeq)
+			}
+			if _, err := stream.GetLastMsgForSubject(ctx, DeliveryLogSubject("shop", "crm", "evt-24")); err != nil {
+				t.Errorf("the newest record: %v", err)
+			}
+			if _, err := stream.GetLastMsgForSubject(ctx, DeliveryLogSubject("shop", "crm", "evt-00")); err == nil {
+				t.Error("the oldest record is still kept")
+			}
+		}
+		s.Close()
+	}
+}

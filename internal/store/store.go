@@ -108,6 +108,11 @@ type Options struct {
 	// first. 0: DefaultDeliveryLogMaxBytes. With a bounded store it is
 	// held to a quarter of MaxBytes, so the log never fills the store.
 	DeliveryLogMaxBytes int64
+	// DeliveryLogMaxRecords caps the delivery log's messages, the oldest
+	// going first: the store keeps an index entry a delivery in memory, so
+	// this bounds the log's memory whatever the bodies' size. 0:
+	// DefaultDeliveryLogMaxRecords; negative: no cap.
+	DeliveryLogMaxRecords int64
 }
 
 // SyncAlways is Options.Sync's value for a flush before every acknowledgement.
@@ -422,6 +427,7 @@ func (s *Store) ensure(ctx context.Context) error {
 			Replicas:    s.opts.Replicas,
 			MaxAge:      s.opts.DeliveryLogRetention,
 			MaxBytes:    s.deliveryLogMaxBytes(),
+			MaxMsgs:     s.deliveryLogMaxRecords(),
 			// Reads of one delivery or one endpoint get messages by subject
 			// (deliverylog.Reader), from any replica of the stream.
 			AllowDirect: true,
@@ -486,6 +492,18 @@ func (s *Store) dropOldDeliveryLog(ctx context.Context) error {
 	}
 	s.opts.Logger.Info("Dropped the delivery log's records of its first format (one subject a WebhookConfig): the deliveries logged before this upgrade are no longer listed")
 	return nil
+}
+
+// deliveryLogMaxRecords is the delivery log stream's MaxMsgs (-1: none).
+func (s *Store) deliveryLogMaxRecords() int64 {
+	switch n := s.opts.DeliveryLogMaxRecords; {
+	case n == 0:
+		return DefaultDeliveryLogMaxRecords
+	case n < 0:
+		return -1
+	default:
+		return n
+	}
 }
 
 // deliveryLogMaxBytes is the delivery log stream's MaxBytes.
