@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -39,18 +38,7 @@ func TestResendAndPluginThroughAggregation(t *testing.T) {
 	delete(rc.bodies, "Resend.Me")
 	rc.mu.Unlock()
 
-	plugin := filepath.Join(t.TempDir(), "kubectl-webhook")
-	if out, err := exec.Command("go", "build", "-o", plugin, filepath.Join(testutil.RepoRoot(), "cmd", "kubectl-webhook")).CombinedOutput(); err != nil {
-		t.Fatalf("building the plugin: %v: %s", err, out)
-	}
-	run := func(args ...string) (string, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, "kubectl", append(append([]string{"webhook"}, args...), "-n", ns, "--kubeconfig", env.Kubeconfig)...)
-		cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(plugin)+string(os.PathListSeparator)+os.Getenv("PATH"))
-		out, err := cmd.CombinedOutput()
-		return string(out), err
-	}
+	run := pluginRunner(t, ns)
 	out, err := run("deliveries", "flaky", "--state", "failed")
 	if err != nil || !strings.Contains(out, "Resend.Me") || !strings.Contains(out, "message.failed") || !strings.Contains(out, "500") {
 		t.Fatalf("kubectl webhook deliveries flaky --state failed: %v:\n%s", err, out)
