@@ -10,22 +10,18 @@ import (
 	"net/http/cookiejar"
 	"net/url"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	"sigs.k8s.io/yaml"
 
 	deliveryv1alpha1 "github.com/wablast/webhook-operator/api/delivery/v1alpha1"
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
@@ -225,51 +221,11 @@ func createWHC(t *testing.T, ns, name, secretName string) {
 	}
 }
 
-// viewerConfig returns the rest config of a new user who holds, in ns, the
-// built-in "view" role and what the operator's manifests aggregate into it
-// (config/rbac/webhookconfig_viewer_role.yaml): envtest runs no controller
-// manager, so the aggregation is bound directly. It waits until the
-// authorizer lets the user list WebhookConfigs.
+// viewerConfig is the rest config and name of a user with only the "view"
+// role in ns (testutil.Env.ViewerConfig).
 func viewerConfig(t *testing.T, ns string) (*rest.Config, string) {
 	t.Helper()
-	ctx := context.Background()
-	data, err := os.ReadFile(filepath.Join(testutil.RepoRoot(), "config", "rbac", "webhookconfig_viewer_role.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var role rbacv1.ClusterRole
-	if err := yaml.Unmarshal(data, &role); err != nil {
-		t.Fatal(err)
-	}
-	role.Name = ns + "-" + role.Name // ClusterRoles are cluster-wide: one per test
-	if err := env.Client.Create(ctx, &role); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), &role) })
-	user := "viewer-" + ns
-	for _, r := range []string{"view", role.Name} {
-		rb := &rbacv1.RoleBinding{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: user + "-" + r},
-			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: r},
-			Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: user}},
-		}
-		if err := env.Client.Create(ctx, rb); err != nil {
-			t.Fatal(err)
-		}
-	}
-	u, err := env.Environment.AddUser(envtest.User{Name: user}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := u.Config()
-	c, err := client.New(cfg, client.Options{Scheme: testScheme()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	testutil.Eventually(t, 20*time.Second, func() error {
-		return c.List(ctx, &webhooksv1alpha1.WebhookConfigList{}, client.InNamespace(ns))
-	})
-	return cfg, user
+	return env.ViewerConfig(t, ns)
 }
 
 // sseEvent is one server-sent event.
