@@ -50,6 +50,10 @@ type Index struct {
 
 	mu   sync.Mutex // serializes Expire against itself
 	last time.Time  // latest time recorded (guarded by lastMu)
+	// lastStored is the m/last value written (guarded by lastMu): it is
+	// written again only when last is lastStep past it, saving a key a
+	// Record.
+	lastStored time.Time
 
 	lastMu sync.Mutex
 
@@ -97,6 +101,10 @@ var (
 	prefixTime = []byte("t/")
 	keyLast    = []byte("m/last")
 )
+
+// lastStep is how far m/last may lag behind the latest time recorded: it
+// only says where a reindex starts reading (minutes before it).
+const lastStep = time.Second
 
 // Open opens or creates the index in opts.Dir.
 func Open(opts Options) (*Index, error) {
@@ -147,6 +155,7 @@ func Open(opts Options) (*Index, error) {
 	if v, closer, err := db.Get(keyLast); err == nil {
 		if len(v) == 8 {
 			x.last = time.Unix(0, int64(binary.BigEndian.Uint64(v)))
+			x.lastStored = x.last
 		}
 		_ = closer.Close()
 	} else if !errors.Is(err, pebble.ErrNotFound) {
@@ -237,10 +246,16 @@ func (x *Index) Record(entries ...Entry) error {
 	if latest.After(x.last) {
 		x.last = latest
 	}
-	binary.BigEndian.PutUint64(val[:], uint64(x.last.UnixNano()))
+	storeLast := x.last.Sub(x.lastStored) >= lastStep
+	if storeLast {
+		x.lastStored = x.last
+		binary.BigEndian.PutUint64(val[:], uint64(x.last.UnixNano()))
+	}
 	x.lastMu.Unlock()
-	if err := b.Set(keyLast, val[:], nil); err != nil {
-		return err
+	if storeLast {
+		if err := b.Set(keyLast, val[:], nil); err != nil {
+			return err
+		}
 	}
 	if err := b.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("writing the idempotency index: %w", err)
@@ -248,7 +263,8 @@ func (x *Index) Record(entries ...Entry) error {
 	return nil
 }
 
-// Last returns the latest acceptance time recorded (zero when none): after
+// Last returns the latest acceptance time recorded (zero when none; after a
+// reopening, up to lastStep earlier than the latest): after
 // a crash, events stored from a little before it on may be missing from the
 // index and are recorded again from the event store.
 func (x *Index) Last() time.Time {

@@ -80,6 +80,25 @@ func TestSurvivesReopening(t *testing.T) {
 	if want := t0.Add(999 * time.Millisecond); !x.Last().Equal(want) {
 		t.Fatalf("Last = %v, want %v", x.Last(), want)
 	}
+	// Later records within lastStep do not write m/last each time: after a
+	// reopening Last may lag behind the latest by less than lastStep.
+	for i := range 10 {
+		if err := x.Record(Entry{fmt.Sprintf("shop/f-%d", i), t0.Add(time.Second + time.Duration(i)*100*time.Millisecond)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	latest := t0.Add(1900 * time.Millisecond)
+	if !x.Last().Equal(latest) {
+		t.Fatalf("Last = %v, want %v", x.Last(), latest)
+	}
+	if err := x.Close(); err != nil {
+		t.Fatal(err)
+	}
+	x = open(t, dir)
+	defer mustClose(t, x)
+	if got := x.Last(); got.After(latest) || latest.Sub(got) >= lastStep {
+		t.Fatalf("after reopening Last = %v, want within %v before %v", got, lastStep, latest)
+	}
 }
 
 func TestExpireForgetsOnlyWhatIsOld(t *testing.T) {
