@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"slices"
@@ -21,6 +22,36 @@ import (
 	"github.com/wablast/webhook-operator/internal/ingest"
 	"github.com/wablast/webhook-operator/internal/testutil"
 )
+
+// profileSeconds is how long the manager process is profiled with
+// -cpuprofile (a pass of 20,000 events with ids takes longer).
+const profileSeconds = 3
+
+// fetchProfile takes a CPU profile of seconds from the pprof handlers at addr
+// and writes it to path.
+func fetchProfile(ctx context.Context, addr, path string, seconds int) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, seconds), nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer func() { _ = resp.Body.Close() }() // read to the end below
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("GET /debug/pprof/profile: %s", resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return "", err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		_ = f.Close()
+		return "", err
+	}
+	return path, f.Close()
+}
 
 // processPosters is how many producers post at once in the process
 // measurement: a Laravel app's queue workers, say.
@@ -116,7 +147,19 @@ func measureProcess(ctx context.Context, sz sizes) *result {
 		}
 		return &side{ns: ns, mgr: mgr, url: fmt.Sprintf("http://%s/v1/namespaces/%s/events", mgr.IngestAddr, ns)}, nil
 	}
-	on, failed := start("bench")
+	// With -cpuprofile the log-on manager serves pprof on loopback, and
+	// round 1's pass with ids is profiled (profileSeconds of it).
+	var onExtra []string
+	pprofAddr := ""
+	if cpuProfilePrefix != "" {
+		port, err := testutil.FreeLoopbackPort()
+		if err != nil {
+			return res.fail(err)
+		}
+		pprofAddr = fmt.Sprintf("127.0.0.1:%d", port)
+		onExtra = append(onExtra, "--pprof-bind-address", pprofAddr)
+	}
+	on, failed := start("bench", onExtra...)
 	if failed != nil {
 		return failed
 	}
@@ -189,6 +232,7 @@ func measureProcess(ctx context.Context, sz sizes) *result {
 		singleCPU, batchedCPU time.Duration
 	}
 	// pass posts N events to sd's manager and checks what arrived.
+	profileFile, profileErr := "", error(nil)
 	pass := func(r int, sd *side, l load, what string) (throughputRun, time.Duration, *result) {
 		posts := sz.N / l.batch
 		n := posts * l.batch
@@ -197,8 +241,19 @@ func measureProcess(ctx context.Context, sz sizes) *result {
 		var mu sync.Mutex
 		var accepted []string
 		rcv.reset(n)
+		var profiled chan struct{}
+		if pprofAddr != "" && r == 0 && sd == on && l == withIDs {
+			profiled = make(chan struct{})
+			go func() {
+				defer close(profiled)
+				profileFile, profileErr = fetchProfile(ctx, pprofAddr, cpuProfilePrefix+".process-manager.pprof", profileSeconds)
+			}()
+		}
 		cpu0 := pidCPU(sd.mgr.Pid)
 		run, err := timedPass(ctx, rcv, processPosters, posts, n, "", send(sd, l, first, &mu, &accepted))
+		if profiled != nil {
+			<-profiled
+		}
 		if err != nil {
 			return run, 0, sd.mgr.Failed(res, fmt.Errorf("round %d, %s: %w", r+1, what, err))
 		}
@@ -296,6 +351,29 @@ func measureProcess(ctx context.Context, sz sizes) *result {
 	res.notef("What the manager's CPU per event costs by producer (its own process accounting, /proc/<pid>/stat, so the posters and the receiver are not in it), in the same rounds on the log-on manager: single events with ids, single events without ids, NDJSON batches of %d without ids. Every round: %s. The goal for ids: at most 1.25 times the CPU of events without.", sz.Batch, cpuSpread(rounds, func(rd round) string {
 		return fmt.Sprintf("%.0f / %.0f / %.0f µs (ids / without: %.2f)", cpuIDs(rd), cpuSingle(rd), cpuBatches(rd), cpuIDs(rd)/cpuSingle(rd))
 	}))
+	switch {
+	case profileErr != nil:
+		res.notef("The manager's CPU profile could not be taken: %v.", profileErr)
+	case profileFile != "":
+		if total, costs, err := breakdown(profileFile, processKinds); err != nil || total == 0 {
+			res.notef("The manager's CPU profile (%s) could not be read: %v.", profileFile, err)
+		} else {
+			// Shares from the profile, scaled to the CPU per event the
+			// process accounting measured over the whole pass.
+			perEv := cpuIDs(rounds[0])
+			var parts []string
+			for i, d := range costs {
+				if us := perEv * float64(d) / float64(total); us >= 1 {
+					name := "other"
+					if i < len(processKinds) {
+						name = processKinds[i].name
+					}
+					parts = append(parts, fmt.Sprintf("%s %.0f µs", name, us))
+				}
+			}
+			res.notef("Where the manager's CPU goes with ids: a %d s CPU profile of the manager process during round 1's pass with ids (`go tool pprof -top %s`), each part's share scaled to that pass's %.0f µs an event: %s.", profileSeconds, profileFile, perEv, strings.Join(parts, "; "))
+		}
+	}
 	res.notef("This is the figure a user gets; the in-process passes of 1-2 leave out the process boundary, the KubeAuthenticator, the status writes to a real API server and the manager's other work, and so overstate it.")
 	return res
 }
