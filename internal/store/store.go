@@ -60,6 +60,9 @@ const (
 	// HdrReplacesFailure marks a replayed delivery with the time its event
 	// had failed for good (Delivery.ReplacesFailure).
 	HdrReplacesFailure = "Wh-Replaces-Failure"
+	// HdrReplacesSuccess marks a resent delivery with the time its event
+	// had been delivered (Delivery.ReplacesSuccess).
+	HdrReplacesSuccess = "Wh-Replaces-Success"
 )
 
 // PublishAckTimeout bounds the wait for JetStream's acknowledgement of an
