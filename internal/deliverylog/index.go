@@ -286,7 +286,7 @@ func (x *index) prune(first uint64) (int, error) {
 			}
 			continue
 		}
-		ns, id, webhook, ok := splitDeliveryKey(rest)
+		ns, _, webhook, ok := splitDeliveryKey(rest)
 		if !ok {
 			continue
 		}
@@ -296,7 +296,6 @@ func (x *index) prune(first uint64) (int, error) {
 				return 0, err
 			}
 		}
-		_ = id
 		n++
 	}
 	if err := it.Close(); err != nil {

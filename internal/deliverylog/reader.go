@@ -108,23 +108,26 @@ func (r *Reader) Bounds(ctx context.Context) (first, last uint64, err error) {
 // stream starts after target), up to Options.CatchUpWait, and returns
 // target, or the last sequence the index holds when it did not get there.
 func (r *Reader) settle(ctx context.Context, first, target uint64) uint64 {
-	var timeout <-chan time.Time
-	for {
+	indexed := func() (uint64, <-chan struct{}) {
 		last, progress := r.idx.indexed()
 		if first > 0 {
 			last = max(last, first-1) // before the stream's start: nothing to index
 		}
+		return last, progress
+	}
+	if last, _ := indexed(); last >= target {
+		return target
+	}
+	timeout := time.NewTimer(r.opts.CatchUpWait)
+	defer timeout.Stop()
+	for {
+		last, progress := indexed()
 		if last >= target {
 			return target
 		}
-		if timeout == nil {
-			t := time.NewTimer(r.opts.CatchUpWait)
-			defer t.Stop()
-			timeout = t.C
-		}
 		select {
 		case <-progress:
-		case <-timeout:
+		case <-timeout.C:
 			return last
 		case <-ctx.Done():
 			return last

@@ -99,7 +99,7 @@ type Config struct {
 	// DeliveryLogMaxBytes caps the delivery log (store.DefaultDeliveryLogMaxBytes when 0).
 	DeliveryLogMaxBytes int64
 	// DeliveryLogMaxRecords caps the delivery log's records
-	// (store.DefaultDeliveryLogMaxRecords when 0, none when negative).
+	// (store.DefaultDeliveryLogMaxRecords, none, when 0; none when negative).
 	DeliveryLogMaxRecords int64
 	// DeliveryLogBodyBytes caps the bodies the log keeps (store.DefaultDeliveryLogBodyBytes when 0).
 	DeliveryLogBodyBytes int
@@ -343,6 +343,10 @@ func (o *Operator) setupDeliveryAPI(ctx context.Context, mgr ctrl.Manager, cfg C
 		return err
 	}
 	o.DeliveryLog = reader
+	o.Store.CountOnDisk(func() int64 {
+		disk, _ := reader.IndexBytes()
+		return disk
+	})
 	if err := mgr.Add(reader); err != nil {
 		return err
 	}
