@@ -213,7 +213,7 @@ func TestAPageReadsAboutWhatItReturns(t *testing.T) {
 		}
 	}
 	// 10 deliveries (and the 11th, which says there are more): their
-	// records and a look-up of each one's first record.
+	// records, found in the index.
 	if reads > 40 {
 		t.Errorf("the page read %d messages of a log of %d (want at most 40)", reads, last)
 	}

@@ -222,8 +222,12 @@ type Query struct {
 // with Since reads that much further back.
 const ClockSkew = time.Minute
 
-// pageChunk is how many deliveries a Page without a limit reads at once.
-const pageChunk = 256
+// pageChunk is how many deliveries a Page without a limit reads first;
+// maxChunk the most a Page reads at once.
+const (
+	pageChunk = 256
+	maxChunk  = 2048
+)
 
 // Page returns the deliveries q selects, newest first (by the sequence of
 // their first record in the log), and whether there are more after them.
@@ -287,8 +291,15 @@ func (r *Reader) Page(ctx context.Context, q Query) ([]*Delivery, bool, error) {
 		take(ds)
 		return out, more, nil
 	}
+	// The deliveries are read in chunks: first what the page needs (and
+	// one more, which says whether there are more), then, when Match left
+	// some out, chunks twice as large each time, up to maxChunk.
 	var pending []candidate
 	full := false
+	chunk := pageChunk
+	if q.Limit > 0 {
+		chunk = q.Limit + 1
+	}
 	flush := func() error {
 		ds, err := r.load(ctx, q.Namespace, pending, nil, first, upTo)
 		pending = pending[:0]
@@ -296,13 +307,8 @@ func (r *Reader) Page(ctx context.Context, q Query) ([]*Delivery, bool, error) {
 			return err
 		}
 		full = !take(ds)
+		chunk = min(2*chunk, max(maxChunk, chunk))
 		return nil
-	}
-	chunk := func() int {
-		if q.Limit > 0 {
-			return max(q.Limit+1-len(out), 16)
-		}
-		return pageChunk
 	}
 	err := r.idx.newest(q.Namespace, q.Webhook, hi, func(c candidate) (bool, error) {
 		if !q.Since.IsZero() && c.time.Before(q.Since.Add(-ClockSkew)) {
@@ -310,7 +316,7 @@ func (r *Reader) Page(ctx context.Context, q Query) ([]*Delivery, bool, error) {
 			return false, nil
 		}
 		pending = append(pending, c)
-		if len(pending) < chunk() {
+		if len(pending) < chunk {
 			return true, nil
 		}
 		if err := flush(); err != nil {
