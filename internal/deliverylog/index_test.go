@@ -111,6 +111,11 @@ func TestAgedOutRecordsAreSkippedAndPruned(t *testing.T) {
 	for i := range 10 {
 		write(t, s, "ns", "crm", stored("u1", fmt.Sprintf("e%d", i), `{}`))
 	}
+	// Indexed before it goes (a record that ages out before the index
+	// read it is not indexed at all).
+	if _, last, err := r.Bounds(ctx); err != nil || last != 10 {
+		t.Fatalf("bounds: last %d, %v", last, err)
+	}
 	last := write(t, s, "ns", "crm", attempt("u1", "e0", 1, webhooksv1alpha1.ResultFailed, 500, time.Time{}))
 	first, _, err := r.Bounds(ctx)
 	if err != nil || first != 2 {
