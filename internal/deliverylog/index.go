@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -48,7 +49,40 @@ type index struct {
 	last     uint64
 	created  int64
 	progress chan struct{}
+
+	// recent holds the sequences of the deliveries indexed last (used by
+	// the indexer only), so that the records that follow a delivery's
+	// first (its attempts, soon after) are added without reading the
+	// index.
+	recent recent
 }
+
+// recentSize is how many deliveries a generation of recent holds: two
+// generations, a few MiB at most.
+const recentSize = 8192
+
+// recent is a two-generation cache of deliveries' sequences by key: when
+// the newer generation is full it becomes the older, and the older goes.
+type recent struct {
+	newer, older map[string][]byte
+}
+
+func (c *recent) get(k []byte) ([]byte, bool) {
+	if v, ok := c.newer[string(k)]; ok {
+		return v, true
+	}
+	v, ok := c.older[string(k)]
+	return v, ok
+}
+
+func (c *recent) put(k, v []byte) {
+	if c.newer == nil || len(c.newer) >= recentSize {
+		c.older, c.newer = c.newer, make(map[string][]byte, recentSize)
+	}
+	c.newer[string(k)] = v
+}
+
+func (c *recent) clear() { c.newer, c.older = nil, nil }
 
 var errClosed = errors.New("the delivery log's index is closed")
 
@@ -175,6 +209,7 @@ func (x *index) reset(created int64, last uint64) error {
 	if err := b.Commit(pebble.NoSync); err != nil {
 		return fmt.Errorf("emptying the delivery log's index: %w", err)
 	}
+	x.recent.clear()
 	x.mu.Lock()
 	x.last, x.created = last, created
 	close(x.progress)
@@ -186,32 +221,53 @@ func (x *index) reset(created int64, last uint64) error {
 // entry is one log message as the index sees it.
 type entry struct {
 	ns, webhook, id string
-	seq             uint64
-	time            time.Time
+	// starts: the message starts its delivery (store.LogEventOf).
+	starts bool
+	seq    uint64
+	time   time.Time
 }
 
 // add indexes entries, in sequence order, and records last as the last
 // sequence indexed (at least the last entry's: messages the index has no
 // use for count as indexed too). Indexing a message again (after a crash
 // lost the index's last writes) changes nothing.
-func (x *index) add(entries []entry, last uint64) error {
+//
+// A delivery's sequences are found in recent, else read from the index;
+// but a message that starts its delivery and is not in recent is added
+// as a new delivery without reading the index. A delivery started twice
+// (a fan-out done again after a crash logs its Stored record again) keeps
+// its place and records when its first start is still in recent, and
+// else the later start's place and records only (the reads skip the
+// earlier place, and the prune forgets it).
+func (x *index) add(entries []entry, last uint64) (err error) {
 	done, err := x.use()
 	if err != nil {
 		return err
 	}
 	defer done()
-	b := x.db.NewIndexedBatch()
+	defer func() {
+		if err != nil {
+			x.recent.clear() // it may hold what was not written
+		}
+	}()
+	b := x.db.NewBatch()
 	defer func() { _ = b.Close() }()
 	for _, e := range entries {
 		dk := deliveryKey(e.ns, e.id, e.webhook)
 		var seqs []byte
-		v, closer, err := b.Get(dk)
-		switch {
-		case err == nil:
+		if v, ok := x.recent.get(dk); ok {
 			seqs = append(seqs, v...)
-			_ = closer.Close()
-		case !errors.Is(err, pebble.ErrNotFound):
-			return fmt.Errorf("reading the delivery log's index: %w", err)
+		} else if !e.starts {
+			// Everything of this batch is in recent: what is not was
+			// committed before, if anywhere.
+			v, closer, err := x.db.Get(dk)
+			switch {
+			case err == nil:
+				seqs = append(seqs, v...)
+				_ = closer.Close()
+			case !errors.Is(err, pebble.ErrNotFound):
+				return fmt.Errorf("reading the delivery log's index: %w", err)
+			}
 		}
 		if len(seqs) == 0 {
 			t := binary.BigEndian.AppendUint64(nil, uint64(e.time.UnixNano()))
@@ -231,6 +287,7 @@ func (x *index) add(entries []entry, last uint64) error {
 		if err := b.Set(dk, seqs, nil); err != nil {
 			return err
 		}
+		x.recent.put(dk, seqs)
 		last = max(last, e.seq)
 	}
 	if err := b.Set(keyLast, binary.BigEndian.AppendUint64(nil, last), nil); err != nil {
@@ -264,6 +321,7 @@ func (x *index) prune(first uint64) (int, error) {
 	defer func() { _ = b.Close() }()
 	n := 0
 	for it.First(); it.Valid(); it.Next() {
+		queued := binary.BigEndian.Uint64(it.Key()[len(prefixPrune):])
 		rest := bytes.Clone(it.Value()) // <ns>/<id>/<webhook>
 		dk := append(bytes.Clone(prefixDelivery), rest...)
 		v, closer, err := x.db.Get(dk)
@@ -279,15 +337,27 @@ func (x *index) prune(first uint64) (int, error) {
 		if len(seqs) == 0 {
 			continue
 		}
+		ns, _, webhook, ok := splitDeliveryKey(rest)
+		if !ok {
+			continue
+		}
+		if !slices.Contains(seqs, queued) {
+			// Queued by a start that a later start of the same delivery
+			// replaced (add): its place in the lists goes.
+			// The later start has its own entry in the queue.
+			for _, k := range [][]byte{webhookKey(ns, webhook, queued), namespaceKey(ns, queued)} {
+				if err := b.Delete(k, nil); err != nil {
+					_ = it.Close()
+					return 0, err
+				}
+			}
+			continue
+		}
 		if l := seqs[len(seqs)-1]; l >= first {
 			if err := b.Set(pruneKey(l), rest, nil); err != nil {
 				_ = it.Close()
 				return 0, err
 			}
-			continue
-		}
-		ns, _, webhook, ok := splitDeliveryKey(rest)
-		if !ok {
 			continue
 		}
 		for _, k := range [][]byte{dk, webhookKey(ns, webhook, seqs[0]), namespaceKey(ns, seqs[0])} {
@@ -306,6 +376,9 @@ func (x *index) prune(first uint64) (int, error) {
 	}
 	if err := b.Commit(pebble.NoSync); err != nil {
 		return 0, fmt.Errorf("pruning the delivery log's index: %w", err)
+	}
+	if n > 0 {
+		x.recent.clear()
 	}
 	return n, nil
 }

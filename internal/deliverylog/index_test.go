@@ -284,3 +284,55 @@ func TestLogMemoryDoesNotGrowWithDeliveries(t *testing.T) {
 		t.Errorf("get of the 14th delivery: %+v, %v", d, err)
 	}
 }
+
+// TestADeliveryStartedTwiceIsListedOnce: a fan-out done again after a
+// crash logs a delivery's Stored record again; the delivery is listed
+// once, with its records when the index still had it at hand, and at the
+// later start otherwise (the index after a restart).
+func TestADeliveryStartedTwiceIsListedOnce(t *testing.T) {
+	s := openStore(t, 0)
+	dir := t.TempDir()
+	ctx := context.Background()
+	list := func(r *Reader) string {
+		t.Helper()
+		first, last, err := r.Bounds(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ds, _, err := r.Page(ctx, Query{Namespace: "ns", First: first, UpTo: last})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprint(ids(ds))
+	}
+	r, err := Open(s.JetStream(), Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := run(r)
+	write(t, s, "ns", "crm", stored("u1", "e1", `{}`))
+	write(t, s, "ns", "crm", attempt("u1", "e1", 1, webhooksv1alpha1.ResultRetrying, 503, time.Time{}))
+	write(t, s, "ns", "crm", stored("u1", "e2", `{}`))
+	write(t, s, "ns", "crm", stored("u1", "e1", `{}`))
+	if got := list(r); got != "[e2 e1+1]" {
+		t.Errorf("started again, at hand: %s, want [e2 e1+1]", got)
+	}
+	stop()
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	r, err = Open(s.JetStream(), Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = r.Close() }()
+	defer run(r)()
+	write(t, s, "ns", "crm", stored("u1", "e2", `{}`))
+	if got := list(r); got != "[e2 e1+1]" {
+		t.Errorf("started again after a restart: %s, want [e2 e1+1]", got)
+	}
+	if d, err := r.Get(ctx, "ns", "crm", "e2", 5); err != nil || d == nil || d.FirstSeq != 5 {
+		t.Errorf("get e2: %+v, %v; want it from sequence 5", d, err)
+	}
+}

@@ -155,11 +155,11 @@ func entryOf(m jetstream.Msg) (e entry, seq uint64, ok bool) {
 	}
 	seq = meta.Sequence.Stream
 	key, kok := store.EndpointOfLogSubject(m.Subject())
-	id := m.Headers().Get(store.HdrLogEvent)
+	id, starts := store.LogEventOf(m.Headers())
 	if !kok || id == "" {
 		return e, seq, false
 	}
-	return entry{ns: key.Namespace, webhook: key.Name, id: id, seq: seq, time: meta.Timestamp}, seq, true
+	return entry{ns: key.Namespace, webhook: key.Name, id: id, starts: starts, seq: seq, time: meta.Timestamp}, seq, true
 }
 
 // pruneNow forgets the deliveries whose records all aged out.

@@ -169,6 +169,11 @@ func (r *Reader) load(ctx context.Context, ns string, cs []candidate, seqs [][]u
 		if firsts[i] == 0 && len(s) > 0 {
 			firsts[i] = s[0]
 		}
+		if len(s) > 0 && s[0] != firsts[i] {
+			// A place in the lists that a later start of the same
+			// delivery replaced (index.add): listed at that one.
+			continue
+		}
 		for _, q := range s {
 			if q >= first && q <= upTo {
 				want = append(want, q)
@@ -441,7 +446,7 @@ func (r *Reader) Follow(ctx context.Context, ns, webhook string, after uint64, f
 		}
 		seq := meta.Sequence.Stream
 		key, ok := store.EndpointOfLogSubject(m.Subject())
-		id := m.Headers().Get(store.HdrLogEvent)
+		id, _ := store.LogEventOf(m.Headers())
 		if ok && id != "" && f.byKey[ns+"/"+key.Name+"."+id] == nil && seq > 1 {
 			upTo := r.settle(ctx, 0, seq-1)
 			ds, err := r.load(ctx, ns, []candidate{{webhook: key.Name, id: id}}, nil, 0, upTo)

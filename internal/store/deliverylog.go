@@ -26,7 +26,7 @@ import (
 // A subject an endpoint (WebhookConfig), not a delivery: the store keeps
 // an entry a subject in memory, so the log's memory is bounded by the
 // endpoints, not by the deliveries kept. A message holds the records of
-// one delivery and names its event in HdrLogEvent; the readers find a
+// one delivery and names its event in a header (LogEventOf); the readers find a
 // delivery's messages, and an endpoint's newest deliveries, through an
 // on-disk index they build by following the stream (deliverylog.Reader).
 const (
@@ -38,6 +38,10 @@ const (
 	// HdrLogEvent is the header of a delivery log message that names its
 	// delivery's event: the event id escaped (EscapeEventID).
 	HdrLogEvent = "Wh-Log-Event"
+	// HdrLogStart is HdrLogEvent on the message that starts a delivery (its
+	// first record is Stored for an accepted event): the readers' index
+	// takes it for a new delivery without looking it up.
+	HdrLogStart = "Wh-Log-Start"
 )
 
 // Delivery log defaults.
@@ -202,16 +206,31 @@ func DeliveryLogMsgs(ns, name string, records []LogRecord) ([]*nats.Msg, error) 
 }
 
 // deliveryLogMsg is the log message of records, all of one delivery: on
-// the endpoint's subject, its event named in HdrLogEvent.
+// the endpoint's subject, its event named in HdrLogStart when its first
+// record is the Stored record of an accepted event, else in HdrLogEvent.
 func deliveryLogMsg(ns, name string, records []LogRecord) (*nats.Msg, error) {
 	data, err := json.Marshal(records)
 	if err != nil {
 		return nil, fmt.Errorf("encoding delivery log records: %w", err)
 	}
+	hdr := HdrLogEvent
+	if records[0].Kind == LogStored && records[0].Origin == "" {
+		hdr = HdrLogStart
+	}
 	return &nats.Msg{
 		Subject: DeliveryLogSubject(ns, name), Data: data,
-		Header: nats.Header{HdrLogEvent: []string{EscapeEventID(records[0].EventID)}},
+		Header: nats.Header{hdr: []string{EscapeEventID(records[0].EventID)}},
 	}, nil
+}
+
+// LogEventOf returns the event a delivery log message's headers name
+// (escaped, EscapeEventID; "" for none) and whether the message starts its
+// delivery.
+func LogEventOf(h nats.Header) (id string, starts bool) {
+	if id := h.Get(HdrLogStart); id != "" {
+		return id, true
+	}
+	return h.Get(HdrLogEvent), false
 }
 
 // DecodeLogRecords decodes a delivery log message's data.

@@ -44,8 +44,19 @@ func TestDeliveryLogSubjects(t *testing.T) {
 		for _, r := range got {
 			kinds = append(kinds, r.Kind)
 		}
-		if err != nil || msgs[i].Subject != "wh.lg.shop.crm" || msgs[i].Header.Get(HdrLogEvent) != want.event || fmt.Sprint(kinds) != want.kinds {
-			t.Errorf("message %d: %s %s %v %v, want wh.lg.shop.crm %s %s", i, msgs[i].Subject, msgs[i].Header.Get(HdrLogEvent), kinds, err, want.event, want.kinds)
+		id, starts := LogEventOf(msgs[i].Header)
+		if err != nil || msgs[i].Subject != "wh.lg.shop.crm" || id != want.event || !starts || fmt.Sprint(kinds) != want.kinds {
+			t.Errorf("message %d: %s %s (starts %v) %v %v, want wh.lg.shop.crm %s (starts) %s", i, msgs[i].Subject, id, starts, kinds, err, want.event, want.kinds)
+		}
+	}
+	// Only the Stored record of an accepted event starts a delivery.
+	for _, r := range []LogRecord{{Kind: LogAttempt, EventID: "e1"}, {Kind: LogStored, EventID: "e1", Origin: "Resend"}} {
+		msgs, err := DeliveryLogMsgs("shop", "crm", []LogRecord{r})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if id, starts := LogEventOf(msgs[0].Header); id != "e1" || starts {
+			t.Errorf("%s %q: event %q, starts %v; want e1, not starting", r.Kind, r.Origin, id, starts)
 		}
 	}
 }

@@ -464,7 +464,7 @@ func (s *Store) ensure(ctx context.Context) error {
 }
 
 // The delivery log stream's format, in its metadata: 3 is a subject an
-// endpoint, a delivery a message named by HdrLogEvent (DeliveryLogMsgs).
+// endpoint, a delivery a message named by its headers (DeliveryLogMsgs).
 // A log without it is of the first format (a subject an endpoint, several
 // deliveries a message), "2" of the second (a subject a delivery).
 const (
