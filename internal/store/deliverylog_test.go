@@ -168,3 +168,29 @@ func TestDeliveryLogKeepsAtMostMaxRecords(t *testing.T) {
 		s.Close()
 	}
 }
+
+// TestCountOnDiskAddsToTheUsage: what another user of the data directory
+// reports (the delivery log's index) counts toward the store's usage, and
+// so toward its bound, from the next reading on.
+func TestCountOnDiskAddsToTheUsage(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, Options{DataDir: t.TempDir(), MaxBytes: 1 << 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.checkCapacity(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := s.Usage()
+	s.CountOnDisk(func() int64 { return 950 << 20 })
+	if err := s.checkCapacity(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if after, _ := s.Usage(); after < before+950<<20 {
+		t.Errorf("usage %d after counting 950 MiB more, was %d", after, before)
+	}
+	if err := s.Writable(); err == nil {
+		t.Error("950 MiB counted of a 1 GiB bound: the store still takes events")
+	}
+}
