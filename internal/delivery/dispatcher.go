@@ -370,7 +370,7 @@ func (d *Dispatcher) fanout(ctx context.Context, m jetstream.Msg) {
 	}
 	ns := strings.TrimPrefix(m.Subject(), store.SubjEvents+".")
 	h := m.Headers()
-	subs := d.opts.Registry.Subscribers(ns, h.Get(store.HdrEventType))
+	subs := endpoint.Matching(d.opts.Registry.Subscribers(ns, h.Get(store.HdrEventType)), endpoint.FilterEvent{Type: h.Get(store.HdrEventType), Envelope: m.Data()})
 	futures := make([]jetstream.PubAckFuture, 0, len(subs))
 	for i := range subs {
 		ep := &subs[i]

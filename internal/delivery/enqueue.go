@@ -58,7 +58,7 @@ func planEnqueue(events []Event, acceptedAt string, subscribers func(ns, eventTy
 			p.withID = append(p.withID, eventWrite{index: i, body: body})
 			continue
 		}
-		subs := subscribers(ev.Namespace, ev.Type)
+		subs := endpoint.Matching(subscribers(ev.Namespace, ev.Type), ev.filterEvent())
 		p.results[i].Subscribers = len(subs)
 		for j := range subs {
 			k, ok := byUID[subs[j].UID]
@@ -131,7 +131,7 @@ func (d *Dispatcher) Enqueue(ctx context.Context, events []Event) ([]EnqueueResu
 		}
 		if i := withID[k]; i >= 0 {
 			results[i].Duplicate = ack.Duplicate
-			results[i].Subscribers = len(d.opts.Registry.Subscribers(events[i].Namespace, events[i].Type))
+			results[i].Subscribers = endpoint.CountMatching(d.opts.Registry.Subscribers(events[i].Namespace, events[i].Type), events[i].filterEvent())
 			if index != nil && !ack.Duplicate {
 				recorded = append(recorded, idempotency.Entry{Key: events[i].Namespace + "/" + events[i].ID, At: nowT})
 			}
@@ -186,7 +186,7 @@ func (d *Dispatcher) publishEvents(events []Event, plan *enqueuePlan, now time.T
 			}
 			if seen {
 				plan.results[e.index].Duplicate = true
-				plan.results[e.index].Subscribers = len(d.opts.Registry.Subscribers(ev.Namespace, ev.Type))
+				plan.results[e.index].Subscribers = endpoint.CountMatching(d.opts.Registry.Subscribers(ev.Namespace, ev.Type), ev.filterEvent())
 				continue
 			}
 		}

@@ -156,12 +156,25 @@ type FilterEvent struct {
 // order: every endpoint without a filter, and those whose filter evaluates
 // to true. An evaluation error (a missing key, a cost over the limit, a
 // wrong type at run time) counts as not matched and in the
-// wablast_webhook_filter_errors_total metric.
+// wablast_webhook_filter_errors_total metric. It is called where the
+// deliveries of an event are decided, once per event.
 //
 // Without any filter among subs it returns subs itself and reads nothing
 // of ev; otherwise the data is parsed once for all of them. Data that does
 // not parse (which the ingestion API never accepts) matches no filter.
 func Matching(subs []Endpoint, ev FilterEvent) []Endpoint {
+	return matching(subs, &ev, true)
+}
+
+// CountMatching returns len(Matching(subs, ev)) without counting the
+// evaluations in the metrics: for answers about an event whose deliveries
+// are decided elsewhere (an event with an id, fanned out from the events
+// stream, or a duplicate).
+func CountMatching(subs []Endpoint, ev FilterEvent) int {
+	return len(matching(subs, &ev, false))
+}
+
+func matching(subs []Endpoint, ev *FilterEvent, count bool) []Endpoint {
 	first := -1
 	for i := range subs {
 		if subs[i].Filter != nil {
@@ -172,21 +185,20 @@ func Matching(subs []Endpoint, ev FilterEvent) []Endpoint {
 	if first < 0 {
 		return subs
 	}
-	vars, perr := newFilterVars(&ev)
+	vars, perr := newFilterVars(ev)
 	out := make([]Endpoint, first, len(subs))
 	copy(out, subs[:first])
 	for i := first; i < len(subs); i++ {
 		f := subs[i].Filter
-		if f == nil {
+		switch {
+		case f == nil:
 			out = append(out, subs[i])
-			continue
-		}
-		if perr != nil {
-			f.failed.Inc()
-			f.notMatched.Inc()
-			continue
-		}
-		if f.eval(vars) {
+		case perr != nil:
+			if count {
+				f.failed.Inc()
+				f.notMatched.Inc()
+			}
+		case f.eval(vars, count):
 			out = append(out, subs[i])
 		}
 	}
@@ -204,7 +216,7 @@ func (f *Filter) Matches(ev FilterEvent) bool {
 		f.notMatched.Inc()
 		return false
 	}
-	return f.eval(vars)
+	return f.eval(vars, true)
 }
 
 // Evaluate returns the filter's result for ev, or the evaluation error.
@@ -225,19 +237,22 @@ func (f *Filter) Evaluate(ev FilterEvent) (bool, error) {
 	return bool(b), nil
 }
 
-func (f *Filter) eval(vars *filterVars) bool {
+// eval evaluates f and, with count, counts the result in the metrics.
+func (f *Filter) eval(vars *filterVars, count bool) bool {
 	out, _, err := f.prg.Eval(vars)
-	if err != nil {
-		f.failed.Inc()
-		f.notMatched.Inc()
-		return false
+	matched := err == nil && out == types.True
+	if count {
+		switch {
+		case err != nil:
+			f.failed.Inc()
+			f.notMatched.Inc()
+		case matched:
+			f.matched.Inc()
+		default:
+			f.notMatched.Inc()
+		}
 	}
-	if out == types.True {
-		f.matched.Inc()
-		return true
-	}
-	f.notMatched.Inc()
-	return false
+	return matched
 }
 
 // filterVars are the variables of one event, converted to CEL values once

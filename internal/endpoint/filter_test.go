@@ -76,6 +76,10 @@ func TestFilterMatchesOnTypeDataAndTimestamp(t *testing.T) {
 		{"the timestamp after a time", `timestamp > timestamp("2026-11-28T10:00:00Z")`, messageSent(data), true},
 		{"the timestamp before a time", `timestamp < timestamp("2026-11-28T10:00:00Z")`, messageSent(data), false},
 		{"the timestamp's hour in UTC", `timestamp.getHours() == 10`, messageSent(data), true},
+		{"the timestamp's hour in a time zone", `timestamp.getHours("Asia/Jakarta") >= 8 && timestamp.getHours("Asia/Jakarta") < 18`, messageSent(data), true},
+		{"a docs example: a substring of the error", `type == "message.failed" && data.error.contains("blocked")`,
+			FilterEvent{Type: "message.failed", Timestamp: sentAt, Data: []byte(`{"messageId":"m","sessionId":"s","to":"+1","error":"recipient blocked the sender"}`)}, true},
+		{"a docs example: a list literal", `has(data.campaignId) && data.campaignId in ["c-42", "c-43"]`, messageSent(data), true},
 		{"the timestamp at the envelope's millisecond", `timestamp == timestamp("2026-11-28T10:15:02.123Z")`, messageSent(data), true},
 		{"read from the envelope", `data.campaignId == "c-42" && timestamp == timestamp("2026-11-28T10:15:02.123Z")`,
 			FilterEvent{Type: "message.sent", Envelope: []byte(`{"type":"message.sent","timestamp":"2026-11-28T10:15:02.123Z","data":` + data + `}`)}, true},
@@ -224,5 +228,25 @@ func BenchmarkMatching(b *testing.B) {
 		if len(Matching(subs, ev)) != 100 {
 			b.Fatal("not all matched")
 		}
+	}
+}
+
+func TestCountMatchingCountsNothingInTheMetrics(t *testing.T) {
+	f, err := CompileFilter("shop", "count", `data.campaignId == "c-42"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subs := []Endpoint{{Name: "count", Filter: f}, {Name: "plain"}}
+	errs0 := testutil.ToFloat64(filterErrors.WithLabelValues("shop", "count"))
+	match0 := testutil.ToFloat64(filterEvaluations.WithLabelValues("shop", "count", "matched"))
+	if n := CountMatching(subs, messageSent(`{"campaignId":"c-42"}`)); n != 2 {
+		t.Errorf("CountMatching = %d, want 2", n)
+	}
+	if n := CountMatching(subs, messageSent(`{"sessionId":"s"}`)); n != 1 {
+		t.Errorf("CountMatching on a failing event = %d, want 1", n)
+	}
+	if testutil.ToFloat64(filterErrors.WithLabelValues("shop", "count")) != errs0 ||
+		testutil.ToFloat64(filterEvaluations.WithLabelValues("shop", "count", "matched")) != match0 {
+		t.Error("CountMatching counted in the metrics")
 	}
 }
