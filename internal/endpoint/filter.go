@@ -26,9 +26,9 @@ const (
 	MaxFilterLength = 4096
 	// FilterCostLimit bounds a filter's cost: its estimated worst case when
 	// it is compiled (for event data up to FilterDataSizeEstimate bytes),
-	// and its actual cost on each event, where going over stops the
-	// evaluation as an error (not matched). One unit is roughly one simple
-	// operation; a comparison of two fields costs a few.
+	// and, on an event with more data than that, its actual cost, where
+	// going over stops the evaluation as an error (not matched). One unit
+	// is roughly one simple operation; a comparison of two fields costs a few.
 	FilterCostLimit = 1_000_000
 	// FilterDataSizeEstimate is the size the cost estimate assumes for the
 	// event data and every string, list and map in it: the ingestion API's
@@ -42,7 +42,10 @@ const (
 // resource (CompileFilter) and is safe for concurrent use.
 type Filter struct {
 	source string
-	prg    cel.Program
+	// prg enforces FilterCostLimit as it evaluates; bounded evaluates
+	// without tracking the cost, for events whose data is within the sizes
+	// the compile-time estimate assumed, which then bounds the cost already.
+	prg, bounded cel.Program
 	// The endpoint's series of the filter metrics, resolved once.
 	matched, notMatched, failed prometheus.Counter
 }
@@ -104,9 +107,14 @@ func CompileFilter(namespace, name, expr string) (*Filter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrFilterInvalid, err)
 	}
+	bounded, err := filterEnv.Program(ast, cel.EvalOptions(cel.OptOptimize))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrFilterInvalid, err)
+	}
 	return &Filter{
 		source:     expr,
 		prg:        prg,
+		bounded:    bounded,
 		matched:    filterEvaluations.WithLabelValues(namespace, name, "matched"),
 		notMatched: filterEvaluations.WithLabelValues(namespace, name, "not_matched"),
 		failed:     filterErrors.WithLabelValues(namespace, name),
@@ -186,21 +194,32 @@ func matching(subs []Endpoint, ev *FilterEvent, count bool) []Endpoint {
 		return subs
 	}
 	vars, perr := newFilterVars(ev)
-	out := make([]Endpoint, first, len(subs))
-	copy(out, subs[:first])
+	// out stays nil while every endpoint so far is kept: when all are,
+	// subs itself is returned, without a copy.
+	var out []Endpoint
 	for i := first; i < len(subs); i++ {
 		f := subs[i].Filter
+		keep := f == nil
 		switch {
-		case f == nil:
-			out = append(out, subs[i])
+		case keep:
 		case perr != nil:
 			if count {
 				f.failed.Inc()
 				f.notMatched.Inc()
 			}
-		case f.eval(vars, count):
-			out = append(out, subs[i])
+		default:
+			keep = f.eval(vars, count)
 		}
+		switch {
+		case keep && out != nil:
+			out = append(out, subs[i])
+		case !keep && out == nil:
+			out = make([]Endpoint, i, len(subs)-1)
+			copy(out, subs[:i])
+		}
+	}
+	if out == nil {
+		return subs
 	}
 	return out
 }
@@ -226,7 +245,7 @@ func (f *Filter) Evaluate(ev FilterEvent) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	out, _, err := f.prg.Eval(vars)
+	out, _, err := f.program(vars).Eval(vars)
 	if err != nil {
 		return false, err
 	}
@@ -239,7 +258,7 @@ func (f *Filter) Evaluate(ev FilterEvent) (bool, error) {
 
 // eval evaluates f and, with count, counts the result in the metrics.
 func (f *Filter) eval(vars *filterVars, count bool) bool {
-	out, _, err := f.prg.Eval(vars)
+	out, _, err := f.program(vars).Eval(vars)
 	matched := err == nil && out == types.True
 	if count {
 		switch {
@@ -259,6 +278,17 @@ func (f *Filter) eval(vars *filterVars, count bool) bool {
 // and shared by every filter evaluated against it.
 type filterVars struct {
 	typ, data, timestamp ref.Val
+	// small is true when the data is within FilterDataSizeEstimate bytes.
+	small bool
+}
+
+// program returns the program to evaluate vars with: the one that tracks
+// the cost only when the data is larger than the estimate assumed.
+func (f *Filter) program(vars *filterVars) cel.Program {
+	if vars.small {
+		return f.bounded
+	}
+	return f.prg
 }
 
 var _ interpreter.Activation = (*filterVars)(nil)
@@ -299,49 +329,53 @@ func newFilterVars(ev *FilterEvent) (*filterVars, error) {
 	} else if err := decodeJSON(ev.Data, &data); err != nil {
 		return nil, fmt.Errorf("reading the event's data: %w", err)
 	}
-	if data == nil {
-		data = map[string]any{}
-	}
-	convertNumbers(data)
-	// The envelope's precision, so that a filter decides the same at
-	// ingest and when the stored event is fanned out.
-	ts = ts.UTC().Truncate(time.Millisecond)
+	// The data as CEL values, converted once: every filter reads them
+	// without adapting Go values on each access.
 	return &filterVars{
 		typ:       types.String(ev.Type),
-		data:      types.DefaultTypeAdapter.NativeToValue(data),
-		timestamp: types.Timestamp{Time: ts},
+		data:      celValue(data),
+		timestamp: types.Timestamp{Time: ts.UTC().Truncate(time.Millisecond)},
+		small:     len(ev.Data)+len(ev.Envelope) <= FilterDataSizeEstimate,
 	}, nil
+}
+
+// celValue converts a JSON value decoded with UseNumber into a CEL value:
+// objects into maps, arrays into lists, numbers without a fraction or an
+// exponent that fit into ints, the other numbers into doubles. A nil map
+// (no data) is an empty map.
+func celValue(v any) ref.Val {
+	switch x := v.(type) {
+	case map[string]any:
+		m := make(map[ref.Val]ref.Val, len(x))
+		for k, e := range x {
+			m[types.String(k)] = celValue(e)
+		}
+		return types.NewRefValMap(types.DefaultTypeAdapter, m)
+	case []any:
+		l := make([]ref.Val, len(x))
+		for i, e := range x {
+			l[i] = celValue(e)
+		}
+		return types.NewRefValList(types.DefaultTypeAdapter, l)
+	case string:
+		return types.String(x)
+	case json.Number:
+		if i, err := strconv.ParseInt(string(x), 10, 64); err == nil {
+			return types.Int(i)
+		}
+		f, _ := strconv.ParseFloat(string(x), 64) // valid JSON: out of range is ±Inf
+		return types.Double(f)
+	case bool:
+		return types.Bool(x)
+	default: // nil
+		return types.NullValue
+	}
 }
 
 func decodeJSON(b []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()
 	return dec.Decode(v)
-}
-
-// convertNumbers replaces, in place, the json.Numbers in v (a map or a
-// list decoded with UseNumber) by int64 or float64 and returns v.
-func convertNumbers(v any) any {
-	switch x := v.(type) {
-	case json.Number:
-		if i, err := strconv.ParseInt(string(x), 10, 64); err == nil {
-			return i
-		}
-		f, _ := strconv.ParseFloat(string(x), 64) // valid JSON: out of range is ±Inf
-		return f
-	case map[string]any:
-		for k, e := range x {
-			switch e.(type) {
-			case json.Number, map[string]any, []any:
-				x[k] = convertNumbers(e)
-			}
-		}
-	case []any:
-		for i, e := range x {
-			x[i] = convertNumbers(e)
-		}
-	}
-	return v
 }
 
 // The filter metrics, in controller-runtime's registry (served on the
