@@ -4,10 +4,12 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -20,6 +22,36 @@ import (
 	"github.com/wablast/webhook-operator/internal/ingest"
 	"github.com/wablast/webhook-operator/internal/testutil"
 )
+
+// profileSeconds is how long the manager process is profiled with
+// -cpuprofile (a pass of 20,000 events with ids takes longer).
+const profileSeconds = 3
+
+// fetchProfile takes a CPU profile of seconds from the pprof handlers at addr
+// and writes it to path.
+func fetchProfile(ctx context.Context, addr, path string, seconds int) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, seconds), nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer func() { _ = resp.Body.Close() }() // read to the end below
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("GET /debug/pprof/profile: %s", resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return "", err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		_ = f.Close()
+		return "", err
+	}
+	return path, f.Close()
+}
 
 // processPosters is how many producers post at once in the process
 // measurement: a Laravel app's queue workers, say.
@@ -115,7 +147,19 @@ func measureProcess(ctx context.Context, sz sizes) *result {
 		}
 		return &side{ns: ns, mgr: mgr, url: fmt.Sprintf("http://%s/v1/namespaces/%s/events", mgr.IngestAddr, ns)}, nil
 	}
-	on, failed := start("bench")
+	// With -cpuprofile the log-on manager serves pprof on loopback, and
+	// round 1's pass with ids is profiled (profileSeconds of it).
+	var onExtra []string
+	pprofAddr := ""
+	if cpuProfilePrefix != "" {
+		port, err := testutil.FreeLoopbackPort()
+		if err != nil {
+			return res.fail(err)
+		}
+		pprofAddr = fmt.Sprintf("127.0.0.1:%d", port)
+		onExtra = append(onExtra, "--pprof-bind-address", pprofAddr)
+	}
+	on, failed := start("bench", onExtra...)
 	if failed != nil {
 		return failed
 	}
@@ -132,26 +176,49 @@ func measureProcess(ctx context.Context, sz sizes) *result {
 	defer c.CloseIdleConnections()
 	hdr := ingestHeader()
 	next := 0 // event numbers never repeat across rounds: every post is a new id
-	send := func(sd *side, first int) func(i int) error {
+	// load is what a pass's producers post: single events with an id (the
+	// path producers that retry use), single events without one, or NDJSON
+	// batches of sz.Batch events without ids.
+	type load struct {
+		ids   bool
+		batch int
+	}
+	withIDs, withoutIDs, batches := load{ids: true, batch: 1}, load{batch: 1}, load{batch: sz.Batch}
+	// send posts request i of a pass whose events start at number first,
+	// and records what was accepted in the receiver's Ledger and accepted.
+	send := func(sd *side, l load, first int, mu *sync.Mutex, accepted *[]string) func(i int) error {
 		return func(i int) error {
-			ev := withProducerID(benchEvent(first+i), first+i)
-			answer, err := postEvents(ctx, c, sd.url, hdr, false, ev.JSON(true))
+			var posted []testutil.Posted
+			var body []byte
+			switch {
+			case l.batch > 1:
+				posted = benchEvents(first+i*l.batch, l.batch)
+				body = testutil.NDJSON(posted, false)
+			case l.ids:
+				posted = []testutil.Posted{withProducerID(benchEvent(first+i), first+i)}
+				body = posted[0].JSON(true)
+			default:
+				posted = []testutil.Posted{benchEvent(first + i)}
+				body = posted[0].JSON(false)
+			}
+			answer, err := postEvents(ctx, c, sd.url, hdr, l.batch > 1, body)
 			if err != nil {
 				return err
 			}
-			_, err = rcv.Ledger.Accepted([]testutil.Posted{ev}, answer)
-			return err
+			got, err := rcv.Ledger.Accepted(posted, answer)
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			*accepted = append(*accepted, got...)
+			mu.Unlock()
+			return nil
 		}
-	}
-	idsOf := func(first, n int) []string {
-		ids := make([]string, n)
-		for i := range ids {
-			ids[i] = withProducerID(testutil.Posted{}, first+i).ID
-		}
-		return ids
 	}
 	for _, sd := range []*side{on, off} {
-		if err := warmUp(ctx, rcv, processPosters, send(sd, next)); err != nil {
+		var mu sync.Mutex
+		var warm []string
+		if err := warmUp(ctx, rcv, processPosters, send(sd, withIDs, next, &mu, &warm)); err != nil {
 			return sd.mgr.Failed(res, err)
 		}
 		next += processPosters
@@ -160,19 +227,38 @@ func measureProcess(ctx context.Context, sz sizes) *result {
 	type round struct {
 		base, proc, noLog throughputRun
 		procCPU           time.Duration // the manager process's CPU over the pass (log on)
+		// single and batched are the log-on manager's passes without ids.
+		single, batched       throughputRun
+		singleCPU, batchedCPU time.Duration
 	}
 	// pass posts N events to sd's manager and checks what arrived.
-	pass := func(r int, sd *side, what string) (throughputRun, time.Duration, *result) {
+	profileFile, profileErr := "", error(nil)
+	pass := func(r int, sd *side, l load, what string) (throughputRun, time.Duration, *result) {
+		posts := sz.N / l.batch
+		n := posts * l.batch
 		first := next
-		next += sz.N
-		rcv.reset(sz.N)
+		next += n
+		var mu sync.Mutex
+		var accepted []string
+		rcv.reset(n)
+		var profiled chan struct{}
+		if pprofAddr != "" && r == 0 && sd == on && l == withIDs {
+			profiled = make(chan struct{})
+			go func() {
+				defer close(profiled)
+				profileFile, profileErr = fetchProfile(ctx, pprofAddr, cpuProfilePrefix+".process-manager.pprof", profileSeconds)
+			}()
+		}
 		cpu0 := pidCPU(sd.mgr.Pid)
-		run, err := timedPass(ctx, rcv, processPosters, sz.N, sz.N, "", send(sd, first))
+		run, err := timedPass(ctx, rcv, processPosters, posts, n, "", send(sd, l, first, &mu, &accepted))
+		if profiled != nil {
+			<-profiled
+		}
 		if err != nil {
 			return run, 0, sd.mgr.Failed(res, fmt.Errorf("round %d, %s: %w", r+1, what, err))
 		}
 		cpu := pidCPU(sd.mgr.Pid) - cpu0
-		if err := rcv.check(fmt.Sprintf("%s, round %d", what, r+1), idsOf(first, sz.N)); err != nil {
+		if err := rcv.check(fmt.Sprintf("%s, round %d", what, r+1), accepted); err != nil {
 			return run, 0, res.fail(err)
 		}
 		return run, cpu, nil
@@ -188,13 +274,19 @@ func measureProcess(ctx context.Context, sz sizes) *result {
 		// getting busier or quieter over a round favours neither.
 		var failed *result
 		if r%2 == 0 {
-			if rd.proc, rd.procCPU, failed = pass(r, on, "manager process"); failed == nil {
-				rd.noLog, _, failed = pass(r, off, "manager process, delivery log off")
+			if rd.proc, rd.procCPU, failed = pass(r, on, withIDs, "manager process"); failed == nil {
+				rd.noLog, _, failed = pass(r, off, withIDs, "manager process, delivery log off")
 			}
 		} else {
-			if rd.noLog, _, failed = pass(r, off, "manager process, delivery log off"); failed == nil {
-				rd.proc, rd.procCPU, failed = pass(r, on, "manager process")
+			if rd.noLog, _, failed = pass(r, off, withIDs, "manager process, delivery log off"); failed == nil {
+				rd.proc, rd.procCPU, failed = pass(r, on, withIDs, "manager process")
 			}
+		}
+		if failed == nil {
+			rd.single, rd.singleCPU, failed = pass(r, on, withoutIDs, "manager process, single events without ids")
+		}
+		if failed == nil {
+			rd.batched, rd.batchedCPU, failed = pass(r, on, batches, "manager process, NDJSON batches")
 		}
 		if failed != nil {
 			return failed
@@ -216,7 +308,26 @@ func measureProcess(ctx context.Context, sz sizes) *result {
 	res.info(fmt.Sprintf("baseline: plain http.Client to the receiver, C=%d, N=%d", processPosters, sz.N), fmtRate(m.base.rate(), "events/s"))
 	res.info(fmt.Sprintf("manager binary as a process, single JSON events with ids, C=%d", processPosters), fmtRate(m.proc.rate(), "events/s"))
 	res.info("9. ratio manager process (single events with ids) / baseline", fmt.Sprintf("%.2f", ratio(m)))
-	res.info("9. manager process CPU per event", fmt.Sprintf("%.0f µs", perEvent(m.procCPU, m.proc.events)))
+	res.info("9. manager process CPU per event, single events with ids", fmt.Sprintf("%.0f µs", perEvent(m.procCPU, m.proc.events)))
+	// The manager's own CPU per event by what the producers post, each
+	// the median of its rounds, and the cost of ids: with ids / without,
+	// the median of the rounds' ratios (each round's passes ran minutes
+	// apart at most, on the same manager).
+	medianCPU := func(f func(rd round) float64) float64 {
+		v := make([]float64, len(rounds))
+		for i, rd := range rounds {
+			v[i] = f(rd)
+		}
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	cpuIDs := func(rd round) float64 { return perEvent(rd.procCPU, rd.proc.events) }
+	cpuSingle := func(rd round) float64 { return perEvent(rd.singleCPU, rd.single.events) }
+	cpuBatches := func(rd round) float64 { return perEvent(rd.batchedCPU, rd.batched.events) }
+	res.info("9. manager process CPU per event, single events without ids", fmt.Sprintf("%.0f µs", medianCPU(cpuSingle)))
+	res.info(fmt.Sprintf("9. manager process CPU per event, NDJSON batches of %d", sz.Batch), fmt.Sprintf("%.0f µs", medianCPU(cpuBatches)))
+	idCost := medianCPU(func(rd round) float64 { return cpuIDs(rd) / cpuSingle(rd) })
+	res.add("9. manager process CPU per event, with ids / without", fmt.Sprintf("%.2f", idCost), "<= 1.25", idCost <= 1.25)
 	logRatio := func(rd round) float64 { return rd.proc.rate() / rd.noLog.rate() }
 	byLog := slices.Clone(rounds)
 	slices.SortFunc(byLog, func(a, b round) int { return cmp.Compare(logRatio(a), logRatio(b)) })
@@ -229,7 +340,7 @@ func measureProcess(ctx context.Context, sz sizes) *result {
 		alt:  "Bar chart: events per second of one-hop HTTP and of the manager binary as a process",
 		bars: []bar{{"one hop (baseline)", m.base.rate()}, {"manager process", m.proc.rate()}},
 	})
-	res.notef("The manager: %s, run with --data-dir (embedded NATS, --store-sync at its default), --egress-allow-cidrs 127.0.0.0/8 and the kubeconfig of a local kube-apiserver and etcd; a static ingest token Secret and one WebhookConfig (every type, maxInFlight %d) created through the API server. It authenticates every post through its KubeAuthenticator (the decision cached), stores each event in WEBHOOK_EVENTS under its id, fans it out and delivers it, and writes status to the API server, as in a cluster.", how, inFlight)
+	res.notef("The manager: %s, run with --data-dir (embedded NATS, --store-sync at its default), --egress-allow-cidrs 127.0.0.0/8 and the kubeconfig of a local kube-apiserver and etcd; a static ingest token Secret and one WebhookConfig (every type, maxInFlight %d) created through the API server. It authenticates every post through its KubeAuthenticator (the decision cached), checks each event's id in its on-disk idempotency index, stores its delivery and records the id, delivers it, and writes status to the API server, as in a cluster.", how, inFlight)
 	res.notef("%d producers post single events, each with a new id, over loopback keep-alive connections; the receiver verifies every signature with the official Standard Webhooks library, and after each pass every delivered body is compared with what was posted (a difference fails the run). The baseline posts the same events' envelopes, signed, to the same kind of receiver from the same number of posters: one HTTP hop. Each pass is timed from the first post to the last unique receipt.", processPosters)
 	res.notef("%d rounds side by side; the median round's ratio is reported. Every round: %s. The manager process's CPU per event in each round: %s.", len(rounds), strings.Join(spread, "; "), cpuSpread(rounds, func(rd round) string {
 		return fmt.Sprintf("%.0f µs", perEvent(rd.procCPU, rd.proc.events))
@@ -237,6 +348,32 @@ func measureProcess(ctx context.Context, sz sizes) *result {
 	res.notef("The delivery log's cost: a second manager binary, in a namespace of its own (each manager runs with --watch-namespaces), started the same way but with --delivery-log-retention 0, is posted to in the same rounds, log on and log off alternating which goes first; both deliver to the same receiver, checked the same way. The median round's ratio of the two rates is reported (the goal: under 10%% apart). Every round, on / off: %s.", cpuSpread(rounds, func(rd round) string {
 		return fmt.Sprintf("%.2f (%.0f against %.0f events/s)", logRatio(rd), rd.proc.rate(), rd.noLog.rate())
 	}))
+	res.notef("What the manager's CPU per event costs by producer (its own process accounting, /proc/<pid>/stat, so the posters and the receiver are not in it), in the same rounds on the log-on manager: single events with ids, single events without ids, NDJSON batches of %d without ids. Every round: %s. The goal for ids: at most 1.25 times the CPU of events without.", sz.Batch, cpuSpread(rounds, func(rd round) string {
+		return fmt.Sprintf("%.0f / %.0f / %.0f µs (ids / without: %.2f)", cpuIDs(rd), cpuSingle(rd), cpuBatches(rd), cpuIDs(rd)/cpuSingle(rd))
+	}))
+	switch {
+	case profileErr != nil:
+		res.notef("The manager's CPU profile could not be taken: %v.", profileErr)
+	case profileFile != "":
+		if total, costs, err := breakdown(profileFile, processKinds); err != nil || total == 0 {
+			res.notef("The manager's CPU profile (%s) could not be read: %v.", profileFile, err)
+		} else {
+			// Shares from the profile, scaled to the CPU per event the
+			// process accounting measured over the whole pass.
+			perEv := cpuIDs(rounds[0])
+			var parts []string
+			for i, d := range costs {
+				if us := perEv * float64(d) / float64(total); us >= 1 {
+					name := "other"
+					if i < len(processKinds) {
+						name = processKinds[i].name
+					}
+					parts = append(parts, fmt.Sprintf("%s %.0f µs", name, us))
+				}
+			}
+			res.notef("Where the manager's CPU goes with ids: a %d s CPU profile of the manager process during round 1's pass with ids (`go tool pprof -top %s`), each part's share scaled to that pass's %.0f µs an event: %s.", profileSeconds, profileFile, perEv, strings.Join(parts, "; "))
+		}
+	}
 	res.notef("This is the figure a user gets; the in-process passes of 1-2 leave out the process boundary, the KubeAuthenticator, the status writes to a real API server and the manager's other work, and so overstate it.")
 	return res
 }

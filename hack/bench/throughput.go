@@ -129,7 +129,9 @@ func measureThroughput(ctx context.Context, sz sizes) *result {
 	res.info(fmt.Sprintf("operator, NDJSON batches of %d", sz.Batch), fmtRate(batched.rate(), "events/s"))
 	rb := batched.rate() / batchBase.rate()
 	res.add(fmt.Sprintf("2. ratio operator (batches of %d) / baseline", sz.Batch), fmt.Sprintf("%.2f", rb), ">= 0.40 (ceiling ~0.5)", rb >= target)
-	res.info("operator, single JSON events with producer ids (idempotency keys)", fmt.Sprintf("%s (ratio %.2f)", fmtRate(withIDs.rate(), "events/s"), withIDs.rate()/idsBase.rate()))
+	res.info("operator, single JSON events with producer ids (idempotency keys)", fmtRate(withIDs.rate(), "events/s"))
+	ri := withIDs.rate() / idsBase.rate()
+	res.add("1. ratio operator (single with ids) / baseline", fmt.Sprintf("%.2f", ri), ">= 0.40", ri >= target)
 	res.charts = append(res.charts, chart{
 		file: "throughput.svg", title: "Throughput, in process (median rounds)", unit: "events/s",
 		alt: "Bar chart: events per second of the one-hop baseline and the operator with single events, batches and single events with ids",
@@ -144,7 +146,7 @@ func measureThroughput(ctx context.Context, sz sizes) *result {
 	res.notef("The events: %s. After each pass, not timed, every delivered body was compared with what was posted (type, data as a JSON value, timestamp) and every event accepted was found delivered; a pass with any difference fails the run instead of reporting a rate.", payloadText)
 	res.notef("Before each pass %d warm-up requests open the keep-alive connections (poster to ingest, dispatcher to receiver, poster to receiver), and a full garbage collection clears what the previous pass left, so no pass pays for collecting another's garbage; neither is timed.", sz.C)
 	res.notef("The operator path is the real ingest.Server (schema validation included), delivery.Dispatcher.Enqueue into the JetStream file store (202 after the store's ack; events without an id are stored as deliveries at once, skipping the events stream and the fan-out), the endpoint's worker (%s), delivery.NewHTTPClient with egress allowing 127.0.0.0/8, and the outcome published and folded by the real Aggregator, run by the real status.Writer whose client is a fake that counts and discards applies. The ingestion API authenticates with an ingest.AuthenticatorFunc that checks one static token: in the manager the KubeAuthenticator caches decisions (10 s), so TokenReview/SubjectAccessReview calls are out of the hot path.", inFlightText())
-	res.notef("The single and batch passes post events without a producer id, so the 24 h duplicate window (Nats-Msg-Id), the events stream and the fan-out are not exercised; that is the cheaper path. The pass with ids posts single events with a unique \"id\" each: they go through WEBHOOK_EVENTS (with their Nats-Msg-Id) and the fan-out consumer, which is the price of idempotency.")
+	res.notef("Which pass is which use: the single pass is a producer that posts one event a request without an id (the API generates one; a retried post is a new event); the pass with ids is a producer that retries and so sends an \"id\" with every event (the contract's advice, and WA Blast's status events have a natural one), which the 24 h idempotency window checks in the on-disk index before the event's deliveries are stored and records after; the batch pass is a producer that posts NDJSON batches of 100 events without ids.")
 	for _, p := range []struct {
 		name string
 		r    throughputRun

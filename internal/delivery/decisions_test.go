@@ -168,9 +168,9 @@ func TestPlanSync(t *testing.T) {
 	}
 }
 
-// planEnqueue: events with an id go to the events stream; the others
-// become deliveries grouped by endpoint, in event order, each carrying its
-// own event's body.
+// planEnqueue with an external NATS: events with an id go to the events
+// stream; the others become deliveries grouped by endpoint, in event order,
+// each carrying its own event's body.
 func TestPlanEnqueue(t *testing.T) {
 	a := testEndpoint("a", "http://127.0.0.1:1", func(e *endpoint.Endpoint) { e.Events = []string{"message.sent"} })
 	b := testEndpoint("b", "http://127.0.0.1:1")
@@ -187,9 +187,12 @@ func TestPlanEnqueue(t *testing.T) {
 	events[1].IdempotencyKey = true
 	events[2].Type = "session.connected"
 	events[3].Namespace = "other"
-	p, err := planEnqueue(events, "2026-12-07T10:00:00Z", subscribers)
+	p, err := planEnqueue(events, "2026-12-07T10:00:00Z", subscribers, idPlan{})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(p.recorded) != 0 {
+		t.Errorf("ids to record %v, want none (the events stream keeps them)", p.recorded)
 	}
 	if len(p.withID) != 1 || p.withID[0].index != 1 {
 		t.Fatalf("events with an id: %+v, want event 1 only", p.withID)
@@ -216,6 +219,57 @@ func TestPlanEnqueue(t *testing.T) {
 			body, _ := ev.Envelope()
 			if !bytes.Equal(dl.Body, body) || dl.EventType != ev.Type || dl.AcceptedAt != "2026-12-07T10:00:00Z" {
 				t.Errorf("delivery of %s to %s carries %s %s %s, want its own event's", dl.EventID, g.ep.Name, dl.EventType, dl.AcceptedAt, dl.Body)
+			}
+		}
+	}
+	if !slices.Equal(got["a"], []string{events[0].ID}) || !slices.Equal(got["b"], []string{events[0].ID, events[2].ID}) || len(got) != 2 {
+		t.Errorf("deliveries by endpoint %v, want a: [%s], b: [%s %s]", got, events[0].ID, events[0].ID, events[2].ID)
+	}
+}
+
+// planEnqueue with the on-disk index: an event with an id not accepted
+// before becomes deliveries at once, like one without, and its id is to be
+// recorded; a duplicate is answered with its subscribers and stores nothing.
+func TestPlanEnqueueWithTheIndex(t *testing.T) {
+	a := testEndpoint("a", "http://127.0.0.1:1", func(e *endpoint.Endpoint) { e.Events = []string{"message.sent"} })
+	b := testEndpoint("b", "http://127.0.0.1:1")
+	subscribers := func(ns, typ string) []endpoint.Endpoint {
+		var out []endpoint.Endpoint
+		for _, e := range []endpoint.Endpoint{a, b} {
+			if e.Namespace == ns && e.Subscribes(typ) {
+				out = append(out, e)
+			}
+		}
+		return out
+	}
+	events := []Event{testEvent(1), testEvent(2), testEvent(3)}
+	events[0].IdempotencyKey = true
+	events[1].IdempotencyKey = true
+	events[2].Type = "session.connected"
+	p, err := planEnqueue(events, "2026-12-07T10:00:00Z", subscribers, idPlan{direct: true, duplicate: []bool{false, true, false}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.withID) != 0 {
+		t.Errorf("events for the events stream: %+v, want none", p.withID)
+	}
+	if !slices.Equal(p.recorded, []int{0}) {
+		t.Errorf("ids to record: events %v, want [0]", p.recorded)
+	}
+	want := []EnqueueResult{{ID: events[0].ID, Subscribers: 2}, {ID: events[1].ID, Subscribers: 2, Duplicate: true}, {ID: events[2].ID, Subscribers: 1}}
+	if !slices.Equal(p.results, want) {
+		t.Errorf("results %+v, want %+v", p.results, want)
+	}
+	got := map[string][]string{}
+	for _, g := range p.direct {
+		for _, dl := range g.ds {
+			got[g.ep.Name] = append(got[g.ep.Name], dl.EventID)
+			for i := range events {
+				if events[i].ID == dl.EventID {
+					if body, _ := events[i].Envelope(); !bytes.Equal(dl.Body, body) {
+						t.Errorf("delivery of %s to %s carries %s, want its own event's %s", dl.EventID, g.ep.Name, dl.Body, body)
+					}
+				}
 			}
 		}
 	}

@@ -103,9 +103,12 @@ type Dispatcher struct {
 	wanted map[types.NamespacedName]time.Time
 	wake   chan struct{}
 
-	// batcher stores the deliveries of events without an id, together when
-	// they arrive together; nil with an external NATS (see New).
+	// batcher stores the deliveries Enqueue accepts, together when they
+	// arrive together; nil with an external NATS (see New).
 	batcher *batcher
+
+	// claims serializes concurrent posts of one idempotency key (claims.go).
+	claims keyClaims
 
 	// dlog writes the delivery log; nil when it is off.
 	dlog *deliveryLog

@@ -19,11 +19,16 @@ type enqueuePlan struct {
 	// results has one entry per event, in order; Enqueue fills in what
 	// the store answers (duplicates, subscribers of events with an id).
 	results []EnqueueResult
-	// withID are the events with an id: each goes to the events stream,
-	// whose fan-out makes the deliveries.
+	// withID are the events with an id that go to the events stream,
+	// whose fan-out makes the deliveries (with an external NATS, whose
+	// duplicate window is the idempotency window).
 	withID []eventWrite
-	// direct are the deliveries of the events without an id, one entry per
-	// subscribed endpoint in the order first met, deliveries in event order.
+	// recorded are the indexes of the events with an id whose deliveries
+	// are stored directly (with the on-disk index): their ids are recorded
+	// in the index once the deliveries are stored.
+	recorded []int
+	// direct are the deliveries stored at once, one entry per subscribed
+	// endpoint in the order first met, deliveries in event order.
 	direct []endpointDeliveries
 }
 
@@ -39,24 +44,44 @@ type endpointDeliveries struct {
 	ds []store.Delivery
 }
 
+// idPlan says how planEnqueue treats the events with an id.
+type idPlan struct {
+	// direct: their deliveries are stored at once, like those of events
+	// without an id (the on-disk index keeps the idempotency window).
+	// Otherwise they go to the events stream.
+	direct bool
+	// duplicate[i]: event i was accepted before (or earlier in the same
+	// request) and is answered as a duplicate, not stored (direct only).
+	duplicate []bool
+}
+
 // planEnqueue decides what Enqueue stores for events accepted at
-// acceptedAt: an event with an id goes to the events stream (its id is the
-// idempotency key; the fan-out finds its subscribers), and an event without
-// one cannot be a duplicate, so its deliveries, one per endpoint that
-// subscribers lists for its namespace and type, are stored directly.
-func planEnqueue(events []Event, acceptedAt string, subscribers func(ns, eventType string) []endpoint.Endpoint) (enqueuePlan, error) {
+// acceptedAt. The deliveries of an event, one per endpoint that subscribers
+// lists for its namespace and type, are stored directly, unless it has an
+// id and ids.direct is false: then it goes to the events stream, whose
+// duplicate window makes the id an idempotency key and whose fan-out finds
+// its subscribers.
+func planEnqueue(events []Event, acceptedAt string, subscribers func(ns, eventType string) []endpoint.Endpoint, ids idPlan) (enqueuePlan, error) {
 	p := enqueuePlan{results: make([]EnqueueResult, len(events))}
 	byUID := map[types.UID]int{}
 	for i := range events {
 		ev := &events[i]
 		p.results[i].ID = ev.ID
+		if ev.IdempotencyKey && ids.direct && ids.duplicate[i] {
+			p.results[i].Duplicate = true
+			p.results[i].Subscribers = endpoint.CountMatching(subscribers(ev.Namespace, ev.Type), ev.filterEvent())
+			continue
+		}
 		body, err := ev.Envelope()
 		if err != nil {
 			return enqueuePlan{}, fmt.Errorf("encoding event %s: %w", ev.ID, err)
 		}
 		if ev.IdempotencyKey {
-			p.withID = append(p.withID, eventWrite{index: i, body: body})
-			continue
+			if !ids.direct {
+				p.withID = append(p.withID, eventWrite{index: i, body: body})
+				continue
+			}
+			p.recorded = append(p.recorded, i)
 		}
 		subs := endpoint.Matching(subscribers(ev.Namespace, ev.Type), ev.filterEvent())
 		p.results[i].Subscribers = len(subs)
@@ -76,12 +101,20 @@ func planEnqueue(events []Event, acceptedAt string, subscribers func(ns, eventTy
 // Enqueue implements Enqueuer: it returns once JetStream acknowledged every
 // message it wrote.
 //
-// An event posted with an id goes to the events stream, whose duplicate
-// window (with the on-disk index of the embedded store, 24 hours) makes the
-// id an idempotency key, and the fan-out turns it into deliveries. An event
-// without one skips that hop: its deliveries are stored here and are what
-// the 202 acknowledges. Either way the subscribers are the ones registered
-// when the event was accepted, give or take the fan-out's milliseconds.
+// With the embedded store, an event's deliveries are stored here, whether
+// or not it has an id, and are what the 202 acknowledges. The id of an event
+// posted with one is its idempotency key: the on-disk index (24 hours) says
+// whether it was accepted before; if not, its deliveries are stored and
+// then its id is recorded, before the answer. A crash between the two
+// leaves an event stored whose post was never answered: the producer's
+// retry stores it again, and it is delivered twice with the same
+// webhook-id, as an attempt cut off by a crash is (docs/operations.md).
+//
+// With an external NATS, an event with an id goes to the events stream,
+// whose duplicate window (the idempotency window, kept by the NATS
+// servers) makes the id an idempotency key, and the fan-out turns it into
+// deliveries. Either way the subscribers are the ones registered when the
+// event was accepted, give or take the fan-out's milliseconds.
 func (d *Dispatcher) Enqueue(ctx context.Context, events []Event) ([]EnqueueResult, error) {
 	select {
 	case <-d.opts.Registry.Synced():
@@ -93,7 +126,68 @@ func (d *Dispatcher) Enqueue(ctx context.Context, events []Event) ([]EnqueueResu
 		return nil, err // full: refused until deliveries drain it
 	}
 	nowT := d.opts.Now().UTC()
-	plan, err := planEnqueue(events, nowT.Format(time.RFC3339Nano), d.opts.Registry.Subscribers)
+	index := d.opts.Store.Index()
+	ids := idPlan{direct: index != nil}
+	if ids.direct {
+		held, duplicate, err := d.claimIDs(ctx, events, index, nowT)
+		if err != nil {
+			return nil, err
+		}
+		stored := false
+		defer func() { held.release(stored) }()
+		ids.duplicate = duplicate
+		results, err := d.enqueue(ctx, events, nowT, ids)
+		stored = err == nil
+		return results, err
+	}
+	return d.enqueue(ctx, events, nowT, ids)
+}
+
+// claimIDs claims the ids of the events posted with one (see keyClaims)
+// and finds those accepted before: by another request that held the claim,
+// earlier in this request, or within the window by the on-disk index.
+func (d *Dispatcher) claimIDs(ctx context.Context, events []Event, index *idempotency.Index, now time.Time) (*heldKeys, []bool, error) {
+	var keys []string
+	for i := range events {
+		if events[i].IdempotencyKey {
+			keys = append(keys, events[i].Namespace+"/"+events[i].ID)
+		}
+	}
+	if len(keys) == 0 {
+		return nil, nil, nil
+	}
+	held, storedByOthers, err := d.claims.claim(ctx, keys)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", store.ErrUnavailable, err)
+	}
+	duplicate := make([]bool, len(events))
+	first := make(map[string]bool, len(keys))
+	k := 0
+	for i := range events {
+		if !events[i].IdempotencyKey {
+			continue
+		}
+		key := keys[k]
+		k++
+		switch {
+		case first[key] || storedByOthers[key]:
+			duplicate[i] = true
+			continue
+		}
+		first[key] = true
+		seen, err := index.Seen(key, now)
+		if err != nil {
+			held.release(false)
+			return nil, nil, fmt.Errorf("%w: %w", store.ErrUnavailable, err)
+		}
+		duplicate[i] = seen
+	}
+	return held, duplicate, nil
+}
+
+// enqueue stores the events as ids says and answers their results.
+func (d *Dispatcher) enqueue(ctx context.Context, events []Event, nowT time.Time, ids idPlan) ([]EnqueueResult, error) {
+	plan, err := planEnqueue(events, nowT.Format(time.RFC3339Nano), d.opts.Registry.Subscribers, ids)
 	if err != nil {
 		return nil, err
 	}
@@ -118,8 +212,6 @@ func (d *Dispatcher) Enqueue(ctx context.Context, events []Event) ([]EnqueueResu
 			return nil, fmt.Errorf("%w: %w", store.ErrUnavailable, ctx.Err())
 		}
 	}
-	index := d.opts.Store.Index()
-	var recorded []idempotency.Entry
 	for k, f := range futures {
 		var ack *jetstream.PubAck
 		select {
@@ -132,15 +224,15 @@ func (d *Dispatcher) Enqueue(ctx context.Context, events []Event) ([]EnqueueResu
 		if i := withID[k]; i >= 0 {
 			results[i].Duplicate = ack.Duplicate
 			results[i].Subscribers = endpoint.CountMatching(d.opts.Registry.Subscribers(events[i].Namespace, events[i].Type), events[i].filterEvent())
-			if index != nil && !ack.Duplicate {
-				recorded = append(recorded, idempotency.Entry{Key: events[i].Namespace + "/" + events[i].ID, At: nowT})
-			}
 		}
 	}
-	// Stored: remember the ids before answering. Should this fail, the
-	// producer's retry is caught by the events stream's own window.
-	if index != nil {
-		if err := index.Record(recorded...); err != nil {
+	// Stored: remember the ids before answering (see Enqueue).
+	if len(plan.recorded) > 0 {
+		recorded := make([]idempotency.Entry, len(plan.recorded))
+		for k, i := range plan.recorded {
+			recorded[k] = idempotency.Entry{Key: events[i].Namespace + "/" + events[i].ID, At: nowT}
+		}
+		if err := d.opts.Store.Index().Record(recorded...); err != nil {
 			return nil, fmt.Errorf("%w: %w", store.ErrUnavailable, err)
 		}
 	}
@@ -163,33 +255,18 @@ func (d *Dispatcher) Enqueue(ctx context.Context, events []Event) ([]EnqueueResu
 	return results, nil
 }
 
-// publishEvents writes the plan's events with an id to the events stream,
-// but for those the on-disk index has seen within its window: they are
-// answered as duplicates at once. It returns the writes and, for each, the
-// index of its event.
+// publishEvents writes the plan's events with an id to the events stream
+// (with an external NATS). It returns the writes and, for each, the index
+// of its event.
 func (d *Dispatcher) publishEvents(events []Event, plan *enqueuePlan, now time.Time) ([]jetstream.PubAckFuture, []int, error) {
 	if len(plan.withID) == 0 {
 		return nil, nil, nil
 	}
-	index := d.opts.Store.Index()
 	accepted := now.Format(time.RFC3339Nano)
 	futures := make([]jetstream.PubAckFuture, 0, len(plan.withID))
 	withID := make([]int, 0, len(plan.withID))
 	for _, e := range plan.withID {
 		ev := &events[e.index]
-		if index != nil {
-			// The on-disk index keeps the window's ids (the events
-			// stream's own window is only dedupeGuard long).
-			seen, err := index.Seen(ev.Namespace+"/"+ev.ID, now)
-			if err != nil {
-				return nil, nil, fmt.Errorf("%w: %w", store.ErrUnavailable, err)
-			}
-			if seen {
-				plan.results[e.index].Duplicate = true
-				plan.results[e.index].Subscribers = endpoint.CountMatching(d.opts.Registry.Subscribers(ev.Namespace, ev.Type), ev.filterEvent())
-				continue
-			}
-		}
 		msg := nats.NewMsg(store.EventSubject(ev.Namespace))
 		msg.Data = e.body
 		msg.Header.Set(store.HdrEventID, ev.ID)

@@ -60,10 +60,10 @@ func storedDeliveries(t *testing.T, s *store.Store) []store.Delivery {
 	return all
 }
 
-// An event without a producer id is stored as its deliveries before the 202
-// and never touches the events stream; one with an id goes through the events
-// stream (its idempotency window) and the fan-out. Both arrive.
-func TestEventsWithoutAnIDAreStoredAsDeliveriesAtOnce(t *testing.T) {
+// With the embedded store an event is stored as its deliveries before the
+// 202 and never touches the events stream, whether or not it has a
+// producer id (the on-disk index keeps the ids). All arrive.
+func TestEventsAreStoredAsDeliveriesAtOnce(t *testing.T) {
 	hold := make(chan struct{})
 	rc := newReceiver(t, func(_ int, _ http.ResponseWriter, _ *http.Request) { <-hold })
 	h := newHarness(t, "", nil)
@@ -85,8 +85,11 @@ func TestEventsWithoutAnIDAreStoredAsDeliveriesAtOnce(t *testing.T) {
 	withID := testEvent(3)
 	withID.IdempotencyKey = true
 	h.enqueue(withID)
-	if got := streamMsgs(t, h.store, store.StreamEvents); got != 1 {
-		t.Errorf("an event with an id put %d messages in %s, want 1", got, store.StreamEvents)
+	if got := streamMsgs(t, h.store, store.StreamEvents); got != 0 {
+		t.Errorf("an event with an id put %d messages in %s, want none", got, store.StreamEvents)
+	}
+	if got := len(storedDeliveries(t, h.store)); got != 6 {
+		t.Errorf("%s holds %d deliveries right after the second 202, want 6 (3 events x 2 endpoints)", store.StreamDeliveries, got)
 	}
 	close(hold)
 	testutil.EventuallyEvery(t, 10*time.Second, 20*time.Millisecond, func() error {

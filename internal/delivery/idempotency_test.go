@@ -5,8 +5,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wablast/webhook-operator/internal/endpoint"
 	"github.com/wablast/webhook-operator/internal/idempotency"
@@ -100,27 +104,34 @@ func TestAnIDIsForgottenAfterTheWindow(t *testing.T) {
 	}
 }
 
-// Ids stored in the events stream but missing from the index (a crash
-// between JetStream's acknowledgement and the index's write, or the first
-// start after an upgrade from JetStream's 24-hour window) are recorded
-// from the stream when the store opens.
+// Ids in the events stream but missing from the index (events accepted by
+// a version before the index stored deliveries at once, or the first start
+// after an upgrade from JetStream's 24-hour window) are recorded from the
+// stream when the store opens.
 func TestTheIndexIsCompletedFromTheStreamAtStart(t *testing.T) {
 	dir := t.TempDir()
-	st, d := newIndexedDispatcher(t, dir, 24*time.Hour, nil)
+	st, _ := newIndexedDispatcher(t, dir, 24*time.Hour, nil)
 	// More than one fetch's worth (1,000), so the reading goes on where the
 	// last fetch ended (an ordered consumer's FetchNoWait started over from
-	// the beginning every time, and a restart never finished).
+	// the beginning every time, and a restart never finished). Written as
+	// the earlier versions did: one message an event, its id the message ID.
 	const n = 2500
 	var ids []string
-	for from := 0; from < n; from += 500 {
-		var events []Event
-		for i := from; i < from+500; i++ {
-			ev := testEvent(i)
-			ev.ID, ev.IdempotencyKey = fmt.Sprintf("e-%d", i), true
-			events = append(events, ev)
-			ids = append(ids, ev.ID)
+	ctx := context.Background()
+	for i := range n {
+		ev := testEvent(i)
+		ev.ID, ev.IdempotencyKey = fmt.Sprintf("e-%d", i), true
+		ids = append(ids, ev.ID)
+		body, err := ev.Envelope()
+		if err != nil {
+			t.Fatal(err)
 		}
-		if _, err := d.Enqueue(context.Background(), events); err != nil {
+		msg := nats.NewMsg(store.EventSubject(ev.Namespace))
+		msg.Data = body
+		msg.Header.Set(store.HdrEventID, ev.ID)
+		msg.Header.Set(store.HdrEventType, ev.Type)
+		msg.Header.Set(store.HdrAcceptedAt, time.Now().UTC().Format(time.RFC3339Nano))
+		if _, err := st.JetStream().PublishMsg(ctx, msg, jetstream.WithMsgID(ev.Namespace+"/"+ev.ID)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -150,7 +161,7 @@ func TestTheIndexIsCompletedFromTheStreamAtStart(t *testing.T) {
 	if err := os.RemoveAll(filepath.Join(dir, "idempotency")); err != nil {
 		t.Fatal(err)
 	}
-	st, d = reopen("without the index")
+	st, d := reopen("without the index")
 	defer st.Close()
 	for _, id := range ids {
 		if ok, err := st.Index().Seen("shop/"+id, time.Now()); err != nil || !ok {
@@ -159,5 +170,68 @@ func TestTheIndexIsCompletedFromTheStreamAtStart(t *testing.T) {
 	}
 	if r := enqueueWithID(t, d, ids[0]); !r.Duplicate {
 		t.Fatalf("%s accepted again after the index was rebuilt", ids[0])
+	}
+}
+
+// The same id posted by many requests at the same moment, and twice in one
+// request, is stored once: one answer is not a duplicate, every other one
+// is, and the endpoint has exactly one delivery of it, with its content.
+func TestTheSameIDPostedAtOnceIsStoredOnce(t *testing.T) {
+	st, d := newIndexedDispatcher(t, t.TempDir(), 24*time.Hour, nil)
+	defer st.Close()
+	d.opts.Registry.(*endpoint.MemoryRegistry).Upsert(testEndpoint("crm", "http://127.0.0.1:1"))
+	const posters = 16
+	ev := testEvent(7)
+	ev.ID, ev.IdempotencyKey = "msg-7.sent", true
+	other := testEvent(8)
+	other.ID, other.IdempotencyKey = "msg-8.sent", true
+	var mu sync.Mutex
+	var fresh, dups int
+	var wg sync.WaitGroup
+	for p := range posters {
+		wg.Go(func() {
+			batch := []Event{ev}
+			if p%2 == 0 {
+				batch = []Event{other, ev, ev, other} // both twice, in another order
+			}
+			res, err := d.Enqueue(context.Background(), batch)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for _, r := range res {
+				if r.ID != ev.ID {
+					continue
+				}
+				if r.Duplicate {
+					dups++
+				} else {
+					fresh++
+				}
+				if r.Subscribers != 1 {
+					t.Errorf("result %+v, want 1 subscriber", r)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if fresh != 1 || dups != posters+posters/2-1 {
+		t.Errorf("%d answers without \"duplicate\" and %d with, want 1 and %d", fresh, dups, posters+posters/2-1)
+	}
+	got := map[string]int{}
+	for _, dl := range storedDeliveries(t, st) {
+		got[dl.EventID]++
+		for _, want := range []Event{ev, other} {
+			if dl.EventID == want.ID {
+				if body, _ := want.Envelope(); string(dl.Body) != string(body) {
+					t.Errorf("the delivery of %s carries %s, want %s", dl.EventID, dl.Body, body)
+				}
+			}
+		}
+	}
+	if got[ev.ID] != 1 || got[other.ID] != 1 || len(got) != 2 {
+		t.Errorf("stored deliveries by event %v, want one of %s and one of %s", got, ev.ID, other.ID)
 	}
 }

@@ -25,6 +25,11 @@ var ErrNotRegistered = errors.New("the WebhookConfig is not registered")
 // not empty, must be the registered WebhookConfig's. It returns when the
 // delivery is stored, with the time it was stored at.
 //
+// succeededAt, when not zero, is when the event was delivered (its last
+// attempt, as the delivery log shows it): the resend's first attempt then
+// takes that success back from the status counters and the success rate,
+// and the event counts by the resend's final outcome, once.
+//
 // failedAt, when not zero, is when the delivery failed for good (its last
 // attempt, as the delivery log shows it). The event's copies in the failed
 // store from about then on are then taken out once the delivery is stored,
@@ -33,7 +38,7 @@ var ErrNotRegistered = errors.New("the WebhookConfig is not registered")
 // takes the failure back from the status counters and the success rate, as
 // a replay's does: delivered, it counts as delivered and no longer as
 // failed.
-func (d *Dispatcher) Resend(ctx context.Context, ns, name string, uid types.UID, eventID, eventType string, body []byte, failedAt time.Time) (time.Time, error) {
+func (d *Dispatcher) Resend(ctx context.Context, ns, name string, uid types.UID, eventID, eventType string, body []byte, failedAt, succeededAt time.Time) (time.Time, error) {
 	key := types.NamespacedName{Namespace: ns, Name: name}
 	ep, ok := d.opts.Registry.Get(key)
 	if !ok || uid != "" && ep.UID != uid {
@@ -48,6 +53,9 @@ func (d *Dispatcher) Resend(ctx context.Context, ns, name string, uid types.UID,
 	defer d.replayMu.Unlock()
 	now := d.opts.Now().UTC()
 	dl := store.Delivery{EventID: eventID, EventType: eventType, AcceptedAt: now.Format(time.RFC3339Nano), Body: body}
+	if !succeededAt.IsZero() {
+		dl.ReplacesSuccess = succeededAt.UTC().Format(time.RFC3339Nano)
+	}
 	var failed []uint64
 	if !failedAt.IsZero() {
 		var err error

@@ -430,6 +430,12 @@ func (w *endpointWorker) handle(ctx context.Context, ep *endpoint.Endpoint, dl *
 			oc.ReplacesFailure = at
 		}
 	}
+	if dl.Attempt == 0 && dl.ReplacesSuccess != "" {
+		// Likewise a resend of a delivered event takes back its success.
+		if at, err := time.Parse(time.RFC3339Nano, dl.ReplacesSuccess); err == nil {
+			oc.ReplacesSuccess = at
+		}
+	}
 	if dec, expired := expiredBeforeAttempt(ep.Policy, acceptedAt, now); expired {
 		oc.Attempt = int32(dl.Attempt)
 		oc.Result, oc.Reason, oc.Error = webhooksv1alpha1.ResultFailed, dec.reason, dec.errText
@@ -501,6 +507,7 @@ func (w *endpointWorker) scheduleRetry(ctx context.Context, dl *store.Delivery, 
 	next := *dl
 	next.Attempt = attempt
 	next.ReplacesFailure = "" // only the first attempt of a replay takes its failure back
+	next.ReplacesSuccess = ""
 	msg := store.DeliveryMsg(w.ns, w.name, w.uid, &next)
 	msg.Subject = subj
 	// Schedules have whole-second precision: round up, never fire early.

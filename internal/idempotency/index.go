@@ -31,6 +31,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
 // Index is the on-disk set of keys accepted within the window. It is safe
@@ -49,8 +50,17 @@ type Index struct {
 
 	mu   sync.Mutex // serializes Expire against itself
 	last time.Time  // latest time recorded (guarded by lastMu)
+	// lastStored is the m/last value written (guarded by lastMu): it is
+	// written again only when last is lastStep past it, saving a key a
+	// Record.
+	lastStored time.Time
 
 	lastMu sync.Mutex
+
+	// stopSync ends the goroutine that flushes the write-ahead log to the
+	// disk every Options.SyncInterval (nil when every commit is synced).
+	stopSync chan struct{}
+	syncDone chan struct{}
 }
 
 // ErrClosed is returned by an Index that was closed.
@@ -75,6 +85,15 @@ type Options struct {
 	// CacheBytes is the block cache (default 16 MiB); MemTableBytes each
 	// memtable (default 4 MiB; at most two are kept in memory).
 	CacheBytes, MemTableBytes int64
+	// SyncInterval is how often the write-ahead log is flushed to the disk
+	// (the event store's --store-sync): every Record is written to the
+	// operating system before it returns, so a killed process loses
+	// nothing recorded, and a machine crash can lose the records of the
+	// last interval. Negative: every Record is flushed to the disk before
+	// it returns. 0: one second.
+	SyncInterval time.Duration
+	// OnSyncError is told when a periodic flush fails (optional).
+	OnSyncError func(error)
 }
 
 var (
@@ -82,6 +101,10 @@ var (
 	prefixTime = []byte("t/")
 	keyLast    = []byte("m/last")
 )
+
+// lastStep is how far m/last may lag behind the latest time recorded: it
+// only says where a reindex starts reading (minutes before it).
+const lastStep = time.Second
 
 // Open opens or creates the index in opts.Dir.
 func Open(opts Options) (*Index, error) {
@@ -94,8 +117,18 @@ func Open(opts Options) (*Index, error) {
 	if opts.MemTableBytes <= 0 {
 		opts.MemTableBytes = 4 << 20
 	}
+	if opts.SyncInterval == 0 {
+		opts.SyncInterval = time.Second
+	}
 	cache := pebble.NewCache(opts.CacheBytes)
+	var walFS *intervalSyncFS
+	fs := vfs.Default
+	if opts.SyncInterval > 0 {
+		walFS = newIntervalSyncFS(vfs.Default)
+		fs = walFS
+	}
 	po := &pebble.Options{
+		FS:                          fs,
 		Cache:                       cache,
 		MemTableSize:                uint64(opts.MemTableBytes),
 		MemTableStopWritesThreshold: 2,
@@ -112,9 +145,17 @@ func Open(opts Options) (*Index, error) {
 		return nil, fmt.Errorf("opening the idempotency index in %s: %w", opts.Dir, err)
 	}
 	x := &Index{db: db, cache: cache, window: opts.Window}
+	if walFS != nil {
+		x.stopSync, x.syncDone = make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(x.syncDone)
+			walFS.run(x.stopSync, opts.SyncInterval, opts.OnSyncError)
+		}()
+	}
 	if v, closer, err := db.Get(keyLast); err == nil {
 		if len(v) == 8 {
 			x.last = time.Unix(0, int64(binary.BigEndian.Uint64(v)))
+			x.lastStored = x.last
 		}
 		_ = closer.Close()
 	} else if !errors.Is(err, pebble.ErrNotFound) {
@@ -132,6 +173,10 @@ func (x *Index) Close() error {
 		return nil
 	}
 	x.closed = true
+	if x.stopSync != nil {
+		close(x.stopSync)
+		<-x.syncDone
+	}
 	err := x.db.Close()
 	x.cache.Unref()
 	return err
@@ -168,11 +213,10 @@ type Entry struct {
 	At  time.Time
 }
 
-// Record remembers entries. The write is not synced: Pebble hands its log
-// to the operating system in 32 KiB blocks, so a killed process can lose
-// the last few hundred ids recorded. The events stream is the record:
-// at the next start reindex records again the ids of the events stored
-// from reindexMargin before the latest time the index kept.
+// Record remembers entries. It returns once they are in the write-ahead
+// log as the operating system holds it, so a killed process loses none of
+// them; Options.SyncInterval says when they reach the disk. Concurrent
+// Records share the log's writes (Pebble commits them as a group).
 func (x *Index) Record(entries ...Entry) error {
 	if len(entries) == 0 {
 		return nil
@@ -202,18 +246,25 @@ func (x *Index) Record(entries ...Entry) error {
 	if latest.After(x.last) {
 		x.last = latest
 	}
-	binary.BigEndian.PutUint64(val[:], uint64(x.last.UnixNano()))
-	x.lastMu.Unlock()
-	if err := b.Set(keyLast, val[:], nil); err != nil {
-		return err
+	storeLast := x.last.Sub(x.lastStored) >= lastStep
+	if storeLast {
+		x.lastStored = x.last
+		binary.BigEndian.PutUint64(val[:], uint64(x.last.UnixNano()))
 	}
-	if err := b.Commit(pebble.NoSync); err != nil {
+	x.lastMu.Unlock()
+	if storeLast {
+		if err := b.Set(keyLast, val[:], nil); err != nil {
+			return err
+		}
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("writing the idempotency index: %w", err)
 	}
 	return nil
 }
 
-// Last returns the latest acceptance time recorded (zero when none): after
+// Last returns the latest acceptance time recorded (zero when none; after a
+// reopening, up to lastStep earlier than the latest): after
 // a crash, events stored from a little before it on may be missing from the
 // index and are recorded again from the event store.
 func (x *Index) Last() time.Time {

@@ -3,6 +3,9 @@ package idempotency
 import (
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -77,6 +80,25 @@ func TestSurvivesReopening(t *testing.T) {
 	if want := t0.Add(999 * time.Millisecond); !x.Last().Equal(want) {
 		t.Fatalf("Last = %v, want %v", x.Last(), want)
 	}
+	// Later records within lastStep do not write m/last each time: after a
+	// reopening Last may lag behind the latest by less than lastStep.
+	for i := range 10 {
+		if err := x.Record(Entry{fmt.Sprintf("shop/f-%d", i), t0.Add(time.Second + time.Duration(i)*100*time.Millisecond)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	latest := t0.Add(1900 * time.Millisecond)
+	if !x.Last().Equal(latest) {
+		t.Fatalf("Last = %v, want %v", x.Last(), latest)
+	}
+	if err := x.Close(); err != nil {
+		t.Fatal(err)
+	}
+	x = open(t, dir)
+	defer mustClose(t, x)
+	if got := x.Last(); got.After(latest) || latest.Sub(got) >= lastStep {
+		t.Fatalf("after reopening Last = %v, want within %v before %v", got, lastStep, latest)
+	}
 }
 
 func TestExpireForgetsOnlyWhatIsOld(t *testing.T) {
@@ -126,5 +148,47 @@ func TestAClosedIndexAnswersErrClosed(t *testing.T) {
 	}
 	if err := x.Close(); err != nil {
 		t.Fatalf("a second Close: %v", err)
+	}
+}
+
+// TestRecordSurvivesAKilledProcess records ids in a child process that
+// kills itself with SIGKILL the moment the last Record returns, then
+// reopens the index: every id recorded must be there. (With commits that
+// only queue the log record, the last ones were lost.)
+func TestRecordSurvivesAKilledProcess(t *testing.T) {
+	const n = 2000
+	if dir := os.Getenv("IDEMPOTENCY_KILL_DIR"); dir != "" {
+		x, err := Open(Options{Dir: dir, Window: time.Hour, SyncInterval: time.Hour})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(3)
+		}
+		for i := range n {
+			if err := x.Record(Entry{fmt.Sprintf("shop/k%d", i), t0}); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				os.Exit(4)
+			}
+		}
+		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		select {}
+	}
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestRecordSurvivesAKilledProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "IDEMPOTENCY_KILL_DIR="+dir)
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("the child did not die of SIGKILL: %v\n%s", err, out)
+	}
+	x := open(t, dir)
+	defer mustClose(t, x)
+	var missing []string
+	for i := range n {
+		if k := fmt.Sprintf("shop/k%d", i); !seen(t, x, k, t0) {
+			missing = append(missing, k)
+		}
+	}
+	if len(missing) > 0 {
+		t.Fatalf("%d of %d ids recorded before the kill are missing after it, e.g. %v", len(missing), n, missing[:min(5, len(missing))])
 	}
 }

@@ -56,6 +56,13 @@ func replayed(oc store.Outcome, failedAt time.Time) store.Outcome {
 	return oc
 }
 
+// resent is outcome oc as the first of a resend of its event, which had
+// been delivered at deliveredAt.
+func resent(oc store.Outcome, deliveredAt time.Time) store.Outcome {
+	oc.ReplacesSuccess = deliveredAt
+	return oc
+}
+
 func TestCountersAfterAnOutcome(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -133,6 +140,21 @@ func TestCountersAfterAnOutcome(t *testing.T) {
 		before: counters{sent: 1, delivered: 1},
 		oc:     replayed(succeeded("e1", 1), t0.Add(-time.Hour)),
 		want:   counters{sent: 1, delivered: 2},
+	}, {
+		name:   "a resend that delivers a delivered event again: the counters do not move",
+		before: counters{sent: 1, delivered: 1},
+		oc:     resent(succeeded("e1", 1), t0.Add(-time.Hour)),
+		want:   counters{sent: 1, delivered: 1},
+	}, {
+		name:   "a resend of a delivered event that fails: failed, no longer delivered, not sent again",
+		before: counters{sent: 1, delivered: 1},
+		oc:     resent(failed("e1", 1), t0.Add(-time.Hour)),
+		want:   counters{sent: 1, failed: 1, consecutiveFailures: 1},
+	}, {
+		name:   "a resend of a delivered event to be retried: pending, no longer delivered",
+		before: counters{sent: 1, delivered: 1},
+		oc:     resent(retrying("e1", 1), t0.Add(-time.Hour)),
+		want:   counters{sent: 1, pending: 1},
 	}, {
 		name: "a later attempt's outcome without a pending retry never makes pending negative",
 		oc:   succeeded("e1", 2),

@@ -101,7 +101,8 @@ func (s *EndpointStats) setCounters(c counters) {
 // failed for good before and was counted so: it is no longer failed (it is
 // given another go), and it is not sent again. Its final outcome then
 // counts as any other, so each event is counted once, delivered or failed,
-// by its last outcome.
+// by its last outcome. A resend's first outcome of an event delivered
+// before (oc.ReplacesSuccess set) likewise takes back that success.
 //
 // consecutiveFailures counts events, not attempts: those that failed for
 // good (whatever attempt ended them) since the last event delivered. An
@@ -111,6 +112,12 @@ func (c counters) after(oc *store.Outcome) counters {
 	case !oc.ReplacesFailure.IsZero():
 		if c.failed > 0 {
 			c.failed--
+		}
+	case !oc.ReplacesSuccess.IsZero():
+		// A resend of a delivered event: it is no longer counted delivered
+		// until the resend's final outcome says again, and not sent again.
+		if c.delivered > 0 {
+			c.delivered--
 		}
 	case oc.Attempted && oc.Attempt == 1:
 		c.sent++
@@ -146,6 +153,13 @@ func (s *EndpointStats) addToRate(oc *store.Outcome) {
 		start := oc.ReplacesFailure.Truncate(rateBucket).Unix()
 		if b, ok := s.Buckets[start]; ok && b[1] > 0 {
 			b[1]--
+			s.Buckets[start] = b
+		}
+	}
+	if !oc.ReplacesSuccess.IsZero() {
+		start := oc.ReplacesSuccess.Truncate(rateBucket).Unix()
+		if b, ok := s.Buckets[start]; ok && b[0] > 0 {
+			b[0]--
 			s.Buckets[start] = b
 		}
 	}

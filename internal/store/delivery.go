@@ -24,6 +24,13 @@ type Delivery struct {
 	// folded in. Empty otherwise; a replay is stored as a message of its
 	// own (never in a batch), and its retries do not carry it.
 	ReplacesFailure string
+	// ReplacesSuccess, on a resent delivery's first attempt only, is when
+	// (RFC 3339) the event had been delivered to this endpoint: the stats
+	// take that success back when the resend's first outcome is folded in,
+	// and count the event by the resend's final outcome instead, so an
+	// event is counted once however often it is resent. Like
+	// ReplacesFailure, only on a message of its own.
+	ReplacesSuccess string
 	// Body is the exact body delivered: the event's envelope.
 	Body []byte
 }
@@ -116,7 +123,7 @@ func DeliveriesOf(h nats.Header, data []byte) ([]Delivery, error) {
 	attempt, _ := strconv.Atoi(h.Get(HdrAttempt))
 	return []Delivery{{
 		EventID: h.Get(HdrEventID), EventType: h.Get(HdrEventType), AcceptedAt: h.Get(HdrAcceptedAt),
-		Attempt: attempt, ReplacesFailure: h.Get(HdrReplacesFailure), Body: data,
+		Attempt: attempt, ReplacesFailure: h.Get(HdrReplacesFailure), ReplacesSuccess: h.Get(HdrReplacesSuccess), Body: data,
 	}}, nil
 }
 
@@ -132,6 +139,9 @@ func DeliveryMsg(ns, name string, uid types.UID, d *Delivery) *nats.Msg {
 	msg.Header.Set(HdrAttempt, strconv.Itoa(d.Attempt))
 	if d.ReplacesFailure != "" {
 		msg.Header.Set(HdrReplacesFailure, d.ReplacesFailure)
+	}
+	if d.ReplacesSuccess != "" {
+		msg.Header.Set(HdrReplacesSuccess, d.ReplacesSuccess)
 	}
 	return msg
 }

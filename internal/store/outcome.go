@@ -17,10 +17,15 @@ import (
 // encoding of EncodeOutcomes. Messages written by earlier versions are JSON:
 // an array (first byte '['), or before batching a single object ('{').
 // Format 3 adds, after an outcome flagged ocReplacesFailure, one more
-// varint (Outcome.ReplacesFailure); format 2 has no such flag.
+// varint (Outcome.ReplacesFailure); format 2 has no such flag. Format 4
+// adds the flag ocReplacesSuccess, followed the same way by a varint
+// (Outcome.ReplacesSuccess); a message is written in format 4 only when
+// one of its outcomes has it, so versions that read format 3 read every
+// other message.
 const (
 	outcomesFormat   = 3
 	outcomesFormatV2 = 2
+	outcomesFormatV4 = 4
 )
 
 // Flags of an encoded outcome.
@@ -30,6 +35,7 @@ const (
 	ocHasTime
 	ocHasNextAttempt
 	ocReplacesFailure
+	ocReplacesSuccess
 )
 
 // EncodeOutcomes encodes one endpoint's outcomes for the outcomes stream: a
@@ -43,7 +49,13 @@ func EncodeOutcomes(ocs []*Outcome) []byte {
 			len(oc.EventID) + len(oc.EventType) + len(oc.Result) + len(oc.Reason) + len(oc.Error) + len(oc.AcceptedAt)
 	}
 	buf := make([]byte, 0, n)
-	buf = append(buf, outcomesFormat)
+	format := byte(outcomesFormat)
+	for _, oc := range ocs {
+		if !oc.ReplacesSuccess.IsZero() {
+			format = outcomesFormatV4
+		}
+	}
+	buf = append(buf, format)
 	buf = binary.AppendUvarint(buf, uint64(len(ocs)))
 	for _, oc := range ocs {
 		var flags byte
@@ -61,6 +73,9 @@ func EncodeOutcomes(ocs []*Outcome) []byte {
 		}
 		if !oc.ReplacesFailure.IsZero() {
 			flags |= ocReplacesFailure
+		}
+		if !oc.ReplacesSuccess.IsZero() {
+			flags |= ocReplacesSuccess
 		}
 		buf = append(buf, flags)
 		for _, s := range [...]string{string(oc.UID), oc.Namespace, oc.Name, oc.EventID, oc.EventType, string(oc.Result), oc.Reason, oc.Error, oc.AcceptedAt} {
@@ -80,6 +95,9 @@ func EncodeOutcomes(ocs []*Outcome) []byte {
 		if flags&ocReplacesFailure != 0 {
 			buf = binary.AppendVarint(buf, oc.ReplacesFailure.UnixNano())
 		}
+		if flags&ocReplacesSuccess != 0 {
+			buf = binary.AppendVarint(buf, oc.ReplacesSuccess.UnixNano())
+		}
 	}
 	return buf
 }
@@ -88,7 +106,7 @@ var errBadOutcomes = errors.New("malformed outcomes message")
 
 // DecodeOutcomes reads an outcomes message in any format ever written.
 func DecodeOutcomes(data []byte) ([]Outcome, error) {
-	if len(data) > 0 && (data[0] == outcomesFormat || data[0] == outcomesFormatV2) {
+	if len(data) > 0 && (data[0] == outcomesFormat || data[0] == outcomesFormatV2 || data[0] == outcomesFormatV4) {
 		return decodeBinaryOutcomes(data[1:], data[0])
 	}
 	data = bytes.TrimLeft(data, " \t\r\n")
@@ -118,7 +136,7 @@ func decodeBinaryOutcomes(data []byte, format byte) ([]Outcome, error) {
 		}
 		flags := data[0]
 		data = data[1:]
-		if format == outcomesFormatV2 && flags&ocReplacesFailure != 0 {
+		if format == outcomesFormatV2 && flags&ocReplacesFailure != 0 || format != outcomesFormatV4 && flags&ocReplacesSuccess != 0 {
 			return nil, fmt.Errorf("%w: flags %#x", errBadOutcomes, flags)
 		}
 		var strs [9]string
@@ -159,6 +177,14 @@ func decodeBinaryOutcomes(data []byte, format byte) ([]Outcome, error) {
 			data = data[n:]
 			oc.ReplacesFailure = time.Unix(0, v).UTC()
 		}
+		if flags&ocReplacesSuccess != 0 {
+			v, n := binary.Varint(data)
+			if n <= 0 {
+				return nil, fmt.Errorf("%w: truncated", errBadOutcomes)
+			}
+			data = data[n:]
+			oc.ReplacesSuccess = time.Unix(0, v).UTC()
+		}
 	}
 	if len(data) != 0 {
 		return nil, fmt.Errorf("%w: %d bytes after %d outcomes", errBadOutcomes, len(data), count)
@@ -194,6 +220,10 @@ type Outcome struct {
 	// stats take that failure back (the event is given another go) and count
 	// the replay's final outcome instead; the event is not sent again.
 	ReplacesFailure time.Time `json:"replacesFailure,omitzero"`
+	// ReplacesSuccess is set on the first outcome of a resent delivery
+	// of an event delivered before: the stats take that success back and
+	// count the resend's final outcome instead; the event is not sent again.
+	ReplacesSuccess time.Time `json:"replacesSuccess,omitzero"`
 
 	// For the delivery log only, not in the outcomes stream: the URL's
 	// host, and what the log keeps of the response (LogResponseHeaders,

@@ -91,3 +91,37 @@ func TestOutcomesEncodingKeepsTheReplacedFailure(t *testing.T) {
 		t.Errorf("format 2 with the replay flag: %v, want errBadOutcomes", err)
 	}
 }
+
+// A resend's first outcome keeps the time of the success it replaces, in
+// format 4; a message without one stays in format 3 (which versions before
+// it read), and a format 3 message claiming the mark is malformed.
+func TestOutcomesEncodingKeepsTheReplacedSuccess(t *testing.T) {
+	resend := Outcome{
+		UID: "uid-crm", Namespace: "shop", Name: "crm", EventID: "msg_1", Attempt: 1, Attempted: true,
+		Result: webhooksv1alpha1.ResultSucceeded, Time: time.Date(2026, 12, 7, 2, 0, 0, 0, time.UTC),
+		AcceptedAt: "2026-12-07T02:00:00Z", ReplacesSuccess: time.Date(2026, 12, 7, 1, 0, 0, 7, time.UTC),
+	}
+	plain := resend
+	plain.ReplacesSuccess = time.Time{}
+	replay := plain
+	replay.ReplacesFailure = time.Date(2026, 12, 7, 0, 30, 0, 0, time.UTC)
+	data := EncodeOutcomes([]*Outcome{&resend, &plain, &replay})
+	if data[0] != outcomesFormatV4 {
+		t.Errorf("format %d, want %d", data[0], outcomesFormatV4)
+	}
+	got, err := DecodeOutcomes(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, []Outcome{resend, plain, replay}) {
+		t.Errorf("round trip:\n got %+v\nwant %+v", got, []Outcome{resend, plain, replay})
+	}
+	if v3 := EncodeOutcomes([]*Outcome{&plain, &replay}); v3[0] != outcomesFormat {
+		t.Errorf("without a resend: format %d, want %d", v3[0], outcomesFormat)
+	}
+	bad := EncodeOutcomes([]*Outcome{&resend})
+	bad[0] = outcomesFormat
+	if _, err := DecodeOutcomes(bad); !errors.Is(err, errBadOutcomes) {
+		t.Errorf("format 3 with the resend flag: %v, want errBadOutcomes", err)
+	}
+}

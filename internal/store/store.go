@@ -60,6 +60,9 @@ const (
 	// HdrReplacesFailure marks a replayed delivery with the time its event
 	// had failed for good (Delivery.ReplacesFailure).
 	HdrReplacesFailure = "Wh-Replaces-Failure"
+	// HdrReplacesSuccess marks a resent delivery with the time its event
+	// had been delivered (Delivery.ReplacesSuccess).
+	HdrReplacesSuccess = "Wh-Replaces-Success"
 )
 
 // PublishAckTimeout bounds the wait for JetStream's acknowledgement of an
@@ -174,6 +177,19 @@ const reindexMargin = 2 * time.Minute
 // are repeated within moments. Every ID of the window is kept in memory.
 const deliveriesDuplicateWindow = time.Minute
 
+// indexSyncInterval is the idempotency index's flush to the disk for the
+// store's Options.Sync, so that both lose the same on a machine crash.
+func indexSyncInterval(sync time.Duration) time.Duration {
+	switch {
+	case sync == SyncAlways:
+		return -1
+	case sync > 0:
+		return sync
+	default:
+		return 2 * time.Minute // NATS's default sync interval
+	}
+}
+
 // eventsDuplicateWindow is the events stream's duplicate window.
 func (s *Store) eventsDuplicateWindow() time.Duration {
 	if s.srv != nil {
@@ -239,7 +255,14 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		}
 		s.srv = srv
 		connOpts = append(connOpts, nats.InProcessServer(srv))
-		index, err := idempotency.Open(idempotency.Options{Dir: filepath.Join(opts.DataDir, "idempotency"), Window: opts.IdempotencyWindow})
+		index, err := idempotency.Open(idempotency.Options{
+			Dir:          filepath.Join(opts.DataDir, "idempotency"),
+			Window:       opts.IdempotencyWindow,
+			SyncInterval: indexSyncInterval(opts.Sync),
+			OnSyncError: func(err error) {
+				opts.Logger.Error(err, "Flushing the idempotency index's log to the disk failed; retrying at the next interval")
+			},
+		})
 		if err != nil {
 			s.Close()
 			return nil, err

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -12,7 +13,11 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	deliveryv1alpha1 "github.com/wablast/webhook-operator/api/delivery/v1alpha1"
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
@@ -221,5 +226,111 @@ func TestResendOfAFailedEventCountsItDelivered(t *testing.T) {
 				t.Errorf("%s arrived %s, posted %s %s", id, b, posted[id].Type, posted[id].Data)
 			}
 		}
+	}
+}
+
+// A resend of a delivered event counts the event once, by the resend's
+// final outcome: delivered again, the counters do not move (it is not
+// sent again, not delivered twice); failing, it counts as failed and no
+// longer as delivered. A delivery still being retried is not resent
+// (409): a second life beside it would deliver and count it twice.
+func TestResendOfADeliveredEventCountsItOnce(t *testing.T) {
+	ns := env.Namespace(t)
+	op := startOperator(t, ns)
+	rc := newReceiver(t, http.StatusOK)
+	createEndpoint(t, ns, "crm", rc.URL+"/hooks", 1)
+	posted := enqueue(t, op, ns, "Ok.A")
+	name := deliverylog.Name("crm", "Ok.A")
+	// status waits until the WebhookConfig's last delivery is the attempt
+	// at, then for the counters.
+	status := func(at time.Time, sent, delivered, failed int64, rate string) {
+		t.Helper()
+		testutil.Eventually(t, 30*time.Second, func() error {
+			var w webhooksv1alpha1.WebhookConfig
+			if err := env.Client.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "crm"}, &w); err != nil {
+				return err
+			}
+			st := w.Status
+			if st.LastDelivery == nil || st.LastDelivery.Time.Time.Before(at.Truncate(time.Second)) {
+				return fmt.Errorf("last delivery %+v, want the attempt at %s", st.LastDelivery, at)
+			}
+			if st.TotalEventsSent != sent || st.EventsDelivered != delivered || st.EventsFailed != failed || st.EventsPending != 0 || st.SuccessRate != rate {
+				return fmt.Errorf("sent %d delivered %d failed %d pending %d rate %s; want %d, %d, %d, 0, %s",
+					st.TotalEventsSent, st.EventsDelivered, st.EventsFailed, st.EventsPending, st.SuccessRate, sent, delivered, failed, rate)
+			}
+			return nil
+		})
+	}
+	d := waitAttempts(t, ns, name, 1)
+	status(d.Status.Attempts[0].Time.Time, 1, 1, 0, "100.0%")
+
+	run := pluginRunner(t, ns)
+	if out, err := run("resend", "crm", "Ok.A"); err != nil {
+		t.Fatalf("kubectl webhook resend: %v:\n%s", err, out)
+	}
+	d = waitAttempts(t, ns, name, 2)
+	if d.Status.State != deliveryv1alpha1.StateSucceeded {
+		t.Fatalf("after the resend: %s, attempts %+v", d.Status.State, d.Status.Attempts)
+	}
+	status(d.Status.Attempts[1].Time.Time, 1, 1, 0, "100.0%")
+
+	rc.code.Store(http.StatusInternalServerError)
+	if out, err := run("resend", "crm", "Ok.A"); err != nil {
+		t.Fatalf("kubectl webhook resend: %v:\n%s", err, out)
+	}
+	d = waitAttempts(t, ns, name, 3)
+	if d.Status.State != deliveryv1alpha1.StateFailed {
+		t.Fatalf("after the failed resend: %s, attempts %+v", d.Status.State, d.Status.Attempts)
+	}
+	status(d.Status.Attempts[2].Time.Time, 1, 0, 1, "0.0%")
+
+	rc.mu.Lock()
+	bodies := rc.all["Ok.A"]
+	rc.mu.Unlock()
+	if len(bodies) != 3 {
+		t.Errorf("Ok.A arrived %d times, want 3 (delivered, resent, resent)", len(bodies))
+	}
+	for _, b := range bodies {
+		var e envelope
+		if err := json.Unmarshal(b, &e); err != nil || e.Type != posted["Ok.A"].Type || !jsonEqual(e.Data, posted["Ok.A"].Data) {
+			t.Errorf("Ok.A arrived %s, posted %s %s", b, posted["Ok.A"].Type, posted["Ok.A"].Data)
+		}
+	}
+
+	// A delivery waiting for its retry (an hour away) is not resent.
+	ctx := context.Background()
+	for _, o := range []client.Object{
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "slow-secret"}, StringData: map[string]string{"secret": secret}},
+		&webhooksv1alpha1.WebhookConfig{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "slow"}, Spec: webhooksv1alpha1.WebhookConfigSpec{
+			URL: rc.URL + "/slow", SecretRef: &webhooksv1alpha1.SecretKeyReference{Name: "slow-secret"},
+			Events:   []webhooksv1alpha1.EventType{webhooksv1alpha1.EventTypeAll},
+			Delivery: &webhooksv1alpha1.DeliveryPolicy{MaxAttempts: 5, InitialBackoffSeconds: 3600},
+		}},
+	} {
+		if err := env.Client.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.Eventually(t, 20*time.Second, func() error {
+		var w webhooksv1alpha1.WebhookConfig
+		if err := env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "slow"}, &w); err != nil {
+			return err
+		}
+		if !meta.IsStatusConditionTrue(w.Status.Conditions, "Ready") {
+			return errors.New("not Ready")
+		}
+		return nil
+	})
+	enqueue(t, op, ns, "Slow.A")
+	slow := deliverylog.Name("slow", "Slow.A")
+	if d := waitAttempts(t, ns, slow, 1); d.Status.State != deliveryv1alpha1.StateRetrying {
+		t.Fatalf("%s: %s, want Retrying", slow, d.Status.State)
+	}
+	out, err := run("resend", "slow", "Slow.A")
+	if err == nil || !strings.Contains(out, "still being delivered") {
+		t.Errorf("resend of a retrying delivery: %v:\n%s", err, out)
+	}
+	if d := waitAttempts(t, ns, slow, 1); d.Status.State != deliveryv1alpha1.StateRetrying {
+		t.Errorf("after the refused resend %s: %s, %d attempts", slow, d.Status.State, len(d.Status.Attempts))
 	}
 }
