@@ -92,8 +92,8 @@ func TestOnlyEventsAFilterMatchesAreDelivered(t *testing.T) {
 		rcv[name].checkAll(t, evs...)
 	}
 	// The strict filter failed on the three events without a campaignId,
-	// each counted once (the events with an id where their deliveries were
-	// decided, in the fan-out, not again for the 202).
+	// each counted once, where its deliveries were decided (not again for
+	// the 202 of an event fanned out, with an external NATS).
 	if d := filterErrorCount(t, "strict") - errors0; d != 3 {
 		t.Errorf("wablast_webhook_filter_errors_total{name=strict} grew by %v, want 3", d)
 	}
