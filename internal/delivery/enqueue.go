@@ -169,8 +169,7 @@ func (d *Dispatcher) claimIDs(ctx context.Context, events []Event, index *idempo
 		}
 		key := keys[k]
 		k++
-		switch {
-		case first[key] || storedByOthers[key]:
+		if first[key] || storedByOthers[key] {
 			duplicate[i] = true
 			continue
 		}
