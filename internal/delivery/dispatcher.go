@@ -280,6 +280,9 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 	msgs := make(chan jetstream.Msg, 512)
 	cc, err := d.consumeEvents(ctx, msgs)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting, which is no failure
+		}
 		return err
 	}
 	consuming := make(chan struct{})
