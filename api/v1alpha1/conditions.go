@@ -24,6 +24,9 @@ const (
 	ReasonSecretInvalid = "SecretInvalid"
 	// ReasonSecretConflict: "<name>-signing" exists and is not owned by the resource.
 	ReasonSecretConflict = "SecretConflict"
+	// ReasonInvalidFilter: spec.filter does not compile, is not a bool, or
+	// its estimated cost is over the limit; the message is the compiler's.
+	ReasonInvalidFilter = "InvalidFilter"
 )
 
 // Reasons of the Delivering condition (and of the outcomes in

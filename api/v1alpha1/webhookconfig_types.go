@@ -108,6 +108,24 @@ type WebhookConfigSpec struct {
 	// +optional
 	// +kubebuilder:default={}
 	Delivery *DeliveryPolicy `json:"delivery,omitempty"`
+
+	// filter is a CEL expression over the event that must be true for the
+	// event to be delivered to this endpoint, for example
+	// `data.campaignId == "c-42" || type.startsWith("session.")`. Its
+	// variables: type (string), data (the event's data object, a map) and
+	// timestamp (a CEL timestamp, the envelope's, to the millisecond). It is
+	// applied after events; when omitted, every subscribed event is
+	// delivered. An expression that does not compile, is not a bool or whose
+	// estimated cost is over the limit makes the resource Ready=False with
+	// reason InvalidFilter and the compiler's message. An event the filter
+	// fails on (a missing key: use has(data.x)) is not delivered and is
+	// counted in wablast_webhook_filter_errors_total. At most 4096 characters.
+	//
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=4096
+	// +kubebuilder:validation:XValidation:rule="self.trim() != ''",message="filter must not be blank: omit it to deliver every subscribed event"
+	Filter string `json:"filter,omitempty"`
 }
 
 // SecretKeyReference selects a key of a Secret in the WebhookConfig's namespace.
@@ -359,6 +377,7 @@ type WebhookConfigStatus struct {
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:printcolumn:name="URL",type=string,JSONPath=`.spec.url`,priority=1
 // +kubebuilder:printcolumn:name="Events",type=string,JSONPath=`.spec.events`,priority=1
+// +kubebuilder:printcolumn:name="Filter",type=string,JSONPath=`.spec.filter`,priority=1
 type WebhookConfig struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`

@@ -46,6 +46,9 @@ type sizes struct {
 	PendingEvents int
 	// LogDeliveries kept in the delivery log, across LogWebhooks (10).
 	LogDeliveries, LogWebhooks int
+	// FilterEvents posted per pass, in FilterRounds rounds of an unfiltered
+	// and a filtered pass, to FanoutEndpoints endpoints (11).
+	FilterEvents, FilterRounds int
 }
 
 func fullSizes() sizes {
@@ -57,6 +60,7 @@ func fullSizes() sizes {
 		ScaleConfigs: 5000, ScaleNamespaces: 100,
 		PendingEvents: 10000,
 		LogDeliveries: 1_000_000, LogWebhooks: 100,
+		FilterEvents: 2000, FilterRounds: 5,
 	}
 }
 
@@ -70,6 +74,7 @@ func quickSizes() sizes {
 	s.ScaleConfigs, s.ScaleNamespaces = 500, 10
 	s.PendingEvents = 2000
 	s.LogDeliveries = 100_000
+	s.FilterEvents, s.FilterRounds = 500, 1
 	return s
 }
 

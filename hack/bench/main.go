@@ -58,6 +58,7 @@ var measurements = []measurement{
 	{"replicas", "8. Throughput with 1, 2 and 3 replicas", measureReplicas, false},
 	{"process", "9. The manager binary as a process, single events with ids", measureProcess, false},
 	{"deliverylog", "10. Delivery log: a page of one webhook's deliveries out of a full log", measureDeliveryLog, false},
+	{"filter", "11. Filters: ingest throughput with 100 filtered endpoints against 100 unfiltered", measureFilter, true},
 }
 
 func main() {

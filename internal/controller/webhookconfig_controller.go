@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -183,6 +184,7 @@ func (r *WebhookConfigReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	if err := r.Get(ctx, req.NamespacedName, &whc); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.Registry.Remove(req.NamespacedName)
+			endpoint.ForgetFilterMetrics(req.Namespace, req.Name)
 			if r.Actions != nil && r.leader() {
 				// Deleted: what was kept for it can never be delivered.
 				r.Actions.Forget(req.NamespacedName)
@@ -214,7 +216,7 @@ func (r *WebhookConfigReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		desired.rotationEndsAt = &end
 	}
 	if cfgErr != nil {
-		r.Registry.Remove(req.NamespacedName)
+		r.unregister(req.NamespacedName, &whc, &ep, cfgErr)
 		desired.active = false
 		meta.SetStatusCondition(&desired.conditions, metav1.Condition{
 			Type: webhooksv1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: cfgErr.reason,
@@ -264,6 +266,26 @@ func (r *WebhookConfigReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	}
 	logger.V(1).Info("Status updated", "ready", meta.IsStatusConditionTrue(desired.conditions, webhooksv1alpha1.ConditionReady), "active", desired.active)
 	return result, nil
+}
+
+// unregister takes the resource out of the registry because of cfgErr, but
+// for an invalid filter: then the registration of an earlier generation, if
+// the registry holds one, stays live (with the signing keys just resolved,
+// in ep), so that a typo in a filter does not stop the deliveries that the
+// last good configuration made. cfgErr's message says which happened.
+func (r *WebhookConfigReconciler) unregister(key types.NamespacedName, whc *webhooksv1alpha1.WebhookConfig, ep *endpoint.Endpoint, cfgErr *configError) {
+	if cfgErr.reason == webhooksv1alpha1.ReasonInvalidFilter {
+		if prev, ok := r.Registry.Get(key); ok && prev.UID == whc.UID {
+			if len(ep.Keys) > 0 {
+				prev.Keys = ep.Keys
+			}
+			r.Registry.Upsert(prev)
+			cfgErr.message += fmt.Sprintf("; the endpoint keeps the configuration of generation %d, filter included, until the filter is fixed", prev.Generation)
+			return
+		}
+		cfgErr.message += "; the endpoint is not registered (no events are kept for it) until the filter is fixed"
+	}
+	r.Registry.Remove(key)
 }
 
 // requestActions hands a new test-requested-at or replay-since annotation
@@ -371,7 +393,28 @@ func (r *WebhookConfigReconciler) resolve(ctx context.Context, whc *webhooksv1al
 			fmt.Sprintf("key %q of Secret %q is not a usable signing secret: %v", ref.Key, ref.Name, perr)}, nil
 	}
 	keys, rotationEnd := rotationKeys(keys, secret.Annotations, r.now())
-	return EndpointFor(whc, keys), ref, rotationEnd, nil, nil
+	ep := EndpointFor(whc, keys)
+	filter, ferr := r.filterFor(whc)
+	if ferr != nil {
+		// ep (without its filter) carries the keys for unregister.
+		return ep, ref, rotationEnd, &configError{webhooksv1alpha1.ReasonInvalidFilter,
+			"spec.filter is invalid: " + strings.TrimPrefix(ferr.Error(), endpoint.ErrFilterInvalid.Error()+": ")}, nil
+	}
+	ep.Filter = filter
+	return ep, ref, rotationEnd, nil, nil
+}
+
+// filterFor returns spec.filter compiled, nil without one. A filter is
+// compiled once per generation: the one registered for the same resource
+// and expression is reused.
+func (r *WebhookConfigReconciler) filterFor(whc *webhooksv1alpha1.WebhookConfig) (*endpoint.Filter, error) {
+	if whc.Spec.Filter == "" {
+		return nil, nil
+	}
+	if prev, ok := r.Registry.Get(client.ObjectKeyFromObject(whc)); ok && prev.UID == whc.UID && prev.Filter != nil && prev.Filter.Source() == whc.Spec.Filter {
+		return prev.Filter, nil
+	}
+	return endpoint.CompileFilter(whc.Namespace, whc.Name, whc.Spec.Filter)
 }
 
 // EndpointFor builds the registry entry of a resource whose keys are resolved.

@@ -235,6 +235,12 @@ func TestAPIServerRejectsInvalidManifests(t *testing.T) {
 				w.Spec.Delivery = &webhooksv1alpha1.DeliveryPolicy{InitialBackoffSeconds: 600, MaxBackoffSeconds: 60}
 			},
 			"initialBackoffSeconds must not be greater than delivery.maxBackoffSeconds"},
+		"a blank filter is rejected": {
+			func(w *webhooksv1alpha1.WebhookConfig) { w.Spec.Filter = "  " },
+			"filter must not be blank"},
+		"a filter over 4096 characters is rejected": {
+			func(w *webhooksv1alpha1.WebhookConfig) { w.Spec.Filter = strings.Repeat("true && ", 512) + "true" },
+			"spec.filter: Too long"},
 		"a secretRef with a namespace is rejected": {
 			func(w *webhooksv1alpha1.WebhookConfig) {
 				w.Spec.SecretRef = &webhooksv1alpha1.SecretKeyReference{Name: "s", Namespace: "other"}
@@ -615,7 +621,7 @@ func TestKubectlShowsContractColumns(t *testing.T) {
 		t.Fatalf("kubectl get -o wide: %v\n%s", err, out)
 	}
 	header = strings.Fields(strings.SplitN(out, "\n", 2)[0])
-	if got, want := strings.Join(header, " "), "NAME ACTIVE READY DELIVERING SUCCESS RATE SENT LAST DELIVERY AGE URL EVENTS"; got != want {
+	if got, want := strings.Join(header, " "), "NAME ACTIVE READY DELIVERING SUCCESS RATE SENT LAST DELIVERY AGE URL EVENTS FILTER"; got != want {
 		t.Errorf("wide columns %q, want %q", got, want)
 	}
 	if !strings.Contains(out, "https://crm.example.com/hooks/wa") || !strings.Contains(out, "message.sent") {

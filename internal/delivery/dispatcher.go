@@ -280,6 +280,9 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 	msgs := make(chan jetstream.Msg, 512)
 	cc, err := d.consumeEvents(ctx, msgs)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting, which is no failure
+		}
 		return err
 	}
 	consuming := make(chan struct{})
@@ -373,7 +376,7 @@ func (d *Dispatcher) fanout(ctx context.Context, m jetstream.Msg) {
 	}
 	ns := strings.TrimPrefix(m.Subject(), store.SubjEvents+".")
 	h := m.Headers()
-	subs := d.opts.Registry.Subscribers(ns, h.Get(store.HdrEventType))
+	subs := endpoint.Matching(d.opts.Registry.Subscribers(ns, h.Get(store.HdrEventType)), endpoint.FilterEvent{Type: h.Get(store.HdrEventType), Envelope: m.Data()})
 	futures := make([]jetstream.PubAckFuture, 0, len(subs))
 	for i := range subs {
 		ep := &subs[i]

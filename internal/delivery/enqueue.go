@@ -69,7 +69,7 @@ func planEnqueue(events []Event, acceptedAt string, subscribers func(ns, eventTy
 		p.results[i].ID = ev.ID
 		if ev.IdempotencyKey && ids.direct && ids.duplicate[i] {
 			p.results[i].Duplicate = true
-			p.results[i].Subscribers = len(subscribers(ev.Namespace, ev.Type))
+			p.results[i].Subscribers = endpoint.CountMatching(subscribers(ev.Namespace, ev.Type), ev.filterEvent())
 			continue
 		}
 		body, err := ev.Envelope()
@@ -83,7 +83,7 @@ func planEnqueue(events []Event, acceptedAt string, subscribers func(ns, eventTy
 			}
 			p.recorded = append(p.recorded, i)
 		}
-		subs := subscribers(ev.Namespace, ev.Type)
+		subs := endpoint.Matching(subscribers(ev.Namespace, ev.Type), ev.filterEvent())
 		p.results[i].Subscribers = len(subs)
 		for j := range subs {
 			k, ok := byUID[subs[j].UID]
@@ -169,8 +169,7 @@ func (d *Dispatcher) claimIDs(ctx context.Context, events []Event, index *idempo
 		}
 		key := keys[k]
 		k++
-		switch {
-		case first[key] || storedByOthers[key]:
+		if first[key] || storedByOthers[key] {
 			duplicate[i] = true
 			continue
 		}
@@ -223,7 +222,7 @@ func (d *Dispatcher) enqueue(ctx context.Context, events []Event, nowT time.Time
 		}
 		if i := withID[k]; i >= 0 {
 			results[i].Duplicate = ack.Duplicate
-			results[i].Subscribers = len(d.opts.Registry.Subscribers(events[i].Namespace, events[i].Type))
+			results[i].Subscribers = endpoint.CountMatching(d.opts.Registry.Subscribers(events[i].Namespace, events[i].Type), events[i].filterEvent())
 		}
 	}
 	// Stored: remember the ids before answering (see Enqueue).

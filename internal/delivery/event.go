@@ -129,7 +129,7 @@ type EnqueueResult struct {
 	// ID is the event's webhook-id.
 	ID string `json:"id"`
 	// Subscribers is the number of enabled endpoints of the namespace subscribed
-	// to the event's type when it was accepted.
+	// to the event's type when it was accepted and whose filter matched it.
 	Subscribers int `json:"subscribers"`
 	// Duplicate is true when an event with the same idempotency key was
 	// already accepted within 24 hours; it is not delivered again.

@@ -1,6 +1,7 @@
 package delivery
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -225,7 +226,7 @@ func TestTheSameIDPostedAtOnceIsStoredOnce(t *testing.T) {
 		got[dl.EventID]++
 		for _, want := range []Event{ev, other} {
 			if dl.EventID == want.ID {
-				if body, _ := want.Envelope(); string(dl.Body) != string(body) {
+				if body, _ := want.Envelope(); !bytes.Equal(dl.Body, body) {
 					t.Errorf("the delivery of %s carries %s, want %s", dl.EventID, dl.Body, body)
 				}
 			}

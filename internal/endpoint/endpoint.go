@@ -51,6 +51,9 @@ type Endpoint struct {
 	// are stored) but has no worker, so nothing is sent until it is false.
 	Paused bool
 	Policy Policy
+	// Filter is spec.filter compiled, nil without one: only events it is
+	// true for are delivered (Matching).
+	Filter *Filter
 
 	// parsedURL is URL parsed, set by WithParsedURL on the copies workers
 	// hold (which nothing changes) so attempts do not parse it each time;
@@ -97,7 +100,7 @@ func (e *Endpoint) Subscribes(t string) bool {
 func (e *Endpoint) Equal(o *Endpoint) bool {
 	return e.Namespace == o.Namespace && e.Name == o.Name && e.UID == o.UID &&
 		e.Generation == o.Generation && e.URL == o.URL && e.Enabled == o.Enabled && e.Paused == o.Paused &&
-		e.Policy == o.Policy && slices.Equal(e.Events, o.Events) &&
+		e.Policy == o.Policy && slices.Equal(e.Events, o.Events) && e.Filter.Source() == o.Filter.Source() &&
 		slices.EqualFunc(e.Keys, o.Keys, bytes.Equal)
 }
 

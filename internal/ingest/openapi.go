@@ -28,7 +28,7 @@ func OpenAPI() ([]byte, error) {
 			"required":    []string{"id", "subscribers"},
 			"properties": obj{
 				"id":          obj{"type": "string", "description": "The event's id: the one posted, or one the API generated. It is the webhook-id of every delivery of the event."},
-				"subscribers": obj{"type": "integer", "minimum": 0, "description": "How many enabled WebhookConfigs of the namespace subscribe to the event's type."},
+				"subscribers": obj{"type": "integer", "minimum": 0, "description": "How many enabled WebhookConfigs of the namespace subscribe to the event's type and, where they have a spec.filter, match it."},
 				"duplicate":   obj{"type": "boolean", "const": true, "description": "Present when an event with this id was already accepted within the idempotency window: it is not stored or delivered again."},
 			},
 			"additionalProperties": false,

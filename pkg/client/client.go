@@ -90,7 +90,8 @@ func (e Event) MarshalJSON() ([]byte, error) {
 type Accepted struct {
 	// ID is the event's id: the one posted, or the one the API made.
 	ID string `json:"id"`
-	// Subscribers is how many WebhookConfigs subscribe to the event's type.
+	// Subscribers is how many WebhookConfigs subscribe to the event's type
+	// and, where they have a spec.filter, match the event.
 	Subscribers int `json:"subscribers"`
 	// Duplicate is true when the id was already accepted within the
 	// idempotency window: the event is not delivered again.

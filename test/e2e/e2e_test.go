@@ -25,6 +25,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -274,6 +275,14 @@ func TestEndToEnd(t *testing.T) {
 	}
 	oracleSrv := httptest.NewServer(oracle)
 	defer oracleSrv.Close()
+	// The endpoint "filtered" has a spec.filter; its receiver must get
+	// exactly the events the filter selects (matchesFilter).
+	filteredRcv, err := testutil.NewReceiver(sampleSecret, ledger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	filteredSrv := httptest.NewServer(filteredRcv)
+	defer filteredSrv.Close()
 	oracleManifest := filepath.Join(t.TempDir(), "oracle.yaml")
 	if err := os.WriteFile(oracleManifest, []byte(fmt.Sprintf(`apiVersion: webhooks.wablast.io/v1alpha1
 kind: WebhookConfig
@@ -295,18 +304,50 @@ spec:
   url: %s/hooks/generated
   events: ["*"]
   enabled: false
-`, oracleSrv.URL, oracleSrv.URL)), 0o644); err != nil {
+---
+apiVersion: webhooks.wablast.io/v1alpha1
+kind: WebhookConfig
+metadata:
+  name: filtered
+spec:
+  url: %s/hooks/filtered
+  secretRef:
+    name: crm-webhook-secret
+  events: ["*"]
+  filter: %s
+`, oracleSrv.URL, oracleSrv.URL, filteredSrv.URL, e2eFilter)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	r.kubectl("create", "namespace", appNS)
 	r.kubectl("apply", "-n", appNS, "-f", "config/samples/")
 	r.kubectl("apply", "-n", appNS, "-f", oracleManifest)
-	r.kubectl("wait", "-n", appNS, "--for=condition=Ready", "whc/crm", "whc/oracle", "whc/generated", "--timeout=90s")
+	r.kubectl("wait", "-n", appNS, "--for=condition=Ready", "whc/crm", "whc/oracle", "whc/generated", "whc/filtered", "--timeout=90s")
+	checkBadFilters(t, r)
 
 	// 4. Post events with the sample token: 20 single events and a batch
 	// of 30, every other one without an id, each with data of its own, of
 	// every type (crm subscribes to the message types only). The receivers
 	// verify every signature.
+	// The 202 of a single event counts the endpoints that will get it:
+	// oracle, crm for the message types, filtered where its filter matches
+	// (not generated, which is disabled, nor badfilter).
+	var subscriberProblems []string
+	checkSubscribers := func(ev testutil.Posted, answer []byte) {
+		var a struct{ Subscribers int }
+		if err := json.Unmarshal(answer, &a); err != nil {
+			t.Fatal(err)
+		}
+		want := 1
+		if strings.HasPrefix(ev.Type, "message.") {
+			want++
+		}
+		if matchesFilter(t, ev) {
+			want++
+		}
+		if a.Subscribers != want {
+			subscriberProblems = append(subscriberProblems, fmt.Sprintf("%s (%s): subscribers %d, want %d", ev.ID, ev.Type, a.Subscribers, want))
+		}
+	}
 	postEvents := func(ct string, body []byte, posted []testutil.Posted) {
 		t.Helper()
 		req, _ := http.NewRequest(http.MethodPost, "http://"+ingestAddr+"/v1/namespaces/"+appNS+"/events", bytes.NewReader(body))
@@ -321,8 +362,14 @@ spec:
 		if resp.StatusCode != http.StatusAccepted {
 			t.Fatalf("post: %d %s", resp.StatusCode, answer)
 		}
-		if _, err := ledger.Accepted(posted, answer); err != nil {
+		ids, err := ledger.Accepted(posted, answer)
+		if err != nil {
 			t.Fatal(err)
+		}
+		if len(posted) == 1 {
+			ev := posted[0]
+			ev.ID = ids[0]
+			checkSubscribers(ev, answer)
 		}
 	}
 	withoutID := func(ev testutil.Posted) testutil.Posted { ev.ID = ""; return ev }
@@ -389,6 +436,42 @@ spec:
 	}
 	t.Logf("%d events posted; the demo receiver printed the %d message events with the type and data posted; the oracle endpoint got all %d, each body exactly what was posted", len(all), n, len(all))
 
+	// The filtered endpoint got exactly the events its filter selects, each
+	// body exactly what was posted, and the 202s counted it only for those.
+	var filtered []string
+	for _, id := range all {
+		if ev, _ := ledger.Get(id); matchesFilter(t, ev) {
+			filtered = append(filtered, id)
+		}
+	}
+	if len(filtered) == 0 || len(filtered) == len(all) {
+		t.Fatalf("the filter selects %d of %d events: the test needs both kinds", len(filtered), len(all))
+	}
+	r.eventually(60*time.Second, func() error {
+		if got := filteredRcv.Unique(); got < len(filtered) {
+			return fmt.Errorf("the filtered endpoint received %d of %d events", got, len(filtered))
+		}
+		return nil
+	})
+	if err := filteredRcv.CheckAll(filtered); err != nil {
+		t.Errorf("the filtered endpoint: %v", err)
+	}
+	// Every event reached the oracle, so every one was fanned out: anything
+	// else the filter let through has arrived by now.
+	if got := filteredRcv.Requests(); len(got) != len(filtered) {
+		var extra []string
+		for id := range got {
+			if !slices.Contains(filtered, id) {
+				extra = append(extra, id)
+			}
+		}
+		t.Errorf("the filtered endpoint received %d events, want %d; not selected by the filter: %v", len(got), len(filtered), extra)
+	}
+	if len(subscriberProblems) > 0 {
+		t.Errorf("the 202s' subscribers: %s", strings.Join(subscriberProblems, "; "))
+	}
+	t.Logf("the filtered endpoint got the %d of %d events its filter selects, and no other", len(filtered), len(all))
+
 	// 5. kubectl get whc shows the contract's columns with the right numbers.
 	r.eventually(30*time.Second, func() error {
 		out := r.kubectl("get", "whc", "-n", appNS)
@@ -426,6 +509,65 @@ spec:
 		t.Errorf("cluster-scoped objects left behind:\n%s", out)
 	}
 	r.kubectl("get", "crd", "webhookconfigs.webhooks.wablast.io")
+}
+
+// e2eFilter is the spec.filter of the WebhookConfig "filtered": on the
+// type, on an integer in data and on the timestamp. matchesFilter is the
+// same rule in Go.
+const e2eFilter = `'(type.startsWith("session.") || data.seq % 3 == 0) && timestamp > timestamp("2020-01-01T00:00:00Z")'`
+
+// matchesFilter reports whether e2eFilter selects ev (every posted
+// timestamp is after 2020).
+func matchesFilter(t *testing.T, ev testutil.Posted) bool {
+	t.Helper()
+	var d struct{ Seq int }
+	if err := json.Unmarshal(ev.Data, &d); err != nil {
+		t.Fatalf("data of %s: %v", ev.ID, err)
+	}
+	return strings.HasPrefix(ev.Type, "session.") || d.Seq%3 == 0
+}
+
+// checkBadFilters applies, with kubectl, a blank filter, which the API
+// server refuses, and one that does not compile, which the manager reports
+// as Ready=False with the compiler's message; badfilter stays, and the
+// 202s of the events posted next do not count it.
+func checkBadFilters(t *testing.T, r *runner) {
+	t.Helper()
+	dir := t.TempDir()
+	manifest := func(name, filter string) string {
+		path := filepath.Join(dir, name+".yaml")
+		if err := os.WriteFile(path, []byte(fmt.Sprintf(`apiVersion: webhooks.wablast.io/v1alpha1
+kind: WebhookConfig
+metadata:
+  name: %s
+spec:
+  url: http://127.0.0.1:1/hooks
+  secretRef:
+    name: crm-webhook-secret
+  events: ["*"]
+  filter: %s
+`, name, filter)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	out, err := r.run("kubectl", "apply", "-n", appNS, "-f", manifest("blankfilter", `"   "`))
+	if err == nil || !strings.Contains(out, "filter must not be blank") {
+		t.Errorf("kubectl apply of a blank filter: err=%v\n%s", err, out)
+	}
+	r.kubectl("apply", "-n", appNS, "-f", manifest("badfilter", `'type == 42 || data.campaignId == "c-42"'`))
+	r.kubectl("wait", "-n", appNS, "--for=jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}=InvalidFilter", "whc/badfilter", "--timeout=60s")
+	msg := r.kubectl("get", "whc", "badfilter", "-n", appNS, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].message}`)
+	if !strings.Contains(msg, "found no matching overload for '_==_' applied to '(string, int)'") {
+		t.Errorf("badfilter's Ready message %q lacks the compiler's", msg)
+	}
+	wide := r.kubectl("get", "whc", "filtered", "badfilter", "-n", appNS, "-o", "wide")
+	if !strings.Contains(strings.SplitN(wide, "\n", 2)[0], "FILTER") || !strings.Contains(wide, `data.seq % 3 == 0`) || !strings.Contains(wide, "type == 42") {
+		t.Errorf("kubectl get -o wide does not show the filters:\n%s", wide)
+	}
+	if row := strings.Fields(strings.Split(wide, "\n")[2]); len(row) < 3 || row[0] != "badfilter" || row[1] != "false" || row[2] != "False" {
+		t.Errorf("badfilter's row %q, want not active and not Ready", row)
+	}
 }
 
 // TestCheckPrintedCatchesAnotherEventsData shows that checkPrinted can

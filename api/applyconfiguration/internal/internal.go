@@ -179,6 +179,9 @@ var schemaYAML = typed.YAMLObject(`types:
           elementType:
             namedType: com.github.wablast.webhook-operator.api.v1alpha1.EventType
           elementRelationship: associative
+    - name: filter
+      type:
+        scalar: string
     - name: paused
       type:
         scalar: boolean

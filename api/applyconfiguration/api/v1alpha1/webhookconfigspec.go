@@ -52,6 +52,18 @@ type WebhookConfigSpecApplyConfiguration struct {
 	Paused *bool `json:"paused,omitempty"`
 	// delivery tunes timeouts, retries and concurrency. Every field has a default.
 	Delivery *DeliveryPolicyApplyConfiguration `json:"delivery,omitempty"`
+	// filter is a CEL expression over the event that must be true for the
+	// event to be delivered to this endpoint, for example
+	// `data.campaignId == "c-42" || type.startsWith("session.")`. Its
+	// variables: type (string), data (the event's data object, a map) and
+	// timestamp (a CEL timestamp, the envelope's, to the millisecond). It is
+	// applied after events; when omitted, every subscribed event is
+	// delivered. An expression that does not compile, is not a bool or whose
+	// estimated cost is over the limit makes the resource Ready=False with
+	// reason InvalidFilter and the compiler's message. An event the filter
+	// fails on (a missing key: use has(data.x)) is not delivered and is
+	// counted in wablast_webhook_filter_errors_total. At most 4096 characters.
+	Filter *string `json:"filter,omitempty"`
 }
 
 // WebhookConfigSpecApplyConfiguration constructs a declarative configuration of the WebhookConfigSpec type for use with
@@ -107,5 +119,13 @@ func (b *WebhookConfigSpecApplyConfiguration) WithPaused(value bool) *WebhookCon
 // If called multiple times, the Delivery field is set to the value of the last call.
 func (b *WebhookConfigSpecApplyConfiguration) WithDelivery(value *DeliveryPolicyApplyConfiguration) *WebhookConfigSpecApplyConfiguration {
 	b.Delivery = value
+	return b
+}
+
+// WithFilter sets the Filter field in the declarative configuration to the given value
+// and returns the receiver, so that objects can be built by chaining "With" function invocations.
+// If called multiple times, the Filter field is set to the value of the last call.
+func (b *WebhookConfigSpecApplyConfiguration) WithFilter(value string) *WebhookConfigSpecApplyConfiguration {
+	b.Filter = &value
 	return b
 }
