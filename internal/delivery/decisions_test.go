@@ -168,21 +168,27 @@ func TestPlanSync(t *testing.T) {
 	}
 }
 
-// planEnqueue with an external NATS: events with an id go to the events
-// stream; the others become deliveries grouped by endpoint, in event order,
-// each carrying its own event's body.
-func TestPlanEnqueue(t *testing.T) {
-	a := testEndpoint("a", "http://127.0.0.1:1", func(e *endpoint.Endpoint) { e.Events = []string{"message.sent"} })
-	b := testEndpoint("b", "http://127.0.0.1:1")
-	subscribers := func(ns, typ string) []endpoint.Endpoint {
+// subscribersAmong answers, as Registry.Subscribers does, the endpoints of
+// eps in a namespace subscribed to a type.
+func subscribersAmong(eps ...endpoint.Endpoint) func(ns, typ string) []endpoint.Endpoint {
+	return func(ns, typ string) []endpoint.Endpoint {
 		var out []endpoint.Endpoint
-		for _, e := range []endpoint.Endpoint{a, b} {
+		for _, e := range eps {
 			if e.Namespace == ns && e.Subscribes(typ) {
 				out = append(out, e)
 			}
 		}
 		return out
 	}
+}
+
+// planEnqueue with an external NATS: events with an id go to the events
+// stream; the others become deliveries grouped by endpoint, in event order,
+// each carrying its own event's body.
+func TestPlanEnqueue(t *testing.T) {
+	a := testEndpoint("a", "http://127.0.0.1:1", func(e *endpoint.Endpoint) { e.Events = []string{"message.sent"} })
+	b := testEndpoint("b", "http://127.0.0.1:1")
+	subscribers := subscribersAmong(a, b)
 	events := []Event{testEvent(1), testEvent(2), testEvent(3), testEvent(4)}
 	events[1].IdempotencyKey = true
 	events[2].Type = "session.connected"
@@ -233,15 +239,7 @@ func TestPlanEnqueue(t *testing.T) {
 func TestPlanEnqueueWithTheIndex(t *testing.T) {
 	a := testEndpoint("a", "http://127.0.0.1:1", func(e *endpoint.Endpoint) { e.Events = []string{"message.sent"} })
 	b := testEndpoint("b", "http://127.0.0.1:1")
-	subscribers := func(ns, typ string) []endpoint.Endpoint {
-		var out []endpoint.Endpoint
-		for _, e := range []endpoint.Endpoint{a, b} {
-			if e.Namespace == ns && e.Subscribes(typ) {
-				out = append(out, e)
-			}
-		}
-		return out
-	}
+	subscribers := subscribersAmong(a, b)
 	events := []Event{testEvent(1), testEvent(2), testEvent(3)}
 	events[0].IdempotencyKey = true
 	events[1].IdempotencyKey = true

@@ -333,6 +333,15 @@ func (x *Index) Expire(now time.Time) (int, error) {
 // Run expires old keys every interval until stop is closed, reporting
 // errors to onErr.
 func (x *Index) Run(stop <-chan struct{}, interval time.Duration, now func() time.Time, onErr func(error)) {
+	every(stop, interval, func() error {
+		_, err := x.Expire(now())
+		return err
+	}, onErr)
+}
+
+// every calls f every interval until stop is closed, reporting its errors
+// to onErr (when not nil).
+func every(stop <-chan struct{}, interval time.Duration, f func() error, onErr func(error)) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -340,7 +349,7 @@ func (x *Index) Run(stop <-chan struct{}, interval time.Duration, now func() tim
 		case <-stop:
 			return
 		case <-t.C:
-			if _, err := x.Expire(now()); err != nil && onErr != nil {
+			if err := f(); err != nil && onErr != nil {
 				onErr(err)
 			}
 		}

@@ -77,18 +77,7 @@ func (fs *intervalSyncFS) syncLogs() error {
 // run syncs the logs every interval until stop is closed, reporting errors
 // to onErr.
 func (fs *intervalSyncFS) run(stop <-chan struct{}, interval time.Duration, onErr func(error)) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-			if err := fs.syncLogs(); err != nil && onErr != nil {
-				onErr(err)
-			}
-		}
-	}
+	every(stop, interval, fs.syncLogs, onErr)
 }
 
 // intervalSyncFile is a write-ahead log file whose syncs wait for the

@@ -159,18 +159,7 @@ func TestResendOfAFailedEventCountsItDelivered(t *testing.T) {
 	posted := enqueue(t, op, ns, "Fail.A", "Fail.B")
 	status := func(sent, delivered, failed int64, rate string) {
 		t.Helper()
-		testutil.Eventually(t, 30*time.Second, func() error {
-			var w webhooksv1alpha1.WebhookConfig
-			if err := env.Client.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "crm"}, &w); err != nil {
-				return err
-			}
-			st := w.Status
-			if st.TotalEventsSent != sent || st.EventsDelivered != delivered || st.EventsFailed != failed || st.EventsPending != 0 || st.SuccessRate != rate {
-				return fmt.Errorf("sent %d delivered %d failed %d pending %d rate %s; want %d, %d, %d, 0, %s",
-					st.TotalEventsSent, st.EventsDelivered, st.EventsFailed, st.EventsPending, st.SuccessRate, sent, delivered, failed, rate)
-			}
-			return nil
-		})
+		waitCounters(t, ns, "crm", time.Time{}, sent, delivered, failed, rate)
 	}
 	status(2, 0, 2, "0.0%")
 	waitAttempts(t, ns, deliverylog.Name("crm", "Fail.A"), 1)
@@ -245,21 +234,7 @@ func TestResendOfADeliveredEventCountsItOnce(t *testing.T) {
 	// at, then for the counters.
 	status := func(at time.Time, sent, delivered, failed int64, rate string) {
 		t.Helper()
-		testutil.Eventually(t, 30*time.Second, func() error {
-			var w webhooksv1alpha1.WebhookConfig
-			if err := env.Client.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "crm"}, &w); err != nil {
-				return err
-			}
-			st := w.Status
-			if st.LastDelivery == nil || st.LastDelivery.Time.Time.Before(at.Truncate(time.Second)) {
-				return fmt.Errorf("last delivery %+v, want the attempt at %s", st.LastDelivery, at)
-			}
-			if st.TotalEventsSent != sent || st.EventsDelivered != delivered || st.EventsFailed != failed || st.EventsPending != 0 || st.SuccessRate != rate {
-				return fmt.Errorf("sent %d delivered %d failed %d pending %d rate %s; want %d, %d, %d, 0, %s",
-					st.TotalEventsSent, st.EventsDelivered, st.EventsFailed, st.EventsPending, st.SuccessRate, sent, delivered, failed, rate)
-			}
-			return nil
-		})
+		waitCounters(t, ns, "crm", at, sent, delivered, failed, rate)
 	}
 	d := waitAttempts(t, ns, name, 1)
 	status(d.Status.Attempts[0].Time.Time, 1, 1, 0, "100.0%")
@@ -333,4 +308,26 @@ func TestResendOfADeliveredEventCountsItOnce(t *testing.T) {
 	if d := waitAttempts(t, ns, slow, 1); d.Status.State != deliveryv1alpha1.StateRetrying {
 		t.Errorf("after the refused resend %s: %s, %d attempts", slow, d.Status.State, len(d.Status.Attempts))
 	}
+}
+
+// waitCounters waits until WebhookConfig ns/name's status counts sent,
+// delivered and failed events, none pending, at the success rate rate, and
+// (when at is not zero) its last delivery is the attempt at at or later.
+func waitCounters(t *testing.T, ns, name string, at time.Time, sent, delivered, failed int64, rate string) {
+	t.Helper()
+	testutil.Eventually(t, 30*time.Second, func() error {
+		var w webhooksv1alpha1.WebhookConfig
+		if err := env.Client.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name}, &w); err != nil {
+			return err
+		}
+		st := w.Status
+		if !at.IsZero() && (st.LastDelivery == nil || st.LastDelivery.Time.Time.Before(at.Truncate(time.Second))) {
+			return fmt.Errorf("last delivery %+v, want the attempt at %s", st.LastDelivery, at)
+		}
+		if st.TotalEventsSent != sent || st.EventsDelivered != delivered || st.EventsFailed != failed || st.EventsPending != 0 || st.SuccessRate != rate {
+			return fmt.Errorf("sent %d delivered %d failed %d pending %d rate %s; want %d, %d, %d, 0, %s",
+				st.TotalEventsSent, st.EventsDelivered, st.EventsFailed, st.EventsPending, st.SuccessRate, sent, delivered, failed, rate)
+		}
+		return nil
+	})
 }
