@@ -14,11 +14,7 @@ import (
 
 func measureFanout(ctx context.Context, sz sizes) *result {
 	res := &result{}
-	keys, err := newBenchSecret()
-	if err != nil {
-		return res.fail(err)
-	}
-	rcv, err := newReceiver(keys.secret)
+	keys, rcv, err := newSecretAndReceiver()
 	if err != nil {
 		return res.fail(err)
 	}

@@ -39,11 +39,7 @@ func filterExpr(i int) string {
 // same endpoints without one (issue 21: no more than 10% less).
 func measureFilter(ctx context.Context, sz sizes) *result {
 	res := &result{}
-	keys, err := newBenchSecret()
-	if err != nil {
-		return res.fail(err)
-	}
-	rcv, err := newReceiver(keys.secret)
+	keys, rcv, err := newSecretAndReceiver()
 	if err != nil {
 		return res.fail(err)
 	}

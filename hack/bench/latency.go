@@ -74,11 +74,7 @@ func pace(ctx context.Context, c *http.Client, url string, hdr http.Header, cont
 
 func measureLatency(ctx context.Context, sz sizes) *result {
 	res := &result{}
-	keys, err := newBenchSecret()
-	if err != nil {
-		return res.fail(err)
-	}
-	rcv, err := newReceiver(keys.secret)
+	keys, rcv, err := newSecretAndReceiver()
 	if err != nil {
 		return res.fail(err)
 	}

@@ -55,6 +55,20 @@ type benchSecret struct {
 	keys   [][]byte
 }
 
+// newSecretAndReceiver makes a signing secret and a receiver that verifies
+// with it, as every standalone measurement starts.
+func newSecretAndReceiver() (benchSecret, *receiver, error) {
+	keys, err := newBenchSecret()
+	if err != nil {
+		return benchSecret{}, nil, err
+	}
+	rcv, err := newReceiver(keys.secret)
+	if err != nil {
+		return benchSecret{}, nil, err
+	}
+	return keys, rcv, nil
+}
+
 func newBenchSecret() (benchSecret, error) {
 	s, err := signing.GenerateSecret()
 	if err != nil {
