@@ -71,6 +71,12 @@ func (r *Reader) follow(ctx context.Context) error {
 		}
 		last = first - 1
 	}
+	if r.fed != nil {
+		if last, err = r.readBack(ctx, last, info.State.LastSeq); err != nil {
+			return err
+		}
+		return r.followFed(ctx, last)
+	}
 	cons, err := r.js.OrderedConsumer(ctx, store.StreamDeliveryLog, jetstream.OrderedConsumerConfig{
 		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:   last + 1,

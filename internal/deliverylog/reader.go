@@ -26,6 +26,11 @@ type Reader struct {
 	opts Options
 	// reads counts the messages read (direct get answers), for tests.
 	reads atomic.Int64
+	// fed holds what the writer handed over (Options.Fed), or is nil.
+	fed *fedQueue
+	// readBackCount counts the messages the fed index read back from the
+	// stream, for tests.
+	readBackCount atomic.Int64
 }
 
 // Options configures a Reader.
@@ -46,6 +51,12 @@ type Options struct {
 	PruneInterval time.Duration
 	// Logger reports the index's troubles.
 	Logger logr.Logger
+	// Fed says this process writes every record of the log (the embedded
+	// store) and hands each to Logged: the index is then built from what
+	// is handed over, and the stream is read only where nothing was
+	// (fed.go). Otherwise (several replicas share an external NATS) the
+	// index follows the stream, reading every message's headers.
+	Fed bool
 }
 
 // DefaultCatchUpWait is Options.CatchUpWait's default: the index follows
@@ -71,7 +82,11 @@ func Open(js jetstream.JetStream, opts Options) (*Reader, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Reader{js: js, nc: js.Conn(), idx: idx, opts: opts}, nil
+	r := &Reader{js: js, nc: js.Conn(), idx: idx, opts: opts}
+	if opts.Fed {
+		r.fed = newFedQueue()
+	}
+	return r, nil
 }
 
 // Close closes the index; reads after it fail.

@@ -338,9 +338,16 @@ func (o *Operator) setupDeliveryAPI(ctx context.Context, mgr ctrl.Manager, cfg C
 		}
 		o.tmpIndex, dir = tmp, tmp
 	}
-	reader, err := deliverylog.Open(o.Store.JetStream(), deliverylog.Options{Dir: dir, Logger: ctrl.Log.WithName("delivery-log")})
+	// With the embedded store this process writes every record: the
+	// dispatcher hands them to the index, which then need not read them
+	// back (deliverylog/fed.go).
+	fed := o.Store.Embedded()
+	reader, err := deliverylog.Open(o.Store.JetStream(), deliverylog.Options{Dir: dir, Logger: ctrl.Log.WithName("delivery-log"), Fed: fed})
 	if err != nil {
 		return err
+	}
+	if fed {
+		o.Dispatcher.FeedDeliveryLog(reader.Logged)
 	}
 	o.DeliveryLog = reader
 	o.Store.CountOnDisk(func() int64 {
