@@ -215,7 +215,7 @@ func (r *run) report(res results) []byte {
 	w("# Soak run %s\n\n", r.start.UTC().Format("2006-01-02 15:04 UTC"))
 	w("Written by `make soak` (test/soak). The manager binary ran as its own process against a local control plane (envtest's etcd and kube-apiserver); posters, receivers and the control plane shared the machine with it.\n\n")
 	w("## Parameters\n\n| parameter | value |\n| --- | --- |\n")
-	ids := "yes: every event carries a producer `id` (idempotency key; the events stream and the fan-out)"
+	ids := "yes: every event carries a producer `id` (idempotency key: looked up in and written to the on-disk idempotency index, its deliveries stored at once)"
 	if !r.cfg.IDs {
 		ids = "no: the API generates the ids (deliveries stored at once, no fan-out)"
 	}
@@ -244,7 +244,7 @@ func (r *run) report(res results) []byte {
 	w("## Samples\n\n")
 	w("Time is since posting started. Pending is accepted but not yet answered 2xx by `crm`. Store msgs are `wablast_webhook_queue_depth`: events not yet fanned out / messages of pending deliveries (one message may hold several) / deliveries waiting for a retry in the on-disk retry queue. ")
 	if r.cfg.IDs {
-		w("With producer ids the events stream keeps every event, and the on-disk idempotency index its id, for the idempotency window (24 h), so the data directory grows with the events posted, by design; in memory, JetStream's duplicate windows hold the last 30 s of event ids and 1 minute of fan-out delivery IDs, and the index a fixed-size cache.")
+		w("With producer ids the on-disk idempotency index keeps every id for the idempotency window (24 h), so the data directory grows with the events posted (about 55 bytes an id), by design; in memory the index keeps a fixed-size cache and memtables.")
 	} else {
 		w("Without producer ids the store holds only pending deliveries and outcomes, so the data directory follows the backlog.")
 	}
