@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -49,23 +48,6 @@ func measureDeliveryLog(ctx context.Context, sz sizes) *result {
 	}
 	defer st.Close()
 	js := st.JetStream()
-	// The reader's index follows the log as it is written, as in the
-	// manager.
-	reader, err := deliverylog.Open(js, deliverylog.Options{Dir: filepath.Join(tmp, "delivery-log-index")})
-	if err != nil {
-		return res.fail(err)
-	}
-	defer func() { _ = reader.Close() }()
-	ictx, stopIndex := context.WithCancel(ctx)
-	indexDone := make(chan struct{})
-	go func() {
-		defer close(indexDone)
-		_ = reader.Start(ictx)
-	}()
-	defer func() {
-		stopIndex()
-		<-indexDone
-	}()
 
 	const ns, lag = "bench", 7
 	n, hooks := sz.LogDeliveries, max(sz.LogWebhooks, 1)
@@ -131,30 +113,18 @@ func measureDeliveryLog(ctx context.Context, sz sizes) *result {
 		return res.fail(fmt.Errorf("the log's writes were not acknowledged within a minute"))
 	}
 	wrote := time.Since(t0)
-	// The index catches up with the writes.
-	var first, last uint64
-	for {
-		if first, last, err = reader.Bounds(ctx); err != nil {
-			return res.fail(err)
-		}
-		if last == uint64(2*n) || ctx.Err() != nil {
-			break
-		}
-	}
-	indexed := time.Since(t0)
-	// The embedded server keeps an entry a subject (a WebhookConfig here)
-	// in memory, and the index its block cache and memtables: the heap
-	// after the writes, collected, is what the log costs in memory.
+	// The embedded server keeps an index entry a subject (a delivery) in
+	// memory: the heap after the writes, collected, is mostly that.
 	runtime.GC()
 	var mem runtime.MemStats
 	runtime.ReadMemStats(&mem)
-	indexDisk, indexMem := reader.IndexBytes()
-	logBytes := uint64(0)
-	if s, err := js.Stream(ctx, store.StreamDeliveryLog); err == nil {
-		logBytes = s.CachedInfo().State.Bytes
+	reader := deliverylog.NewReader(js)
+	first, last, err := reader.Bounds(ctx)
+	if err != nil {
+		return res.fail(err)
 	}
 	if want := uint64(2 * n); first != 1 || last != want {
-		return res.fail(fmt.Errorf("the log holds sequences %d to %d, want 1 to %d: not everything was kept (or indexed)", first, last, want))
+		return res.fail(fmt.Errorf("the log holds sequences %d to %d, want 1 to %d: not everything was kept", first, last, want))
 	}
 	storage := deliveryapi.NewStorage(reader)
 	rctx := genericapirequest.WithNamespace(ctx, ns)
@@ -269,9 +239,7 @@ func measureDeliveryLog(ctx context.Context, sz sizes) *result {
 	res.info("10. get of one delivery", ms(get))
 	res.info("10. list of the namespace's newest 100 (every delivery of the log selected)", ms(nsPage))
 	res.info("10. writing the log (in-process, asynchronous publishes)", fmt.Sprintf("%s for %d messages", wrote.Round(100*time.Millisecond), 2*n))
-	res.info("10. the index caught up with the writes", fmt.Sprintf("%s after the first write", indexed.Round(100*time.Millisecond)))
-	res.info(fmt.Sprintf("10. heap in use with the log of %d deliveries open and indexed", n), fmt.Sprintf("%.0f MiB (the index's memtables and block cache: %.0f MiB)", float64(mem.HeapInuse)/(1<<20), float64(indexMem)/(1<<20)))
-	res.info("10. on disk a delivery: the stream, the index", fmt.Sprintf("%.0f bytes, %.0f bytes", float64(logBytes)/float64(n), float64(indexDisk)/float64(n)))
+	res.info(fmt.Sprintf("10. heap in use with the log of %d deliveries open (the store's subject index)", n), fmt.Sprintf("%.0f MiB", float64(mem.HeapInuse)/(1<<20)))
 	res.notef("The log: the embedded store (file storage) holding %d deliveries of %d WebhookConfigs in one namespace (%d each), every one a Stored record with its %d-byte body and, %d deliveries later, an Attempt record: %d messages, written in-process through the log's encoding (store.DeliveryLogMsgs), as the delivery path writes them.", n, hooks, n/hooks, len(bodyOf(0)), lag, 2*n)
 	res.notef("Each read goes through the delivery API's REST storage (deliveryapi.Storage, what the API server calls for kubectl get whd), %d times; the median is reported. Every answer is checked: the webhook's newest deliveries, newest first, each with its body and attempt as written. The aggregation layer's proxy and the HTTP and JSON encoding of the answer are not timed.", logTimings)
 	return res

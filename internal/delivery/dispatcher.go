@@ -245,23 +245,10 @@ const DefaultGroupCommitDelay = time.Millisecond
 // NeedLeaderElection implements manager.LeaderElectionRunnable: every replica delivers.
 func (d *Dispatcher) NeedLeaderElection() bool { return false }
 
-// FeedDeliveryLog has every delivery log message the dispatcher writes
-// handed to fn once JetStream acknowledged it (the log reader's Logged,
-// with the embedded store). Call it before Start; it does nothing when
-// the store keeps no log.
-func (d *Dispatcher) FeedDeliveryLog(fn LogWritten) {
-	if d.dlog != nil && fn != nil {
-		d.dlog.written.Store(&fn)
-	}
-}
-
 // Start runs the fan-out and the endpoint workers until ctx is done. It
 // waits for the registry to be rebuilt before fanning out the first event.
 func (d *Dispatcher) Start(ctx context.Context) error {
 	log := d.opts.Logger
-	if d.dlog != nil && d.dlog.written.Load() != nil {
-		go d.dlog.feedWritten(ctx)
-	}
 	d.mu.Lock()
 	d.baseCtx = ctx
 	d.mu.Unlock()

@@ -164,8 +164,6 @@ type harness struct {
 	tune func(*Options)
 	// storeOpts are the store's options (DataDir is the harness's).
 	storeOpts store.Options
-	// prepare, when set, is called with each new dispatcher before its start.
-	prepare func(*Dispatcher)
 }
 
 func newHarness(t *testing.T, dataDir string, egress *EgressPolicy) *harness {
@@ -176,13 +174,6 @@ func newHarness(t *testing.T, dataDir string, egress *EgressPolicy) *harness {
 // newHarnessWithStore is newHarness with the store's options.
 func newHarnessWithStore(t *testing.T, dataDir string, egress *EgressPolicy, so store.Options) *harness {
 	t.Helper()
-	return newPreparedHarness(t, dataDir, egress, so, nil)
-}
-
-// newPreparedHarness is newHarnessWithStore with prepare called with the
-// dispatcher before it starts.
-func newPreparedHarness(t *testing.T, dataDir string, egress *EgressPolicy, so store.Options, prepare func(*Dispatcher)) *harness {
-	t.Helper()
 	if dataDir == "" {
 		dataDir = t.TempDir()
 	}
@@ -192,7 +183,7 @@ func newPreparedHarness(t *testing.T, dataDir string, egress *EgressPolicy, so s
 			t.Fatal(err)
 		}
 	}
-	h := &harness{t: t, dataDir: dataDir, reg: endpoint.NewMemoryRegistry(), egress: egress, storeOpts: so, prepare: prepare}
+	h := &harness{t: t, dataDir: dataDir, reg: endpoint.NewMemoryRegistry(), egress: egress, storeOpts: so}
 	h.reg.MarkSynced()
 	h.start()
 	t.Cleanup(h.stop)
@@ -222,9 +213,6 @@ func (h *harness) start() {
 		h.t.Fatal(err)
 	}
 	h.d = d
-	if h.prepare != nil {
-		h.prepare(d)
-	}
 	h.agg = stats.NewAggregator(st, nil)
 	h.done.Add(2)
 	go func() {

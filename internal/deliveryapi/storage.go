@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"sync"
 	"time"
@@ -79,13 +80,7 @@ func (s *Storage) Get(ctx context.Context, name string, _ *metav1.GetOptions) (r
 	if err != nil {
 		return nil, apierrors.NewBadRequest(err.Error())
 	}
-	// As of the log's last record (once the reader's index holds it): a
-	// get right after a write sees it.
-	_, last, err := s.reader.Bounds(ctx)
-	if err != nil {
-		return nil, apierrors.NewServiceUnavailable(err.Error())
-	}
-	d, err := s.reader.Get(ctx, ns, webhook, eventID, last)
+	d, err := s.reader.Get(ctx, ns, webhook, eventID, math.MaxUint64)
 	if err != nil {
 		return nil, apierrors.NewServiceUnavailable(err.Error())
 	}
@@ -98,7 +93,7 @@ func (s *Storage) Get(ctx context.Context, name string, _ *metav1.GetOptions) (r
 // query is what a list or watch selects.
 type query struct {
 	// webhook and eventID are the one WebhookConfig and the one event the
-	// selectors name, or "": the log's index is read by them.
+	// selectors name, or "": the log is read by their subjects.
 	webhook, eventID string
 	labels           labels.Selector
 	fields           fields.Selector
@@ -180,9 +175,8 @@ func parseRV(rv string) (uint64, error) {
 // List implements rest.Lister: newest first, paginated with limit and
 // continue; every page is read as of the first page's resource version.
 // With the webhook or the event named (spec.webhook, the webhook label,
-// spec.eventID, metadata.name) only their deliveries are read (the
-// reader's index lists them), and a page reads about as many deliveries
-// as it returns.
+// spec.eventID, metadata.name) only their subjects of the log are read,
+// and a page reads about as many deliveries as it returns.
 func (s *Storage) List(ctx context.Context, opts *metainternalversion.ListOptions) (runtime.Object, error) {
 	ns := genericapirequest.NamespaceValue(ctx)
 	q, err := newQuery(opts)

@@ -19,7 +19,7 @@ import (
 
 	deliveryv1alpha1 "github.com/wablast/webhook-operator/api/delivery/v1alpha1"
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
-	"github.com/wablast/webhook-operator/internal/deliverylog/deliverylogtest"
+	"github.com/wablast/webhook-operator/internal/deliverylog"
 	"github.com/wablast/webhook-operator/internal/store"
 )
 
@@ -30,7 +30,7 @@ func newStorage(t *testing.T) (*Storage, *store.Store) {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.Close)
-	return NewStorage(deliverylogtest.Start(t, s.JetStream())), s
+	return NewStorage(deliverylog.NewReader(s.JetStream())), s
 }
 
 func storeDelivery(t *testing.T, s *store.Store, webhook, id string, result webhooksv1alpha1.DeliveryResult) {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -14,9 +13,11 @@ import (
 	"github.com/wablast/webhook-operator/internal/store"
 )
 
-// The log's messages are read with JetStream's direct get API (the stream
-// allows it), by sequence, without a consumer, from any replica of the
-// stream: the index (index.go) says which sequences hold a delivery.
+// The log is read with JetStream's direct get API (the stream allows it):
+// a message by subject from a sequence on, or a batch of them, without a
+// consumer. A delivery has a subject of its own, so one delivery's records
+// and one WebhookConfig's come out of the store's subject index without
+// reading the rest of the log.
 
 // rawMsg is one message of the log.
 type rawMsg struct {
@@ -26,83 +27,46 @@ type rawMsg struct {
 	data    []byte
 }
 
-// directGetRequest is JetStream's JSApiMsgGetRequest (the field used here).
+// directGetRequest is JetStream's JSApiMsgGetRequest (the fields used here).
 type directGetRequest struct {
-	Seq uint64 `json:"seq"`
+	Seq     uint64 `json:"seq,omitempty"`
+	NextFor string `json:"next_by_subj,omitempty"`
+	Batch   int    `json:"batch,omitempty"`
 }
 
-// fetchInFlight is how many direct gets a fetch has in flight at once.
-const fetchInFlight = 256
+// readBatch is how many messages one batch request asks for.
+const readBatch = 512
 
-// directTimeout bounds the wait for one direct get answer when ctx has no
-// earlier deadline.
+// directTimeout bounds one direct get when ctx has no earlier deadline.
 const directTimeout = 10 * time.Second
 
 func (r *Reader) directSubject() string {
 	return jetstream.DefaultAPIPrefix + "DIRECT.GET." + store.StreamDeliveryLog
 }
 
-// fetch returns the messages at seqs, in the same order; a sequence the
-// stream no longer holds (it aged out) is left out. The requests are sent
-// together, fetchInFlight at a time, each answered to an inbox of its own
-// under one subscription: they wait on the store, not on each other.
-func (r *Reader) fetch(ctx context.Context, seqs []uint64) ([]rawMsg, error) {
-	if len(seqs) == 0 {
-		return nil, nil
-	}
-	prefix := r.nc.NewInbox()
-	sub, err := r.nc.SubscribeSync(prefix + ".*")
+// next returns the first message of the subjects matching filter with a
+// sequence from seq on; found is false when there is none.
+func (r *Reader) next(ctx context.Context, filter string, seq uint64) (m rawMsg, found bool, err error) {
+	req, err := json.Marshal(directGetRequest{Seq: max(seq, 1), NextFor: filter})
 	if err != nil {
-		return nil, fmt.Errorf("reading the delivery log: %w", err)
+		return m, false, err
 	}
-	defer func() { _ = sub.Unsubscribe() }()
-	got := make([]rawMsg, len(seqs))
-	found := make([]bool, len(seqs))
-	for start := 0; start < len(seqs); start += fetchInFlight {
-		end := min(start+fetchInFlight, len(seqs))
-		for i := start; i < end; i++ {
-			req, err := json.Marshal(directGetRequest{Seq: seqs[i]})
-			if err != nil {
-				return nil, err
-			}
-			if err := r.nc.PublishRequest(r.directSubject(), prefix+"."+strconv.Itoa(i), req); err != nil {
-				return nil, fmt.Errorf("reading the delivery log: %w", err)
-			}
-		}
-		for range end - start {
-			rctx, cancel := context.WithTimeout(ctx, directTimeout)
-			resp, err := sub.NextMsgWithContext(rctx)
-			cancel()
-			if err != nil {
-				return nil, fmt.Errorf("reading the delivery log: %w", err)
-			}
-			r.reads.Add(1)
-			i, err := strconv.Atoi(resp.Subject[strings.LastIndexByte(resp.Subject, '.')+1:])
-			if err != nil || i < start || i >= end {
-				return nil, fmt.Errorf("reading the delivery log: an answer to %s, which was not asked", resp.Subject)
-			}
-			m, ok, err := parseDirect(resp)
-			if err != nil {
-				return nil, err
-			}
-			got[i], found[i] = m, ok
-		}
+	ctx, cancel := context.WithTimeout(ctx, directTimeout)
+	defer cancel()
+	resp, err := r.nc.RequestWithContext(ctx, r.directSubject(), req)
+	if err != nil {
+		return m, false, fmt.Errorf("reading the delivery log: %w", err)
 	}
-	out := got[:0]
-	for i := range got {
-		if found[i] {
-			out = append(out, got[i])
-		}
-	}
-	return out, nil
+	r.reads.Add(1)
+	return parseDirect(resp)
 }
 
 // parseDirect reads a direct get answer: a message, or a status (404:
-// none).
+// none, 204: the end of a batch).
 func parseDirect(resp *nats.Msg) (m rawMsg, found bool, err error) {
 	switch st := resp.Header.Get("Status"); st {
 	case "":
-	case "404":
+	case "404", "204":
 		return m, false, nil
 	default:
 		return m, false, fmt.Errorf("reading the delivery log: direct get answered %s %s", st, resp.Header.Get("Description"))
@@ -115,4 +79,61 @@ func parseDirect(resp *nats.Msg) (m rawMsg, found bool, err error) {
 	m.time, _ = time.Parse(time.RFC3339Nano, resp.Header.Get(jetstream.TimeStampHeaer))
 	m.data = resp.Data
 	return m, true, nil
+}
+
+// scan calls each for the messages of the subjects matching filter with
+// sequences from from to upTo, in order, until each returns false. expect,
+// when above 0, is how many messages the caller expects there: the first
+// batch asks for no more (a batch does not stop at upTo, so a smaller one
+// wastes less), the later ones for readBatch.
+func (r *Reader) scan(ctx context.Context, filter string, from, upTo uint64, expect int, each func(rawMsg) bool) error {
+	inbox := r.nc.NewRespInbox()
+	sub, err := r.nc.SubscribeSync(inbox)
+	if err != nil {
+		return fmt.Errorf("reading the delivery log: %w", err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	seq := max(from, 1)
+	batch := readBatch
+	if expect > 0 {
+		batch = min(expect, readBatch)
+	}
+	for seq <= upTo {
+		req, err := json.Marshal(directGetRequest{Seq: seq, NextFor: filter, Batch: batch})
+		batch = readBatch
+		if err != nil {
+			return err
+		}
+		if err := r.nc.PublishRequest(r.directSubject(), inbox, req); err != nil {
+			return fmt.Errorf("reading the delivery log: %w", err)
+		}
+		for {
+			rctx, cancel := context.WithTimeout(ctx, directTimeout)
+			resp, err := sub.NextMsgWithContext(rctx)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("reading the delivery log: %w", err)
+			}
+			r.reads.Add(1)
+			m, found, err := parseDirect(resp)
+			if err != nil {
+				return err
+			}
+			if !found {
+				// Nothing at all (404), or the end of the batch (204),
+				// which says how many more match.
+				if resp.Header.Get("Status") == "404" || resp.Header.Get("Nats-Num-Pending") == "0" {
+					return nil
+				}
+				break
+			}
+			seq = m.seq + 1
+			// Past upTo, or enough: the rest of the batch is dropped with
+			// the subscription.
+			if m.seq > upTo || !each(m) {
+				return nil
+			}
+		}
+	}
+	return nil
 }

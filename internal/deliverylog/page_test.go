@@ -121,7 +121,7 @@ func pages(t *testing.T, r *Reader, q Query) []string {
 // spread over (attempts on old deliveries long after they were stored).
 func TestPagesAreTheNewestFirstListAsOfTheirVersion(t *testing.T) {
 	s := openStore(t, 0)
-	r := newReader(t, s)
+	r := NewReader(s.JetStream())
 	rng := rand.New(rand.NewPCG(18, 1))
 	ms := writeModel(t, s, "ns", 1500, rng, nil)
 	write(t, s, "other", "crm", stored("uid-crm", "elsewhere", `{}`))
@@ -181,7 +181,7 @@ func TestPagesAreTheNewestFirstListAsOfTheirVersion(t *testing.T) {
 // log, not all of it.
 func TestAPageReadsAboutWhatItReturns(t *testing.T) {
 	s := openStore(t, 0)
-	r := newReader(t, s)
+	r := NewReader(s.JetStream())
 	// 4,000 deliveries of erp, then 20 of crm among 400 more of erp, each
 	// with an attempt.
 	var last uint64
@@ -213,7 +213,7 @@ func TestAPageReadsAboutWhatItReturns(t *testing.T) {
 		}
 	}
 	// 10 deliveries (and the 11th, which says there are more): their
-	// records, found in the index.
+	// records and a look-up of each one's first record.
 	if reads > 40 {
 		t.Errorf("the page read %d messages of a log of %d (want at most 40)", reads, last)
 	}
@@ -235,7 +235,7 @@ func TestAPageReadsAboutWhatItReturns(t *testing.T) {
 // first accepted at or after it (their creationTimestamp), newest first.
 func TestSinceKeepsTheDeliveriesAcceptedSince(t *testing.T) {
 	s := openStore(t, 0)
-	r := newReader(t, s)
+	r := NewReader(s.JetStream())
 	now := time.Now().UTC()
 	var last uint64
 	for i := range 30 {

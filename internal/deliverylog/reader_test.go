@@ -27,33 +27,6 @@ func openStore(t *testing.T, maxBytes int64) *store.Store {
 	return s
 }
 
-// newReader opens a reader of s's log, its index in a temporary
-// directory, kept up to date until the test ends.
-func newReader(t *testing.T, s *store.Store) *Reader {
-	t.Helper()
-	return newReaderIn(t, s, Options{Dir: t.TempDir()})
-}
-
-func newReaderIn(t *testing.T, s *store.Store, opts Options) *Reader {
-	t.Helper()
-	r, err := Open(s.JetStream(), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = r.Start(ctx)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		_ = r.Close()
-	})
-	return r
-}
-
 func write(t *testing.T, s *store.Store, ns, name string, rs ...store.LogRecord) uint64 {
 	t.Helper()
 	msgs, err := store.DeliveryLogMsgs(ns, name, rs)
@@ -89,7 +62,7 @@ func attempt(uid types.UID, id string, n int32, result webhooksv1alpha1.Delivery
 // hash only; a WebhookConfig made anew starts its deliveries over.
 func TestFoldFollowsADeliveryThroughItsLife(t *testing.T) {
 	s := openStore(t, 0)
-	r := newReader(t, s)
+	r := NewReader(s.JetStream())
 	ctx := context.Background()
 	next := time.Now().Add(time.Minute).UTC().Truncate(time.Second)
 	big := `{"type":"message.sent","data":{"x":"` + strings.Repeat("a", 100) + `"}}`
@@ -177,7 +150,7 @@ func TestFoldFollowsADeliveryThroughItsLife(t *testing.T) {
 // each later record's delivery, created or changed, and of nothing before.
 func TestFollowSeesNewRecords(t *testing.T) {
 	s := openStore(t, 0)
-	r := newReader(t, s)
+	r := NewReader(s.JetStream())
 	seq := write(t, s, "ns", "crm", stored("u1", "old", `{}`))
 	_, f, err := r.Scan(context.Background(), "ns", "", seq)
 	if err != nil {
@@ -220,7 +193,7 @@ func TestFollowSeesNewRecords(t *testing.T) {
 // go first, and reads start where the log now starts.
 func TestLogKeepsItsSizeCap(t *testing.T) {
 	s := openStore(t, 64<<10)
-	r := newReader(t, s)
+	r := NewReader(s.JetStream())
 	body := `{"pad":"` + strings.Repeat("x", 900) + `"}`
 	var last uint64
 	for i := range 200 {

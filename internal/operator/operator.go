@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -99,7 +97,7 @@ type Config struct {
 	// DeliveryLogMaxBytes caps the delivery log (store.DefaultDeliveryLogMaxBytes when 0).
 	DeliveryLogMaxBytes int64
 	// DeliveryLogMaxRecords caps the delivery log's records
-	// (store.DefaultDeliveryLogMaxRecords, none, when 0; none when negative).
+	// (store.DefaultDeliveryLogMaxRecords when 0, none when negative).
 	DeliveryLogMaxRecords int64
 	// DeliveryLogBodyBytes caps the bodies the log keeps (store.DefaultDeliveryLogBodyBytes when 0).
 	DeliveryLogBodyBytes int
@@ -171,11 +169,6 @@ type Operator struct {
 	Ingest       *ingest.Server
 	// DeliveryAPI serves delivery.wablast.io; nil when it is off.
 	DeliveryAPI *deliveryapi.Server
-	// DeliveryLog reads the delivery log for the API, through its index
-	// in <DataDir>/delivery-log-index; nil when the API is off.
-	DeliveryLog *deliverylog.Reader
-	// tmpIndex is the index's temporary directory when there is no DataDir.
-	tmpIndex string
 	// DeliveryAPIAddr is the address it listens on.
 	DeliveryAPIAddr string
 }
@@ -201,7 +194,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) (*Operator, error)
 	ok := false
 	defer func() {
 		if !ok {
-			op.Close()
+			store.Close()
 		}
 	}()
 
@@ -280,7 +273,21 @@ func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) (*Operator, error)
 	}
 
 	if cfg.DeliveryAPIAddr != "" && store.DeliveryLog() {
-		if err := op.setupDeliveryAPI(ctx, mgr, cfg); err != nil {
+		ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.DeliveryAPIAddr)
+		if err != nil {
+			return nil, fmt.Errorf("listening for the delivery API: %w", err)
+		}
+		op.DeliveryAPI, err = deliveryapi.New(deliveryapi.Options{
+			Listener: ln, CertDir: cfg.DeliveryAPICertDir, Kubernetes: mgr.GetConfig(),
+			Reader:   deliverylog.NewReader(store.JetStream()),
+			Resender: op.Dispatcher, NotRegistered: delivery.ErrNotRegistered,
+		})
+		if err != nil {
+			_ = ln.Close()
+			return nil, fmt.Errorf("setting up the delivery API: %w", err)
+		}
+		op.DeliveryAPIAddr = ln.Addr().String()
+		if err := mgr.Add(op.DeliveryAPI); err != nil {
 			return nil, err
 		}
 	}
@@ -322,66 +329,5 @@ func (o *Operator) Ready() error {
 	return o.Store.Healthy()
 }
 
-// setupDeliveryAPI opens the delivery log's reader and adds it (it keeps
-// its index up to date in every replica, leader or not) and the API server
-// to mgr.
-func (o *Operator) setupDeliveryAPI(ctx context.Context, mgr ctrl.Manager, cfg Config) error {
-	// The index is a cache of the log's stream, rebuilt from it when
-	// missing: beside the embedded store's files in the data directory
-	// (with an external NATS the chart gives it an emptyDir), or in a
-	// temporary directory when there is none.
-	dir := filepath.Join(cfg.DataDir, "delivery-log-index")
-	if cfg.DataDir == "" {
-		tmp, err := os.MkdirTemp("", "webhook-operator-delivery-log-index-")
-		if err != nil {
-			return err
-		}
-		o.tmpIndex, dir = tmp, tmp
-	}
-	// With the embedded store this process writes every record: the
-	// dispatcher hands them to the index, which then need not read them
-	// back (deliverylog/fed.go).
-	fed := o.Store.Embedded()
-	reader, err := deliverylog.Open(o.Store.JetStream(), deliverylog.Options{Dir: dir, Logger: ctrl.Log.WithName("delivery-log"), Fed: fed})
-	if err != nil {
-		return err
-	}
-	if fed {
-		o.Dispatcher.FeedDeliveryLog(reader.Logged)
-	}
-	o.DeliveryLog = reader
-	o.Store.CountOnDisk(func() int64 {
-		disk, _ := reader.IndexBytes()
-		return disk
-	})
-	if err := mgr.Add(reader); err != nil {
-		return err
-	}
-	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.DeliveryAPIAddr)
-	if err != nil {
-		return fmt.Errorf("listening for the delivery API: %w", err)
-	}
-	o.DeliveryAPI, err = deliveryapi.New(deliveryapi.Options{
-		Listener: ln, CertDir: cfg.DeliveryAPICertDir, Kubernetes: mgr.GetConfig(),
-		Reader:   reader,
-		Resender: o.Dispatcher, NotRegistered: delivery.ErrNotRegistered,
-	})
-	if err != nil {
-		_ = ln.Close()
-		return fmt.Errorf("setting up the delivery API: %w", err)
-	}
-	o.DeliveryAPIAddr = ln.Addr().String()
-	return mgr.Add(o.DeliveryAPI)
-}
-
-// Close closes the store (and stops the embedded NATS server) and the
-// delivery log's index.
-func (o *Operator) Close() {
-	o.Store.Close()
-	if o.DeliveryLog != nil {
-		_ = o.DeliveryLog.Close()
-	}
-	if o.tmpIndex != "" {
-		_ = os.RemoveAll(o.tmpIndex)
-	}
-}
+// Close closes the store (and stops the embedded NATS server).
+func (o *Operator) Close() { o.Store.Close() }

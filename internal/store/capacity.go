@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -37,19 +36,6 @@ type capacity struct {
 	limit atomic.Int64 // 0: unbounded
 	used  atomic.Int64
 	full  atomic.Bool
-	// others report the bytes that other users of the data directory keep
-	// there (CountOnDisk).
-	othersMu sync.Mutex
-	others   []func() int64
-}
-
-// CountOnDisk adds what f reports (bytes kept on disk beside the store,
-// such as the delivery log's index) to the store's usage from its next
-// reading on.
-func (s *Store) CountOnDisk(f func() int64) {
-	s.capacity.othersMu.Lock()
-	defer s.capacity.othersMu.Unlock()
-	s.capacity.others = append(s.capacity.others, f)
 }
 
 // resolveLimit returns the store's bound: opts.MaxBytes when set, and
@@ -67,9 +53,8 @@ func resolveLimit(opts Options) int64 {
 	return int64(float64(st.Blocks) * float64(st.Bsize) * autoShare)
 }
 
-// Usage returns the bytes the store holds (JetStream's file store, with
-// the embedded server the idempotency index and the retry queue, and what
-// CountOnDisk added) and
+// Usage returns the bytes the store holds (JetStream's file store, and
+// with the embedded server the idempotency index and the retry queue) and
 // its bound (0: unbounded), as last read.
 func (s *Store) Usage() (used, limit int64) { return s.capacity.used.Load(), s.capacity.limit.Load() }
 
@@ -120,11 +105,6 @@ func (s *Store) checkCapacity(ctx context.Context) error {
 		disk, _ := s.retries.Metrics()
 		used += disk
 	}
-	s.capacity.othersMu.Lock()
-	for _, f := range s.capacity.others {
-		used += f()
-	}
-	s.capacity.othersMu.Unlock()
 	s.capacity.used.Store(used)
 	limit := s.capacity.limit.Load()
 	if limit <= 0 {
@@ -148,9 +128,6 @@ func (s *Store) watchCapacity(stop <-chan struct{}, done chan<- struct{}) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), capacityEvery)
 		_ = s.checkCapacity(ctx) // a failed read keeps the last decision
-		if _, err := s.trimDeliveryLog(ctx); err != nil {
-			s.opts.Logger.Error(err, "Trimming the delivery log failed; retrying in a second (the stream's own limit still holds)")
-		}
 		cancel()
 	}
 }

@@ -22,26 +22,12 @@ import (
 // stored, and every attempt made of it, kept for --delivery-log-retention
 // within --delivery-log-max-bytes (the oldest messages go first). It is
 // what the aggregated API delivery.wablast.io serves.
-//
-// A subject an endpoint (WebhookConfig), not a delivery: the store keeps
-// an entry a subject in memory, so the log's memory is bounded by the
-// endpoints, not by the deliveries kept. A message holds the records of
-// one delivery and names its event in a header (LogEventOf); the readers find a
-// delivery's messages, and an endpoint's newest deliveries, through an
-// on-disk index they build by following the stream (deliverylog.Reader).
 const (
 	// StreamDeliveryLog is the delivery log's stream.
 	StreamDeliveryLog = "WEBHOOK_DELIVERY_LOG"
 	// SubjDeliveryLog is its subjects' prefix:
-	// wh.lg.<namespace>.<endpoint token>.
+	// wh.lg.<namespace>.<endpoint token>.<escaped event id>.
 	SubjDeliveryLog = "wh.lg"
-	// HdrLogEvent is the header of a delivery log message that names its
-	// delivery's event: the event id escaped (EscapeEventID).
-	HdrLogEvent = "Wh-Log-Event"
-	// HdrLogStart is HdrLogEvent on the message that starts a delivery (its
-	// first record is Stored for an accepted event): the readers' index
-	// takes it for a new delivery without looking it up.
-	HdrLogStart = "Wh-Log-Start"
 )
 
 // Delivery log defaults.
@@ -51,10 +37,11 @@ const (
 	// about a million deliveries of 1 KiB bodies with a few attempts each.
 	DefaultDeliveryLogMaxBytes int64 = 1 << 30
 	// DefaultDeliveryLogMaxRecords is the log's default cap on messages
-	// (records): none. The log's memory does not grow with the records it
-	// keeps (a subject an endpoint; the readers' index is on disk), so
-	// the retention and the byte cap bound it.
-	DefaultDeliveryLogMaxRecords int64 = -1
+	// (records): the store indexes every delivery's subject in memory
+	// (a soak at 1,000 events/s: about 500 bytes of heap a kept delivery),
+	// so the count, not only the bytes, bounds what the log costs in
+	// memory: 100,000 records, about 50,000 deliveries, about 25 MiB.
+	DefaultDeliveryLogMaxRecords int64 = 100_000
 	// DefaultDeliveryLogBodyBytes is the default cap of a body kept in the
 	// log; a larger body is kept as its size and SHA-256 only.
 	DefaultDeliveryLogBodyBytes = 16 << 10
@@ -65,25 +52,37 @@ const (
 	LogResponseHeaderBytes = 2 << 10
 )
 
-// DeliveryLogSubject is the delivery log subject of endpoint ns/name:
-// wh.lg.<namespace>.<endpoint token>.
-func DeliveryLogSubject(ns, name string) string {
-	return SubjDeliveryLog + "." + ns + "." + Token(name)
+// DeliveryLogSubject is the delivery log subject of the delivery of event
+// eventID to endpoint ns/name: wh.lg.<namespace>.<endpoint token>.<escaped
+// event id>. One subject a delivery lets JetStream find one delivery's
+// records, and one endpoint's, without reading the rest of the log.
+func DeliveryLogSubject(ns, name, eventID string) string {
+	return SubjDeliveryLog + "." + ns + "." + Token(name) + "." + EscapeEventID(eventID)
 }
 
 // DeliveryLogFilter is the subject filter of the log records of namespace
-// ns, narrowed to the endpoint name when it is not empty.
-func DeliveryLogFilter(ns, name string) string {
-	if name == "" {
-		return SubjDeliveryLog + "." + ns + ".*"
+// ns, narrowed to the endpoint name and to the event eventID when they are
+// not empty.
+func DeliveryLogFilter(ns, name, eventID string) string {
+	e, id := "*", "*"
+	if name != "" {
+		e = Token(name)
 	}
-	return DeliveryLogSubject(ns, name)
+	if eventID != "" {
+		id = EscapeEventID(eventID)
+	}
+	return SubjDeliveryLog + "." + ns + "." + e + "." + id
 }
+
+// deliveryLogOldSubjects matches the subjects of the log's first format
+// (wh.lg.<namespace>.<endpoint token>, the records of many events in one
+// message), which Open drops.
+const deliveryLogOldSubjects = SubjDeliveryLog + ".*.*"
 
 // EndpointOfLogSubject parses a delivery log subject back into the endpoint's key.
 func EndpointOfLogSubject(subj string) (types.NamespacedName, bool) {
 	parts := strings.Split(subj, ".")
-	if len(parts) != 4 || parts[0]+"."+parts[1] != SubjDeliveryLog {
+	if len(parts) != 5 || parts[0]+"."+parts[1] != SubjDeliveryLog {
 		return types.NamespacedName{}, false
 	}
 	return types.NamespacedName{Namespace: parts[2], Name: strings.ReplaceAll(parts[3], "_", ".")}, true
@@ -205,32 +204,13 @@ func DeliveryLogMsgs(ns, name string, records []LogRecord) ([]*nats.Msg, error) 
 	return msgs, nil
 }
 
-// deliveryLogMsg is the log message of records, all of one delivery: on
-// the endpoint's subject, its event named in HdrLogStart when its first
-// record is the Stored record of an accepted event, else in HdrLogEvent.
+// deliveryLogMsg is the log message of records, all of one delivery.
 func deliveryLogMsg(ns, name string, records []LogRecord) (*nats.Msg, error) {
 	data, err := json.Marshal(records)
 	if err != nil {
 		return nil, fmt.Errorf("encoding delivery log records: %w", err)
 	}
-	hdr := HdrLogEvent
-	if records[0].Kind == LogStored && records[0].Origin == "" {
-		hdr = HdrLogStart
-	}
-	return &nats.Msg{
-		Subject: DeliveryLogSubject(ns, name), Data: data,
-		Header: nats.Header{hdr: []string{EscapeEventID(records[0].EventID)}},
-	}, nil
-}
-
-// LogEventOf returns the event a delivery log message's headers name
-// (escaped, EscapeEventID; "" for none) and whether the message starts its
-// delivery.
-func LogEventOf(h nats.Header) (id string, starts bool) {
-	if id := h.Get(HdrLogStart); id != "" {
-		return id, true
-	}
-	return h.Get(HdrLogEvent), false
+	return &nats.Msg{Subject: DeliveryLogSubject(ns, name, records[0].EventID), Data: data}, nil
 }
 
 // DecodeLogRecords decodes a delivery log message's data.

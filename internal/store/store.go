@@ -112,7 +112,9 @@ type Options struct {
 	// held to a quarter of MaxBytes, so the log never fills the store.
 	DeliveryLogMaxBytes int64
 	// DeliveryLogMaxRecords caps the delivery log's messages, the oldest
-	// going first. 0: DefaultDeliveryLogMaxRecords (none); negative: no cap.
+	// going first: the store keeps an index entry a delivery in memory, so
+	// this bounds the log's memory whatever the bodies' size. 0:
+	// DefaultDeliveryLogMaxRecords; negative: no cap.
 	DeliveryLogMaxRecords int64
 }
 
@@ -456,9 +458,10 @@ func (s *Store) ensure(ctx context.Context) error {
 		})
 	}
 	give := time.Now().Add(formingWait) // for all of them together
+	oldLog := false
 	if s.opts.DeliveryLogRetention > 0 {
-		if err := s.whileForming(ctx, give, func() error { return s.dropOldDeliveryLog(ctx) }); err != nil {
-			return err
+		if info, err := s.js.Stream(ctx, StreamDeliveryLog); err == nil {
+			oldLog = info.CachedInfo().Config.Metadata[deliveryLogFormatKey] != deliveryLogFormat
 		}
 	}
 	for _, cfg := range streams {
@@ -467,6 +470,11 @@ func (s *Store) ensure(ctx context.Context) error {
 			return err
 		}); err != nil {
 			return fmt.Errorf("creating stream %s: %w", cfg.Name, err)
+		}
+	}
+	if oldLog {
+		if err := s.dropOldDeliveryLog(ctx); err != nil {
+			return err
 		}
 	}
 	var kv jetstream.KeyValue
@@ -486,39 +494,26 @@ func (s *Store) ensure(ctx context.Context) error {
 	return nil
 }
 
-// The delivery log stream's format, in its metadata: 3 is a subject an
-// endpoint, a delivery a message named by its headers (DeliveryLogMsgs).
-// A log without it is of the first format (a subject an endpoint, several
-// deliveries a message), "2" of the second (a subject a delivery).
+// The delivery log stream's format, in its metadata: 2 is a subject a
+// delivery (DeliveryLogSubject). A log without it is of the first format.
 const (
 	deliveryLogFormatKey = "webhooks.wablast.io/delivery-log-format"
-	deliveryLogFormat    = "3"
+	deliveryLogFormat    = "2"
 )
 
-// dropOldDeliveryLog empties a delivery log of an earlier format, which
-// the reader no longer reads, once: when the stream exists and does not
-// say it is of the present format. It runs before the stream's
-// configuration (and so its format) is updated: a start that stops in
-// between drops it again, and nothing of the present format was written
-// to it yet. The stream's sequences go on from where they were.
+// dropOldDeliveryLog removes the delivery log's records of its first
+// format (one subject an endpoint, several deliveries a message), which
+// the reader no longer reads, once: when the stream did not say it was of
+// format 2.
 func (s *Store) dropOldDeliveryLog(ctx context.Context) error {
 	stream, err := s.js.Stream(ctx, StreamDeliveryLog)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return nil
-	}
 	if err != nil {
 		return fmt.Errorf("reading stream %s: %w", StreamDeliveryLog, err)
 	}
-	info := stream.CachedInfo()
-	if info.Config.Metadata[deliveryLogFormatKey] == deliveryLogFormat {
-		return nil
+	if err := stream.Purge(ctx, jetstream.WithPurgeSubject(deliveryLogOldSubjects)); err != nil {
+		return fmt.Errorf("dropping the delivery log's records of the first format: %w", err)
 	}
-	if info.State.Msgs > 0 {
-		if err := stream.Purge(ctx); err != nil {
-			return fmt.Errorf("dropping the delivery log's records of an earlier format: %w", err)
-		}
-		s.opts.Logger.Info("Dropped the delivery log's records of an earlier format: the deliveries logged before this upgrade are no longer listed", "records", info.State.Msgs)
-	}
+	s.opts.Logger.Info("Dropped the delivery log's records of its first format (one subject a WebhookConfig): the deliveries logged before this upgrade are no longer listed")
 	return nil
 }
 
