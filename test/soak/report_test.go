@@ -244,7 +244,7 @@ func (r *run) report(res results) []byte {
 	w("## Samples\n\n")
 	w("Time is since posting started. Pending is accepted but not yet answered 2xx by `crm`. Store msgs are `wablast_webhook_queue_depth`: events not yet fanned out / messages of pending deliveries (one message may hold several) / deliveries waiting for a retry in the on-disk retry queue. ")
 	if r.cfg.IDs {
-		w("With producer ids the on-disk idempotency index keeps every id for the idempotency window (24 h), so the data directory grows with the events posted (about 55 bytes an id), by design; in memory the index keeps a fixed-size cache and memtables.")
+		w("With producer ids the on-disk idempotency index keeps every id for the idempotency window (24 h), so the data directory grows with the events posted (30 to 100 bytes an id, see docs/operations.md), by design; in memory the index keeps a fixed-size cache and memtables.")
 	} else {
 		w("Without producer ids the store holds only pending deliveries and outcomes, so the data directory follows the backlog.")
 	}
