@@ -64,7 +64,24 @@ func TestAFullStoreRefusesNewEventsAndLosesNothing(t *testing.T) {
 		if n := len(rc.uniqueIDs()); n < len(accepted) {
 			return fmt.Errorf("%d of %d delivered", n, len(accepted))
 		}
-		return h.store.Healthy()
+		if err := h.store.Healthy(); err != nil {
+			ai, _ := h.store.JetStream().AccountInfo(t.Context())
+			detail := fmt.Sprintf("account %d", ai.Store)
+			for name := range h.store.JetStream().StreamNames(t.Context()).Name() {
+				st, _ := h.store.JetStream().Stream(t.Context(), name)
+				detail += fmt.Sprintf(" %s=%d/%d", name, st.CachedInfo().State.Bytes, st.CachedInfo().State.Msgs)
+			}
+			if q := h.store.Retries(); q != nil {
+				d, _ := q.Metrics()
+				detail += fmt.Sprintf(" retries=%d", d)
+			}
+			if ix := h.store.Index(); ix != nil {
+				d, _ := ix.Metrics()
+				detail += fmt.Sprintf(" index=%d", d)
+			}
+			return fmt.Errorf("%w (bytes held: %s)", err, detail)
+		}
+		return nil
 	})
 	rc.checkAll(t, accepted...)
 	later := testEvent(900001)

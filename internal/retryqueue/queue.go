@@ -64,12 +64,17 @@ type Queue struct {
 	compacting  atomic.Bool
 	compactCtx  context.Context
 	stopCompact context.CancelFunc
-	// lastCompact is when the last one started (guarded by mu).
-	lastCompact time.Time
+	// lastCompact is when the last one started, compactLater the timer of
+	// one put off by compactEvery (both guarded by mu).
+	lastCompact  time.Time
+	compactLater *time.Timer
 }
 
-// compactEvery bounds how often an emptied queue is compacted.
-const compactEvery = time.Minute
+// compactEvery bounds how often an emptied queue is compacted: a queue
+// emptied sooner after the last compaction is compacted when the interval
+// is over, if it is still empty then (the disk a backlog took counts
+// against the store's bound, so it must not wait for the next backlog).
+const compactEvery = 10 * time.Second
 
 // part is what the queue knows of one partition in memory.
 type part struct {
@@ -164,6 +169,11 @@ func (q *Queue) use() (done func(), err error) {
 // Close closes the queue.
 func (q *Queue) Close() error {
 	q.stopCompact()
+	q.mu.Lock()
+	if q.compactLater != nil {
+		q.compactLater.Stop()
+	}
+	q.mu.Unlock()
 	q.closeMu.Lock()
 	defer q.closeMu.Unlock()
 	if q.closed {
@@ -413,15 +423,36 @@ func (q *Queue) Delete(pk uint64, entries []Entry) error {
 	if p.count <= 0 && p.next.IsZero() {
 		delete(q.parts, pk)
 	}
-	if q.count == 0 && time.Since(q.lastCompact) >= compactEvery && q.compacting.CompareAndSwap(false, true) {
+	if q.count == 0 {
 		// Emptied (an outage drained): the deletions are tombstones until
 		// a compaction drops them with the entries, and with no more
-		// writes none may be due. Compact now, so the disk the backlog
-		// took is given back.
+		// writes none may be due. Compact, so the disk the backlog took
+		// is given back.
+		q.compactEmptiedLocked()
+	}
+	return nil
+}
+
+// compactEmptiedLocked compacts the emptied queue now, or when compactEvery
+// has passed since the last compaction.
+func (q *Queue) compactEmptiedLocked() {
+	if wait := compactEvery - time.Since(q.lastCompact); wait > 0 {
+		if q.compactLater == nil {
+			q.compactLater = time.AfterFunc(wait, func() {
+				q.mu.Lock()
+				defer q.mu.Unlock()
+				q.compactLater = nil
+				if q.count == 0 {
+					q.compactEmptiedLocked()
+				}
+			})
+		}
+		return
+	}
+	if q.compacting.CompareAndSwap(false, true) {
 		q.lastCompact = time.Now()
 		go q.compact()
 	}
-	return nil
 }
 
 // compact compacts the whole queue.

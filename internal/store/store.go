@@ -255,10 +255,12 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		}
 		s.srv = srv
 		connOpts = append(connOpts, nats.InProcessServer(srv))
+		memTable := pebbleMemTable(s.capacity.limit.Load())
 		index, err := idempotency.Open(idempotency.Options{
-			Dir:          filepath.Join(opts.DataDir, "idempotency"),
-			Window:       opts.IdempotencyWindow,
-			SyncInterval: indexSyncInterval(opts.Sync),
+			Dir:           filepath.Join(opts.DataDir, "idempotency"),
+			MemTableBytes: memTable,
+			Window:        opts.IdempotencyWindow,
+			SyncInterval:  indexSyncInterval(opts.Sync),
 			OnSyncError: func(err error) {
 				opts.Logger.Error(err, "Flushing the idempotency index's log to the disk failed; retrying at the next interval")
 			},
@@ -268,7 +270,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 			return nil, err
 		}
 		s.index = index
-		retries, err := retryqueue.Open(retryqueue.Options{Dir: filepath.Join(opts.DataDir, "retries")})
+		retries, err := retryqueue.Open(retryqueue.Options{Dir: filepath.Join(opts.DataDir, "retries"), MemTableBytes: memTable})
 		if err != nil {
 			s.Close()
 			return nil, err
@@ -527,6 +529,19 @@ func (s *Store) deliveryLogMaxRecords() int64 {
 	default:
 		return n
 	}
+}
+
+// pebbleMemTable is the memtable size of the embedded store's Pebble
+// stores (the idempotency index, the retry queue) under the store's bound
+// limit: 4 MiB, less for a bound under 256 MiB. Each keeps its write-ahead
+// logs, up to about four memtables' worth even when empty (Pebble reuses
+// them), and that disk counts against the bound: a small bound would
+// otherwise be taken by empty stores' logs and stay full.
+func pebbleMemTable(limit int64) int64 {
+	if limit <= 0 {
+		return 4 << 20
+	}
+	return min(max(limit/64, 256<<10), 4<<20)
 }
 
 // deliveryLogMaxBytes is the delivery log stream's MaxBytes.
