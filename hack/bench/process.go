@@ -25,7 +25,7 @@ import (
 
 // profileSeconds is how long the manager process is profiled with
 // -cpuprofile (a pass of 20,000 events with ids takes longer).
-const profileSeconds = 3
+const profileSeconds = 4
 
 // fetchProfile takes a CPU profile of seconds from the pprof handlers at addr
 // and writes it to path.
@@ -97,9 +97,10 @@ func measureProcess(ctx context.Context, sz sizes) *result {
 	const name = "crm"
 	inFlight := int32(maxInFlight)
 	type side struct {
-		ns  string
-		mgr *managerProc
-		url string
+		ns    string
+		mgr   *managerProc
+		url   string
+		pprof string // its pprof address with -cpuprofile
 	}
 	start := func(ns string, extra ...string) (*side, *result) {
 		for _, o := range []client.Object{
@@ -147,28 +148,33 @@ func measureProcess(ctx context.Context, sz sizes) *result {
 		}
 		return &side{ns: ns, mgr: mgr, url: fmt.Sprintf("http://%s/v1/namespaces/%s/events", mgr.IngestAddr, ns)}, nil
 	}
-	// With -cpuprofile the log-on manager serves pprof on loopback, and
-	// round 1's pass with ids is profiled (profileSeconds of it).
-	var onExtra []string
-	pprofAddr := ""
+	// With -cpuprofile both managers serve pprof on loopback, and round
+	// 1's passes with ids are profiled (profileSeconds of each).
+	var onExtra, offExtra []string
+	pprofAddr, offPprofAddr := "", ""
 	if cpuProfilePrefix != "" {
-		port, err := testutil.FreeLoopbackPort()
-		if err != nil {
-			return res.fail(err)
+		for _, a := range []*string{&pprofAddr, &offPprofAddr} {
+			port, err := testutil.FreeLoopbackPort()
+			if err != nil {
+				return res.fail(err)
+			}
+			*a = fmt.Sprintf("127.0.0.1:%d", port)
 		}
-		pprofAddr = fmt.Sprintf("127.0.0.1:%d", port)
 		onExtra = append(onExtra, "--pprof-bind-address", pprofAddr)
+		offExtra = append(offExtra, "--pprof-bind-address", offPprofAddr)
 	}
 	on, failed := start("bench", onExtra...)
 	if failed != nil {
 		return failed
 	}
 	defer on.mgr.Stop()
-	off, failed := start("bench-nolog", "--delivery-log-retention", "0")
+	on.pprof = pprofAddr
+	off, failed := start("bench-nolog", append([]string{"--delivery-log-retention", "0"}, offExtra...)...)
 	if failed != nil {
 		return failed
 	}
 	defer off.mgr.Stop()
+	off.pprof = offPprofAddr
 
 	psz := sz
 	psz.C = processPosters
@@ -227,6 +233,7 @@ func measureProcess(ctx context.Context, sz sizes) *result {
 	type round struct {
 		base, proc, noLog throughputRun
 		procCPU           time.Duration // the manager process's CPU over the pass (log on)
+		noLogCPU          time.Duration // the log-off manager's
 		// single and batched are the log-on manager's passes without ids.
 		single, batched       throughputRun
 		singleCPU, batchedCPU time.Duration
@@ -242,11 +249,16 @@ func measureProcess(ctx context.Context, sz sizes) *result {
 		var accepted []string
 		rcv.reset(n)
 		var profiled chan struct{}
-		if pprofAddr != "" && r == 0 && sd == on && l == withIDs {
+		if sd.pprof != "" && r == 0 && l == withIDs {
 			profiled = make(chan struct{})
 			go func() {
 				defer close(profiled)
-				profileFile, profileErr = fetchProfile(ctx, pprofAddr, cpuProfilePrefix+".process-manager.pprof", profileSeconds)
+				if sd == on {
+					profileFile, profileErr = fetchProfile(ctx, sd.pprof, cpuProfilePrefix+".process-manager.pprof", profileSeconds)
+				} else {
+					// The log-off manager's, to compare with (not summarised).
+					_, _ = fetchProfile(ctx, sd.pprof, cpuProfilePrefix+".process-manager-nolog.pprof", profileSeconds)
+				}
 			}()
 		}
 		cpu0 := pidCPU(sd.mgr.Pid)
@@ -275,10 +287,10 @@ func measureProcess(ctx context.Context, sz sizes) *result {
 		var failed *result
 		if r%2 == 0 {
 			if rd.proc, rd.procCPU, failed = pass(r, on, withIDs, "manager process"); failed == nil {
-				rd.noLog, _, failed = pass(r, off, withIDs, "manager process, delivery log off")
+				rd.noLog, rd.noLogCPU, failed = pass(r, off, withIDs, "manager process, delivery log off")
 			}
 		} else {
-			if rd.noLog, _, failed = pass(r, off, withIDs, "manager process, delivery log off"); failed == nil {
+			if rd.noLog, rd.noLogCPU, failed = pass(r, off, withIDs, "manager process, delivery log off"); failed == nil {
 				rd.proc, rd.procCPU, failed = pass(r, on, withIDs, "manager process")
 			}
 		}
@@ -335,6 +347,8 @@ func measureProcess(ctx context.Context, sz sizes) *result {
 	res.info(fmt.Sprintf("manager process with the delivery log off (--delivery-log-retention 0), C=%d", processPosters), fmtRate(ml.noLog.rate(), "events/s"))
 	res.info("manager process with the delivery log on (the same round)", fmtRate(ml.proc.rate(), "events/s"))
 	res.add("9. throughput with the delivery log on / off", fmt.Sprintf("%.2f", logRatio(ml)), ">= 0.90 (under 10% apart)", logRatio(ml) >= 0.9)
+	cpuNoLog := func(rd round) float64 { return perEvent(rd.noLogCPU, rd.noLog.events) }
+	res.info("9. manager process CPU per event, single events with ids, delivery log on / off", fmt.Sprintf("%.0f / %.0f µs", medianCPU(cpuIDs), medianCPU(cpuNoLog)))
 	res.charts = append(res.charts, chart{
 		file: "process.svg", title: fmt.Sprintf("The manager binary, %d producers, single events with ids (median round)", processPosters), unit: "events/s",
 		alt:  "Bar chart: events per second of one-hop HTTP and of the manager binary as a process",
@@ -346,7 +360,7 @@ func measureProcess(ctx context.Context, sz sizes) *result {
 		return fmt.Sprintf("%.0f µs", perEvent(rd.procCPU, rd.proc.events))
 	}))
 	res.notef("The delivery log's cost: a second manager binary, in a namespace of its own (each manager runs with --watch-namespaces), started the same way but with --delivery-log-retention 0, is posted to in the same rounds, log on and log off alternating which goes first; both deliver to the same receiver, checked the same way. The median round's ratio of the two rates is reported (the goal: under 10%% apart). Every round, on / off: %s.", cpuSpread(rounds, func(rd round) string {
-		return fmt.Sprintf("%.2f (%.0f against %.0f events/s)", logRatio(rd), rd.proc.rate(), rd.noLog.rate())
+		return fmt.Sprintf("%.2f (%.0f against %.0f events/s; the manager's CPU an event %.0f against %.0f µs)", logRatio(rd), rd.proc.rate(), rd.noLog.rate(), cpuIDs(rd), cpuNoLog(rd))
 	}))
 	res.notef("What the manager's CPU per event costs by producer (its own process accounting, /proc/<pid>/stat, so the posters and the receiver are not in it), in the same rounds on the log-on manager: single events with ids, single events without ids, NDJSON batches of %d without ids. Every round: %s. The goal for ids: at most 1.25 times the CPU of events without.", sz.Batch, cpuSpread(rounds, func(rd round) string {
 		return fmt.Sprintf("%.0f / %.0f / %.0f µs (ids / without: %.2f)", cpuIDs(rd), cpuSingle(rd), cpuBatches(rd), cpuIDs(rd)/cpuSingle(rd))

@@ -275,6 +275,7 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 	defer func() {
 		close(quitRecorder)
 		<-recorderDone
+		d.dlog.close() // the Stored records still waiting for an attempt
 	}()
 
 	msgs := make(chan jetstream.Msg, 512)

@@ -79,8 +79,12 @@ func (f *Folder) apply(ns, webhook string, seq uint64, r *store.LogRecord) (*Del
 			o.Spec.Envelope = ""
 		}
 		o.Spec.EnvelopeBytes, o.Spec.EnvelopeSHA256 = int64(r.BodyBytes), r.BodySHA256
-		if !created {
-			// A replay or resend stored it again: the next attempt is to come.
+		if !created && (r.Origin != "" || !attemptedSince(o, r.AcceptedAt)) {
+			// A replay or resend stored it again, or the event was
+			// accepted again (its id forgotten): the next attempt is to
+			// come. An accepted event's record that comes after its own
+			// attempts (written late: it waited for its first attempt,
+			// which another replica made) changes no state.
 			o.Status.State = deliveryv1alpha1.StatePending
 			o.Status.NextAttemptAt = nil
 		}
@@ -109,4 +113,15 @@ func (f *Folder) apply(ns, webhook string, seq uint64, r *store.LogRecord) (*Del
 	}
 	o.Labels[deliveryv1alpha1.LabelState] = string(o.Status.State)
 	return d, created
+}
+
+// attemptedSince says whether o has an attempt at or after acceptedAt (an
+// unreadable acceptedAt is none).
+func attemptedSince(o *deliveryv1alpha1.WebhookDelivery, acceptedAt string) bool {
+	n := len(o.Status.Attempts)
+	if n == 0 {
+		return false
+	}
+	t, err := time.Parse(time.RFC3339Nano, acceptedAt)
+	return err == nil && !o.Status.Attempts[n-1].Time.Time.Before(t)
 }

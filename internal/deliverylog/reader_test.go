@@ -146,6 +146,36 @@ func TestFoldFollowsADeliveryThroughItsLife(t *testing.T) {
 	}
 }
 
+// TestAStoredRecordAfterItsAttemptsChangesNoState: an accepted event's
+// Stored record that comes after the delivery's attempts (it waited for a
+// first attempt that another replica made) fills the envelope in and
+// leaves the state; the same event accepted again after its attempts (its
+// id forgotten) is Pending again.
+func TestAStoredRecordAfterItsAttemptsChangesNoState(t *testing.T) {
+	s := openStore(t, 0)
+	r := NewReader(s.JetStream())
+	ctx := context.Background()
+	accepted := time.Now().Add(-time.Second).UTC()
+	late := store.StoredRecord("u1", &store.Delivery{EventID: "e1", EventType: "message.sent", AcceptedAt: accepted.Format(time.RFC3339Nano), Body: []byte(`{"a":1}`)}, 64, "")
+	write(t, s, "ns", "crm", attempt("u1", "e1", 1, webhooksv1alpha1.ResultSucceeded, 204, time.Time{}))
+	last := write(t, s, "ns", "crm", late)
+	d, err := r.Get(ctx, "ns", "crm", "e1", last)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o := d.Object; o.Status.State != deliveryv1alpha1.StateSucceeded || o.Spec.Envelope != `{"a":1}` || len(o.Status.Attempts) != 1 || o.Labels[deliveryv1alpha1.LabelState] != "Succeeded" {
+		t.Fatalf("a late Stored record: state %s, envelope %q, %d attempts", o.Status.State, o.Spec.Envelope, len(o.Status.Attempts))
+	}
+	again := store.StoredRecord("u1", &store.Delivery{EventID: "e1", EventType: "message.sent", AcceptedAt: time.Now().Add(time.Second).UTC().Format(time.RFC3339Nano), Body: []byte(`{"a":1}`)}, 64, "")
+	last = write(t, s, "ns", "crm", again)
+	if d, err = r.Get(ctx, "ns", "crm", "e1", last); err != nil {
+		t.Fatal(err)
+	}
+	if d.Object.Status.State != deliveryv1alpha1.StatePending {
+		t.Fatalf("the event accepted again after its attempts: state %s, want Pending", d.Object.Status.State)
+	}
+}
+
 // TestFollowSeesNewRecords: a follower started after a sequence is told of
 // each later record's delivery, created or changed, and of nothing before.
 func TestFollowSeesNewRecords(t *testing.T) {

@@ -206,10 +206,11 @@ func DeliveryLogMsgs(ns, name string, records []LogRecord) ([]*nats.Msg, error) 
 
 // deliveryLogMsg is the log message of records, all of one delivery.
 func deliveryLogMsg(ns, name string, records []LogRecord) (*nats.Msg, error) {
-	data, err := json.Marshal(records)
-	if err != nil {
-		return nil, fmt.Errorf("encoding delivery log records: %w", err)
+	size := 2
+	for i := range records {
+		size += 512 + len(records[i].Body) + len(records[i].ResponseBody) + len(records[i].Error)
 	}
+	data := appendLogRecords(make([]byte, 0, size), records)
 	return &nats.Msg{Subject: DeliveryLogSubject(ns, name, records[0].EventID), Data: data}, nil
 }
 

@@ -607,6 +607,9 @@ func (s *Store) Embedded() bool { return s.srv != nil }
 // JetStream returns the JetStream context.
 func (s *Store) JetStream() jetstream.JetStream { return s.js }
 
+// Conn returns the store's NATS connection.
+func (s *Store) Conn() *nats.Conn { return s.nc }
+
 // StatsBucket returns the key-value bucket of per-endpoint counters
 // (BucketStats).
 func (s *Store) StatsBucket() jetstream.KeyValue { return s.kv }
