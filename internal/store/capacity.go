@@ -128,6 +128,9 @@ func (s *Store) watchCapacity(stop <-chan struct{}, done chan<- struct{}) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), capacityEvery)
 		_ = s.checkCapacity(ctx) // a failed read keeps the last decision
+		if _, err := s.trimDeliveryLog(ctx); err != nil {
+			s.opts.Logger.Error(err, "Trimming the delivery log failed; retrying in a second (the stream's own limits still hold)")
+		}
 		cancel()
 	}
 }

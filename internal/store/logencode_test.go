@@ -20,7 +20,7 @@ func sampleRecords(s string) []LogRecord {
 		{Kind: LogAttempt, UID: "uid", EventID: s, EventType: "message.failed", Attempt: 3, Attempted: true, Time: at, DurationMS: 1234,
 			Host: "crm.example.com:8443", StatusCode: 503, Result: webhooksv1alpha1.ResultRetrying, Error: "HTTP 503: " + s,
 			ResponseHeaders: map[string]string{"Retry-After": "30", "X-Z": s, "Content-Type": "text/plain; charset=utf-8"},
-			ResponseBody: s + "\x00\x1f\t\n\r\\\"", NextAttempt: at.Add(time.Minute).UTC()},
+			ResponseBody:    s + "\x00\x1f\t\n\r\\\"", NextAttempt: at.Add(time.Minute).UTC()},
 		{Kind: LogAttempt, UID: "uid", EventID: "e3", Attempt: 1, Time: time.Unix(1_800_000_000, 0).UTC(), Result: webhooksv1alpha1.ResultFailed, Error: "gone"},
 	}
 }
