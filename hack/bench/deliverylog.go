@@ -59,11 +59,7 @@ func measureDeliveryLog(ctx context.Context, sz sizes) *result {
 	uidOf := func(w string) types.UID { return types.UID("uid-" + w) }
 	t0 := time.Now()
 	publish := func(w string, r store.LogRecord) error {
-		msgs, err := store.DeliveryLogMsgs(ns, w, []store.LogRecord{r})
-		if err != nil {
-			return err
-		}
-		for _, m := range msgs {
+		for _, m := range store.DeliveryLogMsgs(ns, w, []store.LogRecord{r}) {
 			if _, err := js.PublishMsgAsync(m); err != nil {
 				return err
 			}

@@ -197,14 +197,13 @@ func (l *deliveryLog) close() {
 }
 
 func (l *deliveryLog) publish(ns, name string, rs []store.LogRecord) {
-	msgs, err := store.DeliveryLogMsgs(ns, name, rs)
-	for _, msg := range msgs {
-		if err != nil {
-			break
-		}
+	var err error
+	for _, msg := range store.DeliveryLogMsgs(ns, name, rs) {
 		// A plain publish: the stream stores it without acknowledging
 		// it, which no writer of the log waits for.
-		err = l.nc.PublishMsg(msg)
+		if err = l.nc.PublishMsg(msg); err != nil {
+			break
+		}
 	}
 	if err != nil {
 		l.log.V(1).Info("Writing the delivery log failed; the records are lost from the log (not from delivery)", "namespace", ns, "name", name, "records", len(rs), "error", err.Error())

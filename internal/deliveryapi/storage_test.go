@@ -44,11 +44,7 @@ func storeDelivery(t *testing.T, s *store.Store, webhook, id string, result webh
 
 func publishLog(t *testing.T, s *store.Store, webhook string, rs ...store.LogRecord) {
 	t.Helper()
-	msgs, err := store.DeliveryLogMsgs("shop", webhook, rs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, msg := range msgs {
+	for _, msg := range store.DeliveryLogMsgs("shop", webhook, rs) {
 		if _, err := s.JetStream().PublishMsg(context.Background(), msg); err != nil {
 			t.Fatal(err)
 		}

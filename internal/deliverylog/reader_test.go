@@ -29,10 +29,7 @@ func openStore(t *testing.T, maxBytes int64) *store.Store {
 
 func write(t *testing.T, s *store.Store, ns, name string, rs ...store.LogRecord) uint64 {
 	t.Helper()
-	msgs, err := store.DeliveryLogMsgs(ns, name, rs)
-	if err != nil {
-		t.Fatal(err)
-	}
+	msgs := store.DeliveryLogMsgs(ns, name, rs)
 	var seq uint64
 	for _, msg := range msgs {
 		ack, err := s.JetStream().PublishMsg(context.Background(), msg)

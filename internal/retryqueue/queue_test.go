@@ -323,7 +323,7 @@ func fillAndDrain(t *testing.T, q *Queue, round int) {
 	}
 	tables := func() (n int64) {
 		m := q.db.Metrics()
-		for _, l := range m.Levels {
+		for _, l := range &m.Levels {
 			n += l.TablesSize
 		}
 		return n

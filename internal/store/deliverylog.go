@@ -180,10 +180,9 @@ func AttemptRecord(oc *Outcome) LogRecord {
 
 // DeliveryLogMsgs are the log messages of records, all of endpoint
 // ns/name: one a delivery (event), holding its records in their order.
-func DeliveryLogMsgs(ns, name string, records []LogRecord) ([]*nats.Msg, error) {
+func DeliveryLogMsgs(ns, name string, records []LogRecord) []*nats.Msg {
 	if len(records) == 1 {
-		m, err := deliveryLogMsg(ns, name, records)
-		return []*nats.Msg{m}, err
+		return []*nats.Msg{deliveryLogMsg(ns, name, records)}
 	}
 	var order []string
 	byEvent := map[string][]LogRecord{}
@@ -195,23 +194,19 @@ func DeliveryLogMsgs(ns, name string, records []LogRecord) ([]*nats.Msg, error) 
 	}
 	msgs := make([]*nats.Msg, 0, len(order))
 	for _, id := range order {
-		m, err := deliveryLogMsg(ns, name, byEvent[id])
-		if err != nil {
-			return nil, err
-		}
-		msgs = append(msgs, m)
+		msgs = append(msgs, deliveryLogMsg(ns, name, byEvent[id]))
 	}
-	return msgs, nil
+	return msgs
 }
 
 // deliveryLogMsg is the log message of records, all of one delivery.
-func deliveryLogMsg(ns, name string, records []LogRecord) (*nats.Msg, error) {
+func deliveryLogMsg(ns, name string, records []LogRecord) *nats.Msg {
 	size := 2
 	for i := range records {
 		size += 512 + len(records[i].Body) + len(records[i].ResponseBody) + len(records[i].Error)
 	}
 	data := appendLogRecords(make([]byte, 0, size), records)
-	return &nats.Msg{Subject: DeliveryLogSubject(ns, name, records[0].EventID), Data: data}, nil
+	return &nats.Msg{Subject: DeliveryLogSubject(ns, name, records[0].EventID), Data: data}
 }
 
 // DecodeLogRecords decodes a delivery log message's data.
