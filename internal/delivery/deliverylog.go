@@ -39,7 +39,6 @@ type deliveryLog struct {
 	bodyCap int
 	log     logr.Logger
 	hold    time.Duration
-	now     func() time.Time
 
 	// mu orders the writes of one delivery: a Stored record that waits is
 	// written (alone or with its attempt) under mu, and an attempt that
@@ -68,7 +67,7 @@ func newDeliveryLog(s *store.Store, bodyCap int, log logr.Logger) *deliveryLog {
 	if bodyCap <= 0 {
 		bodyCap = store.DefaultDeliveryLogBodyBytes
 	}
-	return &deliveryLog{nc: s.Conn(), bodyCap: bodyCap, log: log, hold: logHold, now: time.Now, held: map[heldKey]*heldStored{}}
+	return &deliveryLog{nc: s.Conn(), bodyCap: bodyCap, log: log, hold: logHold, held: map[heldKey]*heldStored{}}
 }
 
 // stored records ds, all to endpoint ns/name, as stored; origin is "" for
@@ -89,7 +88,7 @@ func (l *deliveryLog) stored(ns, name string, uid types.UID, ds []store.Delivery
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var now []store.LogRecord
-	deadline := l.now().Add(l.hold)
+	deadline := time.Now().Add(l.hold)
 	for _, r := range rs {
 		k := heldKey{ns, name, r.EventID}
 		if h := l.held[k]; h != nil {
@@ -142,9 +141,9 @@ func (l *deliveryLog) flushDue() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.timer = nil
-	l.flushLocked(l.now())
+	l.flushLocked(time.Now())
 	if len(l.queue) > 0 && !l.closed {
-		l.timer = time.AfterFunc(max(l.held[l.queue[0]].deadline.Sub(l.now()), time.Millisecond), l.flushDue)
+		l.timer = time.AfterFunc(max(l.held[l.queue[0]].deadline.Sub(time.Now()), time.Millisecond), l.flushDue)
 	}
 }
 
