@@ -143,7 +143,7 @@ func (l *deliveryLog) flushDue() {
 	l.timer = nil
 	l.flushLocked(time.Now())
 	if len(l.queue) > 0 && !l.closed {
-		l.timer = time.AfterFunc(max(l.held[l.queue[0]].deadline.Sub(time.Now()), time.Millisecond), l.flushDue)
+		l.timer = time.AfterFunc(max(time.Until(l.held[l.queue[0]].deadline), time.Millisecond), l.flushDue)
 	}
 }
 
