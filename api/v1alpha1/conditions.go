@@ -27,6 +27,8 @@ const (
 	// ReasonInvalidFilter: spec.filter does not compile, is not a bool, or
 	// its estimated cost is over the limit; the message is the compiler's.
 	ReasonInvalidFilter = "InvalidFilter"
+	// ReasonInvalidOrderingKey: spec.delivery.orderingKey does not compile.
+	ReasonInvalidOrderingKey = "InvalidOrderingKey"
 )
 
 // Reasons of the Delivering condition (and of the outcomes in

@@ -210,7 +210,49 @@ type DeliveryPolicy struct {
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=256
 	MaxInFlight int32 `json:"maxInFlight,omitempty"`
+
+	// ordering is Unordered (the default: deliveries are attempted
+	// concurrently and retries reorder them) or PerKey: events with the same
+	// key (orderingKey) reach this endpoint strictly in the order they were
+	// accepted; the next one is attempted only after the previous one
+	// succeeded or failed for good. A retrying event holds back only its own
+	// key, never the others, and maxInFlight still bounds the endpoint.
+	// PerKey endpoints are delivered by one replica at a time (the leader).
+	//
+	// +optional
+	// +kubebuilder:default=Unordered
+	// +kubebuilder:validation:Enum=Unordered;PerKey
+	Ordering DeliveryOrdering `json:"ordering,omitempty"`
+
+	// orderingKey is a CEL expression over the event (type, data, timestamp)
+	// that gives its ordering key when ordering is PerKey; its result is a
+	// string (or a number or bool, used as text). When omitted:
+	// has(data.messageId) ? data.messageId : (has(data.sessionId) ? data.sessionId : data.campaignId).
+	// An expression that does not compile makes the resource Ready=False with
+	// reason InvalidOrderingKey; an event it fails on is ordered under the
+	// empty key and counted in wablast_webhook_ordering_key_errors_total.
+	// At most 4096 characters.
+	//
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=4096
+	// +kubebuilder:validation:XValidation:rule="self.trim() != ''",message="orderingKey must not be blank: omit it for the default key"
+	OrderingKey string `json:"orderingKey,omitempty"`
 }
+
+// DeliveryOrdering is spec.delivery.ordering.
+//
+// +kubebuilder:validation:Enum=Unordered;PerKey
+type DeliveryOrdering string
+
+// The delivery orderings.
+const (
+	// OrderingUnordered delivers concurrently; retries reorder events.
+	OrderingUnordered DeliveryOrdering = "Unordered"
+	// OrderingPerKey delivers the events of one key in acceptance order.
+	OrderingPerKey DeliveryOrdering = "PerKey"
+)
+
 
 // DeliveryResult is the outcome of one delivery attempt.
 //
@@ -378,6 +420,7 @@ type WebhookConfigStatus struct {
 // +kubebuilder:printcolumn:name="URL",type=string,JSONPath=`.spec.url`,priority=1
 // +kubebuilder:printcolumn:name="Events",type=string,JSONPath=`.spec.events`,priority=1
 // +kubebuilder:printcolumn:name="Filter",type=string,JSONPath=`.spec.filter`,priority=1
+// +kubebuilder:printcolumn:name="Ordering",type=string,JSONPath=`.spec.delivery.ordering`,priority=1
 type WebhookConfig struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`

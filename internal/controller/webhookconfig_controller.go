@@ -185,6 +185,7 @@ func (r *WebhookConfigReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		if apierrors.IsNotFound(err) {
 			r.Registry.Remove(req.NamespacedName)
 			endpoint.ForgetFilterMetrics(req.Namespace, req.Name)
+			endpoint.ForgetOrderingMetrics(req.Namespace, req.Name)
 			if r.Actions != nil && r.leader() {
 				// Deleted: what was kept for it can never be delivered.
 				r.Actions.Forget(req.NamespacedName)
@@ -274,16 +275,16 @@ func (r *WebhookConfigReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 // in ep), so that a typo in a filter does not stop the deliveries that the
 // last good configuration made. cfgErr's message says which happened.
 func (r *WebhookConfigReconciler) unregister(key types.NamespacedName, whc *webhooksv1alpha1.WebhookConfig, ep *endpoint.Endpoint, cfgErr *configError) {
-	if cfgErr.reason == webhooksv1alpha1.ReasonInvalidFilter {
+	if cfgErr.reason == webhooksv1alpha1.ReasonInvalidFilter || cfgErr.reason == webhooksv1alpha1.ReasonInvalidOrderingKey {
 		if prev, ok := r.Registry.Get(key); ok && prev.UID == whc.UID {
 			if len(ep.Keys) > 0 {
 				prev.Keys = ep.Keys
 			}
 			r.Registry.Upsert(prev)
-			cfgErr.message += fmt.Sprintf("; the endpoint keeps the configuration of generation %d, filter included, until the filter is fixed", prev.Generation)
+			cfgErr.message += fmt.Sprintf("; the endpoint keeps the configuration of generation %d until it is fixed", prev.Generation)
 			return
 		}
-		cfgErr.message += "; the endpoint is not registered (no events are kept for it) until the filter is fixed"
+		cfgErr.message += "; the endpoint is not registered (no events are kept for it) until it is fixed"
 	}
 	r.Registry.Remove(key)
 }
@@ -401,7 +402,31 @@ func (r *WebhookConfigReconciler) resolve(ctx context.Context, whc *webhooksv1al
 			"spec.filter is invalid: " + strings.TrimPrefix(ferr.Error(), endpoint.ErrFilterInvalid.Error()+": ")}, nil
 	}
 	ep.Filter = filter
+	okey, kerr := r.orderingKeyFor(whc)
+	if kerr != nil {
+		return ep, ref, rotationEnd, &configError{webhooksv1alpha1.ReasonInvalidOrderingKey,
+			"spec.delivery.orderingKey is invalid: " + strings.TrimPrefix(kerr.Error(), endpoint.ErrOrderingKeyInvalid.Error()+": ")}, nil
+	}
+	ep.OrderingKey = okey
 	return ep, ref, rotationEnd, nil, nil
+}
+
+// orderingKeyFor returns spec.delivery.orderingKey compiled (the default
+// one when omitted) for a PerKey resource, nil otherwise; like a filter,
+// once per generation.
+func (r *WebhookConfigReconciler) orderingKeyFor(whc *webhooksv1alpha1.WebhookConfig) (*endpoint.OrderingKey, error) {
+	p := whc.Spec.Delivery
+	if p == nil || p.Ordering != webhooksv1alpha1.OrderingPerKey {
+		return nil, nil
+	}
+	expr := p.OrderingKey
+	if expr == "" {
+		expr = endpoint.DefaultOrderingKey
+	}
+	if prev, ok := r.Registry.Get(client.ObjectKeyFromObject(whc)); ok && prev.UID == whc.UID && prev.OrderingKey != nil && prev.OrderingKey.Source() == expr {
+		return prev.OrderingKey, nil
+	}
+	return endpoint.CompileOrderingKey(whc.Namespace, whc.Name, expr)
 }
 
 // filterFor returns spec.filter compiled, nil without one. A filter is
@@ -444,6 +469,7 @@ func EndpointFor(whc *webhooksv1alpha1.WebhookConfig, keys [][]byte) endpoint.En
 			MaxBackoff:     seconds(p.MaxBackoffSeconds, 21600),
 			MaxAge:         seconds(p.MaxAgeSeconds, 259200),
 			MaxInFlight:    int(orDefault(p.MaxInFlight, 16)),
+			PerKey:         p.Ordering == webhooksv1alpha1.OrderingPerKey,
 		},
 	}
 }

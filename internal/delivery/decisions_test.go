@@ -141,7 +141,7 @@ func TestPlanSync(t *testing.T) {
 			if held == nil {
 				held = never
 			}
-			p := planSync(c.eps, c.running, wanted, held)
+			p := planSync(c.eps, c.running, wanted, held, true)
 			var got want
 			for _, k := range p.stop {
 				got.stop = append(got.stop, k.Name)

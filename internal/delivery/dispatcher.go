@@ -64,6 +64,10 @@ type Options struct {
 	// BacklogInterval is how often each endpoint's pending deliveries and
 	// delivery lag are read from the store for Metrics (default 5s).
 	BacklogInterval time.Duration
+	// IsLeader reports whether this replica is the leader; nil: always.
+	// PerKey endpoints (spec.delivery.ordering) are delivered by the leader
+	// only, so one replica at a time keeps a key's order.
+	IsLeader func() bool
 	// Now and Rand are seams for tests; default time.Now and math/rand/v2.
 	Now  func() time.Time
 	Rand func() float64
@@ -137,6 +141,12 @@ type Dispatcher struct {
 	// for decisions instead of sleeping; backlogs the backlog's (backlog.go).
 	syncs    atomic.Int64
 	backlogs atomic.Int64
+
+	// leftovers are endpoints found with ordered deliveries queued (by
+	// scanOrdered) whose workers start their lanes; wasLeader is the
+	// leadership the sync loop saw last. Both belong to the sync loop.
+	leftovers map[types.NamespacedName]bool
+	wasLeader bool
 }
 
 // New returns a Dispatcher; Start runs it.
@@ -197,6 +207,7 @@ func New(opts Options) (*Dispatcher, error) {
 		gone:          newGoneMarks(),
 		handled:       map[string]string{},
 		wanted:        map[types.NamespacedName]time.Time{},
+		leftovers:     map[types.NamespacedName]bool{},
 		wake:          make(chan struct{}, 1),
 		pump:          pumpState{inStream: map[uint64]int{}},
 		batcher:       batcherFor(opts.Store, max(opts.GroupCommitDelay, 0), batches, dlog),
@@ -316,7 +327,10 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 	defer depth.Stop()
 	scan := time.NewTicker(d.opts.ScanInterval)
 	defer scan.Stop()
+	ordered := time.NewTicker(orderedScanInterval)
+	defer ordered.Stop()
 	d.scanDeliveries(ctx)
+	d.scanOrdered(ctx)
 	d.recordQueueDepth(ctx) // the series exist from the first scrape
 	for {
 		d.syncWorkers(ctx)
@@ -325,6 +339,11 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 		case <-d.wake:
 		case <-scan.C:
 			d.scanDeliveries(ctx)
+			if leader := d.leader(); leader && !d.wasLeader {
+				d.scanOrdered(ctx) // just elected: go on with the ordered deliveries
+			}
+		case <-ordered.C:
+			d.scanOrdered(ctx)
 		case <-depth.C:
 			d.recordQueueDepth(ctx)
 		case <-ctx.Done():
@@ -505,14 +524,18 @@ type syncPlan struct {
 //   - a worker whose consumer settings changed (maxInFlight, timeout, a new
 //     UID) or whose consumption ended is stopped, and started again at once;
 //   - an endpoint with stored deliveries and no worker gets one;
+//   - a PerKey endpoint has a worker on the leader only;
 //   - the workers of endpoints no longer registered are stopped.
-func planSync(eps []endpoint.Endpoint, running map[types.NamespacedName]workerState, wanted map[types.NamespacedName]time.Time, held func(types.UID, int64) bool) syncPlan {
+func planSync(eps []endpoint.Endpoint, running map[types.NamespacedName]workerState, wanted map[types.NamespacedName]time.Time, held func(types.UID, int64) bool, leader bool) syncPlan {
 	var p syncPlan
 	registered := make(map[types.NamespacedName]bool, len(eps))
 	for i := range eps {
 		ep := &eps[i]
 		if ep.Paused || held(ep.UID, ep.Generation) {
 			continue // its deliveries wait in the stream
+		}
+		if ep.Policy.PerKey && !leader {
+			continue // the leader delivers it, one replica keeps the order
 		}
 		key := ep.Key()
 		registered[key] = true
@@ -544,7 +567,51 @@ func planSync(eps []endpoint.Endpoint, running map[types.NamespacedName]workerSt
 // sameConsumer reports whether a worker delivering with cur can deliver
 // with ep without its consumer being recreated.
 func sameConsumer(cur, ep *endpoint.Endpoint) bool {
-	return cur.UID == ep.UID && cur.Policy.MaxInFlight == ep.Policy.MaxInFlight && cur.Policy.Timeout == ep.Policy.Timeout
+	return cur.UID == ep.UID && cur.Policy.MaxInFlight == ep.Policy.MaxInFlight && cur.Policy.Timeout == ep.Policy.Timeout &&
+		cur.Policy.PerKey == ep.Policy.PerKey
+}
+
+// leader reports whether this replica is the leader.
+func (d *Dispatcher) leader() bool { return d.opts.IsLeader == nil || d.opts.IsLeader() }
+
+// orderedScanInterval is how often the leader looks for endpoints with
+// ordered deliveries queued and no lanes working on them (after a restart,
+// an election, or an endpoint that is no longer PerKey).
+const orderedScanInterval = time.Minute
+
+// scanOrdered finds, on the leader, the registered endpoints with ordered
+// deliveries queued: their workers start (or run) their lanes. One direct
+// get per endpoint.
+func (d *Dispatcher) scanOrdered(ctx context.Context) {
+	d.wasLeader = d.leader()
+	if !d.wasLeader {
+		return
+	}
+	stream, err := d.js.Stream(ctx, store.StreamOrdered)
+	if err != nil {
+		return
+	}
+	var found []types.NamespacedName
+	for _, ep := range d.opts.Registry.List() {
+		if _, err := stream.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(store.OrderedSubjects(ep.Namespace, ep.Name))); err == nil {
+			found = append(found, ep.Key())
+		}
+	}
+	d.mu.Lock()
+	var running []*endpointWorker
+	for _, key := range found {
+		d.leftovers[key] = true
+		if w := d.workers[key]; w != nil && !w.stopped() && w.lanes.Load() == nil {
+			running = append(running, w)
+		}
+	}
+	d.mu.Unlock()
+	for _, w := range running {
+		if err := w.startLanes(w.ctx); err != nil && ctx.Err() == nil {
+			d.opts.Logger.Error(err, "Starting the ordered deliveries of an endpoint", "namespace", w.ns, "name", w.name)
+		}
+	}
+	d.want(found...)
 }
 
 // syncWorkers carries out a round of planSync: it starts a worker for every
@@ -560,7 +627,8 @@ func (d *Dispatcher) syncWorkers(ctx context.Context) {
 	for key, w := range d.workers {
 		running[key] = workerState{ep: w.ep.Load(), stopped: w.stopped(), idle: w.idle(idleSince)}
 	}
-	plan := planSync(eps, running, d.wanted, d.gone.check)
+	leader := d.leader()
+	plan := planSync(eps, running, d.wanted, d.gone.check, leader)
 	// Every wanted endpoint was either started or is not registered (found
 	// again by the next scan should it come back).
 	clear(d.wanted)
@@ -575,6 +643,8 @@ func (d *Dispatcher) syncWorkers(ctx context.Context) {
 	toStart := make([]*endpointWorker, 0, len(plan.start))
 	for _, ep := range plan.start {
 		w := newEndpointWorker(d.env, ep)
+		w.withLanes = leader && d.leftovers[ep.Key()]
+		delete(d.leftovers, ep.Key())
 		d.workers[ep.Key()] = w
 		toStart = append(toStart, w)
 	}

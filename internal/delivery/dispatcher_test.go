@@ -1,6 +1,7 @@
 package delivery
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -83,6 +84,7 @@ func newReceiver(t *testing.T, respond func(n int, w http.ResponseWriter, r *htt
 			return
 		}
 		if rc.respond != nil {
+			r.Body = io.NopCloser(bytes.NewReader(body)) // read again by respond, should it want to
 			rc.respond(n, w, r)
 		}
 	}))

@@ -39,6 +39,8 @@ func (d *Dispatcher) Forget(key types.NamespacedName) {
 		{store.StreamDeliveries, store.DeliverSubject(key.Namespace, key.Name)},
 		{store.StreamDeliveries, store.RetrySubjects(key.Namespace, key.Name)},
 		{store.StreamFailed, store.FailedSubject(key.Namespace, key.Name)},
+		{store.StreamOrdered, store.OrderedSubjects(key.Namespace, key.Name)},
+		{store.StreamOrdered, store.OrderStateSubjects(key.Namespace, key.Name)},
 	} {
 		if err := purgeBefore(ctx, d.js, p.stream, p.subject); err != nil {
 			log.Error(err, "Removing the deliveries of a deleted WebhookConfig failed", "subject", p.subject)

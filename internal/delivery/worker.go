@@ -81,6 +81,12 @@ type endpointWorker struct {
 	// lastActive (Unix nanoseconds) and inFlight tell when the worker is idle.
 	lastActive atomic.Int64
 	inFlight   atomic.Int32
+
+	// lanes deliver the endpoint's ordered deliveries (ordered.go): always
+	// for a PerKey endpoint, and for one that was PerKey while some are left.
+	lanes atomic.Pointer[orderLanes]
+	// withLanes asks start to start the lanes (set before start).
+	withLanes bool
 }
 
 // touch records activity now.
@@ -88,6 +94,9 @@ func (w *endpointWorker) touch() { w.lastActive.Store(w.env.now().UnixNano()) }
 
 // idle reports whether the worker has had nothing to do since the given time.
 func (w *endpointWorker) idle(since time.Time) bool {
+	if o := w.lanes.Load(); o != nil && !o.empty() {
+		return false
+	}
 	return w.inFlight.Load() == 0 && w.lastActive.Load() < since.UnixNano()
 }
 
@@ -116,13 +125,19 @@ func (w *endpointWorker) start(parent context.Context) error {
 	w.attempts = semaphore.NewWeighted(int64(max(ep.Policy.MaxInFlight, 1)))
 	w.held = map[jetstream.Msg]struct{}{}
 	w.ctx, w.cancel = context.WithCancel(parent)
+	perKey := ep.Policy.PerKey
+	maxPending := ep.Policy.MaxInFlight
+	if perKey {
+		// Moving a message is a write, not an attempt: take many at a time.
+		maxPending = movePending
+	}
 	cons, err := w.env.js.CreateOrUpdateConsumer(w.ctx, store.StreamDeliveries, jetstream.ConsumerConfig{
 		Durable:       store.ConsumerName(w.ns, w.name),
 		Description:   "Deliveries to WebhookConfig " + w.ns + "/" + w.name,
 		FilterSubject: store.DeliverSubject(w.ns, w.name),
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       ackWait,
-		MaxAckPending: ep.Policy.MaxInFlight,
+		MaxAckPending: maxPending,
 		MaxDeliver:    -1,
 		// MaxAckPending counts messages, several deliveries each in a batch;
 		// the worker's slots bound the attempts.
@@ -135,6 +150,13 @@ func (w *endpointWorker) start(parent context.Context) error {
 		w.done.Store(true)
 		return fmt.Errorf("creating consumer: %w", err)
 	}
+	if perKey || w.withLanes {
+		if err := w.startLanes(w.ctx); err != nil {
+			w.cancel()
+			w.done.Store(true)
+			return err
+		}
+	}
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		w.mu.Lock()
 		if w.closing {
@@ -146,6 +168,15 @@ func (w *endpointWorker) start(parent context.Context) error {
 		w.inFlight.Add(1)
 		w.mu.Unlock()
 		w.hold(m)
+		if perKey {
+			// In the callback, one message after the other: the order.
+			defer w.wg.Done()
+			defer w.inFlight.Add(-1)
+			defer w.touch()
+			defer w.release(m)
+			w.move(m)
+			return
+		}
 		go func() {
 			defer w.wg.Done()
 			defer w.inFlight.Add(-1)
@@ -153,7 +184,7 @@ func (w *endpointWorker) start(parent context.Context) error {
 			defer w.release(m)
 			w.handleMsg(w.ctx, m)
 		}()
-	}, jetstream.PullMaxMessages(ep.Policy.MaxInFlight), store.ConsumeErrors(w.env.log, "endpoint", "namespace", w.ns, "name", w.name))
+	}, jetstream.PullMaxMessages(maxPending), store.ConsumeErrors(w.env.log, "endpoint", "namespace", w.ns, "name", w.name))
 	if err != nil {
 		w.cancel()
 		w.done.Store(true)
@@ -230,7 +261,7 @@ func (w *endpointWorker) attempt(ctx context.Context, job attemptJob) bool {
 	}
 	go func() {
 		defer w.attempts.Release(1)
-		job.done(w.handle(w.ctx, job.ep, job.dl))
+		job.done(w.handle(w.ctx, job.ep, job.dl, w.scheduleRetry))
 	}()
 	return true
 }
@@ -250,6 +281,9 @@ func (w *endpointWorker) stop() {
 		}
 		if w.cancel != nil {
 			w.cancel()
+		}
+		if o := w.lanes.Load(); o != nil {
+			o.close()
 		}
 		w.wg.Wait()
 	})
@@ -407,7 +441,7 @@ func (w *endpointWorker) storeAgain(m jetstream.Msg, ds []store.Delivery, left [
 // outcome needs (a queued retry, the failed store here, the outcome record
 // in handleMsg) is acknowledged before the delivery counts as done, so a
 // crash at any point leads to a redelivery, never to a loss.
-func (w *endpointWorker) handle(ctx context.Context, ep *endpoint.Endpoint, dl *store.Delivery) settlement {
+func (w *endpointWorker) handle(ctx context.Context, ep *endpoint.Endpoint, dl *store.Delivery, scheduleRetry retryFunc) settlement {
 	env := w.env
 	if env.gone.holds(ep.UID, ep.Generation) {
 		// The endpoint answered 410 Gone: hold the delivery until its spec changes.
@@ -484,7 +518,7 @@ func (w *endpointWorker) handle(ctx context.Context, ep *endpoint.Endpoint, dl *
 		oc.Result = webhooksv1alpha1.ResultFailed
 		return w.giveUp(ctx, ep, dl, &oc)
 	}
-	if err := w.scheduleRetry(ctx, dl, attempt, dec.retryAt); err != nil {
+	if err := scheduleRetry(ctx, dl, attempt, dec.retryAt); err != nil {
 		env.log.Error(err, "Scheduling a retry failed; the delivery will be attempted again", "namespace", ep.Namespace, "name", ep.Name)
 		return againAfter(dec.retryAt.Sub(now))
 	}
@@ -495,6 +529,13 @@ func (w *endpointWorker) handle(ctx context.Context, ep *endpoint.Endpoint, dl *
 	oc.NextAttempt = dec.retryAt
 	return w.finish(ctx, dl, &oc, false)
 }
+
+// retryFunc stores the next attempt of dl, its attempt-th, due at at.
+type retryFunc func(ctx context.Context, dl *store.Delivery, attempt int, at time.Time) error
+
+// movePending is how many stored messages a PerKey endpoint's worker is
+// handed at a time to move under their ordering keys.
+const movePending = 256
 
 // scheduleRetry stores the next attempt, due at the given time: in the
 // on-disk retry queue with the embedded store (see retrypump.go), or else

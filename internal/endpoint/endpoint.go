@@ -29,6 +29,9 @@ type Policy struct {
 	MaxAge time.Duration
 	// MaxInFlight is the most requests open to the endpoint at once.
 	MaxInFlight int
+	// PerKey is spec.delivery.ordering PerKey: the deliveries of one
+	// ordering key are made one after the other, in acceptance order.
+	PerKey bool
 }
 
 // Endpoint is one WebhookConfig as the dispatcher sees it: everything needed
@@ -54,6 +57,9 @@ type Endpoint struct {
 	// Filter is spec.filter compiled, nil without one: only events it is
 	// true for are delivered (Matching).
 	Filter *Filter
+	// OrderingKey is spec.delivery.orderingKey compiled (the default one
+	// when omitted) when Policy.PerKey, nil otherwise.
+	OrderingKey *OrderingKey
 
 	// parsedURL is URL parsed, set by WithParsedURL on the copies workers
 	// hold (which nothing changes) so attempts do not parse it each time;
@@ -101,6 +107,7 @@ func (e *Endpoint) Equal(o *Endpoint) bool {
 	return e.Namespace == o.Namespace && e.Name == o.Name && e.UID == o.UID &&
 		e.Generation == o.Generation && e.URL == o.URL && e.Enabled == o.Enabled && e.Paused == o.Paused &&
 		e.Policy == o.Policy && slices.Equal(e.Events, o.Events) && e.Filter.Source() == o.Filter.Source() &&
+		e.OrderingKey.Source() == o.OrderingKey.Source() &&
 		slices.EqualFunc(e.Keys, o.Keys, bytes.Equal)
 }
 

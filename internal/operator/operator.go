@@ -209,6 +209,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) (*Operator, error)
 		Metrics:              delivery.NewMetrics(metrics.Registry),
 		Logger:               ctrl.Log.WithName("dispatcher"),
 		Reporter:             &status.Reporter{Client: mgr.GetClient(), Recorder: recorder},
+		IsLeader:             isLeader(mgr),
 	})
 	if err != nil {
 		return nil, err

@@ -441,6 +441,7 @@ func (s *Store) ensure(ctx context.Context) error {
 		// No message IDs here: outcomes are stored in batches and the
 		// aggregator deduplicates them (see dedupeKey).
 	}}
+	streams = append(streams, orderedStreamConfig(s.opts.Replicas))
 	if s.opts.DeliveryLogRetention > 0 {
 		streams = append(streams, jetstream.StreamConfig{
 			Name:        StreamDeliveryLog,

@@ -39,6 +39,8 @@ func Parser() *typed.Parser {
 var parserOnce sync.Once
 var parser *typed.Parser
 var schemaYAML = typed.YAMLObject(`types:
+- name: com.github.wablast.webhook-operator.api.v1alpha1.DeliveryOrdering
+  scalar: string
 - name: com.github.wablast.webhook-operator.api.v1alpha1.DeliveryPolicy
   map:
     fields:
@@ -62,6 +64,13 @@ var schemaYAML = typed.YAMLObject(`types:
       type:
         scalar: numeric
       default: 16
+    - name: ordering
+      type:
+        namedType: com.github.wablast.webhook-operator.api.v1alpha1.DeliveryOrdering
+      default: Unordered
+    - name: orderingKey
+      type:
+        scalar: string
     - name: timeoutSeconds
       type:
         scalar: numeric

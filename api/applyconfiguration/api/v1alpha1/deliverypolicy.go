@@ -18,6 +18,10 @@ limitations under the License.
 
 package v1alpha1
 
+import (
+	apiv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
+)
+
 // DeliveryPolicyApplyConfiguration represents a declarative configuration of the DeliveryPolicy type for use
 // with apply.
 //
@@ -39,6 +43,23 @@ type DeliveryPolicyApplyConfiguration struct {
 	MaxAgeSeconds *int32 `json:"maxAgeSeconds,omitempty"`
 	// maxInFlight is the most requests open to this endpoint at once.
 	MaxInFlight *int32 `json:"maxInFlight,omitempty"`
+	// ordering is Unordered (the default: deliveries are attempted
+	// concurrently and retries reorder them) or PerKey: events with the same
+	// key (orderingKey) reach this endpoint strictly in the order they were
+	// accepted; the next one is attempted only after the previous one
+	// succeeded or failed for good. A retrying event holds back only its own
+	// key, never the others, and maxInFlight still bounds the endpoint.
+	// PerKey endpoints are delivered by one replica at a time (the leader).
+	Ordering *apiv1alpha1.DeliveryOrdering `json:"ordering,omitempty"`
+	// orderingKey is a CEL expression over the event (type, data, timestamp)
+	// that gives its ordering key when ordering is PerKey; its result is a
+	// string (or a number or bool, used as text). When omitted:
+	// has(data.messageId) ? data.messageId : (has(data.sessionId) ? data.sessionId : data.campaignId).
+	// An expression that does not compile makes the resource Ready=False with
+	// reason InvalidOrderingKey; an event it fails on is ordered under the
+	// empty key and counted in wablast_webhook_ordering_key_errors_total.
+	// At most 4096 characters.
+	OrderingKey *string `json:"orderingKey,omitempty"`
 }
 
 // DeliveryPolicyApplyConfiguration constructs a declarative configuration of the DeliveryPolicy type for use with
@@ -92,5 +113,21 @@ func (b *DeliveryPolicyApplyConfiguration) WithMaxAgeSeconds(value int32) *Deliv
 // If called multiple times, the MaxInFlight field is set to the value of the last call.
 func (b *DeliveryPolicyApplyConfiguration) WithMaxInFlight(value int32) *DeliveryPolicyApplyConfiguration {
 	b.MaxInFlight = &value
+	return b
+}
+
+// WithOrdering sets the Ordering field in the declarative configuration to the given value
+// and returns the receiver, so that objects can be built by chaining "With" function invocations.
+// If called multiple times, the Ordering field is set to the value of the last call.
+func (b *DeliveryPolicyApplyConfiguration) WithOrdering(value apiv1alpha1.DeliveryOrdering) *DeliveryPolicyApplyConfiguration {
+	b.Ordering = &value
+	return b
+}
+
+// WithOrderingKey sets the OrderingKey field in the declarative configuration to the given value
+// and returns the receiver, so that objects can be built by chaining "With" function invocations.
+// If called multiple times, the OrderingKey field is set to the value of the last call.
+func (b *DeliveryPolicyApplyConfiguration) WithOrderingKey(value string) *DeliveryPolicyApplyConfiguration {
+	b.OrderingKey = &value
 	return b
 }

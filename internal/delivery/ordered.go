@@ -1,0 +1,387 @@
+package delivery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"k8s.io/apimachinery/pkg/types"
+
+	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
+	"github.com/wablast/webhook-operator/internal/store"
+)
+
+// Ordered delivery (spec.delivery.ordering: PerKey).
+//
+// A PerKey endpoint's worker does not attempt what its consumer hands it:
+// it moves each delivery, in the order they were stored, into the queue of
+// its ordering key, a subject of WEBHOOK_ORDERED (move), and acknowledges
+// the message once JetStream stored them all. Each key with deliveries
+// queued is a lane: its head, the first message of its subject, is the
+// only delivery of the key attempted; once it succeeded or failed for good
+// it is deleted from the stream and the next message becomes the head. A
+// head that is to be retried stays where it is, with its attempts and due
+// time in the key's state subject, so it holds back its own key only;
+// lanes whose heads are due are worked on by maxInFlight runners.
+//
+// Everything a lane needs is in the stream: a worker that starts (after a
+// restart, a kill -9, or on a new leader) finds the keys with deliveries
+// queued and goes on from their heads. Only one replica may work on an
+// endpoint's lanes at a time, so PerKey endpoints are delivered by the
+// leader alone (see planSync).
+
+// orderLanes are one endpoint's lanes.
+type orderLanes struct {
+	w      *endpointWorker
+	stream jetstream.Stream
+
+	mu     sync.Mutex
+	cond   *sync.Cond
+	lanes  map[string]*lane
+	ready  []*lane
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// lane is one ordering key (by its token) with deliveries queued.
+type lane struct {
+	token string
+	// next is where its head is looked up from: the head is the first
+	// message of its subject at or after it.
+	next uint64
+	// queued: ready, with a runner, or waiting for its timer; again: kicked
+	// meanwhile, so an empty subject is looked at once more before the lane
+	// is dropped (a delivery may have been queued just then).
+	queued, again bool
+	timer         *time.Timer
+	// state is the head's retry state as last stored; checked tells
+	// whether the stored one was read since the lanes started.
+	state   store.HeadState
+	checked bool
+	// deleting is the sequence of a finished head whose removal failed:
+	// it is not attempted again, only removed.
+	deleting uint64
+}
+
+// startLanes starts the worker's lanes and finds the keys that have
+// deliveries queued. Idempotent.
+func (w *endpointWorker) startLanes(ctx context.Context) error {
+	if w.lanes.Load() != nil {
+		return nil
+	}
+	stream, err := w.env.js.Stream(ctx, store.StreamOrdered)
+	if err != nil {
+		return fmt.Errorf("finding stream %s: %w", store.StreamOrdered, err)
+	}
+	o := &orderLanes{w: w, stream: stream, lanes: map[string]*lane{}}
+	o.cond = sync.NewCond(&o.mu)
+	if !w.lanes.CompareAndSwap(nil, o) {
+		return nil
+	}
+	for range max(w.ep.Load().Policy.MaxInFlight, 1) {
+		o.wg.Go(o.run)
+	}
+	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(store.OrderedSubjects(w.ns, w.name)))
+	if err != nil {
+		return fmt.Errorf("listing the ordering keys with deliveries: %w", err)
+	}
+	for subj, n := range info.State.Subjects {
+		if _, token, ok := store.OrderedKeyOfSubject(subj); ok && n > 0 {
+			o.kick(token)
+		}
+	}
+	return nil
+}
+
+// kick tells the lane of token that its queue may have a head to work on.
+func (o *orderLanes) kick(token string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	l := o.lanes[token]
+	if l == nil {
+		l = &lane{token: token, next: 1}
+		o.lanes[token] = l
+	}
+	if l.queued {
+		l.again = true
+		return
+	}
+	l.queued = true
+	o.pushLocked(l)
+}
+
+func (o *orderLanes) pushLocked(l *lane) {
+	if o.closed {
+		return
+	}
+	o.ready = append(o.ready, l)
+	o.cond.Signal()
+}
+
+// push makes a queued lane ready again.
+func (o *orderLanes) push(l *lane) {
+	o.mu.Lock()
+	o.pushLocked(l)
+	o.mu.Unlock()
+}
+
+// later makes a queued lane ready again after d.
+func (o *orderLanes) later(l *lane, d time.Duration) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return
+	}
+	l.timer = time.AfterFunc(max(d, 0), func() { o.push(l) })
+}
+
+// drop removes a lane whose queue is empty, unless it was kicked meanwhile.
+func (o *orderLanes) drop(l *lane) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if l.again {
+		l.again = false
+		o.pushLocked(l)
+		return
+	}
+	delete(o.lanes, l.token)
+}
+
+// empty reports whether no key has deliveries queued.
+func (o *orderLanes) empty() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.lanes) == 0
+}
+
+// keys returns how many keys have deliveries queued.
+func (o *orderLanes) keys() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.lanes)
+}
+
+// close stops the runners (after the worker's context ended) and the timers.
+func (o *orderLanes) close() {
+	o.mu.Lock()
+	o.closed = true
+	for _, l := range o.lanes {
+		if l.timer != nil {
+			l.timer.Stop()
+		}
+	}
+	o.ready = nil
+	o.cond.Broadcast()
+	o.mu.Unlock()
+	o.wg.Wait()
+}
+
+func (o *orderLanes) run() {
+	for {
+		o.mu.Lock()
+		for len(o.ready) == 0 && !o.closed {
+			o.cond.Wait()
+		}
+		if o.closed {
+			o.mu.Unlock()
+			return
+		}
+		l := o.ready[0]
+		o.ready[0] = nil
+		o.ready = o.ready[1:]
+		o.mu.Unlock()
+		o.step(l)
+	}
+}
+
+// step works on a lane's head: looks it up, waits for its due time,
+// attempts it and, once it is done, removes it and goes on with the next.
+func (o *orderLanes) step(l *lane) {
+	w := o.w
+	ctx := w.ctx
+	if ctx.Err() != nil {
+		return
+	}
+	w.touch()
+	if l.deleting != 0 {
+		if !o.remove(ctx, l, l.deleting) {
+			return
+		}
+	}
+	msg, err := o.stream.GetMsg(ctx, l.next, jetstream.WithGetMsgSubject(store.OrderedSubject(w.ns, w.name, l.token)))
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		o.drop(l)
+		return
+	case err != nil:
+		if ctx.Err() == nil {
+			w.env.log.Error(err, "Reading the next ordered delivery failed; trying again in a second", "namespace", w.ns, "name", w.name)
+			o.later(l, time.Second)
+		}
+		return
+	}
+	seq := msg.Sequence
+	l.next = seq
+	ep := w.ep.Load()
+	ds, derr := store.DeliveriesOf(msg.Header, msg.Data)
+	if msg.Header.Get(store.HdrEndpointUID) != string(ep.UID) || derr != nil || len(ds) != 1 {
+		// Left for an earlier resource of the same name, or unreadable.
+		if derr != nil {
+			w.env.log.Error(derr, "Dropping an ordered message that carries no readable delivery", "namespace", w.ns, "name", w.name, "seq", seq)
+		}
+		if o.remove(ctx, l, seq) {
+			o.push(l)
+		}
+		return
+	}
+	dl := &ds[0]
+	if !l.checked {
+		if sm, err := o.stream.GetLastMsgForSubject(ctx, store.OrderStateSubject(w.ns, w.name, l.token)); err == nil {
+			if st, perr := store.ParseHeadState(sm.Data); perr == nil {
+				l.state = st
+			}
+		} else if !errors.Is(err, jetstream.ErrMsgNotFound) {
+			if ctx.Err() == nil {
+				o.later(l, time.Second)
+			}
+			return
+		}
+		l.checked = true
+	}
+	if l.state.Seq == seq {
+		dl.Attempt = l.state.Attempts
+		if wait := l.state.Due.Sub(w.env.now()); wait > 0 {
+			o.later(l, wait)
+			return
+		}
+	}
+	if err := w.attempts.Acquire(ctx, 1); err != nil {
+		return // stopping
+	}
+	res := w.handle(ctx, ep, dl, func(ctx context.Context, dl *store.Delivery, attempt int, at time.Time) error {
+		st := store.HeadState{Seq: seq, Attempts: attempt, Due: at}
+		if _, err := w.env.js.PublishMsg(ctx, store.HeadStateMsg(w.ns, w.name, l.token, st)); err != nil {
+			return err
+		}
+		l.state = st
+		return nil
+	})
+	w.attempts.Release(1)
+	out := []settlement{res}
+	w.recordOutcomes(out)
+	res = out[0]
+	switch {
+	case !res.done:
+		if ctx.Err() == nil {
+			o.later(l, max(res.delay, 100*time.Millisecond))
+		}
+	case res.oc != nil && res.oc.Result == webhooksv1alpha1.ResultRetrying:
+		o.later(l, res.oc.NextAttempt.Sub(w.env.now()))
+	default: // succeeded or failed for good: the next one is the head
+		if o.remove(ctx, l, seq) {
+			o.push(l)
+		}
+	}
+}
+
+// remove deletes a finished head (and its state) from the stream and moves
+// the lane past it; should that fail, the lane only retries the removal.
+func (o *orderLanes) remove(ctx context.Context, l *lane, seq uint64) bool {
+	w := o.w
+	if err := o.stream.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) && !errors.Is(err, jetstream.ErrMsgDeleteUnsuccessful) {
+		l.deleting = seq
+		if ctx.Err() == nil {
+			w.env.log.Error(err, "Removing a finished ordered delivery failed; trying again in a second", "namespace", w.ns, "name", w.name)
+			o.later(l, time.Second)
+		}
+		return false
+	}
+	l.deleting = 0
+	if l.state.Seq == seq {
+		// Best effort: a state left behind names a head that is gone, and is ignored.
+		_ = o.stream.Purge(ctx, jetstream.WithPurgeSubject(store.OrderStateSubject(w.ns, w.name, l.token)))
+		l.state = store.HeadState{}
+	}
+	l.next = seq + 1
+	return true
+}
+
+// move queues the deliveries of m under their ordering keys, in order, and
+// acknowledges m once they are all stored. It runs in the consumer's
+// callback, one message after the other, so the keys' queues keep the
+// order the deliveries were stored in. A failed write is tried again
+// until it succeeds or the worker stops (m is then handed out again).
+func (w *endpointWorker) move(m jetstream.Msg) {
+	ep := w.ep.Load()
+	if m.Headers().Get(store.HdrEndpointUID) != string(ep.UID) {
+		_ = m.Ack()
+		w.env.msgDone(m)
+		return
+	}
+	w.env.retryTaken(ep.UID, m)
+	ds, err := store.DeliveriesOf(m.Headers(), m.Data())
+	if err != nil {
+		w.env.log.Error(err, "Dropping a stored message that carries no readable delivery", "namespace", w.ns, "name", w.name, "subject", m.Subject())
+		_ = m.Term()
+		w.env.msgDone(m)
+		return
+	}
+	meta, err := m.Metadata()
+	if err != nil {
+		_ = m.Nak()
+		return
+	}
+	tokens := make([]string, len(ds))
+	for i := range ds {
+		key, kerr := ep.OrderingKey.Key(ds[i].EventType, ds[i].Body)
+		if kerr != nil {
+			w.env.log.V(1).Info("The ordering key failed on an event; it is ordered under the empty key", "namespace", w.ns, "name", w.name, "event", ds[i].EventID, "error", kerr.Error())
+		}
+		tokens[i] = store.OrderKeyToken(key)
+	}
+	for {
+		if err := w.storeOrdered(ep.UID, meta.Sequence.Stream, ds, tokens); err == nil {
+			break
+		} else if w.ctx.Err() != nil {
+			_ = m.Nak()
+			return
+		} else {
+			w.env.log.Error(err, "Queueing deliveries under their ordering keys failed; trying again in a second", "namespace", w.ns, "name", w.name)
+		}
+		select {
+		case <-time.After(time.Second):
+		case <-w.ctx.Done():
+			_ = m.Nak()
+			return
+		}
+	}
+	_ = m.Ack()
+	w.env.msgDone(m)
+	if o := w.lanes.Load(); o != nil {
+		for _, t := range tokens {
+			o.kick(t)
+		}
+	}
+}
+
+// storeOrdered publishes the deliveries to their keys' queues, in order,
+// and waits for every acknowledgement. Message IDs made of the stored
+// message's sequence keep a repeated move (after a crash before m's
+// acknowledgement) from queueing them twice.
+func (w *endpointWorker) storeOrdered(uid types.UID, seq uint64, ds []store.Delivery, tokens []string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), store.PublishAckTimeout)
+	defer cancel()
+	futures := make([]jetstream.PubAckFuture, 0, len(ds))
+	for i := range ds {
+		f, err := w.env.js.PublishMsgAsync(store.OrderedMsg(w.ns, w.name, uid, tokens[i], &ds[i]),
+			jetstream.WithMsgID(fmt.Sprintf("mv.%d.%d", seq, i)))
+		if err != nil {
+			return err
+		}
+		futures = append(futures, f)
+	}
+	return store.WaitAcks(ctx, futures)
+}

@@ -1,0 +1,265 @@
+package delivery
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/wablast/webhook-operator/internal/endpoint"
+	"github.com/wablast/webhook-operator/internal/testutil"
+)
+
+// orderChecker is a receiver's check of PerKey delivery: a request for the
+// n-th event of a key may come only once the (n-1)-th was answered 2xx,
+// and never after the (n+1)-th was (a repeat of the n-th before that is at
+// least once, and allowed). It answers 2xx unless fail says otherwise.
+type orderChecker struct {
+	mu         sync.Mutex
+	lastOK     map[string]int
+	violations []string
+	fail       func(key string, n int) bool
+}
+
+func newOrderChecker(fail func(key string, n int) bool) *orderChecker {
+	return &orderChecker{lastOK: map[string]int{}, fail: fail}
+}
+
+func (c *orderChecker) check(w http.ResponseWriter, key string, n int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if last := c.lastOK[key]; last != n-1 && last != n {
+		c.violations = append(c.violations, fmt.Sprintf("key %s: event %d arrived after event %d was delivered", key, n, last))
+	}
+	if c.fail != nil && c.fail(key, n) {
+		w.WriteHeader(http.StatusInternalServerError)
+		return
+	}
+	if n > c.lastOK[key] {
+		c.lastOK[key] = n
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (c *orderChecker) delivered(key string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lastOK[key]
+}
+
+func (c *orderChecker) report(t *testing.T) {
+	t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, v := range c.violations {
+		if i == 10 {
+			t.Errorf("... and %d more", len(c.violations)-10)
+			break
+		}
+		t.Error(v)
+	}
+}
+
+// orderedReceiver is a receiver whose requests go through an orderChecker.
+func orderedReceiver(t *testing.T, c *orderChecker) *receiver {
+	return newReceiver(t, func(_ int, w http.ResponseWriter, r *http.Request) {
+		var env struct {
+			Data struct {
+				MessageID string `json:"messageId"`
+				N         int    `json:"n"`
+			} `json:"data"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&env); err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		c.check(w, env.Data.MessageID, env.Data.N)
+	})
+}
+
+// keyedEvents returns n events for each of keys keys, the n-th of key k
+// with data {"messageId": "k<k>", "n": n}, interleaved at random as a
+// producer would post them: each key's events in order.
+func keyedEvents(prefix string, keys, n int, rng *rand.Rand) []Event {
+	next := make([]int, keys)
+	out := make([]Event, 0, keys*n)
+	for len(out) < keys*n {
+		k := rng.IntN(keys)
+		if next[k] == n {
+			continue
+		}
+		next[k]++
+		out = append(out, Event{
+			ID: fmt.Sprintf("%s-k%d-%d", prefix, k, next[k]), Namespace: "shop", Type: "message.sent",
+			Timestamp: time.Date(2026, 12, 8, 10, 0, 0, 0, time.UTC),
+			Data:      json.RawMessage(fmt.Sprintf(`{"messageId":"k%d","n":%d,"to":"+6281234567890"}`, k, next[k])),
+		})
+	}
+	return out
+}
+
+func perKey(e *endpoint.Endpoint) {
+	e.Policy.PerKey = true
+	e.Policy.InitialBackoff = 20 * time.Millisecond
+	e.Policy.MaxBackoff = 100 * time.Millisecond
+	e.Policy.MaxAttempts = 20
+	k, err := endpoint.CompileOrderingKey(e.Namespace, e.Name, "")
+	if err != nil {
+		panic(err)
+	}
+	e.OrderingKey = k
+}
+
+func TestPerKeyDeliversEachKeysEventsInAcceptanceOrder(t *testing.T) {
+	var rngMu sync.Mutex
+	rng := rand.New(rand.NewPCG(1, 2))
+	c := newOrderChecker(func(string, int) bool {
+		rngMu.Lock()
+		defer rngMu.Unlock()
+		return rng.Float64() < 0.3
+	})
+	rc := orderedReceiver(t, c)
+	h := newHarness(t, "", nil)
+	h.reg.Upsert(testEndpoint("ordered", rc.URL, perKey))
+
+	const keys, n = 20, 15
+	events := keyedEvents("ord", keys, n, rand.New(rand.NewPCG(3, 4)))
+	for i := 0; i < len(events); i += 7 {
+		h.enqueue(events[i:min(i+7, len(events))]...)
+	}
+	testutil.EventuallyEvery(t, 60*time.Second, 20*time.Millisecond, func() error {
+		for k := range keys {
+			if got := c.delivered(fmt.Sprintf("k%d", k)); got != n {
+				return fmt.Errorf("key k%d: %d of %d delivered", k, got, n)
+			}
+		}
+		return nil
+	})
+	c.report(t)
+	rc.checkAll(t, events...)
+	if p := rc.peak.Load(); p > 4 {
+		t.Errorf("%d requests open at once, maxInFlight is 4", p)
+	}
+}
+
+func TestARetryingKeyHoldsBackOnlyItsOwnKey(t *testing.T) {
+	var stuck sync.Mutex
+	stuckUntil := time.Now().Add(time.Hour)
+	c := newOrderChecker(func(key string, _ int) bool {
+		stuck.Lock()
+		defer stuck.Unlock()
+		return key == "k0" && time.Now().Before(stuckUntil)
+	})
+	rc := orderedReceiver(t, c)
+	h := newHarness(t, "", nil)
+	h.reg.Upsert(testEndpoint("ordered", rc.URL, perKey))
+
+	events := keyedEvents("hol", 5, 10, rand.New(rand.NewPCG(5, 6)))
+	h.enqueue(events...)
+	// Every other key is delivered in full while k0's first event fails.
+	testutil.EventuallyEvery(t, 30*time.Second, 20*time.Millisecond, func() error {
+		for k := 1; k < 5; k++ {
+			if got := c.delivered(fmt.Sprintf("k%d", k)); got != 10 {
+				return fmt.Errorf("key k%d: %d of 10 delivered", k, got)
+			}
+		}
+		return nil
+	})
+	if got := c.delivered("k0"); got != 0 {
+		t.Fatalf("k0 delivered up to %d while its first event failed", got)
+	}
+	stuck.Lock()
+	stuckUntil = time.Now()
+	stuck.Unlock()
+	testutil.EventuallyEvery(t, 30*time.Second, 20*time.Millisecond, func() error {
+		if got := c.delivered("k0"); got != 10 {
+			return fmt.Errorf("key k0: %d of 10 delivered", got)
+		}
+		return nil
+	})
+	c.report(t)
+	rc.checkAll(t, events...)
+}
+
+func TestPerKeyOrderHoldsAcrossACrash(t *testing.T) {
+	var rngMu sync.Mutex
+	rng := rand.New(rand.NewPCG(7, 8))
+	c := newOrderChecker(func(string, int) bool {
+		rngMu.Lock()
+		defer rngMu.Unlock()
+		return rng.Float64() < 0.3
+	})
+	rc := orderedReceiver(t, c)
+	h := newHarness(t, "", nil)
+	h.reg.Upsert(testEndpoint("ordered", rc.URL, perKey))
+
+	const keys, n = 10, 20
+	events := keyedEvents("crash", keys, n, rand.New(rand.NewPCG(9, 10)))
+	half := len(events) / 2
+	h.enqueue(events[:half]...)
+	testutil.EventuallyEvery(t, 30*time.Second, 5*time.Millisecond, func() error {
+		if len(rc.requests()) < half/3 {
+			return fmt.Errorf("%d requests so far", len(rc.requests()))
+		}
+		return nil
+	})
+	h.crash()
+	h.start()
+	h.enqueue(events[half:]...)
+	testutil.EventuallyEvery(t, 60*time.Second, 20*time.Millisecond, func() error {
+		for k := range keys {
+			if got := c.delivered(fmt.Sprintf("k%d", k)); got != n {
+				return fmt.Errorf("key k%d: %d of %d delivered", k, got, n)
+			}
+		}
+		return nil
+	})
+	c.report(t)
+	rc.checkAll(t, events...)
+}
+
+func TestPerKeyEndpointsAreDeliveredByTheLeaderOnly(t *testing.T) {
+	c := newOrderChecker(nil)
+	rc := orderedReceiver(t, c)
+	var leaderMu sync.Mutex
+	leader := false
+	h := newHarness(t, "", nil)
+	h.stop()
+	h.tune = func(o *Options) {
+		o.IsLeader = func() bool {
+			leaderMu.Lock()
+			defer leaderMu.Unlock()
+			return leader
+		}
+	}
+	h.start()
+	h.reg.Upsert(testEndpoint("ordered", rc.URL, perKey))
+	events := keyedEvents("leader", 3, 5, rand.New(rand.NewPCG(11, 12)))
+	h.enqueue(events...)
+	syncs := h.d.Syncs()
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if h.d.Syncs() < syncs+10 {
+			return fmt.Errorf("%d syncs", h.d.Syncs()-syncs)
+		}
+		return nil
+	})
+	if n := len(rc.requests()); n != 0 {
+		t.Fatalf("a replica that is not the leader made %d requests to a PerKey endpoint", n)
+	}
+	leaderMu.Lock()
+	leader = true
+	leaderMu.Unlock()
+	testutil.EventuallyEvery(t, 30*time.Second, 20*time.Millisecond, func() error {
+		for k := range 3 {
+			if got := c.delivered(fmt.Sprintf("k%d", k)); got != 5 {
+				return fmt.Errorf("key k%d: %d of 5 delivered", k, got)
+			}
+		}
+		return nil
+	})
+	c.report(t)
+	rc.checkAll(t, events...)
+}
