@@ -289,7 +289,7 @@ func TestAPIServerAppliesDefaults(t *testing.T) {
 	}
 	want := webhooksv1alpha1.DeliveryPolicy{
 		TimeoutSeconds: 10, MaxAttempts: 10, InitialBackoffSeconds: 5,
-		MaxBackoffSeconds: 21600, MaxAgeSeconds: 259200, MaxInFlight: 16,
+		MaxBackoffSeconds: 21600, MaxAgeSeconds: 259200, MaxInFlight: 16, Ordering: webhooksv1alpha1.OrderingUnordered,
 	}
 	if w.Spec.Delivery == nil || *w.Spec.Delivery != want {
 		t.Errorf("delivery = %+v, want %+v", w.Spec.Delivery, want)
@@ -621,7 +621,7 @@ func TestKubectlShowsContractColumns(t *testing.T) {
 		t.Fatalf("kubectl get -o wide: %v\n%s", err, out)
 	}
 	header = strings.Fields(strings.SplitN(out, "\n", 2)[0])
-	if got, want := strings.Join(header, " "), "NAME ACTIVE READY DELIVERING SUCCESS RATE SENT LAST DELIVERY AGE URL EVENTS FILTER"; got != want {
+	if got, want := strings.Join(header, " "), "NAME ACTIVE READY DELIVERING SUCCESS RATE SENT LAST DELIVERY AGE URL EVENTS FILTER ORDERING"; got != want {
 		t.Errorf("wide columns %q, want %q", got, want)
 	}
 	if !strings.Contains(out, "https://crm.example.com/hooks/wa") || !strings.Contains(out, "message.sent") {
