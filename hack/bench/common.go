@@ -49,6 +49,9 @@ type sizes struct {
 	// FilterEvents posted per pass, in FilterRounds rounds of an unfiltered
 	// and a filtered pass, to FanoutEndpoints endpoints (11).
 	FilterEvents, FilterRounds int
+	// OrderedEvents posted per pass, in OrderedRounds rounds of an
+	// Unordered and a PerKey pass (12).
+	OrderedEvents, OrderedRounds int
 }
 
 func fullSizes() sizes {
@@ -61,6 +64,7 @@ func fullSizes() sizes {
 		PendingEvents: 10000,
 		LogDeliveries: 1_000_000, LogWebhooks: 100,
 		FilterEvents: 2000, FilterRounds: 5,
+		OrderedEvents: 10000, OrderedRounds: 3,
 	}
 }
 
@@ -75,6 +79,7 @@ func quickSizes() sizes {
 	s.PendingEvents = 2000
 	s.LogDeliveries = 100_000
 	s.FilterEvents, s.FilterRounds = 500, 1
+	s.OrderedEvents, s.OrderedRounds = 2000, 1
 	return s
 }
 

@@ -59,6 +59,7 @@ var measurements = []measurement{
 	{"process", "9. The manager binary as a process, single events with ids", measureProcess, false},
 	{"deliverylog", "10. Delivery log: a page of one webhook's deliveries out of a full log", measureDeliveryLog, false},
 	{"filter", "11. Filters: ingest throughput with 100 filtered endpoints against 100 unfiltered", measureFilter, true},
+	{"ordered", "12. Ordered delivery: PerKey with 1,000 keys against Unordered", measureOrdered, true},
 }
 
 func main() {

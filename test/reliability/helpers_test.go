@@ -191,6 +191,8 @@ func (rc *receiver) serve(w http.ResponseWriter, r *http.Request) {
 	rc.mu.Lock()
 	rc.requests[id]++
 	rc.mu.Unlock()
+	// respond may read the body again (an order check parses it).
+	r.Body = io.NopCloser(bytes.NewReader(body))
 	code := rc.respond(w, r)
 	now := time.Now()
 	rc.mu.Lock()
@@ -302,6 +304,10 @@ type policy struct {
 	timeoutSeconds, maxAttempts, initialBackoff, maxBackoff, maxInFlight int32
 	// events subscribed; every type ("*") when empty.
 	events []webhooksv1alpha1.EventType
+	// ordering is spec.delivery.ordering (the API's default, Unordered,
+	// when empty); orderingKey its key expression (the default when empty).
+	ordering    webhooksv1alpha1.DeliveryOrdering
+	orderingKey string
 }
 
 // createEndpoint creates the signing Secret and a WebhookConfig for every event type.
@@ -328,6 +334,8 @@ func createEndpoint(t *testing.T, ns, name, url string, p policy) {
 				InitialBackoffSeconds: p.initialBackoff,
 				MaxBackoffSeconds:     p.maxBackoff,
 				MaxInFlight:           p.maxInFlight,
+				Ordering:              p.ordering,
+				OrderingKey:           p.orderingKey,
 			},
 		},
 	}
@@ -504,6 +512,8 @@ type producer struct {
 	ledger      *testutil.Ledger
 	retryEvery  time.Duration
 	giveUpAfter time.Duration
+	// single posts a batch of one event as one JSON event, not as NDJSON.
+	single bool
 
 	mu       sync.Mutex
 	codes    map[string]int // "202", "503", "conn-error", ...
@@ -557,7 +567,7 @@ func (p *producer) postBatch(evs []testutil.Posted) (int, error) {
 			p.mu.Unlock()
 		}
 		sentAt := time.Now()
-		_, code, respBody, err := postEvents(p.addr, p.ns, p.token, p.ledger, evs, true, false)
+		_, code, respBody, err := postEvents(p.addr, p.ns, p.token, p.ledger, evs, true, p.single)
 		if code == http.StatusAccepted && err != nil {
 			return attempt + 1, fmt.Errorf("batch %s..: %w", ids[0], err)
 		}

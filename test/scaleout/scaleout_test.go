@@ -447,7 +447,12 @@ func watchProgress(t *testing.T, rc *receiver, url string) (stop func()) {
 	return func() { close(done); <-finished }
 }
 
-func natsState(url string) string {
+// natsState describes the streams (by default WEBHOOK_EVENTS,
+// WEBHOOK_DELIVERIES and WEBHOOK_OUTCOMES) and their consumers.
+func natsState(url string, streams ...string) string {
+	if len(streams) == 0 {
+		streams = []string{"WEBHOOK_EVENTS", "WEBHOOK_DELIVERIES", "WEBHOOK_OUTCOMES"}
+	}
 	nc, err := nats.Connect(url, nats.Timeout(5*time.Second))
 	if err != nil {
 		return "connecting: " + err.Error()
@@ -460,7 +465,7 @@ func natsState(url string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var b strings.Builder
-	for _, name := range []string{"WEBHOOK_EVENTS", "WEBHOOK_DELIVERIES", "WEBHOOK_OUTCOMES"} {
+	for _, name := range streams {
 		s, err := js.Stream(ctx, name)
 		if err != nil {
 			fmt.Fprintf(&b, "stream %s: %v\n", name, err)
