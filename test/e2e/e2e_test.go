@@ -27,6 +27,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -472,6 +473,9 @@ spec:
 	}
 	t.Logf("the filtered endpoint got the %d of %d events its filter selects, and no other", len(filtered), len(all))
 
+	// 4b. Ordered delivery (spec.delivery.ordering PerKey), applied with kubectl.
+	checkOrdered(t, r, ingestAddr, ledger)
+
 	// 5. kubectl get whc shows the contract's columns with the right numbers.
 	r.eventually(30*time.Second, func() error {
 		out := r.kubectl("get", "whc", "-n", appNS)
@@ -568,6 +572,134 @@ spec:
 	if row := strings.Fields(strings.Split(wide, "\n")[2]); len(row) < 3 || row[0] != "badfilter" || row[1] != "false" || row[2] != "False" {
 		t.Errorf("badfilter's row %q, want not active and not Ready", row)
 	}
+}
+
+// checkOrdered applies a PerKey WebhookConfig with kubectl (and two the
+// API server or the manager refuse), posts 4 sessions' events in turn, 5
+// each, to a receiver that answers 500 to the first request of every
+// event, and checks that each session's events arrived in the order posted
+// (each only after the one before it was answered 2xx), each body exactly
+// what was posted.
+func checkOrdered(t *testing.T, r *runner, ingestAddr string, ledger *testutil.Ledger) {
+	t.Helper()
+	rcv, err := testutil.NewReceiver(sampleSecret, ledger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	lastOK := map[string]int{}
+	seen := map[string]bool{}
+	var violations []string
+	rcv.Respond = func(w http.ResponseWriter, _ *http.Request, d testutil.Delivery) int {
+		var env struct {
+			Data struct {
+				SessionID string `json:"sessionId"`
+				N         int    `json:"n"`
+			} `json:"data"`
+		}
+		if err := json.Unmarshal(d.Body, &env); err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			return http.StatusBadRequest
+		}
+		key, n := env.Data.SessionID, env.Data.N
+		mu.Lock()
+		defer mu.Unlock()
+		if last := lastOK[key]; last != n-1 && last != n {
+			violations = append(violations, fmt.Sprintf("%s: event %d arrived when event %d was the last delivered", key, n, last))
+		}
+		if !seen[d.ID] { // the first request of every event fails: it is retried
+			seen[d.ID] = true
+			w.WriteHeader(http.StatusInternalServerError)
+			return http.StatusInternalServerError
+		}
+		lastOK[key] = max(lastOK[key], n)
+		w.WriteHeader(http.StatusNoContent)
+		return http.StatusNoContent
+	}
+	srv := httptest.NewServer(rcv)
+	defer srv.Close()
+	dir := t.TempDir()
+	manifest := func(name, delivery string) string {
+		path := filepath.Join(dir, name+".yaml")
+		if err := os.WriteFile(path, []byte(fmt.Sprintf(`apiVersion: webhooks.wablast.io/v1alpha1
+kind: WebhookConfig
+metadata:
+  name: %s
+spec:
+  url: %s/hooks/%s
+  secretRef:
+    name: crm-webhook-secret
+  events: ["session.connected", "session.disconnected"]
+  delivery:
+%s`, name, srv.URL, name, delivery)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	out, err := r.run("kubectl", "apply", "-n", appNS, "-f", manifest("sometimes", "    ordering: Sometimes\n"))
+	if err == nil || !strings.Contains(out, `Unsupported value: "Sometimes"`) {
+		t.Errorf("kubectl apply of ordering Sometimes: err=%v\n%s", err, out)
+	}
+	r.kubectl("apply", "-n", appNS, "-f", manifest("badkey", "    ordering: PerKey\n    orderingKey: 'data.sessionId +'\n"))
+	r.kubectl("wait", "-n", appNS, "--for=jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}=InvalidOrderingKey", "whc/badkey", "--timeout=60s")
+	r.kubectl("delete", "-n", appNS, "whc/badkey")
+	r.kubectl("apply", "-n", appNS, "-f", manifest("ordered", "    ordering: PerKey\n    initialBackoffSeconds: 1\n    maxBackoffSeconds: 2\n"))
+	r.kubectl("wait", "-n", appNS, "--for=condition=Ready", "whc/ordered", "--timeout=60s")
+	wide := r.kubectl("get", "whc", "ordered", "-n", appNS, "-o", "wide")
+	if !strings.Contains(strings.SplitN(wide, "\n", 2)[0], "ORDERING") || !strings.Contains(wide, "PerKey") {
+		t.Errorf("kubectl get -o wide does not show the ordering:\n%s", wide)
+	}
+
+	const sessions, each = 4, 5
+	var ids []string
+	for n := 1; n <= each; n++ {
+		for s := range sessions {
+			typ := "session.connected"
+			if n%2 == 0 {
+				typ = "session.disconnected"
+			}
+			ev := testutil.Posted{
+				ID: fmt.Sprintf("e2e-ordered-s%d-%d", s, n), Type: typ,
+				Data: []byte(fmt.Sprintf(`{"sessionId":"s%d","phoneNumber":"+6281234567890","n":%d}`, s, n)),
+			}
+			req, _ := http.NewRequest(http.MethodPost, "http://"+ingestAddr+"/v1/namespaces/"+appNS+"/events", bytes.NewReader(ev.JSON(true)))
+			req.Header.Set("Authorization", "Bearer "+sampleToken)
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			answer, _ := io.ReadAll(resp.Body)
+			_ = resp.Body.Close()
+			if resp.StatusCode != http.StatusAccepted {
+				t.Fatalf("post: %d %s", resp.StatusCode, answer)
+			}
+			if _, err := ledger.Accepted([]testutil.Posted{ev}, answer); err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, ev.ID)
+		}
+	}
+	r.eventually(90*time.Second, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		for s := range sessions {
+			if got := lastOK[fmt.Sprintf("s%d", s)]; got != each {
+				return fmt.Errorf("session s%d: %d of %d events delivered", s, got, each)
+			}
+		}
+		return nil
+	})
+	if err := rcv.CheckAll(ids); err != nil {
+		t.Errorf("the ordered endpoint: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(violations) > 0 {
+		t.Errorf("the ordered endpoint got events out of order: %s", strings.Join(violations, "; "))
+	}
+	t.Logf("the PerKey endpoint got %d sessions' %d events each in the order posted, every first attempt answered 500 and retried", sessions, each)
+	r.kubectl("delete", "-n", appNS, "whc/ordered")
 }
 
 // TestCheckPrintedCatchesAnotherEventsData shows that checkPrinted can
