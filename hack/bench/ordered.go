@@ -204,4 +204,3 @@ func checkKeyOrder(first map[string]time.Time, path string, ids []string, base i
 	}
 	return nil
 }
-

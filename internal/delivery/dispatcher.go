@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -307,6 +306,9 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 		wg.Go(func() { d.pumpRetries(ctx, q) })
 	}
 	wg.Go(func() { d.runBacklog(ctx) })
+	if !d.opts.Store.Embedded() {
+		wg.Go(func() { d.runOrderedFanout(ctx) })
+	}
 	for range d.opts.FanoutWorkers {
 		wg.Go(func() {
 			for {
@@ -360,9 +362,10 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 // messages to msgs until the consumption is stopped or ends.
 func (d *Dispatcher) consumeEvents(ctx context.Context, msgs chan<- jetstream.Msg) (jetstream.ConsumeContext, error) {
 	cons, err := d.js.CreateOrUpdateConsumer(ctx, store.StreamEvents, jetstream.ConsumerConfig{
-		Durable:     store.ConsumerFanout,
-		Description: "Fans accepted events out into per-endpoint deliveries",
-		AckPolicy:   jetstream.AckExplicitPolicy,
+		Durable:       store.ConsumerFanout,
+		Description:   "Fans accepted events out into per-endpoint deliveries",
+		FilterSubject: store.SubjEvents + ".>",
+		AckPolicy:     jetstream.AckExplicitPolicy,
 		// Fanning out takes milliseconds; after a crash, events it had pulled
 		// come back quickly (their deliveries are deduplicated by message ID).
 		AckWait:       ackWait,
@@ -389,12 +392,43 @@ func (d *Dispatcher) consumeEvents(ctx context.Context, msgs chan<- jetstream.Ms
 // deliveries: each delivery carries a message ID made of the event's stream
 // sequence and the endpoint's UID.
 func (d *Dispatcher) fanout(ctx context.Context, m jetstream.Msg) {
+	if err := d.fanoutMsg(ctx, m); err != nil {
+		if ctx.Err() != nil {
+			return // stopping: fanned out again after the restart
+		}
+		d.opts.Logger.Error(err, "Storing a delivery failed; the event will be fanned out again")
+		_ = m.NakWithDelay(time.Second)
+	}
+}
+
+// fanoutInOrder fans out an event of SubjOrderedEvents: a failed write is
+// tried again in place, so that no later event of the stream is fanned out
+// before it (the consumer's callback runs one message after the other).
+func (d *Dispatcher) fanoutInOrder(ctx context.Context, m jetstream.Msg) {
+	for {
+		err := d.fanoutMsg(ctx, m)
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		d.opts.Logger.Error(err, "Storing a delivery failed; trying again in a second, in order")
+		_ = m.InProgress()
+		select {
+		case <-time.After(time.Second):
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// fanoutMsg stores the deliveries of the event m and acknowledges it; on
+// an error m is neither acknowledged nor handed back.
+func (d *Dispatcher) fanoutMsg(ctx context.Context, m jetstream.Msg) error {
 	meta, err := m.Metadata()
 	if err != nil {
 		_ = m.Term()
-		return
+		return nil
 	}
-	ns := strings.TrimPrefix(m.Subject(), store.SubjEvents+".")
+	ns := store.NamespaceOfEventSubject(m.Subject())
 	h := m.Headers()
 	subs := endpoint.Matching(d.opts.Registry.Subscribers(ns, h.Get(store.HdrEventType)), endpoint.FilterEvent{Type: h.Get(store.HdrEventType), Envelope: m.Data()})
 	futures := make([]jetstream.PubAckFuture, 0, len(subs))
@@ -405,18 +439,12 @@ func (d *Dispatcher) fanout(ctx context.Context, m jetstream.Msg) {
 		d.dlog.stored(ns, ep.Name, ep.UID, []store.Delivery{dl}, "")
 		f, err := d.js.PublishMsgAsync(msg, jetstream.WithMsgID(fanoutMsgID(meta.Sequence.Stream, ep.UID)))
 		if err != nil {
-			_ = m.NakWithDelay(time.Second)
-			return
+			return err
 		}
 		futures = append(futures, f)
 	}
 	if err := store.WaitAcks(ctx, futures); err != nil {
-		if ctx.Err() != nil {
-			return // stopping: fanned out again after the restart
-		}
-		d.opts.Logger.Error(err, "Storing a delivery failed; the event will be fanned out again")
-		_ = m.NakWithDelay(time.Second)
-		return
+		return err
 	}
 	_ = m.Ack()
 	keys := make([]types.NamespacedName, len(subs))
@@ -424,6 +452,52 @@ func (d *Dispatcher) fanout(ctx context.Context, m jetstream.Msg) {
 		keys[i] = subs[i].Key()
 	}
 	d.want(keys...)
+	return nil
+}
+
+// runOrderedFanout fans out SubjOrderedEvents while this replica is the
+// leader, one event after the other in stream order: the deliveries of one
+// PerKey endpoint are then stored in the order their events were.
+func (d *Dispatcher) runOrderedFanout(ctx context.Context) {
+	for !d.leader() {
+		select {
+		case <-time.After(time.Second):
+		case <-ctx.Done():
+			return
+		}
+	}
+	start := func() (jetstream.ConsumeContext, error) {
+		cons, err := d.js.CreateOrUpdateConsumer(ctx, store.StreamEvents, jetstream.ConsumerConfig{
+			Durable:       store.ConsumerOrderedFanout,
+			Description:   "Fans out, in order, accepted events a PerKey endpoint subscribes to",
+			FilterSubject: store.SubjOrderedEvents + ".>",
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       ackWait,
+			MaxAckPending: 1024,
+			MaxDeliver:    -1,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("creating the ordered fan-out consumer: %w", err)
+		}
+		return cons.Consume(func(m jetstream.Msg) { d.fanoutInOrder(ctx, m) },
+			jetstream.PullMaxMessages(256), store.ConsumeErrors(d.opts.Logger, "ordered fan-out"))
+	}
+	for {
+		cc, err := start()
+		if err == nil {
+			store.KeepConsuming(ctx, d.opts.Logger, "ordered fan-out", cc, start)
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		d.opts.Logger.Error(err, "Starting the ordered fan-out; trying again in a second")
+		select {
+		case <-time.After(time.Second):
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // fanoutMsgID names the delivery of the event at stream sequence seq to the

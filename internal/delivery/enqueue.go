@@ -266,7 +266,11 @@ func (d *Dispatcher) publishEvents(events []Event, plan *enqueuePlan, now time.T
 	withID := make([]int, 0, len(plan.withID))
 	for _, e := range plan.withID {
 		ev := &events[e.index]
-		msg := nats.NewMsg(store.EventSubject(ev.Namespace))
+		subj := store.EventSubject(ev.Namespace)
+		if anyPerKey(d.opts.Registry.Subscribers(ev.Namespace, ev.Type)) {
+			subj = store.OrderedEventSubject(ev.Namespace)
+		}
+		msg := nats.NewMsg(subj)
 		msg.Data = e.body
 		msg.Header.Set(store.HdrEventID, ev.ID)
 		msg.Header.Set(store.HdrEventType, ev.Type)
@@ -303,4 +307,14 @@ func (d *Dispatcher) storeDeliveries(direct []endpointDeliveries, futures *[]jet
 		}
 	}
 	return writes, nil
+}
+
+// anyPerKey reports whether one of eps is a PerKey endpoint.
+func anyPerKey(eps []endpoint.Endpoint) bool {
+	for i := range eps {
+		if eps[i].Policy.PerKey {
+			return true
+		}
+	}
+	return false
 }

@@ -1,6 +1,7 @@
 package delivery
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -9,7 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr/testr"
+	"github.com/nats-io/nats-server/v2/server"
+
 	"github.com/wablast/webhook-operator/internal/endpoint"
+	"github.com/wablast/webhook-operator/internal/store"
 	"github.com/wablast/webhook-operator/internal/testutil"
 )
 
@@ -256,6 +261,89 @@ func TestPerKeyEndpointsAreDeliveredByTheLeaderOnly(t *testing.T) {
 		for k := range 3 {
 			if got := c.delivered(fmt.Sprintf("k%d", k)); got != 5 {
 				return fmt.Errorf("key k%d: %d of 5 delivered", k, got)
+			}
+		}
+		return nil
+	})
+	c.report(t)
+	rc.checkAll(t, events...)
+}
+
+// With an external NATS, events with an id are fanned out from the events
+// stream: those a PerKey endpoint subscribes to by the leader alone, one
+// after the other, so two managers accepting a key's events in turn still
+// deliver them in order.
+func TestPerKeyOrderHoldsWithTwoManagersOnOneNATS(t *testing.T) {
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	defer ns.Shutdown()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server did not start")
+	}
+	var rngMu sync.Mutex
+	rng := rand.New(rand.NewPCG(13, 14))
+	c := newOrderChecker(func(string, int) bool {
+		rngMu.Lock()
+		defer rngMu.Unlock()
+		return rng.Float64() < 0.2
+	})
+	rc := orderedReceiver(t, c)
+	ep := testEndpoint("ordered", rc.URL, perKey)
+	egress, err := NewEgressPolicy([]string{"127.0.0.0/8"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	var managers []*Dispatcher
+	var running sync.WaitGroup
+	var stores []*store.Store
+	defer func() {
+		cancel()
+		running.Wait()
+		for _, s := range stores {
+			s.Close()
+		}
+	}()
+	for i := range 2 {
+		st, err := store.Open(t.Context(), store.Options{URL: ns.ClientURL()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		stores = append(stores, st)
+		reg := endpoint.NewMemoryRegistry()
+		reg.Upsert(ep)
+		reg.MarkSynced()
+		leader := i == 0
+		d, err := New(Options{Registry: reg, Store: st, HTTPClient: NewHTTPClient(egress), SyncInterval: 50 * time.Millisecond,
+			IsLeader: func() bool { return leader }, Logger: testr.NewWithOptions(t, testr.Options{Verbosity: 0})})
+		if err != nil {
+			t.Fatal(err)
+		}
+		managers = append(managers, d)
+		running.Go(func() {
+			if err := d.Start(ctx); err != nil {
+				t.Errorf("dispatcher %d: %v", i, err)
+			}
+		})
+	}
+	const keys, n = 4, 60
+	events := keyedEvents("nats", keys, n, rand.New(rand.NewPCG(15, 16)))
+	recordEnqueued(t, events...)
+	// Batches of 24, to each manager in turn: a batch's events are stored
+	// in its order, and would be fanned out by 8 workers of each manager
+	// but for the ordered fan-out.
+	for i := 0; i < len(events); i += 24 {
+		if _, err := managers[i/24%2].Enqueue(t.Context(), events[i:min(i+24, len(events))]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.EventuallyEvery(t, 60*time.Second, 20*time.Millisecond, func() error {
+		for k := range keys {
+			if got := c.delivered(fmt.Sprintf("k%d", k)); got != n {
+				return fmt.Errorf("key k%d: %d of %d delivered", k, got, n)
 			}
 		}
 		return nil

@@ -38,13 +38,19 @@ const (
 	// BucketStats is the key-value bucket of per-endpoint counters.
 	BucketStats = "WEBHOOK_STATS"
 
-	SubjEvents     = "wh.ev"
-	SubjDeliver    = "wh.dl"
-	SubjRetry      = "wh.rt"
-	SubjFailed     = "wh.fl"
-	SubjOutcomes   = "wh.oc"
-	ConsumerFanout = "fanout"
-	ConsumerStats  = "stats"
+	SubjEvents = "wh.ev"
+	// SubjOrderedEvents holds the events with an id (external NATS) that a
+	// PerKey endpoint subscribed to when they were accepted: the leader
+	// fans them out one after the other, in the order they were stored.
+	SubjOrderedEvents = "wh.eo"
+	SubjDeliver       = "wh.dl"
+	SubjRetry         = "wh.rt"
+	SubjFailed        = "wh.fl"
+	SubjOutcomes      = "wh.oc"
+	ConsumerFanout    = "fanout"
+	// ConsumerOrderedFanout fans out SubjOrderedEvents, on the leader.
+	ConsumerOrderedFanout = "fanout-ordered"
+	ConsumerStats         = "stats"
 )
 
 // Message headers of stored events and deliveries.
@@ -400,7 +406,7 @@ func (s *Store) ensure(ctx context.Context) error {
 	streams := []jetstream.StreamConfig{{
 		Name:        StreamEvents,
 		Description: "Accepted WA Blast events, kept for the idempotency window",
-		Subjects:    []string{SubjEvents + ".>"},
+		Subjects:    []string{SubjEvents + ".>", SubjOrderedEvents + ".>"},
 		// Kept for the whole idempotency window, not deleted once fanned out:
 		// JetStream rebuilds its duplicate window from the stored messages
 		// when it restarts, so an event ID is remembered for 24 hours across
@@ -670,6 +676,17 @@ func Token(name string) string { return strings.ReplaceAll(name, ".", "_") }
 // EventSubject is the subject the events accepted in namespace ns are
 // stored under.
 func EventSubject(ns string) string { return SubjEvents + "." + ns }
+
+// OrderedEventSubject is EventSubject for events a PerKey endpoint subscribes to.
+func OrderedEventSubject(ns string) string { return SubjOrderedEvents + "." + ns }
+
+// NamespaceOfEventSubject returns the namespace of an EventSubject or OrderedEventSubject.
+func NamespaceOfEventSubject(subj string) string {
+	if ns, ok := strings.CutPrefix(subj, SubjOrderedEvents+"."); ok {
+		return ns
+	}
+	return strings.TrimPrefix(subj, SubjEvents+".")
+}
 
 // DeliverSubject is the subject of the deliveries to endpoint ns/name.
 func DeliverSubject(ns, name string) string { return SubjDeliver + "." + ns + "." + Token(name) }

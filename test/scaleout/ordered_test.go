@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -72,6 +74,9 @@ type orderReceiver struct {
 	lastAt     time.Time // when the last new event was answered 2xx
 	bad        int       // requests that failed verification or did not parse
 	badErr     string
+	// timeline has every request of a key: event, answer, when (since t0).
+	timeline map[string][]string
+	t0       time.Time
 }
 
 func newOrderReceiver(t *testing.T, ledger *testutil.Ledger) *orderReceiver {
@@ -79,7 +84,7 @@ func newOrderReceiver(t *testing.T, ledger *testutil.Ledger) *orderReceiver {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rc := &orderReceiver{oracle: oracle, last: map[string]int{}, delivered: map[string]bool{}}
+	rc := &orderReceiver{oracle: oracle, last: map[string]int{}, delivered: map[string]bool{}, timeline: map[string][]string{}, t0: time.Now()}
 	rc.Server = httptest.NewServer(http.HandlerFunc(rc.serve))
 	t.Cleanup(rc.Close)
 	return rc
@@ -123,9 +128,11 @@ func (rc *orderReceiver) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	if rand.Float64() < orderedFailRate {
 		rc.failed++
+		rc.timeline[key] = append(rc.timeline[key], fmt.Sprintf("%d:500@%.2fs", n, time.Since(rc.t0).Seconds()))
 		w.WriteHeader(http.StatusInternalServerError)
 		return
 	}
+	rc.timeline[key] = append(rc.timeline[key], fmt.Sprintf("%d:204@%.2fs", n, time.Since(rc.t0).Seconds()))
 	if rc.delivered[d.ID] {
 		rc.duplicates++
 	} else {
@@ -299,6 +306,13 @@ func TestPerKeyOrderWithThreeReplicas(t *testing.T) {
 	// the next live replica (round robin); a failed post is made again with
 	// the same id. Posting is paced so that it goes on after the kill.
 	var next atomic.Uint64
+	var journalMu sync.Mutex
+	journal := map[string][]string{} // event id -> what each post of it got
+	note := func(id string, i int, what string) {
+		journalMu.Lock()
+		journal[id] = append(journal[id], fmt.Sprintf("replica %d %s@%.2fs", i, what, time.Since(rc.t0).Seconds()))
+		journalMu.Unlock()
+	}
 	post := func(ev testutil.Posted) error {
 		body := ev.JSON(true)
 		var lastErr error
@@ -312,12 +326,14 @@ func TestPerKeyOrderWithThreeReplicas(t *testing.T) {
 			req.Header.Set("Authorization", "Bearer "+token)
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
+				note(ev.ID, i, "error")
 				lastErr = err
 				time.Sleep(100 * time.Millisecond)
 				continue
 			}
 			answer, _ := io.ReadAll(resp.Body)
 			_ = resp.Body.Close()
+			note(ev.ID, i, fmt.Sprintf("%d %s", resp.StatusCode, bytes.TrimSpace(answer)))
 			if resp.StatusCode != http.StatusAccepted {
 				lastErr = fmt.Errorf("replica %d answered %d: %s", i, resp.StatusCode, answer)
 				time.Sleep(100 * time.Millisecond)
@@ -367,6 +383,7 @@ func TestPerKeyOrderWithThreeReplicas(t *testing.T) {
 	dead[leader].Store(true)
 	replicas[leader].Kill9()
 	killedAt := time.Now()
+	t.Logf("killed at %.2fs (receiver time)", killedAt.Sub(rc.t0).Seconds())
 	atKill, postedAtKill := rc.done(), postedN.Load()
 	t.Logf("killed the leader, replica %d, with %d of %d events delivered and %d posted", leader, atKill, orderedTotal, postedAtKill)
 
@@ -420,6 +437,9 @@ func TestPerKeyOrderWithThreeReplicas(t *testing.T) {
 			t.Errorf("order violation: %s", v)
 		}
 		t.Errorf("%d order violations in %d requests", len(violations), requests)
+		journalMu.Lock()
+		t.Log(explainViolations(rc, violations, journal, natsURL, ns))
+		journalMu.Unlock()
 	}
 	if ledger.Len() != orderedTotal {
 		t.Errorf("the ledger holds %d events, want %d", ledger.Len(), orderedTotal)
@@ -471,4 +491,72 @@ func watchOrdered(t *testing.T, rc *orderReceiver, url string) (stop func()) {
 		}
 	}()
 	return func() { close(done); <-finished }
+}
+
+// explainViolations describes up to three keys with violations: how each of
+// their events was posted, the stream sequence each was stored at in the
+// events stream, and every request the receiver got for the key.
+func explainViolations(rc *orderReceiver, violations []string, journal map[string][]string, url, ns string) string {
+	seqs, err := eventSequences(url, store.OrderedEventSubject(ns))
+	var b strings.Builder
+	if err != nil {
+		fmt.Fprintf(&b, "reading the events stream: %v\n", err)
+	}
+	seen := map[string]bool{}
+	for _, v := range violations {
+		key, _, _ := strings.Cut(v, ":")
+		if seen[key] || len(seen) == 3 {
+			continue
+		}
+		seen[key] = true
+		fmt.Fprintf(&b, "key %s:\n", key)
+		for n := 1; n <= orderedPerKey; n++ {
+			id := fmt.Sprintf("ord-%s-%d", key, n)
+			fmt.Fprintf(&b, "  event %d: stored at seq %d; posts: %s\n", n, seqs[id], strings.Join(journal[id], "; "))
+		}
+		rc.mu.Lock()
+		fmt.Fprintf(&b, "  requests (event:answer@time): %s\n", strings.Join(rc.timeline[key], " "))
+		rc.mu.Unlock()
+	}
+	return b.String()
+}
+
+// eventSequences reads the events stream's subject and returns the stream
+// sequence of each event id.
+func eventSequences(url, subject string) (map[string]uint64, error) {
+	nc, err := nats.Connect(url, nats.Timeout(5*time.Second))
+	if err != nil {
+		return nil, err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := js.OrderedConsumer(ctx, store.StreamEvents, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]uint64{}
+	for {
+		batch, err := c.Fetch(500, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			return out, err
+		}
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			if meta, err := m.Metadata(); err == nil {
+				out[m.Headers().Get(store.HdrEventID)] = meta.Sequence.Stream
+			}
+		}
+		if got == 0 {
+			if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+				return out, err
+			}
+			return out, nil
+		}
+	}
 }
