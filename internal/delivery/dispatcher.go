@@ -793,7 +793,7 @@ func (d *Dispatcher) recordQueueDepth(ctx context.Context) {
 			d.opts.Metrics.QueueDepth.WithLabelValues(store.StreamEvents).Set(float64(info.NumPending + uint64(info.NumAckPending)))
 		}
 	}
-	for _, name := range []string{store.StreamDeliveries, store.StreamFailed} {
+	for _, name := range []string{store.StreamDeliveries, store.StreamFailed, store.StreamOrdered} {
 		s, err := d.js.Stream(ctx, name)
 		if err != nil {
 			continue
