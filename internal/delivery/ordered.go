@@ -64,7 +64,20 @@ type lane struct {
 	// deleting is the sequence of a finished head whose removal failed:
 	// it is not attempted again, only removed.
 	deleting uint64
+	// head is the lane's first delivery as the move stored it, when the
+	// lane was created by that move: read without a get.
+	head *movedHead
 }
+
+// movedHead is a delivery a move just stored, at stream sequence seq.
+type movedHead struct {
+	seq uint64
+	dl  store.Delivery
+}
+
+// maxCachedHeads bounds the lanes waiting for a runner with their head in
+// memory: beyond it a new lane reads its head from the stream.
+const maxCachedHeads = 1024
 
 // startLanes starts the worker's lanes and finds the keys that have
 // deliveries queued. Idempotent.
@@ -90,19 +103,30 @@ func (w *endpointWorker) startLanes(ctx context.Context) error {
 	}
 	for subj, n := range info.State.Subjects {
 		if _, token, ok := store.OrderedKeyOfSubject(subj); ok && n > 0 {
-			o.kick(token)
+			o.kick(token, nil)
 		}
 	}
 	return nil
 }
 
 // kick tells the lane of token that its queue may have a head to work on.
-func (o *orderLanes) kick(token string) {
+// moved, when the kick comes from a move, is the first delivery it stored
+// for token (nil when that was a duplicate): a lane the move creates has
+// it as its head, since the lanes started with every key that had
+// deliveries queued, and a lane is dropped only once its queue is empty.
+func (o *orderLanes) kick(token string, moved *movedHead) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	l := o.lanes[token]
 	if l == nil {
 		l = &lane{token: token, next: 1}
+		if moved != nil {
+			// No retry state can name a delivery stored just now.
+			l.checked = true
+			if len(o.ready) < maxCachedHeads {
+				l.head = moved
+			}
+		}
 		o.lanes[token] = l
 	}
 	if l.queued {
@@ -211,23 +235,14 @@ func (o *orderLanes) step(l *lane) {
 			return
 		}
 	}
-	msg, err := o.stream.GetMsg(ctx, l.next, jetstream.WithGetMsgSubject(store.OrderedSubject(w.ns, w.name, l.token)))
-	switch {
-	case errors.Is(err, jetstream.ErrMsgNotFound):
-		o.drop(l)
-		return
-	case err != nil:
-		if ctx.Err() == nil {
-			w.env.log.Error(err, "Reading the next ordered delivery failed; trying again in a second", "namespace", w.ns, "name", w.name)
-			o.later(l, time.Second)
-		}
+	ep := w.ep.Load()
+	h, ok := o.loadHead(ctx, l)
+	if !ok {
 		return
 	}
-	seq := msg.Sequence
+	seq, ds, derr := h.seq, h.ds, h.err
 	l.next = seq
-	ep := w.ep.Load()
-	ds, derr := store.DeliveriesOf(msg.Header, msg.Data)
-	if msg.Header.Get(store.HdrEndpointUID) != string(ep.UID) || derr != nil || len(ds) != 1 {
+	if h.uid != string(ep.UID) || derr != nil || len(ds) != 1 {
 		// Left for an earlier resource of the same name, or unreadable.
 		if derr != nil {
 			w.env.log.Error(derr, "Dropping an ordered message that carries no readable delivery", "namespace", w.ns, "name", w.name, "seq", seq)
@@ -287,6 +302,41 @@ func (o *orderLanes) step(l *lane) {
 	}
 }
 
+// laneHead is a lane's first message: its sequence, the deliveries it
+// carries (err when they do not decode) and its endpoint's UID.
+type laneHead struct {
+	seq uint64
+	ds  []store.Delivery
+	uid string
+	err error
+}
+
+// loadHead returns the lane's head; ok is false when there is none (the
+// lane is dropped) or it could not be read (the lane tries again later).
+func (o *orderLanes) loadHead(ctx context.Context, l *lane) (laneHead, bool) {
+	w := o.w
+	if h := l.head; h != nil {
+		l.head = nil
+		if h.seq >= l.next {
+			return laneHead{seq: h.seq, ds: []store.Delivery{h.dl}, uid: string(w.uid)}, true
+		}
+	}
+	msg, err := o.stream.GetMsg(ctx, l.next, jetstream.WithGetMsgSubject(store.OrderedSubject(w.ns, w.name, l.token)))
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		o.drop(l)
+		return laneHead{}, false
+	case err != nil:
+		if ctx.Err() == nil {
+			w.env.log.Error(err, "Reading the next ordered delivery failed; trying again in a second", "namespace", w.ns, "name", w.name)
+			o.later(l, time.Second)
+		}
+		return laneHead{}, false
+	}
+	ds, derr := store.DeliveriesOf(msg.Header, msg.Data)
+	return laneHead{seq: msg.Sequence, ds: ds, uid: msg.Header.Get(store.HdrEndpointUID), err: derr}, true
+}
+
 // remove deletes a finished head (and its state) from the stream and moves
 // the lane past it; should that fail, the lane only retries the removal.
 func (o *orderLanes) remove(ctx context.Context, l *lane, seq uint64) bool {
@@ -342,8 +392,9 @@ func (w *endpointWorker) move(m jetstream.Msg) {
 		}
 		tokens[i] = store.OrderKeyToken(key)
 	}
+	var seqs []uint64
 	for {
-		if err := w.storeOrdered(ep.UID, meta.Sequence.Stream, ds, tokens); err == nil {
+		if seqs, err = w.storeOrdered(ep.UID, meta.Sequence.Stream, ds, tokens); err == nil {
 			break
 		} else if w.ctx.Err() != nil {
 			_ = m.Nak()
@@ -361,17 +412,28 @@ func (w *endpointWorker) move(m jetstream.Msg) {
 	_ = m.Ack()
 	w.env.msgDone(m)
 	if o := w.lanes.Load(); o != nil {
-		for _, t := range tokens {
-			o.kick(t)
+		first := make(map[string]bool, len(tokens))
+		for i, t := range tokens {
+			if first[t] {
+				o.kick(t, nil)
+				continue
+			}
+			first[t] = true
+			var moved *movedHead
+			if seqs[i] != 0 {
+				moved = &movedHead{seq: seqs[i], dl: ds[i]}
+			}
+			o.kick(t, moved)
 		}
 	}
 }
 
 // storeOrdered publishes the deliveries to their keys' queues, in order,
-// and waits for every acknowledgement. Message IDs made of the stored
-// message's sequence keep a repeated move (after a crash before m's
-// acknowledgement) from queueing them twice.
-func (w *endpointWorker) storeOrdered(uid types.UID, seq uint64, ds []store.Delivery, tokens []string) error {
+// and waits for every acknowledgement; it returns the stream sequence of
+// each, 0 for a duplicate. Message IDs made of the stored message's
+// sequence keep a repeated move (after a crash before m's acknowledgement)
+// from queueing them twice.
+func (w *endpointWorker) storeOrdered(uid types.UID, seq uint64, ds []store.Delivery, tokens []string) ([]uint64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), store.PublishAckTimeout)
 	defer cancel()
 	futures := make([]jetstream.PubAckFuture, 0, len(ds))
@@ -379,9 +441,22 @@ func (w *endpointWorker) storeOrdered(uid types.UID, seq uint64, ds []store.Deli
 		f, err := w.env.js.PublishMsgAsync(store.OrderedMsg(w.ns, w.name, uid, tokens[i], &ds[i]),
 			jetstream.WithMsgID(fmt.Sprintf("mv.%d.%d", seq, i)))
 		if err != nil {
-			return err
+			return nil, err
 		}
 		futures = append(futures, f)
 	}
-	return store.WaitAcks(ctx, futures)
+	seqs := make([]uint64, len(futures))
+	for i, f := range futures {
+		select {
+		case ack := <-f.Ok():
+			if !ack.Duplicate {
+				seqs[i] = ack.Sequence
+			}
+		case err := <-f.Err():
+			return nil, err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return seqs, nil
 }

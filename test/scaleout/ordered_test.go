@@ -226,6 +226,7 @@ func TestPerKeyOrderWithThreeReplicas(t *testing.T) {
 	ns := env.Namespace(t)
 	ledger := testutil.NewLedger()
 	rc := newOrderReceiver(t, ledger)
+	tracer = startTracer(t, natsURL, rc.t0)
 	objs := []client.Object{
 		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "sig"}, StringData: map[string]string{"secret": secret}},
 		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "ingest", Labels: map[string]string{"webhooks.wablast.io/ingest-token": "true"}}, StringData: map[string]string{"token": token}},
@@ -493,6 +494,8 @@ func watchOrdered(t *testing.T, rc *orderReceiver, url string) (stop func()) {
 	return func() { close(done); <-finished }
 }
 
+var tracer *jsTracer
+
 // explainViolations describes up to three keys with violations: how each of
 // their events was posted, the stream sequence each was stored at in the
 // events stream, and every request the receiver got for the key.
@@ -512,7 +515,7 @@ func explainViolations(rc *orderReceiver, violations []string, journal map[strin
 		fmt.Fprintf(&b, "key %s:\n", key)
 		for n := 1; n <= orderedPerKey; n++ {
 			id := fmt.Sprintf("ord-%s-%d", key, n)
-			fmt.Fprintf(&b, "  event %d: stored at seq %d; posts: %s\n", n, seqs[id], strings.Join(journal[id], "; "))
+			fmt.Fprintf(&b, "  event %d: stored at seq %d; posts: %s\n    trace: %s\n", n, seqs[id], strings.Join(journal[id], "; "), tracer.of(id))
 		}
 		rc.mu.Lock()
 		fmt.Fprintf(&b, "  requests (event:answer@time): %s\n", strings.Join(rc.timeline[key], " "))
@@ -540,6 +543,11 @@ func eventSequences(url, subject string) (map[string]uint64, error) {
 		return nil, err
 	}
 	out := map[string]uint64{}
+	if ci, err := c.Info(ctx); err == nil {
+		fmt.Println("DEBUG ordered consumer pending", ci.NumPending, subject)
+	} else {
+		fmt.Println("DEBUG info", err)
+	}
 	for {
 		batch, err := c.Fetch(500, jetstream.FetchMaxWait(time.Second))
 		if err != nil {
@@ -552,6 +560,7 @@ func eventSequences(url, subject string) (map[string]uint64, error) {
 				out[m.Headers().Get(store.HdrEventID)] = meta.Sequence.Stream
 			}
 		}
+		fmt.Println("DEBUG fetched", got, batch.Error())
 		if got == 0 {
 			if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
 				return out, err
