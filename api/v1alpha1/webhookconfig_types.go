@@ -253,7 +253,6 @@ const (
 	OrderingPerKey DeliveryOrdering = "PerKey"
 )
 
-
 // DeliveryResult is the outcome of one delivery attempt.
 //
 // +kubebuilder:validation:Enum=Succeeded;Retrying;Failed

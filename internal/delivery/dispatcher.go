@@ -425,8 +425,8 @@ func (d *Dispatcher) fanoutInOrder(ctx context.Context, m jetstream.Msg) {
 func (d *Dispatcher) fanoutMsg(ctx context.Context, m jetstream.Msg) error {
 	meta, err := m.Metadata()
 	if err != nil {
-		_ = m.Term()
-		return nil
+		_ = m.Term() // not a JetStream message: nothing to fan out, or to try again
+		return nil   //nolint:nilerr // handled: the message is terminated
 	}
 	ns := store.NamespaceOfEventSubject(m.Subject())
 	h := m.Headers()
@@ -708,7 +708,11 @@ func (d *Dispatcher) syncWorkers(ctx context.Context) {
 	clear(d.wanted)
 	toStop := make([]*endpointWorker, 0, len(plan.stop))
 	for _, key := range plan.stop {
-		toStop = append(toStop, d.workers[key])
+		w := d.workers[key]
+		if o := w.lanes.Load(); o != nil && !o.empty() {
+			d.leftovers[key] = true // the next worker goes on with them (PerKey switched off)
+		}
+		toStop = append(toStop, w)
 		delete(d.workers, key)
 	}
 	for _, ep := range plan.update {

@@ -181,13 +181,6 @@ func (o *orderLanes) empty() bool {
 	return len(o.lanes) == 0
 }
 
-// keys returns how many keys have deliveries queued.
-func (o *orderLanes) keys() int {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return len(o.lanes)
-}
-
 // close stops the runners (after the worker's context ended) and the timers.
 func (o *orderLanes) close() {
 	o.mu.Lock()
@@ -396,12 +389,12 @@ func (w *endpointWorker) move(m jetstream.Msg) {
 	for {
 		if seqs, err = w.storeOrdered(ep.UID, meta.Sequence.Stream, ds, tokens); err == nil {
 			break
-		} else if w.ctx.Err() != nil {
+		}
+		if w.ctx.Err() != nil {
 			_ = m.Nak()
 			return
-		} else {
-			w.env.log.Error(err, "Queueing deliveries under their ordering keys failed; trying again in a second", "namespace", w.ns, "name", w.name)
 		}
+		w.env.log.Error(err, "Queueing deliveries under their ordering keys failed; trying again in a second", "namespace", w.ns, "name", w.name)
 		select {
 		case <-time.After(time.Second):
 		case <-w.ctx.Done():

@@ -351,3 +351,49 @@ func TestPerKeyOrderHoldsWithTwoManagersOnOneNATS(t *testing.T) {
 	c.report(t)
 	rc.checkAll(t, events...)
 }
+
+// An endpoint switched from PerKey to Unordered delivers what its keys'
+// queues still hold, in their order, and new events unordered.
+func TestSwitchingPerKeyOffDeliversWhatTheKeysHold(t *testing.T) {
+	var mu sync.Mutex
+	stuck := true
+	c := newOrderChecker(func(key string, _ int) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return stuck && key == "k0"
+	})
+	rc := orderedReceiver(t, c)
+	h := newHarness(t, "", nil)
+	ep := testEndpoint("ordered", rc.URL, perKey)
+	h.reg.Upsert(ep)
+	events := keyedEvents("switch", 3, 6, rand.New(rand.NewPCG(17, 18)))
+	h.enqueue(events...)
+	testutil.EventuallyEvery(t, 30*time.Second, 20*time.Millisecond, func() error {
+		for k := 1; k < 3; k++ {
+			if got := c.delivered(fmt.Sprintf("k%d", k)); got != 6 {
+				return fmt.Errorf("key k%d: %d of 6 delivered", k, got)
+			}
+		}
+		return nil
+	})
+	ep.Policy.PerKey, ep.OrderingKey, ep.Generation = false, nil, 2
+	h.reg.Upsert(ep)
+	syncs := h.d.Syncs()
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if h.d.Syncs() < syncs+3 {
+			return fmt.Errorf("%d syncs", h.d.Syncs()-syncs)
+		}
+		return nil
+	})
+	mu.Lock()
+	stuck = false
+	mu.Unlock()
+	testutil.EventuallyEvery(t, 30*time.Second, 20*time.Millisecond, func() error {
+		if got := c.delivered("k0"); got != 6 {
+			return fmt.Errorf("key k0: %d of 6 delivered", got)
+		}
+		return nil
+	})
+	c.report(t)
+	rc.checkAll(t, events...)
+}
