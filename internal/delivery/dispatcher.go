@@ -675,13 +675,14 @@ func (d *Dispatcher) scanOrdered(ctx context.Context) {
 	var running []*endpointWorker
 	for _, key := range found {
 		d.leftovers[key] = true
-		if w := d.workers[key]; w != nil && !w.stopped() && w.lanes.Load() == nil {
+		if w := d.workers[key]; w != nil && !w.stopped() {
 			running = append(running, w)
 		}
 	}
 	d.mu.Unlock()
 	for _, w := range running {
-		if err := w.startLanes(w.ctx); err != nil && ctx.Err() == nil {
+		err := w.startLanes(w.ctx) // a rescan when they run already
+		if err != nil && ctx.Err() == nil {
 			d.opts.Logger.Error(err, "Starting the ordered deliveries of an endpoint", "namespace", w.ns, "name", w.name)
 		}
 	}

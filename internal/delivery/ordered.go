@@ -80,10 +80,10 @@ type movedHead struct {
 const maxCachedHeads = 1024
 
 // startLanes starts the worker's lanes and finds the keys that have
-// deliveries queued. Idempotent.
+// deliveries queued; when they run already, it looks for them again.
 func (w *endpointWorker) startLanes(ctx context.Context) error {
-	if w.lanes.Load() != nil {
-		return nil
+	if o := w.lanes.Load(); o != nil {
+		return o.rescan(ctx)
 	}
 	stream, err := w.env.js.Stream(ctx, store.StreamOrdered)
 	if err != nil {
@@ -97,7 +97,15 @@ func (w *endpointWorker) startLanes(ctx context.Context) error {
 	for range max(w.ep.Load().Policy.MaxInFlight, 1) {
 		o.wg.Go(o.run)
 	}
-	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(store.OrderedSubjects(w.ns, w.name)))
+	return o.rescan(ctx)
+}
+
+// rescan kicks every key of the endpoint with deliveries queued: at the
+// start, and every minute after (scanOrdered), so that no key is left
+// waiting should a kick ever go missing.
+func (o *orderLanes) rescan(ctx context.Context) error {
+	w := o.w
+	info, err := o.stream.Info(ctx, jetstream.WithSubjectFilter(store.OrderedSubjects(w.ns, w.name)))
 	if err != nil {
 		return fmt.Errorf("listing the ordering keys with deliveries: %w", err)
 	}

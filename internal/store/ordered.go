@@ -41,9 +41,10 @@ func orderedStreamConfig(replicas int) jetstream.StreamConfig {
 		Replicas:  replicas,
 		// A move repeated after a lost acknowledgement adds nothing.
 		Duplicates: deliveriesDuplicateWindow,
-		// The head of a key is read with a direct get (the first message of
-		// its subject), from any replica of the stream.
-		AllowDirect: true,
+		// The head of a key (the first message of its subject) is read from
+		// the stream's leader, not with a direct get, which a replica that
+		// lags behind may answer: a delivery just stored there could look
+		// missing, and the key's queue empty.
 		AllowRollup: true,
 	}
 }
