@@ -277,12 +277,12 @@ func (o *orderLanes) step(l *lane) {
 	if err := w.attempts.Acquire(ctx, 1); err != nil {
 		return // stopping
 	}
-	res := w.handle(ctx, ep, dl, func(ctx context.Context, dl *store.Delivery, attempt int, at time.Time) error {
-		st := store.HeadState{Seq: seq, Attempts: attempt, Due: at}
-		if _, err := w.env.js.PublishMsg(ctx, store.HeadStateMsg(w.ns, w.name, l.token, st)); err != nil {
-			return err
-		}
-		l.state = st
+	// The retry state is stored after the attempt's outcome, as a retry of
+	// an unordered delivery is: a crash in between makes the attempt again
+	// (its outcome counted once), rather than leave it uncounted.
+	var next store.HeadState
+	res := w.handle(ctx, ep, dl, func(_ context.Context, _ *store.Delivery, attempt int, at time.Time) error {
+		next = store.HeadState{Seq: seq, Attempts: attempt, Due: at}
 		return nil
 	})
 	w.attempts.Release(1)
@@ -295,6 +295,12 @@ func (o *orderLanes) step(l *lane) {
 			o.later(l, max(res.delay, 100*time.Millisecond))
 		}
 	case res.oc != nil && res.oc.Result == webhooksv1alpha1.ResultRetrying:
+		if _, err := w.env.js.PublishMsg(ctx, store.HeadStateMsg(w.ns, w.name, l.token, next)); err != nil && ctx.Err() == nil {
+			// Kept in memory: only a restart before the next attempt
+			// makes this one again.
+			w.env.log.Error(err, "Storing the retry state of an ordered delivery failed", "namespace", w.ns, "name", w.name)
+		}
+		l.state = next
 		o.later(l, res.oc.NextAttempt.Sub(w.env.now()))
 	default: // succeeded or failed for good: the next one is the head
 		if o.remove(ctx, l, seq) {

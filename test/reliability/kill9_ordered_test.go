@@ -196,32 +196,6 @@ func TestKill9KeepsEachKeysOrder(t *testing.T) {
 		t.Logf("producer saw: %s", e)
 	}
 	t.Logf("RESULT kill9 ordered status: %s", statusCounters(t, ns, "crm"))
-	// TEMPORARY DIAGNOSTIC
-	{
-		byID := map[string][]exchange{}
-		for _, x := range rc.exchanges() {
-			byID[x.id] = append(byID[x.id], x)
-		}
-		for id, xs := range byID {
-			var before []exchange
-			for _, x := range xs {
-				if x.arrived.Before(killAt) {
-					before = append(before, x)
-				}
-			}
-			if len(before) == 0 {
-				continue
-			}
-			lx := before[len(before)-1]
-			if (lx.code == 500 && killAt.Sub(lx.answered) < 300*time.Millisecond) || oks[id] > 1 {
-				var desc []string
-				for _, x := range xs {
-					desc = append(desc, fmt.Sprintf("%d arrived %s answered %s (rel kill)", x.code, x.arrived.Sub(killAt).Round(time.Millisecond), x.answered.Sub(killAt).Round(time.Millisecond)))
-				}
-				t.Logf("DIAG %s (2xx %d): %d requests before the kill: %s", id, oks[id], len(before), strings.Join(desc, "; "))
-			}
-		}
-	}
 }
 
 // orderedEvent is event n (from 1) of key j: a message.sent whose
