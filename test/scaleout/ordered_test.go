@@ -366,7 +366,7 @@ func TestPerKeyOrderWithThreeReplicas(t *testing.T) {
 			_, err = ledger.Accepted([]testutil.Posted{ev}, answer)
 			return err
 		}
-		return fmt.Errorf("%s never accepted: %v", ev.ID, lastErr)
+		return fmt.Errorf("%s never accepted: %w", ev.ID, lastErr)
 	}
 	var posted sync.WaitGroup
 	var postErrs sync.Map
