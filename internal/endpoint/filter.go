@@ -277,7 +277,8 @@ func (f *Filter) eval(vars *filterVars, count bool) bool {
 // filterVars are the variables of one event, converted to CEL values once
 // and shared by every filter evaluated against it.
 type filterVars struct {
-	typ, data, timestamp ref.Val
+	typ, timestamp ref.Val
+	data           any // celData
 	// small is true when the data is within FilterDataSizeEstimate bytes.
 	small bool
 }
@@ -333,10 +334,29 @@ func newFilterVars(ev *FilterEvent) (*filterVars, error) {
 	// without adapting Go values on each access.
 	return &filterVars{
 		typ:       types.String(ev.Type),
-		data:      celValue(data),
+		data:      celData(data),
 		timestamp: types.Timestamp{Time: ts.UTC().Truncate(time.Millisecond)},
 		small:     len(ev.Data)+len(ev.Envelope) <= FilterDataSizeEstimate,
 	}, nil
+}
+
+// celData is the data object for CEL: a Go map[string]any (nested
+// objects likewise) whose other values are CEL values already. CEL's
+// interpreter looks a field up in such a map directly (a string-keyed Go
+// map), where a CEL map (celValue) hashes and compares the key as an
+// interface value: field reads, most of a filter's work, take about half
+// as long. A value that leaves the map whole (data itself, an object in
+// it) is adapted to a CEL map when it is used as one.
+func celData(m map[string]any) any {
+	out := make(map[string]any, len(m))
+	for k, e := range m {
+		if o, ok := e.(map[string]any); ok {
+			out[k] = celData(o)
+			continue
+		}
+		out[k] = celValue(e)
+	}
+	return out
 }
 
 // celValue converts a JSON value decoded with UseNumber into a CEL value:

@@ -2,10 +2,12 @@ package endpoint
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/cel-go/common/types"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -248,5 +250,49 @@ func TestCountMatchingCountsNothingInTheMetrics(t *testing.T) {
 	if testutil.ToFloat64(filterErrors.WithLabelValues("shop", "count")) != errs0 ||
 		testutil.ToFloat64(filterEvaluations.WithLabelValues("shop", "count", "matched")) != match0 {
 		t.Error("CountMatching counted in the metrics")
+	}
+}
+
+// The data as filters read it (celData: Go maps of CEL values) evaluates
+// every kind of expression as the plain CEL map (celValue) would.
+func TestTheDataAsGoMapsEvaluatesAsACELMap(t *testing.T) {
+	raw := `{"messageId":"m-1","to":"+62","n":3,"ratio":0.5,"ok":true,"none":null,` +
+		`"error":{"code":7,"detail":{"reason":"blocked"}},"items":["a","b",{"x":1}],"tags":{}}`
+	var data map[string]any
+	if err := decodeJSON([]byte(raw), &data); err != nil {
+		t.Fatal(err)
+	}
+	for _, expr := range []string{
+		`data.messageId == "m-1"`, `has(data.to) && !has(data.from)`, `data.n == 3 && data.n > 2.5`,
+		`data.ratio < 1`, `data.ok == true`, `data.none == null`, `data.error.code == 7`,
+		`data.error.detail.reason.startsWith("block")`, `has(data.error.detail) && !has(data.error.other)`,
+		`data.items.size() == 3 && data.items[0] == "a" && data.items[2].x == 1`,
+		`data.items.exists(i, i == "b")`, `"to" in data && !("from" in data)`, `data.size() == 9`,
+		`data.error == {"code": 7, "detail": {"reason": "blocked"}}`, `data.tags == {}`, `size(data.tags) == 0`,
+		`data.error.detail != {"reason": "x"}`, `data.exists(k, k == "ratio")`, `data.all(k, k.size() >= 1)`,
+		`"reason" in data.error.detail`,
+		`data.missing == 1`, `data.error.missing.x == 1`,
+	} {
+		f, err := CompileFilter("shop", "equiv", expr)
+		if err != nil {
+			t.Fatalf("%s: %v", expr, err)
+		}
+		eval := func(d any) string {
+			vars := &filterVars{typ: types.String("message.sent"), data: d, timestamp: types.Timestamp{}, small: true}
+			out, _, err := f.prg.Eval(vars)
+			if err != nil {
+				return "error"
+			}
+			return fmt.Sprint(out)
+		}
+		if got, want := eval(celData(data)), eval(celValue(data)); got != want {
+			t.Errorf("%s: %s with Go maps, %s with a CEL map", expr, got, want)
+		}
+		if strings.Contains(expr, "missing") {
+			continue
+		}
+		if got := eval(celData(data)); got != "true" {
+			t.Errorf("%s = %s, want true", expr, got)
+		}
 	}
 }
