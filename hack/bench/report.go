@@ -115,8 +115,8 @@ func (r *report) writeMarkdown(path string) error {
 	fmt.Fprintf(&b, "| load average (1, 5, 15 min) | %s before, %s after (the harness's own load included) |\n", r.loadBefore, r.loadAfter)
 	fmt.Fprintf(&b, "| machine CPU time not this harness's | %s |\n", r.cpuShares())
 	z := r.sizes
-	fmt.Fprintf(&b, "| sizes | throughput %d events from %d posters (batches of %d); latency %d events/s for %s; fan-out %d endpoints, %d events; status %d events/s to %d endpoints for %s, flush %s; scale %d WebhookConfigs in %d namespaces; pending %d events; filters %d events a pass, %d rounds |\n",
-		z.N, z.C, z.Batch, z.LatencyRate, z.LatencyFor, z.FanoutEndpoints, z.FanoutEvents, z.StatusRate, z.StatusEndpoints, z.StatusFor, z.StatusFlush, z.ScaleConfigs, z.ScaleNamespaces, z.PendingEvents, z.FilterEvents, z.FilterRounds)
+	fmt.Fprintf(&b, "| sizes | throughput %d events from %d posters (batches of %d); latency %d events/s for %s; fan-out %d endpoints, %d events; status %d events/s to %d endpoints for %s, flush %s; scale %d WebhookConfigs in %d namespaces; pending %d events; filters %d events a pass, %d rounds; ordered delivery %d events a pass, %d rounds |\n",
+		z.N, z.C, z.Batch, z.LatencyRate, z.LatencyFor, z.FanoutEndpoints, z.FanoutEvents, z.StatusRate, z.StatusEndpoints, z.StatusFor, z.StatusFlush, z.ScaleConfigs, z.ScaleNamespaces, z.PendingEvents, z.FilterEvents, z.FilterRounds, z.OrderedEvents, z.OrderedRounds)
 	fmt.Fprintf(&b, "| duration | %s |\n\n", r.finished.Sub(r.started).Round(time.Second))
 
 	if w := r.busyWarning(); w != "" {
