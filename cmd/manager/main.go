@@ -58,7 +58,7 @@ func run() error {
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "The address the metrics endpoint binds to; \"0\" disables it.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "The address the health and readiness probes bind to.")
 	flag.StringVar(&pprofAddr, "pprof-bind-address", "0", "The address Go's pprof handlers (/debug/pprof/) bind to, for finding where memory and CPU go; \"0\" (the default) disables them. Bind it to loopback only: profiles show the process's internals.")
-	flag.BoolVar(&leaderElect, "leader-elect", false, "Enable leader election: only the leader reconciles and writes status; every replica delivers.")
+	flag.BoolVar(&leaderElect, "leader-elect", false, "Enable leader election: only the leader reconciles, writes status and delivers to PerKey (ordered) endpoints; every replica delivers to the others. Required with several replicas.")
 	flag.StringVar(&leaderElectNamespace, "leader-election-namespace", "", "The namespace of the leader election Lease; defaults to the pod's namespace.")
 	flag.StringVar(&cfg.DataDir, "data-dir", "/var/lib/webhook-operator", "The embedded NATS JetStream file store directory.")
 	flag.StringVar(&cfg.NATSURL, "nats-url", "", "The URL of an external NATS cluster with JetStream; empty runs an embedded server.")
