@@ -101,3 +101,16 @@ func dedupeKey(oc *store.Outcome) (uint64, bool) {
 	}
 	return h.Sum64(), true
 }
+
+// endedAtKey names the end of the outcome's event at its endpoint by the
+// number of the attempt that ended it (see ledger.firstRecord); only for
+// outcomes that have a dedupeKey.
+func endedAtKey(oc *store.Outcome) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte("e\x00"))
+	for _, part := range []string{string(oc.UID), oc.EventID, oc.AcceptedAt, strconv.Itoa(int(oc.Attempt))} {
+		h.Write([]byte(part))
+		h.Write([]byte{0})
+	}
+	return h.Sum64()
+}

@@ -5,6 +5,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/types"
 
+	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
 	"github.com/wablast/webhook-operator/internal/store"
 )
 
@@ -106,6 +107,12 @@ func (l *ledger) receive(seq uint64, now time.Time) msgVerdict {
 // firstRecord reports whether oc is the first record, within the dedupe
 // window, of what it records, and remembers it as recorded at now. An
 // outcome without a dedupe key is always a first record.
+//
+// An attempt to be retried that has the number of the attempt that ended
+// the event is not a first record either: it is that attempt made again
+// after the event ended (its delivery was cut off by a crash between the
+// outcome and its acknowledgement, and the receiver answered the repeat
+// with an error), and counting it would open the event again.
 func (l *ledger) firstRecord(oc *store.Outcome, now time.Time) bool {
 	key, ok := dedupeKey(oc)
 	if !ok {
@@ -114,7 +121,14 @@ func (l *ledger) firstRecord(oc *store.Outcome, now time.Time) bool {
 	if l.seen.has(key) {
 		return false
 	}
+	end := endedAtKey(oc)
+	if oc.Result == webhooksv1alpha1.ResultRetrying && l.seen.has(end) {
+		return false
+	}
 	l.seen.add(key, now)
+	if oc.Result != webhooksv1alpha1.ResultRetrying {
+		l.seen.add(end, now)
+	}
 	return true
 }
 

@@ -127,6 +127,20 @@ func TestLedgerFirstRecord(t *testing.T) {
 			{time.Second, keyed(retrying("e1", 2)), false},
 		},
 	}, {
+		name: "the ending attempt made again after the end, answered with an error, does not count",
+		steps: []step{
+			{0, keyed(retrying("e1", 1)), true},
+			{time.Second, keyed(succeeded("e1", 2)), true},
+			{time.Second, keyed(retrying("e1", 2)), false},
+			{time.Second, keyed(succeeded("e1", 3)), false},
+		},
+	}, {
+		name: "an earlier attempt's record after the end still counts",
+		steps: []step{
+			{0, keyed(succeeded("e1", 2)), true},
+			{0, keyed(retrying("e1", 1)), true},
+		},
+	}, {
 		name: "a replay of a failed event is a new life",
 		steps: []step{
 			{0, keyed(failed("e1", 3)), true},
