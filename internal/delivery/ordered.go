@@ -44,7 +44,23 @@ type orderLanes struct {
 	ready  []*lane
 	closed bool
 	wg     sync.WaitGroup
+
+	// At most maxLanes lanes are kept. A key met while they are full
+	// (overflow) gets none: its deliveries wait in the stream until
+	// discover, reading the stream forward from cursor, finds it once lanes
+	// are free. refused counts the keys turned away, so that a discovery
+	// that saw the end of the stream knows whether one came meanwhile.
+	maxLanes    int
+	overflow    bool
+	refused     int
+	cursor      uint64
+	discovering bool
 }
+
+// maxLanes bounds the lanes an endpoint keeps in memory (about 200 bytes
+// each): through a long outage with a key per message, the keys beyond
+// it wait in the stream, not in memory. A variable for tests.
+var maxLanes = 50_000
 
 // lane is one ordering key (by its token) with deliveries queued.
 type lane struct {
@@ -80,16 +96,17 @@ type movedHead struct {
 const maxCachedHeads = 1024
 
 // startLanes starts the worker's lanes and finds the keys that have
-// deliveries queued; when they run already, it looks for them again.
+// deliveries queued; when they run already, it goes on finding those it
+// had no room for.
 func (w *endpointWorker) startLanes(ctx context.Context) error {
 	if o := w.lanes.Load(); o != nil {
-		return o.rescan(ctx)
+		return o.discover(ctx)
 	}
 	stream, err := w.env.js.Stream(ctx, store.StreamOrdered)
 	if err != nil {
 		return fmt.Errorf("finding stream %s: %w", store.StreamOrdered, err)
 	}
-	o := &orderLanes{w: w, stream: stream, lanes: map[string]*lane{}}
+	o := &orderLanes{w: w, stream: stream, lanes: map[string]*lane{}, maxLanes: maxLanes, overflow: true, cursor: 1}
 	o.cond = sync.NewCond(&o.mu)
 	if !w.lanes.CompareAndSwap(nil, o) {
 		return nil
@@ -97,24 +114,85 @@ func (w *endpointWorker) startLanes(ctx context.Context) error {
 	for range max(w.ep.Load().Policy.MaxInFlight, 1) {
 		o.wg.Go(o.run)
 	}
-	return o.rescan(ctx)
+	return o.discover(ctx)
 }
 
-// rescan kicks every key of the endpoint with deliveries queued: at the
-// start, and every minute after (scanOrdered), so that no key is left
-// waiting should a kick ever go missing.
-func (o *orderLanes) rescan(ctx context.Context) error {
-	w := o.w
-	info, err := o.stream.Info(ctx, jetstream.WithSubjectFilter(store.OrderedSubjects(w.ns, w.name)))
-	if err != nil {
-		return fmt.Errorf("listing the ordering keys with deliveries: %w", err)
+// discover reads the endpoint's key queues forward from the cursor (the
+// headers only) and makes a lane for each key it meets without one, until
+// the lanes are full (the cursor then stays at that message) or it reached
+// the end. It runs at the start (the whole stream), when lanes were
+// refused and room was made, and every minute (scanOrdered) while some
+// were; one at a time.
+func (o *orderLanes) discover(ctx context.Context) error {
+	o.mu.Lock()
+	if o.discovering || !o.overflow || o.closed {
+		o.mu.Unlock()
+		return nil
 	}
-	for subj, n := range info.State.Subjects {
-		if _, token, ok := store.OrderedKeyOfSubject(subj); ok && n > 0 {
-			o.kick(token, nil)
+	o.discovering = true
+	from, refused := o.cursor, o.refused
+	o.mu.Unlock()
+	end, err := o.scan(ctx, from)
+	o.mu.Lock()
+	o.discovering = false
+	if end && o.refused == refused {
+		o.overflow = false // every key met so far has its lane
+	}
+	o.mu.Unlock()
+	return err
+}
+
+// scan is discover's reading: it reports whether it reached the end.
+func (o *orderLanes) scan(ctx context.Context, from uint64) (bool, error) {
+	w := o.w
+	filter := store.OrderedSubjects(w.ns, w.name)
+	if _, err := o.stream.GetMsg(ctx, from, jetstream.WithGetMsgSubject(filter)); errors.Is(err, jetstream.ErrMsgNotFound) {
+		return true, nil
+	} else if err != nil {
+		return false, fmt.Errorf("looking for ordered deliveries: %w", err)
+	}
+	cons, err := o.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{filter}, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from, HeadersOnly: true,
+	})
+	if err != nil {
+		return false, fmt.Errorf("reading the ordered deliveries: %w", err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(512))
+	if err != nil {
+		return false, fmt.Errorf("reading the ordered deliveries: %w", err)
+	}
+	defer it.Stop()
+	for {
+		m, err := it.Next()
+		if err != nil {
+			return false, fmt.Errorf("reading the ordered deliveries: %w", err)
+		}
+		meta, err := m.Metadata()
+		if err != nil {
+			return false, err
+		}
+		seq := meta.Sequence.Stream
+		if _, token, ok := store.OrderedKeyOfSubject(m.Subject()); ok && !o.found(token, seq) {
+			return false, nil // full: the cursor stays here
+		}
+		if meta.NumPending == 0 {
+			return true, nil
 		}
 	}
-	return nil
+}
+
+// found makes a lane for the key token met at seq by discover, unless the
+// lanes are full (false): the cursor then stays at seq, or else moves past it.
+func (o *orderLanes) found(token string, seq uint64) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.lanes[token] == nil && len(o.lanes) >= o.maxLanes {
+		o.cursor = seq
+		return false
+	}
+	o.cursor = seq + 1
+	o.kickLocked(token, nil)
+	return true
 }
 
 // kick tells the lane of token that its queue may have a head to work on.
@@ -125,7 +203,17 @@ func (o *orderLanes) rescan(ctx context.Context) error {
 func (o *orderLanes) kick(token string, moved *movedHead) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	o.kickLocked(token, moved)
+}
+
+func (o *orderLanes) kickLocked(token string, moved *movedHead) {
 	l := o.lanes[token]
+	if l == nil && len(o.lanes) >= o.maxLanes {
+		// Full: discover finds this key once there is room.
+		o.overflow = true
+		o.refused++
+		return
+	}
 	if l == nil {
 		l = &lane{token: token, next: 1}
 		if moved != nil {
@@ -171,6 +259,8 @@ func (o *orderLanes) later(l *lane, d time.Duration) {
 }
 
 // drop removes a lane whose queue is empty, unless it was kicked meanwhile.
+// Once a quarter of the lanes is free after some were refused, the keys
+// turned away are looked for.
 func (o *orderLanes) drop(l *lane) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -180,6 +270,14 @@ func (o *orderLanes) drop(l *lane) {
 		return
 	}
 	delete(o.lanes, l.token)
+	if o.overflow && !o.discovering && !o.closed && len(o.lanes) <= o.maxLanes*3/4 {
+		ctx := o.w.ctx
+		go func() {
+			if err := o.discover(ctx); err != nil && ctx.Err() == nil {
+				o.w.env.log.Error(err, "Looking for ordered deliveries failed; looking again within a minute", "namespace", o.w.ns, "name", o.w.name)
+			}
+		}()
+	}
 }
 
 // empty reports whether no key has deliveries queued.
@@ -466,4 +564,11 @@ func (w *endpointWorker) storeOrdered(uid types.UID, seq uint64, ds []store.Deli
 		}
 	}
 	return seqs, nil
+}
+
+// laneCount is how many lanes are kept.
+func (o *orderLanes) laneCount() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.lanes)
 }

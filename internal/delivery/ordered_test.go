@@ -12,6 +12,7 @@ import (
 
 	"github.com/go-logr/logr/testr"
 	"github.com/nats-io/nats-server/v2/server"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/wablast/webhook-operator/internal/endpoint"
 	"github.com/wablast/webhook-operator/internal/store"
@@ -189,7 +190,17 @@ func TestARetryingKeyHoldsBackOnlyItsOwnKey(t *testing.T) {
 	rc.checkAll(t, events...)
 }
 
-func TestPerKeyOrderHoldsAcrossACrash(t *testing.T) {
+func TestPerKeyOrderHoldsAcrossACrash(t *testing.T) { perKeyAcrossACrash(t) }
+
+// Likewise when the restarted worker has room for only a few keys' lanes
+// at a time: it finds the others in the stream as lanes free up.
+func TestPerKeyOrderHoldsAcrossACrashWithFewLanes(t *testing.T) {
+	defer func(n int) { maxLanes = n }(maxLanes)
+	maxLanes = 4
+	perKeyAcrossACrash(t)
+}
+
+func perKeyAcrossACrash(t *testing.T) {
 	var rngMu sync.Mutex
 	rng := rand.New(rand.NewPCG(7, 8))
 	c := newOrderChecker(func(string, int) bool {
@@ -396,4 +407,64 @@ func TestSwitchingPerKeyOffDeliversWhatTheKeysHold(t *testing.T) {
 	})
 	c.report(t)
 	rc.checkAll(t, events...)
+}
+
+// With more keys waiting than lanes may be kept, the keys beyond them wait
+// in the stream and are found once lanes are free: every key's events are
+// delivered, in order, and the lanes never outnumber the bound.
+func TestKeysBeyondTheLaneBoundWaitInTheStream(t *testing.T) {
+	defer func(n int) { maxLanes = n }(maxLanes)
+	maxLanes = 3
+	var mu sync.Mutex
+	failing := true
+	c := newOrderChecker(func(key string, _ int) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return failing
+	})
+	rc := orderedReceiver(t, c)
+	h := newHarness(t, "", nil)
+	h.reg.Upsert(testEndpoint("ordered", rc.URL, perKey))
+	const keys, n = 12, 4
+	events := keyedEvents("bound", keys, n, rand.New(rand.NewPCG(19, 20)))
+	h.enqueue(events...)
+
+	worker := func() *endpointWorker {
+		h.d.mu.Lock()
+		defer h.d.mu.Unlock()
+		return h.d.workers[types.NamespacedName{Namespace: "shop", Name: "ordered"}]
+	}
+	peak := 0
+	sample := func() {
+		if w := worker(); w != nil {
+			if o := w.lanes.Load(); o != nil {
+				peak = max(peak, o.laneCount())
+			}
+		}
+	}
+	// While every attempt fails, only the first keys have lanes.
+	testutil.EventuallyEvery(t, 20*time.Second, 10*time.Millisecond, func() error {
+		sample()
+		if got := len(rc.uniqueIDs()); got != maxLanes {
+			return fmt.Errorf("%d events attempted, want the heads of %d keys", got, maxLanes)
+		}
+		return nil
+	})
+	mu.Lock()
+	failing = false
+	mu.Unlock()
+	testutil.EventuallyEvery(t, 60*time.Second, 10*time.Millisecond, func() error {
+		sample()
+		for k := range keys {
+			if got := c.delivered(fmt.Sprintf("k%d", k)); got != n {
+				return fmt.Errorf("key k%d: %d of %d delivered", k, got, n)
+			}
+		}
+		return nil
+	})
+	c.report(t)
+	rc.checkAll(t, events...)
+	if peak > maxLanes {
+		t.Errorf("%d lanes at once, the bound is %d", peak, maxLanes)
+	}
 }
