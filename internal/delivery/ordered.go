@@ -198,8 +198,9 @@ func (o *orderLanes) found(token string, seq uint64) bool {
 // kick tells the lane of token that its queue may have a head to work on.
 // moved, when the kick comes from a move, is the first delivery it stored
 // for token (nil when that was a duplicate): a lane the move creates has
-// it as its head, since the lanes started with every key that had
-// deliveries queued, and a lane is dropped only once its queue is empty.
+// it as its head unless some key was turned away (overflow), since the
+// lanes start with every key that has deliveries queued, and a lane is
+// dropped only once its queue is empty.
 func (o *orderLanes) kick(token string, moved *movedHead) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -216,8 +217,11 @@ func (o *orderLanes) kickLocked(token string, moved *movedHead) {
 	}
 	if l == nil {
 		l = &lane{token: token, next: 1}
-		if moved != nil {
-			// No retry state can name a delivery stored just now.
+		if moved != nil && !o.overflow {
+			// Every key with deliveries queued has its lane (none was
+			// turned away since a discovery read to the end): the key's
+			// queue was empty, the move's delivery is its head, and no
+			// retry state can name it.
 			l.checked = true
 			if len(o.ready) < maxCachedHeads {
 				l.head = moved

@@ -427,7 +427,22 @@ func TestKeysBeyondTheLaneBoundWaitInTheStream(t *testing.T) {
 	h.reg.Upsert(testEndpoint("ordered", rc.URL, perKey))
 	const keys, n = 12, 4
 	events := keyedEvents("bound", keys, n, rand.New(rand.NewPCG(19, 20)))
-	h.enqueue(events...)
+	// Each key's first two events now, the others once lanes free up: a
+	// key turned away has its first events in the stream when its later
+	// ones are moved, which must not jump them.
+	var first, later []Event
+	for _, ev := range events {
+		var d struct{ N int }
+		if err := json.Unmarshal(ev.Data, &d); err != nil {
+			t.Fatal(err)
+		}
+		if d.N <= 2 {
+			first = append(first, ev)
+		} else {
+			later = append(later, ev)
+		}
+	}
+	h.enqueue(first...)
 
 	worker := func() *endpointWorker {
 		h.d.mu.Lock()
@@ -453,6 +468,12 @@ func TestKeysBeyondTheLaneBoundWaitInTheStream(t *testing.T) {
 	mu.Lock()
 	failing = false
 	mu.Unlock()
+	for i, ev := range later {
+		h.enqueue(ev)
+		if i%4 == 0 {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
 	testutil.EventuallyEvery(t, 60*time.Second, 10*time.Millisecond, func() error {
 		sample()
 		for k := range keys {
