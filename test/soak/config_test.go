@@ -41,7 +41,7 @@ type config struct {
 	// Drain bounds the wait for deliveries after posting stops (SOAK_DRAIN;
 	// default computed from the policy and the outage, see drainBound).
 	Drain time.Duration
-	// Warmup is how long RSS may grow before the verdict holds it to ±20%
+	// Warmup is how long RSS may grow before the verdict holds its peaks to +20%
 	// (SOAK_WARMUP, default 2m; shortened to half of Duration for short runs).
 	Warmup time.Duration
 }
