@@ -10,6 +10,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -25,9 +26,11 @@ func withFilter(expr string) func(*webhooksv1alpha1.WebhookConfig) {
 // setFilter updates spec.filter of ns/crm.
 func setFilter(t *testing.T, ns, expr string) {
 	t.Helper()
-	w := get(t, ns, "crm")
-	w.Spec.Filter = expr
-	if err := env.Client.Update(context.Background(), w); err != nil {
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		w := get(t, ns, "crm")
+		w.Spec.Filter = expr
+		return env.Client.Update(context.Background(), w)
+	}); err != nil {
 		t.Fatal(err)
 	}
 }

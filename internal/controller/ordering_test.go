@@ -8,6 +8,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 
 	webhooksv1alpha1 "github.com/wablast/webhook-operator/api/v1alpha1"
 	"github.com/wablast/webhook-operator/internal/endpoint"
@@ -19,6 +20,19 @@ func withOrdering(ordering webhooksv1alpha1.DeliveryOrdering, key string) func(*
 			w.Spec.Delivery = &webhooksv1alpha1.DeliveryPolicy{}
 		}
 		w.Spec.Delivery.Ordering, w.Spec.Delivery.OrderingKey = ordering, key
+	}
+}
+
+// updateDelivery changes spec.delivery of ns/name, again on a conflict with
+// the controller's status writes.
+func updateDelivery(t *testing.T, ns, name string, mutate func(*webhooksv1alpha1.DeliveryPolicy)) {
+	t.Helper()
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		w := get(t, ns, name)
+		mutate(w.Spec.Delivery)
+		return env.Client.Update(context.Background(), w)
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -49,10 +63,7 @@ func TestAnOrderingKeyIsCompiledAndABadOneIsNotReady(t *testing.T) {
 	// A key that does not compile: Ready=False with the compiler's message;
 	// the previous generation stays registered.
 	goodGen := ep.Generation
-	w.Spec.Delivery.OrderingKey = `data.messageId +`
-	if err := env.Client.Update(context.Background(), w); err != nil {
-		t.Fatal(err)
-	}
+	updateDelivery(t, ns, "crm", func(d *webhooksv1alpha1.DeliveryPolicy) { d.OrderingKey = `data.messageId +` })
 	w = waitCondition(t, ns, "crm", webhooksv1alpha1.ConditionReady, metav1.ConditionFalse, webhooksv1alpha1.ReasonInvalidOrderingKey)
 	ready := meta.FindStatusCondition(w.Status.Conditions, webhooksv1alpha1.ConditionReady)
 	for _, want := range []string{"spec.delivery.orderingKey is invalid: ERROR: <input>:1:17: Syntax error", fmt.Sprintf("keeps the configuration of generation %d", goodGen)} {
@@ -62,17 +73,10 @@ func TestAnOrderingKeyIsCompiledAndABadOneIsNotReady(t *testing.T) {
 	}
 
 	// Fixed with a key of its own; then Unordered registers no key.
-	w.Spec.Delivery.OrderingKey = `data.sessionId`
-	if err := env.Client.Update(context.Background(), w); err != nil {
-		t.Fatal(err)
-	}
+	updateDelivery(t, ns, "crm", func(d *webhooksv1alpha1.DeliveryPolicy) { d.OrderingKey = `data.sessionId` })
 	waitCondition(t, ns, "crm", webhooksv1alpha1.ConditionReady, metav1.ConditionTrue, webhooksv1alpha1.ReasonSucceeded)
 	waitRegistered(t, m.registry, ns, registeredOrdering(true, `data.sessionId`))
-	w = get(t, ns, "crm")
-	w.Spec.Delivery.Ordering = webhooksv1alpha1.OrderingUnordered
-	if err := env.Client.Update(context.Background(), w); err != nil {
-		t.Fatal(err)
-	}
+	updateDelivery(t, ns, "crm", func(d *webhooksv1alpha1.DeliveryPolicy) { d.Ordering = webhooksv1alpha1.OrderingUnordered })
 	waitRegistered(t, m.registry, ns, registeredOrdering(false, ""))
 }
 
