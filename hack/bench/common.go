@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -456,4 +457,15 @@ func warmUp(ctx context.Context, rcv *receiver, n int, send func(i int) error) e
 		return fmt.Errorf("warm-up: %w", err)
 	}
 	return rcv.check("warm-up", nil)
+}
+
+// medianRound sorts rounds by their ratio and returns the median round and
+// every round's ratio, in that order, to two decimals.
+func medianRound[R any](rounds []R, ratio func(R) float64) (R, []string) {
+	slices.SortFunc(rounds, func(a, b R) int { return cmp.Compare(ratio(a), ratio(b)) })
+	all := make([]string, len(rounds))
+	for i, rd := range rounds {
+		all[i] = fmt.Sprintf("%.2f", ratio(rd))
+	}
+	return rounds[len(rounds)/2], all
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"slices"
 	"time"
 
 	"github.com/wablast/webhook-operator/internal/endpoint"
@@ -66,20 +65,7 @@ func measureFilter(ctx context.Context, sz sizes) *result {
 		rounds = append(rounds, rd)
 	}
 	ratio := func(rd round) float64 { return rd.filtered.rate() / rd.plain.rate() }
-	slices.SortFunc(rounds, func(a, b round) int {
-		switch ra, rb := ratio(a), ratio(b); {
-		case ra < rb:
-			return -1
-		case ra > rb:
-			return 1
-		}
-		return 0
-	})
-	med := rounds[len(rounds)/2]
-	var all []string
-	for _, rd := range rounds {
-		all = append(all, fmt.Sprintf("%.2f", ratio(rd)))
-	}
+	med, all := medianRound(rounds, ratio)
 
 	// The filters' own cost, without the store: Matching over the 100
 	// compiled filters, for each event posted, on one goroutine.

@@ -66,20 +66,7 @@ func measureOrdered(ctx context.Context, sz sizes) *result {
 		rounds = append(rounds, rd)
 	}
 	ratio := func(rd round) float64 { return rd.perKey.rate() / rd.unordered.rate() }
-	slices.SortFunc(rounds, func(a, b round) int {
-		switch ra, rb := ratio(a), ratio(b); {
-		case ra < rb:
-			return -1
-		case ra > rb:
-			return 1
-		}
-		return 0
-	})
-	med := rounds[len(rounds)/2]
-	var all []string
-	for _, rd := range rounds {
-		all = append(all, fmt.Sprintf("%.2f", ratio(rd)))
-	}
+	med, all := medianRound(rounds, ratio)
 	res.info(fmt.Sprintf("12. delivered throughput, PerKey with %d keys / Unordered (median of %d rounds)", orderedKeys, len(rounds)),
 		fmt.Sprintf("%.2f (%s vs %s)", ratio(med), fmtRate(med.perKey.rate(), "deliveries/s"), fmtRate(med.unordered.rate(), "deliveries/s")))
 	res.info("12. this process's CPU per delivery, PerKey / Unordered (the median round)", fmt.Sprintf("%.2f (%.0f µs vs %.0f µs)",

@@ -178,15 +178,7 @@ func TestGoneInTheMiddleOfABatchHoldsTheRest(t *testing.T) {
 // requests of all of them; a batch message, should one be there, is
 // attempted one delivery at a time.
 func TestWithAnExternalNATSMaxInFlightHoldsAcrossManagers(t *testing.T) {
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	defer ns.Shutdown()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server did not start")
-	}
+	ns := startNATSServer(t)
 	rc := newReceiver(t, func(_ int, _ http.ResponseWriter, _ *http.Request) { time.Sleep(20 * time.Millisecond) })
 	crm := testEndpoint("crm", rc.URL, func(e *endpoint.Endpoint) { e.Policy.MaxInFlight = 4 })
 	egress, err := NewEgressPolicy([]string{"127.0.0.0/8"}, nil)
@@ -332,4 +324,20 @@ func TestGroupCommitDelayDefaultsAndCanBeTurnedOff(t *testing.T) {
 			t.Errorf("GroupCommitDelay %s: the batcher waits %s, want %s", c.set, d.batcher.delay, c.want)
 		}
 	}
+}
+
+// startNATSServer starts a nats-server with JetStream on loopback, as an
+// external NATS (--nats-url), shut down when the test ends.
+func startNATSServer(t *testing.T) *server.Server {
+	t.Helper()
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	t.Cleanup(ns.Shutdown)
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server did not start")
+	}
+	return ns
 }

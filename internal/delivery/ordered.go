@@ -474,18 +474,8 @@ func (o *orderLanes) remove(ctx context.Context, l *lane, seq uint64) bool {
 // order the deliveries were stored in. A failed write is tried again
 // until it succeeds or the worker stops (m is then handed out again).
 func (w *endpointWorker) move(m jetstream.Msg) {
-	ep := w.ep.Load()
-	if m.Headers().Get(store.HdrEndpointUID) != string(ep.UID) {
-		_ = m.Ack()
-		w.env.msgDone(m)
-		return
-	}
-	w.env.retryTaken(ep.UID, m)
-	ds, err := store.DeliveriesOf(m.Headers(), m.Data())
-	if err != nil {
-		w.env.log.Error(err, "Dropping a stored message that carries no readable delivery", "namespace", w.ns, "name", w.name, "subject", m.Subject())
-		_ = m.Term()
-		w.env.msgDone(m)
+	ep, ds, ok := w.open(m)
+	if !ok {
 		return
 	}
 	meta, err := m.Metadata()

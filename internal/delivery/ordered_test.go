@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr/testr"
-	"github.com/nats-io/nats-server/v2/server"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/wablast/webhook-operator/internal/endpoint"
@@ -54,6 +53,20 @@ func (c *orderChecker) delivered(key string) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.lastOK[key]
+}
+
+// waitDelivered waits until keys k<from> to k<to-1> each had their n-th
+// event answered 2xx.
+func (c *orderChecker) waitDelivered(t *testing.T, timeout time.Duration, n, from, to int) {
+	t.Helper()
+	testutil.EventuallyEvery(t, timeout, 10*time.Millisecond, func() error {
+		for k := from; k < to; k++ {
+			if got := c.delivered(fmt.Sprintf("k%d", k)); got != n {
+				return fmt.Errorf("key k%d: %d of %d delivered", k, got, n)
+			}
+		}
+		return nil
+	})
 }
 
 func (c *orderChecker) report(t *testing.T) {
@@ -136,14 +149,7 @@ func TestPerKeyDeliversEachKeysEventsInAcceptanceOrder(t *testing.T) {
 	for i := 0; i < len(events); i += 7 {
 		h.enqueue(events[i:min(i+7, len(events))]...)
 	}
-	testutil.EventuallyEvery(t, 60*time.Second, 20*time.Millisecond, func() error {
-		for k := range keys {
-			if got := c.delivered(fmt.Sprintf("k%d", k)); got != n {
-				return fmt.Errorf("key k%d: %d of %d delivered", k, got, n)
-			}
-		}
-		return nil
-	})
+	c.waitDelivered(t, 60*time.Second, n, 0, keys)
 	c.report(t)
 	rc.checkAll(t, events...)
 	if p := rc.peak.Load(); p > 4 {
@@ -166,26 +172,14 @@ func TestARetryingKeyHoldsBackOnlyItsOwnKey(t *testing.T) {
 	events := keyedEvents("hol", 5, 10, rand.New(rand.NewPCG(5, 6)))
 	h.enqueue(events...)
 	// Every other key is delivered in full while k0's first event fails.
-	testutil.EventuallyEvery(t, 30*time.Second, 20*time.Millisecond, func() error {
-		for k := 1; k < 5; k++ {
-			if got := c.delivered(fmt.Sprintf("k%d", k)); got != 10 {
-				return fmt.Errorf("key k%d: %d of 10 delivered", k, got)
-			}
-		}
-		return nil
-	})
+	c.waitDelivered(t, 30*time.Second, 10, 1, 5)
 	if got := c.delivered("k0"); got != 0 {
 		t.Fatalf("k0 delivered up to %d while its first event failed", got)
 	}
 	stuck.Lock()
 	stuckUntil = time.Now()
 	stuck.Unlock()
-	testutil.EventuallyEvery(t, 30*time.Second, 20*time.Millisecond, func() error {
-		if got := c.delivered("k0"); got != 10 {
-			return fmt.Errorf("key k0: %d of 10 delivered", got)
-		}
-		return nil
-	})
+	c.waitDelivered(t, 30*time.Second, 10, 0, 1)
 	c.report(t)
 	rc.checkAll(t, events...)
 }
@@ -225,14 +219,7 @@ func perKeyAcrossACrash(t *testing.T) {
 	h.crash()
 	h.start()
 	h.enqueue(events[half:]...)
-	testutil.EventuallyEvery(t, 60*time.Second, 20*time.Millisecond, func() error {
-		for k := range keys {
-			if got := c.delivered(fmt.Sprintf("k%d", k)); got != n {
-				return fmt.Errorf("key k%d: %d of %d delivered", k, got, n)
-			}
-		}
-		return nil
-	})
+	c.waitDelivered(t, 60*time.Second, n, 0, keys)
 	c.report(t)
 	rc.checkAll(t, events...)
 }
@@ -268,14 +255,7 @@ func TestPerKeyEndpointsAreDeliveredByTheLeaderOnly(t *testing.T) {
 	leaderMu.Lock()
 	leader = true
 	leaderMu.Unlock()
-	testutil.EventuallyEvery(t, 30*time.Second, 20*time.Millisecond, func() error {
-		for k := range 3 {
-			if got := c.delivered(fmt.Sprintf("k%d", k)); got != 5 {
-				return fmt.Errorf("key k%d: %d of 5 delivered", k, got)
-			}
-		}
-		return nil
-	})
+	c.waitDelivered(t, 30*time.Second, 5, 0, 3)
 	c.report(t)
 	rc.checkAll(t, events...)
 }
@@ -285,15 +265,7 @@ func TestPerKeyEndpointsAreDeliveredByTheLeaderOnly(t *testing.T) {
 // after the other, so two managers accepting a key's events in turn still
 // deliver them in order.
 func TestPerKeyOrderHoldsWithTwoManagersOnOneNATS(t *testing.T) {
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	defer ns.Shutdown()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server did not start")
-	}
+	ns := startNATSServer(t)
 	var rngMu sync.Mutex
 	rng := rand.New(rand.NewPCG(13, 14))
 	c := newOrderChecker(func(string, int) bool {
@@ -351,14 +323,7 @@ func TestPerKeyOrderHoldsWithTwoManagersOnOneNATS(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	testutil.EventuallyEvery(t, 60*time.Second, 20*time.Millisecond, func() error {
-		for k := range keys {
-			if got := c.delivered(fmt.Sprintf("k%d", k)); got != n {
-				return fmt.Errorf("key k%d: %d of %d delivered", k, got, n)
-			}
-		}
-		return nil
-	})
+	c.waitDelivered(t, 60*time.Second, n, 0, keys)
 	c.report(t)
 	rc.checkAll(t, events...)
 }
@@ -379,14 +344,7 @@ func TestSwitchingPerKeyOffDeliversWhatTheKeysHold(t *testing.T) {
 	h.reg.Upsert(ep)
 	events := keyedEvents("switch", 3, 6, rand.New(rand.NewPCG(17, 18)))
 	h.enqueue(events...)
-	testutil.EventuallyEvery(t, 30*time.Second, 20*time.Millisecond, func() error {
-		for k := 1; k < 3; k++ {
-			if got := c.delivered(fmt.Sprintf("k%d", k)); got != 6 {
-				return fmt.Errorf("key k%d: %d of 6 delivered", k, got)
-			}
-		}
-		return nil
-	})
+	c.waitDelivered(t, 30*time.Second, 6, 1, 3)
 	ep.Policy.PerKey, ep.OrderingKey, ep.Generation = false, nil, 2
 	h.reg.Upsert(ep)
 	syncs := h.d.Syncs()
@@ -399,12 +357,7 @@ func TestSwitchingPerKeyOffDeliversWhatTheKeysHold(t *testing.T) {
 	mu.Lock()
 	stuck = false
 	mu.Unlock()
-	testutil.EventuallyEvery(t, 30*time.Second, 20*time.Millisecond, func() error {
-		if got := c.delivered("k0"); got != 6 {
-			return fmt.Errorf("key k0: %d of 6 delivered", got)
-		}
-		return nil
-	})
+	c.waitDelivered(t, 30*time.Second, 6, 0, 1)
 	c.report(t)
 	rc.checkAll(t, events...)
 }

@@ -308,19 +308,8 @@ func againAfter(d time.Duration) settlement { return settlement{delay: d} }
 // unfinished ones were stored again as messages of their own, so finished
 // deliveries are not attempted twice.
 func (w *endpointWorker) handleMsg(ctx context.Context, m jetstream.Msg) {
-	ep := w.ep.Load()
-	if m.Headers().Get(store.HdrEndpointUID) != string(ep.UID) {
-		// Deliveries for an earlier resource of the same name.
-		_ = m.Ack()
-		w.env.msgDone(m)
-		return
-	}
-	w.env.retryTaken(ep.UID, m)
-	ds, err := store.DeliveriesOf(m.Headers(), m.Data())
-	if err != nil {
-		w.env.log.Error(err, "Dropping a stored message that carries no readable delivery", "namespace", w.ns, "name", w.name, "subject", m.Subject())
-		_ = m.Term()
-		w.env.msgDone(m)
+	ep, ds, ok := w.open(m)
+	if !ok {
 		return
 	}
 	// Without the batcher several managers may share the consumer, and
@@ -356,6 +345,28 @@ func (w *endpointWorker) handleMsg(ctx context.Context, m jetstream.Msg) {
 	wg.Wait()
 	w.recordOutcomes(res)
 	w.settle(m, ds, res)
+}
+
+// open returns the endpoint's configuration and the deliveries m carries.
+// A message left for an earlier resource of the same name is acknowledged
+// and one that carries no readable delivery dropped; ok is then false.
+func (w *endpointWorker) open(m jetstream.Msg) (*endpoint.Endpoint, []store.Delivery, bool) {
+	ep := w.ep.Load()
+	if m.Headers().Get(store.HdrEndpointUID) != string(ep.UID) {
+		// Deliveries for an earlier resource of the same name.
+		_ = m.Ack()
+		w.env.msgDone(m)
+		return nil, nil, false
+	}
+	w.env.retryTaken(ep.UID, m)
+	ds, err := store.DeliveriesOf(m.Headers(), m.Data())
+	if err != nil {
+		w.env.log.Error(err, "Dropping a stored message that carries no readable delivery", "namespace", w.ns, "name", w.name, "subject", m.Subject())
+		_ = m.Term()
+		w.env.msgDone(m)
+		return nil, nil, false
+	}
+	return ep, ds, true
 }
 
 // recordOutcomes records the outcomes of the message's finished deliveries
