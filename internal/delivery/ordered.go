@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -95,12 +96,14 @@ type movedHead struct {
 // memory: beyond it a new lane reads its head from the stream.
 const maxCachedHeads = 1024
 
-// startLanes starts the worker's lanes and finds the keys that have
-// deliveries queued; when they run already, it goes on finding those it
-// had no room for.
+// startLanes starts the worker's lanes and has them find the keys that
+// have deliveries queued; when they run already, it has them go on finding
+// those they had no room for. The finding runs on its own goroutine: it
+// may read a long backlog, and its callers are the sync loop's.
 func (w *endpointWorker) startLanes(ctx context.Context) error {
 	if o := w.lanes.Load(); o != nil {
-		return o.discover(ctx)
+		o.discoverLater(ctx)
+		return nil
 	}
 	stream, err := w.env.js.Stream(ctx, store.StreamOrdered)
 	if err != nil {
@@ -114,7 +117,18 @@ func (w *endpointWorker) startLanes(ctx context.Context) error {
 	for range max(w.ep.Load().Policy.MaxInFlight, 1) {
 		o.wg.Go(o.run)
 	}
-	return o.discover(ctx)
+	o.discoverLater(ctx)
+	return nil
+}
+
+// discoverLater runs discover on a goroutine of its own, logging a failure
+// (it is tried again when lanes free up, or within a minute).
+func (o *orderLanes) discoverLater(ctx context.Context) {
+	go func() {
+		if err := o.discover(ctx); err != nil && ctx.Err() == nil {
+			o.w.env.log.Error(err, "Looking for ordered deliveries failed; looking again within a minute", "namespace", o.w.ns, "name", o.w.name)
+		}
+	}()
 }
 
 // discover reads the endpoint's key queues forward from the cursor (the
@@ -157,25 +171,33 @@ func (o *orderLanes) scan(ctx context.Context, from uint64) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("reading the ordered deliveries: %w", err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(512))
-	if err != nil {
-		return false, fmt.Errorf("reading the ordered deliveries: %w", err)
-	}
-	defer it.Stop()
 	for {
-		m, err := it.Next()
+		// Batches that wait at most a second: the lanes delete the
+		// messages they finish meanwhile, so one counted as pending may
+		// never come.
+		batch, err := cons.Fetch(512, jetstream.FetchMaxWait(time.Second))
 		if err != nil {
 			return false, fmt.Errorf("reading the ordered deliveries: %w", err)
 		}
-		meta, err := m.Metadata()
-		if err != nil {
-			return false, err
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			meta, err := m.Metadata()
+			if err != nil {
+				return false, err
+			}
+			seq := meta.Sequence.Stream
+			if _, token, ok := store.OrderedKeyOfSubject(m.Subject()); ok && !o.found(token, seq) {
+				return false, nil // full: the cursor stays here
+			}
+			if meta.NumPending == 0 {
+				return true, nil
+			}
 		}
-		seq := meta.Sequence.Stream
-		if _, token, ok := store.OrderedKeyOfSubject(m.Subject()); ok && !o.found(token, seq) {
-			return false, nil // full: the cursor stays here
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return false, fmt.Errorf("reading the ordered deliveries: %w", err)
 		}
-		if meta.NumPending == 0 {
+		if n == 0 {
 			return true, nil
 		}
 	}
@@ -275,12 +297,7 @@ func (o *orderLanes) drop(l *lane) {
 	}
 	delete(o.lanes, l.token)
 	if o.overflow && !o.discovering && !o.closed && len(o.lanes) <= o.maxLanes*3/4 {
-		ctx := o.w.ctx
-		go func() {
-			if err := o.discover(ctx); err != nil && ctx.Err() == nil {
-				o.w.env.log.Error(err, "Looking for ordered deliveries failed; looking again within a minute", "namespace", o.w.ns, "name", o.w.name)
-			}
-		}()
+		o.discoverLater(o.w.ctx)
 	}
 }
 
