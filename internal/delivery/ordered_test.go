@@ -82,6 +82,18 @@ func (c *orderChecker) report(t *testing.T) {
 	}
 }
 
+// failingAtRandom fails a share of requests at random, from a seeded
+// generator, for an orderChecker.
+func failingAtRandom(share float64, seed1, seed2 uint64) func(string, int) bool {
+	var mu sync.Mutex
+	rng := rand.New(rand.NewPCG(seed1, seed2))
+	return func(string, int) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return rng.Float64() < share
+	}
+}
+
 // orderedReceiver is a receiver whose requests go through an orderChecker.
 func orderedReceiver(t *testing.T, c *orderChecker) *receiver {
 	return newReceiver(t, func(_ int, w http.ResponseWriter, r *http.Request) {
@@ -133,13 +145,7 @@ func perKey(e *endpoint.Endpoint) {
 }
 
 func TestPerKeyDeliversEachKeysEventsInAcceptanceOrder(t *testing.T) {
-	var rngMu sync.Mutex
-	rng := rand.New(rand.NewPCG(1, 2))
-	c := newOrderChecker(func(string, int) bool {
-		rngMu.Lock()
-		defer rngMu.Unlock()
-		return rng.Float64() < 0.3
-	})
+	c := newOrderChecker(failingAtRandom(0.3, 1, 2))
 	rc := orderedReceiver(t, c)
 	h := newHarness(t, "", nil)
 	h.reg.Upsert(testEndpoint("ordered", rc.URL, perKey))
@@ -195,13 +201,7 @@ func TestPerKeyOrderHoldsAcrossACrashWithFewLanes(t *testing.T) {
 }
 
 func perKeyAcrossACrash(t *testing.T) {
-	var rngMu sync.Mutex
-	rng := rand.New(rand.NewPCG(7, 8))
-	c := newOrderChecker(func(string, int) bool {
-		rngMu.Lock()
-		defer rngMu.Unlock()
-		return rng.Float64() < 0.3
-	})
+	c := newOrderChecker(failingAtRandom(0.3, 7, 8))
 	rc := orderedReceiver(t, c)
 	h := newHarness(t, "", nil)
 	h.reg.Upsert(testEndpoint("ordered", rc.URL, perKey))
@@ -266,13 +266,7 @@ func TestPerKeyEndpointsAreDeliveredByTheLeaderOnly(t *testing.T) {
 // deliver them in order.
 func TestPerKeyOrderHoldsWithTwoManagersOnOneNATS(t *testing.T) {
 	ns := startNATSServer(t)
-	var rngMu sync.Mutex
-	rng := rand.New(rand.NewPCG(13, 14))
-	c := newOrderChecker(func(string, int) bool {
-		rngMu.Lock()
-		defer rngMu.Unlock()
-		return rng.Float64() < 0.2
-	})
+	c := newOrderChecker(failingAtRandom(0.2, 13, 14))
 	rc := orderedReceiver(t, c)
 	ep := testEndpoint("ordered", rc.URL, perKey)
 	egress, err := NewEgressPolicy([]string{"127.0.0.0/8"}, nil)

@@ -25,7 +25,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -271,16 +270,7 @@ func TestPerKeyOrderWithThreeReplicas(t *testing.T) {
 		wg.Go(func() { r.WaitReady(60 * time.Second) })
 	}
 	wg.Wait()
-	testutil.Eventually(t, 60*time.Second, func() error {
-		var w webhooksv1alpha1.WebhookConfig
-		if err := env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "ordered"}, &w); err != nil {
-			return err
-		}
-		if !meta.IsStatusConditionTrue(w.Status.Conditions, "Ready") {
-			return errors.New("not Ready")
-		}
-		return nil
-	})
+	waitWHCReady(t, env.Client, ns, "ordered")
 
 	// The leader: the replica whose metrics say it holds the lease, and
 	// the Lease's holder, logged.

@@ -264,16 +264,7 @@ func TestThreeReplicasOnANATSCluster(t *testing.T) {
 		})
 		replicas[i].WaitReady(60 * time.Second)
 	}
-	testutil.Eventually(t, 60*time.Second, func() error {
-		var w webhooksv1alpha1.WebhookConfig
-		if err := env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "crm"}, &w); err != nil {
-			return err
-		}
-		if !meta.IsStatusConditionTrue(w.Status.Conditions, "Ready") {
-			return errors.New("not Ready")
-		}
-		return nil
-	})
+	waitWHCReady(t, env.Client, ns, "crm")
 
 	// Post 10,000 events (each with data of its own) in batches of 100
 	// spread over the replicas; a replica that is down is skipped and the
@@ -495,4 +486,19 @@ func natsState(url string, streams ...string) string {
 		}
 	}
 	return b.String()
+}
+
+// waitWHCReady waits until the WebhookConfig ns/name is Ready.
+func waitWHCReady(t *testing.T, c client.Reader, ns, name string) {
+	t.Helper()
+	testutil.Eventually(t, 60*time.Second, func() error {
+		var w webhooksv1alpha1.WebhookConfig
+		if err := c.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name}, &w); err != nil {
+			return err
+		}
+		if !meta.IsStatusConditionTrue(w.Status.Conditions, "Ready") {
+			return errors.New("not Ready")
+		}
+		return nil
+	})
 }
